@@ -1,0 +1,400 @@
+//! The one typed `Config`, read once from `KEYWARD_*` environment variables
+//! and validated at start-up. No other module reads the environment.
+//!
+//! Every secret (`KEYWARD_REDIS_URL`, `KEYWARD_ADMIN_REDIS_URL`,
+//! `KEYWARD_ADMIN_TOKEN`) can also come from a file named by `<NAME>_FILE`,
+//! for mounted secrets. An error names the variable at fault, so a bad
+//! deployment stops with one clear line.
+//!
+//! The defaults below are the documented defaults: the README's table lists
+//! the same names and values.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// A configuration problem, naming the variable at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {problem}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub problem: String,
+}
+
+fn bad(var: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        problem: problem.into(),
+    }
+}
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// What happens to validations while Redis cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failsafe {
+    /// Answer 503: no key is accepted without reading its document (default).
+    Closed,
+    /// Accept well-formed keys, audited as `failsafe_open` where possible.
+    Open,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Argon2id cost for newly minted keys. Verification always follows the
+/// parameters stored in each hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Argon2Params {
+    /// Memory in KiB (`m`).
+    pub memory_kib: u32,
+    /// Passes (`t`).
+    pub iterations: u32,
+    /// Lanes (`p`).
+    pub parallelism: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address of the public listener (`KEYWARD_LISTEN`).
+    pub listen: SocketAddr,
+    /// When set, `/metrics` is served only on this separate listener.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Redis URL of the least-privileged `validator` user.
+    pub redis_url: SecretString,
+    /// Redis URL of the `manager` user, used only by admin endpoints.
+    pub admin_redis_url: Option<SecretString>,
+    /// Bearer token for the admin endpoints; without one they are not served.
+    pub admin_token: Option<SecretString>,
+    /// This deployment's name, written as `client` in audit entries.
+    pub client_name: String,
+    /// Validations per minute for keys without their own limit.
+    pub default_rate_limit: u64,
+    /// Approximate cap (XADD MAXLEN ~) of each audit stream.
+    pub audit_maxlen: u64,
+    /// Deadline for each Redis command; past it the request fails closed.
+    pub redis_timeout: Duration,
+    /// Connections in each Redis pool.
+    pub redis_pool_size: usize,
+    /// Deadline for a whole HTTP request.
+    pub request_timeout: Duration,
+    /// How long shutdown waits for requests in flight.
+    pub shutdown_grace: Duration,
+    pub argon2: Argon2Params,
+    /// Argon2id verifications running at once.
+    pub argon2_concurrency: usize,
+    /// Verifications allowed to wait for a slot; past it, 503 `busy`.
+    pub argon2_queue: usize,
+    /// Entries in the verified-secret cache (0 disables it).
+    pub verify_cache_entries: u64,
+    /// Argon2id runs allowed per key per minute for wrong secrets.
+    pub bad_secret_hashes_per_minute: u64,
+    pub failsafe: Failsafe,
+    pub log_format: LogFormat,
+    /// A tracing `EnvFilter` directive, e.g. `info` or `keyward=debug`.
+    pub log_filter: String,
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Only the listen address, for `keyward healthcheck`, which must work
+    /// without the rest of the configuration (or its secrets).
+    pub fn listen_from_env() -> Result<SocketAddr, ConfigError> {
+        Env(&|name| std::env::var(name).ok()).parse("KEYWARD_LISTEN", DEFAULT_LISTEN)
+    }
+
+    /// Reads the configuration through `lookup`, so tests need not touch the
+    /// process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(&lookup);
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let config = Config {
+            listen: env.parse("KEYWARD_LISTEN", DEFAULT_LISTEN)?,
+            metrics_listen: env.parse_opt("KEYWARD_METRICS_LISTEN")?,
+            redis_url: env
+                .secret("KEYWARD_REDIS_URL", "KEYWARD_REDIS_URL_FILE")?
+                .ok_or_else(|| bad("KEYWARD_REDIS_URL", "is required"))?,
+            admin_redis_url: env
+                .secret("KEYWARD_ADMIN_REDIS_URL", "KEYWARD_ADMIN_REDIS_URL_FILE")?,
+            admin_token: env.secret("KEYWARD_ADMIN_TOKEN", "KEYWARD_ADMIN_TOKEN_FILE")?,
+            client_name: env.string("KEYWARD_CLIENT_NAME", "keyward"),
+            default_rate_limit: env.parse("KEYWARD_DEFAULT_RATE_LIMIT", "100")?,
+            audit_maxlen: env.parse("KEYWARD_AUDIT_MAXLEN", "1000000")?,
+            redis_timeout: env.millis("KEYWARD_REDIS_TIMEOUT_MS", "1000")?,
+            redis_pool_size: env.parse("KEYWARD_REDIS_POOL_SIZE", "4")?,
+            request_timeout: env.millis("KEYWARD_REQUEST_TIMEOUT_MS", "5000")?,
+            shutdown_grace: env.millis("KEYWARD_SHUTDOWN_GRACE_MS", "10000")?,
+            argon2: Argon2Params {
+                memory_kib: env.parse("KEYWARD_ARGON2_MEMORY_KIB", "65536")?,
+                iterations: env.parse("KEYWARD_ARGON2_ITERATIONS", "3")?,
+                parallelism: env.parse("KEYWARD_ARGON2_PARALLELISM", "1")?,
+            },
+            argon2_concurrency: env.parse("KEYWARD_ARGON2_CONCURRENCY", &cores.to_string())?,
+            argon2_queue: env.parse("KEYWARD_ARGON2_QUEUE", "64")?,
+            verify_cache_entries: env.parse("KEYWARD_VERIFY_CACHE_ENTRIES", "100000")?,
+            bad_secret_hashes_per_minute: env
+                .parse("KEYWARD_BAD_SECRET_HASHES_PER_MINUTE", "10")?,
+            failsafe: match env.string("KEYWARD_FAILSAFE", "closed").as_str() {
+                "closed" => Failsafe::Closed,
+                "open" => Failsafe::Open,
+                _ => return Err(bad("KEYWARD_FAILSAFE", "must be `closed` or `open`")),
+            },
+            log_format: match env.string("KEYWARD_LOG_FORMAT", "text").as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => return Err(bad("KEYWARD_LOG_FORMAT", "must be `text` or `json`")),
+            },
+            log_filter: env.string("KEYWARD_LOG", "info"),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_redis_url("KEYWARD_REDIS_URL", &self.redis_url)?;
+        if let Some(url) = &self.admin_redis_url {
+            check_redis_url("KEYWARD_ADMIN_REDIS_URL", url)?;
+        }
+        if self.admin_token.is_some() && self.admin_redis_url.is_none() {
+            return Err(bad(
+                "KEYWARD_ADMIN_REDIS_URL",
+                "is required when KEYWARD_ADMIN_TOKEN is set (admin uses the `manager` Redis user)",
+            ));
+        }
+        if let Some(token) = &self.admin_token {
+            if token.expose_secret().len() < 16 {
+                return Err(bad("KEYWARD_ADMIN_TOKEN", "must be at least 16 characters"));
+            }
+        }
+        let positive: [(&'static str, u64); 7] = [
+            ("KEYWARD_DEFAULT_RATE_LIMIT", self.default_rate_limit),
+            ("KEYWARD_AUDIT_MAXLEN", self.audit_maxlen),
+            (
+                "KEYWARD_REDIS_TIMEOUT_MS",
+                self.redis_timeout.as_millis() as u64,
+            ),
+            ("KEYWARD_REDIS_POOL_SIZE", self.redis_pool_size as u64),
+            (
+                "KEYWARD_REQUEST_TIMEOUT_MS",
+                self.request_timeout.as_millis() as u64,
+            ),
+            ("KEYWARD_ARGON2_CONCURRENCY", self.argon2_concurrency as u64),
+            ("KEYWARD_ARGON2_ITERATIONS", self.argon2.iterations as u64),
+        ];
+        for (var, value) in positive {
+            if value == 0 {
+                return Err(bad(var, "must be greater than 0"));
+            }
+        }
+        if self.argon2.memory_kib < 8 * self.argon2.parallelism.max(1) {
+            return Err(bad(
+                "KEYWARD_ARGON2_MEMORY_KIB",
+                "must be at least 8 x parallelism",
+            ));
+        }
+        if self.argon2.parallelism == 0 {
+            return Err(bad("KEYWARD_ARGON2_PARALLELISM", "must be greater than 0"));
+        }
+        if self.client_name.is_empty() || self.client_name.len() > 64 {
+            return Err(bad("KEYWARD_CLIENT_NAME", "must be 1 to 64 characters"));
+        }
+        Ok(())
+    }
+}
+
+fn check_redis_url(var: &'static str, url: &SecretString) -> Result<(), ConfigError> {
+    let url = url.expose_secret();
+    let scheme_ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
+        .iter()
+        .any(|scheme| url.starts_with(scheme));
+    if !scheme_ok {
+        // The URL may hold a password: name the variable, not the value.
+        return Err(bad(var, "must be a redis:// or rediss:// URL"));
+    }
+    Ok(())
+}
+
+/// Typed access to the variables, naming the variable in every error.
+struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Env<'_> {
+    fn get(&self, var: &str) -> Option<String> {
+        (self.0)(var).filter(|v| !v.is_empty())
+    }
+
+    fn string(&self, var: &str, default: &str) -> String {
+        self.get(var).unwrap_or_else(|| default.to_owned())
+    }
+
+    fn parse<T: std::str::FromStr>(
+        &self,
+        var: &'static str,
+        default: &str,
+    ) -> Result<T, ConfigError> {
+        let raw = self.string(var, default);
+        raw.trim()
+            .parse()
+            .map_err(|_| bad(var, format!("cannot parse {raw:?}")))
+    }
+
+    fn parse_opt<T: std::str::FromStr>(&self, var: &'static str) -> Result<Option<T>, ConfigError> {
+        self.get(var).map(|_| self.parse(var, "")).transpose()
+    }
+
+    fn millis(&self, var: &'static str, default: &str) -> Result<Duration, ConfigError> {
+        self.parse(var, default).map(Duration::from_millis)
+    }
+
+    /// A secret from `var`, or from the file named by `file_var`; not both.
+    fn secret(
+        &self,
+        var: &'static str,
+        file_var: &'static str,
+    ) -> Result<Option<SecretString>, ConfigError> {
+        match (self.get(var), self.get(file_var)) {
+            (Some(_), Some(_)) => Err(bad(
+                var,
+                format!("set either {var} or {file_var}, not both"),
+            )),
+            (Some(value), None) => Ok(Some(value.into())),
+            (None, Some(path)) => {
+                let value = std::fs::read_to_string(&path)
+                    .map_err(|e| bad(file_var, format!("cannot read {path}: {e}")))?;
+                let value = value.trim();
+                if value.is_empty() {
+                    return Err(bad(file_var, format!("{path} is empty")));
+                }
+                Ok(Some(value.to_owned().into()))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    const URL: (&str, &str) = ("KEYWARD_REDIS_URL", "redis://validator:pw@127.0.0.1:6390");
+
+    #[test]
+    fn defaults_apply_when_only_the_redis_url_is_set() {
+        let c = load(&[URL]).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.default_rate_limit, 100);
+        assert_eq!(c.audit_maxlen, 1_000_000);
+        assert_eq!(c.redis_timeout, Duration::from_secs(1));
+        assert_eq!(
+            c.argon2,
+            Argon2Params {
+                memory_kib: 65536,
+                iterations: 3,
+                parallelism: 1
+            }
+        );
+        assert_eq!(c.failsafe, Failsafe::Closed);
+        assert_eq!(c.client_name, "keyward");
+        assert!(c.admin_token.is_none());
+        assert!(c.metrics_listen.is_none());
+    }
+
+    #[test]
+    fn bad_settings_name_the_variable() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[], "KEYWARD_REDIS_URL"),
+            (&[("KEYWARD_REDIS_URL", "http://x")], "KEYWARD_REDIS_URL"),
+            (&[URL, ("KEYWARD_LISTEN", "nonsense")], "KEYWARD_LISTEN"),
+            (
+                &[URL, ("KEYWARD_DEFAULT_RATE_LIMIT", "-1")],
+                "KEYWARD_DEFAULT_RATE_LIMIT",
+            ),
+            (
+                &[URL, ("KEYWARD_DEFAULT_RATE_LIMIT", "0")],
+                "KEYWARD_DEFAULT_RATE_LIMIT",
+            ),
+            (&[URL, ("KEYWARD_FAILSAFE", "maybe")], "KEYWARD_FAILSAFE"),
+            (&[URL, ("KEYWARD_LOG_FORMAT", "xml")], "KEYWARD_LOG_FORMAT"),
+            (
+                &[URL, ("KEYWARD_ADMIN_TOKEN", "0123456789abcdef")],
+                "KEYWARD_ADMIN_REDIS_URL",
+            ),
+            (
+                &[URL, ("KEYWARD_ADMIN_TOKEN_FILE", "/nonexistent/token")],
+                "KEYWARD_ADMIN_TOKEN_FILE",
+            ),
+            (
+                &[URL, ("KEYWARD_REDIS_URL_FILE", "/x")],
+                "KEYWARD_REDIS_URL",
+            ),
+            (
+                &[URL, ("KEYWARD_METRICS_LISTEN", "x:y")],
+                "KEYWARD_METRICS_LISTEN",
+            ),
+        ];
+        for (vars, var) in cases {
+            let err = load(vars).unwrap_err();
+            assert_eq!(err.var, *var, "vars: {vars:?}");
+        }
+    }
+
+    #[test]
+    fn a_bad_url_error_does_not_print_the_password() {
+        let err = load(&[("KEYWARD_REDIS_URL", "http://user:hunter2@x")]).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn secrets_are_read_from_files_and_trimmed() {
+        let dir = std::env::temp_dir().join(format!("keyward-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = dir.join("token");
+        std::fs::write(&token, "0123456789abcdef-token\n").unwrap();
+        let c = load(&[
+            URL,
+            ("KEYWARD_ADMIN_TOKEN_FILE", token.to_str().unwrap()),
+            (
+                "KEYWARD_ADMIN_REDIS_URL",
+                "redis://manager:pw@127.0.0.1:6390",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.admin_token.unwrap().expose_secret(),
+            "0123456789abcdef-token"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn debug_output_redacts_secrets() {
+        let c = load(&[
+            URL,
+            ("KEYWARD_ADMIN_TOKEN", "super-secret-admin-token"),
+            (
+                "KEYWARD_ADMIN_REDIS_URL",
+                "redis://manager:pw2@127.0.0.1:6390",
+            ),
+        ])
+        .unwrap();
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("super-secret-admin-token"));
+        assert!(!debug.contains("validator:pw"));
+    }
+}

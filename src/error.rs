@@ -1,0 +1,128 @@
+//! The one error type, and the one place it becomes an HTTP response.
+//!
+//! Client errors carry a stable machine `code` and a message that is safe to
+//! show. Server-side failures (`Unavailable`, `Internal`) carry detail for
+//! operators only: the response gets a fixed message, and the detail rides in
+//! a response extension that the logging middleware in `http` writes out, so
+//! converting an error has no side effects.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request body or query is not what the endpoint takes.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The body is over the size limit.
+    #[error("request body is too large")]
+    PayloadTooLarge,
+    /// Any bad API key: malformed, unknown, wrong secret, disabled, expired or
+    /// forbidden. Deliberately one variant: the client is not told which.
+    #[error("the API key is not valid")]
+    InvalidKey,
+    /// The key is over its per-minute limit.
+    #[error("rate limit exceeded, retry in {retry_after} s")]
+    RateLimited { limit: u64, retry_after: u64 },
+    /// Missing or wrong admin token.
+    #[error("missing or invalid admin token")]
+    Unauthorized,
+    #[error("project not found")]
+    ProjectNotFound,
+    #[error("key not found")]
+    KeyNotFound,
+    #[error("no such route")]
+    RouteNotFound,
+    #[error("project already exists")]
+    ProjectExists,
+    /// Redis could not answer (down, slow, out of memory): fail closed.
+    #[error("redis unavailable: {0}")]
+    Unavailable(String),
+    /// Too many first-time verifications are queued; try again shortly.
+    #[error("too many verifications in progress")]
+    Busy,
+    /// A bug or an impossible state; detail is for operators only.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The operator-only detail of an error, attached to the response for the
+/// logging middleware. Never sent to the client.
+#[derive(Clone, Debug)]
+pub struct ErrorDetail(pub String);
+
+impl Error {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::InvalidRequest(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::InvalidKey | Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::ProjectNotFound | Error::KeyNotFound | Error::RouteNotFound => {
+                StatusCode::NOT_FOUND
+            }
+            Error::ProjectExists => StatusCode::CONFLICT,
+            Error::Unavailable(_) | Error::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable, documented machine code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidRequest(_) => "invalid_request",
+            Error::PayloadTooLarge => "payload_too_large",
+            Error::InvalidKey => "invalid_key",
+            Error::RateLimited { .. } => "rate_limited",
+            Error::Unauthorized => "unauthorized",
+            Error::ProjectNotFound => "project_not_found",
+            Error::KeyNotFound => "key_not_found",
+            Error::RouteNotFound => "not_found",
+            Error::ProjectExists => "project_exists",
+            Error::Unavailable(_) => "unavailable",
+            Error::Busy => "busy",
+            Error::Internal(_) => "internal",
+        }
+    }
+
+    /// What the client may read. Server-side detail never leaves the process.
+    fn public_message(&self) -> String {
+        match self {
+            Error::Unavailable(_) => "the key store is unavailable, try again".into(),
+            Error::Internal(_) => "internal error".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "error": { "code": self.code(), "message": self.public_message() }
+        });
+        let mut response = (self.status(), Json(body)).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            Error::RateLimited { limit, retry_after } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+                headers.insert("x-ratelimit-limit", HeaderValue::from(*limit));
+                headers.insert("x-ratelimit-remaining", HeaderValue::from(0u64));
+                headers.insert("x-ratelimit-reset", HeaderValue::from(*retry_after));
+            }
+            Error::Busy | Error::Unavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(1u64));
+            }
+            Error::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        if let Error::Unavailable(detail) | Error::Internal(detail) = self {
+            response.extensions_mut().insert(ErrorDetail(detail));
+        }
+        response
+    }
+}

@@ -1,0 +1,160 @@
+//! Argon2id hashing and verification: the only module that uses argon2.
+//!
+//! Argon2id (64 MiB, 3 passes by default) costs tens of milliseconds of a
+//! core, so three things keep it off the hot path:
+//!
+//! - **A verified-secret cache.** After a secret has been verified once, we
+//!   keep an HMAC-SHA-256 of it (under a random per-process key) in a bounded
+//!   cache keyed by the stored PHC hash string. Later validations compare
+//!   HMACs in constant time. Keying by the stored hash means an entry is only
+//!   ever used while the key's document still carries the hash it was made
+//!   for: re-keying changes the hash and so misses the cache. Only successes
+//!   are cached.
+//! - **A concurrency cap.** Argon2id runs on tokio's blocking pool, at most
+//!   `argon2_concurrency` at once, so async workers stay free for warm
+//!   validations, health checks and metrics.
+//! - **A bounded queue.** At most `argon2_queue` more verifications may wait;
+//!   past that the caller gets `Error::Busy` (503) at once.
+
+use std::sync::Arc;
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::key::Secret;
+use crate::telemetry::metric;
+
+type HmacSha256 = Hmac<Sha256>;
+
+pub struct Hasher {
+    /// Parameters for newly minted hashes.
+    params: Params,
+    /// Permits for running plus queued verifications; none left means busy.
+    admitted: Arc<Semaphore>,
+    /// Permits for running verifications.
+    running: Arc<Semaphore>,
+    /// Stored PHC hash -> HMAC of the secret verified against it.
+    cache: Option<moka::sync::Cache<Arc<str>, [u8; 32]>>,
+    /// Per-process HMAC key: cache contents are useless outside this process.
+    hmac_key: [u8; 32],
+}
+
+/// What the cache knows about a presented secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheCheck {
+    /// This secret was verified against this hash before.
+    Match,
+    /// Nothing cached for this hash, or a different secret was: hash it.
+    Unknown,
+}
+
+impl Hasher {
+    pub fn new(config: &Config) -> Result<Self> {
+        let a = config.argon2;
+        let params = Params::new(a.memory_kib, a.iterations, a.parallelism, None)
+            .map_err(|e| Error::Internal(format!("argon2 parameters: {e}")))?;
+        let cache = (config.verify_cache_entries > 0)
+            .then(|| moka::sync::Cache::new(config.verify_cache_entries));
+        Ok(Self {
+            params,
+            admitted: Arc::new(Semaphore::new(
+                config.argon2_concurrency + config.argon2_queue,
+            )),
+            running: Arc::new(Semaphore::new(config.argon2_concurrency)),
+            cache,
+            hmac_key: rand::random(),
+        })
+    }
+
+    fn digest(&self, secret: &Secret) -> HmacSha256 {
+        let mut mac =
+            HmacSha256::new_from_slice(&self.hmac_key).expect("HMAC takes any key length");
+        mac.update(secret.expose());
+        mac
+    }
+
+    /// Checks the verified-secret cache; no Argon2id work.
+    pub fn check_cache(&self, secret: &Secret, phc: &str) -> CacheCheck {
+        let Some(cached) = self.cache.as_ref().and_then(|c| c.get(phc)) else {
+            return CacheCheck::Unknown;
+        };
+        // `verify_slice` compares in constant time.
+        match self.digest(secret).verify_slice(&cached) {
+            Ok(()) => {
+                metrics::counter!(metric::VERIFY_CACHE_HITS).increment(1);
+                CacheCheck::Match
+            }
+            Err(_) => CacheCheck::Unknown,
+        }
+    }
+
+    /// Verifies `secret` against the PHC string `phc` with Argon2id, using
+    /// the parameters the hash carries, and caches a success.
+    pub async fn verify(&self, secret: &Secret, phc: &str) -> Result<bool> {
+        let owned_secret = secret.clone();
+        let owned_phc = phc.to_owned();
+        let ok = self
+            .run_blocking(move || {
+                let Ok(hash) = PasswordHash::new(&owned_phc) else {
+                    // A corrupt stored hash can never match.
+                    return false;
+                };
+                Argon2::default()
+                    .verify_password(owned_secret.expose(), &hash)
+                    .is_ok()
+            })
+            .await?;
+        if ok {
+            if let Some(cache) = &self.cache {
+                let digest: [u8; 32] = self.digest(secret).finalize().into_bytes().into();
+                cache.insert(Arc::from(phc), digest);
+            }
+        }
+        Ok(ok)
+    }
+
+    /// Hashes a new secret into a PHC string with the configured parameters.
+    pub async fn hash(&self, secret: &Secret) -> Result<String> {
+        let secret = secret.clone();
+        let params = self.params.clone();
+        self.run_blocking(move || {
+            let salt = SaltString::generate(&mut OsRng);
+            Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+                .hash_password(secret.expose(), &salt)
+                .map(|h| h.to_string())
+                .map_err(|e| Error::Internal(format!("argon2 hash: {e}")))
+        })
+        .await?
+    }
+
+    /// Runs Argon2id work on the blocking pool, under the cap and the queue bound.
+    async fn run_blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        let _admitted = self
+            .admitted
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Error::Busy)?;
+        let _running = self
+            .running
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Internal("argon2 semaphore closed".into()))?;
+        metrics::counter!(metric::ARGON2_RUNS).increment(1);
+        let span = tracing::debug_span!("argon2");
+        tokio::task::spawn_blocking(move || span.in_scope(work))
+            .instrument(tracing::Span::current())
+            .await
+            .map_err(|e| Error::Internal(format!("argon2 task: {e}")))
+    }
+}

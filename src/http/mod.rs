@@ -1,0 +1,179 @@
+//! HTTP: the state, the router (the only list of routes) and the layers.
+//!
+//! Layers, outermost first: request id (from `X-Request-Id` or a new UUID,
+//! echoed in the response), a trace span per request carrying that id, the
+//! `observe` middleware (in-flight gauge, per-route metrics, the request
+//! deadline, logging of server-side error detail), panic catching, and a
+//! 64 KiB body limit.
+
+mod admin;
+mod extract;
+mod ops;
+mod validate;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::HeaderName;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use secrecy::SecretString;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::error::{Error, ErrorDetail};
+use crate::hash::Hasher;
+use crate::store::Store;
+use crate::telemetry::metric;
+use crate::validate::Validator;
+
+/// Largest request body accepted.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Cheap handles shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// The validation pipeline.
+    pub validator: Validator,
+    /// Redis, for admin calls and health checks.
+    pub store: Store,
+    /// Argon2id, for minting.
+    pub hasher: Arc<Hasher>,
+    /// The admin bearer token; `None` means admin routes are not served.
+    pub admin_token: Option<SecretString>,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// Deadline for a whole request.
+    pub request_timeout: Duration,
+}
+
+/// The public router. `/metrics` is on it unless `separate_metrics`.
+pub fn router(state: AppState, separate_metrics: bool) -> Router {
+    let mut router = Router::new()
+        .route("/v1/validate-key", post(validate::validate_key))
+        .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready));
+    if state.admin_token.is_some() {
+        router = router
+            .route("/v1/admin/projects", post(admin::create_project))
+            .route("/v1/admin/projects/{project_id}", get(admin::get_project))
+            .route("/v1/mint-key", post(admin::mint_key))
+            .route("/v1/revoke-key", post(admin::revoke_key))
+            .route("/v1/list-keys", get(admin::list_keys));
+    }
+    if !separate_metrics {
+        router = router.route("/metrics", get(ops::metrics));
+    }
+    layered(router, state)
+}
+
+/// The router for a separate, private metrics listener.
+pub fn metrics_router(state: AppState) -> Router {
+    layered(Router::new().route("/metrics", get(ops::metrics)), state)
+}
+
+fn layered(router: Router<AppState>, state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    router
+        .fallback(|| async { Error::RouteNotFound })
+        .method_not_allowed_fallback(|| async {
+            Error::InvalidRequest("method not allowed for this route".into())
+        })
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    // The path only: query strings may carry anything.
+                    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+                }))
+                .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(middleware::from_fn_with_state(state.clone(), observe))
+                .layer(CatchPanicLayer::custom(|_| {
+                    Error::Internal("handler panicked".into()).into_response()
+                }))
+                .layer(DefaultBodyLimit::max(BODY_LIMIT)),
+        )
+        .with_state(state)
+}
+
+/// Decrements the in-flight gauge however the request ends.
+struct InFlight;
+
+impl InFlight {
+    fn start() -> Self {
+        metrics::gauge!(metric::HTTP_IN_FLIGHT).increment(1.0);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!(metric::HTTP_IN_FLIGHT).decrement(1.0);
+    }
+}
+
+/// Metrics by matched route, the request deadline, and logging of the
+/// operator-only detail that server errors carry.
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let _in_flight = InFlight::start();
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let method = req.method().to_string();
+    let response = match tokio::time::timeout(state.request_timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => Error::Unavailable("request deadline exceeded".into()).into_response(),
+    };
+    let status = response.status();
+    if let Some(ErrorDetail(detail)) = response.extensions().get::<ErrorDetail>() {
+        tracing::error!(status = status.as_u16(), error = %detail, "request failed");
+    } else if status.is_client_error() {
+        tracing::debug!(status = status.as_u16(), "request rejected");
+    }
+    metrics::counter!(metric::HTTP_REQUESTS, "route" => route.clone(), "method" => method, "status" => status.as_u16().to_string())
+        .increment(1);
+    metrics::histogram!(metric::HTTP_DURATION, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// `keyward healthcheck`: GET /health on the local listener, for container
+/// health checks (no curl needed in the image).
+pub async fn healthcheck(listen: std::net::SocketAddr) -> std::process::ExitCode {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            [127, 0, 0, 1].into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let check = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await?;
+        Ok::<_, std::io::Error>(head.starts_with(b"HTTP/1.1 200"))
+    };
+    match tokio::time::timeout(Duration::from_secs(3), check).await {
+        Ok(Ok(true)) => std::process::ExitCode::SUCCESS,
+        _ => std::process::ExitCode::FAILURE,
+    }
+}

@@ -1,0 +1,117 @@
+//! keyward: API-key validation for API gateways, on Redis Stack.
+//!
+//! # Layout, in request order
+//!
+//! - [`http`]: the router, layers and handlers. Handlers only translate HTTP
+//!   to one call and back; `http::extract` validates bodies and checks the
+//!   admin token.
+//! - [`validate`]: the validation pipeline (parse, load, check, verify, rate
+//!   limit, audit). [`admin`]: create projects, mint, revoke and list keys.
+//! - [`key`]: the `sk-proj.<project>.<key_id>.<secret>` format, pure.
+//! - [`hash`]: Argon2id, its blocking-pool cap and the verified-secret cache.
+//! - [`store`]: every Redis key name and command (the only user of fred).
+//! - [`config`], [`error`], [`telemetry`]: used by all of the above.
+//!
+//! [`run`] wires them together. `ARCHITECTURE.md` tells the same story at
+//! greater length.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod error;
+pub mod hash;
+pub mod http;
+pub mod key;
+pub mod store;
+pub mod telemetry;
+pub mod validate;
+
+use std::future::{Future, IntoFuture};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+pub use crate::config::Config;
+pub use crate::error::{Error, Result};
+
+/// The listeners `run` serves on, bound by the caller (tests bind port 0).
+pub struct Listeners {
+    pub main: TcpListener,
+    /// A separate, private listener for `/metrics`, if configured.
+    pub metrics: Option<TcpListener>,
+}
+
+/// Connects to Redis, then serves until `shutdown` completes; requests in
+/// flight then get up to `config.shutdown_grace` to finish.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let store = store::Store::connect(&config).await?;
+    let hasher = Arc::new(hash::Hasher::new(&config)?);
+    let metrics = telemetry::prometheus();
+    let state = http::AppState {
+        validator: validate::Validator::new(store.clone(), hasher.clone(), &config),
+        store: store.clone(),
+        hasher,
+        admin_token: config.admin_token.clone(),
+        metrics: metrics.clone(),
+        request_timeout: config.request_timeout,
+    };
+    if config.failsafe == config::Failsafe::Open {
+        tracing::warn!("KEYWARD_FAILSAFE=open: while Redis is unreachable, well-formed keys are ACCEPTED WITHOUT VERIFICATION");
+    }
+    if config.admin_token.is_none() {
+        tracing::info!("no admin token configured: admin endpoints are not served");
+    }
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let upkeep = tokio::spawn({
+        let metrics = metrics.clone();
+        async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                metrics.run_upkeep();
+            }
+        }
+    });
+    let metrics_server = listeners.metrics.map(|listener| {
+        tracing::info!(addr = ?listener.local_addr().ok(), "serving /metrics separately");
+        let app = http::metrics_router(state.clone());
+        tokio::spawn(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped())
+                .into_future(),
+        )
+    });
+
+    tracing::info!(addr = ?listeners.main.local_addr().ok(), client = %config.client_name, "keyward listening");
+    let app = http::router(state, config.metrics_listen.is_some());
+    let server = axum::serve(listeners.main, app).with_graceful_shutdown(stopped());
+    let server = tokio::spawn(server.into_future());
+    shutdown.await;
+    tracing::info!("shutting down: finishing requests in flight");
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(config.shutdown_grace, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error"),
+        Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
+        Err(_) => tracing::warn!("shutdown grace period over: dropping requests still in flight"),
+    }
+    if let Some(task) = metrics_server {
+        task.abort();
+    }
+    upkeep.abort();
+    store.quit().await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! Logging and metrics setup, and every metric name.
+//!
+//! Both the tracing subscriber and the Prometheus recorder are process-wide:
+//! they are installed once per process (the binary at start-up, a test
+//! binary on first use), never once per app.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// Metric names. Labels never carry secrets, keys, key ids or raw paths.
+pub mod metric {
+    /// Counter: HTTP responses, by `route` (the matched route), `method`, `status`.
+    pub const HTTP_REQUESTS: &str = "keyward_http_requests_total";
+    /// Histogram: HTTP request latency in seconds, by `route`.
+    pub const HTTP_DURATION: &str = "keyward_http_request_duration_seconds";
+    /// Gauge: HTTP requests in flight.
+    pub const HTTP_IN_FLIGHT: &str = "keyward_http_requests_in_flight";
+    /// Counter: validations, by `result` and `reason` (the audit values).
+    /// Updated only in `validate`.
+    pub const VALIDATIONS: &str = "keyward_validations_total";
+    /// Counter: Argon2id computations (hash or verify). Updated only in `hash`.
+    pub const ARGON2_RUNS: &str = "keyward_argon2_runs_total";
+    /// Counter: validations whose secret matched the verified-secret cache.
+    pub const VERIFY_CACHE_HITS: &str = "keyward_verify_cache_hits_total";
+}
+
+/// Latency buckets in seconds: sub-millisecond warm validations up to
+/// Argon2id-bound cold ones and timeouts.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Installs the global tracing subscriber. Call once, from the binary.
+pub fn init_tracing(format: LogFormat, filter: &str) {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
+    };
+    if let Err(e) = result {
+        eprintln!("keyward: tracing subscriber already installed: {e}");
+    }
+}
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(metric::HTTP_DURATION.into()),
+                    LATENCY_BUCKETS,
+                )
+                .expect("the bucket list is not empty")
+                .install_recorder()
+                .expect("no other metrics recorder is installed in this process")
+        })
+        .clone()
+}

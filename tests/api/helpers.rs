@@ -1,0 +1,400 @@
+//! The test harness: a real Redis Stack per test (Debian's redis-server with
+//! the RedisJSON module and our ACL file) and a real keyward on a real socket.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use fred::prelude::{Builder, ClientLike, Config as FredConfig, Pool};
+use fred::types::CustomCommand;
+use keyward::config::{Argon2Params, Config};
+use rand::distr::{Alphanumeric, SampleString};
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+
+pub const VALIDATOR_PASSWORD: &str = "validator-test-password";
+pub const MANAGER_PASSWORD: &str = "manager-test-password";
+/// A test-only superuser for inspecting Redis; not in the shipped template.
+pub const OPS_PASSWORD: &str = "ops-test-password";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// Cheap Argon2id for tests; verification follows each stored hash's own
+/// parameters, so this only changes minting cost.
+pub const TEST_ARGON2: Argon2Params = Argon2Params {
+    memory_kib: 1024,
+    iterations: 1,
+    parallelism: 1,
+};
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The RedisJSON module, installed by `redis/local.sh` if missing.
+fn rejson() -> &'static str {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(repo().join("redis/local.sh"))
+            .arg("module-path")
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run redis/local.sh module-path");
+        assert!(out.status.success(), "redis/local.sh module-path failed");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    })
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn random_id(prefix: &str) -> String {
+    format!(
+        "{prefix}{}",
+        Alphanumeric.sample_string(&mut rand::rng(), 10)
+    )
+}
+
+/// A Redis Stack of the test's own, killed on drop.
+pub struct TestRedis {
+    pub port: u16,
+    pub dir: PathBuf,
+    child: Option<Child>,
+    extra_acl: String,
+}
+
+impl TestRedis {
+    /// Starts a Redis with the shipped ACL template plus test-only `extra_acl` lines.
+    pub fn start_with_acl(extra_acl: &str) -> Self {
+        let dir = std::env::temp_dir().join(random_id("keyward-test-redis-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let template = std::fs::read_to_string(repo().join("redis/users.acl")).unwrap();
+        // Redis rejects comments in ACL files: drop them, as `redis/local.sh acl` does.
+        let template: String = template
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let acl = template
+            .replace("__VALIDATOR_PASSWORD__", VALIDATOR_PASSWORD)
+            .replace("__MANAGER_PASSWORD__", MANAGER_PASSWORD)
+            + &format!("\nuser ops on >{OPS_PASSWORD} ~* &* +@all\n{extra_acl}\n");
+        std::fs::write(dir.join("users.acl"), acl).unwrap();
+        let mut redis = TestRedis {
+            port: free_port(),
+            dir,
+            child: None,
+            extra_acl: extra_acl.to_owned(),
+        };
+        redis.spawn();
+        redis
+    }
+
+    pub fn start() -> Self {
+        Self::start_with_acl("")
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--loadmodule", rejson()])
+            .arg("--aclfile")
+            .arg(self.dir.join("users.acl"))
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server (run `redis/local.sh install`)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn url(&self, user: &str, password: &str) -> String {
+        format!("redis://{user}:{password}@127.0.0.1:{}", self.port)
+    }
+
+    /// Kills Redis, as a crash or an outage would.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts Redis again on the same port (its data is gone: no persistence).
+    pub fn restart(&mut self) {
+        self.stop();
+        let _ = &self.extra_acl;
+        self.spawn();
+    }
+
+    /// A raw connection as `user`, for inspection and ACL checks.
+    pub async fn client(&self, user: &str, password: &str) -> Pool {
+        let config = FredConfig::from_url(&self.url(user, password)).unwrap();
+        let pool = Builder::from_config(config).build_pool(1).unwrap();
+        pool.init().await.expect("connect to test redis");
+        pool
+    }
+
+    pub async fn ops(&self) -> Pool {
+        self.client("ops", OPS_PASSWORD).await
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs a raw command, returning Redis's reply as JSON-ish `Value` or its error text.
+pub async fn raw(
+    pool: &Pool,
+    cmd: &'static str,
+    args: Vec<String>,
+) -> Result<fred::types::Value, String> {
+    pool.next()
+        .custom::<fred::types::Value, _>(
+            CustomCommand::new_static(cmd, fred::types::ClusterHash::FirstKey, false),
+            args,
+        )
+        .await
+        .map_err(|e| e.details().to_owned())
+}
+
+/// The test's configuration: its Redis, cheap Argon2id, admin on.
+pub fn test_config(redis: &TestRedis) -> Config {
+    let mut config = Config::from_lookup(|name| match name {
+        "KEYWARD_REDIS_URL" => Some(redis.url("validator", VALIDATOR_PASSWORD)),
+        "KEYWARD_ADMIN_REDIS_URL" => Some(redis.url("manager", MANAGER_PASSWORD)),
+        "KEYWARD_ADMIN_TOKEN" => Some(ADMIN_TOKEN.into()),
+        "KEYWARD_CLIENT_NAME" => Some("test-gateway".into()),
+        "KEYWARD_LISTEN" => Some("127.0.0.1:0".into()),
+        _ => None,
+    })
+    .expect("test config is valid");
+    config.argon2 = TEST_ARGON2;
+    config.redis_timeout = Duration::from_millis(500);
+    config
+}
+
+/// A keyward served in-process on 127.0.0.1:0, stopped on drop.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub redis: TestRedis,
+    pub http: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<keyward::Result<()>>>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(TestRedis::start(), |_| {}).await
+    }
+
+    pub async fn spawn_with(redis: TestRedis, tweak: impl FnOnce(&mut Config)) -> Self {
+        // Logs are quiet unless TEST_LOG is set; the subscriber is per process.
+        static TRACING: OnceLock<()> = OnceLock::new();
+        TRACING.get_or_init(|| {
+            if let Ok(filter) = std::env::var("TEST_LOG") {
+                keyward::telemetry::init_tracing(keyward::config::LogFormat::Text, &filter);
+            }
+        });
+        let mut config = test_config(&redis);
+        tweak(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let listeners = keyward::Listeners {
+            main: listener,
+            metrics: None,
+        };
+        let task = tokio::spawn(keyward::run(config, listeners, async move {
+            let _ = stopped.await;
+        }));
+        let app = TestApp {
+            addr,
+            redis,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            task: Some(task),
+        };
+        app.wait_until(|status| status == StatusCode::OK).await;
+        app
+    }
+
+    /// Polls `/health` until `ok(status)`, with a deadline.
+    pub async fn wait_until(&self, ok: impl Fn(StatusCode) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(r) = self.http.get(self.url("/health")).send().await {
+                if ok(r.status()) {
+                    return;
+                }
+            }
+            if let Some(task) = &self.task {
+                assert!(!task.is_finished(), "keyward exited during start-up");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "keyward /health did not reach the expected state"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops keyward and waits for `run` to return.
+    pub async fn shutdown(&mut self) -> keyward::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.expect("keyward task panicked"),
+            None => Ok(()),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn validate(&self, api_key: &str) -> Response {
+        self.post("/v1/validate-key", &json!({ "api_key": api_key }), None)
+            .await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value, token: Option<&str>) -> Response {
+        let mut req = self.http.post(self.url(path)).json(body);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send().await.expect("request reaches keyward")
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        let mut req = self.http.get(self.url(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send().await.expect("request reaches keyward")
+    }
+
+    pub async fn admin_post(&self, path: &str, body: &Value) -> Response {
+        self.post(path, body, Some(ADMIN_TOKEN)).await
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Response {
+        self.get(path, Some(ADMIN_TOKEN)).await
+    }
+
+    /// Creates a project with a random id and returns the id.
+    pub async fn project(&self) -> String {
+        let id = random_id("p");
+        let r = self
+            .admin_post(
+                "/v1/admin/projects",
+                &json!({ "project_id": id, "label": "Test", "owner": "team-a" }),
+            )
+            .await;
+        assert_eq!(
+            r.status(),
+            StatusCode::CREATED,
+            "create project: {}",
+            r.text().await.unwrap()
+        );
+        id
+    }
+
+    /// Mints a key; `extra` fields are merged into the request.
+    pub async fn mint(&self, project: &str, extra: Value) -> Minted {
+        let mut body = json!({ "project_id": project, "owner": "alice", "server_name": "api-1" });
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        let r = self.admin_post("/v1/mint-key", &body).await;
+        assert_eq!(
+            r.status(),
+            StatusCode::CREATED,
+            "mint: {}",
+            r.text().await.unwrap()
+        );
+        let v: Value = r.json().await.unwrap();
+        Minted {
+            api_key: v["api_key"].as_str().unwrap().to_owned(),
+            key_id: v["key_id"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Every `audit:keylookup` entry, oldest first, as field maps.
+    pub async fn audit(&self, stream: &str) -> Vec<std::collections::HashMap<String, String>> {
+        let ops = self.redis.ops().await;
+        let entries: Vec<(String, std::collections::HashMap<String, String>)> =
+            fred::prelude::StreamsInterface::xrange(&ops, stream, "-", "+", None)
+                .await
+                .unwrap();
+        entries.into_iter().map(|(_, fields)| fields).collect()
+    }
+
+    /// The last audit entry for `key_id`.
+    pub async fn last_audit(&self, key_id: &str) -> std::collections::HashMap<String, String> {
+        self.audit("audit:keylookup")
+            .await
+            .into_iter()
+            .rev()
+            .find(|e| e.get("key_id").map(String::as_str) == Some(key_id))
+            .unwrap_or_else(|| panic!("no audit entry for {key_id}"))
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Minted {
+    pub api_key: String,
+    pub key_id: String,
+}
+
+/// Asserts the status and the error body's `code`, with the body in the message.
+pub async fn assert_error(r: Response, status: StatusCode, code: &str) -> Value {
+    let got = r.status();
+    let text = r.text().await.unwrap();
+    assert_eq!(got, status, "body: {text}");
+    let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+    assert_eq!(body["error"]["code"], code, "body: {text}");
+    assert!(body["error"]["message"].is_string(), "body: {text}");
+    body
+}
+
+/// A child process killed on drop, so a failing test leaves nothing running.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

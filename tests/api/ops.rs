@@ -1,0 +1,292 @@
+//! Health, metrics, least privilege, secrets hygiene and the Redis-down path.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{
+    assert_error, free_port, raw, KillOnDrop, TestApp, TestRedis, ADMIN_TOKEN, MANAGER_PASSWORD,
+    VALIDATOR_PASSWORD,
+};
+
+#[tokio::test]
+async fn health_is_ok_and_metrics_count_validations_by_reason() {
+    let app = TestApp::spawn().await;
+    let r = app.get("/health", None).await;
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({ "status": "ok" }));
+    assert_eq!(app.get("/ready", None).await.status(), StatusCode::OK);
+    app.validate("garbage").await;
+
+    let text = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        text.contains(r#"keyward_validations_total{result="denied",reason="malformed"}"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"keyward_http_request_duration_seconds_bucket{route="/v1/validate-key""#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_validator_user_gets_noperm_for_writes_reads_of_projects_and_audit_reads() {
+    let redis = TestRedis::start();
+    let validator = redis.client("validator", VALIDATOR_PASSWORD).await;
+    let denied = [
+        (
+            "JSON.SET",
+            vec!["apikey:p:k_abcdefg".to_owned(), "$".into(), "{}".into()],
+        ),
+        ("DEL", vec!["apikey:p:k_abcdefg".into()]),
+        ("JSON.GET", vec!["project:p".into()]),
+        (
+            "XRANGE",
+            vec!["audit:keylookup".into(), "-".into(), "+".into()],
+        ),
+        (
+            "XTRIM",
+            vec!["audit:keylookup".into(), "MAXLEN".into(), "0".into()],
+        ),
+        ("KEYS", vec!["*".into()]),
+        ("FLUSHALL", vec![]),
+    ];
+    for (cmd, args) in denied {
+        let err = raw(&validator, cmd, args).await.expect_err(cmd);
+        assert!(err.starts_with("NOPERM"), "{cmd}: {err}");
+    }
+    assert!(
+        raw(&validator, "JSON.GET", vec!["apikey:p:k_abcdefg".into()])
+            .await
+            .is_ok()
+    );
+    let manager = redis.client("manager", MANAGER_PASSWORD).await;
+    let err = raw(
+        &manager,
+        "XRANGE",
+        vec!["audit:admin".into(), "-".into(), "+".into()],
+    )
+    .await
+    .unwrap_err();
+    assert!(err.starts_with("NOPERM"), "{err}");
+}
+
+#[tokio::test]
+async fn secrets_never_reach_streams_lists_or_logs() {
+    // The real binary, with debug logs captured from stderr.
+    let redis = TestRedis::start();
+    let port = free_port();
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .arg("serve")
+            .env("KEYWARD_LISTEN", format!("127.0.0.1:{port}"))
+            .env(
+                "KEYWARD_REDIS_URL",
+                redis.url("validator", VALIDATOR_PASSWORD),
+            )
+            .env(
+                "KEYWARD_ADMIN_REDIS_URL",
+                redis.url("manager", MANAGER_PASSWORD),
+            )
+            .env("KEYWARD_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("KEYWARD_ARGON2_MEMORY_KIB", "1024")
+            .env("KEYWARD_ARGON2_ITERATIONS", "1")
+            .env("KEYWARD_LOG", "debug")
+            .env("KEYWARD_LOG_FORMAT", "json")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while http.get(format!("{base}/health")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "keyward binary did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let admin = |path: &str, body: Value| {
+        http.post(format!("{base}{path}"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+    };
+    admin(
+        "/v1/admin/projects",
+        json!({ "project_id": "alpha", "label": "A", "owner": "o" }),
+    )
+    .await
+    .unwrap();
+    let minted: Value = admin(
+        "/v1/mint-key",
+        json!({ "project_id": "alpha", "owner": "o", "server_name": "s" }),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let api_key = minted["api_key"].as_str().unwrap().to_owned();
+    let secret = api_key.rsplit('.').next().unwrap().to_owned();
+    for presented in [
+        api_key.clone(),
+        format!("{api_key}x"),
+        api_key.replace("k_", "k_x"),
+    ] {
+        http.post(format!("{base}/v1/validate-key"))
+            .json(&json!({ "api_key": presented }))
+            .send()
+            .await
+            .unwrap();
+    }
+    let list = http
+        .get(format!("{base}/v1/list-keys?project_id=alpha"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    let ops = redis.ops().await;
+    let doc = raw(
+        &ops,
+        "JSON.GET",
+        vec![format!(
+            "apikey:alpha:{}",
+            minted["key_id"].as_str().unwrap()
+        )],
+    )
+    .await
+    .unwrap()
+    .as_string()
+    .unwrap();
+    let hash: Value = serde_json::from_str(&doc).unwrap();
+    let hash = hash["secret_hash"].as_str().unwrap().to_owned();
+    let mut streams = String::new();
+    for stream in ["audit:keylookup", "audit:admin"] {
+        let v = raw(&ops, "XRANGE", vec![stream.into(), "-".into(), "+".into()])
+            .await
+            .unwrap();
+        streams.push_str(&format!("{v:?}"));
+    }
+    // Stop it and read all it logged.
+    child.0.kill().unwrap();
+    let mut logs = String::new();
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+
+    assert!(logs.contains("key minted"), "logs were captured: {logs}");
+    assert!(streams.contains("bad_secret"));
+    for (place, text) in [("logs", &logs), ("streams", &streams), ("list", &list)] {
+        assert!(!text.contains(&secret), "secret in {place}");
+        assert!(!text.contains(&hash), "hash in {place}");
+        assert!(!text.contains("$argon2id$"), "a hash in {place}");
+        assert!(!text.contains(ADMIN_TOKEN), "admin token in {place}");
+    }
+}
+
+#[tokio::test]
+async fn when_redis_is_down_validation_and_health_are_503_then_recover() {
+    let mut app = TestApp::spawn().await;
+    let project = app.project().await;
+    let key = app.mint(&project, json!({})).await;
+    assert_eq!(app.validate(&key.api_key).await.status(), StatusCode::OK);
+
+    app.redis.stop();
+    let started = Instant::now();
+    let r = app.validate(&key.api_key).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a down Redis must not hang validation"
+    );
+    assert_eq!(
+        r.headers().get("retry-after").map(|v| v.to_str().unwrap()),
+        Some("1"),
+        "status {}",
+        r.status()
+    );
+    assert_error(r, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+    assert_error(
+        app.get("/health", None).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+    )
+    .await;
+
+    // Back up (empty: no persistence in tests): the service reconnects by itself.
+    app.redis.restart();
+    app.wait_until(|s| s == StatusCode::OK).await;
+    // Every pooled connection reconnects on its own schedule: poll.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let r = loop {
+        let r = app.validate(&key.api_key).await;
+        if r.status() != StatusCode::SERVICE_UNAVAILABLE || Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The restarted Redis is empty, so the key is now unknown.
+    assert_error(r, StatusCode::UNAUTHORIZED, "invalid_key").await;
+}
+
+#[tokio::test]
+async fn start_up_fails_clearly_on_bad_config_and_bad_credentials() {
+    let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .arg("serve")
+        .env_remove("KEYWARD_REDIS_URL")
+        .env("KEYWARD_DEFAULT_RATE_LIMIT", "lots")
+        .env("KEYWARD_REDIS_URL", "redis://127.0.0.1:1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("KEYWARD_DEFAULT_RATE_LIMIT"), "{stderr}");
+
+    let redis = TestRedis::start();
+    let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .arg("serve")
+        .env("KEYWARD_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env(
+            "KEYWARD_REDIS_URL",
+            redis.url("validator", "wrong-password"),
+        )
+        .env("KEYWARD_REDIS_TIMEOUT_MS", "500")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("validator"), "{stderr}");
+    assert!(
+        !stderr.contains("wrong-password"),
+        "the password leaked: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_finishes_cleanly_and_stops_accepting() {
+    let mut app = TestApp::spawn().await;
+    let project = app.project().await;
+    let key = app.mint(&project, json!({})).await;
+    // A validation in flight while shutdown begins still gets its answer.
+    let in_flight = {
+        let (http, url) = (app.http.clone(), app.url("/v1/validate-key"));
+        let body = json!({ "api_key": key.api_key });
+        tokio::spawn(async move { http.post(url).json(&body).send().await.map(|r| r.status()) })
+    };
+    app.shutdown().await.expect("run returns Ok after shutdown");
+    if let Ok(status) = in_flight.await.unwrap() {
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert!(
+        app.http.get(app.url("/health")).send().await.is_err(),
+        "still accepting after shutdown"
+    );
+}
