@@ -17,7 +17,7 @@ test:
 	bash redis/local.sh install
 	cargo fmt --check
 	cargo clippy --all-targets --locked -- -D warnings
-	cargo test --locked --all-targets
+	cargo test --locked
 
 ## Criterion micro-benchmarks (parser, cache hit, cold Argon2id).
 bench:

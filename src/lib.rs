@@ -11,12 +11,15 @@
 //! - [`hash`]: Argon2id, its blocking-pool cap and the verified-secret cache.
 //! - [`store`]: every Redis key name and command (the only user of fred).
 //! - [`config`], [`error`], [`telemetry`]: used by all of the above.
+//! - [`acl`]: off the request path; renders a client deployment's Redis ACL
+//!   rules for `keyward acl`.
 //!
 //! [`run`] wires them together. `ARCHITECTURE.md` tells the same story at
 //! greater length.
 
 #![forbid(unsafe_code)]
 
+pub mod acl;
 pub mod admin;
 pub mod config;
 pub mod error;

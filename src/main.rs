@@ -3,6 +3,9 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use keyward::acl::{self, Role};
 use keyward::{config::Config, telemetry, Listeners};
 
 #[derive(Parser)]
@@ -18,10 +21,34 @@ enum Command {
     Serve,
     /// Exit 0 if the local keyward at KEYWARD_LISTEN answers /health with 200.
     Healthcheck,
+    /// Print the Redis ACL rule (ACL-file syntax) for a client deployment's user.
+    Acl {
+        /// The Redis user name, e.g. `gateway-a`.
+        user: String,
+        /// The projects this user may touch, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        projects: Vec<String>,
+        #[arg(long, value_enum)]
+        role: Role,
+        /// Read the password from this file; repeat it during a rotation so
+        /// both passwords work. Without it, a password is generated and
+        /// printed once on stderr.
+        #[arg(long = "password-file")]
+        password_files: Vec<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Acl {
+        user,
+        projects,
+        role,
+        password_files,
+    } = &cli.command
+    {
+        return print_acl(user, projects, *role, password_files);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -45,6 +72,36 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Acl { .. } => unreachable!("handled above"),
+    }
+}
+
+fn print_acl(user: &str, projects: &[String], role: Role, password_files: &[PathBuf]) -> ExitCode {
+    let mut passwords = Vec::new();
+    for path in password_files {
+        match std::fs::read_to_string(path) {
+            Ok(p) => passwords.push(p.trim().to_owned()),
+            Err(e) => {
+                eprintln!("keyward acl: cannot read {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if passwords.is_empty() {
+        let generated = acl::generate_password();
+        eprintln!("password for {user} (shown once): {generated}");
+        passwords.push(generated);
+    }
+    let projects: Vec<&str> = projects.iter().map(String::as_str).collect();
+    match acl::rule(user, role, &projects, &passwords) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("keyward acl: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

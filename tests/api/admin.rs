@@ -228,7 +228,7 @@ async fn admin_endpoints_need_the_bearer_token() {
 
 #[tokio::test]
 async fn without_an_admin_token_admin_routes_are_not_served() {
-    let app = TestApp::spawn_with(TestRedis::start(), |c| {
+    let app = TestApp::spawn_with(std::sync::Arc::new(TestRedis::start()), |c| {
         c.admin_token = None;
         c.admin_redis_url = None;
     })

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use fred::prelude::{Builder, ClientLike, Config as FredConfig, Pool};
@@ -66,8 +66,7 @@ pub fn random_id(prefix: &str) -> String {
 pub struct TestRedis {
     pub port: u16,
     pub dir: PathBuf,
-    child: Option<Child>,
-    extra_acl: String,
+    child: Mutex<Option<Child>>,
 }
 
 impl TestRedis {
@@ -85,13 +84,12 @@ impl TestRedis {
         let acl = template
             .replace("__VALIDATOR_PASSWORD__", VALIDATOR_PASSWORD)
             .replace("__MANAGER_PASSWORD__", MANAGER_PASSWORD)
-            + &format!("\nuser ops on >{OPS_PASSWORD} ~* &* +@all\n{extra_acl}\n");
+            + &format!("\nuser test-inspector on >{OPS_PASSWORD} ~* &* +@all\n{extra_acl}\n");
         std::fs::write(dir.join("users.acl"), acl).unwrap();
-        let mut redis = TestRedis {
+        let redis = TestRedis {
             port: free_port(),
             dir,
-            child: None,
-            extra_acl: extra_acl.to_owned(),
+            child: Mutex::new(None),
         };
         redis.spawn();
         redis
@@ -101,7 +99,11 @@ impl TestRedis {
         Self::start_with_acl("")
     }
 
-    fn spawn(&mut self) {
+    pub fn acl_file(&self) -> PathBuf {
+        self.dir.join("users.acl")
+    }
+
+    fn spawn(&self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--loadmodule", rejson()])
@@ -110,18 +112,21 @@ impl TestRedis {
             .arg("--dir")
             .arg(&self.dir)
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--logfile")
+            .arg(self.dir.join("redis.log"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start redis-server (run `redis/local.sh install`)");
-        self.child = Some(child);
+        let mut slot = self.child.lock().unwrap();
+        *slot = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not start on port {}",
-                self.port
-            );
+            let exited = slot.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() > deadline {
+                let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
+                panic!("redis-server did not start on port {}:\n{log}", self.port);
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -131,30 +136,35 @@ impl TestRedis {
     }
 
     /// Kills Redis, as a crash or an outage would.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
+    pub fn stop(&self) {
+        if let Some(mut child) = self.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    /// Starts Redis again on the same port (its data is gone: no persistence).
-    pub fn restart(&mut self) {
+    /// Starts Redis again on the same port, with the same ACL file (its data
+    /// is gone: no persistence).
+    pub fn restart(&self) {
         self.stop();
-        let _ = &self.extra_acl;
         self.spawn();
     }
 
     /// A raw connection as `user`, for inspection and ACL checks.
     pub async fn client(&self, user: &str, password: &str) -> Pool {
         let config = FredConfig::from_url(&self.url(user, password)).unwrap();
-        let pool = Builder::from_config(config).build_pool(1).unwrap();
+        // Reconnect (ACL LOAD drops connections) and never hang a test.
+        let pool = Builder::from_config(config)
+            .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(5))
+            .set_policy(fred::prelude::ReconnectPolicy::new_constant(0, 50))
+            .build_pool(1)
+            .unwrap();
         pool.init().await.expect("connect to test redis");
         pool
     }
 
     pub async fn ops(&self) -> Pool {
-        self.client("ops", OPS_PASSWORD).await
+        self.client("test-inspector", OPS_PASSWORD).await
     }
 }
 
@@ -199,7 +209,7 @@ pub fn test_config(redis: &TestRedis) -> Config {
 /// A keyward served in-process on 127.0.0.1:0, stopped on drop.
 pub struct TestApp {
     pub addr: SocketAddr,
-    pub redis: TestRedis,
+    pub redis: Arc<TestRedis>,
     pub http: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<keyward::Result<()>>>,
@@ -207,10 +217,10 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn() -> Self {
-        Self::spawn_with(TestRedis::start(), |_| {}).await
+        Self::spawn_with(Arc::new(TestRedis::start()), |_| {}).await
     }
 
-    pub async fn spawn_with(redis: TestRedis, tweak: impl FnOnce(&mut Config)) -> Self {
+    pub async fn spawn_with(redis: Arc<TestRedis>, tweak: impl FnOnce(&mut Config)) -> Self {
         // Logs are quiet unless TEST_LOG is set; the subscriber is per process.
         static TRACING: OnceLock<()> = OnceLock::new();
         TRACING.get_or_init(|| {

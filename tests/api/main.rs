@@ -2,5 +2,6 @@
 
 mod admin;
 mod helpers;
+mod isolation;
 mod ops;
 mod validate;

@@ -195,7 +195,7 @@ async fn secrets_never_reach_streams_lists_or_logs() {
 
 #[tokio::test]
 async fn when_redis_is_down_validation_and_health_are_503_then_recover() {
-    let mut app = TestApp::spawn().await;
+    let app = TestApp::spawn().await;
     let project = app.project().await;
     let key = app.mint(&project, json!({})).await;
     assert_eq!(app.validate(&key.api_key).await.status(), StatusCode::OK);

@@ -1,0 +1,193 @@
+//! Redis ACL rules for one client deployment: `keyward acl`.
+//!
+//! Isolation between deployments is enforced by Redis, not by keyward: each
+//! deployment connects as its own users, and these rules grant them only
+//! their own projects' keys. Each command is paired with its key patterns in
+//! a Redis 7 selector, `(~pattern ... +command ...)`: RedisJSON's `JSON.GET` and
+//! `EVALSHA` need read-write key access, so `%R~` alone cannot say "read-only";
+//! the command list per selector does. Both roles may append to their audit
+//! stream and never read or trim it.
+
+use std::fmt::Write as _;
+
+use sha2::{Digest, Sha256};
+
+use crate::key::ProjectId;
+
+/// What a deployment's user is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// The validation path: read key documents, count, audit.
+    Validator,
+    /// The admin path: projects, mint, revoke, list.
+    Manager,
+}
+
+/// Commands every user needs to connect (fred sends `INFO` for the server
+/// version; `CLIENT SETINFO` is deliberately absent: Redis 7.0 rejects it).
+const CONNECT: &str = "+ping +hello +auth +client|setname +client|id +info";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AclError {
+    #[error("user name must be 1 to 64 of [A-Za-z0-9_-]")]
+    User,
+    #[error("at least one project is required")]
+    NoProjects,
+    #[error("project {0:?}: {1}")]
+    Project(String, crate::key::KeyError),
+    #[error("a password must be 1 to 512 bytes without whitespace")]
+    Password,
+}
+
+/// A new random password: 32 bytes from the OS-seeded CSPRNG, hex-encoded
+/// (safe both in an ACL file and in a `redis://` URL).
+pub fn generate_password() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+/// The SHA-256 of a password as Redis ACL's `#<hex>` form takes it.
+pub fn password_hash(password: &str) -> String {
+    hex::encode(Sha256::digest(password.as_bytes()))
+}
+
+fn patterns(prefix: &str, projects: &[ProjectId], suffix: &str) -> String {
+    projects
+        .iter()
+        .map(|p| format!("~{prefix}{p}{suffix}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// One `user ...` line in ACL-file syntax for `user`, granting `role` on
+/// `projects`, accepting each of `passwords` (several during a rotation).
+pub fn rule(
+    user: &str,
+    role: Role,
+    projects: &[&str],
+    passwords: &[String],
+) -> Result<String, AclError> {
+    if user.is_empty()
+        || user.len() > 64
+        || !user
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(AclError::User);
+    }
+    if projects.is_empty() {
+        return Err(AclError::NoProjects);
+    }
+    let projects = projects
+        .iter()
+        .map(|p| ProjectId::parse(p).map_err(|e| AclError::Project((*p).to_owned(), e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    if passwords.is_empty()
+        || passwords
+            .iter()
+            .any(|p| p.is_empty() || p.len() > 512 || p.chars().any(char::is_whitespace))
+    {
+        return Err(AclError::Password);
+    }
+    let mut line = format!("user {user} on resetpass");
+    for password in passwords {
+        let _ = write!(line, " #{}", password_hash(password));
+    }
+    let _ = write!(line, " resetkeys resetchannels -@all {CONNECT}");
+    match role {
+        Role::Validator => {
+            let docs = patterns("apikey:", &projects, ":*");
+            let counters = patterns("ratelimit:key:", &projects, ":*");
+            let meta = patterns("apimeta:", &projects, ":*");
+            let _ = write!(
+                line,
+                " +script|load ({docs} +json.get) ({counters} +get +incr +expire) ({meta} +hincrby +hset) \
+                 (%W~audit:keylookup +xadd) ({counters} {meta} ~audit:keylookup +evalsha +eval)"
+            );
+        }
+        Role::Manager => {
+            let docs = format!(
+                "{} {}",
+                patterns("project:", &projects, ""),
+                patterns("apikey:", &projects, ":*")
+            );
+            let sets = patterns("apiprojectkeys:", &projects, "");
+            let meta = patterns("apimeta:", &projects, ":*").replace('~', "%R~");
+            let _ = write!(
+                line,
+                " ({docs} +json.get +json.set +exists) ({sets} +zadd +zrange) ({meta} +hmget) (%W~audit:admin +xadd)"
+            );
+        }
+    }
+    Ok(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pw() -> Vec<String> {
+        vec!["s3cret".into()]
+    }
+
+    #[test]
+    fn a_validator_rule_names_only_its_projects_and_hashes_the_password() {
+        let line = rule("gw-a", Role::Validator, &["alpha", "beta"], &pw()).unwrap();
+        assert!(line.starts_with("user gw-a on resetpass #"));
+        assert!(line.contains(&password_hash("s3cret")));
+        assert!(!line.contains("s3cret"));
+        assert!(line.contains("~apikey:alpha:* ~apikey:beta:* +json.get"));
+        assert!(
+            !line.contains("apikey:*"),
+            "no wildcard over all projects: {line}"
+        );
+        assert!(
+            !line.contains("project:"),
+            "validators never read projects: {line}"
+        );
+        assert!(!line.contains("json.set") && !line.contains("+del") && !line.contains("xrange"));
+    }
+
+    #[test]
+    fn a_manager_rule_covers_its_projects_admin_keys_only() {
+        let line = rule("adm-a", Role::Manager, &["alpha"], &pw()).unwrap();
+        assert!(line.contains("~project:alpha ~apikey:alpha:* +json.get +json.set +exists"));
+        assert!(line.contains("(~apiprojectkeys:alpha +zadd +zrange)"));
+        assert!(line.contains("(%R~apimeta:alpha:* +hmget)"));
+        assert!(line.contains("(%W~audit:admin +xadd)"));
+        assert!(!line.contains("audit:keylookup"));
+    }
+
+    #[test]
+    fn two_passwords_are_both_accepted_during_a_rotation() {
+        let line = rule("gw", Role::Validator, &["a"], &["old".into(), "new".into()]).unwrap();
+        assert!(line.contains(&format!(
+            "#{} #{}",
+            password_hash("old"),
+            password_hash("new")
+        )));
+    }
+
+    #[test]
+    fn bad_input_is_rejected() {
+        assert!(matches!(
+            rule("bad user", Role::Validator, &["a"], &pw()),
+            Err(AclError::User)
+        ));
+        assert!(matches!(
+            rule("u", Role::Validator, &[], &pw()),
+            Err(AclError::NoProjects)
+        ));
+        assert!(matches!(
+            rule("u", Role::Validator, &["a*"], &pw()),
+            Err(AclError::Project(..))
+        ));
+        assert!(matches!(
+            rule("u", Role::Validator, &["a"], &["has space".into()]),
+            Err(AclError::Password)
+        ));
+        assert!(matches!(
+            rule("u", Role::Validator, &["a"], &[]),
+            Err(AclError::Password)
+        ));
+    }
+}
