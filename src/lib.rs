@@ -55,14 +55,14 @@ pub async fn run(
     let store = store::Store::connect(&config).await?;
     let hasher = Arc::new(hash::Hasher::new(&config)?);
     let metrics = telemetry::prometheus();
-    let state = http::AppState {
+    let state = Arc::new(http::App {
         validator: validate::Validator::new(store.clone(), hasher.clone(), &config),
         store: store.clone(),
         hasher,
         admin_token: config.admin_token.clone(),
         metrics: metrics.clone(),
         request_timeout: config.request_timeout,
-    };
+    });
     if config.failsafe == config::Failsafe::Open {
         tracing::warn!("KEYWARD_FAILSAFE=open: while Redis is unreachable, well-formed keys are ACCEPTED WITHOUT VERIFICATION");
     }

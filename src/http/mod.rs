@@ -36,9 +36,9 @@ use crate::validate::Validator;
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
-/// Cheap handles shared by every handler.
-#[derive(Clone)]
-pub struct AppState {
+/// What every handler shares. Handed out as `AppState` (an `Arc`), so the
+/// per-request clones axum makes are one reference count each.
+pub struct App {
     /// The validation pipeline.
     pub validator: Validator,
     /// Redis, for admin calls and health checks.
@@ -52,6 +52,8 @@ pub struct AppState {
     /// Deadline for a whole request.
     pub request_timeout: Duration,
 }
+
+pub type AppState = Arc<App>;
 
 /// The public router. `/metrics` is on it unless `separate_metrics`.
 pub fn router(state: AppState, separate_metrics: bool) -> Router {

@@ -111,7 +111,17 @@ impl TestRedis {
             .arg(self.dir.join("users.acl"))
             .arg("--dir")
             .arg(&self.dir)
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            // AOF so a restart keeps the data, as in production; DEBUG for
+            // the slow-Redis test.
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .args(["--enable-debug-command", "yes", "--daemonize", "no"])
             .arg("--logfile")
             .arg(self.dir.join("redis.log"))
             .stdout(Stdio::null())
@@ -406,5 +416,105 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// The real `keyward serve` binary on a free port, for tests that need a
+/// process of its own: its metrics, its signals, its logs.
+pub struct Binary {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub process: KillOnDrop,
+}
+
+impl Binary {
+    /// Starts keyward against `redis` with the test users, cheap Argon2id
+    /// and the admin API, plus `env`; waits for `/health`.
+    pub async fn start(redis: &TestRedis, env: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
+        cmd.arg("serve")
+            .env("KEYWARD_LISTEN", format!("127.0.0.1:{port}"))
+            .env(
+                "KEYWARD_REDIS_URL",
+                redis.url("validator", VALIDATOR_PASSWORD),
+            )
+            .env(
+                "KEYWARD_ADMIN_REDIS_URL",
+                redis.url("manager", MANAGER_PASSWORD),
+            )
+            .env("KEYWARD_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("KEYWARD_ARGON2_MEMORY_KIB", "1024")
+            .env("KEYWARD_ARGON2_ITERATIONS", "1")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let process = KillOnDrop(cmd.spawn().expect("start keyward"));
+        let bin = Binary {
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+            process,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while bin
+            .http
+            .get(format!("{}/health", bin.base))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "keyward binary did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        bin
+    }
+
+    pub async fn post(&self, path: &str, body: &Value, token: Option<&str>) -> Response {
+        let mut req = self.http.post(format!("{}{path}", self.base)).json(body);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send().await.expect("request reaches keyward")
+    }
+
+    pub async fn validate(&self, api_key: &str) -> StatusCode {
+        self.post("/v1/validate-key", &json!({ "api_key": api_key }), None)
+            .await
+            .status()
+    }
+
+    /// Creates `project` and mints a key in it with `extra` fields.
+    pub async fn mint(&self, project: &str, extra: Value) -> Minted {
+        let body = json!({ "project_id": project, "label": "p", "owner": "o" });
+        self.post("/v1/admin/projects", &body, Some(ADMIN_TOKEN))
+            .await;
+        let mut body = json!({ "project_id": project, "owner": "alice", "server_name": "api-1" });
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        let r = self.post("/v1/mint-key", &body, Some(ADMIN_TOKEN)).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let v: Value = r.json().await.unwrap();
+        Minted {
+            api_key: v["api_key"].as_str().unwrap().to_owned(),
+            key_id: v["key_id"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// The sum of a metric's samples (all label sets) in this process.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 }

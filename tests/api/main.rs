@@ -2,6 +2,7 @@
 
 mod admin;
 mod helpers;
+mod hot_path;
 mod isolation;
 mod ops;
 mod validate;

@@ -1,0 +1,188 @@
+//! The hot path's cost guarantees: no Argon2id for cheap rejections, bounded
+//! Argon2id under wrong-secret floods, a cache that re-keying invalidates, and
+//! a bounded verification queue.
+//!
+//! Argon2id runs are counted with `keyward_argon2_runs_total` from a keyward
+//! process of its own (the metrics recorder is per process).
+
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_error, raw, Binary, TestApp, TestRedis, ADMIN_TOKEN};
+
+const RUNS: &str = "keyward_argon2_runs_total";
+
+fn wrong(api_key: &str, n: usize) -> String {
+    let cut = api_key.len() - 4;
+    format!("{}{n:04}", &api_key[..cut])
+}
+
+#[tokio::test]
+async fn malformed_unknown_disabled_expired_and_rate_limited_keys_cost_no_argon2() {
+    let redis = TestRedis::start();
+    let app = Binary::start(&redis, &[]).await;
+    let good = app.mint("alpha", json!({})).await;
+    let limited = app
+        .mint("alpha", json!({ "rate_limit_per_minute": 1 }))
+        .await;
+    let revoked = app.mint("alpha", json!({})).await;
+    let expiring = app
+        .mint("alpha", json!({ "expires_at": 4_000_000_000.0 }))
+        .await;
+    app.post(
+        "/v1/revoke-key",
+        &json!({ "project_id": "alpha", "key_id": revoked.key_id }),
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    raw(
+        &redis.ops().await,
+        "JSON.SET",
+        vec![
+            format!("apikey:alpha:{}", expiring.key_id),
+            "$.expires_at".into(),
+            "1".into(),
+        ],
+    )
+    .await
+    .unwrap();
+    // Use up the limited key's minute (one Argon2id run, then cached).
+    assert_eq!(app.validate(&limited.api_key).await, StatusCode::OK);
+    let unknown = good.api_key.replace(&good.key_id, "k_nosuchkey");
+    let before = app.metric(RUNS).await;
+
+    for _ in 0..10 {
+        assert_eq!(
+            app.validate("sk-proj.alpha.bad").await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(app.validate(&unknown).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            app.validate(&revoked.api_key).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            app.validate(&expiring.api_key).await,
+            StatusCode::UNAUTHORIZED
+        );
+        let status = app.validate(&limited.api_key).await;
+        // A minute boundary may reset the window once; otherwise 429.
+        assert!(status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::OK);
+    }
+
+    assert_eq!(
+        app.metric(RUNS).await - before,
+        0.0,
+        "a cheap rejection ran Argon2id"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_secret_flood_costs_bounded_argon2_and_the_holder_keeps_getting_200() {
+    let redis = TestRedis::start();
+    let app = Binary::start(&redis, &[("KEYWARD_BAD_SECRET_HASHES_PER_MINUTE", "3")]).await;
+    let key = app
+        .mint("alpha", json!({ "rate_limit_per_minute": 1000 }))
+        .await;
+    assert_eq!(app.validate(&key.api_key).await, StatusCode::OK);
+    let before = app.metric(RUNS).await;
+    let cache_hits = app.metric("keyward_verify_cache_hits_total").await;
+
+    for n in 0..40 {
+        assert_eq!(
+            app.validate(&wrong(&key.api_key, n)).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            app.validate(&key.api_key).await,
+            StatusCode::OK,
+            "the holder was locked out"
+        );
+    }
+
+    let runs = app.metric(RUNS).await - before;
+    // 3 per key per minute; a minute boundary during the test allows 3 more.
+    assert!(
+        (3.0..=6.0).contains(&runs),
+        "{runs} Argon2id runs for 40 wrong secrets"
+    );
+    assert_eq!(
+        app.metric("keyward_verify_cache_hits_total").await - cache_hits,
+        40.0
+    );
+}
+
+#[tokio::test]
+async fn re_keying_a_document_invalidates_its_cached_secret_at_once() {
+    let app = TestApp::spawn().await;
+    let project = app.project().await;
+    let key = app.mint(&project, json!({})).await;
+    let other = app.mint(&project, json!({})).await;
+    assert_eq!(app.validate(&key.api_key).await.status(), StatusCode::OK);
+
+    // Give `key` the hash of `other`'s secret, as a re-key would.
+    let ops = app.redis.ops().await;
+    let doc = |id: &str| format!("apikey:{project}:{id}");
+    let other_doc = raw(&ops, "JSON.GET", vec![doc(&other.key_id)])
+        .await
+        .unwrap()
+        .as_string()
+        .unwrap();
+    let other_hash = serde_json::from_str::<Value>(&other_doc).unwrap()["secret_hash"].clone();
+    raw(
+        &ops,
+        "JSON.SET",
+        vec![
+            doc(&key.key_id),
+            "$.secret_hash".into(),
+            other_hash.to_string(),
+        ],
+    )
+    .await
+    .unwrap();
+
+    assert_error(
+        app.validate(&key.api_key).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_key",
+    )
+    .await;
+    assert_eq!(app.last_audit(&key.key_id).await["reason"], "bad_secret");
+    let other_secret = other.api_key.rsplit('.').next().unwrap();
+    let rekeyed = format!("sk-proj.{project}.{}.{other_secret}", key.key_id);
+    assert_eq!(app.validate(&rekeyed).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_full_argon2_queue_answers_503_busy_at_once() {
+    let app = TestApp::spawn_with(Arc::new(TestRedis::start()), |c| {
+        c.argon2_concurrency = 1;
+        c.argon2_queue = 0;
+        // Mint at the default cost so that verifications take real time.
+        c.argon2 = keyward::config::Argon2Params {
+            memory_kib: 65536,
+            iterations: 3,
+            parallelism: 1,
+        };
+    })
+    .await;
+    let project = app.project().await;
+    let mut keys = Vec::new();
+    for _ in 0..4 {
+        keys.push(app.mint(&project, json!({})).await);
+    }
+
+    let answers = futures::future::join_all(keys.iter().map(|k| app.validate(&k.api_key))).await;
+
+    let statuses: Vec<StatusCode> = answers.iter().map(|r| r.status()).collect();
+    assert!(statuses.contains(&StatusCode::OK), "{statuses:?}");
+    assert!(
+        statuses.contains(&StatusCode::SERVICE_UNAVAILABLE),
+        "{statuses:?}"
+    );
+    for r in answers.into_iter().filter(|r| r.status() != StatusCode::OK) {
+        assert_error(r, StatusCode::SERVICE_UNAVAILABLE, "busy").await;
+    }
+}
