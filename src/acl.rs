@@ -3,9 +3,9 @@
 //! Isolation between deployments is enforced by Redis, not by keyward: each
 //! deployment connects as its own users, and these rules grant them only
 //! their own projects' keys. Each command is paired with its key patterns in
-//! a Redis 7 selector, `(~pattern ... +command ...)`: RedisJSON's `JSON.GET` and
-//! `EVALSHA` need read-write key access, so `%R~` alone cannot say "read-only";
-//! the command list per selector does. Both roles may append to their audit
+//! a Redis 7 selector, `(~pattern ... +command ...)`: RedisJSON's `JSON.GET`
+//! needs read-write key access, so `%R~` alone cannot say "read-only"; the
+//! command list per selector does. No user may run scripts. Both roles may append to their audit
 //! stream and never read or trim it.
 
 use std::fmt::Write as _;
@@ -100,8 +100,8 @@ pub fn rule(
             let meta = patterns("apimeta:", &projects, ":*");
             let _ = write!(
                 line,
-                " +script|load ({docs} +json.get) ({counters} +get +incr +expire) ({meta} +hincrby +hset) \
-                 (%W~audit:keylookup +xadd) ({counters} {meta} ~audit:keylookup +evalsha +eval)"
+                " ({docs} +json.get) ({counters} +get +incr +expire) ({meta} +hincrby +hset) \
+                 (%W~audit:keylookup +xadd)"
             );
         }
         Role::Manager => {

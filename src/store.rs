@@ -27,7 +27,6 @@ use fred::prelude::{
     Builder, ClientLike, Config as FredConfig, Error as FredError, HashesInterface, KeysInterface,
     Pool, ReconnectPolicy, RedisJsonInterface, SortedSetsInterface, StreamsInterface, Value,
 };
-use fred::types::scripts::Script;
 use fred::types::sorted_sets::{ZRange, ZRangeBound, ZRangeKind, ZSort};
 use fred::types::SetOptions;
 use secrecy::ExposeSecret;
@@ -140,28 +139,6 @@ fn bad_key(project: &ProjectId, key_id: &KeyId, minute: u64) -> String {
     format!("ratelimit:key:{project}:{key_id}:bad:{minute}")
 }
 
-/// Counts a right-secret validation and writes its audit entry in one atomic
-/// step, so the 429 decision is exact under concurrency: the INCR's own
-/// result decides, and the audit entry records that decision.
-///
-/// KEYS: counter, apimeta hash, audit stream.
-/// ARGV: limit, counter ttl, now, audit maxlen, project_id, key_id, client.
-const RECORD_SUCCESS_LUA: &str = r#"
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-local result = 'ok'
-if n > tonumber(ARGV[1]) then
-  result = 'rate_limited'
-else
-  redis.call('HINCRBY', KEYS[2], 'usage_count', 1)
-  redis.call('HSET', KEYS[2], 'last_used', ARGV[3])
-end
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*',
-  'ts', ARGV[3], 'project_id', ARGV[5], 'key_id', ARGV[6],
-  'result', result, 'reason', result, 'client', ARGV[7])
-return n
-"#;
-
 /// Maps a Redis or connection failure to a 503: the service fails closed.
 fn unavailable(e: FredError) -> Error {
     Error::Unavailable(e.to_string())
@@ -198,7 +175,6 @@ pub struct Store {
     pool: Pool,
     /// The `manager` user's pool: admin calls, when admin is configured.
     admin: Option<Pool>,
-    record_success: Script,
     client_name: String,
     audit_maxlen: u64,
 }
@@ -243,7 +219,6 @@ impl Store {
         Ok(Self {
             pool,
             admin,
-            record_success: Script::from_lua(RECORD_SUCCESS_LUA),
             client_name: config.client_name.clone(),
             audit_maxlen: config.audit_maxlen,
         })
@@ -335,34 +310,70 @@ impl Store {
         })
     }
 
-    /// Round trip 2 after a right secret: counts it against the key's limit,
-    /// bumps `apimeta` when within it, and audits the decision, atomically.
-    /// Returns the count for this minute including this validation.
-    pub async fn record_success(
-        &self,
-        project: &ProjectId,
-        key_id: &KeyId,
-        minute: u64,
-        limit: u64,
-    ) -> Result<u64> {
-        let keys = vec![
-            used_key(project, key_id, minute),
-            meta_key(project.as_str(), key_id.as_str()),
-            AUDIT_KEYLOOKUP.to_owned(),
-        ];
-        let args = vec![
-            limit.to_string(),
-            COUNTER_TTL_SECS.to_string(),
-            now().to_string(),
-            self.audit_maxlen.to_string(),
-            project.to_string(),
-            key_id.to_string(),
-            self.client_name.clone(),
-        ];
-        self.record_success
-            .evalsha_with_reload(self.pool.next(), keys, args)
+    /// Counts a right-secret validation against this minute's window and
+    /// returns the count including it. The INCR's own result decides the
+    /// 429, so the decision is exact under any concurrency.
+    pub async fn count_use(&self, project: &ProjectId, key_id: &KeyId, minute: u64) -> Result<u64> {
+        let pipe = self.pool.next().pipeline();
+        let counter = used_key(project, key_id, minute);
+        let _: () = pipe.incr(&counter).await.map_err(unavailable)?;
+        let _: () = pipe
+            .expire(&counter, COUNTER_TTL_SECS, None)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        let [used, expire]: [_; 2] = send(pipe, 2)
+            .await?
+            .try_into()
+            .map_err(|_| Error::Internal("count pipeline result count".into()))?;
+        expire.map_err(unavailable)?;
+        used.map_err(unavailable)?
+            .convert()
+            .map_err(|e| Error::Internal(format!("INCR answer: {e}")))
+    }
+
+    /// After a validation within its limit: bumps `apimeta` and writes the
+    /// `ok` audit entry, pipelined.
+    pub async fn record_success(&self, project: &ProjectId, key_id: &KeyId) -> Result<()> {
+        let pipe = self.pool.next().pipeline();
+        let meta = meta_key(project.as_str(), key_id.as_str());
+        let _: () = pipe
+            .hincrby(&meta, "usage_count", 1)
+            .await
+            .map_err(unavailable)?;
+        let _: () = pipe
+            .hset(&meta, ("last_used", now().to_string()))
+            .await
+            .map_err(unavailable)?;
+        let audit = Audit {
+            project_id: project.as_str(),
+            key_id: key_id.as_str(),
+            result: "ok",
+            reason: "ok",
+        };
+        self.queue_audit(&pipe, audit).await?;
+        for result in send(pipe, 3).await? {
+            result.map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    async fn queue_audit(&self, pipe: &Pipeline<Client>, audit: Audit<'_>) -> Result<()> {
+        pipe.xadd::<(), _, _, _, _>(
+            AUDIT_KEYLOOKUP,
+            false,
+            self.audit_cap(),
+            "*",
+            vec![
+                ("ts", now().to_string()),
+                ("project_id", audit.project_id.to_owned()),
+                ("key_id", audit.key_id.to_owned()),
+                ("result", audit.result.to_owned()),
+                ("reason", audit.reason.to_owned()),
+                ("client", self.client_name.clone()),
+            ],
+        )
+        .await
+        .map_err(unavailable)
     }
 
     /// Round trip 2 for every other outcome: the audit entry, plus the
@@ -381,23 +392,7 @@ impl Store {
                 .await
                 .map_err(unavailable)?;
         }
-        let _: () = pipe
-            .xadd(
-                AUDIT_KEYLOOKUP,
-                false,
-                self.audit_cap(),
-                "*",
-                vec![
-                    ("ts", now().to_string()),
-                    ("project_id", audit.project_id.to_owned()),
-                    ("key_id", audit.key_id.to_owned()),
-                    ("result", audit.result.to_owned()),
-                    ("reason", audit.reason.to_owned()),
-                    ("client", self.client_name.clone()),
-                ],
-            )
-            .await
-            .map_err(unavailable)?;
+        self.queue_audit(&pipe, audit).await?;
         for result in send(pipe, 1 + 2 * usize::from(count_bad_secret.is_some())).await? {
             result.map_err(unavailable)?;
         }

@@ -178,17 +178,17 @@ impl Validator {
                 .await;
         }
 
-        let used = self
-            .store
-            .record_success(project, key_id, minute, limit)
-            .await?;
+        let used = self.store.count_use(project, key_id, minute).await?;
         if used > limit {
-            count(Reason::RateLimited);
+            // Lost the race for the last slot of this window.
+            self.audit(Reason::RateLimited, project.as_str(), key_id.as_str(), None)
+                .await?;
             return Err(Error::RateLimited {
                 limit,
                 retry_after: reset,
             });
         }
+        self.store.record_success(project, key_id).await?;
         count(Reason::Ok);
         Ok(Validated {
             rate: RateInfo {

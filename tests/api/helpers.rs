@@ -366,11 +366,19 @@ impl TestApp {
     /// Every `audit:keylookup` entry, oldest first, as field maps.
     pub async fn audit(&self, stream: &str) -> Vec<std::collections::HashMap<String, String>> {
         let ops = self.redis.ops().await;
-        let entries: Vec<(String, std::collections::HashMap<String, String>)> =
-            fred::prelude::StreamsInterface::xrange(&ops, stream, "-", "+", None)
-                .await
-                .unwrap();
-        entries.into_iter().map(|(_, fields)| fields).collect()
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let result: Result<Vec<(String, std::collections::HashMap<String, String>)>, _> =
+                fred::prelude::StreamsInterface::xrange(&ops, stream, "-", "+", None).await;
+            match result {
+                Ok(entries) => return entries.into_iter().map(|(_, fields)| fields).collect(),
+                // A Redis that just restarted answers LOADING until its AOF is read.
+                Err(e) if e.details().starts_with("LOADING") && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                Err(e) => panic!("XRANGE {stream}: {e}"),
+            }
+        }
     }
 
     /// The last audit entry for `key_id`.

@@ -143,6 +143,7 @@ async fn raw_connections_with_a_clients_credentials_get_noperm_outside_its_grant
         ),
         (&gateway_a, "DEL", args(&["audit:keylookup"])),
         (&gateway_a, "EXPIRE", args(&["apikey:alpha:k_abcdefg", "1"])),
+        (&gateway_a, "EVAL", args(&["return 1", "0"])),
         (&admin_a, "JSON.GET", args(&["project:beta"])),
         (
             &admin_a,

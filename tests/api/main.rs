@@ -1,6 +1,7 @@
 //! One integration binary; one file per area.
 
 mod admin;
+mod faults;
 mod helpers;
 mod hot_path;
 mod isolation;

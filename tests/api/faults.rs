@@ -1,0 +1,276 @@
+//! Production behaviour: Redis outages under load, a slow or full Redis,
+//! SIGTERM, the failsafe, request ids and hostile input.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{assert_error, raw, Binary, TestApp, TestRedis};
+
+#[tokio::test]
+async fn a_redis_outage_under_load_never_admits_a_revoked_key_or_loses_an_audit_entry() {
+    let app = Arc::new(TestApp::spawn().await);
+    let project = app.project().await;
+    let good = app
+        .mint(&project, json!({ "rate_limit_per_minute": 100000 }))
+        .await;
+    let revoked = app.mint(&project, json!({})).await;
+    assert_eq!(
+        app.validate(&revoked.api_key).await.status(),
+        StatusCode::OK
+    );
+    app.admin_post(
+        "/v1/revoke-key",
+        &json!({ "project_id": project, "key_id": revoked.key_id }),
+    )
+    .await;
+
+    let good_200 = Arc::new(AtomicUsize::new(0));
+    let unavailable = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (app, good, revoked) = (app.clone(), good.api_key.clone(), revoked.api_key.clone());
+        let (good_200, unavailable) = (good_200.clone(), unavailable.clone());
+        workers.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                match app.validate(&good).await.status() {
+                    StatusCode::OK => good_200.fetch_add(1, Ordering::Relaxed),
+                    StatusCode::SERVICE_UNAVAILABLE => unavailable.fetch_add(1, Ordering::Relaxed),
+                    other => panic!("unexpected {other} for the good key"),
+                };
+                let status = app.validate(&revoked).await.status();
+                assert!(
+                    status == StatusCode::UNAUTHORIZED || status == StatusCode::SERVICE_UNAVAILABLE,
+                    "revoked key answered {status}"
+                );
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // A crash (SIGKILL) and a restart from the AOF: audit entries written
+    // before the crash must be read back too.
+    app.redis.stop();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.redis.restart();
+    let before_recovery = good_200.load(Ordering::Relaxed);
+    for w in workers {
+        w.await.expect("worker panicked");
+    }
+
+    assert!(
+        unavailable.load(Ordering::Relaxed) > 0,
+        "the outage was not observed"
+    );
+    let answered_ok = good_200.load(Ordering::Relaxed);
+    assert!(
+        answered_ok > before_recovery,
+        "the service did not recover by itself"
+    );
+    let audited_ok = app
+        .audit("audit:keylookup")
+        .await
+        .iter()
+        .filter(|e| e["key_id"] == good.key_id && e["result"] == "ok")
+        .count();
+    assert!(
+        audited_ok >= answered_ok,
+        "{answered_ok} answered 200 but only {audited_ok} audited ok"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_redis_is_a_prompt_503_never_a_wrong_answer() {
+    let app = TestApp::spawn().await;
+    let project = app.project().await;
+    let key = app.mint(&project, json!({})).await;
+    let inspector = app.redis.ops().await;
+    let sleeper =
+        tokio::spawn(
+            async move { raw(&inspector, "DEBUG", vec!["SLEEP".into(), "2".into()]).await },
+        );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let started = Instant::now();
+    let r = app.validate(&key.api_key).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1800),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_error(r, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+    sleeper.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_redis_at_maxmemory_is_a_503_and_recovers() {
+    let app = TestApp::spawn().await;
+    let project = app.project().await;
+    let key = app.mint(&project, json!({})).await;
+    let inspector = app.redis.ops().await;
+    let set = |value: &str| {
+        raw(
+            &inspector,
+            "CONFIG",
+            vec!["SET".into(), "maxmemory".into(), value.into()],
+        )
+    };
+
+    set("1").await.unwrap();
+    assert_error(
+        app.validate(&key.api_key).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+    )
+    .await;
+    set("0").await.unwrap();
+    assert_eq!(app.validate(&key.api_key).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn sigterm_finishes_cleanly_with_exit_code_0() {
+    let redis = TestRedis::start();
+    let mut app = Binary::start(&redis, &[]).await;
+    let key = app.mint("alpha", json!({})).await;
+    assert_eq!(app.validate(&key.api_key).await, StatusCode::OK);
+
+    let pid = app.process.0.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = app.process.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "keyward did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn failsafe_open_admits_well_formed_keys_while_redis_is_down_and_says_so() {
+    let app = TestApp::spawn_with(Arc::new(TestRedis::start()), |c| {
+        c.failsafe = keyward::config::Failsafe::Open;
+    })
+    .await;
+    let project = app.project().await;
+    let key = app.mint(&project, json!({})).await;
+    assert!(app
+        .validate(&key.api_key)
+        .await
+        .headers()
+        .get("x-keyward-failsafe")
+        .is_none());
+
+    app.redis.stop();
+    let r = app.validate(&key.api_key).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["x-keyward-failsafe"], "open");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (body["project_id"].as_str(), body["key_id"].as_str()),
+        (Some(project.as_str()), Some(key.key_id.as_str()))
+    );
+    // A malformed key is still refused.
+    assert_ne!(app.validate("garbage").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_request_id_is_taken_from_the_caller_or_generated_and_echoed() {
+    let app = TestApp::spawn().await;
+    let r = app
+        .http
+        .get(app.url("/health"))
+        .header("x-request-id", "gw-1234")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "gw-1234");
+    let r = app.http.get(app.url("/health")).send().await.unwrap();
+    assert_eq!(r.headers()["x-request-id"].len(), 36, "a generated UUID");
+}
+
+#[tokio::test]
+async fn hostile_input_gets_a_4xx_never_a_5xx() {
+    let app = TestApp::spawn().await;
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let invalid_utf8: Vec<u8> = vec![
+        b'{', b'"', b'a', b'p', b'i', b'_', b'k', b'e', b'y', b'"', b':', b'"', 0xff, 0xfe, b'"',
+        b'}',
+    ];
+    let bodies: Vec<(&str, Vec<u8>)> = vec![
+        ("application/json", deep.clone().into_bytes()),
+        ("application/json", invalid_utf8),
+        ("text/plain", br#"{"api_key":"x"}"#.to_vec()),
+        ("application/x-www-form-urlencoded", b"api_key=x".to_vec()),
+        ("application/json", vec![0u8; 1000]),
+        ("application/json", b"null".to_vec()),
+        ("application/json", br#"{"api_key": null}"#.to_vec()),
+        ("application/json", br#"{"api_key": "\u0000"}"#.to_vec()),
+        ("application/json", vec![b'a'; 2 * 1024 * 1024]),
+    ];
+    let paths = [
+        "/v1/validate-key",
+        "/v1/mint-key",
+        "/v1/revoke-key",
+        "/v1/admin/projects",
+    ];
+    for path in paths {
+        for (content_type, body) in &bodies {
+            let r = app
+                .http
+                .post(app.url(path))
+                .bearer_auth(crate::helpers::ADMIN_TOKEN)
+                .header("content-type", *content_type)
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let text = r.text().await.unwrap();
+            assert!(
+                status.is_client_error(),
+                "{path} {content_type}: {status} {text}"
+            );
+            assert!(
+                text.contains(r#""error""#),
+                "{path} {content_type}: no error body: {text}"
+            );
+        }
+    }
+    let long_query = format!(
+        "/v1/list-keys?project_id={}&limit=1&x={}",
+        "a".repeat(100),
+        "y".repeat(30_000)
+    );
+    let r = app.admin_get(&long_query).await;
+    assert!(r.status().is_client_error(), "{}", r.status());
+    let r = app
+        .admin_get("/v1/list-keys?project_id=a&project_id=b&limit=1&limit=2")
+        .await;
+    assert!(r.status().is_client_error(), "{}", r.status());
+    let mut flood = app.http.get(app.url("/health"));
+    for i in 0..500 {
+        flood = flood.header(format!("x-flood-{i}"), "v");
+    }
+    let status = flood.send().await.map(|r| r.status()).ok();
+    assert!(
+        status.is_none_or(|s| s.is_client_error()),
+        "header flood: {status:?}"
+    );
+    assert_eq!(
+        app.get("/health", None).await.status(),
+        StatusCode::OK,
+        "still serving"
+    );
+}
