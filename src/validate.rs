@@ -5,8 +5,9 @@
 //! 3. Decide without hashing where possible: unknown, forbidden, disabled,
 //!    expired, over the rate limit, or a flood of wrong secrets.
 //! 4. Verify the secret: the verified-secret cache, else Argon2id.
-//! 5. Round trip 2: count, bump `apimeta` and audit atomically (success), or
-//!    audit the denial. Every outcome leaves exactly one audit entry.
+//! 5. After the decision: a right secret is counted with INCR (whose result
+//!    decides 429 exactly), then `apimeta` and the audit entry are written;
+//!    a denial is audited. Every outcome leaves exactly one audit entry.
 //!
 //! Every bad key is the same `Error::InvalidKey` to the caller; only the
 //! audit entry and the metric say which kind it was.
