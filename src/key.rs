@@ -289,6 +289,30 @@ mod tests {
         assert!(!KeyError::Secret.to_string().contains(SECRET));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn any_string_parses_or_is_rejected_without_panicking(s in "\\PC{0,300}") {
+            let _ = ApiKey::parse(&s);
+        }
+
+        #[test]
+        fn keys_of_the_documented_shape_round_trip(
+            project in "[A-Za-z0-9_-]{1,64}",
+            key_id in "k_[A-Za-z0-9]{7,40}",
+            secret in "[A-Za-z0-9_-]{32,100}",
+        ) {
+            let s = format!("{PREFIX}{project}.{key_id}.{secret}");
+            let parsed = ApiKey::parse(&s);
+            if s.len() > MAX_KEY_LEN {
+                proptest::prop_assert_eq!(parsed, Err(KeyError::TooLong));
+            } else {
+                proptest::prop_assert_eq!(parsed.map(|k| k.expose()), Ok(s));
+            }
+        }
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic() {
         // A cheap deterministic sweep; the fuzz target goes further.

@@ -2,6 +2,7 @@
 
 mod admin;
 mod faults;
+mod fuzz;
 mod helpers;
 mod hot_path;
 mod isolation;
