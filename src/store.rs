@@ -139,6 +139,12 @@ fn bad_key(project: &ProjectId, key_id: &KeyId, minute: u64) -> String {
     format!("ratelimit:key:{project}:{key_id}:bad:{minute}")
 }
 
+/// JSON documents are read at the legacy root path `.`, which returns the
+/// document itself (a `$` path would wrap it in a one-element array).
+const ROOT: &str = ".";
+/// No indent/newline/space formatting for `JSON.GET`.
+const NO_FMT: Option<&str> = None;
+
 /// Maps a Redis or connection failure to a 503: the service fails closed.
 fn unavailable(e: FredError) -> Error {
     Error::Unavailable(e.to_string())
@@ -264,10 +270,10 @@ impl Store {
         let _: () = pipe
             .json_get(
                 apikey_key(project.as_str(), key_id.as_str()),
-                None::<&str>,
-                None::<&str>,
-                None::<&str>,
-                ".",
+                NO_FMT,
+                NO_FMT,
+                NO_FMT,
+                ROOT,
             )
             .await
             .map_err(unavailable)?;
@@ -457,13 +463,7 @@ impl Store {
     pub async fn get_project(&self, project: &ProjectId) -> Result<Option<ProjectDoc>> {
         let raw: Option<String> = match self
             .admin()?
-            .json_get(
-                project_key(project),
-                None::<&str>,
-                None::<&str>,
-                None::<&str>,
-                ".",
-            )
+            .json_get(project_key(project), NO_FMT, NO_FMT, NO_FMT, ROOT)
             .await
         {
             Ok(raw) => raw,
@@ -591,10 +591,10 @@ impl Store {
             let _: () = pipe
                 .json_get(
                     apikey_key(project.as_str(), id),
-                    None::<&str>,
-                    None::<&str>,
-                    None::<&str>,
-                    ".",
+                    NO_FMT,
+                    NO_FMT,
+                    NO_FMT,
+                    ROOT,
                 )
                 .await
                 .map_err(unavailable)?;

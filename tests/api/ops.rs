@@ -1,14 +1,14 @@
 //! Health, metrics, least privilege, secrets hygiene and the Redis-down path.
 
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    assert_error, free_port, raw, KillOnDrop, TestApp, TestRedis, ADMIN_TOKEN, MANAGER_PASSWORD,
+    assert_error, free_port, raw, Binary, TestApp, TestRedis, ADMIN_TOKEN, MANAGER_PASSWORD,
     VALIDATOR_PASSWORD,
 };
 
@@ -77,69 +77,22 @@ async fn the_validator_user_gets_noperm_for_writes_reads_of_projects_and_audit_r
 async fn secrets_never_reach_streams_lists_or_logs() {
     // The real binary, with debug logs captured from stderr.
     let redis = TestRedis::start();
-    let port = free_port();
-    let mut child = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_keyward"))
-            .arg("serve")
-            .env("KEYWARD_LISTEN", format!("127.0.0.1:{port}"))
-            .env(
-                "KEYWARD_REDIS_URL",
-                redis.url("validator", VALIDATOR_PASSWORD),
-            )
-            .env(
-                "KEYWARD_ADMIN_REDIS_URL",
-                redis.url("manager", MANAGER_PASSWORD),
-            )
-            .env("KEYWARD_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("KEYWARD_ARGON2_MEMORY_KIB", "1024")
-            .env("KEYWARD_ARGON2_ITERATIONS", "1")
-            .env("KEYWARD_LOG", "debug")
-            .env("KEYWARD_LOG_FORMAT", "json")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while http.get(format!("{base}/health")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "keyward binary did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let admin = |path: &str, body: Value| {
-        http.post(format!("{base}{path}"))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&body)
-            .send()
-    };
-    admin(
-        "/v1/admin/projects",
-        json!({ "project_id": "alpha", "label": "A", "owner": "o" }),
+    let mut app = Binary::start(
+        &redis,
+        &[("KEYWARD_LOG", "debug"), ("KEYWARD_LOG_FORMAT", "json")],
     )
-    .await
-    .unwrap();
-    let minted: Value = admin(
-        "/v1/mint-key",
-        json!({ "project_id": "alpha", "owner": "o", "server_name": "s" }),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let api_key = minted["api_key"].as_str().unwrap().to_owned();
+    .await;
+    let minted = app.mint("alpha", json!({})).await;
+    let api_key = minted.api_key.clone();
     let secret = api_key.rsplit('.').next().unwrap().to_owned();
     for presented in [
         api_key.clone(),
         format!("{api_key}x"),
         api_key.replace("k_", "k_x"),
     ] {
-        http.post(format!("{base}/v1/validate-key"))
-            .json(&json!({ "api_key": presented }))
-            .send()
-            .await
-            .unwrap();
+        app.validate(&presented).await;
     }
+    let (http, base) = (&app.http, &app.base);
     let list = http
         .get(format!("{base}/v1/list-keys?project_id=alpha"))
         .bearer_auth(ADMIN_TOKEN)
@@ -154,10 +107,7 @@ async fn secrets_never_reach_streams_lists_or_logs() {
     let doc = raw(
         &ops,
         "JSON.GET",
-        vec![format!(
-            "apikey:alpha:{}",
-            minted["key_id"].as_str().unwrap()
-        )],
+        vec![format!("apikey:alpha:{}", minted.key_id)],
     )
     .await
     .unwrap()
@@ -173,9 +123,9 @@ async fn secrets_never_reach_streams_lists_or_logs() {
         streams.push_str(&format!("{v:?}"));
     }
     // Stop it and read all it logged.
-    child.0.kill().unwrap();
+    app.process.0.kill().unwrap();
     let mut logs = String::new();
-    child
+    app.process
         .0
         .stderr
         .take()
