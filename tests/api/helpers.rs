@@ -381,6 +381,21 @@ impl TestApp {
         }
     }
 
+    /// Asserts a 401 `invalid_key` whose audit entry gives `reason`.
+    pub async fn assert_denied(&self, api_key: &str, key_id: &str, reason: &str) {
+        assert_error(
+            self.validate(api_key).await,
+            StatusCode::UNAUTHORIZED,
+            "invalid_key",
+        )
+        .await;
+        assert_eq!(
+            self.last_audit(key_id).await["reason"],
+            reason,
+            "audit reason"
+        );
+    }
+
     /// The last audit entry for `key_id`.
     pub async fn last_audit(&self, key_id: &str) -> std::collections::HashMap<String, String> {
         self.audit("audit:keylookup")

@@ -118,13 +118,8 @@ async fn an_expired_key_is_denied_with_reason_expired() {
     .await
     .unwrap();
 
-    assert_error(
-        app.validate(&key.api_key).await,
-        StatusCode::UNAUTHORIZED,
-        "invalid_key",
-    )
-    .await;
-    assert_eq!(app.last_audit(&key.key_id).await["reason"], "expired");
+    app.assert_denied(&key.api_key, &key.key_id, "expired")
+        .await;
 }
 
 #[tokio::test]
@@ -145,13 +140,8 @@ async fn revocation_takes_effect_on_the_very_next_validation() {
         .await;
     assert_eq!(r.json::<Value>().await.unwrap(), json!({ "revoked": true }));
 
-    assert_error(
-        app.validate(&key.api_key).await,
-        StatusCode::UNAUTHORIZED,
-        "invalid_key",
-    )
-    .await;
-    assert_eq!(app.last_audit(&key.key_id).await["reason"], "disabled");
+    app.assert_denied(&key.api_key, &key.key_id, "disabled")
+        .await;
 }
 
 #[tokio::test]
