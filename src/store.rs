@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::key::{KeyId, ProjectId};
+use crate::telemetry::metric;
 
 /// The `project:<project_id>` document.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -147,6 +148,7 @@ const NO_FMT: Option<&str> = None;
 
 /// Maps a Redis or connection failure to a 503: the service fails closed.
 fn unavailable(e: FredError) -> Error {
+    metrics::counter!(metric::REDIS_ERRORS).increment(1);
     Error::Unavailable(e.to_string())
 }
 
@@ -159,7 +161,9 @@ fn is_noperm(e: &FredError) -> bool {
 /// a whole (connection lost, timeout) comes back from fred as one error,
 /// which becomes a 503 rather than a short list.
 async fn send(pipe: Pipeline<Client>, expected: usize) -> Result<Vec<Result<Value, FredError>>> {
+    let started = std::time::Instant::now();
     let results = pipe.try_all::<Value>().await;
+    metrics::histogram!(metric::REDIS_ROUNDTRIP).record(started.elapsed().as_secs_f64());
     if results.len() == expected {
         return Ok(results);
     }

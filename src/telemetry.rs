@@ -26,6 +26,11 @@ pub mod metric {
     pub const ARGON2_RUNS: &str = "keyward_argon2_runs_total";
     /// Counter: validations whose secret matched the verified-secret cache.
     pub const VERIFY_CACHE_HITS: &str = "keyward_verify_cache_hits_total";
+    /// Counter: Redis commands or pipelines that failed (each became a 503).
+    /// Updated only in `store`.
+    pub const REDIS_ERRORS: &str = "keyward_redis_errors_total";
+    /// Histogram: Redis pipeline round-trip time in seconds. Updated only in `store`.
+    pub const REDIS_ROUNDTRIP: &str = "keyward_redis_roundtrip_seconds";
 }
 
 /// Latency buckets in seconds: sub-millisecond warm validations up to

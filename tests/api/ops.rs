@@ -29,6 +29,10 @@ async fn health_is_ok_and_metrics_count_validations_by_reason() {
         text.contains(r#"keyward_http_request_duration_seconds_bucket{route="/v1/validate-key""#),
         "{text}"
     );
+    assert!(
+        text.contains("keyward_redis_roundtrip_seconds_bucket"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
