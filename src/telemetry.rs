@@ -63,11 +63,10 @@ pub fn prometheus() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
+            // Histograms (not summaries), so latency aggregates across instances.
+            let histogram = Matcher::Suffix("_seconds".into());
             PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full(metric::HTTP_DURATION.into()),
-                    LATENCY_BUCKETS,
-                )
+                .set_buckets_for_metric(histogram, LATENCY_BUCKETS)
                 .expect("the bucket list is not empty")
                 .install_recorder()
                 .expect("no other metrics recorder is installed in this process")
