@@ -454,8 +454,12 @@ impl Binary {
     /// Starts keyward against `redis` with the test users, cheap Argon2id
     /// and the admin API, plus `env`; waits for `/health`.
     pub async fn start(redis: &TestRedis, env: &[(&str, &str)]) -> Self {
+        Self::start_with(Command::new(env!("CARGO_BIN_EXE_keyward")), redis, env).await
+    }
+
+    /// As `start`, with `cmd` as the program (e.g. a wrapper that drops privileges).
+    pub async fn start_with(mut cmd: Command, redis: &TestRedis, env: &[(&str, &str)]) -> Self {
         let port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
         cmd.arg("serve")
             .env("KEYWARD_LISTEN", format!("127.0.0.1:{port}"))
             .env(

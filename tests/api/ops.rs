@@ -244,3 +244,25 @@ async fn shutdown_finishes_cleanly_and_stops_accepting() {
         "still accepting after shutdown"
     );
 }
+
+#[tokio::test]
+async fn the_binary_runs_as_an_unprivileged_user_as_in_the_container() {
+    // The Dockerfile runs keyward as uid 10001 with only its environment.
+    let redis = TestRedis::start();
+    let mut as_nobody = Command::new("setpriv");
+    as_nobody.args(["--reuid=10001", "--regid=10001", "--clear-groups", "--"]);
+    as_nobody.arg(env!("CARGO_BIN_EXE_keyward"));
+    let app = Binary::start_with(as_nobody, &redis, &[]).await;
+    let key = app.mint("alpha", json!({})).await;
+    assert_eq!(app.validate(&key.api_key).await, StatusCode::OK);
+
+    let listen = app.base.trim_start_matches("http://");
+    let health = Command::new("setpriv")
+        .args(["--reuid=10001", "--regid=10001", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_keyward"))
+        .arg("healthcheck")
+        .env("KEYWARD_LISTEN", listen)
+        .status()
+        .unwrap();
+    assert!(health.success(), "keyward healthcheck as uid 10001");
+}
