@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 run_dir=$1 redis_port=$2 keyward_port=$3
+command -v curl >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl; }
 mkdir -p "$run_dir"
 run_dir=$(cd "$run_dir" && pwd)
 
@@ -24,7 +25,7 @@ export KEYWARD_ADMIN_TOKEN="$admin_token"
 export KEYWARD_CLIENT_NAME=demo
 ./target/release/keyward serve 2>"$run_dir/keyward.log" &
 keyward_pid=$!
-trap 'kill $keyward_pid 2>/dev/null; bash redis/local.sh stop "$run_dir"' EXIT INT TERM
+trap 'kill $keyward_pid 2>/dev/null || true; bash redis/local.sh stop "$run_dir" || true' EXIT INT TERM
 
 base="http://127.0.0.1:$keyward_port"
 for _ in $(seq 100); do

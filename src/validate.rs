@@ -159,12 +159,7 @@ impl Validator {
         let limit = doc.rate_limit_per_minute.unwrap_or(self.default_rate_limit);
         if used >= limit {
             // Already over the limit this minute: answer without hashing.
-            self.audit(Reason::RateLimited, project.as_str(), key_id.as_str(), None)
-                .await?;
-            return Err(Error::RateLimited {
-                limit,
-                retry_after: reset,
-            });
+            return self.over_limit(&key, limit, reset).await;
         }
 
         if !self.secret_matches(&key, &doc, bad).await? {
@@ -182,12 +177,7 @@ impl Validator {
         let used = self.store.count_use(project, key_id, minute).await?;
         if used > limit {
             // Lost the race for the last slot of this window.
-            self.audit(Reason::RateLimited, project.as_str(), key_id.as_str(), None)
-                .await?;
-            return Err(Error::RateLimited {
-                limit,
-                retry_after: reset,
-            });
+            return self.over_limit(&key, limit, reset).await;
         }
         self.store.record_success(project, key_id).await?;
         count(Reason::Ok);
@@ -210,6 +200,17 @@ impl Validator {
             CacheCheck::Unknown if bad >= self.bad_secret_hashes_per_minute => Ok(false),
             CacheCheck::Unknown => self.hasher.verify(&key.secret, &doc.secret_hash).await,
         }
+    }
+
+    /// Audits a rate-limited validation and answers 429.
+    async fn over_limit(&self, key: &ApiKey, limit: u64, reset: u64) -> Result<Validated> {
+        let (project, key_id) = (key.project_id.as_str(), key.key_id.as_str());
+        self.audit(Reason::RateLimited, project, key_id, None)
+            .await?;
+        Err(Error::RateLimited {
+            limit,
+            retry_after: reset,
+        })
     }
 
     /// Audits a denial and answers `InvalidKey`.
