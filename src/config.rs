@@ -70,6 +70,11 @@ pub struct Config {
     pub admin_redis_url: Option<SecretString>,
     /// Bearer token for the admin endpoints; without one they are not served.
     pub admin_token: Option<SecretString>,
+    /// Redis URL of a read-only monitoring user (e.g. `ops`), used only to
+    /// sample the audit streams' lengths; the other users may not read them.
+    pub monitor_redis_url: Option<SecretString>,
+    /// How often the audit streams' lengths are sampled (with a monitor URL).
+    pub audit_sample_interval: Duration,
     /// This deployment's name, written as `client` in audit entries.
     pub client_name: String,
     /// Validations per minute for keys without their own limit.
@@ -125,6 +130,11 @@ impl Config {
             admin_redis_url: env
                 .secret("KEYWARD_ADMIN_REDIS_URL", "KEYWARD_ADMIN_REDIS_URL_FILE")?,
             admin_token: env.secret("KEYWARD_ADMIN_TOKEN", "KEYWARD_ADMIN_TOKEN_FILE")?,
+            monitor_redis_url: env.secret(
+                "KEYWARD_MONITOR_REDIS_URL",
+                "KEYWARD_MONITOR_REDIS_URL_FILE",
+            )?,
+            audit_sample_interval: env.millis("KEYWARD_AUDIT_SAMPLE_MS", "15000")?,
             client_name: env.string("KEYWARD_CLIENT_NAME", "keyward"),
             default_rate_limit: env.parse("KEYWARD_DEFAULT_RATE_LIMIT", "100")?,
             audit_maxlen: env.parse("KEYWARD_AUDIT_MAXLEN", "1000000")?,
@@ -163,6 +173,9 @@ impl Config {
         if let Some(url) = &self.admin_redis_url {
             check_redis_url("KEYWARD_ADMIN_REDIS_URL", url)?;
         }
+        if let Some(url) = &self.monitor_redis_url {
+            check_redis_url("KEYWARD_MONITOR_REDIS_URL", url)?;
+        }
         if self.admin_token.is_some() && self.admin_redis_url.is_none() {
             return Err(bad(
                 "KEYWARD_ADMIN_REDIS_URL",
@@ -174,7 +187,11 @@ impl Config {
                 return Err(bad("KEYWARD_ADMIN_TOKEN", "must be at least 16 characters"));
             }
         }
-        let positive: [(&'static str, u64); 7] = [
+        let positive: [(&'static str, u64); 8] = [
+            (
+                "KEYWARD_AUDIT_SAMPLE_MS",
+                self.audit_sample_interval.as_millis() as u64,
+            ),
             ("KEYWARD_DEFAULT_RATE_LIMIT", self.default_rate_limit),
             ("KEYWARD_AUDIT_MAXLEN", self.audit_maxlen),
             (

@@ -87,6 +87,18 @@ pub async fn run(
             }
         }
     });
+    let sampler = tokio::spawn({
+        let (store, every) = (store.clone(), config.audit_sample_interval);
+        async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = store.sample_audit_lengths().await {
+                    tracing::debug!(error = %e, "audit stream length not sampled");
+                }
+            }
+        }
+    });
     let metrics_server = listeners.metrics.map(|listener| {
         tracing::info!(addr = ?listener.local_addr().ok(), "serving /metrics separately");
         let app = http::metrics_router(state.clone());
@@ -114,6 +126,7 @@ pub async fn run(
         task.abort();
     }
     upkeep.abort();
+    sampler.abort();
     store.quit().await;
     tracing::info!("stopped");
     Ok(())

@@ -185,6 +185,8 @@ pub struct Store {
     pool: Pool,
     /// The `manager` user's pool: admin calls, when admin is configured.
     admin: Option<Pool>,
+    /// A read-only monitoring user's pool, to sample the audit streams.
+    monitor: Option<Pool>,
     client_name: String,
     audit_maxlen: u64,
 }
@@ -226,8 +228,13 @@ impl Store {
             (Some(_), Some(url)) => Some(connect(url.expose_secret(), config, "manager").await?),
             _ => None,
         };
+        let monitor = match &config.monitor_redis_url {
+            Some(url) => Some(connect(url.expose_secret(), config, "monitor").await?),
+            None => None,
+        };
         Ok(Self {
             pool,
+            monitor,
             admin,
             client_name: config.client_name.clone(),
             audit_maxlen: config.audit_maxlen,
@@ -252,6 +259,19 @@ impl Store {
         self.ping().await?;
         if let Some(admin) = &self.admin {
             admin.ping::<()>(None).await.map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    /// Samples `XLEN` of both audit streams into a gauge, with the monitor
+    /// user. Does nothing without one.
+    pub async fn sample_audit_lengths(&self) -> Result<()> {
+        let Some(monitor) = &self.monitor else {
+            return Ok(());
+        };
+        for stream in [AUDIT_KEYLOOKUP, AUDIT_ADMIN] {
+            let len: u64 = monitor.xlen(stream).await.map_err(unavailable)?;
+            metrics::gauge!(metric::AUDIT_STREAM_LENGTH, "stream" => stream).set(len as f64);
         }
         Ok(())
     }

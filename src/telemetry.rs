@@ -29,6 +29,9 @@ pub mod metric {
     /// Counter: Redis commands or pipelines that failed (each became a 503).
     /// Updated only in `store`.
     pub const REDIS_ERRORS: &str = "keyward_redis_errors_total";
+    /// Gauge: entries in each audit stream, by `stream`, sampled with the
+    /// monitor user. Updated only in `store`.
+    pub const AUDIT_STREAM_LENGTH: &str = "keyward_audit_stream_length";
     /// Histogram: Redis pipeline round-trip time in seconds. Updated only in `store`.
     pub const REDIS_ROUNDTRIP: &str = "keyward_redis_roundtrip_seconds";
 }

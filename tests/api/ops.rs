@@ -266,3 +266,31 @@ async fn the_binary_runs_as_an_unprivileged_user_as_in_the_container() {
         .unwrap();
     assert!(health.success(), "keyward healthcheck as uid 10001");
 }
+
+#[tokio::test]
+async fn a_monitor_user_samples_the_audit_stream_lengths() {
+    // Like the template's `ops` user: XLEN on the audit streams, nothing else.
+    let monitor = "user monitor on >monitor-pw resetkeys resetchannels -@all +ping +hello +auth \
+                   +client|setname +client|id +info +xlen %R~audit:*";
+    let redis = std::sync::Arc::new(TestRedis::start_with_acl(monitor));
+    let url = redis.url("monitor", "monitor-pw");
+    let app = TestApp::spawn_with(redis, move |c| {
+        c.monitor_redis_url = Some(url.into());
+        c.audit_sample_interval = Duration::from_millis(50);
+    })
+    .await;
+    for _ in 0..3 {
+        app.validate("garbage").await;
+    }
+
+    let want = r#"keyward_audit_stream_length{stream="audit:keylookup"} 3"#;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = app.get("/metrics", None).await.text().await.unwrap();
+        if text.contains(want) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never sampled: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
