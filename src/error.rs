@@ -36,6 +36,8 @@ pub enum Error {
     KeyNotFound,
     #[error("no such route")]
     RouteNotFound,
+    #[error("method not allowed for this route")]
+    MethodNotAllowed,
     #[error("project already exists")]
     ProjectExists,
     /// Redis could not answer (down, slow, out of memory): fail closed.
@@ -65,6 +67,7 @@ impl Error {
                 StatusCode::NOT_FOUND
             }
             Error::ProjectExists => StatusCode::CONFLICT,
+            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::Unavailable(_) | Error::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -81,6 +84,7 @@ impl Error {
             Error::ProjectNotFound => "project_not_found",
             Error::KeyNotFound => "key_not_found",
             Error::RouteNotFound => "not_found",
+            Error::MethodNotAllowed => "method_not_allowed",
             Error::ProjectExists => "project_exists",
             Error::Unavailable(_) => "unavailable",
             Error::Busy => "busy",

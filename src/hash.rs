@@ -42,8 +42,9 @@ pub struct Hasher {
     running: Arc<Semaphore>,
     /// Stored PHC hash -> HMAC of the secret verified against it.
     cache: Option<moka::sync::Cache<Arc<str>, [u8; 32]>>,
-    /// Per-process HMAC key: cache contents are useless outside this process.
-    hmac_key: [u8; 32],
+    /// HMAC-SHA-256 keyed once, at start-up, with a random per-process key,
+    /// so cache contents are useless outside this process. Cloned per use.
+    mac: HmacSha256,
 }
 
 /// What the cache knows about a presented secret.
@@ -69,13 +70,13 @@ impl Hasher {
             )),
             running: Arc::new(Semaphore::new(config.argon2_concurrency)),
             cache,
-            hmac_key: rand::random(),
+            mac: HmacSha256::new_from_slice(&rand::random::<[u8; 32]>())
+                .map_err(|e| Error::Internal(format!("HMAC key: {e}")))?,
         })
     }
 
     fn digest(&self, secret: &Secret) -> HmacSha256 {
-        let mut mac =
-            HmacSha256::new_from_slice(&self.hmac_key).expect("HMAC takes any key length");
+        let mut mac = self.mac.clone();
         mac.update(secret.expose());
         mac
     }

@@ -84,9 +84,7 @@ fn layered(router: Router<AppState>, state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     router
         .fallback(|| async { Error::RouteNotFound })
-        .method_not_allowed_fallback(|| async {
-            Error::InvalidRequest("method not allowed for this route".into())
-        })
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))

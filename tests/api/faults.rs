@@ -268,6 +268,18 @@ async fn hostile_input_gets_a_4xx_never_a_5xx() {
         status.is_none_or(|s| s.is_client_error()),
         "header flood: {status:?}"
     );
+    assert_error(
+        app.get("/v1/validate-key", None).await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    )
+    .await;
+    assert_error(
+        app.get("/nope", None).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
     assert_eq!(
         app.get("/health", None).await.status(),
         StatusCode::OK,
