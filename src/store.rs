@@ -257,8 +257,8 @@ impl Store {
     /// Whether Redis answers every user this deployment is configured with.
     pub async fn ping_all(&self) -> Result<()> {
         self.ping().await?;
-        if let Some(admin) = &self.admin {
-            admin.ping::<()>(None).await.map_err(unavailable)?;
+        for pool in [&self.admin, &self.monitor].into_iter().flatten() {
+            pool.ping::<()>(None).await.map_err(unavailable)?;
         }
         Ok(())
     }
