@@ -87,9 +87,10 @@ pub async fn run(
             }
         }
     });
-    let sampler = tokio::spawn({
+    // Only with a monitor user: nobody else may read the audit streams.
+    let sampler = config.monitor_redis_url.is_some().then(|| {
         let (store, every) = (store.clone(), config.audit_sample_interval);
-        async move {
+        tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
@@ -97,7 +98,7 @@ pub async fn run(
                     tracing::debug!(error = %e, "audit stream length not sampled");
                 }
             }
-        }
+        })
     });
     let metrics_server = listeners.metrics.map(|listener| {
         tracing::info!(addr = ?listener.local_addr().ok(), "serving /metrics separately");
@@ -126,7 +127,9 @@ pub async fn run(
         task.abort();
     }
     upkeep.abort();
-    sampler.abort();
+    if let Some(task) = sampler {
+        task.abort();
+    }
     store.quit().await;
     tracing::info!("stopped");
     Ok(())

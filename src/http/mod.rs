@@ -33,6 +33,9 @@ use crate::store::Store;
 use crate::telemetry::metric;
 use crate::validate::Validator;
 
+/// The request id header: taken from the caller or generated, and echoed.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
@@ -81,23 +84,22 @@ pub fn metrics_router(state: AppState) -> Router {
 }
 
 fn layered(router: Router<AppState>, state: AppState) -> Router {
-    let request_id = HeaderName::from_static("x-request-id");
     router
         .fallback(|| async { Error::RouteNotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(
             ServiceBuilder::new()
-                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
                     let id = req
                         .headers()
-                        .get("x-request-id")
+                        .get(&REQUEST_ID)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("-");
                     // The path only: query strings may carry anything.
                     tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
                 }))
-                .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(middleware::from_fn_with_state(state.clone(), observe))
                 .layer(CatchPanicLayer::custom(|_| {
                     Error::Internal("handler panicked".into()).into_response()
