@@ -114,7 +114,7 @@ pub fn rule(
             let meta = patterns("apimeta:", &projects, ":*").replace('~', "%R~");
             let _ = write!(
                 line,
-                " ({docs} +json.get +json.set +exists) ({sets} +zadd +zrange) ({meta} +hmget) (%W~audit:admin +xadd)"
+                " ({docs} +json.get +json.set +json.mset +exists) ({sets} +zadd +zrange) ({meta} +hmget) (%W~audit:admin +xadd)"
             );
         }
     }
@@ -150,7 +150,9 @@ mod tests {
     #[test]
     fn a_manager_rule_covers_its_projects_admin_keys_only() {
         let line = rule("adm-a", Role::Manager, &["alpha"], &pw()).unwrap();
-        assert!(line.contains("~project:alpha ~apikey:alpha:* +json.get +json.set +exists"));
+        assert!(
+            line.contains("~project:alpha ~apikey:alpha:* +json.get +json.set +json.mset +exists")
+        );
         assert!(line.contains("(~apiprojectkeys:alpha +zadd +zrange)"));
         assert!(line.contains("(%R~apimeta:alpha:* +hmget)"));
         assert!(line.contains("(%W~audit:admin +xadd)"));

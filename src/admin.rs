@@ -1,4 +1,5 @@
-//! Admin operations: create and read projects, mint, revoke and list keys.
+//! Admin operations: create and read projects; mint, inspect, update,
+//! rotate, revoke and list keys.
 //!
 //! Plain async functions over the store and the hasher, and the wire types
 //! they take and return (validated by `validator` at the HTTP edge). This is
@@ -7,11 +8,13 @@
 use rand::rngs::OsRng;
 use rand::TryRngCore;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use validator::{Validate, ValidationError};
 
 use crate::error::{Error, Result};
 use crate::hash::Hasher;
 use crate::key::{ApiKey, KeyId, ProjectId, Secret};
+use crate::scope;
 use crate::store::{now, KeyDoc, KeyMeta, ProjectDoc, Store};
 
 /// Random characters in a minted key id, after `k_`.
@@ -45,6 +48,56 @@ fn in_future(at: f64) -> Result<(), ValidationError> {
     }
 }
 
+pub fn valid_scopes(scopes: &[String]) -> Result<(), ValidationError> {
+    if scopes.len() > scope::MAX_SCOPES || !scopes.iter().all(|s| scope::is_valid(s)) {
+        return Err(ValidationError::new("scopes")
+            .with_message("at most 64 scopes of 1 to 128 characters of [A-Za-z0-9_.:/-*]".into()));
+    }
+    Ok(())
+}
+
+/// The longest grace period a rotation may give the previous secret: a week.
+pub const MAX_GRACE_SECONDS: u64 = 604_800;
+const DEFAULT_GRACE_SECONDS: u64 = 86_400;
+
+fn valid_cidrs(cidrs: &[String]) -> Result<(), ValidationError> {
+    let fail = |m: &'static str| Err(ValidationError::new("allowed_cidrs").with_message(m.into()));
+    if cidrs.is_empty() || cidrs.len() > 64 {
+        return fail("must hold 1 to 64 networks (null removes the restriction)");
+    }
+    if !cidrs.iter().all(|c| cidr(c).is_some()) {
+        return fail("each entry must be an IPv4 or IPv6 CIDR such as 10.0.0.0/8 or 2001:db8::/32");
+    }
+    Ok(())
+}
+
+/// A network in canonical form; a bare address is a one-address network.
+fn cidr(c: &str) -> Option<String> {
+    c.parse::<ipnet::IpNet>()
+        .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .ok()
+        .map(|net| net.to_string())
+}
+
+fn canonical(list: Option<Vec<String>>) -> Option<Vec<String>> {
+    list.map(|l| l.iter().filter_map(|c| cidr(c)).collect())
+}
+
+/// An update's field as JSON, if the request names it.
+fn to_json<T: Serialize>(value: Option<T>) -> Option<serde_json::Value> {
+    value.map(|v| serde_json::to_value(v).unwrap_or_default())
+}
+
+/// For fields that may be absent or `null` (which clears them): absent is
+/// `None`, `null` is `Some(None)`.
+fn nullable<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
 fn parse<T>(r: std::result::Result<T, crate::key::KeyError>) -> Result<T> {
     r.map_err(|e| Error::InvalidRequest(e.to_string()))
 }
@@ -75,6 +128,11 @@ pub struct MintIn {
     pub expires_at: Option<f64>,
     #[validate(range(min = 1))]
     pub rate_limit_per_minute: Option<u64>,
+    #[serde(default)]
+    #[validate(custom(function = "valid_scopes"))]
+    pub scopes: Vec<String>,
+    #[validate(custom(function = "valid_cidrs"))]
+    pub allowed_cidrs: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -86,13 +144,64 @@ pub struct MintOut {
     pub expires_at: Option<f64>,
 }
 
+/// Names one key: revoke-key's body and get-key's query.
 #[derive(Debug, Deserialize, Validate)]
 #[serde(deny_unknown_fields)]
-pub struct RevokeIn {
+pub struct KeyRef {
     #[validate(custom(function = "project_id"))]
     pub project_id: String,
     #[validate(custom(function = "key_id"))]
     pub key_id: String,
+}
+
+/// `update-key`: an absent field stays as it is; `null` clears the
+/// nullable ones.
+#[derive(Debug, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateIn {
+    #[validate(custom(function = "project_id"))]
+    pub project_id: String,
+    #[validate(custom(function = "key_id"))]
+    pub key_id: String,
+    #[validate(length(min = 1, max = 200))]
+    pub owner: Option<String>,
+    #[validate(length(min = 1, max = 200))]
+    pub server_name: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub metadata: Option<Option<serde_json::Value>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[validate(custom(function = "in_future"))]
+    pub expires_at: Option<Option<f64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[validate(range(min = 1))]
+    pub rate_limit_per_minute: Option<Option<u64>>,
+    #[validate(custom(function = "valid_scopes"))]
+    pub scopes: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[validate(custom(function = "valid_cidrs"))]
+    pub allowed_cidrs: Option<Option<Vec<String>>>,
+}
+
+#[derive(Debug, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct RotateIn {
+    #[validate(custom(function = "project_id"))]
+    pub project_id: String,
+    #[validate(custom(function = "key_id"))]
+    pub key_id: String,
+    /// How long the previous secret keeps working (default a day).
+    #[validate(range(max = 604_800))]
+    pub grace_seconds: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RotateOut {
+    /// The new full key. Shown once, here, and stored nowhere.
+    pub api_key: String,
+    pub project_id: String,
+    pub key_id: String,
+    /// Until when the previous secret still validates.
+    pub previous_expires_at: f64,
 }
 
 #[derive(Debug, Deserialize, Validate)]
@@ -106,7 +215,7 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
-/// A key as listed: everything but the hash.
+/// A key as listed and inspected: everything but the hashes and tags.
 #[derive(Debug, Serialize)]
 pub struct KeyOut {
     pub key_id: String,
@@ -118,6 +227,14 @@ pub struct KeyOut {
     pub expires_at: Option<f64>,
     pub usage_count: u64,
     pub last_used: Option<f64>,
+    /// `null`: the deployment's default limit.
+    pub rate_limit_per_minute: Option<u64>,
+    pub scopes: Vec<String>,
+    pub allowed_cidrs: Option<Vec<String>>,
+    /// While a rotation's grace period lasts, when the previous secret stops
+    /// working; otherwise `null`.
+    pub previous_expires_at: Option<f64>,
+    pub updated_at: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -154,23 +271,29 @@ pub async fn mint(store: &Store, hasher: &Hasher, input: MintIn) -> Result<MintO
         .get_project(&project)
         .await?
         .ok_or(Error::ProjectNotFound)?;
+    let allowed_cidrs = canonical(input.allowed_cidrs);
     for _ in 0..MINT_ATTEMPTS {
         let key = ApiKey {
             project_id: project.clone(),
             key_id: parse(KeyId::parse(&random_key_id()?))?,
             secret: parse(Secret::parse(&random_secret()?))?,
         };
+        let secret_hash = hasher.hash(&key.secret).await?;
         let doc = KeyDoc {
             key_id: key.key_id.to_string(),
             project_id: project.to_string(),
             owner: input.owner.clone(),
             server_name: input.server_name.clone(),
             metadata: input.metadata.clone(),
-            secret_hash: hasher.hash(&key.secret).await?,
+            secret_tag: Some(Hasher::tag(&key.secret, &secret_hash)),
+            secret_hash,
             disabled: false,
             created_at: now(),
             expires_at: input.expires_at,
             rate_limit_per_minute: input.rate_limit_per_minute,
+            scopes: input.scopes.clone(),
+            allowed_cidrs: allowed_cidrs.clone(),
+            ..KeyDoc::default()
         };
         if store.insert_key(&project, &doc).await? {
             tracing::info!(project_id = %project, key_id = %key.key_id, "key minted");
@@ -185,14 +308,115 @@ pub async fn mint(store: &Store, hasher: &Hasher, input: MintIn) -> Result<MintO
     Err(Error::Internal("could not find a free key id".into()))
 }
 
-pub async fn revoke(store: &Store, input: RevokeIn) -> Result<()> {
-    let project = parse(ProjectId::parse(&input.project_id))?;
-    let key_id = parse(KeyId::parse(&input.key_id))?;
-    if !store.disable_key(&project, &key_id).await? {
+fn key_ref(project_id: &str, key_id: &str) -> Result<(ProjectId, KeyId)> {
+    Ok((
+        parse(ProjectId::parse(project_id))?,
+        parse(KeyId::parse(key_id))?,
+    ))
+}
+
+/// Disables the key, both its secrets included, from the next validation on.
+pub async fn revoke(store: &Store, input: KeyRef) -> Result<()> {
+    let (project, key_id) = key_ref(&input.project_id, &input.key_id)?;
+    let fields = [("disabled", json!(true)), ("updated_at", json!(now()))];
+    if !store
+        .set_key_fields(&project, &key_id, &fields, "revoke")
+        .await?
+    {
         return Err(Error::KeyNotFound);
     }
     tracing::info!(project_id = %project, key_id = %key_id, "key revoked");
     Ok(())
+}
+
+async fn load(store: &Store, project: &ProjectId, key_id: &KeyId) -> Result<(KeyDoc, KeyMeta)> {
+    store
+        .get_key(project, key_id)
+        .await?
+        .ok_or(Error::KeyNotFound)
+}
+
+pub async fn get_key(store: &Store, input: KeyRef) -> Result<KeyOut> {
+    let (project, key_id) = key_ref(&input.project_id, &input.key_id)?;
+    Ok(key_out(load(store, &project, &key_id).await?))
+}
+
+/// Changes the named properties of a key; never its secret, `created_at`,
+/// usage or `disabled`. Every field is set in one atomic write.
+pub async fn update(store: &Store, input: UpdateIn) -> Result<KeyOut> {
+    let (project, key_id) = key_ref(&input.project_id, &input.key_id)?;
+    let fields: Vec<(&str, serde_json::Value)> = [
+        ("owner", to_json(input.owner.map(Some))),
+        ("server_name", to_json(input.server_name.map(Some))),
+        ("metadata", to_json(input.metadata)),
+        ("expires_at", to_json(input.expires_at)),
+        (
+            "rate_limit_per_minute",
+            to_json(input.rate_limit_per_minute),
+        ),
+        ("scopes", to_json(input.scopes.map(Some))),
+        ("allowed_cidrs", to_json(input.allowed_cidrs.map(canonical))),
+        ("updated_at", Some(json!(now()))),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| Some((name, value?)))
+    .collect();
+    if !store
+        .set_key_fields(&project, &key_id, &fields, "update")
+        .await?
+    {
+        return Err(Error::KeyNotFound);
+    }
+    tracing::info!(project_id = %project, key_id = %key_id, "key updated");
+    Ok(key_out(load(store, &project, &key_id).await?))
+}
+
+/// Gives the key a new secret; the current one keeps working for the grace
+/// period, and one before it (if still in grace) stops at once.
+pub async fn rotate(store: &Store, hasher: &Hasher, input: RotateIn) -> Result<RotateOut> {
+    let (project, key_id) = key_ref(&input.project_id, &input.key_id)?;
+    let (doc, _) = load(store, &project, &key_id).await?;
+    if doc.disabled {
+        return Err(Error::KeyDisabled);
+    }
+    let secret = parse(Secret::parse(&random_secret()?))?;
+    let secret_hash = hasher.hash(&secret).await?;
+    let at = now();
+    let grace = input
+        .grace_seconds
+        .unwrap_or(DEFAULT_GRACE_SECONDS)
+        .min(MAX_GRACE_SECONDS);
+    let previous_expires_at = at + grace as f64;
+    // A tag left by a tool that replaced the hash alone is not carried over.
+    let previous_tag = doc
+        .secret_tag
+        .filter(|tag| Hasher::tag_is_for(tag, &doc.secret_hash));
+    let fields = [
+        ("previous_secret_hash", json!(doc.secret_hash)),
+        ("previous_secret_tag", json!(previous_tag)),
+        ("previous_expires_at", json!(previous_expires_at)),
+        ("secret_tag", json!(Hasher::tag(&secret, &secret_hash))),
+        ("secret_hash", json!(secret_hash)),
+        ("updated_at", json!(at)),
+    ];
+    if !store
+        .set_key_fields(&project, &key_id, &fields, "rotate")
+        .await?
+    {
+        return Err(Error::KeyNotFound);
+    }
+    tracing::info!(project_id = %project, key_id = %key_id, grace, "key rotated");
+    let key = ApiKey {
+        project_id: project,
+        key_id,
+        secret,
+    };
+    Ok(RotateOut {
+        api_key: key.expose(),
+        project_id: key.project_id.to_string(),
+        key_id: key.key_id.to_string(),
+        previous_expires_at,
+    })
 }
 
 pub async fn list(store: &Store, query: ListQuery) -> Result<ListOut> {
@@ -213,7 +437,13 @@ pub async fn list(store: &Store, query: ListQuery) -> Result<ListOut> {
 }
 
 fn key_out((doc, meta): (KeyDoc, KeyMeta)) -> KeyOut {
+    let previous_expires_at = doc.previous_hash(now()).and(doc.previous_expires_at);
     KeyOut {
+        rate_limit_per_minute: doc.rate_limit_per_minute,
+        scopes: doc.scopes,
+        allowed_cidrs: doc.allowed_cidrs,
+        previous_expires_at,
+        updated_at: doc.updated_at,
         key_id: doc.key_id,
         owner: doc.owner,
         server_name: doc.server_name,

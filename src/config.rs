@@ -77,6 +77,12 @@ pub struct Config {
     pub audit_sample_interval: Duration,
     /// This deployment's name, written as `client` in audit entries.
     pub client_name: String,
+    /// Forward auth: the (lower-case) header whose right-most address is
+    /// the client's, for keys bound to networks.
+    pub client_ip_header: String,
+    /// Forward auth: a query parameter the key may come in; off by default
+    /// (keys in URLs end up in access logs).
+    pub auth_query_param: Option<String>,
     /// Validations per minute for keys without their own limit.
     pub default_rate_limit: u64,
     /// Approximate cap (XADD MAXLEN ~) of each audit stream.
@@ -136,6 +142,10 @@ impl Config {
             )?,
             audit_sample_interval: env.millis("KEYWARD_AUDIT_SAMPLE_MS", "15000")?,
             client_name: env.string("KEYWARD_CLIENT_NAME", "keyward"),
+            client_ip_header: env
+                .string("KEYWARD_CLIENT_IP_HEADER", "x-forwarded-for")
+                .to_ascii_lowercase(),
+            auth_query_param: env.get("KEYWARD_AUTH_QUERY_PARAM"),
             default_rate_limit: env.parse("KEYWARD_DEFAULT_RATE_LIMIT", "100")?,
             audit_maxlen: env.parse("KEYWARD_AUDIT_MAXLEN", "1000000")?,
             redis_timeout: env.millis("KEYWARD_REDIS_TIMEOUT_MS", "1000")?,
@@ -219,6 +229,23 @@ impl Config {
         }
         if self.argon2.parallelism == 0 {
             return Err(bad("KEYWARD_ARGON2_PARALLELISM", "must be greater than 0"));
+        }
+        let token = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$&'*+-.^_`|~".contains(&b))
+        };
+        if !token(&self.client_ip_header) {
+            return Err(bad(
+                "KEYWARD_CLIENT_IP_HEADER",
+                "must be an HTTP header name",
+            ));
+        }
+        if self.auth_query_param.as_deref().is_some_and(|p| !token(p)) {
+            return Err(bad(
+                "KEYWARD_AUTH_QUERY_PARAM",
+                "must be a plain parameter name",
+            ));
         }
         if self.client_name.is_empty() || self.client_name.len() > 64 {
             return Err(bad("KEYWARD_CLIENT_NAME", "must be 1 to 64 characters"));

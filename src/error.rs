@@ -24,6 +24,12 @@ pub enum Error {
     /// forbidden. Deliberately one variant: the client is not told which.
     #[error("the API key is not valid")]
     InvalidKey,
+    /// A valid key that lacks a scope the request requires.
+    #[error("the API key lacks a required scope: {required}")]
+    InsufficientScope {
+        /// The scopes the request required, space-separated.
+        required: String,
+    },
     /// The key is over its per-minute limit.
     #[error("rate limit exceeded, retry in {retry_after} s")]
     RateLimited { limit: u64, retry_after: u64 },
@@ -40,6 +46,13 @@ pub enum Error {
     MethodNotAllowed,
     #[error("project already exists")]
     ProjectExists,
+    /// The operation needs an enabled key.
+    #[error("the key is disabled")]
+    KeyDisabled,
+    /// What keyward found in Redis is not what it can read (the log names
+    /// the Redis key).
+    #[error("stored data for this request cannot be read; see the service log")]
+    Unreadable,
     /// Redis could not answer (down, slow, out of memory): fail closed.
     #[error("redis unavailable: {0}")]
     Unavailable(String),
@@ -62,11 +75,12 @@ impl Error {
             Error::InvalidRequest(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::InvalidKey | Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::InsufficientScope { .. } => StatusCode::FORBIDDEN,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::ProjectNotFound | Error::KeyNotFound | Error::RouteNotFound => {
                 StatusCode::NOT_FOUND
             }
-            Error::ProjectExists => StatusCode::CONFLICT,
+            Error::ProjectExists | Error::KeyDisabled | Error::Unreadable => StatusCode::CONFLICT,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::Unavailable(_) | Error::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -79,6 +93,7 @@ impl Error {
             Error::InvalidRequest(_) => "invalid_request",
             Error::PayloadTooLarge => "payload_too_large",
             Error::InvalidKey => "invalid_key",
+            Error::InsufficientScope { .. } => "insufficient_scope",
             Error::RateLimited { .. } => "rate_limited",
             Error::Unauthorized => "unauthorized",
             Error::ProjectNotFound => "project_not_found",
@@ -86,6 +101,8 @@ impl Error {
             Error::RouteNotFound => "not_found",
             Error::MethodNotAllowed => "method_not_allowed",
             Error::ProjectExists => "project_exists",
+            Error::KeyDisabled => "key_disabled",
+            Error::Unreadable => "unreadable_data",
             Error::Unavailable(_) => "unavailable",
             Error::Busy => "busy",
             Error::Internal(_) => "internal",
@@ -121,6 +138,19 @@ impl IntoResponse for Error {
             }
             Error::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Error::InvalidKey => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer realm="keyward""#),
+                );
+            }
+            Error::InsufficientScope { required } => {
+                // Scopes are validated to `[A-Za-z0-9_.:/*-]`: always a valid value.
+                let value = format!(r#"Bearer error="insufficient_scope", scope="{required}""#);
+                if let Ok(value) = HeaderValue::try_from(value) {
+                    headers.insert(header::WWW_AUTHENTICATE, value);
+                }
             }
             _ => {}
         }

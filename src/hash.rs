@@ -15,6 +15,10 @@
 //!   validations, health checks and metrics.
 //! - **A bounded queue.** At most `argon2_queue` more verifications may wait;
 //!   past that the caller gets `Error::Busy` (503) at once.
+//!
+//! During a rotation a key has two hashes. A short *tag* stored beside each
+//! hash (see [`Hasher::tag`]) says which of the two a presented secret can
+//! belong to, so a wrong secret still costs at most one Argon2id run.
 
 use std::sync::Arc;
 
@@ -22,7 +26,8 @@ use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
@@ -46,6 +51,20 @@ pub struct Hasher {
     /// so cache contents are useless outside this process. Cloned per use.
     mac: HmacSha256,
 }
+
+/// What an Argon2id verification found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Match,
+    Mismatch,
+    /// The stored hash is not a PHC string argon2 can read.
+    Corrupt,
+}
+
+/// Bytes of each SHA-256 kept in a tag: 32 bits tells two secrets apart
+/// with certainty for practical purposes and says nothing useful about a
+/// secret of 190+ bits.
+const TAG_BYTES: usize = 4;
 
 /// What the cache knows about a presented secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,27 +117,63 @@ impl Hasher {
 
     /// Verifies `secret` against the PHC string `phc` with Argon2id, using
     /// the parameters the hash carries, and caches a success.
-    pub async fn verify(&self, secret: &Secret, phc: &str) -> Result<bool> {
+    pub async fn verify(&self, secret: &Secret, phc: &str) -> Result<Verdict> {
+        if PasswordHash::new(phc).is_err() {
+            return Ok(Verdict::Corrupt);
+        }
         let owned_secret = secret.clone();
         let owned_phc = phc.to_owned();
         let ok = self
             .run_blocking(move || {
-                let Ok(hash) = PasswordHash::new(&owned_phc) else {
-                    // A corrupt stored hash can never match.
-                    return false;
-                };
-                Argon2::default()
-                    .verify_password(owned_secret.expose(), &hash)
-                    .is_ok()
+                PasswordHash::new(&owned_phc).is_ok_and(|hash| {
+                    Argon2::default()
+                        .verify_password(owned_secret.expose(), &hash)
+                        .is_ok()
+                })
             })
             .await?;
-        if ok {
-            if let Some(cache) = &self.cache {
-                let digest: [u8; 32] = self.digest(secret).finalize().into_bytes().into();
-                cache.insert(Arc::from(phc), digest);
-            }
+        if !ok {
+            return Ok(Verdict::Mismatch);
         }
-        Ok(ok)
+        if let Some(cache) = &self.cache {
+            let digest: [u8; 32] = self.digest(secret).finalize().into_bytes().into();
+            cache.insert(Arc::from(phc), digest);
+        }
+        Ok(Verdict::Match)
+    }
+
+    /// The tag stored beside the hash `phc` of `secret`:
+    /// `<fingerprint of phc>.<fingerprint of phc and secret>`, hex. The first
+    /// half ties the tag to its hash, so a tag left behind by a tool that
+    /// replaced the hash alone is recognised as stale rather than trusted.
+    pub fn tag(secret: &Secret, phc: &str) -> String {
+        let of_hash = Sha256::digest(phc.as_bytes());
+        let of_both = Sha256::new()
+            .chain_update(phc.as_bytes())
+            .chain_update([0])
+            .chain_update(secret.expose())
+            .finalize();
+        format!(
+            "{}.{}",
+            hex::encode(&of_hash[..TAG_BYTES]),
+            hex::encode(&of_both[..TAG_BYTES])
+        )
+    }
+
+    /// Whether `tag` was made for the hash `phc` (it says nothing about a secret).
+    pub fn tag_is_for(tag: &str, phc: &str) -> bool {
+        let of_hash = Sha256::digest(phc.as_bytes());
+        tag.split_once('.')
+            .is_some_and(|(h, _)| h == hex::encode(&of_hash[..TAG_BYTES]))
+    }
+
+    /// Whether `secret` can be the secret behind `phc`, by its tag: `None`
+    /// when there is no tag or it was made for another hash.
+    pub fn tag_matches(tag: Option<&str>, secret: &Secret, phc: &str) -> Option<bool> {
+        let tag = tag.filter(|tag| Self::tag_is_for(tag, phc))?;
+        Some(bool::from(
+            tag.as_bytes().ct_eq(Self::tag(secret, phc).as_bytes()),
+        ))
     }
 
     /// Hashes a new secret into a PHC string with the configured parameters.

@@ -3,13 +3,17 @@
 //! # Layout, in request order
 //!
 //! - [`http`]: the router, layers and handlers. Handlers only translate HTTP
-//!   to one call and back; `http::extract` validates bodies and checks the
-//!   admin token.
-//! - [`validate`]: the validation pipeline (parse, load, check, verify, rate
-//!   limit, audit). [`admin`]: create projects, mint, revoke and list keys.
+//!   to one call and back (`POST /v1/validate-key` and the forward-auth
+//!   `/v1/auth` both call the one pipeline); `http::extract` validates bodies
+//!   and checks the admin token.
+//! - [`validate`]: the validation pipeline (parse, load, check, verify,
+//!   scopes, rate limit, audit). [`admin`]: projects; mint, inspect, update,
+//!   rotate, revoke and list keys.
 //! - [`key`]: the `sk-proj.<project>.<key_id>.<secret>` format, pure.
+//! - [`scope`]: what a key may do, and how granted scopes match, pure.
 //! - [`hash`]: Argon2id, its blocking-pool cap and the verified-secret cache.
-//! - [`store`]: every Redis key name and command (the only user of fred).
+//! - [`store`]: every Redis key name and command (the only user of fred),
+//!   split into the validation path's and the admin path's commands.
 //! - [`config`], [`error`], [`telemetry`]: used by all of the above.
 //! - [`acl`]: off the request path; renders a client deployment's Redis ACL
 //!   rules for `keyward acl`.
@@ -26,6 +30,7 @@ pub mod error;
 pub mod hash;
 pub mod http;
 pub mod key;
+pub mod scope;
 pub mod store;
 pub mod telemetry;
 pub mod validate;
@@ -62,6 +67,9 @@ pub async fn run(
         admin_token: config.admin_token.clone(),
         metrics: metrics.clone(),
         request_timeout: config.request_timeout,
+        client_ip_header: axum::http::HeaderName::from_bytes(config.client_ip_header.as_bytes())
+            .map_err(|_| Error::Internal("KEYWARD_CLIENT_IP_HEADER is not a header name".into()))?,
+        auth_query_param: config.auth_query_param.clone(),
     });
     if config.failsafe == config::Failsafe::Open {
         tracing::warn!("KEYWARD_FAILSAFE=open: while Redis is unreachable, well-formed keys are ACCEPTED WITHOUT VERIFICATION");

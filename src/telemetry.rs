@@ -32,6 +32,9 @@ pub mod metric {
     /// Gauge: entries in each audit stream, by `stream`, sampled with the
     /// monitor user. Updated only in `store`.
     pub const AUDIT_STREAM_LENGTH: &str = "keyward_audit_stream_length";
+    /// Counter: key documents found in Redis that keyward cannot read (the
+    /// log names each Redis key). Updated only in `store`.
+    pub const UNREADABLE_DOCUMENTS: &str = "keyward_unreadable_documents_total";
     /// Histogram: Redis pipeline round-trip time in seconds. Updated only in `store`.
     pub const REDIS_ROUNDTRIP: &str = "keyward_redis_roundtrip_seconds";
 }

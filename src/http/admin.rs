@@ -8,7 +8,10 @@ use serde_json::{json, Value};
 
 use super::extract::{Admin, ValidatedJson, ValidatedQuery};
 use super::AppState;
-use crate::admin::{self, ListOut, ListQuery, MintIn, MintOut, ProjectIn, RevokeIn};
+use crate::admin::{
+    self, KeyOut, KeyRef, ListOut, ListQuery, MintIn, MintOut, ProjectIn, RotateIn, RotateOut,
+    UpdateIn,
+};
 use crate::error::Result;
 use crate::store::ProjectDoc;
 
@@ -41,7 +44,7 @@ pub async fn mint_key(
 pub async fn revoke_key(
     _: Admin,
     State(state): State<AppState>,
-    ValidatedJson(input): ValidatedJson<RevokeIn>,
+    ValidatedJson(input): ValidatedJson<KeyRef>,
 ) -> Result<Json<Value>> {
     admin::revoke(&state.store, input).await?;
     Ok(Json(json!({ "revoked": true })))
@@ -53,4 +56,29 @@ pub async fn list_keys(
     ValidatedQuery(query): ValidatedQuery<ListQuery>,
 ) -> Result<Json<ListOut>> {
     Ok(Json(admin::list(&state.store, query).await?))
+}
+
+pub async fn get_key(
+    _: Admin,
+    State(state): State<AppState>,
+    ValidatedQuery(query): ValidatedQuery<KeyRef>,
+) -> Result<Json<KeyOut>> {
+    Ok(Json(admin::get_key(&state.store, query).await?))
+}
+
+pub async fn update_key(
+    _: Admin,
+    State(state): State<AppState>,
+    ValidatedJson(input): ValidatedJson<UpdateIn>,
+) -> Result<Json<KeyOut>> {
+    Ok(Json(admin::update(&state.store, input).await?))
+}
+
+pub async fn rotate_key(
+    _: Admin,
+    State(state): State<AppState>,
+    ValidatedJson(input): ValidatedJson<RotateIn>,
+) -> Result<(StatusCode, Json<RotateOut>)> {
+    let rotated = admin::rotate(&state.store, &state.hasher, input).await?;
+    Ok((StatusCode::CREATED, Json(rotated)))
 }

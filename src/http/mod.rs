@@ -7,6 +7,7 @@
 //! 64 KiB body limit.
 
 mod admin;
+mod auth;
 mod extract;
 mod ops;
 mod validate;
@@ -18,7 +19,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::HeaderName;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::SecretString;
@@ -54,6 +55,10 @@ pub struct App {
     pub metrics: PrometheusHandle,
     /// Deadline for a whole request.
     pub request_timeout: Duration,
+    /// Forward auth: the header holding the client's address.
+    pub client_ip_header: HeaderName,
+    /// Forward auth: the query parameter a key may come in, if enabled.
+    pub auth_query_param: Option<String>,
 }
 
 pub type AppState = Arc<App>;
@@ -62,6 +67,8 @@ pub type AppState = Arc<App>;
 pub fn router(state: AppState, separate_metrics: bool) -> Router {
     let mut router = Router::new()
         .route("/v1/validate-key", post(validate::validate_key))
+        .route("/v1/auth", any(auth::forward_auth))
+        .route("/v1/auth/{*path}", any(auth::forward_auth))
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready));
     if state.admin_token.is_some() {
@@ -70,6 +77,9 @@ pub fn router(state: AppState, separate_metrics: bool) -> Router {
             .route("/v1/admin/projects/{project_id}", get(admin::get_project))
             .route("/v1/mint-key", post(admin::mint_key))
             .route("/v1/revoke-key", post(admin::revoke_key))
+            .route("/v1/get-key", get(admin::get_key))
+            .route("/v1/update-key", post(admin::update_key))
+            .route("/v1/rotate-key", post(admin::rotate_key))
             .route("/v1/list-keys", get(admin::list_keys));
     }
     if !separate_metrics {

@@ -2,6 +2,7 @@
 
 mod admin;
 mod faults;
+mod forward_auth;
 mod fuzz;
 mod helpers;
 mod hot_path;

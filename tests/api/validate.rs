@@ -29,7 +29,8 @@ async fn a_valid_key_returns_its_routing_data_rate_headers_and_an_ok_audit() {
         body,
         json!({
             "project_id": project, "key_id": key.key_id, "owner": "alice",
-            "server_name": "api-1", "metadata": { "tier": "gold" }, "expires_at": null
+            "server_name": "api-1", "metadata": { "tier": "gold" }, "expires_at": null,
+            "scopes": []
         })
     );
     let audit = app.last_audit(&key.key_id).await;

@@ -1,0 +1,244 @@
+//! `/v1/auth` and `/v1/auth/{*path}`: forward auth for gateways (nginx
+//! `auth_request`, Envoy `ext_authz`, Caddy `forward_auth`, Traefik
+//! `ForwardAuth`). Translates the gateway's request into a validation
+//! [`Request`] and the outcome into a status and headers; never reads a body.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+
+use super::AppState;
+use crate::error::{Error, Result};
+use crate::scope;
+use crate::store::Origin;
+use crate::validate::{Request, Validated};
+
+/// Header values are sent as visible ASCII: everything else (and `%` itself)
+/// is percent-encoded.
+const NOT_VISIBLE: &AsciiSet = &CONTROLS.add(b' ').add(b'%');
+/// `X-Keyward-Metadata` is left out when the metadata's JSON is larger.
+const MAX_METADATA_BYTES: usize = 4096;
+/// Audit entries keep at most this much of the original path.
+const MAX_AUDIT_PATH: usize = 256;
+
+const REQUIRED_SCOPES: &str = "x-keyward-required-scopes";
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// `Authorization: Bearer <key>`, else `X-API-Key`, else (only when
+/// configured) a query parameter; `""` when there is none.
+fn presented_key<'a>(headers: &'a HeaderMap, uri: &'a Uri, query_param: Option<&str>) -> &'a str {
+    let bearer = header_str(headers, header::AUTHORIZATION.as_str()).and_then(|v| {
+        let (scheme, key) = v.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+    });
+    let from_query = || {
+        let name = query_param?;
+        uri.query()?
+            .split('&')
+            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+    };
+    bearer
+        .or_else(|| header_str(headers, "x-api-key").map(str::trim))
+        .or_else(from_query)
+        .unwrap_or("")
+}
+
+/// The right-most address in the configured header: the one the gateway
+/// itself saw (earlier entries are whatever the client claimed).
+pub(super) fn client_ip(headers: &HeaderMap, name: &HeaderName) -> Option<IpAddr> {
+    let last = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .next_back()?
+        .rsplit(',')
+        .next()?
+        .trim();
+    last.parse::<IpAddr>()
+        .or_else(|_| last.parse::<SocketAddr>().map(|a| a.ip()))
+        .ok()
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The request the gateway is asking about, from its headers or, for
+/// Envoy's `path_prefix`, from our own method and path.
+fn origin<'a>(headers: &'a HeaderMap, method: &'a Method, uri: &'a Uri) -> Origin<'a> {
+    let method = header_str(headers, "x-forwarded-method")
+        .or_else(|| header_str(headers, "x-original-method"))
+        .unwrap_or(method.as_str());
+    let path = header_str(headers, "x-forwarded-uri")
+        .or_else(|| header_str(headers, "x-original-uri"))
+        .unwrap_or_else(|| match uri.path().strip_prefix("/v1/auth") {
+            Some("") | None => "/",
+            Some(rest) => rest,
+        });
+    let path = path.split('?').next().unwrap_or_default();
+    Origin {
+        method: cut(method, 16),
+        path: cut(path, MAX_AUDIT_PATH),
+    }
+}
+
+pub async fn forward_auth(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let mut response = match check(&state, &method, &uri, &headers).await {
+        Ok(validated) => allow(&validated),
+        Err(e) => e.into_response(),
+    };
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn check(
+    state: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Validated> {
+    let required = header_str(headers, REQUIRED_SCOPES).unwrap_or_default();
+    let required_scopes = scope::parse_list(required).map_err(|i| {
+        Error::InvalidRequest(format!(
+            "X-Keyward-Required-Scopes: item {} is not a scope of [A-Za-z0-9_.:/*-]",
+            i + 1
+        ))
+    })?;
+    let request = Request {
+        api_key: presented_key(headers, uri, state.auth_query_param.as_deref()),
+        required_scopes: &required_scopes,
+        client_ip: client_ip(headers, &state.client_ip_header),
+        origin: Some(origin(headers, method, uri)),
+    };
+    state.validator.validate(&request).await
+}
+
+fn encoded(value: &str) -> HeaderValue {
+    let value = utf8_percent_encode(value, NOT_VISIBLE).to_string();
+    HeaderValue::try_from(value).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// 200, empty body, the identity headers a gateway copies upstream.
+fn allow(v: &Validated) -> Response {
+    let mut response = ().into_response();
+    let headers = response.headers_mut();
+    headers.insert("x-keyward-project-id", encoded(&v.project_id));
+    headers.insert("x-keyward-key-id", encoded(&v.key_id));
+    headers.insert("x-keyward-owner", encoded(&v.owner));
+    headers.insert("x-keyward-server-name", encoded(&v.server_name));
+    headers.insert("x-keyward-scopes", encoded(&v.scopes.join(",")));
+    if !v.metadata.is_null() {
+        let json = serde_json::to_vec(&v.metadata).unwrap_or_default();
+        if json.len() <= MAX_METADATA_BYTES {
+            let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
+            headers.insert("x-keyward-metadata", encoded(&b64));
+        }
+    }
+    super::validate::rate_headers(headers, v);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn the_key_comes_from_bearer_then_x_api_key_then_a_configured_query_parameter() {
+        let uri: Uri = "/v1/auth/x?api_key=Q&b=1".parse().unwrap();
+        let both = headers(&[("authorization", "Bearer B"), ("x-api-key", "X")]);
+        assert_eq!(presented_key(&both, &uri, None), "B");
+        assert_eq!(
+            presented_key(&headers(&[("authorization", "bearer  B ")]), &uri, None),
+            "B"
+        );
+        assert_eq!(
+            presented_key(
+                &headers(&[("authorization", "Basic B"), ("x-api-key", "X")]),
+                &uri,
+                None
+            ),
+            "X"
+        );
+        assert_eq!(presented_key(&HeaderMap::new(), &uri, None), "");
+        assert_eq!(presented_key(&HeaderMap::new(), &uri, Some("api_key")), "Q");
+    }
+
+    #[test]
+    fn the_client_address_is_the_right_most_forwarded_entry() {
+        let xff = HeaderName::from_static("x-forwarded-for");
+        let h = headers(&[
+            ("x-forwarded-for", "1.1.1.1, 2.2.2.2"),
+            ("x-forwarded-for", "10.0.0.1, 2001:db8::1"),
+        ]);
+        assert_eq!(client_ip(&h, &xff), "2001:db8::1".parse().ok());
+        let h = headers(&[("x-forwarded-for", "10.0.0.1:5000")]);
+        assert_eq!(client_ip(&h, &xff), "10.0.0.1".parse().ok());
+        assert_eq!(
+            client_ip(&headers(&[("x-forwarded-for", "nonsense")]), &xff),
+            None
+        );
+        assert_eq!(client_ip(&HeaderMap::new(), &xff), None);
+    }
+
+    #[test]
+    fn the_original_request_comes_from_forwarded_headers_or_the_path_without_its_query() {
+        let (get, post, none) = (Method::GET, Method::POST, HeaderMap::new());
+        let uri: Uri = "/v1/auth/chat/1?secret=x".parse().unwrap();
+        let o = origin(&none, &post, &uri);
+        assert_eq!((o.method, o.path), ("POST", "/chat/1"));
+        let h = headers(&[("x-original-method", "PUT"), ("x-original-uri", "/a/b?q=1")]);
+        let o = origin(&h, &get, &uri);
+        assert_eq!((o.method, o.path), ("PUT", "/a/b"));
+        let h = headers(&[
+            ("x-forwarded-method", "DELETE"),
+            ("x-forwarded-uri", "/c"),
+            ("x-original-uri", "/d"),
+        ]);
+        let o = origin(&h, &get, &uri);
+        assert_eq!((o.method, o.path), ("DELETE", "/c"));
+        let bare: Uri = "/v1/auth".parse().unwrap();
+        let o = origin(&none, &get, &bare);
+        assert_eq!(o.path, "/");
+        let long = format!("/{}", "é".repeat(300));
+        let h = headers(&[("x-forwarded-uri", &long)]);
+        assert!(origin(&h, &get, &uri).path.len() <= MAX_AUDIT_PATH);
+    }
+
+    #[test]
+    fn header_values_that_are_not_visible_ascii_are_percent_encoded() {
+        assert_eq!(encoded("team-a"), "team-a");
+        assert_eq!(encoded("Zoë Smith"), "Zo%C3%AB%20Smith");
+        assert_eq!(encoded("100%"), "100%25");
+        assert_eq!(encoded("a\nb"), "a%0Ab");
+    }
+}

@@ -1,0 +1,137 @@
+//! The documents keyward reads and writes, and what store calls return.
+//!
+//! Documents are read leniently: fields that keyward added over time (and
+//! that the original Python service never wrote) default when absent, so a
+//! deployment's existing data reads as it is. A document that still cannot be
+//! read is reported as such, never as a server error.
+
+use serde::{Deserialize, Serialize};
+
+/// The `project:<project_id>` document.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProjectDoc {
+    pub project_id: String,
+    pub label: String,
+    pub owner: String,
+    pub created_at: f64,
+}
+
+/// The `apikey:<project_id>:<key_id>` document. Holds Argon2id hashes, so it
+/// never leaves the service: responses are built from its other fields.
+///
+/// Unknown fields are ignored on read and left untouched in Redis: updates
+/// write single paths, never the whole document.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct KeyDoc {
+    pub key_id: String,
+    pub project_id: String,
+    #[serde(default)]
+    pub owner: String,
+    /// Absent from the original service's documents: read as `""`.
+    #[serde(default)]
+    pub server_name: String,
+    /// Any JSON; the original service always wrote a string.
+    #[serde(default)]
+    pub metadata: serde_json::Value,
+    pub secret_hash: String,
+    #[serde(default)]
+    pub disabled: bool,
+    #[serde(default)]
+    pub created_at: f64,
+    #[serde(default)]
+    pub expires_at: Option<f64>,
+    /// `None`: the deployment's default limit.
+    #[serde(default)]
+    pub rate_limit_per_minute: Option<u64>,
+    /// Granted scopes (see `scope`); none by default.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Networks the key may be used from; `None`: anywhere.
+    #[serde(default)]
+    pub allowed_cidrs: Option<Vec<String>>,
+    /// Tells which of two hashes a presented secret belongs to during a
+    /// rotation, without Argon2id (see `hash::Hasher::tag`).
+    #[serde(default)]
+    pub secret_tag: Option<String>,
+    /// The hash of the secret this key had before its last rotation, valid
+    /// until `previous_expires_at`.
+    #[serde(default)]
+    pub previous_secret_hash: Option<String>,
+    #[serde(default)]
+    pub previous_secret_tag: Option<String>,
+    #[serde(default)]
+    pub previous_expires_at: Option<f64>,
+    #[serde(default)]
+    pub updated_at: Option<f64>,
+}
+
+impl KeyDoc {
+    /// The previous secret's hash while its grace period lasts.
+    pub fn previous_hash(&self, now: f64) -> Option<&str> {
+        match (&self.previous_secret_hash, self.previous_expires_at) {
+            (Some(hash), Some(until)) if until > now => Some(hash),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Debug for KeyDoc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyDoc")
+            .field("key_id", &self.key_id)
+            .field("project_id", &self.project_id)
+            .field("disabled", &self.disabled)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `apimeta:<project_id>:<key_id>` hash.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KeyMeta {
+    pub usage_count: u64,
+    pub last_used: Option<f64>,
+}
+
+/// What the first round trip of a validation found.
+#[derive(Debug)]
+pub enum Lookup {
+    Found {
+        doc: Box<KeyDoc>,
+        /// Right-secret validations counted this minute.
+        used: u64,
+        /// Wrong-secret attempts counted this minute.
+        bad: u64,
+    },
+    Missing,
+    /// This deployment's Redis user may not read the key (ACL `NOPERM`).
+    Forbidden,
+    /// A document is there but is not a key document keyward can read.
+    Unreadable,
+}
+
+/// One `audit:keylookup` entry. Never holds the secret, key or hash.
+#[derive(Debug, Clone, Copy)]
+pub struct Audit<'a> {
+    pub project_id: &'a str,
+    pub key_id: &'a str,
+    pub result: &'a str,
+    pub reason: &'a str,
+    /// The gateway's original request, for forward-auth validations.
+    pub origin: Option<Origin<'a>>,
+}
+
+/// The request a gateway asked about: method and path (never the query).
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+}
+
+/// A page of a project's keys.
+#[derive(Debug)]
+pub struct KeyPage {
+    pub keys: Vec<(KeyDoc, KeyMeta)>,
+    /// The last key id of this page when more may follow.
+    pub next: Option<String>,
+}
