@@ -88,6 +88,15 @@ fn to_json<T: Serialize>(value: Option<T>) -> Option<serde_json::Value> {
     value.map(|v| serde_json::to_value(v).unwrap_or_default())
 }
 
+/// For fields that may be absent but not `null`.
+fn non_null<'de, D, T>(d: D) -> std::result::Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
 /// For fields that may be absent or `null` (which clears them): absent is
 /// `None`, `null` is `Some(None)`.
 fn nullable<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
@@ -163,8 +172,10 @@ pub struct UpdateIn {
     pub project_id: String,
     #[validate(custom(function = "key_id"))]
     pub key_id: String,
+    #[serde(default, deserialize_with = "non_null")]
     #[validate(length(min = 1, max = 200))]
     pub owner: Option<String>,
+    #[serde(default, deserialize_with = "non_null")]
     #[validate(length(min = 1, max = 200))]
     pub server_name: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
@@ -175,6 +186,7 @@ pub struct UpdateIn {
     #[serde(default, deserialize_with = "nullable")]
     #[validate(range(min = 1))]
     pub rate_limit_per_minute: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "non_null")]
     #[validate(custom(function = "valid_scopes"))]
     pub scopes: Option<Vec<String>>,
     #[serde(default, deserialize_with = "nullable")]

@@ -7,5 +7,6 @@ mod fuzz;
 mod helpers;
 mod hot_path;
 mod isolation;
+mod lifecycle;
 mod ops;
 mod validate;
