@@ -6,6 +6,8 @@
 //!
 //! - `warm C=1`: one client, round-robin over K keys already verified once.
 //! - `warm C=N`: N concurrent keep-alive clients, the same warm keys.
+//! - `warm C=N /v1/auth`: the same through the forward-auth endpoint
+//!   (`GET /v1/auth` with the key as bearer token), which must cost no more.
 //! - `cold storm + warm probe`: 16 clients each validating never-seen keys
 //!   once (one Argon2id verification each) while one client keeps
 //!   validating warm keys; the probe's latency is reported separately.
@@ -519,9 +521,19 @@ impl Conn {
     }
 }
 
-/// The body of a validation request for `key`.
-fn validate_body(key: &str) -> Bytes {
-    Bytes::from(serde_json::json!({ "api_key": key }).to_string())
+/// One validation, as either endpoint takes it.
+enum Call {
+    /// `POST /v1/validate-key` with this body.
+    Validate(Bytes),
+    /// `GET /v1/auth` with this key as the bearer token (forward auth).
+    Auth(String),
+}
+
+/// A validation request for `key` at `POST /v1/validate-key`.
+fn validate_body(key: &str) -> Call {
+    Call::Validate(Bytes::from(
+        serde_json::json!({ "api_key": key }).to_string(),
+    ))
 }
 
 // --- tallies -------------------------------------------------------------------
@@ -565,11 +577,15 @@ impl Tally {
     }
 
     /// Sends one validation and records how it went.
-    async fn validate(&mut self, conn: &mut Conn, body: &Bytes) -> Option<StatusCode> {
+    async fn validate(&mut self, conn: &mut Conn, call: &Call) -> Option<StatusCode> {
         let started = Instant::now();
-        let result = conn
-            .send(Method::POST, "/v1/validate-key", None, Some(body.clone()))
-            .await;
+        let result = match call {
+            Call::Validate(body) => {
+                conn.send(Method::POST, "/v1/validate-key", None, Some(body.clone()))
+                    .await
+            }
+            Call::Auth(key) => conn.send(Method::GET, "/v1/auth", Some(key), None).await,
+        };
         let micros = started.elapsed().as_micros().max(1) as u64;
         match result {
             Ok((status, bytes)) => {
@@ -624,7 +640,7 @@ impl Tally {
 /// `while_active`, until it drops to 0). Returns when it finished, too.
 async fn round_robin(
     mut conn: Conn,
-    keys: Arc<Vec<Bytes>>,
+    keys: Arc<Vec<Call>>,
     offset: usize,
     start: Arc<Barrier>,
     stop: Arc<AtomicBool>,
@@ -650,7 +666,7 @@ async fn round_robin(
 /// until they run out or `stop`. Returns when it finished, too.
 async fn each_once(
     mut conn: Conn,
-    keys: Arc<Vec<Bytes>>,
+    keys: Arc<Vec<Call>>,
     next: Arc<AtomicUsize>,
     start: Arc<Barrier>,
     stop: Arc<AtomicBool>,
@@ -772,7 +788,13 @@ impl Env {
     }
 }
 
-async fn warm_scenario(env: &Env, keys: &Arc<Vec<Bytes>>, clients: usize, secs: f64) -> Row {
+async fn warm_scenario(
+    env: &Env,
+    keys: &Arc<Vec<Call>>,
+    clients: usize,
+    secs: f64,
+    label: &str,
+) -> Row {
     let start = Arc::new(Barrier::new(clients + 1));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
@@ -799,7 +821,7 @@ async fn warm_scenario(env: &Env, keys: &Arc<Vec<Bytes>>, clients: usize, secs: 
     }
     let elapsed = began.elapsed();
     Row {
-        name: format!("warm C={clients}"),
+        name: format!("warm C={clients}{label}"),
         clients,
         elapsed,
         tally,
@@ -813,8 +835,8 @@ async fn warm_scenario(env: &Env, keys: &Arc<Vec<Bytes>>, clients: usize, secs: 
 /// The cold storm and the warm probe running beside it.
 async fn cold_scenario(
     env: &Env,
-    warm: &Arc<Vec<Bytes>>,
-    cold: &Arc<Vec<Bytes>>,
+    warm: &Arc<Vec<Call>>,
+    cold: &Arc<Vec<Call>>,
     secs: f64,
 ) -> (Row, Row, bool) {
     let start = Arc::new(Barrier::new(COLD_CLIENTS + 2));
@@ -971,7 +993,8 @@ async fn bench(knobs: Knobs) -> Res<()> {
         warm_keys.len(),
         minting.elapsed().as_secs_f64()
     );
-    let warm: Arc<Vec<Bytes>> = Arc::new(warm_keys.iter().map(|k| validate_body(k)).collect());
+    let warm: Arc<Vec<Call>> = Arc::new(warm_keys.iter().map(|k| validate_body(k)).collect());
+    let warm_auth: Arc<Vec<Call>> = Arc::new(warm_keys.iter().cloned().map(Call::Auth).collect());
 
     let warming = Instant::now();
     let warmup = {
@@ -1024,17 +1047,27 @@ async fn bench(knobs: Knobs) -> Res<()> {
         cold_keys.len(),
         minting.elapsed().as_secs_f64()
     );
-    let cold: Arc<Vec<Bytes>> = Arc::new(cold_keys.iter().map(|k| validate_body(k)).collect());
+    let cold: Arc<Vec<Call>> = Arc::new(cold_keys.iter().map(|k| validate_body(k)).collect());
     println!();
 
     // Scenarios.
     let settle = || tokio::time::sleep(Duration::from_millis(500));
     settle().await;
-    let warm1 = warm_scenario(&env, &warm, 1, knobs.warm_secs).await;
+    let warm1 = warm_scenario(&env, &warm, 1, knobs.warm_secs, "").await;
     warm1.print();
     settle().await;
-    let warm_n = warm_scenario(&env, &warm, knobs.concurrency, knobs.warm_secs).await;
+    let warm_n = warm_scenario(&env, &warm, knobs.concurrency, knobs.warm_secs, "").await;
     warm_n.print();
+    settle().await;
+    let auth_n = warm_scenario(
+        &env,
+        &warm_auth,
+        knobs.concurrency,
+        knobs.warm_secs,
+        " /v1/auth",
+    )
+    .await;
+    auth_n.print();
     settle().await;
     let (storm, probe, exhausted) = cold_scenario(&env, &warm, &cold, knobs.cold_secs).await;
     storm.print();
@@ -1055,7 +1088,7 @@ async fn bench(knobs: Knobs) -> Res<()> {
 
     // Summary.
     let cold_rss_target = T_COLD_RSS_BASE_MIB + ARGON2_MIB * argon2_concurrency as f64;
-    let rows = [&warm1, &warm_n, &storm, &probe];
+    let rows = [&warm1, &warm_n, &auth_n, &storm, &probe];
     println!();
     println!("summary ({} cores)", knobs.cores);
     println!(

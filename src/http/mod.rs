@@ -67,7 +67,10 @@ pub type AppState = Arc<App>;
 pub fn router(state: AppState, separate_metrics: bool) -> Router {
     let mut router = Router::new()
         .route("/v1/validate-key", post(validate::validate_key))
+        // `/v1/auth/` too: Envoy's `path_prefix` turns a request for `/`
+        // into it, and `{*path}` does not match an empty tail.
         .route("/v1/auth", any(auth::forward_auth))
+        .route("/v1/auth/", any(auth::forward_auth))
         .route("/v1/auth/{*path}", any(auth::forward_auth))
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready));

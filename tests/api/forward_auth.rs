@@ -5,7 +5,7 @@ use base64::Engine;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, TestApp, TestRedis};
+use crate::helpers::{assert_error, wrong_secret, TestApp, TestRedis};
 
 impl TestApp {
     /// A forward-auth request with `headers`.
@@ -115,7 +115,7 @@ async fn a_missing_scope_is_403_after_the_secret_and_never_counts_against_the_li
         )
         .await;
     let bearer = format!("Bearer {}", key.api_key);
-    let wrong = format!("Bearer {}X", &key.api_key[..key.api_key.len() - 1]);
+    let wrong = format!("Bearer {}", wrong_secret(&key.api_key));
     let require = |scopes| {
         [
             ("authorization", bearer.as_str()),

@@ -55,6 +55,13 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `api_key` with its last character changed: the same key id, a wrong
+/// secret (always: the replacement differs from the original).
+pub fn wrong_secret(api_key: &str) -> String {
+    let (head, last) = api_key.split_at(api_key.len() - 1);
+    format!("{head}{}", if last == "X" { "Y" } else { "X" })
+}
+
 pub fn random_id(prefix: &str) -> String {
     format!(
         "{prefix}{}",

@@ -4,6 +4,7 @@ mod admin;
 mod faults;
 mod forward_auth;
 mod fuzz;
+mod gateways;
 mod helpers;
 mod hot_path;
 mod isolation;

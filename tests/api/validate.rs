@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, raw, TestApp};
+use crate::helpers::{assert_error, raw, wrong_secret, TestApp};
 
 #[tokio::test]
 async fn a_valid_key_returns_its_routing_data_rate_headers_and_an_ok_audit() {
@@ -54,7 +54,7 @@ async fn each_kind_of_bad_key_is_a_401_and_its_audit_entry_says_which() {
         )
         .await;
     assert_eq!(r.status(), StatusCode::OK);
-    let wrong_secret = format!("{}X", &key.api_key[..key.api_key.len() - 1]);
+    let wrong_secret = wrong_secret(&key.api_key);
     let unknown = key.api_key.replace(&key.key_id, "k_unknown00");
 
     let cases = [
@@ -152,7 +152,7 @@ async fn over_the_limit_is_429_with_retry_after_and_wrong_secrets_do_not_count()
     let key = app
         .mint(&project, json!({ "rate_limit_per_minute": 3 }))
         .await;
-    let wrong = format!("{}Z", &key.api_key[..key.api_key.len() - 1]);
+    let wrong = wrong_secret(&key.api_key);
     for _ in 0..5 {
         assert_eq!(
             app.validate(&wrong).await.status(),

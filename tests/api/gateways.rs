@@ -1,0 +1,673 @@
+//! keyward behind real gateways: nginx (`auth_request`), Envoy (`ext_authz`)
+//! and Caddy (`forward_auth`), each started from its example config in
+//! `examples/gateways/` with only the ports changed, in front of a small
+//! app that records every request it gets. The client talks to the gateway
+//! only; each test shows what the client and the app see.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderMap;
+use base64::Engine;
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+
+use crate::helpers::{free_port, random_id, KillOnDrop, Minted, TestApp, TestRedis};
+
+/// What the app answers to every request that reaches it.
+const APP_BODY: &str = "hello from the app";
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/gateways")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Nginx,
+    Envoy,
+    Caddy,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Nginx => "nginx",
+            Kind::Envoy => "envoy",
+            Kind::Caddy => "caddy",
+        }
+    }
+
+    /// The example config the gateway is started from.
+    fn example(self) -> &'static str {
+        match self {
+            Kind::Nginx => "nginx.conf",
+            Kind::Envoy => "envoy.yaml",
+            Kind::Caddy => "Caddyfile",
+        }
+    }
+
+    /// The gateway's binary, installed by `examples/gateways/install.sh` if missing.
+    fn binary(self) -> String {
+        static PATHS: Mutex<Vec<(Kind, String)>> = Mutex::new(Vec::new());
+        // One install at a time: apt-get takes a lock.
+        let mut paths = PATHS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, path)) = paths.iter().find(|(kind, _)| *kind == self) {
+            return path.clone();
+        }
+        let out = Command::new("bash")
+            .arg(examples().join("install.sh"))
+            .arg(format!("{}-path", self.name()))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run examples/gateways/install.sh");
+        assert!(
+            out.status.success(),
+            "install.sh {}-path failed",
+            self.name()
+        );
+        let path = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        paths.push((self, path.clone()));
+        path
+    }
+
+    /// The command that runs the gateway in the foreground with `config`,
+    /// keeping every file it writes under `dir`.
+    fn command(self, dir: &Path, config: &Path) -> Command {
+        let mut cmd = Command::new(self.binary());
+        match self {
+            Kind::Nginx => {
+                std::fs::create_dir_all(dir.join("logs")).unwrap();
+                // One process (no master and workers), so killing it stops it all.
+                cmd.arg("-p")
+                    .arg(format!("{}/", dir.display()))
+                    .arg("-e")
+                    .arg(dir.join("logs/error.log"))
+                    .arg("-c")
+                    .arg(config)
+                    .args(["-g", "daemon off; master_process off;"]);
+            }
+            Kind::Envoy => {
+                cmd.arg("-c")
+                    .arg(config)
+                    // No shared memory, so several can run at once.
+                    .arg("--disable-hot-restart")
+                    .args(["--concurrency", "1", "--log-level", "warn"]);
+            }
+            Kind::Caddy => {
+                cmd.args(["run", "--adapter", "caddyfile", "--config"])
+                    .arg(config)
+                    .env("HOME", dir)
+                    .env("XDG_CONFIG_HOME", dir.join("config"))
+                    .env("XDG_DATA_HOME", dir.join("data"));
+            }
+        }
+        cmd
+    }
+}
+
+/// Rewrites the example's ports, the gateway's 8000, keyward's 8080 and the
+/// app's 9000, to the test's, in the spellings the examples use for an
+/// address (`127.0.0.1:8080`; Envoy's `port_value: 8080`; Caddy's site
+/// address for any host, `http://:8000`). Every default port must be found,
+/// and none may be left.
+fn render(template: &str, ports: &[(u16, u16)]) -> String {
+    let spellings = |port: u16| {
+        [
+            format!("127.0.0.1:{port}"),
+            format!("port_value: {port}"),
+            format!("http://:{port}"),
+        ]
+    };
+    let mut text = template.to_owned();
+    for &(default, port) in ports {
+        let mut found = false;
+        for (from, to) in spellings(default).iter().zip(spellings(port)) {
+            found |= text.contains(from.as_str());
+            text = text.replace(from.as_str(), &to);
+        }
+        assert!(found, "port {default} is not in the example");
+    }
+    for &(default, _) in ports {
+        for from in spellings(default) {
+            assert!(!text.contains(&from), "{from} left in the rendered config");
+        }
+    }
+    text
+}
+
+/// A request as the app received it.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    uri: String,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+}
+
+/// The protected app on 127.0.0.1:0: records every request and answers 200.
+struct App {
+    port: u16,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl App {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let router = axum::Router::new().fallback(move |request: axum::extract::Request| {
+            let record = record.clone();
+            async move {
+                let (parts, body) = request.into_parts();
+                let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+                record.lock().unwrap().push(Seen {
+                    method: parts.method.to_string(),
+                    uri: parts.uri.to_string(),
+                    headers: parts.headers,
+                    body: body.to_vec(),
+                });
+                APP_BODY
+            }
+        });
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        App { port, seen, task }
+    }
+
+    fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    fn last(&self) -> Seen {
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("the app saw a request")
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// How the client presents its key.
+#[derive(Clone, Copy)]
+enum Key<'a> {
+    Bearer(&'a str),
+    Header(&'a str),
+    Missing,
+}
+
+/// A real gateway process from an example config, killed on drop.
+struct Gateway {
+    kind: Kind,
+    base: String,
+    dir: PathBuf,
+    http: reqwest::Client,
+    process: KillOnDrop,
+}
+
+impl Gateway {
+    /// Starts `kind` in front of keyward at `keyward` and the app on
+    /// `app_port`, and waits until a request without a key comes back 401
+    /// (the gateway is up and reaches keyward).
+    async fn start(kind: Kind, keyward: SocketAddr, app_port: u16) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(random_id(&format!("keyward-{}-", kind.name())));
+        std::fs::create_dir_all(&dir).unwrap();
+        let template = std::fs::read_to_string(examples().join(kind.example())).unwrap();
+        let config = dir.join(kind.example());
+        let ports = [(8000, port), (8080, keyward.port()), (9000, app_port)];
+        std::fs::write(&config, render(&template, &ports)).unwrap();
+        let mut cmd = kind.command(&dir, &config);
+        cmd.current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(File::create(dir.join("stdout.log")).unwrap())
+            .stderr(File::create(dir.join("stderr.log")).unwrap());
+        let process = KillOnDrop(
+            cmd.spawn()
+                .unwrap_or_else(|e| panic!("start {}: {e}", kind.name())),
+        );
+        let mut gateway = Gateway {
+            kind,
+            base: format!("http://127.0.0.1:{port}"),
+            dir,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+            process,
+        };
+        gateway.wait_until_ready().await;
+        gateway
+    }
+
+    async fn wait_until_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last = String::from("no answer");
+        loop {
+            if let Ok(r) = self.http.get(format!("{}/ping", self.base)).send().await {
+                if r.status() == StatusCode::UNAUTHORIZED {
+                    return;
+                }
+                last = format!("{} {}", r.status(), r.text().await.unwrap_or_default());
+            }
+            if let Ok(Some(status)) = self.process.0.try_wait() {
+                panic!("{} exited during start-up: {status}", self.kind.name());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not answer 401 to a request without a key; last answer: {last}",
+                self.kind.name()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Key<'_>,
+        headers: &[(&str, &str)],
+    ) -> Response {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        request = match key {
+            Key::Bearer(key) => request.bearer_auth(key),
+            Key::Header(key) => request.header("x-api-key", key),
+            Key::Missing => request,
+        };
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("request reaches the gateway")
+    }
+
+    async fn get(&self, path: &str, key: Key<'_>) -> Response {
+        self.send(reqwest::Method::GET, path, key, &[]).await
+    }
+
+    /// Everything the gateway wrote: its logs and the config it ran.
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for entry in walk(&self.dir) {
+            let name = entry.display().to_string();
+            if let Ok(text) = std::fs::read_to_string(&entry) {
+                out += &format!("--- {name}\n{text}\n");
+            }
+        }
+        out
+    }
+}
+
+/// The files under `dir`, recursively.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.process.0.kill();
+        let _ = self.process.0.wait();
+        if std::thread::panicking() {
+            eprintln!("{} files:\n{}", self.kind.name(), self.logs());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Asserts the app answered: 200 with its body.
+async fn assert_reached_app(r: Response) {
+    let url = r.url().clone();
+    let status = r.status();
+    let body = r.text().await.unwrap();
+    assert_eq!((status, body.as_str()), (StatusCode::OK, APP_BODY), "{url}");
+}
+
+/// Asserts a refusal: `status`, keyward's error `code` in a JSON body, and
+/// the header `must_have`; returns the response's headers.
+async fn assert_refused(r: Response, status: StatusCode, code: &str, must_have: &str) -> HeaderMap {
+    let headers = r.headers().clone();
+    let got = r.status();
+    let text = r.text().await.unwrap();
+    assert_eq!(got, status, "headers: {headers:?}, body: {text}");
+    let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+    assert_eq!(body["error"]["code"], code, "body: {text}");
+    assert!(
+        headers.contains_key(must_have),
+        "no {must_have} in {headers:?}"
+    );
+    headers
+}
+
+/// Asserts the app got the request with `key`'s identity and without the key.
+fn assert_identity(seen: &Seen, project: &str, key: &Minted, scopes: &str) {
+    assert_eq!(seen.header("x-keyward-project-id"), Some(project));
+    assert_eq!(seen.header("x-keyward-key-id"), Some(key.key_id.as_str()));
+    assert_eq!(seen.header("x-keyward-owner"), Some("alice"));
+    assert_eq!(seen.header("x-keyward-server-name"), Some("api-1"));
+    assert_eq!(seen.header("x-keyward-scopes"), Some(scopes));
+    assert_eq!(
+        seen.header("authorization"),
+        None,
+        "the key reached the app"
+    );
+    assert_eq!(seen.header("x-api-key"), None, "the key reached the app");
+    assert_eq!(seen.header("x-keyward-required-scopes"), None);
+}
+
+fn retry_after(headers: &HeaderMap) -> u64 {
+    headers["retry-after"].to_str().unwrap().parse().unwrap()
+}
+
+/// Redis, keyward, the app, the gateway in front of them, and three keys.
+struct Setup {
+    keyward: TestApp,
+    app: App,
+    gateway: Gateway,
+    project: String,
+    /// Scopes `chat:*`, with metadata.
+    chat: Minted,
+    /// Scopes `docs:read` only, no metadata.
+    reader: Minted,
+    /// Scopes `chat:write`, one request a minute.
+    limited: Minted,
+}
+
+impl Setup {
+    async fn new(kind: Kind) -> Self {
+        let keyward = TestApp::spawn_with(Arc::new(TestRedis::start()), |_| {}).await;
+        let app = App::start().await;
+        let gateway = Gateway::start(kind, keyward.addr, app.port).await;
+        let project = keyward.project().await;
+        let scoped = |scopes: &[&str], extra: Value| {
+            let mut body = json!({ "scopes": scopes });
+            body.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            body
+        };
+        let chat = keyward
+            .mint(
+                &project,
+                scoped(&["chat:*"], json!({ "metadata": { "tier": "gold" } })),
+            )
+            .await;
+        let reader = keyward
+            .mint(&project, scoped(&["docs:read"], json!({})))
+            .await;
+        let limited = keyward
+            .mint(
+                &project,
+                scoped(&["chat:write"], json!({ "rate_limit_per_minute": 1 })),
+            )
+            .await;
+        Setup {
+            keyward,
+            app,
+            gateway,
+            project,
+            chat,
+            reader,
+            limited,
+        }
+    }
+}
+
+/// Each step below acts through the gateway and asserts on what the client
+/// and the app saw; `keyward_guards_the_app_behind` runs them in order.
+async fn a_key_with_the_routes_scope_reaches_the_app_as_its_identity_not_as_itself(s: &Setup) {
+    let r = s
+        .gateway
+        .http
+        .post(format!("{}/chat/completions?stream=false", s.gateway.base))
+        .bearer_auth(&s.chat.api_key)
+        .body(r#"{"prompt":"hi"}"#)
+        .send()
+        .await
+        .unwrap();
+
+    assert_reached_app(r).await;
+    let seen = s.app.last();
+    assert_eq!(
+        (seen.method.as_str(), seen.uri.as_str()),
+        ("POST", "/chat/completions?stream=false")
+    );
+    assert_eq!(
+        seen.body, br#"{"prompt":"hi"}"#,
+        "the body reached the app whole"
+    );
+    assert_identity(&seen, &s.project, &s.chat, "chat:*");
+    let metadata = seen
+        .header("x-keyward-metadata")
+        .expect("metadata reached the app");
+    let metadata = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(metadata.trim_end_matches('='))
+        .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&metadata).unwrap(),
+        json!({ "tier": "gold" })
+    );
+    // keyward's audit entry names the client's request, not the gateway's.
+    let audit = s.keyward.last_audit(&s.chat.key_id).await;
+    assert_eq!(
+        (
+            audit["result"].as_str(),
+            audit.get("method").map(String::as_str),
+            audit.get("path").map(String::as_str)
+        ),
+        ("ok", Some("POST"), Some("/chat/completions")),
+        "{audit:?}"
+    );
+}
+
+async fn identity_headers_the_client_makes_up_never_reach_the_app(s: &Setup) {
+    let made_up = [
+        ("x-keyward-owner", "mallory"),
+        ("x-keyward-key-id", "k_forged"),
+        ("x-keyward-metadata", "eyJ0aWVyIjoiZm9yZ2VkIn0"),
+        ("x-keyward-required-scopes", "admin"),
+    ];
+
+    let r = s
+        .gateway
+        .send(
+            reqwest::Method::GET,
+            "/chat/threads/7",
+            Key::Header(&s.chat.api_key),
+            &made_up,
+        )
+        .await;
+    assert_reached_app(r).await;
+    let with_metadata = s.app.last();
+    let r = s
+        .gateway
+        .send(
+            reqwest::Method::GET,
+            "/",
+            Key::Header(&s.reader.api_key),
+            &made_up,
+        )
+        .await;
+    assert_reached_app(r).await;
+    let without_metadata = s.app.last();
+
+    assert_eq!(with_metadata.uri, "/chat/threads/7");
+    assert_identity(&with_metadata, &s.project, &s.chat, "chat:*");
+    assert_ne!(
+        with_metadata.header("x-keyward-metadata"),
+        Some("eyJ0aWVyIjoiZm9yZ2VkIn0")
+    );
+    assert_eq!(without_metadata.uri, "/");
+    assert_identity(&without_metadata, &s.project, &s.reader, "docs:read");
+    assert_eq!(without_metadata.header("x-keyward-metadata"), None);
+}
+
+async fn a_key_without_the_routes_scope_is_403_there_and_passes_where_none_is_required(s: &Setup) {
+    let before = s.app.count();
+
+    let scoped = s
+        .gateway
+        .get("/chat/completions", Key::Header(&s.reader.api_key))
+        .await;
+    let headers = assert_refused(
+        scoped,
+        StatusCode::FORBIDDEN,
+        "insufficient_scope",
+        "www-authenticate",
+    )
+    .await;
+    let unscoped = s
+        .gateway
+        .get("/docs/intro", Key::Bearer(&s.reader.api_key))
+        .await;
+
+    let challenge = headers["www-authenticate"].to_str().unwrap();
+    assert!(challenge.starts_with("Bearer"), "{challenge}");
+    assert!(
+        challenge.contains(r#"error="insufficient_scope""#),
+        "{challenge}"
+    );
+    assert!(challenge.contains("chat:write"), "{challenge}");
+    assert_reached_app(unscoped).await;
+    assert_eq!(
+        s.app.count(),
+        before + 1,
+        "only the unscoped request reached the app"
+    );
+    assert_eq!(s.app.last().uri, "/docs/intro");
+}
+
+async fn a_wrong_or_missing_key_is_401_and_never_reaches_the_app(s: &Setup) {
+    let before = s.app.count();
+    let (rest, last) = s.chat.api_key.split_at(s.chat.api_key.len() - 1);
+    let wrong = format!("{rest}{}", if last == "X" { "Y" } else { "X" });
+
+    for key in [Key::Bearer(&wrong), Key::Missing, Key::Header("not-a-key")] {
+        let r = s.gateway.get("/chat/completions", key).await;
+
+        let headers = assert_refused(
+            r,
+            StatusCode::UNAUTHORIZED,
+            "invalid_key",
+            "www-authenticate",
+        )
+        .await;
+        let challenge = headers["www-authenticate"].to_str().unwrap();
+        assert!(challenge.starts_with("Bearer"), "{challenge}");
+    }
+    assert_eq!(s.app.count(), before, "a refused request reached the app");
+}
+
+async fn a_key_over_its_rate_limit_is_429_with_retry_after(s: &Setup) {
+    let before = s.app.count();
+
+    // With one request a minute, the second in the same minute is refused;
+    // a third covers the minute turning between the first two.
+    let mut allowed = 0;
+    let mut refused = None;
+    for _ in 0..3 {
+        let r = s
+            .gateway
+            .get("/chat/completions", Key::Bearer(&s.limited.api_key))
+            .await;
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(r);
+            break;
+        }
+        assert_reached_app(r).await;
+        allowed += 1;
+    }
+
+    let r = refused.expect("the key's limit was never enforced");
+    let headers = assert_refused(
+        r,
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "retry-after",
+    )
+    .await;
+    assert!((1..=60).contains(&retry_after(&headers)), "{headers:?}");
+    assert!(headers.contains_key("x-ratelimit-limit"), "{headers:?}");
+    assert_eq!(
+        s.app.count(),
+        before + allowed,
+        "a refused request reached the app"
+    );
+}
+
+async fn with_redis_down_the_client_gets_503_with_retry_after_and_the_app_nothing(s: &Setup) {
+    s.keyward.redis.stop();
+    let before = s.app.count();
+
+    let r = s
+        .gateway
+        .get("/chat/completions", Key::Bearer(&s.chat.api_key))
+        .await;
+
+    let headers = assert_refused(
+        r,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "retry-after",
+    )
+    .await;
+    assert!(retry_after(&headers) >= 1, "{headers:?}");
+    assert_eq!(s.app.count(), before, "a request reached the app unchecked");
+}
+
+/// The whole story through one gateway.
+async fn keyward_guards_the_app_behind(kind: Kind) {
+    let s = Setup::new(kind).await;
+    a_key_with_the_routes_scope_reaches_the_app_as_its_identity_not_as_itself(&s).await;
+    identity_headers_the_client_makes_up_never_reach_the_app(&s).await;
+    a_key_without_the_routes_scope_is_403_there_and_passes_where_none_is_required(&s).await;
+    a_wrong_or_missing_key_is_401_and_never_reaches_the_app(&s).await;
+    a_key_over_its_rate_limit_is_429_with_retry_after(&s).await;
+    // Last: it stops Redis.
+    with_redis_down_the_client_gets_503_with_retry_after_and_the_app_nothing(&s).await;
+}
+
+#[tokio::test]
+async fn nginx_in_front_lets_valid_keys_through_as_their_identity_and_gives_the_client_keywards_refusals(
+) {
+    keyward_guards_the_app_behind(Kind::Nginx).await;
+}
+
+#[tokio::test]
+async fn envoy_in_front_lets_valid_keys_through_as_their_identity_and_gives_the_client_keywards_refusals(
+) {
+    keyward_guards_the_app_behind(Kind::Envoy).await;
+}
+
+#[tokio::test]
+async fn caddy_in_front_lets_valid_keys_through_as_their_identity_and_gives_the_client_keywards_refusals(
+) {
+    keyward_guards_the_app_behind(Kind::Caddy).await;
+}
