@@ -7,7 +7,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use keyward::config::Config;
-use keyward::hash::{CacheCheck, Hasher};
+use keyward::hash::Hasher;
 use keyward::key::{ApiKey, Secret};
 
 const KEY: &str = "sk-proj.alpha.k_Ab3dE6gH9jK1.abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ";
@@ -26,28 +26,27 @@ fn benches(c: &mut Criterion) {
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let hasher = hasher();
-    let secret = ApiKey::parse(KEY).unwrap().secret;
+    let key = ApiKey::parse(KEY).unwrap();
+    let secret = key.secret.clone();
     let phc = runtime.block_on(hasher.hash(&secret)).unwrap();
+    let cache_key = hasher.cache_key(&key);
     assert_eq!(
-        runtime.block_on(hasher.verify(&secret, &phc)).unwrap(),
+        runtime
+            .block_on(hasher.verify(&secret, &phc, Some(&cache_key)))
+            .unwrap(),
         keyward::hash::Verdict::Match
     );
 
     c.bench_function("verify: cache hit", |b| {
-        b.iter(|| {
-            assert_eq!(
-                hasher.check_cache(black_box(&secret), black_box(&phc)),
-                CacheCheck::Match
-            )
-        })
+        b.iter(|| assert!(hasher.cached(&hasher.cache_key(black_box(&key))).is_some()))
     });
-    let wrong = Secret::parse("ZZZZefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ").unwrap();
+    let mut wrong = key.clone();
+    wrong.secret = Secret::parse("ZZZZefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ").unwrap();
     c.bench_function("verify: cache miss (wrong secret)", |b| {
         b.iter(|| {
-            assert_eq!(
-                hasher.check_cache(black_box(&wrong), black_box(&phc)),
-                CacheCheck::Unknown
-            )
+            assert!(hasher
+                .cached(&hasher.cache_key(black_box(&wrong)))
+                .is_none())
         })
     });
 
@@ -56,7 +55,7 @@ fn benches(c: &mut Criterion) {
     cold.bench_function("verify: cold (m=64MiB, t=3, p=1)", |b| {
         b.iter(|| {
             runtime
-                .block_on(hasher.verify(black_box(&secret), black_box(&phc)))
+                .block_on(hasher.verify(black_box(&secret), black_box(&phc), None))
                 .unwrap()
         })
     });

@@ -100,7 +100,7 @@ pub fn rule(
             let meta = patterns("apimeta:", &projects, ":*");
             let _ = write!(
                 line,
-                " ({docs} +json.get) ({counters} +get +incr +expire) ({meta} +hincrby +hset) \
+                " ({docs} +json.get) ({counters} +get +incr +decr +expire) ({meta} +hincrby +hset) \
                  (%W~audit:keylookup +xadd)"
             );
         }

@@ -4,12 +4,14 @@
 //! core, so three things keep it off the hot path:
 //!
 //! - **A verified-secret cache.** After a secret has been verified once, we
-//!   keep an HMAC-SHA-256 of it (under a random per-process key) in a bounded
-//!   cache keyed by the stored PHC hash string. Later validations compare
-//!   HMACs in constant time. Keying by the stored hash means an entry is only
-//!   ever used while the key's document still carries the hash it was made
-//!   for: re-keying changes the hash and so misses the cache. Only successes
-//!   are cached.
+//!   remember which stored hash it matched, keyed by an HMAC-SHA-256 of the
+//!   project, key id and secret (under a random per-process key, so the cache
+//!   is useless outside this process and holds no secret). A validation
+//!   computes that HMAC before it reads Redis, so a warm validation knows
+//!   "right secret, if the document still carries hash H" before its first
+//!   round trip, and only checks H against the document it reads: re-keying
+//!   or the end of a rotation's grace period changes what the document
+//!   carries and so misses the cache. Only successes are cached.
 //! - **A concurrency cap.** Argon2id runs on tokio's blocking pool, at most
 //!   `argon2_concurrency` at once, so async workers stay free for warm
 //!   validations, health checks and metrics.
@@ -33,7 +35,7 @@ use tracing::Instrument;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::key::Secret;
+use crate::key::{ApiKey, Secret};
 use crate::telemetry::metric;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -45,8 +47,8 @@ pub struct Hasher {
     admitted: Arc<Semaphore>,
     /// Permits for running verifications.
     running: Arc<Semaphore>,
-    /// Stored PHC hash -> HMAC of the secret verified against it.
-    cache: Option<moka::sync::Cache<Arc<str>, [u8; 32]>>,
+    /// HMAC of (project, key id, secret) -> the stored PHC hash it matched.
+    cache: Option<moka::sync::Cache<CacheKey, Arc<str>>>,
     /// HMAC-SHA-256 keyed once, at start-up, with a random per-process key,
     /// so cache contents are useless outside this process. Cloned per use.
     mac: HmacSha256,
@@ -66,14 +68,8 @@ pub enum Verdict {
 /// secret of 190+ bits.
 const TAG_BYTES: usize = 4;
 
-/// What the cache knows about a presented secret.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheCheck {
-    /// This secret was verified against this hash before.
-    Match,
-    /// Nothing cached for this hash, or a different secret was: hash it.
-    Unknown,
-}
+/// What a presented key is looked up by in the verified-secret cache.
+pub type CacheKey = [u8; 32];
 
 impl Hasher {
     pub fn new(config: &Config) -> Result<Self> {
@@ -94,30 +90,33 @@ impl Hasher {
         })
     }
 
-    fn digest(&self, secret: &Secret) -> HmacSha256 {
+    /// The cache key of a presented key: HMAC(project, key id, secret).
+    pub fn cache_key(&self, key: &ApiKey) -> CacheKey {
         let mut mac = self.mac.clone();
-        mac.update(secret.expose());
-        mac
+        mac.update(key.project_id.as_str().as_bytes());
+        mac.update(&[0]);
+        mac.update(key.key_id.as_str().as_bytes());
+        mac.update(&[0]);
+        mac.update(key.secret.expose());
+        mac.finalize().into_bytes().into()
     }
 
-    /// Checks the verified-secret cache; no Argon2id work.
-    pub fn check_cache(&self, secret: &Secret, phc: &str) -> CacheCheck {
-        let Some(cached) = self.cache.as_ref().and_then(|c| c.get(phc)) else {
-            return CacheCheck::Unknown;
-        };
-        // `verify_slice` compares in constant time.
-        match self.digest(secret).verify_slice(&cached) {
-            Ok(()) => {
-                metrics::counter!(metric::VERIFY_CACHE_HITS).increment(1);
-                CacheCheck::Match
-            }
-            Err(_) => CacheCheck::Unknown,
-        }
+    /// The stored hash this key's secret was verified against, if any; no
+    /// Argon2id work. The caller must check that the key's document still
+    /// carries it.
+    pub fn cached(&self, cache_key: &CacheKey) -> Option<Arc<str>> {
+        self.cache.as_ref()?.get(cache_key)
     }
 
     /// Verifies `secret` against the PHC string `phc` with Argon2id, using
     /// the parameters the hash carries, and caches a success.
-    pub async fn verify(&self, secret: &Secret, phc: &str) -> Result<Verdict> {
+    /// `cache_key` (from [`Hasher::cache_key`]) remembers the success.
+    pub async fn verify(
+        &self,
+        secret: &Secret,
+        phc: &str,
+        cache_key: Option<&CacheKey>,
+    ) -> Result<Verdict> {
         if PasswordHash::new(phc).is_err() {
             return Ok(Verdict::Corrupt);
         }
@@ -135,9 +134,8 @@ impl Hasher {
         if !ok {
             return Ok(Verdict::Mismatch);
         }
-        if let Some(cache) = &self.cache {
-            let digest: [u8; 32] = self.digest(secret).finalize().into_bytes().into();
-            cache.insert(Arc::from(phc), digest);
+        if let (Some(cache), Some(cache_key)) = (&self.cache, cache_key) {
+            cache.insert(*cache_key, Arc::from(phc));
         }
         Ok(Verdict::Match)
     }

@@ -3,16 +3,22 @@
 //! so the two can never disagree.
 //!
 //! 1. Parse the key; a malformed key is denied without touching Redis's data.
-//! 2. Round trip 1: the key's document and this minute's counters.
-//! 3. Decide without hashing where possible: unknown, forbidden, unreadable,
-//!    disabled, expired, outside the key's networks, over the rate limit, or
-//!    a flood of wrong secrets.
-//! 4. Verify the secret: the verified-secret cache, else Argon2id; during a
-//!    rotation's grace period the previous secret too.
-//! 5. Check the required scopes (a 403 never counts against the limit).
-//! 6. After the decision: a right secret is counted with INCR (whose result
-//!    decides 429 exactly), then `apimeta` and the audit entry are written;
-//!    a denial is audited. Every outcome leaves exactly one audit entry.
+//! 2. The verified-secret cache: has this exact key been verified before,
+//!    and against which stored hash?
+//! 3. Warm (it has): round trip 1 reads the document and counts the use
+//!    (`INCR`, whose result decides 429 exactly); the document must still
+//!    carry that hash, be enabled, unexpired, in the key's networks, and grant
+//!    the required scopes, or the count is undone in the denial's own
+//!    pipeline. Round trip 2 writes `apimeta` and the audit entry.
+//! 4. Cold (it has not, or the document moved on): round trip 1 reads the
+//!    document and this minute's counters; decide without hashing where
+//!    possible (unknown, forbidden, unreadable, disabled, expired, outside
+//!    the key's networks, over the rate limit, a flood of wrong secrets);
+//!    verify with Argon2id (during a rotation's grace period, against the
+//!    one hash the tags allow); check scopes (a 403 never counts against the
+//!    limit); count with `INCR`; write `apimeta` and the audit entry.
+//!
+//! Every outcome leaves exactly one audit entry, written before the answer.
 //!
 //! Every bad key is the same `Error::InvalidKey` to the caller; only the
 //! audit entry and the metric say which kind it was.
@@ -24,10 +30,10 @@ use serde::Serialize;
 
 use crate::config::{Config, Failsafe};
 use crate::error::{Error, Result};
-use crate::hash::{CacheCheck, Hasher, Verdict};
-use crate::key::{ApiKey, KeyId, ProjectId, Secret};
+use crate::hash::{CacheKey, Hasher, Verdict};
+use crate::key::{ApiKey, KeyId, ProjectId};
 use crate::scope;
-use crate::store::{now, Audit, KeyDoc, Lookup, Origin, Store};
+use crate::store::{now, Audit, Counter, KeyDoc, Lookup, Origin, Store};
 use crate::telemetry::metric;
 
 /// One validation request, from either endpoint.
@@ -167,11 +173,29 @@ pub struct Validator {
     failsafe: Failsafe,
 }
 
-/// The parsed key's identity, for audit entries.
+/// The parsed key's identity and this validation's rate-limit window.
 struct Who<'a> {
     project: &'a ProjectId,
     key_id: &'a KeyId,
     origin: Option<Origin<'a>>,
+    minute: u64,
+    /// Seconds until the window resets.
+    reset: u64,
+}
+
+/// Why the document alone refuses the request, if it does: disabled,
+/// expired, or a client address outside the key's networks.
+fn policy(doc: &KeyDoc, req: &Request<'_>, now: f64) -> Option<Reason> {
+    if doc.disabled {
+        return Some(Reason::Disabled);
+    }
+    if doc.expires_at.is_some_and(|at| at <= now) {
+        return Some(Reason::Expired);
+    }
+    match &doc.allowed_cidrs {
+        Some(cidrs) if !ip_allowed(cidrs, req.client_ip) => Some(Reason::IpNotAllowed),
+        _ => None,
+    }
 }
 
 impl Validator {
@@ -199,39 +223,98 @@ impl Validator {
             project: &key.project_id,
             key_id: &key.key_id,
             origin: req.origin,
+            minute,
+            reset,
         };
-        let (doc, used, bad) = match self.store.lookup(who.project, who.key_id, minute).await {
-            Ok(Lookup::Found { doc, used, bad }) => (doc, used, bad),
-            Ok(Lookup::Missing) => return self.deny_key(Reason::NotFound, &who).await,
-            Ok(Lookup::Forbidden) => return self.deny_key(Reason::Forbidden, &who).await,
-            Ok(Lookup::Unreadable) => return self.deny_key(Reason::Unreadable, &who).await,
-            Err(Error::Unavailable(detail)) if self.failsafe == Failsafe::Open => {
-                return Ok(self.failsafe_open(&key, &detail));
+        let cache_key = self.hasher.cache_key(&key);
+        if let Some(phc) = self.hasher.cached(&cache_key) {
+            match self.validate_warm(req, &who, &phc).await {
+                Err(Error::Unavailable(detail)) if self.failsafe == Failsafe::Open => {
+                    return Ok(self.failsafe_open(&key, &detail));
+                }
+                Ok(None) => {} // The document moved on: verify afresh.
+                Ok(Some(validated)) => return Ok(validated),
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
+        }
+        match self.validate_cold(req, &key, &who, &cache_key).await {
+            Err(Error::Unavailable(detail)) if self.failsafe == Failsafe::Open => {
+                Ok(self.failsafe_open(&key, &detail))
+            }
+            outcome => outcome,
+        }
+    }
+
+    /// A key whose secret was verified against `phc` before: two round
+    /// trips, no hashing. `None` when the document no longer carries `phc`.
+    async fn validate_warm(
+        &self,
+        req: &Request<'_>,
+        who: &Who<'_>,
+        phc: &str,
+    ) -> Result<Option<Validated>> {
+        let (lookup, used) = self
+            .store
+            .lookup_counting(who.project, who.key_id, who.minute)
+            .await?;
+        let doc = match lookup {
+            Lookup::Found { doc, .. } => doc,
+            Lookup::Missing => return self.deny_key(Reason::NotFound, who).await.map(Some),
+            Lookup::Forbidden => return self.deny_key(Reason::Forbidden, who).await.map(Some),
+            Lookup::Unreadable => return self.deny_key(Reason::Unreadable, who).await.map(Some),
         };
         let now = now();
-        if doc.disabled {
-            return self.deny_key(Reason::Disabled, &who).await;
+        let undo = Some(Counter::UndoUse(who.project, who.key_id, who.minute));
+        let reason = if *doc.secret_hash == *phc {
+            Reason::Ok
+        } else if doc.previous_hash(now) == Some(phc) {
+            Reason::PreviousSecret
+        } else {
+            // Re-keyed, rotated past its grace period: not this secret's hash.
+            self.store.record_denial(None, undo).await?;
+            return Ok(None);
+        };
+        metrics::counter!(metric::VERIFY_CACHE_HITS).increment(1);
+        if let Some(denied) = policy(&doc, req, now) {
+            return self.deny_key_with(denied, who, undo).await.map(Some);
         }
-        if doc.expires_at.is_some_and(|at| at <= now) {
-            return self.deny_key(Reason::Expired, &who).await;
-        }
-        if let Some(cidrs) = &doc.allowed_cidrs {
-            if !ip_allowed(cidrs, req.client_ip) {
-                return self.deny_key(Reason::IpNotAllowed, &who).await;
-            }
+        self.check_scopes(&doc, req, who, undo).await?;
+        let limit = doc.rate_limit_per_minute.unwrap_or(self.default_rate_limit);
+        self.succeed(who, doc, reason, used, limit).await.map(Some)
+    }
+
+    /// A key not verified before (or whose document moved on).
+    async fn validate_cold(
+        &self,
+        req: &Request<'_>,
+        key: &ApiKey,
+        who: &Who<'_>,
+        cache_key: &CacheKey,
+    ) -> Result<Validated> {
+        let (doc, used, bad) = match self
+            .store
+            .lookup(who.project, who.key_id, who.minute)
+            .await?
+        {
+            Lookup::Found { doc, used, bad } => (doc, used, bad),
+            Lookup::Missing => return self.deny_key(Reason::NotFound, who).await,
+            Lookup::Forbidden => return self.deny_key(Reason::Forbidden, who).await,
+            Lookup::Unreadable => return self.deny_key(Reason::Unreadable, who).await,
+        };
+        let now = now();
+        if let Some(denied) = policy(&doc, req, now) {
+            return self.deny_key(denied, who).await;
         }
         let limit = doc.rate_limit_per_minute.unwrap_or(self.default_rate_limit);
         if used >= limit {
             // Already over the limit this minute: answer without hashing.
-            return self.over_limit(&who, limit, reset).await;
+            return self.over_limit(who, limit).await;
         }
 
-        let reason = match self.secret_matches(&key.secret, &doc, bad, now).await? {
+        let reason = match self.secret_matches(key, cache_key, &doc, bad, now).await? {
             Matched::Current => Reason::Ok,
             Matched::Previous => Reason::PreviousSecret,
-            Matched::Corrupt => return self.deny_key(Reason::Unreadable, &who).await,
+            Matched::Corrupt => return self.deny_key(Reason::Unreadable, who).await,
             Matched::No => {
                 let audit = audit(
                     who.project.as_str(),
@@ -239,26 +322,57 @@ impl Validator {
                     Reason::BadSecret,
                     who.origin,
                 );
-                let counter = Some((who.project, who.key_id, minute));
+                let counter = Some(Counter::BadSecret(who.project, who.key_id, who.minute));
                 return self.deny(Reason::BadSecret, audit, counter).await;
             }
         };
-
-        if let Some(missing) = scope::first_missing(&doc.scopes, req.required_scopes) {
-            tracing::debug!(missing, "required scope not granted");
-            self.audit(Reason::InsufficientScope, &who).await?;
-            return Err(Error::InsufficientScope {
-                required: req.required_scopes.join(" "),
-            });
-        }
-
+        self.check_scopes(&doc, req, who, None).await?;
         let used = self
             .store
-            .count_use(who.project, who.key_id, minute)
+            .count_use(who.project, who.key_id, who.minute)
             .await?;
+        self.succeed(who, doc, reason, used, limit).await
+    }
+
+    /// 403 unless every required scope is granted; audited, and `undo`
+    /// takes back a use already counted.
+    async fn check_scopes(
+        &self,
+        doc: &KeyDoc,
+        req: &Request<'_>,
+        who: &Who<'_>,
+        undo: Option<Counter<'_>>,
+    ) -> Result<()> {
+        let Some(missing) = scope::first_missing(&doc.scopes, req.required_scopes) else {
+            return Ok(());
+        };
+        tracing::debug!(missing, "required scope not granted");
+        count(Reason::InsufficientScope);
+        let entry = audit(
+            who.project.as_str(),
+            who.key_id.as_str(),
+            Reason::InsufficientScope,
+            who.origin,
+        );
+        self.store.record_denial(Some(entry), undo).await?;
+        Err(Error::InsufficientScope {
+            required: req.required_scopes.join(" "),
+        })
+    }
+
+    /// With the use counted (`used` includes it): 429 past the limit, else
+    /// the success is recorded and answered.
+    async fn succeed(
+        &self,
+        who: &Who<'_>,
+        doc: Box<KeyDoc>,
+        reason: Reason,
+        used: u64,
+        limit: u64,
+    ) -> Result<Validated> {
         if used > limit {
             // Lost the race for the last slot of this window.
-            return self.over_limit(&who, limit, reset).await;
+            return self.over_limit(who, limit).await;
         }
         let entry = audit(
             who.project.as_str(),
@@ -272,37 +386,29 @@ impl Validator {
             rate: RateInfo {
                 limit,
                 remaining: limit - used,
-                reset,
+                reset: who.reset,
             },
             ..validated(*doc)
         })
     }
 
-    /// Which of the key's secrets the presented one is. Cheap when cached;
-    /// when the key has had too many wrong secrets this minute, a secret not
-    /// in the cache is refused without hashing. During a rotation the tags
-    /// pick the one hash worth an Argon2id run.
+    /// Which of the key's secrets the presented one is. When the key has had
+    /// too many wrong secrets this minute, it is refused without hashing.
+    /// During a rotation the tags pick the one hash worth an Argon2id run.
     async fn secret_matches(
         &self,
-        secret: &Secret,
+        key: &ApiKey,
+        cache_key: &CacheKey,
         doc: &KeyDoc,
         bad: u64,
         now: f64,
     ) -> Result<Matched> {
-        let current = doc.secret_hash.as_str();
-        let previous = doc.previous_hash(now);
-        if self.hasher.check_cache(secret, current) == CacheCheck::Match {
-            return Ok(Matched::Current);
-        }
-        if let Some(previous) = previous {
-            if self.hasher.check_cache(secret, previous) == CacheCheck::Match {
-                return Ok(Matched::Previous);
-            }
-        }
         if bad >= self.bad_secret_hashes_per_minute {
             return Ok(Matched::No);
         }
-        let candidates: &[(&str, Matched)] = &match previous {
+        let secret = &key.secret;
+        let current = doc.secret_hash.as_str();
+        let candidates: &[(&str, Matched)] = &match doc.previous_hash(now) {
             None => vec![(current, Matched::Current)],
             Some(previous) => {
                 let cur = Hasher::tag_matches(doc.secret_tag.as_deref(), secret, current);
@@ -319,7 +425,7 @@ impl Validator {
             }
         };
         for &(phc, matched) in candidates {
-            match self.hasher.verify(secret, phc).await? {
+            match self.hasher.verify(secret, phc, Some(cache_key)).await? {
                 Verdict::Match => return Ok(matched),
                 Verdict::Mismatch => {}
                 Verdict::Corrupt => return Ok(Matched::Corrupt),
@@ -329,20 +435,34 @@ impl Validator {
     }
 
     /// Audits a rate-limited validation and answers 429.
-    async fn over_limit(&self, who: &Who<'_>, limit: u64, reset: u64) -> Result<Validated> {
-        self.audit(Reason::RateLimited, who).await?;
+    async fn over_limit(&self, who: &Who<'_>, limit: u64) -> Result<Validated> {
+        self.audit(Reason::RateLimited, who, None).await?;
         Err(Error::RateLimited {
             limit,
-            retry_after: reset,
+            retry_after: who.reset,
         })
     }
 
     async fn deny_key(&self, reason: Reason, who: &Who<'_>) -> Result<Validated> {
-        self.audit(reason, who).await?;
+        self.deny_key_with(reason, who, None).await
+    }
+
+    async fn deny_key_with(
+        &self,
+        reason: Reason,
+        who: &Who<'_>,
+        counter: Option<Counter<'_>>,
+    ) -> Result<Validated> {
+        self.audit(reason, who, counter).await?;
         Err(Error::InvalidKey)
     }
 
-    async fn audit(&self, reason: Reason, who: &Who<'_>) -> Result<()> {
+    async fn audit(
+        &self,
+        reason: Reason,
+        who: &Who<'_>,
+        counter: Option<Counter<'_>>,
+    ) -> Result<()> {
         let entry = audit(
             who.project.as_str(),
             who.key_id.as_str(),
@@ -350,20 +470,20 @@ impl Validator {
             who.origin,
         );
         count(reason);
-        self.store.record_denial(entry, None).await
+        self.store.record_denial(Some(entry), counter).await
     }
 
-    /// Counts and audits a denial (and a wrong secret in its per-minute
-    /// counter), then answers `InvalidKey`. If the audit entry cannot be
-    /// written the caller gets a 503, never an unaudited answer.
+    /// Counts and audits a denial (and adjusts `counter`), then answers
+    /// `InvalidKey`. If the audit entry cannot be written the caller gets a
+    /// 503, never an unaudited answer.
     async fn deny(
         &self,
         reason: Reason,
         entry: Audit<'_>,
-        bad_secret: Option<(&ProjectId, &KeyId, u64)>,
+        counter: Option<Counter<'_>>,
     ) -> Result<Validated> {
         count(reason);
-        self.store.record_denial(entry, bad_secret).await?;
+        self.store.record_denial(Some(entry), counter).await?;
         Err(Error::InvalidKey)
     }
 

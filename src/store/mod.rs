@@ -33,13 +33,14 @@ use fred::prelude::{
     Builder, ClientLike, Config as FredConfig, Error as FredError, KeysInterface, Pool,
     ReconnectPolicy, StreamsInterface, Value,
 };
+use fred::types::ExpireOptions;
 use secrecy::ExposeSecret;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::telemetry::metric;
 
-pub use model::{Audit, KeyDoc, KeyMeta, KeyPage, Lookup, Origin, ProjectDoc};
+pub use model::{Audit, Counter, KeyDoc, KeyMeta, KeyPage, Lookup, Origin, ProjectDoc};
 pub use names::{AUDIT_ADMIN, AUDIT_KEYLOOKUP};
 
 /// Rate-limit counters outlive their minute a little, then expire.
@@ -209,10 +210,11 @@ impl Store {
         ("MAXLEN", "~", self.audit_maxlen as i64)
     }
 
-    /// Queues `INCR` and `EXPIRE` of a per-minute counter on `pipe`.
+    /// Queues `INCR` and `EXPIRE ... NX` of a per-minute counter on `pipe`
+    /// (`NX`: only the first use of a window sets its TTL).
     async fn queue_count(pipe: &Pipeline<Client>, counter: &str) -> Result<()> {
         let _: () = pipe.incr(counter).await.map_err(unavailable)?;
-        pipe.expire(counter, COUNTER_TTL_SECS, None)
+        pipe.expire(counter, COUNTER_TTL_SECS, Some(ExpireOptions::NX))
             .await
             .map_err(unavailable)
     }

@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::key::{KeyId, ProjectId};
+
 /// The `project:<project_id>` document.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ProjectDoc {
@@ -134,4 +136,13 @@ pub struct KeyPage {
     pub keys: Vec<(KeyDoc, KeyMeta)>,
     /// The last key id of this page when more may follow.
     pub next: Option<String>,
+}
+
+/// A per-minute counter a denial's pipeline adjusts.
+#[derive(Debug, Clone, Copy)]
+pub enum Counter<'a> {
+    /// Count a wrong secret (`INCR`+`EXPIRE` on the `bad` counter).
+    BadSecret(&'a ProjectId, &'a KeyId, u64),
+    /// Take back a use counted before the request was refused (`DECR`).
+    UndoUse(&'a ProjectId, &'a KeyId, u64),
 }

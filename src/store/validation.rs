@@ -5,19 +5,17 @@ use fred::prelude::{
 };
 
 use super::{key_doc, names, now, send, send_all, unavailable, Store, NO_FMT, ROOT};
-use super::{Audit, Lookup};
+use super::{Audit, Counter, Lookup};
 use crate::error::{Error, Result};
 use crate::key::{KeyId, ProjectId};
 
 impl Store {
-    /// Round trip 1: the key's document and this minute's counters, pipelined.
+    /// Round trip 1 of a cold validation: the key's document and this
+    /// minute's counters, pipelined.
     pub async fn lookup(&self, project: &ProjectId, key_id: &KeyId, minute: u64) -> Result<Lookup> {
         let pipe = self.pool.next().pipeline();
         let doc_key = names::apikey(project.as_str(), key_id.as_str());
-        let _: () = pipe
-            .json_get(&doc_key, NO_FMT, NO_FMT, NO_FMT, ROOT)
-            .await
-            .map_err(unavailable)?;
+        queue_doc(&pipe, &doc_key).await?;
         let _: () = pipe
             .get(names::used(project, key_id, minute))
             .await
@@ -30,31 +28,50 @@ impl Store {
             .await?
             .try_into()
             .map_err(|_| Error::Internal("lookup pipeline result count".into()))?;
-        let raw = match doc {
-            Err(e) if super::is_noperm(&e) => return Ok(Lookup::Forbidden),
-            // A key of another type than JSON: not a key document.
-            Err(e) if e.details().starts_with("WRONGTYPE") => {
-                tracing::error!(redis_key = doc_key, "key document is not JSON");
-                return Ok(Lookup::Unreadable);
-            }
-            Err(e) => return Err(unavailable(e)),
-            Ok(Value::Null) => return Ok(Lookup::Missing),
-            Ok(value) => value,
-        };
         let count = |r: Result<Value, FredError>| -> Result<u64> {
             match r {
                 Ok(v) => Ok(v.convert::<Option<u64>>().ok().flatten().unwrap_or(0)),
                 Err(e) => Err(unavailable(e)),
             }
         };
-        let Some(doc) = raw.as_str().and_then(|raw| key_doc(&doc_key, &raw)) else {
-            return Ok(Lookup::Unreadable);
-        };
-        Ok(Lookup::Found {
-            doc: Box::new(doc),
-            used: count(used)?,
-            bad: count(bad)?,
+        Ok(match read_doc(&doc_key, doc)? {
+            Lookup::Found { doc, .. } => Lookup::Found {
+                doc,
+                used: count(used)?,
+                bad: count(bad)?,
+            },
+            other => other,
         })
+    }
+
+    /// Round trip 1 of a warm validation: the key's document, and the use
+    /// counted against this minute's window (`INCR`, `EXPIRE NX`), pipelined.
+    /// Returns the lookup and the count including this use.
+    pub async fn lookup_counting(
+        &self,
+        project: &ProjectId,
+        key_id: &KeyId,
+        minute: u64,
+    ) -> Result<(Lookup, u64)> {
+        let pipe = self.pool.next().pipeline();
+        let doc_key = names::apikey(project.as_str(), key_id.as_str());
+        queue_doc(&pipe, &doc_key).await?;
+        Self::queue_count(&pipe, &names::used(project, key_id, minute)).await?;
+        let [doc, used, expire]: [_; 3] = send(pipe, 3)
+            .await?
+            .try_into()
+            .map_err(|_| Error::Internal("lookup pipeline result count".into()))?;
+        let lookup = read_doc(&doc_key, doc)?;
+        if matches!(lookup, Lookup::Found { .. }) {
+            expire.map_err(unavailable)?;
+            let used = used
+                .map_err(unavailable)?
+                .convert()
+                .map_err(|e| Error::Internal(format!("INCR answer: {e}")))?;
+            return Ok((lookup, used));
+        }
+        // No document to read (or not ours: the counter was refused too).
+        Ok((lookup, 0))
     }
 
     /// Counts a right-secret validation against this minute's window and
@@ -112,18 +129,65 @@ impl Store {
             .map_err(unavailable)
     }
 
-    /// Round trip 2 for every other outcome: the audit entry, plus the
-    /// wrong-secret counter when `count_bad_secret` is given.
+    /// The last round trip of every other outcome: the audit entry (if
+    /// any), plus the adjustment of a per-minute counter.
     pub async fn record_denial(
         &self,
-        audit: Audit<'_>,
-        count_bad_secret: Option<(&ProjectId, &KeyId, u64)>,
+        audit: Option<Audit<'_>>,
+        counter: Option<Counter<'_>>,
     ) -> Result<()> {
         let pipe = self.pool.next().pipeline();
-        if let Some((project, key_id, minute)) = count_bad_secret {
-            Self::queue_count(&pipe, &names::bad(project, key_id, minute)).await?;
+        let mut commands = 0;
+        match counter {
+            Some(Counter::BadSecret(project, key_id, minute)) => {
+                Self::queue_count(&pipe, &names::bad(project, key_id, minute)).await?;
+                commands += 2;
+            }
+            Some(Counter::UndoUse(project, key_id, minute)) => {
+                let _: () = pipe
+                    .decr(names::used(project, key_id, minute))
+                    .await
+                    .map_err(unavailable)?;
+                commands += 1;
+            }
+            None => {}
         }
-        self.queue_audit(&pipe, audit).await?;
-        send_all(pipe, 1 + 2 * usize::from(count_bad_secret.is_some())).await
+        if let Some(audit) = audit {
+            self.queue_audit(&pipe, audit).await?;
+            commands += 1;
+        }
+        send_all(pipe, commands).await
     }
+}
+
+async fn queue_doc(
+    pipe: &fred::clients::Pipeline<fred::clients::Client>,
+    doc_key: &str,
+) -> Result<()> {
+    pipe.json_get(doc_key, NO_FMT, NO_FMT, NO_FMT, ROOT)
+        .await
+        .map_err(unavailable)
+}
+
+/// What `JSON.GET` of a key document found.
+fn read_doc(doc_key: &str, doc: Result<Value, FredError>) -> Result<Lookup> {
+    let raw = match doc {
+        Err(e) if super::is_noperm(&e) => return Ok(Lookup::Forbidden),
+        // A key of another type than JSON: not a key document.
+        Err(e) if e.details().starts_with("WRONGTYPE") => {
+            tracing::error!(redis_key = doc_key, "key document is not JSON");
+            return Ok(Lookup::Unreadable);
+        }
+        Err(e) => return Err(unavailable(e)),
+        Ok(Value::Null) => return Ok(Lookup::Missing),
+        Ok(value) => value,
+    };
+    Ok(match raw.as_str().and_then(|raw| key_doc(doc_key, &raw)) {
+        Some(doc) => Lookup::Found {
+            doc: Box::new(doc),
+            used: 0,
+            bad: 0,
+        },
+        None => Lookup::Unreadable,
+    })
 }
