@@ -12,7 +12,9 @@
 //! 5. Check the required scopes (a 403 never counts against the limit).
 //! 6. After the decision: a right secret is counted with INCR (whose result
 //!    decides 429 exactly), then `apimeta` and the audit entry are written;
-//!    a denial is audited. Every outcome leaves exactly one audit entry.
+//!    a denial is audited. Every outcome leaves exactly one audit entry, but
+//!    an anonymous denial past its per-second budget is counted into a
+//!    summary entry instead (see `audit`).
 //!
 //! Every bad key is the same `Error::InvalidKey` to the caller; only the
 //! audit entry and the metric say which kind it was.
@@ -231,7 +233,10 @@ impl Validator {
         let reason = match self.secret_matches(&key.secret, &doc, bad, now).await? {
             Matched::Current => Reason::Ok,
             Matched::Previous => Reason::PreviousSecret,
-            Matched::Corrupt => return self.deny_key(Reason::Unreadable, &who).await,
+            Matched::Corrupt => {
+                self.store.report_corrupt_hash(who.project, who.key_id);
+                return self.deny_key(Reason::Unreadable, &who).await;
+            }
             Matched::No => {
                 let audit = audit(
                     who.project.as_str(),
@@ -350,12 +355,18 @@ impl Validator {
             who.origin,
         );
         count(reason);
+        // Anonymous denials past this second's budget are only summarized.
+        if !self.store.audit_budget().admit(reason.as_str()) {
+            return Ok(());
+        }
         self.store.record_denial(entry, None).await
     }
 
     /// Counts and audits a denial (and a wrong secret in its per-minute
     /// counter), then answers `InvalidKey`. If the audit entry cannot be
-    /// written the caller gets a 503, never an unaudited answer.
+    /// written the caller gets a 503, never an unaudited answer; an
+    /// anonymous denial past the budget is counted into its second's summary
+    /// instead (see `audit`).
     async fn deny(
         &self,
         reason: Reason,
@@ -363,7 +374,10 @@ impl Validator {
         bad_secret: Option<(&ProjectId, &KeyId, u64)>,
     ) -> Result<Validated> {
         count(reason);
-        self.store.record_denial(entry, bad_secret).await?;
+        // Anonymous denials past this second's budget are only summarized.
+        if self.store.audit_budget().admit(reason.as_str()) {
+            self.store.record_denial(entry, bad_secret).await?;
+        }
         Err(Error::InvalidKey)
     }
 
