@@ -23,6 +23,11 @@ pub enum Role {
     Manager,
 }
 
+/// What the manager may do to a project's index: a sorted set, or the plain
+/// set the original service wrote (read and added to as it is; `TYPE` tells
+/// which).
+const INDEX_COMMANDS: &str = "+zadd +zrange +type +sadd +smembers";
+
 /// Commands every user needs to connect (fred sends `INFO` for the server
 /// version; `CLIENT SETINFO` is deliberately absent: Redis 7.0 rejects it).
 const CONNECT: &str = "+ping +hello +auth +client|setname +client|id +info";
@@ -114,7 +119,7 @@ pub fn rule(
             let meta = patterns("apimeta:", &projects, ":*").replace('~', "%R~");
             let _ = write!(
                 line,
-                " ({docs} +json.get +json.set +json.mset +exists) ({sets} +zadd +zrange) ({meta} +hmget) (%W~audit:admin +xadd)"
+                " ({docs} +json.get +json.set +json.mset +exists) ({sets} {INDEX_COMMANDS}) ({meta} +hmget) (%W~audit:admin +xadd)"
             );
         }
     }
@@ -153,7 +158,7 @@ mod tests {
         assert!(
             line.contains("~project:alpha ~apikey:alpha:* +json.get +json.set +json.mset +exists")
         );
-        assert!(line.contains("(~apiprojectkeys:alpha +zadd +zrange)"));
+        assert!(line.contains("(~apiprojectkeys:alpha +zadd +zrange +type +sadd +smembers)"));
         assert!(line.contains("(%R~apimeta:alpha:* +hmget)"));
         assert!(line.contains("(%W~audit:admin +xadd)"));
         assert!(!line.contains("audit:keylookup"));

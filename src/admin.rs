@@ -247,6 +247,11 @@ pub struct KeyOut {
     /// working; otherwise `null`.
     pub previous_expires_at: Option<f64>,
     pub updated_at: Option<f64>,
+    /// Listed only: `true` when the key's document cannot be read (it cannot
+    /// validate; only `key_id` and the usage are real, and it shows as
+    /// disabled). Absent otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unreadable: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -465,6 +470,7 @@ fn key_out((doc, meta): (KeyDoc, KeyMeta)) -> KeyOut {
         expires_at: doc.expires_at,
         usage_count: meta.usage_count,
         last_used: meta.last_used,
+        unreadable: doc.unreadable,
     }
 }
 

@@ -2,7 +2,8 @@
 //! and validated at start-up. No other module reads the environment.
 //!
 //! Every secret (`KEYWARD_REDIS_URL`, `KEYWARD_ADMIN_REDIS_URL`,
-//! `KEYWARD_ADMIN_TOKEN`) can also come from a file named by `<NAME>_FILE`,
+//! `KEYWARD_ADMIN_TOKEN`, and `keyward migrate`'s `KEYWARD_MIGRATE_REDIS_URL`
+//! in [`MigrateConfig`]) can also come from a file named by `<NAME>_FILE`,
 //! for mounted secrets. An error names the variable at fault, so a bad
 //! deployment stops with one clear line.
 //!
@@ -87,6 +88,10 @@ pub struct Config {
     pub default_rate_limit: u64,
     /// Approximate cap (XADD MAXLEN ~) of each audit stream.
     pub audit_maxlen: u64,
+    /// Anonymous denials (`malformed`, `not_found`, `forbidden`) audited one
+    /// entry each per second, per instance; past it they are summarized
+    /// (see `audit`).
+    pub audit_anonymous_per_second: u64,
     /// Deadline for each Redis command; past it the request fails closed.
     pub redis_timeout: Duration,
     /// Connections in each Redis pool.
@@ -148,6 +153,7 @@ impl Config {
             auth_query_param: env.get("KEYWARD_AUTH_QUERY_PARAM"),
             default_rate_limit: env.parse("KEYWARD_DEFAULT_RATE_LIMIT", "100")?,
             audit_maxlen: env.parse("KEYWARD_AUDIT_MAXLEN", "1000000")?,
+            audit_anonymous_per_second: env.parse("KEYWARD_AUDIT_ANONYMOUS_PER_SECOND", "20")?,
             redis_timeout: env.millis("KEYWARD_REDIS_TIMEOUT_MS", "1000")?,
             redis_pool_size: env.parse("KEYWARD_REDIS_POOL_SIZE", "4")?,
             request_timeout: env.millis("KEYWARD_REQUEST_TIMEOUT_MS", "5000")?,
@@ -254,6 +260,52 @@ impl Config {
     }
 }
 
+/// What `keyward migrate` needs: the `migrator` user's Redis URL, never
+/// from the command line (it holds a password).
+#[derive(Debug, Clone)]
+pub struct MigrateConfig {
+    /// From `--redis-url-file`, else `KEYWARD_MIGRATE_REDIS_URL` or
+    /// `KEYWARD_MIGRATE_REDIS_URL_FILE`.
+    pub redis_url: SecretString,
+    /// Deadline of each Redis command; migration commands move chunks of
+    /// ids, so it is longer than the service's.
+    pub redis_timeout: Duration,
+}
+
+impl MigrateConfig {
+    pub fn from_env(url_file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok(), url_file)
+    }
+
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+        url_file: Option<&std::path::Path>,
+    ) -> Result<Self, ConfigError> {
+        const VAR: &str = "KEYWARD_MIGRATE_REDIS_URL";
+        let redis_url = match url_file {
+            Some(path) => {
+                let path = path.display().to_string();
+                let file =
+                    |name: &str| (name == "KEYWARD_MIGRATE_REDIS_URL_FILE").then(|| path.clone());
+                Env(&file).secret(VAR, "KEYWARD_MIGRATE_REDIS_URL_FILE")?
+            }
+            None => Env(&lookup).secret(VAR, "KEYWARD_MIGRATE_REDIS_URL_FILE")?,
+        }
+        .ok_or_else(|| {
+            bad(
+                VAR,
+                "is required (or KEYWARD_MIGRATE_REDIS_URL_FILE, or --redis-url-file): \
+                 redis://migrator:<password>@host:port",
+            )
+        })?;
+        check_redis_url(VAR, &redis_url)?;
+        Ok(Self {
+            redis_url,
+            redis_timeout: Duration::from_secs(10),
+        })
+    }
+}
+
 fn check_redis_url(var: &'static str, url: &SecretString) -> Result<(), ConfigError> {
     let url = url.expose_secret();
     let scheme_ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
@@ -344,6 +396,7 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(c.default_rate_limit, 100);
         assert_eq!(c.audit_maxlen, 1_000_000);
+        assert_eq!(c.audit_anonymous_per_second, 20);
         assert_eq!(c.redis_timeout, Duration::from_secs(1));
         assert_eq!(
             c.argon2,
@@ -396,6 +449,32 @@ mod tests {
             let err = load(vars).unwrap_err();
             assert_eq!(err.var, *var, "vars: {vars:?}");
         }
+    }
+
+    #[test]
+    fn the_migrator_url_comes_from_a_file_or_the_environment_never_the_command_line() {
+        let err = MigrateConfig::from_lookup(|_| None, None).unwrap_err();
+        assert_eq!(err.var, "KEYWARD_MIGRATE_REDIS_URL");
+        let env = |name: &str| {
+            (name == "KEYWARD_MIGRATE_REDIS_URL").then(|| "redis://migrator:pw@127.0.0.1:1".into())
+        };
+        let c = MigrateConfig::from_lookup(env, None).unwrap();
+        assert_eq!(
+            c.redis_url.expose_secret(),
+            "redis://migrator:pw@127.0.0.1:1"
+        );
+
+        let file = std::env::temp_dir().join(format!("keyward-migrate-{}", std::process::id()));
+        std::fs::write(&file, "redis://migrator:pw2@127.0.0.1:2\n").unwrap();
+        let c = MigrateConfig::from_lookup(|_| None, Some(&file)).unwrap();
+        assert_eq!(
+            c.redis_url.expose_secret(),
+            "redis://migrator:pw2@127.0.0.1:2"
+        );
+        std::fs::write(&file, "http://migrator:hunter2@x").unwrap();
+        let err = MigrateConfig::from_lookup(|_| None, Some(&file)).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"));
+        std::fs::remove_file(file).unwrap();
     }
 
     #[test]

@@ -46,6 +46,10 @@ pub enum Error {
     MethodNotAllowed,
     #[error("project already exists")]
     ProjectExists,
+    /// The activity read needs a monitor Redis user that may read
+    /// `audit:keylookup`; the message says how to configure one.
+    #[error("{0}")]
+    ActivityUnavailable(&'static str),
     /// The operation needs an enabled key.
     #[error("the key is disabled")]
     KeyDisabled,
@@ -80,7 +84,10 @@ impl Error {
             Error::ProjectNotFound | Error::KeyNotFound | Error::RouteNotFound => {
                 StatusCode::NOT_FOUND
             }
-            Error::ProjectExists | Error::KeyDisabled | Error::Unreadable => StatusCode::CONFLICT,
+            Error::ProjectExists
+            | Error::KeyDisabled
+            | Error::Unreadable
+            | Error::ActivityUnavailable(_) => StatusCode::CONFLICT,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::Unavailable(_) | Error::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -101,6 +108,7 @@ impl Error {
             Error::RouteNotFound => "not_found",
             Error::MethodNotAllowed => "method_not_allowed",
             Error::ProjectExists => "project_exists",
+            Error::ActivityUnavailable(_) => "activity_unavailable",
             Error::KeyDisabled => "key_disabled",
             Error::Unreadable => "unreadable_data",
             Error::Unavailable(_) => "unavailable",

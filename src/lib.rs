@@ -9,6 +9,8 @@
 //! - [`validate`]: the validation pipeline (parse, load, check, verify,
 //!   scopes, rate limit, audit). [`admin`]: projects; mint, inspect, update,
 //!   rotate, revoke and list keys.
+//! - [`audit`]: which denials are anonymous, and their per-second budget of
+//!   audit entries past which they are summarized, pure.
 //! - [`key`]: the `sk-proj.<project>.<key_id>.<secret>` format, pure.
 //! - [`scope`]: what a key may do, and how granted scopes match, pure.
 //! - [`hash`]: Argon2id, its blocking-pool cap and the verified-secret cache.
@@ -17,6 +19,8 @@
 //! - [`config`], [`error`], [`telemetry`]: used by all of the above.
 //! - [`acl`]: off the request path; renders a client deployment's Redis ACL
 //!   rules for `keyward acl`.
+//! - [`migrate`]: off the request path; `keyward migrate` upgrades data the
+//!   original service wrote to keyward's layout, in place.
 //!
 //! [`run`] wires them together. `ARCHITECTURE.md` tells the same story at
 //! greater length.
@@ -24,12 +28,15 @@
 #![forbid(unsafe_code)]
 
 pub mod acl;
+pub mod activity;
 pub mod admin;
+pub mod audit;
 pub mod config;
 pub mod error;
 pub mod hash;
 pub mod http;
 pub mod key;
+pub mod migrate;
 pub mod scope;
 pub mod store;
 pub mod telemetry;

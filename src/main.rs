@@ -6,7 +6,8 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 use keyward::acl::{self, Role};
-use keyward::{config::Config, telemetry, Listeners};
+use keyward::config::{Config, MigrateConfig};
+use keyward::{telemetry, Listeners};
 
 #[derive(Parser)]
 #[command(version, about = "API-key validation for API gateways, on Redis Stack")]
@@ -35,6 +36,18 @@ enum Command {
         /// printed once on stderr.
         #[arg(long = "password-file")]
         password_files: Vec<PathBuf>,
+    },
+    /// Upgrade data the original key service wrote to keyward's layout, in
+    /// place; a dry run unless --apply. Connects as the `migrator` Redis
+    /// user, from KEYWARD_MIGRATE_REDIS_URL (or _FILE) or --redis-url-file.
+    Migrate {
+        /// Write the changes; without it, only print what would change.
+        #[arg(long)]
+        apply: bool,
+        /// A file holding the migrator user's redis:// URL (never pass a
+        /// password on the command line).
+        #[arg(long = "redis-url-file")]
+        redis_url_file: Option<PathBuf>,
     },
 }
 
@@ -70,6 +83,16 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("keyward: configuration error: {e}");
                 ExitCode::FAILURE
+            }
+        },
+        Command::Migrate {
+            apply,
+            redis_url_file,
+        } => match MigrateConfig::from_env(redis_url_file.as_deref()) {
+            Ok(config) => runtime.block_on(keyward::migrate::command(&config, apply)),
+            Err(e) => {
+                eprintln!("keyward migrate: configuration error: {e}");
+                ExitCode::from(2)
             }
         },
         Command::Acl { .. } => unreachable!("handled above"),

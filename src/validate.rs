@@ -18,7 +18,9 @@
 //!    one hash the tags allow); check scopes (a 403 never counts against the
 //!    limit); count with `INCR`; write `apimeta` and the audit entry.
 //!
-//! Every outcome leaves exactly one audit entry, written before the answer.
+//! Every outcome leaves exactly one audit entry, written before the answer,
+//! except that an anonymous denial past its per-second budget is counted
+//! into a summary entry instead (see `audit`).
 //!
 //! Every bad key is the same `Error::InvalidKey` to the caller; only the
 //! audit entry and the metric say which kind it was.
@@ -314,7 +316,10 @@ impl Validator {
         let reason = match self.secret_matches(key, cache_key, &doc, bad, now).await? {
             Matched::Current => Reason::Ok,
             Matched::Previous => Reason::PreviousSecret,
-            Matched::Corrupt => return self.deny_key(Reason::Unreadable, who).await,
+            Matched::Corrupt => {
+                self.store.report_corrupt_hash(who.project, who.key_id);
+                return self.deny_key(Reason::Unreadable, who).await;
+            }
             Matched::No => {
                 let audit = audit(
                     who.project.as_str(),
@@ -470,12 +475,32 @@ impl Validator {
             who.origin,
         );
         count(reason);
-        self.store.record_denial(Some(entry), counter).await
+        self.record(reason, entry, counter).await
+    }
+
+    /// Writes a denial's audit entry (unless it is anonymous and past this
+    /// second's budget: then it is only counted into a summary, see `audit`)
+    /// and its counter adjustment. If the entry cannot be written the caller
+    /// gets a 503, never an unaudited answer.
+    async fn record(
+        &self,
+        reason: Reason,
+        entry: Audit<'_>,
+        counter: Option<Counter<'_>>,
+    ) -> Result<()> {
+        let entry = self
+            .store
+            .audit_budget()
+            .admit(reason.as_str())
+            .then_some(entry);
+        if entry.is_none() && counter.is_none() {
+            return Ok(());
+        }
+        self.store.record_denial(entry, counter).await
     }
 
     /// Counts and audits a denial (and adjusts `counter`), then answers
-    /// `InvalidKey`. If the audit entry cannot be written the caller gets a
-    /// 503, never an unaudited answer.
+    /// `InvalidKey`.
     async fn deny(
         &self,
         reason: Reason,
@@ -483,7 +508,7 @@ impl Validator {
         counter: Option<Counter<'_>>,
     ) -> Result<Validated> {
         count(reason);
-        self.store.record_denial(Some(entry), counter).await?;
+        self.record(reason, entry, counter).await?;
         Err(Error::InvalidKey)
     }
 

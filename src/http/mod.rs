@@ -6,8 +6,10 @@
 //! deadline, logging of server-side error detail), panic catching, and a
 //! 64 KiB body limit.
 
+mod activity;
 mod admin;
 mod auth;
+mod console;
 mod extract;
 mod ops;
 mod validate;
@@ -83,7 +85,11 @@ pub fn router(state: AppState, separate_metrics: bool) -> Router {
             .route("/v1/get-key", get(admin::get_key))
             .route("/v1/update-key", post(admin::update_key))
             .route("/v1/rotate-key", post(admin::rotate_key))
-            .route("/v1/list-keys", get(admin::list_keys));
+            .route("/v1/list-keys", get(admin::list_keys))
+            .route("/v1/activity", get(activity::activity))
+            .route("/admin", get(console::redirect))
+            .route("/admin/", get(console::index))
+            .route("/admin/{file}", get(console::asset));
     }
     if !separate_metrics {
         router = router.route("/metrics", get(ops::metrics));

@@ -1,13 +1,21 @@
 //! The admin path's commands, with the `manager` user. Every write is
 //! followed by its `audit:admin` entry.
+//!
+//! A project's index is normally a sorted set (ids at score 0, paged by
+//! `ZRANGE BYLEX`); in a deployment adopted from the original service it may
+//! be a plain set, which is read and written as a set (`SMEMBERS`, `SADD`)
+//! and never converted here: the old service may still be writing it. Only
+//! `keyward migrate` converts it. Any other type is unreadable data (409).
 
 use fred::prelude::{
-    HashesInterface, KeysInterface, Pool, RedisJsonInterface, SortedSetsInterface, StreamsInterface,
+    HashesInterface, KeysInterface, Pool, RedisJsonInterface, SetsInterface, SortedSetsInterface,
+    StreamsInterface, Value,
 };
 use fred::types::sorted_sets::{ZRange, ZRangeBound, ZRangeKind, ZSort};
 use fred::types::SetOptions;
 
-use super::{is_noperm, key_doc, names, now, send, send_all, unavailable, Store, NO_FMT, ROOT};
+use super::{data_error, is_noperm, is_wrongtype, key_doc, names, now, report_unreadable};
+use super::{send, unavailable, Store, NO_FMT, ROOT};
 use super::{KeyDoc, KeyMeta, KeyPage, ProjectDoc};
 use crate::error::{Error, Result};
 use crate::key::{KeyId, ProjectId};
@@ -21,6 +29,27 @@ fn or_not_found(not_found: Error) -> impl FnOnce(fred::prelude::Error) -> Error 
             unavailable(e)
         }
     }
+}
+
+/// How many times an index operation is retried when the index changes
+/// type under it (`keyward migrate` converting it meanwhile).
+const INDEX_ATTEMPTS: usize = 3;
+
+/// What a project's index is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Index {
+    Sorted,
+    Set,
+    /// No index yet: the project has no keys.
+    Missing,
+}
+
+fn unreadable_index(redis_key: &str, kind: &str) -> Error {
+    report_unreadable(
+        redis_key,
+        &format!("a project's index must be a sorted set or a set, not a {kind}"),
+    );
+    Error::Unreadable
 }
 
 fn meta_from(fields: Vec<Option<String>>) -> KeyMeta {
@@ -71,11 +100,16 @@ impl Store {
         let project =
             ProjectId::parse(&doc.project_id).map_err(|e| Error::InvalidRequest(e.to_string()))?;
         let json = serde_json::to_string(doc).map_err(|e| Error::Internal(e.to_string()))?;
-        let created: Option<String> = self
+        let key = names::project(&project);
+        let created: Option<String> = match self
             .admin()?
-            .json_set(names::project(&project), "$", json, Some(SetOptions::NX))
+            .json_set(&key, "$", json, Some(SetOptions::NX))
             .await
-            .map_err(or_not_found(Error::ProjectNotFound))?;
+        {
+            Ok(created) => created,
+            Err(e) if is_noperm(&e) => return Err(Error::ProjectNotFound),
+            Err(e) => return Err(data_error(&key, e)),
+        };
         if created.is_none() {
             return Ok(false);
         }
@@ -84,62 +118,91 @@ impl Store {
     }
 
     /// The project's document; `None` if it does not exist or this
-    /// deployment may not read it.
+    /// deployment may not read it. A document that cannot be read is
+    /// `Error::Unreadable` (logged).
     pub async fn get_project(&self, project: &ProjectId) -> Result<Option<ProjectDoc>> {
+        let key = names::project(project);
         let raw: Option<String> = match self
             .admin()?
-            .json_get(names::project(project), NO_FMT, NO_FMT, NO_FMT, ROOT)
+            .json_get(&key, NO_FMT, NO_FMT, NO_FMT, ROOT)
             .await
         {
             Ok(raw) => raw,
             Err(e) if is_noperm(&e) => None,
-            Err(e) => return Err(unavailable(e)),
+            Err(e) => return Err(data_error(&key, e)),
         };
         raw.map(|s| {
-            serde_json::from_str(&s).map_err(|e| Error::Internal(format!("project:{project}: {e}")))
+            serde_json::from_str(&s).map_err(|e| {
+                report_unreadable(&key, &super::parse_problem("a project document", &e));
+                Error::Unreadable
+            })
         })
         .transpose()
     }
 
-    /// Stores a new key; `false` if the key id is taken (never overwrites).
+    /// The type of the project's index; another type than a set or a
+    /// sorted set is `Error::Unreadable` (logged).
+    async fn index(&self, admin: &Pool, project: &ProjectId) -> Result<Index> {
+        let key = names::keyset(project);
+        let kind: String = admin
+            .r#type(&key)
+            .await
+            .map_err(or_not_found(Error::ProjectNotFound))?;
+        match kind.as_str() {
+            "zset" => Ok(Index::Sorted),
+            "set" => Ok(Index::Set),
+            "none" => Ok(Index::Missing),
+            other => Err(unreadable_index(&key, other)),
+        }
+    }
+
+    /// Adds `key_id` to the project's index as the index is (`kind`, as
+    /// last seen): `SADD` to a plain set, `ZADD` (score 0) to a sorted set or
+    /// a missing index.
+    async fn index_add(
+        &self,
+        admin: &Pool,
+        project: &ProjectId,
+        mut kind: Index,
+        key_id: &str,
+    ) -> Result<()> {
+        let key = names::keyset(project);
+        for _ in 0..INDEX_ATTEMPTS {
+            let added: Result<(), _> = match kind {
+                Index::Set => admin.sadd(&key, key_id).await,
+                Index::Sorted | Index::Missing => {
+                    admin
+                        .zadd(&key, None, None, false, false, (0.0, key_id))
+                        .await
+                }
+            };
+            match added {
+                Ok(()) => return Ok(()),
+                // Converted between TYPE and the write: look again.
+                Err(e) if is_wrongtype(&e) => kind = self.index(admin, project).await?,
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        Err(Error::Unavailable(format!("{key} keeps changing type")))
+    }
+
+    /// Stores a new key and adds it to the project's index (a set or a
+    /// sorted set, as it is); `false` if the key id is taken (never
+    /// overwrites). An index of another type fails before anything is written.
     pub async fn insert_key(&self, project: &ProjectId, doc: &KeyDoc) -> Result<bool> {
         let admin = self.admin()?;
+        let kind = self.index(admin, project).await?;
         let json = serde_json::to_string(doc).map_err(|e| Error::Internal(e.to_string()))?;
+        let key = names::apikey(project.as_str(), &doc.key_id);
         let created: Option<String> = admin
-            .json_set(
-                names::apikey(project.as_str(), &doc.key_id),
-                "$",
-                json,
-                Some(SetOptions::NX),
-            )
+            .json_set(&key, "$", json, Some(SetOptions::NX))
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| data_error(&key, e))?;
         if created.is_none() {
             return Ok(false);
         }
-        let pipe = admin.next().pipeline();
-        let _: () = pipe
-            .zadd(
-                names::keyset(project),
-                None,
-                None,
-                false,
-                false,
-                (0.0, doc.key_id.as_str()),
-            )
-            .await
-            .map_err(unavailable)?;
-        let _: () = pipe
-            .xadd(
-                names::AUDIT_ADMIN,
-                false,
-                self.audit_cap(),
-                "*",
-                self.admin_audit_fields("mint", project, &doc.key_id),
-            )
-            .await
-            .map_err(unavailable)?;
-        send_all(pipe, 2).await?;
+        self.index_add(admin, project, kind, &doc.key_id).await?;
+        self.admin_audit("mint", project, &doc.key_id).await?;
         Ok(true)
     }
 
@@ -170,8 +233,11 @@ impl Store {
             .map_err(|_| Error::Internal("get-key pipeline result count".into()))?;
         let raw: Option<String> = match doc {
             Err(e) if is_noperm(&e) => None,
-            Err(e) => return Err(unavailable(e)),
-            Ok(v) => v.convert().map_err(|_| Error::Unreadable)?,
+            Err(e) => return Err(data_error(&doc_key, e)),
+            Ok(v) => v.convert().map_err(|_| {
+                report_unreadable(&doc_key, "JSON.GET did not answer with text");
+                Error::Unreadable
+            })?,
         };
         let Some(raw) = raw else { return Ok(None) };
         let doc = key_doc(&doc_key, &raw).ok_or(Error::Unreadable)?;
@@ -181,7 +247,9 @@ impl Store {
 
     /// Sets `fields` (name, JSON value) of an existing key document in one
     /// atomic `JSON.MSET`, then audits `action`. `false` if there is no such
-    /// key. Fields not named are left as they are, unknown ones included.
+    /// key; `Error::Unreadable` if its document cannot be read (nothing is
+    /// written to it then). Fields not named are left as they are, unknown
+    /// ones included.
     pub async fn set_key_fields(
         &self,
         project: &ProjectId,
@@ -191,19 +259,31 @@ impl Store {
     ) -> Result<bool> {
         let admin = self.admin()?;
         let key = names::apikey(project.as_str(), key_id.as_str());
-        let exists: u64 = admin
-            .exists(&key)
-            .await
-            .map_err(or_not_found(Error::KeyNotFound))?;
-        if exists == 0 {
-            return Ok(false);
+        let raw: Option<Value> = match admin.json_get(&key, NO_FMT, NO_FMT, NO_FMT, ROOT).await {
+            Ok(raw) => raw,
+            Err(e) if is_noperm(&e) => return Err(Error::KeyNotFound),
+            Err(e) => return Err(data_error(&key, e)),
+        };
+        let Some(raw) = raw else { return Ok(false) };
+        let readable = match raw.as_str() {
+            Some(raw) => key_doc(&key, &raw).is_some(), // logged when not
+            None => {
+                report_unreadable(&key, "JSON.GET did not answer with text");
+                false
+            }
+        };
+        if !readable {
+            return Err(Error::Unreadable);
         }
         if !fields.is_empty() {
             let values = fields
                 .iter()
                 .map(|(name, value)| (key.as_str(), format!("$.{name}"), value.to_string()))
                 .collect();
-            let _: () = admin.json_mset(values).await.map_err(unavailable)?;
+            let _: () = admin
+                .json_mset(values)
+                .await
+                .map_err(|e| data_error(&key, e))?;
         }
         self.admin_audit(action, project, key_id.as_str()).await?;
         Ok(true)
@@ -211,9 +291,10 @@ impl Store {
 
     /// One page of the project's keys in key-id order, after `cursor`.
     ///
-    /// Paging walks the sorted set lexicographically from the last id seen,
-    /// so every key that exists for the whole walk is returned exactly once,
-    /// whatever is minted meanwhile.
+    /// Paging walks the index in byte order from the last id seen, so every
+    /// key that exists for the whole walk is returned exactly once, whatever
+    /// is minted meanwhile. A key whose document cannot be read is listed as
+    /// a placeholder marked `unreadable`, never dropped.
     pub async fn list_keys(
         &self,
         project: &ProjectId,
@@ -221,36 +302,11 @@ impl Store {
         limit: u64,
     ) -> Result<KeyPage> {
         let admin = self.admin()?;
-        let min = match cursor {
-            Some(c) => ZRange {
-                kind: ZRangeKind::Exclusive,
-                range: ZRangeBound::Lex(c.to_string()),
-            },
-            None => ZRange {
-                kind: ZRangeKind::Inclusive,
-                range: ZRangeBound::NegInfinityLex,
-            },
-        };
-        let max = ZRange {
-            kind: ZRangeKind::Inclusive,
-            range: ZRangeBound::InfiniteLex,
-        };
-        let ids: Vec<String> = admin
-            .zrange(
-                names::keyset(project),
-                min,
-                max,
-                Some(ZSort::ByLex),
-                false,
-                Some((0, limit as i64)),
-                false,
-            )
-            .await
-            .map_err(unavailable)?;
+        let (ids, next) = self.index_page(admin, project, cursor, limit).await?;
         if ids.is_empty() {
             return Ok(KeyPage {
                 keys: Vec::new(),
-                next: None,
+                next,
             });
         }
         let pipe = admin.next().pipeline();
@@ -277,11 +333,24 @@ impl Store {
         let mut keys = Vec::with_capacity(ids.len());
         for (id, pair) in ids.iter().zip(results.chunks(2)) {
             let [doc, meta] = pair else { break };
-            let doc = doc.clone().map_err(unavailable)?;
-            let Some(raw) = doc.as_str() else { continue }; // deleted meanwhile
-            let Some(doc) = key_doc(&names::apikey(project.as_str(), id), &raw) else {
-                continue; // logged and counted by key_doc
+            let doc_key = names::apikey(project.as_str(), id);
+            let doc = match doc {
+                Ok(Value::Null) => continue, // deleted meanwhile: not a key
+                Ok(raw) => match raw.as_str() {
+                    // Logged and counted by key_doc when unreadable.
+                    Some(raw) => key_doc(&doc_key, &raw),
+                    None => {
+                        report_unreadable(&doc_key, "JSON.GET did not answer with text");
+                        None
+                    }
+                },
+                Err(e) if is_wrongtype(e) => {
+                    report_unreadable(&doc_key, "the key is not a JSON document");
+                    None
+                }
+                Err(e) => return Err(unavailable(e.clone())),
             };
+            let doc = doc.unwrap_or_else(|| KeyDoc::unreadable(project.as_str(), id));
             let meta = meta
                 .clone()
                 .map_err(unavailable)?
@@ -289,9 +358,101 @@ impl Store {
                 .unwrap_or_default();
             keys.push((doc, meta_from(meta)));
         }
-        let next = (ids.len() as u64 == limit)
-            .then(|| ids.last().cloned())
-            .flatten();
         Ok(KeyPage { keys, next })
+    }
+
+    /// Up to `limit` ids of the project's index after `cursor`, in byte
+    /// order, and the cursor of the next page (`None` on the last). Members
+    /// that are not key ids are logged and skipped: no key can have them.
+    async fn index_page(
+        &self,
+        admin: &Pool,
+        project: &ProjectId,
+        cursor: Option<&KeyId>,
+        limit: u64,
+    ) -> Result<(Vec<String>, Option<String>)> {
+        let key = names::keyset(project);
+        let raw = self.index_range(admin, &key, cursor, limit).await?;
+        let full = raw.len() as u64 >= limit;
+        let (ids, junk): (Vec<String>, Vec<String>) =
+            raw.into_iter().partition(|id| KeyId::parse(id).is_ok());
+        if !junk.is_empty() {
+            report_unreadable(
+                &key,
+                &format!("{} members are not key ids; skipped", junk.len()),
+            );
+        }
+        let next = match (full, ids.last()) {
+            (false, _) => None,
+            (true, Some(last)) => Some(last.clone()),
+            // A whole page of junk: no cursor can be given past it.
+            (true, None) => return Err(Error::Unreadable),
+        };
+        Ok((ids, next))
+    }
+
+    /// Up to `limit` members after `cursor`, in byte order, from a sorted
+    /// set (`ZRANGE BYLEX`) or a plain set (`SMEMBERS`, sorted here: O(n)
+    /// per page, until `keyward migrate` converts it).
+    async fn index_range(
+        &self,
+        admin: &Pool,
+        key: &str,
+        cursor: Option<&KeyId>,
+        limit: u64,
+    ) -> Result<Vec<String>> {
+        let not_found = |e| or_not_found(Error::ProjectNotFound)(e);
+        for _ in 0..INDEX_ATTEMPTS {
+            let min = match cursor {
+                Some(c) => ZRange {
+                    kind: ZRangeKind::Exclusive,
+                    range: ZRangeBound::Lex(c.to_string()),
+                },
+                None => ZRange {
+                    kind: ZRangeKind::Inclusive,
+                    range: ZRangeBound::NegInfinityLex,
+                },
+            };
+            let max = ZRange {
+                kind: ZRangeKind::Inclusive,
+                range: ZRangeBound::InfiniteLex,
+            };
+            // The sorted set is the common case: one round trip.
+            match admin
+                .zrange(
+                    key,
+                    min,
+                    max,
+                    Some(ZSort::ByLex),
+                    false,
+                    Some((0, limit as i64)),
+                    false,
+                )
+                .await
+            {
+                Ok(ids) => return Ok(ids),
+                Err(e) if is_wrongtype(&e) => {}
+                Err(e) => return Err(not_found(e)),
+            }
+            match admin.smembers::<Vec<String>, _>(key).await {
+                Ok(mut ids) => {
+                    ids.sort_unstable();
+                    let after = cursor.map_or("", |c| c.as_str());
+                    return Ok(ids
+                        .into_iter()
+                        .filter(|id| id.as_str() > after)
+                        .take(limit as usize)
+                        .collect());
+                }
+                Err(e) if is_wrongtype(&e) => {}
+                Err(e) => return Err(not_found(e)),
+            }
+            // Neither: of another type, or converted between the two reads.
+            let kind: String = admin.r#type(key).await.map_err(not_found)?;
+            if kind != "zset" && kind != "set" {
+                return Err(unreadable_index(key, &kind));
+            }
+        }
+        Err(Error::Unavailable(format!("{key} keeps changing type")))
     }
 }

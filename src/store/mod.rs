@@ -8,7 +8,7 @@
 //! |---|---|
 //! | `project:<project_id>` | JSON [`ProjectDoc`] |
 //! | `apikey:<project_id>:<key_id>` | JSON [`KeyDoc`] |
-//! | `apiprojectkeys:<project_id>` | sorted set of key ids, all score 0 (lexicographic paging) |
+//! | `apiprojectkeys:<project_id>` | sorted set of key ids, all score 0 (lexicographic paging); a plain set where the original service wrote it |
 //! | `apimeta:<project_id>:<key_id>` | hash: `usage_count`, `last_used` |
 //! | `audit:keylookup`, `audit:admin` | streams, capped with `MAXLEN ~` |
 //! | `ratelimit:key:<project_id>:<key_id>:<minute>` | right-secret validations this minute |
@@ -22,8 +22,19 @@
 //! samples the audit streams. A command the user may not run comes back from
 //! Redis as `NOPERM`; for reads we map it to "forbidden" or "not found" as the
 //! caller needs, never to a 5xx.
+//!
+//! Data keyward did not write (the original service's, or anyone's) is read
+//! as it is where it can be: a plain set as a project's index, documents
+//! without newer fields. What cannot be read at all (a key of another type,
+//! a document that does not parse) is logged with its Redis key, never its
+//! content, counted in `keyward_unreadable_documents_total`, and answered as
+//! unreadable: a 401 for a validation, a 409 for an admin call.
+//!
+//! `migrate.rs` holds `keyward migrate`'s commands, with the `migrator` user.
 
+pub mod activity;
 mod admin;
+pub mod migrate;
 pub mod model;
 pub mod names;
 mod validation;
@@ -35,7 +46,10 @@ use fred::prelude::{
 };
 use fred::types::ExpireOptions;
 use secrecy::ExposeSecret;
+use std::sync::Arc;
+use std::time::Duration;
 
+use crate::audit;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::telemetry::metric;
@@ -63,15 +77,57 @@ fn is_noperm(e: &FredError) -> bool {
     e.details().starts_with("NOPERM")
 }
 
+/// Whether a command met a key of another type than it works on. Redis says
+/// `WRONGTYPE`; RedisJSON's commands say "Existing key has wrong Redis type".
+fn is_wrongtype(e: &FredError) -> bool {
+    let details = e.details();
+    details.starts_with("WRONGTYPE") || details.contains("wrong Redis type")
+}
+
+/// Logs and counts data keyward cannot read, naming its Redis key and what
+/// is wrong with it (never its content).
+fn report_unreadable(redis_key: &str, problem: &str) {
+    metrics::counter!(metric::UNREADABLE_DOCUMENTS).increment(1);
+    tracing::error!(redis_key, problem, "unreadable data in Redis");
+}
+
+/// A failed command on `redis_key`: a key of the wrong type is unreadable
+/// data (409 for admin calls), anything else a 503.
+fn data_error(redis_key: &str, e: FredError) -> Error {
+    if is_wrongtype(&e) {
+        report_unreadable(redis_key, "the key has another type than keyward expects");
+        return Error::Unreadable;
+    }
+    unavailable(e)
+}
+
+/// Why a document did not parse, without its content: serde's messages
+/// quote the offending value ("invalid type: string \"...\""), so only a
+/// missing field (a name of ours) is named; otherwise the kind and position.
+fn parse_problem(what: &str, e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    if message.starts_with("missing field") {
+        return format!("not {what}: {message}");
+    }
+    let kind = match e.classify() {
+        serde_json::error::Category::Data => "a field of the wrong type or value",
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "not JSON",
+        serde_json::error::Category::Io => "unreadable",
+    };
+    format!(
+        "not {what}: {kind} at line {} column {}",
+        e.line(),
+        e.column()
+    )
+}
+
 /// Parses a key document read from `redis_key`. A document keyward cannot
 /// read is logged with its Redis key (never its content) and counted.
 fn key_doc(redis_key: &str, raw: &str) -> Option<KeyDoc> {
     match serde_json::from_str::<KeyDoc>(raw) {
         Ok(doc) => Some(doc),
         Err(e) => {
-            metrics::counter!(metric::UNREADABLE_DOCUMENTS).increment(1);
-            // serde's message names the field and position, not the value.
-            tracing::error!(redis_key, error = %e, "unreadable key document");
+            report_unreadable(redis_key, &parse_problem("a key document", &e));
             None
         }
     }
@@ -117,12 +173,32 @@ pub struct Store {
     monitor: Option<Pool>,
     client_name: String,
     audit_maxlen: u64,
+    /// Anonymous denials' audit budget and the summaries it owes.
+    audit_budget: Arc<audit::Budget>,
+    /// Writes those summaries every second; stopped when the last handle
+    /// to the store (other than the flusher's own) is dropped, or by `quit`.
+    flusher: Arc<Flusher>,
+}
+
+/// Aborts the summary flusher task when dropped.
+#[derive(Default)]
+struct Flusher(Option<tokio::task::AbortHandle>);
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
+    }
 }
 
 async fn connect(url: &str, config: &Config, what: &str) -> Result<Pool> {
+    connect_url(url, config.redis_timeout, config.redis_pool_size, what).await
+}
+
+async fn connect_url(url: &str, timeout: Duration, size: usize, what: &str) -> Result<Pool> {
     let fred_config = FredConfig::from_url(url)
         .map_err(|e| Error::Internal(format!("{what} Redis URL is invalid: {}", e.details())))?;
-    let timeout = config.redis_timeout;
     let pool = Builder::from_config(fred_config)
         .with_performance_config(|p| p.default_command_timeout = timeout)
         .with_connection_config(|c| {
@@ -133,7 +209,7 @@ async fn connect(url: &str, config: &Config, what: &str) -> Result<Pool> {
             c.max_command_attempts = 1;
         })
         .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
-        .build_pool(config.redis_pool_size)
+        .build_pool(size)
         .map_err(|e| Error::Internal(format!("{what} Redis pool: {e}")))?;
     pool.init().await.map_err(|e| {
         Error::Unavailable(format!("cannot connect to Redis as the {what} user: {e}"))
@@ -160,17 +236,36 @@ impl Store {
             Some(url) => Some(connect(url.expose_secret(), config, "monitor").await?),
             None => None,
         };
-        Ok(Self {
+        let mut store = Self {
             pool,
             monitor,
             admin,
             client_name: config.client_name.clone(),
             audit_maxlen: config.audit_maxlen,
-        })
+            audit_budget: Arc::new(audit::Budget::new(config.audit_anonymous_per_second)),
+            flusher: Arc::default(),
+        };
+        // The task's own handle carries no abort guard, so the store's
+        // handles going away (or `quit`) stops it.
+        let task = tokio::spawn(store.clone().flush_summaries_every_second());
+        store.flusher = Arc::new(Flusher(Some(task.abort_handle())));
+        Ok(store)
     }
 
-    /// Closes the connections after a last flush of anything queued.
+    /// The audit budget for anonymous denials (see `audit`).
+    pub fn audit_budget(&self) -> &audit::Budget {
+        &self.audit_budget
+    }
+
+    /// Closes the connections after a last flush of anything queued,
+    /// audit summaries included.
     pub async fn quit(&self) {
+        if let Some(task) = &self.flusher.0 {
+            task.abort();
+        }
+        if let Err(e) = self.flush_summaries(true).await {
+            tracing::error!(error = %e, "audit summaries lost at shutdown");
+        }
         for pool in [Some(&self.pool), self.admin.as_ref(), self.monitor.as_ref()]
             .into_iter()
             .flatten()

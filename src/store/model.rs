@@ -9,12 +9,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::key::{KeyId, ProjectId};
 
-/// The `project:<project_id>` document.
+/// The `project:<project_id>` document (the original service wrote the
+/// same shape; all but the id default when absent).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ProjectDoc {
     pub project_id: String,
+    #[serde(default)]
     pub label: String,
+    #[serde(default)]
     pub owner: String,
+    #[serde(default)]
     pub created_at: f64,
 }
 
@@ -29,10 +33,13 @@ pub struct KeyDoc {
     pub project_id: String,
     #[serde(default)]
     pub owner: String,
-    /// Absent from the original service's documents: read as `""`.
+    /// Absent from the original service's documents: read as `""` rather
+    /// than `null`, so that a gateway that routes by it always gets a string
+    /// (`""`: no server named), as it does for every key keyward mints.
     #[serde(default)]
     pub server_name: String,
-    /// Any JSON; the original service always wrote a string.
+    /// Any JSON, returned as stored; the original service always wrote a
+    /// string (often JSON text), which stays a string.
     #[serde(default)]
     pub metadata: serde_json::Value,
     pub secret_hash: String,
@@ -65,9 +72,25 @@ pub struct KeyDoc {
     pub previous_expires_at: Option<f64>,
     #[serde(default)]
     pub updated_at: Option<f64>,
+    /// Not stored: set on the placeholder a listing returns for a key whose
+    /// document cannot be read (only `key_id` and `project_id` are real;
+    /// it reads as disabled because it cannot validate).
+    #[serde(skip)]
+    pub unreadable: bool,
 }
 
 impl KeyDoc {
+    /// The listing's stand-in for a key whose document cannot be read.
+    pub fn unreadable(project_id: &str, key_id: &str) -> Self {
+        Self {
+            key_id: key_id.to_owned(),
+            project_id: project_id.to_owned(),
+            disabled: true,
+            unreadable: true,
+            ..Self::default()
+        }
+    }
+
     /// The previous secret's hash while its grace period lasts.
     pub fn previous_hash(&self, now: f64) -> Option<&str> {
         match (&self.previous_secret_hash, self.previous_expires_at) {

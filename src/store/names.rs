@@ -25,3 +25,14 @@ pub fn used(project: &ProjectId, key_id: &KeyId, minute: u64) -> String {
 pub fn bad(project: &ProjectId, key_id: &KeyId, minute: u64) -> String {
     format!("ratelimit:key:{project}:{key_id}:bad:{minute}")
 }
+
+/// `keyward migrate`'s working keys while it converts a project's plain-set
+/// index: the old set, moved aside (every id is in the index or here until
+/// the conversion ends), and the sorted set being built. Project ids have no
+/// `:`, so these can never be a project's own keys.
+pub fn migrate_backup(project: &ProjectId) -> String {
+    format!("migrate:apiprojectkeys:{project}:set")
+}
+pub fn migrate_building(project: &ProjectId) -> String {
+    format!("migrate:apiprojectkeys:{project}:zset")
+}

@@ -4,8 +4,12 @@ use fred::prelude::{
     Error as FredError, HashesInterface, KeysInterface, RedisJsonInterface, StreamsInterface, Value,
 };
 
-use super::{key_doc, names, now, send, send_all, unavailable, Store, NO_FMT, ROOT};
+use super::{
+    is_wrongtype, key_doc, names, now, report_unreadable, send, send_all, unavailable, Store,
+    NO_FMT, ROOT,
+};
 use super::{Audit, Counter, Lookup};
+use crate::audit::Summary;
 use crate::error::{Error, Result};
 use crate::key::{KeyId, ProjectId};
 
@@ -158,6 +162,85 @@ impl Store {
         }
         send_all(pipe, commands).await
     }
+
+    /// Logs and counts a key whose stored hash is not a PHC string, found
+    /// while verifying a secret (the document itself parsed).
+    pub fn report_corrupt_hash(&self, project: &ProjectId, key_id: &KeyId) {
+        let redis_key = names::apikey(project.as_str(), key_id.as_str());
+        report_unreadable(&redis_key, "secret_hash is not an Argon2 PHC string");
+    }
+
+    /// Writes the anonymous-denial summaries that are due (see `audit`):
+    /// those of seconds that are over, or all of them when `all`. Summaries
+    /// that cannot be written are kept for the next attempt.
+    pub async fn flush_summaries(&self, all: bool) -> Result<()> {
+        let due = self.audit_budget.take_due(all);
+        if due.is_empty() {
+            return Ok(());
+        }
+        let pipe = self.pool.next().pipeline();
+        for summary in &due {
+            if let Err(e) = self.queue_summary(&pipe, summary).await {
+                self.audit_budget.put_back(&due);
+                return Err(e);
+            }
+        }
+        let results = match send(pipe, due.len()).await {
+            Ok(results) => results,
+            Err(e) => {
+                self.audit_budget.put_back(&due);
+                return Err(e);
+            }
+        };
+        // Put back exactly those that failed: none is written twice.
+        let failed: Vec<Summary> = due
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_err())
+            .map(|(s, _)| *s)
+            .collect();
+        if failed.is_empty() {
+            return Ok(());
+        }
+        self.audit_budget.put_back(&failed);
+        Err(Error::Unavailable(format!(
+            "{} audit summaries not written",
+            failed.len()
+        )))
+    }
+
+    async fn queue_summary(
+        &self,
+        pipe: &fred::clients::Pipeline<fred::clients::Client>,
+        summary: &Summary,
+    ) -> Result<()> {
+        let fields = vec![
+            ("ts", now().to_string()),
+            ("project_id", String::new()),
+            ("key_id", String::new()),
+            ("result", "denied".to_owned()),
+            ("reason", summary.reason.to_owned()),
+            ("client", self.client_name.clone()),
+            ("summary", "1".to_owned()),
+            ("second", summary.second.to_string()),
+            ("count", summary.count.to_string()),
+        ];
+        pipe.xadd::<(), _, _, _, _>(names::AUDIT_KEYLOOKUP, false, self.audit_cap(), "*", fields)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// The flusher task: summaries of each second, about a second later.
+    pub(super) async fn flush_summaries_every_second(self) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.flush_summaries(false).await {
+                tracing::warn!(error = %e, "audit summaries not written yet; retrying");
+            }
+        }
+    }
 }
 
 async fn queue_doc(
@@ -174,15 +257,19 @@ fn read_doc(doc_key: &str, doc: Result<Value, FredError>) -> Result<Lookup> {
     let raw = match doc {
         Err(e) if super::is_noperm(&e) => return Ok(Lookup::Forbidden),
         // A key of another type than JSON: not a key document.
-        Err(e) if e.details().starts_with("WRONGTYPE") => {
-            tracing::error!(redis_key = doc_key, "key document is not JSON");
+        Err(e) if is_wrongtype(&e) => {
+            report_unreadable(doc_key, "the key is not a JSON document");
             return Ok(Lookup::Unreadable);
         }
         Err(e) => return Err(unavailable(e)),
         Ok(Value::Null) => return Ok(Lookup::Missing),
         Ok(value) => value,
     };
-    Ok(match raw.as_str().and_then(|raw| key_doc(doc_key, &raw)) {
+    let Some(raw) = raw.as_str() else {
+        report_unreadable(doc_key, "JSON.GET did not answer with text");
+        return Ok(Lookup::Unreadable);
+    };
+    Ok(match key_doc(doc_key, &raw) {
         Some(doc) => Lookup::Found {
             doc: Box::new(doc),
             used: 0,

@@ -1,6 +1,7 @@
 //! One integration binary; one file per area.
 
 mod admin;
+mod console;
 mod faults;
 mod forward_auth;
 mod fuzz;
@@ -8,6 +9,7 @@ mod gateways;
 mod helpers;
 mod hot_path;
 mod isolation;
+mod legacy;
 mod lifecycle;
 mod ops;
 mod validate;

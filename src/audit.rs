@@ -1,0 +1,240 @@
+//! The audit trail's budget for anonymous traffic, so that a flood cannot
+//! flush `audit:keylookup`.
+//!
+//! The stream is capped (`XADD MAXLEN ~`), so every entry written pushes the
+//! oldest out. Validations that concern an existing key (a success, a wrong
+//! secret, a disabled, expired or unreadable key, a rate limit, a missing
+//! scope, a refused address) always write one entry each: they are what the
+//! trail is for, and each names a key someone holds. *Anonymous* denials are
+//! different: anyone can send any number of them without knowing any key.
+//! They are:
+//!
+//! - `malformed`: not a key at all;
+//! - `not_found`: a well-formed key whose document does not exist;
+//! - `forbidden`: a key of a project this deployment's Redis user may not
+//!   read. Redis answers `NOPERM` before saying whether the key exists, so
+//!   its key id is as unverifiable as an unknown one, and every deployment
+//!   shares the one stream: a flood through any gateway would flush everyone's
+//!   trail if these were exempt.
+//!
+//! The rule: each keyward instance writes at most `per_second` anonymous
+//! denials per wall-clock second as entries of their own (all three reasons
+//! together). Past that, each is only counted, and every second that had any
+//! gets one summary entry per reason: `summary=1`, `second=<Unix second>`,
+//! `count=<denials not written individually>`, written by the store's
+//! flusher about a second later (and at shutdown). So anonymous traffic adds
+//! at most `per_second + 3` entries per second per instance, and the entries
+//! of a second plus its summaries' counts account for every request.
+//!
+//! A summarized denial is answered without waiting for Redis; its count waits
+//! in memory until written (kept and retried while Redis is down, lost only if
+//! the process dies first).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// The reasons that anyone can produce at will, without knowing a key.
+pub const ANONYMOUS_REASONS: [&str; 3] = ["malformed", "not_found", "forbidden"];
+
+/// Whether a denial with this audit reason is anonymous traffic.
+pub fn is_anonymous(reason: &str) -> bool {
+    ANONYMOUS_REASONS.contains(&reason)
+}
+
+/// Anonymous denials of one reason in one second that got no entry of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// The Unix second they happened in.
+    pub second: u64,
+    pub reason: &'static str,
+    pub count: u64,
+}
+
+/// One instance's budget of individual anonymous audit entries, and the
+/// counts of those over it, waiting to be written as summaries.
+pub struct Budget {
+    per_second: u64,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The second `written` counts in.
+    second: u64,
+    /// Individual anonymous entries admitted in `second`.
+    written: u64,
+    /// (second, reason) -> denials summarized, not yet handed to the flusher.
+    pending: BTreeMap<(u64, &'static str), u64>,
+}
+
+fn now_second() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Budget {
+    pub fn new(per_second: u64) -> Self {
+        Self {
+            per_second,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state is a few counters, consistent after every statement: a
+        // panic elsewhere while holding the lock cannot leave it half-done.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a denial with `reason` gets an audit entry of its own now.
+    /// Always for non-anonymous reasons; for anonymous ones while this
+    /// second's budget lasts, after which the denial is counted for its
+    /// second's summary instead.
+    pub fn admit(&self, reason: &'static str) -> bool {
+        self.admit_at(reason, now_second())
+    }
+
+    pub fn admit_at(&self, reason: &'static str, second: u64) -> bool {
+        if !is_anonymous(reason) {
+            return true;
+        }
+        let mut state = self.state();
+        // A thread that read the clock just before another one's new second
+        // counts in that new second: a window never reopens.
+        let second = second.max(state.second);
+        if state.second != second {
+            state.second = second;
+            state.written = 0;
+        }
+        if state.written < self.per_second {
+            state.written += 1;
+            return true;
+        }
+        *state.pending.entry((second, reason)).or_default() += 1;
+        false
+    }
+
+    /// Takes the summaries of seconds that are over (before `now`), or of
+    /// every second when `all` (at shutdown), oldest first.
+    pub fn take_due(&self, all: bool) -> Vec<Summary> {
+        self.take_due_at(now_second(), all)
+    }
+
+    pub fn take_due_at(&self, now: u64, all: bool) -> Vec<Summary> {
+        let mut state = self.state();
+        let keep = if all {
+            BTreeMap::new()
+        } else {
+            state.pending.split_off(&(now, ""))
+        };
+        std::mem::replace(&mut state.pending, keep)
+            .into_iter()
+            .map(|((second, reason), count)| Summary {
+                second,
+                reason,
+                count,
+            })
+            .collect()
+    }
+
+    /// Hands back summaries that could not be written, to be retried.
+    pub fn put_back(&self, summaries: &[Summary]) {
+        let mut state = self.state();
+        for s in summaries {
+            *state.pending.entry((s.second, s.reason)).or_default() += s.count;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyed_outcomes_are_always_admitted() {
+        let budget = Budget::new(0);
+        for reason in ["ok", "bad_secret", "disabled", "expired", "unreadable"] {
+            assert!(budget.admit_at(reason, 10), "{reason}");
+        }
+        assert!(budget.take_due_at(11, true).is_empty());
+    }
+
+    #[test]
+    fn anonymous_denials_past_the_budget_are_counted_per_reason_and_second() {
+        let budget = Budget::new(3);
+        let admitted = (0..10)
+            .filter(|i| budget.admit_at(ANONYMOUS_REASONS[i % 2], 100))
+            .count();
+        assert_eq!(admitted, 3, "the budget is shared by the reasons");
+        assert!(
+            budget.admit_at("not_found", 101),
+            "a new second, a new budget"
+        );
+        assert!(
+            budget.admit_at("forbidden", 100),
+            "a late caller counts in the newer second's budget"
+        );
+
+        // Second 101 is not over yet at 101: only 100's summaries are due.
+        let due = budget.take_due_at(101, false);
+        assert_eq!(
+            due,
+            vec![
+                Summary {
+                    second: 100,
+                    reason: "malformed",
+                    count: 3
+                },
+                Summary {
+                    second: 100,
+                    reason: "not_found",
+                    count: 4
+                },
+            ]
+        );
+        assert!(budget.take_due_at(101, false).is_empty(), "taken once");
+    }
+
+    #[test]
+    fn summaries_that_could_not_be_written_are_retried_with_later_counts() {
+        let budget = Budget::new(0);
+        assert!(!budget.admit_at("malformed", 5));
+        let due = budget.take_due_at(6, false);
+        assert!(!budget.admit_at("malformed", 5));
+        budget.put_back(&due);
+        assert!(!budget.admit_at("not_found", 7));
+        assert_eq!(
+            budget.take_due_at(7, true),
+            vec![
+                Summary {
+                    second: 5,
+                    reason: "malformed",
+                    count: 2
+                },
+                Summary {
+                    second: 7,
+                    reason: "not_found",
+                    count: 1
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn every_request_is_either_admitted_or_in_a_summary() {
+        let budget = Budget::new(7);
+        let mut admitted = 0u64;
+        for i in 0..10_000u64 {
+            let reason = ANONYMOUS_REASONS[(i % 3) as usize];
+            admitted += u64::from(budget.admit_at(reason, 1_000 + i / 1_500));
+        }
+        let summarized: u64 = budget
+            .take_due_at(u64::MAX, true)
+            .iter()
+            .map(|s| s.count)
+            .sum();
+        assert_eq!(admitted, 7 * 7, "7 seconds, 7 each");
+        assert_eq!(admitted + summarized, 10_000);
+    }
+}

@@ -1,0 +1,197 @@
+//! The activity read: a project's recent `audit:keylookup` entries, read
+//! newest first with `XREVRANGE` as the monitor user (the validator and
+//! manager users may only append to the stream).
+
+use std::collections::HashMap;
+
+use fred::prelude::StreamsInterface;
+
+use super::{is_noperm, names, unavailable, Store};
+use crate::error::{Error, Result};
+use crate::key::ProjectId;
+
+const NOT_CONFIGURED: &str = "activity needs a monitor Redis user: set \
+     KEYWARD_MONITOR_REDIS_URL to a user that may XREVRANGE audit:keylookup \
+     (the ACL template's `ops` user)";
+const NOT_PERMITTED: &str = "the monitor Redis user may not read audit:keylookup: \
+     grant it `+xrevrange %R~audit:*`, as the ACL template's `ops` user has";
+
+/// One `audit:keylookup` entry, as the activity screen shows it.
+///
+/// Entries are read leniently: one written by an older service may lack
+/// `reason` (or `client`), and a summary of a flood of anonymous denials
+/// (see `audit`) carries `summary=1`, the `second` they happened in and
+/// their `count`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeylookupEntry {
+    /// When it happened (Unix seconds): a summary's `second`, else the
+    /// entry's `ts`, else the time of its stream id.
+    pub at: f64,
+    pub key_id: String,
+    pub result: String,
+    pub reason: Option<String>,
+    pub client: Option<String>,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    /// Validations this entry stands for: 1 unless it summarizes several.
+    pub count: u64,
+    /// Whether the entry summarizes `count` denials.
+    pub summary: bool,
+}
+
+impl KeylookupEntry {
+    fn from_fields(id: &str, mut fields: HashMap<String, String>) -> Self {
+        let id_ms = id
+            .split('-')
+            .next()
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .unwrap_or(0);
+        let time = |name: &str| {
+            fields
+                .get(name)
+                .and_then(|t| t.parse::<f64>().ok())
+                .filter(|t| t.is_finite())
+        };
+        let at = time("second")
+            .or_else(|| time("ts"))
+            .unwrap_or(id_ms as f64 / 1000.0);
+        let summary = fields
+            .get("summary")
+            .is_some_and(|s| !s.is_empty() && s != "0");
+        let count = fields
+            .get("count")
+            .and_then(|c| c.parse::<u64>().ok())
+            .unwrap_or(1)
+            .max(1);
+        let mut take = |name: &str| fields.remove(name).filter(|v| !v.is_empty());
+        KeylookupEntry {
+            at,
+            key_id: take("key_id").unwrap_or_default(),
+            result: take("result").unwrap_or_else(|| "unknown".into()),
+            reason: take("reason"),
+            client: take("client"),
+            method: take("method"),
+            path: take("path"),
+            count,
+            summary,
+        }
+    }
+}
+
+/// What one bounded scan of the stream found.
+#[derive(Debug, Default)]
+pub struct KeylookupScan {
+    /// The project's entries, newest first.
+    pub entries: Vec<KeylookupEntry>,
+    /// Stream entries read, of every project.
+    pub scanned: usize,
+    /// Whether the scan reached `since` (or the stream's start); `false`
+    /// when it stopped at `max_scan` entries.
+    pub complete: bool,
+    /// The time of the oldest entry read, of any project.
+    pub oldest: Option<f64>,
+}
+
+impl Store {
+    /// The project's `audit:keylookup` entries since `since` (Unix seconds),
+    /// newest first. Reads at most `max_scan` stream entries (of all
+    /// projects), `batch` per round trip.
+    pub async fn keylookup_since(
+        &self,
+        project: &ProjectId,
+        since: f64,
+        max_scan: usize,
+        batch: usize,
+    ) -> Result<KeylookupScan> {
+        let monitor = self
+            .monitor
+            .as_ref()
+            .ok_or(Error::ActivityUnavailable(NOT_CONFIGURED))?;
+        // Stream ids are milliseconds: the smallest id of the window.
+        let start = format!("{}", (since.max(0.0) * 1000.0) as u64);
+        let mut end = "+".to_owned();
+        let mut scan = KeylookupScan::default();
+        while scan.scanned < max_scan {
+            let count = batch.min(max_scan - scan.scanned).max(1);
+            let page: Vec<(String, HashMap<String, String>)> = monitor
+                .xrevrange_values(
+                    names::AUDIT_KEYLOOKUP,
+                    end.as_str(),
+                    start.as_str(),
+                    Some(count as u64),
+                )
+                .await
+                .map_err(|e| {
+                    if is_noperm(&e) {
+                        Error::ActivityUnavailable(NOT_PERMITTED)
+                    } else {
+                        unavailable(e)
+                    }
+                })?;
+            let read = page.len();
+            scan.scanned += read;
+            if let Some((last, _)) = page.last() {
+                // Exclusive: the next page starts just before this one's end.
+                end = format!("({last}");
+            }
+            for (id, fields) in page {
+                let mine = fields.get("project_id").map(String::as_str) == Some(project.as_str());
+                let entry = KeylookupEntry::from_fields(&id, fields);
+                scan.oldest = Some(entry.at);
+                if mine {
+                    scan.entries.push(entry);
+                }
+            }
+            if read < count {
+                scan.complete = true;
+                break;
+            }
+        }
+        Ok(scan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn an_entry_without_reason_or_ts_reads_with_defaults() {
+        let e = KeylookupEntry::from_fields(
+            "1700000000123-0",
+            fields(&[("key_id", "k_abcdefg"), ("result", "ok")]),
+        );
+        assert_eq!(e.at, 1_700_000_000.123);
+        assert_eq!(e.reason, None);
+        assert_eq!(e.count, 1);
+        assert_eq!(e.result, "ok");
+    }
+
+    #[test]
+    fn a_summarized_entry_counts_as_its_count() {
+        let e = KeylookupEntry::from_fields(
+            "1-0",
+            fields(&[
+                ("ts", "1700000001.5"),
+                ("result", "denied"),
+                ("reason", "not_found"),
+                ("summary", "1"),
+                ("second", "1700000000"),
+                ("count", "57"),
+            ]),
+        );
+        assert_eq!(e.at, 1_700_000_000.0, "a summary is dated by its second");
+        assert_eq!(e.count, 57);
+        assert!(e.summary);
+        let zero = KeylookupEntry::from_fields("1-0", fields(&[("count", "0")]));
+        assert_eq!(zero.count, 1, "a count of 0 still is one entry");
+        assert_eq!(zero.result, "unknown");
+    }
+}

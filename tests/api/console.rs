@@ -1,0 +1,1100 @@
+//! The admin console (`/admin/`) and the activity endpoint behind it.
+//!
+//! The `browser_*` tests drive the console in a real Chromium (Debian's
+//! `chromium` and `chromium-driver`, installed by
+//! `tests/console/install-chromium.sh` when missing) over WebDriver with
+//! fantoccini. One chromedriver and one browser serve all of them: they run
+//! on one shared Tokio runtime, one at a time, each against a keyward and a
+//! Redis of its own (so each has its own origin, and its own sessionStorage).
+//! chromedriver runs under a small shell that kills its process group when
+//! this test process exits, however it exits.
+//!
+//! Every screen is saved at 1280 px and at phone width (390 px) under
+//! `target/console-screenshots/`.
+
+use std::future::Future;
+use std::io::Write as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{
+    assert_error, free_port, random_id, raw, TestApp, TestRedis, ADMIN_TOKEN, MANAGER_PASSWORD,
+    VALIDATOR_PASSWORD,
+};
+
+const MONITOR_PASSWORD: &str = "console-ops-password";
+/// Desktop and phone viewport widths for screenshots.
+const DESKTOP: (u32, u32) = (1280, 860);
+const PHONE: (u32, u32) = (390, 844);
+/// How long a step may take: generous, as CI runs other tests meanwhile.
+const WAIT: Duration = Duration::from_secs(20);
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The template's line for `user`, switched on with `password` and renamed
+/// to `name`, so tests use exactly the shipped rules.
+fn template_user(user: &str, name: &str, password: &str) -> String {
+    let template = std::fs::read_to_string(repo().join("redis/users.acl")).unwrap();
+    let line = template
+        .lines()
+        .find(|l| l.starts_with(&format!("user {user} ")))
+        .unwrap_or_else(|| panic!("no `{user}` user in redis/users.acl"));
+    line.replacen(
+        &format!("user {user} off resetpass"),
+        &format!("user {name} on >{password}"),
+        1,
+    )
+}
+
+/// A keyward whose monitor user is the template's `ops` user.
+async fn app_with_monitor() -> TestApp {
+    let redis = Arc::new(TestRedis::start_with_acl(&template_user(
+        "ops",
+        "console-ops",
+        MONITOR_PASSWORD,
+    )));
+    let url = redis.url("console-ops", MONITOR_PASSWORD);
+    TestApp::spawn_with(redis, move |c| c.monitor_redis_url = Some(url.into())).await
+}
+
+async fn activity(app: &TestApp, project: &str, query: &str) -> reqwest::Response {
+    app.admin_get(&format!("/v1/activity?project_id={project}{query}"))
+        .await
+}
+
+/// Appends an `audit:keylookup` entry as another writer would, with `ops`
+/// (the test's inspection user).
+async fn xadd(ops: &fred::prelude::Pool, fields: &[(&str, &str)]) {
+    let mut args = vec!["audit:keylookup".to_owned(), "*".to_owned()];
+    for (name, value) in fields {
+        args.push((*name).to_owned());
+        args.push((*value).to_owned());
+    }
+    raw(ops, "XADD", args).await.expect("XADD");
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+// ---------------------------------------------------------------------------
+// Routes, headers and the activity API, without a browser.
+
+#[tokio::test]
+async fn no_console_route_answers_without_an_admin_token() {
+    let redis = Arc::new(TestRedis::start());
+    let app = TestApp::spawn_with(redis, |c| c.admin_token = None).await;
+
+    for path in [
+        "/admin",
+        "/admin/",
+        "/admin/index.html",
+        "/admin/app.js",
+        "/admin/style.css",
+        "/v1/activity?project_id=p",
+    ] {
+        let r = app.get(path, Some(ADMIN_TOKEN)).await;
+        assert!(
+            r.headers().get("content-security-policy").is_none(),
+            "{path} answered as the console"
+        );
+        assert_error(r, StatusCode::NOT_FOUND, "not_found").await;
+    }
+}
+
+#[tokio::test]
+async fn console_files_carry_the_security_headers_and_are_revalidated() {
+    let app = TestApp::spawn().await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    let r = no_redirects.get(app.url("/admin")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(r.headers()["location"], "/admin/");
+
+    let files = [
+        ("/admin/", "text/html; charset=utf-8"),
+        ("/admin/app.js", "text/javascript; charset=utf-8"),
+        ("/admin/activity.js", "text/javascript; charset=utf-8"),
+        ("/admin/style.css", "text/css; charset=utf-8"),
+        ("/admin/favicon.svg", "image/svg+xml"),
+    ];
+    for (path, content_type) in files {
+        let r = app.get(path, None).await;
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        let h = r.headers().clone();
+        assert_eq!(h["content-type"], content_type, "{path}");
+        let csp = h["content-security-policy"].to_str().unwrap();
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "connect-src 'self'",
+            "frame-ancestors 'none'",
+            "form-action 'none'",
+        ] {
+            assert!(
+                csp.contains(directive),
+                "{path}: CSP lacks {directive}: {csp}"
+            );
+        }
+        assert!(!csp.contains("unsafe"), "{path}: {csp}");
+        assert_eq!(h["x-frame-options"], "DENY", "{path}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["cache-control"], "no-cache", "{path}");
+        // Nothing is loaded from anywhere but this origin.
+        let body = r.text().await.unwrap();
+        let body = body.replace("http://www.w3.org/2000/svg", "");
+        let external = body.contains("http://") || body.contains("https://");
+        assert!(!external, "{path} names another origin");
+
+        let etag = h["etag"].to_str().unwrap();
+        let again = app
+            .http
+            .get(app.url(path))
+            .header("if-none-match", etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{path}");
+        assert_eq!(again.headers()["x-frame-options"], "DENY", "{path}");
+    }
+
+    let r = app.get("/admin/nothing.js", None).await;
+    assert!(r.headers().contains_key("content-security-policy"));
+    assert_error(r, StatusCode::NOT_FOUND, "not_found").await;
+}
+
+#[tokio::test]
+async fn activity_without_a_monitor_user_says_how_to_enable_it() {
+    let app = TestApp::spawn().await;
+    let project = app.project().await;
+
+    let body = assert_error(
+        activity(&app, &project, "").await,
+        StatusCode::CONFLICT,
+        "activity_unavailable",
+    )
+    .await;
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("KEYWARD_MONITOR_REDIS_URL"), "{message}");
+
+    // The admin token and a readable project come first.
+    let r = app
+        .get(&format!("/v1/activity?project_id={project}"), None)
+        .await;
+    assert_error(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    assert_error(
+        activity(&app, "nosuchproject", "").await,
+        StatusCode::NOT_FOUND,
+        "project_not_found",
+    )
+    .await;
+    assert_error(
+        activity(&app, "bad%20id", "").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn activity_counts_a_projects_validations_per_minute_and_lists_them_newest_first() {
+    let app = app_with_monitor().await;
+    let project = app.project().await;
+    let other = app.project().await;
+    let key = app.mint(&project, json!({})).await;
+    let elsewhere = app.mint(&other, json!({})).await;
+    for _ in 0..3 {
+        assert_eq!(app.validate(&key.api_key).await.status(), StatusCode::OK);
+    }
+    let wrong = format!("{}x", key.api_key);
+    for _ in 0..2 {
+        app.validate(&wrong).await;
+    }
+    app.validate(&elsewhere.api_key).await;
+    // An entry written by an older service (no `reason`), then a summary
+    // entry standing for 40 denials.
+    let ops = app.redis.ops().await;
+    let ts = now().to_string();
+    xadd(
+        &ops,
+        &[
+            ("ts", &ts),
+            ("project_id", &project),
+            ("key_id", &key.key_id),
+            ("result", "ok"),
+        ],
+    )
+    .await;
+    let second = (now() as u64).to_string();
+    xadd(
+        &ops,
+        &[
+            ("ts", &ts),
+            ("project_id", &project),
+            ("key_id", ""),
+            ("result", "denied"),
+            ("reason", "not_found"),
+            ("client", "gw-old"),
+            ("summary", "1"),
+            ("second", &second),
+            ("count", "40"),
+        ],
+    )
+    .await;
+
+    let r = activity(&app, &project, "").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let out: Value = r.json().await.unwrap();
+    assert_eq!(out["project_id"], project);
+    assert_eq!(out["complete"], true);
+    assert_eq!(
+        out["totals"],
+        json!({ "ok": 4, "denied": 42, "rate_limited": 0, "other": 0 })
+    );
+    let minutes = out["per_minute"].as_array().unwrap();
+    assert_eq!(minutes.len(), 60);
+    let sum = |result: &str| -> u64 { minutes.iter().map(|m| m[result].as_u64().unwrap()).sum() };
+    assert_eq!((sum("ok"), sum("denied")), (4, 42));
+
+    let recent = out["recent"].as_array().unwrap();
+    assert_eq!(recent.len(), 7, "{recent:?}");
+    assert_eq!(recent[0]["summary"], true, "newest first: {recent:?}");
+    assert_eq!(recent[0]["count"], 40);
+    assert_eq!(recent[1]["reason"], Value::Null, "older service's entry");
+    assert_eq!(recent[2]["reason"], "bad_secret");
+    assert_eq!(recent[6]["reason"], "ok");
+    assert_eq!(recent[6]["client"], "test-gateway");
+    assert!(
+        recent.iter().all(|e| e["key_id"] != elsewhere.key_id),
+        "another project's entries: {recent:?}"
+    );
+
+    let r = activity(&app, &project, "&limit=2").await;
+    let out: Value = r.json().await.unwrap();
+    assert_eq!(out["recent"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        out["totals"]["denied"], 42,
+        "the limit bounds the list only"
+    );
+    assert_error(
+        activity(&app, &project, "&limit=0").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn activity_shows_only_projects_the_manager_user_may_read() {
+    // A per-client manager (the template's admin-a: project alpha only).
+    let acl = [
+        template_user("ops", "console-ops", MONITOR_PASSWORD),
+        template_user("admin-a", "console-admin-a", "admin-a-password"),
+    ]
+    .join("\n");
+    let redis = Arc::new(TestRedis::start_with_acl(&acl));
+    let (monitor, manager) = (
+        redis.url("console-ops", MONITOR_PASSWORD),
+        redis.url("console-admin-a", "admin-a-password"),
+    );
+    let app = TestApp::spawn_with(redis, move |c| {
+        c.monitor_redis_url = Some(monitor.into());
+        c.admin_redis_url = Some(manager.into());
+    })
+    .await;
+    let r = app
+        .admin_post(
+            "/v1/admin/projects",
+            &json!({ "project_id": "alpha", "label": "A", "owner": "a" }),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    // Another client's project, and its traffic in the shared stream.
+    let ops = app.redis.ops().await;
+    let doc = json!({ "project_id": "beta", "label": "B", "owner": "b", "created_at": now() });
+    raw(
+        &ops,
+        "JSON.SET",
+        vec!["project:beta".into(), "$".into(), doc.to_string()],
+    )
+    .await
+    .unwrap();
+    let ts = now().to_string();
+    for project in ["alpha", "beta"] {
+        xadd(
+            &ops,
+            &[
+                ("ts", &ts),
+                ("project_id", project),
+                ("key_id", "k_abcdefgh"),
+                ("result", "ok"),
+                ("reason", "ok"),
+            ],
+        )
+        .await;
+    }
+
+    let out: Value = activity(&app, "alpha", "").await.json().await.unwrap();
+    assert_eq!(out["totals"]["ok"], 1);
+    assert_error(
+        activity(&app, "beta", "").await,
+        StatusCode::NOT_FOUND,
+        "project_not_found",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn only_the_monitor_user_may_read_the_keylookup_stream() {
+    let redis = TestRedis::start_with_acl(&template_user("ops", "console-ops", MONITOR_PASSWORD));
+    let validator = redis.client("validator", VALIDATOR_PASSWORD).await;
+    let manager = redis.client("manager", MANAGER_PASSWORD).await;
+    let monitor = redis.client("console-ops", MONITOR_PASSWORD).await;
+    let args = || vec!["audit:keylookup".to_owned(), "+".into(), "-".into()];
+    for (who, pool) in [("validator", &validator), ("manager", &manager)] {
+        let err = raw(pool, "XREVRANGE", args()).await.unwrap_err();
+        assert!(err.starts_with("NOPERM"), "{who}: {err}");
+    }
+    raw(&monitor, "XREVRANGE", args())
+        .await
+        .expect("the monitor user reads the stream");
+    let err = raw(
+        &monitor,
+        "XADD",
+        vec!["audit:keylookup".into(), "*".into(), "a".into(), "b".into()],
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.starts_with("NOPERM"),
+        "the monitor user only reads: {err}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The shared browser.
+
+/// The runtime every browser test runs on: the WebDriver session's task
+/// lives here, so it must outlive any one test.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+}
+
+/// chromedriver (and the Chromium it starts) under a shell that kills their
+/// process group once its stdin closes, i.e. when this process exits.
+struct Driver {
+    _shell: Child,
+    _lifeline: ChildStdin,
+}
+
+struct Browser {
+    client: Client,
+    _driver: Driver,
+}
+
+fn start_driver(port: u16, profile: &Path) -> Driver {
+    let install = Command::new("bash")
+        .arg(repo().join("tests/console/install-chromium.sh"))
+        .status()
+        .expect("run tests/console/install-chromium.sh");
+    assert!(install.success(), "installing chromium failed");
+    std::fs::create_dir_all(profile).unwrap();
+    let script = r#"
+        chromedriver --port="$1" </dev/null >"$2/chromedriver.log" 2>&1 &
+        cat >/dev/null
+        trap '' TERM
+        kill -TERM 0
+        sleep 1
+        rm -rf "$2"
+        kill -KILL 0
+    "#;
+    let mut shell = Command::new("bash")
+        .args(["-c", script, "console-browser"])
+        .arg(port.to_string())
+        .arg(profile)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("start chromedriver");
+    let lifeline = shell.stdin.take().unwrap();
+    Driver {
+        _shell: shell,
+        _lifeline: lifeline,
+    }
+}
+
+async fn browser() -> &'static tokio::sync::Mutex<Browser> {
+    static BROWSER: tokio::sync::OnceCell<tokio::sync::Mutex<Browser>> =
+        tokio::sync::OnceCell::const_new();
+    BROWSER
+        .get_or_init(|| async {
+            let started = Instant::now();
+            let port = free_port();
+            let profile = std::env::temp_dir().join(random_id("keyward-console-chromium-"));
+            let driver = start_driver(port, &profile);
+            let webdriver = format!("http://127.0.0.1:{port}");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while reqwest::get(format!("{webdriver}/status")).await.is_err() {
+                assert!(Instant::now() < deadline, "chromedriver did not start");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let args = [
+                "--headless=new".to_owned(),
+                "--no-sandbox".into(),
+                "--disable-gpu".into(),
+                "--disable-dev-shm-usage".into(),
+                "--disable-background-networking".into(),
+                "--disable-component-update".into(),
+                "--disable-sync".into(),
+                "--disable-quic".into(),
+                "--disable-default-apps".into(),
+                "--disable-extensions".into(),
+                "--no-first-run".into(),
+                "--password-store=basic".into(),
+                "--hide-scrollbars".into(),
+                "--force-device-scale-factor=1".into(),
+                "--lang=en-US".into(),
+                format!("--window-size={},{}", DESKTOP.0, DESKTOP.1),
+                format!("--user-data-dir={}", profile.join("profile").display()),
+            ];
+            let mut caps = serde_json::Map::new();
+            caps.insert("browserName".into(), json!("chrome"));
+            caps.insert(
+                "goog:chromeOptions".into(),
+                json!({ "binary": "/usr/bin/chromium", "args": args }),
+            );
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            let client = ClientBuilder::new(connector)
+                .capabilities(caps)
+                .connect(&webdriver)
+                .await
+                .expect("a WebDriver session in chromium");
+            eprintln!(
+                "console: chromium started in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            tokio::sync::Mutex::new(Browser {
+                client,
+                _driver: driver,
+            })
+        })
+        .await
+}
+
+/// Runs a browser test: on the shared runtime, with the browser to itself.
+fn in_browser<F, Fut>(test: F)
+where
+    F: FnOnce(Page) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    runtime().block_on(async {
+        let browser = browser().await.lock().await;
+        let page = Page {
+            c: browser.client.clone(),
+        };
+        page.c.set_window_size(DESKTOP.0, DESKTOP.1).await.unwrap();
+        test(page).await;
+    });
+}
+
+/// The browser, with the few steps the tests take.
+struct Page {
+    c: Client,
+}
+
+impl Page {
+    async fn open(&self, app: &TestApp, fragment: &str) {
+        self.c
+            .goto(&app.url(&format!("/admin/{fragment}")))
+            .await
+            .unwrap();
+    }
+
+    async fn find(&self, css: &str) -> fantoccini::elements::Element {
+        self.c
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css} on the page: {e}"))
+    }
+
+    async fn fill(&self, css: &str, text: &str) {
+        let input = self.find(css).await;
+        input.clear().await.unwrap();
+        input.send_keys(text).await.unwrap();
+    }
+
+    async fn click(&self, css: &str) {
+        self.find(css).await.click().await.unwrap();
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.find(css).await.text().await.unwrap()
+    }
+
+    async fn script(&self, js: &str, args: Vec<Value>) -> Value {
+        self.c.execute(js, args).await.unwrap()
+    }
+
+    /// Polls `js` (a function body returning a boolean) until it is true.
+    async fn until(&self, what: &str, js: &str, args: Vec<Value>) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if self.script(js, args.clone()).await == json!(true) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn until_text(&self, css: &str, needle: &str) {
+        self.until(
+            &format!("{css} to show {needle:?}"),
+            "const el = document.querySelector(arguments[0]); \
+             return !!el && el.textContent.includes(arguments[1]);",
+            vec![json!(css), json!(needle)],
+        )
+        .await;
+    }
+
+    async fn rows(&self, table: &str) -> usize {
+        self.script(
+            "return document.querySelectorAll(arguments[0] + ' tbody tr[data-key-id]').length;",
+            vec![json!(table)],
+        )
+        .await
+        .as_u64()
+        .unwrap() as usize
+    }
+
+    /// Whether `needle` is anywhere in the document: markup, text, or the
+    /// value of any form field.
+    async fn contains(&self, needle: &str) -> bool {
+        self.script(
+            "const n = arguments[0]; \
+             const values = [...document.querySelectorAll('input, textarea, select')].map(e => e.value); \
+             return document.documentElement.outerHTML.includes(n) \
+                 || document.body.innerText.includes(n) \
+                 || values.some(v => v.includes(n));",
+            vec![json!(needle)],
+        )
+        .await
+            == json!(true)
+    }
+
+    async fn sign_in(&self, app: &TestApp) {
+        self.open(app, "").await;
+        self.fill("#token", ADMIN_TOKEN).await;
+        self.click("#signin-submit").await;
+        self.find("#create-project").await;
+    }
+
+    /// A Chrome DevTools command, through chromedriver.
+    async fn cdp(&self, cmd: &'static str, params: Value) -> Value {
+        self.c
+            .issue_cmd(Cdp { cmd, params })
+            .await
+            .unwrap_or_else(|e| panic!("{cmd}: {e}"))
+    }
+
+    /// Saves the page at desktop and at phone width (emulated, as a phone's
+    /// viewport), whole (`full`) or as much as fits the screen (while a
+    /// dialog is open).
+    async fn shot(&self, name: &str, full: bool) {
+        use base64::Engine as _;
+        use fantoccini::actions::{InputSource, MouseActions, PointerAction};
+        // Park the pointer in a corner: no hover effect in the pictures.
+        let park = MouseActions::new("mouse".into()).then(PointerAction::MoveTo {
+            duration: None,
+            x: 0.0,
+            y: 0.0,
+        });
+        self.c.perform_actions(park).await.unwrap();
+        // And no passing notice over the page (shown again afterwards).
+        self.script("document.getElementById('toast').hidden = true;", vec![])
+            .await;
+        let dir = repo().join("target/console-screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        for ((width, height), mobile, suffix) in
+            [(DESKTOP, false, "desktop"), (PHONE, true, "phone")]
+        {
+            let metrics = json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile });
+            self.cdp("Emulation.setDeviceMetricsOverride", metrics)
+                .await;
+            // Let layout settle at the new size.
+            self.script(
+                "return await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))));",
+                vec![],
+            )
+            .await;
+            let shot = self
+                .cdp(
+                    "Page.captureScreenshot",
+                    json!({ "format": "png", "captureBeyondViewport": full }),
+                )
+                .await;
+            let png = base64::engine::general_purpose::STANDARD
+                .decode(shot["data"].as_str().expect("screenshot data"))
+                .unwrap();
+            let path: PathBuf = dir.join(format!("{name}-{suffix}.png"));
+            std::fs::File::create(&path)
+                .and_then(|mut f| f.write_all(&png))
+                .unwrap();
+        }
+        self.cdp("Emulation.clearDeviceMetricsOverride", json!({}))
+            .await;
+        self.script("document.getElementById('toast').hidden = false;", vec![])
+            .await;
+    }
+}
+
+/// `POST /session/{id}/goog/cdp/execute`: chromedriver's door to the
+/// DevTools protocol, for device emulation and full-page screenshots.
+#[derive(Debug)]
+struct Cdp {
+    cmd: &'static str,
+    params: Value,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
+    fn endpoint(
+        &self,
+        base: &reqwest::Url,
+        session: Option<&str>,
+    ) -> Result<reqwest::Url, <reqwest::Url as std::str::FromStr>::Err> {
+        base.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &reqwest::Url) -> (axum::http::Method, Option<String>) {
+        let body = json!({ "cmd": self.cmd, "params": self.params });
+        (axum::http::Method::POST, Some(body.to_string()))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The console in a browser.
+
+#[test]
+fn browser_a_wrong_token_is_refused_and_nothing_is_kept() {
+    in_browser(|page| async move {
+        let app = TestApp::spawn().await;
+        page.open(&app, "").await;
+        page.find("#token").await;
+        page.shot("01-sign-in", true).await;
+
+        page.fill("#token", "not-the-admin-token-at-all").await;
+        page.click("#signin-submit").await;
+        page.until_text("#signin-status", "refused").await;
+        page.shot("02-sign-in-refused", true).await;
+        let stored = page
+            .script(
+                "return [sessionStorage.length, localStorage.length, document.cookie];",
+                vec![],
+            )
+            .await;
+        assert_eq!(
+            stored,
+            json!([0, 0, ""]),
+            "nothing is kept of a refused token"
+        );
+        page.find("#signin-form").await;
+        assert!(!page.contains("Create a project").await, "still signed out");
+    });
+}
+
+#[test]
+fn browser_an_operator_creates_a_project_and_mints_a_key_shown_once() {
+    in_browser(|page| async move {
+        let app = TestApp::spawn().await;
+        page.sign_in(&app).await;
+        // The token is in this tab's sessionStorage, and nowhere else.
+        let where_ = page
+            .script(
+                "return [sessionStorage.getItem('keyward.adminToken'), \
+                         JSON.stringify(localStorage), document.cookie, location.href];",
+                vec![],
+            )
+            .await;
+        assert_eq!(where_[0], ADMIN_TOKEN);
+        for i in 1..4 {
+            assert!(
+                !where_[i].as_str().unwrap().contains(ADMIN_TOKEN),
+                "{where_}"
+            );
+        }
+        page.shot("03-projects-empty", true).await;
+
+        let project = random_id("shop");
+        page.fill("#create-project input[name=project_id]", &project)
+            .await;
+        page.fill("#create-project input[name=label]", "Web shop")
+            .await;
+        page.fill("#create-project input[name=owner]", "team-shop")
+            .await;
+        page.click("#create-project button[type=submit]").await;
+        page.until_text("#key-summary", "0 keys loaded").await;
+        let r = app
+            .admin_get(&format!("/v1/admin/projects/{project}"))
+            .await;
+        assert_eq!(r.status(), StatusCode::OK, "the project exists");
+
+        page.click("#mint-open").await;
+        page.fill("#mint-form input[name=owner]", "alice").await;
+        page.fill("#mint-form input[name=server_name]", "checkout-1")
+            .await;
+        page.fill("#mint-form input[name=scopes]", "orders:read, orders:write")
+            .await;
+        page.fill("#mint-form input[name=rate_limit_per_minute]", "600")
+            .await;
+        page.fill("#mint-form textarea[name=metadata]", r#"{"env": "prod"}"#)
+            .await;
+        page.shot("04-mint-form", false).await;
+        page.click("#mint-submit").await;
+
+        let api_key = page.text("#secret-value").await;
+        assert!(
+            api_key.starts_with(&format!("sk-proj.{project}.k_")),
+            "{api_key}"
+        );
+        assert!(page
+            .text("dialog")
+            .await
+            .contains("you will not see it again"));
+        page.shot("05-mint-key-shown-once", false).await;
+
+        let r = app
+            .post(
+                "/v1/validate-key",
+                &json!({ "api_key": api_key, "scopes": ["orders:read"] }),
+                None,
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::OK, "the shown key validates");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["owner"], "alice");
+        assert_eq!(v["metadata"], json!({ "env": "prod" }));
+
+        page.click("#secret-close").await;
+        page.until_text("#key-summary", "1 key loaded").await;
+        assert!(
+            !page.contains(&api_key).await,
+            "the key is gone from the DOM"
+        );
+        let secret = api_key.rsplit('.').next().unwrap();
+        assert!(!page.contains(secret).await, "its secret too");
+        assert_eq!(page.rows("#key-list").await, 1);
+        page.shot("06-keys-one", true).await;
+
+        // Escape closes the dialog too, and takes the key with it.
+        page.click("#mint-open").await;
+        page.fill("#mint-form input[name=owner]", "bob").await;
+        page.fill("#mint-form input[name=server_name]", "checkout-2")
+            .await;
+        page.click("#mint-submit").await;
+        let second = page.text("#secret-value").await;
+        let escape: char = fantoccini::key::Key::Escape.into();
+        page.find("#secret-close")
+            .await
+            .send_keys(&escape.to_string())
+            .await
+            .unwrap();
+        page.until_text("#key-summary", "2 keys loaded").await;
+        assert!(!page.contains(&second).await, "Escape removes the key too");
+    });
+}
+
+#[test]
+fn browser_the_key_list_pages_with_the_cursor_and_searches_loaded_keys() {
+    in_browser(|page| async move {
+        let app = TestApp::spawn().await;
+        let project = app.project().await;
+        let mut keys = Vec::new();
+        for i in 0..12 {
+            let owner = if i % 2 == 0 { "alice" } else { "bob" };
+            keys.push(
+                app.mint(
+                    &project,
+                    json!({ "owner": owner, "server_name": format!("api-{i}") }),
+                )
+                .await,
+            );
+        }
+        // One of each status.
+        app.admin_post(
+            "/v1/revoke-key",
+            &json!({ "project_id": project, "key_id": keys[0].key_id }),
+        )
+        .await;
+        app.admin_post(
+            "/v1/rotate-key",
+            &json!({ "project_id": project, "key_id": keys[1].key_id }),
+        )
+        .await;
+        let ops = app.redis.ops().await;
+        raw(
+            &ops,
+            "JSON.SET",
+            vec![
+                format!("apikey:{project}:{}", keys[2].key_id),
+                "$.expires_at".into(),
+                "1000".into(),
+            ],
+        )
+        .await
+        .unwrap();
+        for _ in 0..3 {
+            app.validate(&keys[3].api_key).await;
+        }
+
+        page.sign_in(&app).await;
+        page.open(&app, &format!("#/p/{project}")).await;
+        page.until_text("#key-summary", "12 keys loaded").await;
+        page.find("#page-size")
+            .await
+            .select_by_value("10")
+            .await
+            .unwrap();
+        page.until_text("#key-summary", "10 keys loaded, more available")
+            .await;
+        assert_eq!(page.rows("#key-list").await, 10);
+        page.shot("07-keys-first-page", true).await;
+
+        page.click("#load-more").await;
+        page.until_text("#key-summary", "12 keys loaded.").await;
+        assert_eq!(page.rows("#key-list").await, 12, "each key listed once");
+        assert!(!page.find("#load-more").await.is_displayed().await.unwrap());
+        let badges = page.text("#key-list").await;
+        for badge in ["Disabled", "In rotation", "Expired", "Active"] {
+            assert!(badges.contains(badge), "no {badge} badge: {badges}");
+        }
+
+        page.fill("#key-search", "bob").await;
+        page.until_text("#key-summary", "6 of 12 keys loaded match")
+            .await;
+        assert_eq!(page.rows("#key-list").await, 6);
+        page.shot("08-keys-search", true).await;
+        page.fill("#key-search", &keys[7].key_id).await;
+        page.until_text("#key-summary", "1 of 12").await;
+        assert_eq!(page.rows("#key-list").await, 1);
+    });
+}
+
+#[test]
+fn browser_key_detail_updates_rotates_and_revokes_behind_confirmations() {
+    in_browser(|page| async move {
+        let app = TestApp::spawn().await;
+        let project = app.project().await;
+        let key = app
+            .mint(
+                &project,
+                json!({ "scopes": ["chat:*"], "metadata": { "team": "core" } }),
+            )
+            .await;
+        assert_eq!(app.validate(&key.api_key).await.status(), StatusCode::OK);
+        let get = || async {
+            let r = app
+                .admin_get(&format!(
+                    "/v1/get-key?project_id={project}&key_id={}",
+                    key.key_id
+                ))
+                .await;
+            r.json::<Value>().await.unwrap()
+        };
+
+        page.sign_in(&app).await;
+        page.open(&app, &format!("#/p/{project}/keys/{}", key.key_id))
+            .await;
+        page.until_text("#usage-count", "1").await;
+        page.shot("09-key-detail", true).await;
+
+        // Update: only what was edited, after a confirmation.
+        page.fill("#update-form input[name=owner]", "carol").await;
+        page.fill("#update-form input[name=rate_limit_per_minute]", "42")
+            .await;
+        page.click("#update-submit").await;
+        page.until_text("dialog", "Change the owner").await;
+        page.shot("10-confirm-update", false).await;
+        page.click("#confirm-button").await;
+        page.until_text("#key-details", "carol").await;
+        let doc = get().await;
+        assert_eq!(
+            (doc["owner"].clone(), doc["rate_limit_per_minute"].clone()),
+            (json!("carol"), json!(42))
+        );
+        assert_eq!(
+            doc["metadata"],
+            json!({ "team": "core" }),
+            "untouched fields stay"
+        );
+        assert_eq!(doc["scopes"], json!(["chat:*"]));
+
+        // Rotate: the new key is shown once; both secrets validate.
+        page.fill("#rotate-form input", "3600").await;
+        page.click("#rotate-submit").await;
+        page.find("#confirm-button").await;
+        page.click("#confirm-button").await;
+        let rotated = page.text("#secret-value").await;
+        assert_ne!(rotated, key.api_key);
+        assert_eq!(app.validate(&rotated).await.status(), StatusCode::OK);
+        assert_eq!(
+            app.validate(&key.api_key).await.status(),
+            StatusCode::OK,
+            "in grace"
+        );
+        page.click("#secret-close").await;
+        page.until_text("h1 .badges", "In rotation").await;
+        assert!(
+            !page.contains(&rotated).await,
+            "the rotated key is gone from the DOM"
+        );
+
+        // Revoke: after a confirmation, neither secret validates.
+        page.click("#revoke-submit").await;
+        page.until_text("dialog", "cannot be undone").await;
+        page.shot("11-confirm-revoke", false).await;
+        page.click("#confirm-button").await;
+        page.until_text("h1 .badges", "Disabled").await;
+        for k in [&rotated, &key.api_key] {
+            assert_eq!(app.validate(k).await.status(), StatusCode::UNAUTHORIZED);
+        }
+        assert_eq!(get().await["disabled"], true);
+        assert!(!page
+            .find("#rotate-submit")
+            .await
+            .is_enabled()
+            .await
+            .unwrap());
+        page.shot("12-key-revoked", true).await;
+    });
+}
+
+#[test]
+fn browser_the_activity_screen_charts_recent_validations_with_a_monitor_user() {
+    in_browser(|page| async move {
+        let app = app_with_monitor().await;
+        let project = app.project().await;
+        let key = app.mint(&project, json!({})).await;
+        let other = app.mint(&project, json!({ "owner": "bob" })).await;
+        let ops = app.redis.ops().await;
+        // An hour of earlier traffic, as gateways would have written it
+        // (dated by `ts`), so the chart has a history to show.
+        let mut earlier = 0;
+        for minute in (1..59u64).rev() {
+            let at = (now() - (minute * 60) as f64).to_string();
+            let ok = 2 + (minute * 7) % 9;
+            let denied = u64::from(minute % 5 == 0) * 2 + u64::from(minute % 7 == 0);
+            let limited = if (20..=23).contains(&minute) { 3 } else { 0 };
+            for (result, reason, n) in [
+                ("ok", "ok", ok),
+                ("denied", "bad_secret", denied),
+                ("rate_limited", "rate_limited", limited),
+            ] {
+                for _ in 0..n {
+                    xadd(
+                        &ops,
+                        &[
+                            ("ts", &at),
+                            ("project_id", &project),
+                            ("key_id", &key.key_id),
+                            ("result", result),
+                            ("reason", reason),
+                            ("client", "edge-gateway"),
+                        ],
+                    )
+                    .await;
+                    earlier += 1;
+                }
+            }
+        }
+
+        for _ in 0..5 {
+            app.validate(&key.api_key).await;
+        }
+        for _ in 0..2 {
+            app.validate(&other.api_key).await;
+        }
+        app.validate(&format!("{}x", key.api_key)).await;
+        let ts = now().to_string();
+        xadd(
+            &ops,
+            &[
+                ("ts", &ts),
+                ("project_id", &project),
+                ("key_id", &other.key_id),
+                ("result", "ok"),
+            ],
+        )
+        .await;
+        page.sign_in(&app).await;
+        page.open(&app, &format!("#/p/{project}/activity")).await;
+        page.until_text("#activity-totals", &(9 + earlier).to_string())
+            .await;
+        let recent = page.text("#recent-list").await;
+        assert!(recent.contains("bad_secret"), "{recent}");
+        assert!(
+            recent.contains("not recorded"),
+            "an entry without reason: {recent}"
+        );
+        assert!(recent.contains(&key.key_id) && recent.contains(&other.key_id));
+        let bars = page
+            .script(
+                "return document.querySelectorAll('#activity-chart rect.bar').length;",
+                vec![],
+            )
+            .await;
+        assert!(
+            bars.as_u64().unwrap() >= 59,
+            "a bar per minute with traffic: {bars}"
+        );
+        page.shot("13-activity", true).await;
+    });
+}
+
+#[test]
+fn browser_without_a_monitor_user_the_activity_screen_says_how_to_enable_it() {
+    in_browser(|page| async move {
+        let app = TestApp::spawn().await;
+        let project = app.project().await;
+        page.sign_in(&app).await;
+        page.open(&app, &format!("#/p/{project}/activity")).await;
+        page.until_text("#activity-unavailable", "KEYWARD_MONITOR_REDIS_URL")
+            .await;
+        page.shot("14-activity-not-enabled", true).await;
+
+        // And the projects screen remembers the project opened here.
+        page.open(&app, "#/").await;
+        page.until_text("#project-list", &project).await;
+        page.shot("15-projects", true).await;
+    });
+}
