@@ -3,8 +3,10 @@ SHELL := /bin/bash
 RUN_DIR := target/run
 REDIS_PORT ?= 6390
 KEYWARD_PORT ?= 8080
+# The revision `make load-compare` measures this tree against.
+BASE ?= 196fbe3
 
-.PHONY: run test check bench load clean-run
+.PHONY: run test check bench load load-compare profile clean-run
 
 ## Install what is missing, start Redis Stack and keyward, mint a demo key.
 run:
@@ -24,10 +26,22 @@ bench:
 	bash redis/local.sh install
 	cargo bench --locked --bench micro
 
-## The load benchmark: starts Redis and keyward, drives HTTP load, prints figures.
+## The load benchmark: starts Redis and keyward, drives wrk, prints figures
+## (KEYWARD_BENCH_SECONDS, _KEYS, _CONCURRENCY tune it; see benches/load.rs).
 load:
 	bash redis/local.sh install
 	cargo bench --locked --bench load
+
+## Warm C=64 against BASE's keyward (built in target/compare/) and this tree's,
+## alternating for KEYWARD_BENCH_ROUNDS rounds (default 3): medians and ratios.
+load-compare:
+	bash redis/local.sh install
+	bash benches/compare.sh $(BASE)
+
+## Warm C=64 under `perf record -g`; prints the top of `perf report`.
+profile:
+	bash redis/local.sh install
+	KEYWARD_BENCH_PROFILE=1 cargo bench --locked --bench load
 
 clean-run:
 	-bash redis/local.sh stop $(RUN_DIR)

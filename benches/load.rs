@@ -1,152 +1,159 @@
-//! Load benchmark: a real Redis Stack, the real `keyward serve` binary with
-//! the default Argon2id cost (64 MiB, t=3, p=1), and HTTP load over
-//! 127.0.0.1 keep-alive connections.
+//! Load benchmark: a real Redis Stack (redis/local.sh: Debian's redis-server,
+//! RedisJSON, the ACL template), the release `keyward serve` with its default
+//! configuration, keys minted through the admin API, and HTTP load from `wrk`
+//! (script: benches/load.lua) over 127.0.0.1 keep-alive connections.
 //!
-//! `cargo bench --bench load` (or `make load`). Scenarios:
+//! `make load` (= `cargo bench --locked --bench load`) runs, each for
+//! `KEYWARD_BENCH_SECONDS` (default 10 s, the cold storm 5 s):
 //!
-//! - `warm C=1`: one client, round-robin over K keys already verified once.
-//! - `warm C=N`: N concurrent keep-alive clients, the same warm keys.
-//! - `warm C=N /v1/auth`: the same through the forward-auth endpoint
-//!   (`GET /v1/auth` with the key as bearer token), which must cost no more.
-//! - `cold storm + warm probe`: 16 clients each validating never-seen keys
-//!   once (one Argon2id verification each) while one client keeps
-//!   validating warm keys; the probe's latency is reported separately.
+//! - `warm C=1`, `warm C=N`: `POST /v1/validate-key`, round-robin over K keys
+//!   that were each validated once beforehand (no Argon2id any more).
+//! - `warm C=N /v1/auth`: the same keys through forward auth (`GET /v1/auth`,
+//!   bearer token).
+//! - `cold storm`: 16 connections validating never-seen keys, each once (one
+//!   Argon2id verification each), while `warm probe`, one connection, keeps
+//!   validating warm keys.
 //!
-//! Knobs (environment): `KEYWARD_BENCH_SECONDS` (every scenario's duration;
-//! default 10 s warm, 5 s cold), `KEYWARD_BENCH_KEYS` (K, default 200),
-//! `KEYWARD_BENCH_CONCURRENCY` (N, default 64). Other `KEYWARD_*` variables
-//! reach keyward (e.g. `KEYWARD_REDIS_POOL_SIZE=2`, to experiment); the
-//! header then says the figures are not for the defaults.
+//! Each row: requests/s, p50/p99 (wrk `--latency`), non-200 answers (wrk's
+//! "Non-2xx or 3xx responses" plus socket errors), and the CPU (user + system,
+//! from /proc/<pid>/stat before and after) that keyward and Redis spent per
+//! answered validation, their ratio, CPU use in % of one core (of keyward,
+//! Redis, wrk, and everything else on the machine), and keyward's peak RSS.
 //!
-//! Targets are printed next to the figures, never asserted: the process
-//! exits non-zero only when setup fails.
+//! `make load-compare BASE=<rev>` (benches/compare.sh) sets
+//! `KEYWARD_BENCH_BASE` to a directory holding `<rev>`'s `keyward` and a
+//! `redis/` with its ACL template. Then only `warm C=N` runs, against both
+//! binaries, each on a Redis of its own set up the same way, alternating
+//! (base first in odd rounds, new first in even ones) for
+//! `KEYWARD_BENCH_ROUNDS` rounds (default 3); medians and ratios new/base
+//! follow. `KEYWARD_BENCH_PROFILE=1` (`make profile`) runs only `warm C=N`,
+//! under `perf record -g`, and prints the top of `perf report`.
+//!
+//! Knobs: `KEYWARD_BENCH_SECONDS` (whole seconds), `KEYWARD_BENCH_KEYS` (K,
+//! default 200), `KEYWARD_BENCH_CONCURRENCY` (N, default 64). Other
+//! `KEYWARD_*` variables reach keyward, and the header lists them (e.g.
+//! `KEYWARD_ARGON2_MEMORY_KIB=1024` for smoke runs: warm validations never run
+//! Argon2id; minting, the warm-up and the cold storm do). Targets are printed
+//! next to the figures, never asserted: the exit code is non-zero only when
+//! setup fails.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper::client::conn::http1;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use futures::{StreamExt, TryStreamExt};
 use rand::distr::{Alphanumeric, SampleString};
-use tokio::net::TcpStream;
-use tokio::sync::Barrier;
+use serde_json::json;
 
 type Res<T> = Result<T, String>;
 
-const ADMIN_TOKEN_LEN: usize = 32;
-/// Clients driving the cold storm.
+/// Connections driving the cold storm.
 const COLD_CLIENTS: usize = 16;
-/// Deadline for any single request; keeps every scenario bounded.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most never-validated keys minted for the cold storm.
 const MAX_COLD_KEYS: usize = 3000;
-/// The default Argon2id memory cost, in MiB.
-const ARGON2_MIB: f64 = 64.0;
 
-// Targets: reported next to the figures, never asserted.
-const T_WARM_RPS: f64 = 15_000.0;
-const T_WARM_P99_MS: f64 = 10.0;
-const T_WARM1_P50_MS: f64 = 1.0;
-const T_PROBE_P99_MS: f64 = 20.0;
-const T_WARM_RSS_MIB: f64 = 100.0;
-const T_COLD_RSS_BASE_MIB: f64 = 40.0;
+/// Keyward's peak RSS target in the cold storm, MiB: this + Argon2id memory x slots.
+const COLD_RSS_BASE_MIB: f64 = 40.0;
 
 fn main() -> ExitCode {
-    let knobs = match Knobs::from_env() {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("load: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("load: cannot start the tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // Every guard (Redis, keyward) lives inside `bench`: whether it ends,
-    // fails, panics or is interrupted, they are dropped and clean up.
-    let outcome = runtime.block_on(async {
-        tokio::select! {
-            r = bench(knobs) => r,
-            _ = tokio::signal::ctrl_c() => Err("interrupted".to_owned()),
-        }
+    let outcome = Knobs::from_env().and_then(|knobs| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start tokio: {e}"))?;
+        // However `run` ends (done, error, ctrl-c), its stacks are dropped,
+        // which stops their keyward and Redis.
+        let r = rt.block_on(async {
+            tokio::select! {
+                r = run(knobs) => r,
+                _ = tokio::signal::ctrl_c() => Err("interrupted".to_owned()),
+            }
+        });
+        rt.shutdown_timeout(Duration::from_secs(2));
+        r
     });
-    runtime.shutdown_timeout(Duration::from_secs(2));
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("load: setup failed: {e}");
+            eprintln!("load: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-// --- knobs -----------------------------------------------------------------
+// --- knobs -----------------------------------------------------------------------
 
 struct Knobs {
     cores: usize,
-    warm_secs: f64,
-    cold_secs: f64,
+    warm_secs: u64,
+    cold_secs: u64,
     keys: usize,
     concurrency: usize,
+    rounds: usize,
+    profile: bool,
+    /// `KEYWARD_BENCH_BASE`: compare mode.
+    base: Option<PathBuf>,
 }
 
-fn env_num<T: std::str::FromStr>(var: &str, default: T) -> Res<T> {
+fn env_num<T: std::str::FromStr>(var: &str, default: T, ok: impl Fn(&T) -> bool) -> Res<T> {
     match std::env::var(var) {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse()
-            .map_err(|_| format!("{var}: cannot parse {v:?}")),
+        Ok(v) if !v.trim().is_empty() => match v.trim().parse() {
+            Ok(n) if ok(&n) => Ok(n),
+            _ => Err(format!("{var}: {v:?} is not a whole number in range")),
+        },
         _ => Ok(default),
     }
 }
 
 impl Knobs {
     fn from_env() -> Res<Self> {
-        let seconds: Option<f64> = match env_num("KEYWARD_BENCH_SECONDS", -1.0)? {
-            s if s < 0.0 => None,
-            s if s > 0.0 && s <= 600.0 => Some(s),
-            _ => return Err("KEYWARD_BENCH_SECONDS must be in (0, 600]".into()),
-        };
-        let keys = env_num("KEYWARD_BENCH_KEYS", 200usize)?;
-        let concurrency = env_num("KEYWARD_BENCH_CONCURRENCY", 64usize)?;
-        if !(1..=100_000).contains(&keys) {
-            return Err("KEYWARD_BENCH_KEYS must be 1 to 100000".into());
-        }
-        if !(1..=4096).contains(&concurrency) {
-            return Err("KEYWARD_BENCH_CONCURRENCY must be 1 to 4096".into());
-        }
+        let secs = env_num("KEYWARD_BENCH_SECONDS", 0u64, |s| (1..=600).contains(s))?;
         Ok(Self {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            warm_secs: seconds.unwrap_or(10.0),
-            cold_secs: seconds.unwrap_or(5.0),
-            keys,
-            concurrency,
+            warm_secs: if secs == 0 { 10 } else { secs },
+            cold_secs: if secs == 0 { 5 } else { secs },
+            keys: env_num("KEYWARD_BENCH_KEYS", 200, |k| (1..=100_000).contains(k))?,
+            concurrency: env_num("KEYWARD_BENCH_CONCURRENCY", 64, |c| (1..=4096).contains(c))?,
+            rounds: env_num("KEYWARD_BENCH_ROUNDS", 3, |r| (1..=100).contains(r))?,
+            profile: std::env::var("KEYWARD_BENCH_PROFILE").is_ok_and(|v| v == "1"),
+            base: std::env::var_os("KEYWARD_BENCH_BASE").map(PathBuf::from),
         })
     }
 }
 
-// --- processes ---------------------------------------------------------------
-
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// Inherited variables that must not reach keyward: the ones the bench sets,
+/// `_FILE` variants of secrets, the bench's knobs.
+fn withheld(var: &str) -> bool {
+    const OWN: [&str; 5] = [
+        "KEYWARD_LISTEN",
+        "KEYWARD_REDIS_URL",
+        "KEYWARD_ADMIN_REDIS_URL",
+        "KEYWARD_ADMIN_TOKEN",
+        "KEYWARD_LOG",
+    ];
+    OWN.contains(&var) || var.ends_with("_FILE") || var.starts_with("KEYWARD_BENCH_")
+}
+
+/// The other `KEYWARD_*` variables: keyward inherits them.
+fn overrides() -> Vec<String> {
+    let mut vars: Vec<String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("KEYWARD_") && !withheld(k))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    vars.sort();
+    vars
+}
+
+fn override_num(var: &str) -> Option<f64> {
+    std::env::var(var).ok()?.trim().parse().ok()
+}
+
+// --- processes -------------------------------------------------------------------
 
 fn random_string(n: usize) -> String {
     Alphanumeric.sample_string(&mut rand::rng(), n)
@@ -159,148 +166,166 @@ fn free_port() -> Res<u16> {
         .map_err(|e| format!("cannot find a free port: {e}"))
 }
 
-fn local_sh(args: &[&str]) -> Res<String> {
+fn local_sh(script: &Path, args: &[&str]) -> Res<String> {
     let out = Command::new("bash")
-        .arg(repo().join("redis/local.sh"))
+        .arg(script)
         .args(args)
         .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run redis/local.sh: {e}"))?;
+        .output();
+    let out = out.map_err(|e| format!("cannot run {}: {e}", script.display()))?;
     if !out.status.success() {
-        return Err(format!(
-            "redis/local.sh {} failed: {}",
-            args.first().unwrap_or(&""),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(format!("{} {}: {}", script.display(), args[0], err.trim()));
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// A Redis Stack in a temp dir of its own, stopped (and the dir removed) on drop.
 struct Redis {
+    /// The local.sh that rendered the ACL file from the `users.acl` beside it.
+    script: PathBuf,
     dir: PathBuf,
-    port: u16,
-    pid: Option<u32>,
+    pid: u32,
 }
 
 impl Redis {
-    fn start(validator_pw: &str, manager_pw: &str) -> Res<Self> {
-        let dir = std::env::temp_dir().join(format!(
-            "keyward-load-{}-{}",
-            std::process::id(),
-            random_string(8)
-        ));
+    fn start(script: &Path, validator_pw: &str, manager_pw: &str) -> Res<(Self, u16)> {
+        let dir = std::env::temp_dir().join(format!("keyward-load-{}", random_string(10)));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        // From here on, drop cleans up whatever was started.
         let mut redis = Redis {
+            script: script.into(),
             dir,
-            port: free_port()?,
-            pid: None,
+            pid: 0,
         };
-        let dir = redis.dir.to_string_lossy().into_owned();
+        let (dir, port) = (redis.dir.to_string_lossy().into_owned(), free_port()?);
         let acl = format!("{dir}/users.acl");
-        local_sh(&["acl", validator_pw, manager_pw, &acl])?;
-        let pid = local_sh(&["start", &redis.port.to_string(), &dir, &acl])?;
-        redis.pid = pid.parse().ok();
-        Ok(redis)
-    }
-
-    fn url(&self, user: &str, password: &str) -> String {
-        format!("redis://{user}:{password}@127.0.0.1:{}", self.port)
+        local_sh(script, &["acl", validator_pw, manager_pw, &acl])?;
+        let pid = local_sh(script, &["start", &port.to_string(), &dir, &acl])?;
+        redis.pid = pid.parse().map_err(|_| format!("redis pid {pid:?}"))?;
+        Ok((redis, port))
     }
 }
 
 impl Drop for Redis {
     fn drop(&mut self) {
-        let dir = self.dir.to_string_lossy().into_owned();
-        if let Err(e) = local_sh(&["stop", &dir]) {
+        if let Err(e) = local_sh(&self.script, &["stop", &self.dir.to_string_lossy()]) {
             eprintln!("load: {e}");
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-/// Variables the bench sets for keyward itself.
-const OWN_VARS: [&str; 5] = [
-    "KEYWARD_LISTEN",
-    "KEYWARD_REDIS_URL",
-    "KEYWARD_ADMIN_REDIS_URL",
-    "KEYWARD_ADMIN_TOKEN",
-    "KEYWARD_LOG",
-];
-
-/// Whether an inherited variable must not reach keyward: one the bench sets,
-/// a `_FILE` variant of a secret, or one of the bench's knobs.
-fn withheld(var: &str) -> bool {
-    OWN_VARS.contains(&var) || var.ends_with("_FILE") || var.starts_with("KEYWARD_BENCH_")
+/// One keyward binary (killed on drop) on a Redis of its own (stopped after
+/// it), with K warm keys, one a line, in `warm_file`.
+struct Stack {
+    name: String,
+    keyward: Child,
+    addr: String,
+    redis: Redis,
+    http: reqwest::Client,
+    token: String,
+    project: String,
+    /// Concurrent admin requests when minting: twice the Argon2id slots.
+    clients: usize,
+    warm_file: PathBuf,
+    mint_rate: f64,
 }
 
-/// Other `KEYWARD_*` variables in the bench's environment: keyward inherits
-/// them (to experiment, e.g. `KEYWARD_REDIS_POOL_SIZE=8`), and the header
-/// lists them, since the figures are then not for the defaults.
-fn overrides() -> Vec<(String, String)> {
-    let mut vars: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("KEYWARD_") && !withheld(k))
-        .collect();
-    vars.sort();
-    vars
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = self.keyward.kill();
+        let _ = self.keyward.wait();
+    }
 }
 
-/// The keyward child process, killed on drop.
-struct Keyward {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-}
-
-impl Keyward {
-    fn start(redis: &Redis, validator_pw: &str, manager_pw: &str, token: &str) -> Res<Self> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let log = redis.dir.join("keyward.log");
-        let file = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-        let file2 = file.try_clone().map_err(|e| e.to_string())?;
-        let mut command = Command::new(env!("CARGO_BIN_EXE_keyward"));
-        for (var, _) in std::env::vars() {
-            if var.starts_with("KEYWARD_") && withheld(&var) {
+impl Stack {
+    /// Starts Redis (ACL from the `users.acl` beside `local_sh`) and `bin`,
+    /// mints K keys and validates each once.
+    async fn start(name: &str, bin: &Path, local_sh: &Path, knobs: &Knobs) -> Res<Self> {
+        let (vpw, mpw, token) = (random_string(24), random_string(24), random_string(32));
+        let (redis, port) = Redis::start(local_sh, &vpw, &mpw)?;
+        let url = |user: &str, pw: &str| format!("redis://{user}:{pw}@127.0.0.1:{port}");
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let log =
+            std::fs::File::create(redis.dir.join("keyward.log")).map_err(|e| e.to_string())?;
+        let mut command = Command::new(bin);
+        for (var, _) in std::env::vars().filter(|(k, _)| k.starts_with("KEYWARD_")) {
+            if withheld(&var) {
                 command.env_remove(var);
             }
         }
-        let child = command
+        let keyward = command
             .arg("serve")
-            .env("KEYWARD_LISTEN", addr.to_string())
-            .env("KEYWARD_REDIS_URL", redis.url("validator", validator_pw))
-            .env("KEYWARD_ADMIN_REDIS_URL", redis.url("manager", manager_pw))
-            .env("KEYWARD_ADMIN_TOKEN", token)
+            .env("KEYWARD_LISTEN", &addr)
+            .env("KEYWARD_REDIS_URL", url("validator", &vpw))
+            .env("KEYWARD_ADMIN_REDIS_URL", url("manager", &mpw))
+            .env("KEYWARD_ADMIN_TOKEN", &token)
             .env("KEYWARD_LOG", "warn")
             .stdin(Stdio::null())
-            .stdout(file)
-            .stderr(file2)
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
             .spawn()
-            .map_err(|e| format!("cannot start keyward: {e}"))?;
-        Ok(Keyward { child, addr, log })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let slots = override_num("KEYWARD_ARGON2_CONCURRENCY").map_or(knobs.cores, |n| n as usize);
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(60))
+            .build();
+        let mut stack = Stack {
+            name: name.into(),
+            keyward,
+            addr,
+            warm_file: redis.dir.join("warm.keys"),
+            redis,
+            http: http.map_err(|e| e.to_string())?,
+            token,
+            project: format!("load{}", random_string(8)),
+            clients: 2 * slots.max(1),
+            mint_rate: 0.0,
+        };
+        stack.wait_healthy().await?;
+        let body = json!({ "project_id": stack.project, "label": "load", "owner": "bench" });
+        stack.admin_post("/v1/admin/projects", body).await?;
+        let minting = Instant::now();
+        let keys = stack.mint(knobs.keys).await?;
+        let mint_secs = minting.elapsed().as_secs_f64();
+        stack.mint_rate = keys.len() as f64 / mint_secs;
+        let warming = Instant::now();
+        stack.validate_each(&keys).await?;
+        write_keys(&stack.warm_file, &keys)?;
+        println!(
+            "  {}: keyward pid {} on {}, redis pid {} on port {port}; minted {} keys in {mint_secs:.1} s, validated each once in {:.1} s",
+            stack.name,
+            stack.keyward.id(),
+            stack.addr,
+            stack.redis.pid,
+            keys.len(),
+            warming.elapsed().as_secs_f64(),
+        );
+        Ok(stack)
     }
 
     fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let text = std::fs::read_to_string(self.redis.dir.join("keyward.log")).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
     async fn wait_healthy(&mut self) -> Res<()> {
         let deadline = Instant::now() + Duration::from_secs(20);
-        let mut conn = Conn::new(self.addr);
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = self.keyward.try_wait() {
+                let tail = self.log_tail(20);
                 return Err(format!(
-                    "keyward exited during start-up ({status}):\n{}",
-                    self.log_tail(20)
+                    "keyward exited during start-up ({status}):\n{tail}"
                 ));
             }
-            if let Ok((StatusCode::OK, _)) = conn.send(Method::GET, "/health", None, None).await {
+            let health = self
+                .http
+                .get(format!("http://{}/health", self.addr))
+                .send()
+                .await;
+            if health.is_ok_and(|r| r.status() == reqwest::StatusCode::OK) {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -312,18 +337,200 @@ impl Keyward {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-}
 
-impl Drop for Keyward {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    async fn admin_post(&self, path: &str, body: serde_json::Value) -> Res<serde_json::Value> {
+        let fail = |e: &dyn std::fmt::Display| format!("POST {path}: {e}");
+        let req = self.http.post(format!("http://{}{path}", self.addr));
+        let resp = req.bearer_auth(&self.token).json(&body).send().await;
+        let resp = resp.map_err(|e| fail(&e))?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| fail(&e))?;
+        if status != reqwest::StatusCode::CREATED {
+            return Err(fail(&format!("{status}: {text}")));
+        }
+        serde_json::from_str(&text).map_err(|e| fail(&e))
+    }
+
+    /// Mints `n` keys (limit 10^8/min), `clients` at a time.
+    async fn mint(&self, n: usize) -> Res<Vec<String>> {
+        futures::stream::iter(0..n)
+            .map(|_| async {
+                let body = json!({
+                    "project_id": self.project,
+                    "owner": "load",
+                    "server_name": "bench",
+                    "rate_limit_per_minute": 100_000_000u64,
+                });
+                let minted = self.admin_post("/v1/mint-key", body).await?;
+                let key = minted["api_key"]
+                    .as_str()
+                    .ok_or("mint answer without api_key")?;
+                Ok::<_, String>(key.to_owned())
+            })
+            .buffer_unordered(self.clients)
+            .try_collect()
+            .await
+    }
+
+    /// Validates each key once (its one Argon2id run); all must answer 200.
+    async fn validate_each(&self, keys: &[String]) -> Res<()> {
+        let url = format!("http://{}/v1/validate-key", self.addr);
+        let statuses: Vec<u16> = futures::stream::iter(keys)
+            .map(|key| {
+                let req = self.http.post(&url).json(&json!({ "api_key": key }));
+                async move { req.send().await.map(|r| r.status().as_u16()) }
+            })
+            .buffer_unordered(self.clients)
+            .try_collect()
+            .await
+            .map_err(|e| format!("warm-up: {e}"))?;
+        let ok = statuses.iter().filter(|&&s| s == 200).count();
+        if ok != keys.len() {
+            let (n, tail) = (keys.len(), self.log_tail(20));
+            return Err(format!(
+                "warm-up: {ok} of {n} keys validated; keyward log:\n{tail}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs one wrk per load, all at once, and measures CPU and peak RSS.
+    async fn measure(&self, loads: &[(&str, &Path, usize, u64)], cores: usize) -> Res<Measured> {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (kw, redis) = (self.keyward.id(), self.redis.pid);
+        // Resets VmHWM, so that it is this scenario's peak (Linux >= 4.0).
+        let hwm_reset = std::fs::write(format!("/proc/{kw}/clear_refs"), "5").is_ok();
+        let cmds: Vec<Command> = loads
+            .iter()
+            .map(|&(mode, keys, c, secs)| wrk(&self.addr, mode, keys, c, secs, cores))
+            .collect();
+        let before = Ticks::now(kw, redis);
+        let outputs = tokio::task::spawn_blocking(move || {
+            let children: Vec<_> = cmds.into_iter().map(|mut c| c.spawn()).collect();
+            let outputs = children.into_iter().map(|c| c?.wait_with_output());
+            outputs.collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| format!("wrk: {e}"))?;
+        let cpu = Ticks::now(kw, redis).since(&before);
+        let mut runs = Vec::new();
+        for out in outputs {
+            let out = out.map_err(|e| format!("cannot run wrk: {e}"))?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            if !out.status.success() {
+                let err = String::from_utf8_lossy(&out.stderr);
+                return Err(format!("wrk failed ({}): {text}{err}", out.status));
+            }
+            runs.push(Wrk::parse(&text)?);
+        }
+        let rss_mib = proc_status_kib(kw, "VmHWM").filter(|_| hwm_reset);
+        let rss_mib = rss_mib.map_or(f64::NAN, |k| k as f64 / 1024.0);
+        Ok(Measured { runs, cpu, rss_mib })
+    }
+
+    async fn warm(&self, knobs: &Knobs, clients: usize, auth: bool) -> Res<Row> {
+        let mode = if auth { "auth" } else { "validate" };
+        let load = (mode, self.warm_file.as_path(), clients, knobs.warm_secs);
+        let m = self.measure(&[load], knobs.cores).await?;
+        let name = format!("warm C={clients}{}", if auth { " /v1/auth" } else { "" });
+        Ok(Row::new(name, clients, &m.runs[0], m.runs[0].requests, &m))
     }
 }
 
-// --- /proc ---------------------------------------------------------------------
+fn write_keys(path: &Path, keys: &[String]) -> Res<()> {
+    // The Lua script pastes keys into JSON bodies and headers as they are.
+    let safe = |k: &String| {
+        k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    };
+    if !keys.iter().all(safe) {
+        return Err("a minted key has characters outside [A-Za-z0-9._-]".into());
+    }
+    std::fs::write(path, keys.join("\n") + "\n").map_err(|e| format!("{}: {e}", path.display()))
+}
 
-/// A `kB` field of `/proc/<pid>/status`, e.g. `VmRSS` or `VmHWM`.
+// --- wrk -------------------------------------------------------------------------
+
+fn wrk(addr: &str, mode: &str, keys: &Path, clients: usize, secs: u64, cores: usize) -> Command {
+    let threads = cores.min(clients).max(1).to_string();
+    let mut cmd = Command::new("wrk");
+    cmd.args(["--latency", "--timeout", "30s", "-t", &threads])
+        .args(["-c", &clients.to_string(), "-d", &format!("{secs}s"), "-s"])
+        .arg(repo().join("benches/load.lua"))
+        .arg(format!("http://{addr}"))
+        .arg("--")
+        .arg(keys)
+        .args([mode, &threads])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// What one wrk run printed.
+#[derive(Default)]
+struct Wrk {
+    requests: u64,
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    non_2xx: u64,
+    socket_errors: u64,
+    exhausted: bool,
+}
+
+/// `123.45us`, `1.20ms`, `2.00s`, `1.00m` in milliseconds.
+fn wrk_ms(v: &str) -> Option<f64> {
+    let v = v.trim();
+    let at = v.find(|c: char| c.is_ascii_alphabetic())?;
+    let unit = match &v[at..] {
+        "us" => 0.001,
+        "ms" => 1.0,
+        "s" => 1e3,
+        "m" => 60e3,
+        "h" => 3600e3,
+        _ => return None,
+    };
+    Some(v[..at].parse::<f64>().ok()? * unit)
+}
+
+impl Wrk {
+    fn parse(text: &str) -> Res<Self> {
+        let bad = |what: &str| format!("cannot read wrk's {what} from:\n{text}");
+        let mut w = Wrk::default();
+        let (mut saw_requests, mut saw_rate) = (false, false);
+        for line in text.lines().map(str::trim) {
+            if let Some(v) = line.strip_prefix("50%") {
+                w.p50_ms = wrk_ms(v).ok_or_else(|| bad("p50"))?;
+            } else if let Some(v) = line.strip_prefix("99%") {
+                w.p99_ms = wrk_ms(v).ok_or_else(|| bad("p99"))?;
+            } else if line.contains(" requests in ") {
+                let n = line.split_whitespace().next().and_then(|n| n.parse().ok());
+                (w.requests, saw_requests) = (n.ok_or_else(|| bad("request count"))?, true);
+            } else if let Some(v) = line.strip_prefix("Requests/sec:") {
+                (w.rps, saw_rate) = (v.trim().parse().map_err(|_| bad("Requests/sec"))?, true);
+            } else if let Some(v) = line.strip_prefix("Non-2xx or 3xx responses:") {
+                w.non_2xx = v.trim().parse().map_err(|_| bad("Non-2xx count"))?;
+            } else if let Some(v) = line.strip_prefix("Socket errors:") {
+                // "connect 0, read 0, write 0, timeout 0"
+                let n = v
+                    .split(',')
+                    .map(|f| f.split_whitespace().last()?.parse::<u64>().ok());
+                w.socket_errors = n.sum::<Option<u64>>().ok_or_else(|| bad("socket errors"))?;
+            } else if line.starts_with("keys exhausted") {
+                w.exhausted = true;
+            }
+        }
+        if !(saw_requests && saw_rate) {
+            return Err(bad("summary"));
+        }
+        Ok(w)
+    }
+}
+
+// --- /proc -----------------------------------------------------------------------
+
+/// A `kB` field of `/proc/<pid>/status`, e.g. `VmHWM`.
 fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find_map(|line| {
@@ -332,851 +539,428 @@ fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     })
 }
 
-/// User plus system CPU time of a process so far, in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+/// The sum of two fields (numbered as in proc(5)) of `/proc/<pid>/stat`.
+fn stat_ticks(pid: &str, fields: [usize; 2]) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Field 3 follows the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    fields
+        .iter()
+        .filter_map(|&n| f.get(n - 3)?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Non-idle ticks of all CPUs, from `/proc/stat`.
+fn machine_busy_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let line = stat.lines().next().unwrap_or_default();
+    // user nice system idle iowait irq softirq steal
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .flat_map(str::parse)
+        .collect();
+    f.iter().sum::<u64>() - f.get(3).unwrap_or(&0) - f.get(4).unwrap_or(&0)
 }
 
 fn clock_ticks_per_sec() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
+    let out = Command::new("getconf").arg("CLK_TCK").output();
+    let hz = out
         .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok());
+    hz.unwrap_or(100.0)
 }
 
-fn mib(kib: u64) -> f64 {
-    kib as f64 / 1024.0
-}
+/// CPU ticks so far of keyward, Redis, this process's waited-for children
+/// (the wrk runs), and the whole machine.
+struct Ticks([u64; 4], Instant);
 
-/// Samples keyward's VmRSS every 50 ms on a thread of its own.
-struct RssSampler {
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<u64>,
-}
-
-impl RssSampler {
-    fn start(pid: u32) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = std::thread::spawn({
-            let stop = stop.clone();
-            move || {
-                let mut max = 0;
-                loop {
-                    max = max.max(proc_status_kib(pid, "VmRSS").unwrap_or(0));
-                    if stop.load(Ordering::Relaxed) {
-                        return max;
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
-        });
-        Self { stop, thread }
+impl Ticks {
+    fn now(keyward: u32, redis: u32) -> Self {
+        let (kw, rd) = (keyward.to_string(), redis.to_string());
+        let now = [
+            stat_ticks(&kw, [14, 15]),    // utime, stime
+            stat_ticks(&rd, [14, 15]),    // utime, stime
+            stat_ticks("self", [16, 17]), // cutime, cstime
+            machine_busy_ticks(),
+        ];
+        Ticks(now, Instant::now())
     }
 
-    /// The largest VmRSS seen, in KiB.
-    fn finish(self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap_or(0)
+    /// CPU seconds since `before`: keyward, Redis, wrk, the rest of the machine; wall seconds.
+    fn since(&self, before: &Ticks) -> ([f64; 4], f64) {
+        let hz = clock_ticks_per_sec();
+        let mut s = [0, 1, 2, 3].map(|i| self.0[i].saturating_sub(before.0[i]) as f64 / hz);
+        s[3] = (s[3] - s[0] - s[1] - s[2]).max(0.0);
+        (s, (self.1 - before.1).as_secs_f64())
     }
 }
 
-/// CPU used by keyward, Redis and this load generator over a scenario.
-struct CpuMeter {
-    pids: [Option<u32>; 3],
-    start: [Option<u64>; 3],
-    at: Instant,
+struct Measured {
+    runs: Vec<Wrk>,
+    cpu: ([f64; 4], f64),
+    rss_mib: f64,
 }
 
-impl CpuMeter {
-    fn start(keyward: u32, redis: Option<u32>) -> Self {
-        let pids = [Some(keyward), redis, Some(std::process::id())];
-        Self {
-            pids,
-            start: pids.map(|p| p.and_then(cpu_ticks)),
-            at: Instant::now(),
-        }
-    }
+// --- rows ------------------------------------------------------------------------
 
-    /// Percent of one core for keyward, Redis and the bench.
-    fn finish(&self, ticks_per_sec: f64) -> [Option<f64>; 3] {
-        let secs = self.at.elapsed().as_secs_f64();
-        let mut out = [None; 3];
-        for (i, pid) in self.pids.iter().enumerate() {
-            if let (Some(pid), Some(start)) = (pid, self.start[i]) {
-                out[i] = cpu_ticks(*pid)
-                    .map(|end| (end.saturating_sub(start)) as f64 / ticks_per_sec / secs * 100.0);
-            }
-        }
-        out
-    }
-}
+/// Columns: title, decimals, whether compare mode prints a ratio new/base.
+const COLS: [(&str, usize, bool); 12] = [
+    ("req/s", 0, true),
+    ("p50 ms", 3, true),
+    ("p99 ms", 3, true),
+    ("non-200", 0, false),
+    ("kw µs/v", 1, true),
+    ("rd µs/v", 1, true),
+    ("kw/rd", 2, true),
+    ("kw %", 0, false),
+    ("rd %", 0, false),
+    ("wrk %", 0, false),
+    ("other %", 0, false),
+    ("RSS MiB", 1, false),
+];
+const RPS: usize = 0;
+const P50: usize = 1;
+const P99: usize = 2;
+const NON200: usize = 3;
+const RD_US: usize = 5;
+const KW_RD: usize = 6;
+const RSS: usize = 11;
 
-// --- HTTP client ---------------------------------------------------------------
-
-type Sender = http1::SendRequest<Full<Bytes>>;
-
-/// One keep-alive HTTP/1.1 connection, re-opened after an error.
-struct Conn {
-    addr: SocketAddr,
-    sender: Option<Sender>,
-}
-
-impl Conn {
-    fn new(addr: SocketAddr) -> Self {
-        Self { addr, sender: None }
-    }
-
-    async fn connect(&mut self) -> Res<&mut Sender> {
-        if self.sender.is_none() {
-            let stream = TcpStream::connect(self.addr)
-                .await
-                .map_err(|e| format!("connect: {e}"))?;
-            let _ = stream.set_nodelay(true);
-            let (sender, conn) = http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| format!("handshake: {e}"))?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            self.sender = Some(sender);
-        }
-        Ok(self.sender.as_mut().expect("just connected"))
-    }
-
-    async fn send(
-        &mut self,
-        method: Method,
-        path: &str,
-        bearer: Option<&str>,
-        body: Option<Bytes>,
-    ) -> Res<(StatusCode, Bytes)> {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(HOST, "127.0.0.1");
-        if body.is_some() {
-            req = req.header(CONTENT_TYPE, "application/json");
-        }
-        if let Some(token) = bearer {
-            req = req.header(AUTHORIZATION, format!("Bearer {token}"));
-        }
-        let req = req
-            .body(Full::new(body.unwrap_or_default()))
-            .map_err(|e| e.to_string())?;
-        let exchange = async {
-            let sender = self.connect().await?;
-            sender.ready().await.map_err(|e| e.to_string())?;
-            let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-            let status = resp.status();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            Ok::<_, String>((status, body))
-        };
-        match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(e)) => {
-                self.sender = None;
-                Err(e)
-            }
-            Err(_) => {
-                self.sender = None;
-                Err("timeout".into())
-            }
-        }
-    }
-
-    async fn admin_post(
-        &mut self,
-        path: &str,
-        token: &str,
-        body: serde_json::Value,
-    ) -> Res<serde_json::Value> {
-        let (status, bytes) = self
-            .send(
-                Method::POST,
-                path,
-                Some(token),
-                Some(Bytes::from(body.to_string())),
-            )
-            .await
-            .map_err(|e| format!("POST {path}: {e}"))?;
-        if status != StatusCode::CREATED {
-            return Err(format!(
-                "POST {path}: {status}: {}",
-                String::from_utf8_lossy(&bytes)
-            ));
-        }
-        serde_json::from_slice(&bytes).map_err(|e| format!("POST {path}: {e}"))
-    }
-}
-
-/// One validation, as either endpoint takes it.
-enum Call {
-    /// `POST /v1/validate-key` with this body.
-    Validate(Bytes),
-    /// `GET /v1/auth` with this key as the bearer token (forward auth).
-    Auth(String),
-}
-
-/// A validation request for `key` at `POST /v1/validate-key`.
-fn validate_body(key: &str) -> Call {
-    Call::Validate(Bytes::from(
-        serde_json::json!({ "api_key": key }).to_string(),
-    ))
-}
-
-// --- tallies -------------------------------------------------------------------
-
-/// What one or more clients saw: latencies of every answer, and the non-200s.
-struct Tally {
-    /// Latency of every answered request, in microseconds.
-    hist: Histogram<u64>,
-    ok: u64,
-    /// `"503 busy"`, `"401 invalid_key"`, `"error: ..."` -> count.
-    other: BTreeMap<String, u64>,
-}
-
-impl Tally {
-    fn new() -> Self {
-        Self {
-            hist: Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds"),
-            ok: 0,
-            other: BTreeMap::new(),
-        }
-    }
-
-    fn merge(&mut self, other: Tally) {
-        let _ = self.hist.add(&other.hist);
-        self.ok += other.ok;
-        for (k, v) in other.other {
-            *self.other.entry(k).or_default() += v;
-        }
-    }
-
-    fn non_200(&self) -> u64 {
-        self.other.values().sum()
-    }
-
-    fn count(&self, label: &str) -> u64 {
-        self.other.get(label).copied().unwrap_or(0)
-    }
-
-    fn requests(&self) -> u64 {
-        self.ok + self.non_200()
-    }
-
-    /// Sends one validation and records how it went.
-    async fn validate(&mut self, conn: &mut Conn, call: &Call) -> Option<StatusCode> {
-        let started = Instant::now();
-        let result = match call {
-            Call::Validate(body) => {
-                conn.send(Method::POST, "/v1/validate-key", None, Some(body.clone()))
-                    .await
-            }
-            Call::Auth(key) => conn.send(Method::GET, "/v1/auth", Some(key), None).await,
-        };
-        let micros = started.elapsed().as_micros().max(1) as u64;
-        match result {
-            Ok((status, bytes)) => {
-                self.hist.saturating_record(micros);
-                if status == StatusCode::OK {
-                    self.ok += 1;
-                } else {
-                    let code = serde_json::from_slice::<serde_json::Value>(&bytes)
-                        .ok()
-                        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
-                        .unwrap_or_else(|| "?".into());
-                    *self
-                        .other
-                        .entry(format!("{} {code}", status.as_u16()))
-                        .or_default() += 1;
-                }
-                Some(status)
-            }
-            Err(e) => {
-                *self.other.entry(format!("error: {e}")).or_default() += 1;
-                // Do not spin on a dead server.
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                None
-            }
-        }
-    }
-
-    fn ms(&self, quantile: f64) -> f64 {
-        self.hist.value_at_quantile(quantile) as f64 / 1000.0
-    }
-
-    fn max_ms(&self) -> f64 {
-        self.hist.max() as f64 / 1000.0
-    }
-
-    fn breakdown(&self) -> String {
-        if self.other.is_empty() {
-            return String::new();
-        }
-        let parts: Vec<String> = self
-            .other
-            .iter()
-            .map(|(k, v)| format!("{k}: {v}"))
-            .collect();
-        format!(" ({})", parts.join(", "))
-    }
-}
-
-// --- workers -------------------------------------------------------------------
-
-/// Validates `keys` round-robin from `offset` until `stop` (or, with
-/// `while_active`, until it drops to 0). Returns when it finished, too.
-async fn round_robin(
-    mut conn: Conn,
-    keys: Arc<Vec<Call>>,
-    offset: usize,
-    start: Arc<Barrier>,
-    stop: Arc<AtomicBool>,
-    while_active: Option<Arc<AtomicUsize>>,
-) -> (Tally, Instant) {
-    let mut tally = Tally::new();
-    // Open the connection before the clock starts.
-    let _ = conn.connect().await;
-    start.wait().await;
-    let mut i = offset;
-    while !stop.load(Ordering::Relaxed)
-        && while_active
-            .as_ref()
-            .map_or(true, |n| n.load(Ordering::Relaxed) > 0)
-    {
-        tally.validate(&mut conn, &keys[i % keys.len()]).await;
-        i += 1;
-    }
-    (tally, Instant::now())
-}
-
-/// Validates each key of `keys` once, taking the next one from `next`,
-/// until they run out or `stop`. Returns when it finished, too.
-async fn each_once(
-    mut conn: Conn,
-    keys: Arc<Vec<Call>>,
-    next: Arc<AtomicUsize>,
-    start: Arc<Barrier>,
-    stop: Arc<AtomicBool>,
-    active: Arc<AtomicUsize>,
-) -> (Tally, Instant) {
-    let mut tally = Tally::new();
-    let _ = conn.connect().await;
-    start.wait().await;
-    while !stop.load(Ordering::Relaxed) {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        let Some(key) = keys.get(i) else { break };
-        tally.validate(&mut conn, key).await;
-    }
-    active.fetch_sub(1, Ordering::Relaxed);
-    (tally, Instant::now())
-}
-
-/// Mints `n` keys with `clients` concurrent admin requests.
-async fn mint_keys(
-    addr: SocketAddr,
-    token: &str,
-    project: &str,
-    n: usize,
-    clients: usize,
-) -> Res<Vec<String>> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..clients.min(n) {
-        let (next, token, project) = (next.clone(), token.to_owned(), project.to_owned());
-        tasks.spawn(async move {
-            let mut conn = Conn::new(addr);
-            let mut keys = Vec::new();
-            while next.fetch_add(1, Ordering::Relaxed) < n {
-                let body = serde_json::json!({
-                    "project_id": project,
-                    "owner": "load",
-                    "server_name": "bench",
-                    "rate_limit_per_minute": 100_000_000u64,
-                });
-                let minted = conn.admin_post("/v1/mint-key", &token, body).await?;
-                let key = minted["api_key"]
-                    .as_str()
-                    .ok_or("mint answer without api_key")?;
-                keys.push(key.to_owned());
-            }
-            Ok::<_, String>(keys)
-        });
-    }
-    let mut keys = Vec::with_capacity(n);
-    while let Some(joined) = tasks.join_next().await {
-        keys.extend(joined.map_err(|e| format!("mint task: {e}"))??);
-    }
-    Ok(keys)
-}
-
-// --- scenarios -------------------------------------------------------------------
-
-/// One reported line.
+/// One printed line, in `COLS` order.
 struct Row {
     name: String,
-    clients: usize,
-    elapsed: Duration,
-    tally: Tally,
-    /// Largest sampled VmRSS during the scenario, and VmHWM after it (KiB).
-    rss_kib: u64,
-    hwm_kib: u64,
-    cpu: [Option<f64>; 3],
-    unit: &'static str,
+    clients: String,
+    v: [f64; 12],
 }
 
 impl Row {
-    fn throughput(&self) -> f64 {
-        self.tally.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    /// `validations`: all answered during the scenario, the divisor for CPU.
+    fn new(name: String, clients: usize, w: &Wrk, validations: u64, m: &Measured) -> Self {
+        let ([kw, rd, wrk, other], wall) = m.cpu;
+        let per = |secs: f64| secs * 1e6 / validations.max(1) as f64;
+        let pct = |secs: f64| secs * 100.0 / wall;
+        let v = [
+            w.rps,
+            w.p50_ms,
+            w.p99_ms,
+            (w.non_2xx + w.socket_errors) as f64,
+            per(kw),
+            per(rd),
+            kw / rd,
+            pct(kw),
+            pct(rd),
+            pct(wrk),
+            pct(other),
+            m.rss_mib,
+        ];
+        if w.socket_errors > 0 {
+            println!(
+                "  ({name}: {} socket errors or timeouts, counted as non-200)",
+                w.socket_errors
+            );
+        }
+        Row {
+            name,
+            clients: clients.to_string(),
+            v,
+        }
+    }
+
+    fn line(name: &str, clients: &str, cell: impl Fn(usize) -> String) {
+        let mut s = format!("{name:<32} {clients:>3}");
+        for i in 0..COLS.len() {
+            let _ = write!(s, " {:>8}", cell(i));
+        }
+        println!("{}", s.trim_end());
+    }
+
+    fn header() {
+        Row::line("scenario", "C", |i| COLS[i].0.to_owned());
     }
 
     fn print(&self) {
-        let t = &self.tally;
-        let cpu = |v: Option<f64>| v.map_or("?".into(), |v| format!("{v:.0}%"));
-        println!(
-            "{:<28} C={:<3} {:>6.2} s  {:>7} req  {:>8.0} {}  p50 {:.3}  p95 {:.3}  p99 {:.3}  max {:.3} ms  non-200 {}{}  RSS max {:.1} MiB (VmHWM {:.1} MiB)  cpu keyward {} redis {} bench {}",
-            self.name,
-            self.clients,
-            self.elapsed.as_secs_f64(),
-            t.requests(),
-            self.throughput(),
-            self.unit,
-            t.ms(0.50),
-            t.ms(0.95),
-            t.ms(0.99),
-            t.max_ms(),
-            t.non_200(),
-            t.breakdown(),
-            mib(self.rss_kib),
-            mib(self.hwm_kib),
-            cpu(self.cpu[0]),
-            cpu(self.cpu[1]),
-            cpu(self.cpu[2]),
-        );
+        Row::line(&self.name, &self.clients, |i| match self.v[i] {
+            v if v.is_nan() => "?".to_owned(),
+            v => format!("{v:.*}", COLS[i].1),
+        });
+    }
+
+    fn ratio(name: &str, base: &Row, new: &Row) {
+        Row::line(name, "", |i| match COLS[i].2 {
+            true => format!("{:.2}x", new.v[i] / base.v[i]),
+            false => String::new(),
+        });
     }
 }
 
-struct Env {
-    addr: SocketAddr,
-    keyward_pid: u32,
-    redis_pid: Option<u32>,
-    ticks: f64,
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    (v[(n - 1) / 2] + v[n / 2]) / 2.0
 }
 
-impl Env {
-    fn measure(&self) -> (RssSampler, CpuMeter) {
-        (
-            RssSampler::start(self.keyward_pid),
-            CpuMeter::start(self.keyward_pid, self.redis_pid),
-        )
-    }
-
-    fn hwm(&self) -> u64 {
-        proc_status_kib(self.keyward_pid, "VmHWM").unwrap_or(0)
-    }
-}
-
-async fn warm_scenario(
-    env: &Env,
-    keys: &Arc<Vec<Call>>,
-    clients: usize,
-    secs: f64,
-    label: &str,
-) -> Row {
-    let start = Arc::new(Barrier::new(clients + 1));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = tokio::task::JoinSet::new();
-    for c in 0..clients {
-        tasks.spawn(round_robin(
-            Conn::new(env.addr),
-            keys.clone(),
-            c * keys.len() / clients,
-            start.clone(),
-            stop.clone(),
-            None,
-        ));
-    }
-    start.wait().await;
-    let (rss, cpu) = env.measure();
-    let began = Instant::now();
-    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut tally = Tally::new();
-    while let Some(joined) = tasks.join_next().await {
-        if let Ok((t, _)) = joined {
-            tally.merge(t);
-        }
-    }
-    let elapsed = began.elapsed();
-    Row {
-        name: format!("warm C={clients}{label}"),
-        clients,
-        elapsed,
-        tally,
-        cpu: cpu.finish(env.ticks),
-        rss_kib: rss.finish(),
-        hwm_kib: env.hwm(),
-        unit: "req/s",
-    }
-}
-
-/// The cold storm and the warm probe running beside it.
-async fn cold_scenario(
-    env: &Env,
-    warm: &Arc<Vec<Call>>,
-    cold: &Arc<Vec<Call>>,
-    secs: f64,
-) -> (Row, Row, bool) {
-    let start = Arc::new(Barrier::new(COLD_CLIENTS + 2));
-    let stop = Arc::new(AtomicBool::new(false));
-    let next = Arc::new(AtomicUsize::new(0));
-    let active = Arc::new(AtomicUsize::new(COLD_CLIENTS));
-    let mut storm = tokio::task::JoinSet::new();
-    for _ in 0..COLD_CLIENTS {
-        storm.spawn(each_once(
-            Conn::new(env.addr),
-            cold.clone(),
-            next.clone(),
-            start.clone(),
-            stop.clone(),
-            active.clone(),
-        ));
-    }
-    // The probe runs until the last storm client is done (the storm's queue
-    // drains after `stop`): it measures warm latency under the storm only.
-    let probe = tokio::spawn(round_robin(
-        Conn::new(env.addr),
-        warm.clone(),
-        0,
-        start.clone(),
-        Arc::new(AtomicBool::new(false)),
-        Some(active.clone()),
-    ));
-    start.wait().await;
-    let (rss, cpu) = env.measure();
-    let began = Instant::now();
-    let deadline = began + Duration::from_secs_f64(secs);
-    while Instant::now() < deadline && active.load(Ordering::Relaxed) > 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let exhausted = active.load(Ordering::Relaxed) == 0;
-    stop.store(true, Ordering::Relaxed);
-    let mut tally = Tally::new();
-    let mut last = began;
-    while let Some(joined) = storm.join_next().await {
-        if let Ok((t, finished)) = joined {
-            tally.merge(t);
-            last = last.max(finished);
-        }
-    }
-    let (probe_tally, probe_end) = probe
-        .await
-        .unwrap_or_else(|_| (Tally::new(), Instant::now()));
-    let probe_elapsed = probe_end - began;
-    let cpu = cpu.finish(env.ticks);
-    let (rss_kib, hwm_kib) = (rss.finish(), env.hwm());
-    let storm_row = Row {
-        name: "cold storm (argon2 verify)".into(),
-        clients: COLD_CLIENTS,
-        elapsed: last - began,
-        tally,
-        rss_kib,
-        hwm_kib,
-        cpu,
-        unit: "vrf/s",
-    };
-    let probe_row = Row {
-        name: "warm probe (during storm)".into(),
-        clients: 1,
-        elapsed: probe_elapsed,
-        tally: probe_tally,
-        rss_kib,
-        hwm_kib,
-        cpu,
-        unit: "req/s",
-    };
-    (storm_row, probe_row, exhausted)
-}
-
-// --- the run -------------------------------------------------------------------
-
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "ok"
-    } else {
-        "MISS"
-    }
-}
-
-async fn bench(knobs: Knobs) -> Res<()> {
-    let validator_pw = random_string(24);
-    let manager_pw = random_string(24);
-    let token = random_string(ADMIN_TOKEN_LEN);
-    let overrides = overrides();
-    let argon2_concurrency = overrides
-        .iter()
-        .find(|(k, _)| k == "KEYWARD_ARGON2_CONCURRENCY")
-        .and_then(|(_, v)| v.trim().parse().ok())
-        .unwrap_or(knobs.cores);
-
-    let redis = Redis::start(&validator_pw, &manager_pw)?;
-    let mut keyward = Keyward::start(&redis, &validator_pw, &manager_pw, &token)?;
-    keyward.wait_healthy().await?;
-    let env = Env {
-        addr: keyward.addr,
-        keyward_pid: keyward.pid(),
-        redis_pid: redis.pid,
-        ticks: clock_ticks_per_sec(),
-    };
-
-    println!("keyward load benchmark");
+fn target(what: &str, got: f64, ok: bool) {
     println!(
-        "  machine: {} cores; keyward pid {} on {}; redis pid {} on 127.0.0.1:{} (dir {})",
-        knobs.cores,
-        env.keyward_pid,
-        env.addr,
-        env.redis_pid.map_or("?".into(), |p| p.to_string()),
-        redis.port,
-        redis.dir.display()
+        "  {what:<50} {got:>10.3}  {}",
+        if ok { "ok" } else { "MISS" }
     );
-    let cost = if overrides
-        .iter()
-        .any(|(k, _)| k.starts_with("KEYWARD_ARGON2_"))
+}
+
+// --- the runs --------------------------------------------------------------------
+
+/// Installs a Debian package when `tool` is not on the PATH (as
+/// `redis/local.sh install` does for Redis).
+fn ensure_tool(tool: &str, package: &str) -> Res<()> {
+    if Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
     {
-        "see the overrides below"
-    } else {
-        "m=64 MiB, t=3, p=1 (keyward's defaults)"
-    };
-    println!("  argon2id: {cost}; {argon2_concurrency} at once; verified-secret cache on");
+        return Ok(());
+    }
+    eprintln!("load: {tool} not found, installing the Debian package {package}");
+    let script =
+        format!("apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y {package}");
+    let status = Command::new("sh")
+        .args(["-c", &script])
+        .stdout(Stdio::null())
+        .status();
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        _ => Err(format!(
+            "{tool} is missing and `apt-get install {package}` failed"
+        )),
+    }
+}
+
+fn header(knobs: &Knobs) {
+    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let loadavg: Vec<&str> = loadavg.split_whitespace().take(3).collect();
+    let wrk = Command::new("wrk")
+        .arg("-v")
+        .output()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    let wrk = String::from_utf8_lossy(&wrk);
     println!(
-        "  K={} warm keys; warm C={} for {:.1} s; cold storm {} clients + 1 warm probe for <= {:.1} s",
-        knobs.keys, knobs.concurrency, knobs.warm_secs, COLD_CLIENTS, knobs.cold_secs
+        "keyward load benchmark ({}, benches/load.lua)",
+        wrk.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
     );
+    println!(
+        "  machine: {} cores, load average {} at start",
+        knobs.cores,
+        loadavg.join(" ")
+    );
+    let overrides = overrides();
     if overrides.is_empty() {
         println!("  keyward configuration: defaults (no KEYWARD_* overrides inherited)");
     } else {
-        let list: Vec<String> = overrides.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!(
-            "  keyward configuration: NOT the defaults, inherited {}",
-            list.join(" ")
+            "  keyward configuration: NOT the defaults: {}",
+            overrides.join(" ")
         );
     }
-    println!("  latencies include the bench's own client, on the same cores; 1 MiB = 2^20 bytes");
-
-    // Setup: a project, K warm keys, a warm-up pass, then the cold keys.
-    let project = format!("load{}", random_string(8));
-    Conn::new(env.addr)
-        .admin_post(
-            "/v1/admin/projects",
-            &token,
-            serde_json::json!({ "project_id": project, "label": "load", "owner": "bench" }),
-        )
-        .await?;
-    let minting = Instant::now();
-    let mint_clients = 2 * argon2_concurrency;
-    let warm_keys = mint_keys(env.addr, &token, &project, knobs.keys, mint_clients).await?;
-    let mint_rate = warm_keys.len() as f64 / minting.elapsed().as_secs_f64();
     println!(
-        "  setup: minted {} keys in {:.1} s ({mint_rate:.1} Argon2id hashes/s via the admin API)",
-        warm_keys.len(),
-        minting.elapsed().as_secs_f64()
+        "  K={} warm keys; every scenario {} s (cold storm {} s); wrk threads: min(cores, C)",
+        knobs.keys, knobs.warm_secs, knobs.cold_secs
     );
-    let warm: Arc<Vec<Call>> = Arc::new(warm_keys.iter().map(|k| validate_body(k)).collect());
-    let warm_auth: Arc<Vec<Call>> = Arc::new(warm_keys.iter().cloned().map(Call::Auth).collect());
+    println!("  kw|rd µs/v: CPU of keyward|Redis per answered validation; kw/rd: their ratio;");
+    println!("  kw|rd|wrk|other %: CPU in % of one core (other: the rest of the machine)");
+}
 
-    let warming = Instant::now();
-    let warmup = {
-        let start = Arc::new(Barrier::new(mint_clients));
-        let (next, stop) = (
-            Arc::new(AtomicUsize::new(0)),
-            Arc::new(AtomicBool::new(false)),
-        );
-        let active = Arc::new(AtomicUsize::new(mint_clients));
-        let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..mint_clients {
-            tasks.spawn(each_once(
-                Conn::new(env.addr),
-                warm.clone(),
-                next.clone(),
-                start.clone(),
-                stop.clone(),
-                active.clone(),
-            ));
-        }
-        let mut tally = Tally::new();
-        while let Some(joined) = tasks.join_next().await {
-            tally.merge(joined.map_err(|e| format!("warm-up task: {e}"))?.0);
-        }
-        tally
-    };
-    if warmup.ok != warm.len() as u64 {
-        return Err(format!(
-            "warm-up: {} of {} keys validated{}; keyward log:\n{}",
-            warmup.ok,
-            warm.len(),
-            warmup.breakdown(),
-            keyward.log_tail(20)
-        ));
+async fn run(knobs: Knobs) -> Res<()> {
+    ensure_tool("wrk", "wrk")?;
+    if knobs.profile {
+        ensure_tool("perf", "linux-perf")?;
     }
-    println!(
-        "  setup: warm-up pass validated all {} keys in {:.1} s",
-        warm.len(),
-        warming.elapsed().as_secs_f64()
+    header(&knobs);
+    let (bin, local_sh) = (
+        Path::new(env!("CARGO_BIN_EXE_keyward")),
+        repo().join("redis/local.sh"),
     );
+    if let Some(dir) = &knobs.base {
+        let label = std::env::var("KEYWARD_BENCH_BASE_REV").unwrap_or_else(|_| "?".into());
+        let (name, base_bin) = (format!("base {label}"), dir.join("keyward"));
+        let base_sh = dir.join("redis/local.sh");
+        let base = Stack::start(&name, &base_bin, &base_sh, &knobs).await?;
+        let new = Stack::start("new", bin, &local_sh, &knobs).await?;
+        return compare(&knobs, [base, new]).await;
+    }
+    let stack = Stack::start("keyward", bin, &local_sh, &knobs).await?;
+    if knobs.profile {
+        return profile(&knobs, &stack).await;
+    }
+    let n = knobs.concurrency;
 
     // Enough never-validated keys to keep Argon2id busy for the whole storm,
     // at about the rate minting ran (same cost), with a margin.
-    let cold_n = ((mint_rate * knobs.cold_secs * 1.3).ceil() as usize + 2 * COLD_CLIENTS)
-        .clamp(COLD_CLIENTS, MAX_COLD_KEYS);
+    let cold_n = (stack.mint_rate * knobs.cold_secs as f64 * 1.3).ceil() as usize;
+    let cold_n = (cold_n + 2 * COLD_CLIENTS).min(MAX_COLD_KEYS);
     let minting = Instant::now();
-    let cold_keys = mint_keys(env.addr, &token, &project, cold_n, mint_clients).await?;
+    let cold_file = stack.redis.dir.join("cold.keys");
+    write_keys(&cold_file, &stack.mint(cold_n).await?)?;
     println!(
-        "  setup: minted {} cold keys in {:.1} s",
-        cold_keys.len(),
+        "  minted {cold_n} cold keys in {:.1} s\n",
         minting.elapsed().as_secs_f64()
     );
-    let cold: Arc<Vec<Call>> = Arc::new(cold_keys.iter().map(|k| validate_body(k)).collect());
-    println!();
 
-    // Scenarios.
-    let settle = || tokio::time::sleep(Duration::from_millis(500));
-    settle().await;
-    let warm1 = warm_scenario(&env, &warm, 1, knobs.warm_secs, "").await;
+    Row::header();
+    let warm1 = stack.warm(&knobs, 1, false).await?;
     warm1.print();
-    settle().await;
-    let warm_n = warm_scenario(&env, &warm, knobs.concurrency, knobs.warm_secs, "").await;
+    let warm_n = stack.warm(&knobs, n, false).await?;
     warm_n.print();
-    settle().await;
-    let auth_n = warm_scenario(
-        &env,
-        &warm_auth,
-        knobs.concurrency,
-        knobs.warm_secs,
-        " /v1/auth",
-    )
-    .await;
-    auth_n.print();
-    settle().await;
-    let (storm, probe, exhausted) = cold_scenario(&env, &warm, &cold, knobs.cold_secs).await;
-    storm.print();
+    stack.warm(&knobs, n, true).await?.print();
+    let loads = [
+        ("once", cold_file.as_path(), COLD_CLIENTS, knobs.cold_secs),
+        ("validate", stack.warm_file.as_path(), 1, knobs.cold_secs),
+    ];
+    let m = stack.measure(&loads, knobs.cores).await?;
+    let (storm, probe) = (&m.runs[0], &m.runs[1]);
+    let all = storm.requests + probe.requests;
+    Row::new("cold storm".into(), COLD_CLIENTS, storm, all, &m).print();
+    let probe = Row::new("warm probe (during storm)".into(), 1, probe, all, &m);
     probe.print();
+    let verified = storm.requests - storm.non_2xx;
     println!(
-        "  cold storm: {} Argon2id verifications, {} answered 503 busy{}",
-        storm.tally.ok,
-        storm.tally.count("503 busy"),
-        if exhausted {
-            format!(
-                "; ran out of cold keys after {:.2} s",
-                storm.elapsed.as_secs_f64()
-            )
-        } else {
-            String::new()
+        "  cold storm: {verified} Argon2id verifications ({:.1}/s), {} non-200{}; its CPU columns are storm and probe together",
+        verified as f64 / knobs.cold_secs as f64,
+        storm.non_2xx + storm.socket_errors,
+        if storm.exhausted { "; RAN OUT of cold keys before the end" } else { "" },
+    );
+
+    let argon2_mib = override_num("KEYWARD_ARGON2_MEMORY_KIB").unwrap_or(65536.0) / 1024.0;
+    let slots = override_num("KEYWARD_ARGON2_CONCURRENCY").unwrap_or(knobs.cores as f64);
+    let cold_rss = COLD_RSS_BASE_MIB + argon2_mib * slots;
+    let warm_rss = warm1.v[RSS].max(warm_n.v[RSS]);
+    let (w, w1, p, s) = (&warm_n.v, &warm1.v, &probe.v, m.rss_mib);
+    println!("targets (reported, not asserted; N = {n})");
+    target(
+        "warm C=N: keyward/Redis CPU <= 1",
+        w[KW_RD],
+        w[KW_RD] <= 1.0,
+    );
+    target("warm C=N: p99 < 10 ms", w[P99], w[P99] < 10.0);
+    target("warm C=N: non-200 = 0", w[NON200], w[NON200] == 0.0);
+    target("warm C=1: p50 < 1 ms", w1[P50], w1[P50] < 1.0);
+    target("warm probe: p99 < 20 ms", p[P99], p[P99] < 20.0);
+    target("warm: peak RSS < 100 MiB", warm_rss, warm_rss < 100.0);
+    let cold_target = format!("cold storm: peak RSS < {cold_rss:.0} MiB");
+    target(&cold_target, s, s < cold_rss);
+    let log = stack.log_tail(5);
+    if !log.is_empty() {
+        println!("keyward logged at warn or above; last lines:\n{log}");
+    }
+    Ok(())
+}
+
+/// Warm C=N against both stacks, alternating; then medians and ratios.
+async fn compare(knobs: &Knobs, stacks: [Stack; 2]) -> Res<()> {
+    let (n, rounds) = (knobs.concurrency, knobs.rounds);
+    println!("\nwarm C={n} POST /v1/validate-key, {rounds} round(s), alternating\n");
+    Row::header();
+    let mut rows: [Vec<Row>; 2] = [Vec::new(), Vec::new()];
+    for round in 1..=rounds {
+        for side in if round % 2 == 1 { [0, 1] } else { [1, 0] } {
+            let mut row = stacks[side].warm(knobs, n, false).await?;
+            row.name = format!("{round}: {}", stacks[side].name);
+            row.print();
+            rows[side].push(row);
         }
-    );
+        Row::ratio(
+            &format!("{round}: new/base"),
+            &rows[0][round - 1],
+            &rows[1][round - 1],
+        );
+    }
+    println!("medians of {rounds} round(s) (non-200: the sum)");
+    let [base, new] = [0, 1].map(|side| {
+        let v = std::array::from_fn(|i| {
+            let vals = rows[side].iter().map(|r| r.v[i]);
+            if i == NON200 {
+                vals.sum()
+            } else {
+                median(vals.collect())
+            }
+        });
+        let row = Row {
+            name: format!("median {}", stacks[side].name),
+            clients: n.to_string(),
+            v,
+        };
+        row.print();
+        row
+    });
+    Row::ratio("median new/base", &base, &new);
+    let (b, v) = (&base.v, &new.v);
+    println!("targets (reported, not asserted; medians)");
+    let (speedup, redis) = (v[RPS] / b[RPS], v[RD_US] / b[RD_US]);
+    target("throughput new/base >= 2", speedup, speedup >= 2.0);
+    target("new: p99 < 10 ms", v[P99], v[P99] < 10.0);
+    target("new: non-200 = 0", v[NON200], v[NON200] == 0.0);
+    target("Redis CPU/validation new/base <= 1", redis, redis <= 1.0);
+    target("new: keyward/Redis CPU <= 1", v[KW_RD], v[KW_RD] <= 1.0);
+    Ok(())
+}
 
-    // Summary.
-    let cold_rss_target = T_COLD_RSS_BASE_MIB + ARGON2_MIB * argon2_concurrency as f64;
-    let rows = [&warm1, &warm_n, &auth_n, &storm, &probe];
+/// Warm C=N under `perf record -g` (keyward only), then the top of `perf report`.
+async fn profile(knobs: &Knobs, stack: &Stack) -> Res<()> {
+    let data = repo().join("target/load-profile.perf.data");
+    let (pid, secs) = (
+        stack.keyward.id().to_string(),
+        (knobs.warm_secs + 2).to_string(),
+    );
+    let perf = Command::new("perf")
+        .args(["record", "-e", "cpu-clock", "-g", "-o"])
+        .arg(&data)
+        .args(["-p", &pid, "--", "sleep", &secs])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run perf: {e}"))?;
+    let row = stack.warm(knobs, knobs.concurrency, false).await?;
+    let out = tokio::task::spawn_blocking(|| perf.wait_with_output()).await;
+    let out = out
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("perf record: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "perf record: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
     println!();
-    println!("summary ({} cores)", knobs.cores);
+    Row::header();
+    row.print();
     println!(
-        "{:<28} {:>4} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}",
-        "scenario",
-        "C",
-        "rate",
-        "unit",
-        "p50 ms",
-        "p95 ms",
-        "p99 ms",
-        "max ms",
-        "non-200",
-        "RSS MiB"
+        "\nkeyward under perf record -e cpu-clock -g, warm C={}:",
+        knobs.concurrency
     );
-    for row in rows {
-        println!(
-            "{:<28} {:>4} {:>9.0} {:>6} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8} {:>9.1}",
-            row.name,
-            row.clients,
-            row.throughput(),
-            row.unit,
-            row.tally.ms(0.50),
-            row.tally.ms(0.95),
-            row.tally.ms(0.99),
-            row.tally.max_ms(),
-            row.tally.non_200(),
-            mib(row.rss_kib),
-        );
-    }
-    println!(
-        "keyward VmHWM (lifetime peak, includes minting): {:.1} MiB",
-        mib(env.hwm())
-    );
+    perf_report(&data, &["--percent-limit", "1"])?;
+    perf_report(&data, &["--sort", "dso", "--percent-limit", "1"])?;
+    println!("(call graphs: perf report -i {})", data.display());
+    Ok(())
+}
 
-    let mut targets = String::new();
-    let mut target = |what: String, got: String, ok: bool| {
-        let _ = writeln!(targets, "  {:<44} {:>14}  {}", what, got, verdict(ok));
-    };
-    let n = knobs.concurrency;
-    target(
-        format!("warm C={n} throughput >= {T_WARM_RPS:.0} req/s"),
-        format!("{:.0}", warm_n.throughput()),
-        warm_n.throughput() >= T_WARM_RPS,
-    );
-    target(
-        format!("warm C={n} p99 < {T_WARM_P99_MS} ms"),
-        format!("{:.3} ms", warm_n.tally.ms(0.99)),
-        warm_n.tally.ms(0.99) < T_WARM_P99_MS,
-    );
-    target(
-        format!("warm C={n} non-200 = 0"),
-        warm_n.tally.non_200().to_string(),
-        warm_n.tally.non_200() == 0,
-    );
-    target(
-        format!("warm C=1 p50 < {T_WARM1_P50_MS} ms"),
-        format!("{:.3} ms", warm1.tally.ms(0.50)),
-        warm1.tally.ms(0.50) < T_WARM1_P50_MS,
-    );
-    target(
-        format!("cold: warm probe p99 < {T_PROBE_P99_MS} ms"),
-        format!("{:.3} ms", probe.tally.ms(0.99)),
-        probe.tally.ms(0.99) < T_PROBE_P99_MS,
-    );
-    let warm_rss = mib(warm1.rss_kib.max(warm_n.rss_kib));
-    target(
-        format!("warm RSS (sampled max) < {T_WARM_RSS_MIB:.0} MiB"),
-        format!("{warm_rss:.1} MiB"),
-        warm_rss < T_WARM_RSS_MIB,
-    );
-    target(
-        format!("cold RSS (sampled max) < {cold_rss_target:.0} MiB"),
-        format!("{:.1} MiB", mib(storm.rss_kib)),
-        mib(storm.rss_kib) < cold_rss_target,
-    );
-    println!("targets (reported, not asserted)");
-    print!("{targets}");
-
-    let log = std::fs::read_to_string(&keyward.log).unwrap_or_default();
-    let lines = log.lines().count();
-    if lines > 0 {
-        println!(
-            "keyward logged {lines} line(s) at warn or above; last ones:\n{}",
-            keyward.log_tail(5)
-        );
+/// Prints `perf report` of `data` without call graphs or comment lines.
+fn perf_report(data: &Path, args: &[&str]) -> Res<()> {
+    let out = Command::new("perf")
+        .args(["report", "--no-children", "--stdio", "-g", "none"])
+        .args(args)
+        .arg("-i")
+        .arg(data)
+        .output()
+        .map_err(|e| format!("perf report: {e}"))?;
+    println!("perf report --no-children {}", args.join(" "));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        println!("{line}");
     }
-    drop(keyward);
-    drop(redis);
     Ok(())
 }
