@@ -14,11 +14,13 @@ mod extract;
 mod ops;
 mod validate;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::HeaderName;
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -27,7 +29,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::SecretString;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::trace::TraceLayer;
 
 use crate::error::{Error, ErrorDetail};
@@ -108,16 +112,8 @@ fn layered(router: Router<AppState>, state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(
             ServiceBuilder::new()
-                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                    let id = req
-                        .headers()
-                        .get(&REQUEST_ID)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("-");
-                    // The path only: query strings may carry anything.
-                    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
-                }))
+                .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::new()))
+                .layer(TraceLayer::new_for_http().make_span_with(request_span))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(middleware::from_fn_with_state(state.clone(), observe))
                 .layer(CatchPanicLayer::custom(|_| {
@@ -126,6 +122,89 @@ fn layered(router: Router<AppState>, state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(BODY_LIMIT)),
         )
         .with_state(state)
+}
+
+/// Request ids: a random per-process prefix and a counter. Unique across
+/// instances for practical purposes, and no random-number syscall per
+/// request (a UUID v4 costs one).
+#[derive(Clone)]
+struct RequestIds {
+    prefix: Arc<str>,
+    next: Arc<AtomicU64>,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        Self {
+            prefix: format!("{:016x}", rand::random::<u64>()).into(),
+            next: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl MakeRequestId for RequestIds {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::try_from(format!("{}-{n:x}", self.prefix))
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+/// The per-request span. On the validation routes it is a DEBUG span, so at
+/// the default INFO level it costs nothing there (`observe` names the
+/// request id in its own error lines); admin and other routes keep an INFO
+/// span whose fields every log line inside it carries.
+fn request_span(req: &Request) -> tracing::Span {
+    let id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    // The path only: query strings may carry anything.
+    let path = req.uri().path();
+    if path == "/v1/validate-key" || path.starts_with("/v1/auth") {
+        tracing::debug_span!("request", request_id = %id, method = %req.method(), path = %path)
+    } else {
+        tracing::info_span!("request", request_id = %id, method = %req.method(), path = %path)
+    }
+}
+
+/// Metric labels as `&'static str`, so recording allocates nothing. Only
+/// bounded sets reach this: matched routes, status codes.
+fn label(value: &str) -> &'static str {
+    static LABELS: OnceLock<RwLock<HashSet<&'static str>>> = OnceLock::new();
+    let labels = LABELS.get_or_init(Default::default);
+    if let Some(found) = labels.read().ok().and_then(|l| l.get(value).copied()) {
+        return found;
+    }
+    let mut labels = match labels.write() {
+        Ok(labels) => labels,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if let Some(found) = labels.get(value) {
+        return found;
+    }
+    let leaked: &'static str = Box::leak(value.to_owned().into_boxed_str());
+    labels.insert(leaked);
+    leaked
+}
+
+/// The method as a label: the standard ones, else `other` (methods are
+/// client-chosen strings, so not a bounded set).
+fn method_label(method: &Method) -> &'static str {
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::OPTIONS,
+    ]
+    .iter()
+    .find(|m| *m == method)
+    .map_or("other", |m| label(m.as_str()))
 }
 
 /// Decrements the in-flight gauge however the request ends.
@@ -149,23 +228,25 @@ impl Drop for InFlight {
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let _in_flight = InFlight::start();
     let started = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_owned();
-    let method = req.method().to_string();
+    let route = label(
+        req.extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", |p| p.as_str()),
+    );
+    let method = method_label(req.method());
+    let request_id = req.headers().get(&REQUEST_ID).cloned();
     let response = match tokio::time::timeout(state.request_timeout, next.run(req)).await {
         Ok(response) => response,
         Err(_) => Error::Unavailable("request deadline exceeded".into()).into_response(),
     };
     let status = response.status();
     if let Some(ErrorDetail(detail)) = response.extensions().get::<ErrorDetail>() {
-        tracing::error!(status = status.as_u16(), error = %detail, "request failed");
+        let request_id = request_id.as_ref().and_then(|v| v.to_str().ok());
+        tracing::error!(status = status.as_u16(), error = %detail, request_id, "request failed");
     } else if status.is_client_error() {
         tracing::debug!(status = status.as_u16(), "request rejected");
     }
-    metrics::counter!(metric::HTTP_REQUESTS, "route" => route.clone(), "method" => method, "status" => status.as_u16().to_string())
+    metrics::counter!(metric::HTTP_REQUESTS, "route" => route, "method" => method, "status" => label(status.as_str()))
         .increment(1);
     metrics::histogram!(metric::HTTP_DURATION, "route" => route)
         .record(started.elapsed().as_secs_f64());

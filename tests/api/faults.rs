@@ -196,8 +196,15 @@ async fn the_request_id_is_taken_from_the_caller_or_generated_and_echoed() {
         .await
         .unwrap();
     assert_eq!(r.headers()["x-request-id"], "gw-1234");
-    let r = app.http.get(app.url("/health")).send().await.unwrap();
-    assert_eq!(r.headers()["x-request-id"].len(), 36, "a generated UUID");
+    let id = || async {
+        let r = app.http.get(app.url("/health")).send().await.unwrap();
+        r.headers()["x-request-id"].to_str().unwrap().to_owned()
+    };
+    let (first, second) = (id().await, id().await);
+    assert_ne!(first, second, "generated ids are unique");
+    let (prefix, _) = first.split_once('-').expect("<process prefix>-<counter>");
+    assert_eq!(prefix.len(), 16);
+    assert!(second.starts_with(prefix));
 }
 
 #[tokio::test]
