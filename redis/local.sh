@@ -110,6 +110,8 @@ cmd_start() {
   while ((SECONDS < deadline)); do
     [[ -s "$pidfile" ]] && pid="$(cat "$pidfile")"
     if grep -q "Ready to accept connections" "$logfile" 2>/dev/null && port_open "$port"; then
+      # Read it again: it may have appeared after this pass's first look.
+      pid="$(cat "$pidfile" 2>/dev/null)"
       log "redis up on 127.0.0.1:$port (pid $pid, dir $dir)"
       echo "$pid"
       return 0
