@@ -9,12 +9,6 @@ use keyward::acl::{self, Role};
 use keyward::config::{Config, MigrateConfig};
 use keyward::{telemetry, Listeners};
 
-/// mimalloc: a request allocates many small, short-lived buffers (Redis
-/// commands, key names, JSON), which glibc's allocator serves noticeably
-/// slower (see the README's profile).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(version, about = "API-key validation for API gateways, on Redis Stack")]
 struct Cli {
