@@ -8,6 +8,7 @@
 //! may not read (`NOPERM`) is not found.
 
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use validator::{Validate, ValidationError};
 
 use crate::error::{Error, Result};
@@ -31,18 +32,21 @@ fn project_id(id: &str) -> Result<(), ValidationError> {
         .map_err(|e| ValidationError::new("project_id").with_message(e.to_string().into()))
 }
 
-#[derive(Debug, Deserialize, Validate)]
+#[derive(Debug, Deserialize, Validate, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ActivityQuery {
     #[validate(custom(function = "project_id"))]
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "alpha")]
     pub project_id: String,
     /// Recent entries to return (default 50).
     #[validate(range(min = 1, max = 200))]
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u64>,
 }
 
 /// One recent validation (or a summary entry standing for `count` of them).
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, ToSchema)]
 pub struct RecentOut {
     pub ts: f64,
     pub key_id: String,
@@ -58,7 +62,7 @@ pub struct RecentOut {
 }
 
 /// Validations by result.
-#[derive(Debug, Serialize, Default, Clone, Copy, PartialEq)]
+#[derive(Debug, Serialize, Default, Clone, Copy, PartialEq, ToSchema)]
 pub struct Counts {
     pub ok: u64,
     pub denied: u64,
@@ -79,7 +83,8 @@ impl Counts {
     }
 }
 
-#[derive(Debug, Serialize, PartialEq)]
+/// One minute's validations by result.
+#[derive(Debug, Serialize, PartialEq, ToSchema)]
 pub struct MinuteOut {
     /// The minute's start, Unix seconds.
     pub minute: u64,
@@ -87,7 +92,8 @@ pub struct MinuteOut {
     pub counts: Counts,
 }
 
-#[derive(Debug, Serialize)]
+/// `200` from `GET /v1/activity`.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ActivityOut {
     pub project_id: String,
     /// The window: from the first minute's start to now, Unix seconds.

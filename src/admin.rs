@@ -9,6 +9,7 @@ use rand::rngs::OsRng;
 use rand::TryRngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 use validator::{Validate, ValidationError};
 
 use crate::error::{Error, Result};
@@ -111,42 +112,69 @@ fn parse<T>(r: std::result::Result<T, crate::key::KeyError>) -> Result<T> {
     r.map_err(|e| Error::InvalidRequest(e.to_string()))
 }
 
-#[derive(Debug, Deserialize, Validate)]
+/// `POST /v1/admin/projects`.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectIn {
+    /// 1 to 64 of `[A-Za-z0-9_-]`.
     #[validate(custom(function = "project_id"))]
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "alpha")]
     pub project_id: String,
     #[validate(length(min = 1, max = 200))]
+    #[schema(min_length = 1, max_length = 200, example = "Alpha")]
     pub label: String,
     #[validate(length(min = 1, max = 200))]
+    #[schema(min_length = 1, max_length = 200, example = "team-a")]
     pub owner: String,
 }
 
-#[derive(Debug, Deserialize, Validate)]
+/// `POST /v1/mint-key`.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MintIn {
+    /// An existing project.
     #[validate(custom(function = "project_id"))]
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "alpha")]
     pub project_id: String,
     #[validate(length(min = 1, max = 200))]
+    #[schema(min_length = 1, max_length = 200, example = "alice")]
     pub owner: String,
     #[validate(length(min = 1, max = 200))]
+    #[schema(min_length = 1, max_length = 200, example = "api-1")]
     pub server_name: String,
+    /// Any JSON, returned as it is on validation (default `null`).
     #[serde(default)]
     pub metadata: serde_json::Value,
+    /// Unix seconds, in the future; `null` or absent: never expires.
     #[validate(custom(function = "in_future"))]
     pub expires_at: Option<f64>,
+    /// Validations per minute; `null` or absent: the deployment's default.
     #[validate(range(min = 1))]
+    #[schema(minimum = 1)]
     pub rate_limit_per_minute: Option<u64>,
+    /// Scopes the key grants (default none).
     #[serde(default)]
     #[validate(custom(function = "valid_scopes"))]
+    #[schema(max_items = 64, value_type = Vec<ScopeDoc>)]
     pub scopes: Vec<String>,
+    /// 1 to 64 IPv4/IPv6 networks (or bare addresses) the key may be used
+    /// from; `null` or absent: anywhere.
     #[validate(custom(function = "valid_cidrs"))]
+    #[schema(min_items = 1, max_items = 64, example = json!(["10.0.0.0/8"]))]
     pub allowed_cidrs: Option<Vec<String>>,
 }
 
-#[derive(Debug, Serialize)]
+/// A scope: 1 to 128 of `[A-Za-z0-9_.:/*-]` (see `scope`). Only the
+/// OpenAPI document uses this type; scopes travel as plain strings.
+#[derive(ToSchema)]
+#[schema(as = Scope, example = "chat:write", pattern = "^[A-Za-z0-9_.:/*-]{1,128}$")]
+pub struct ScopeDoc(#[allow(dead_code)] String);
+
+/// `201` from `POST /v1/mint-key`.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MintOut {
     /// The full key. Shown once, here, and stored nowhere.
+    #[schema(example = "sk-proj.alpha.k_3xAmPlE0key1.<secret>")]
     pub api_key: String,
     pub project_id: String,
     pub key_id: String,
@@ -154,59 +182,84 @@ pub struct MintOut {
 }
 
 /// Names one key: revoke-key's body and get-key's query.
-#[derive(Debug, Deserialize, Validate)]
+#[derive(Debug, Deserialize, Validate, ToSchema, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct KeyRef {
     #[validate(custom(function = "project_id"))]
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "alpha")]
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "alpha")]
     pub project_id: String,
     #[validate(custom(function = "key_id"))]
+    #[schema(pattern = "^k_[A-Za-z0-9]{7,254}$", example = "k_3xAmPlE0key1")]
+    #[param(pattern = "^k_[A-Za-z0-9]{7,254}$", example = "k_3xAmPlE0key1")]
     pub key_id: String,
 }
 
 /// `update-key`: an absent field stays as it is; `null` clears the
-/// nullable ones.
-#[derive(Debug, Deserialize, Validate)]
+/// nullable ones (`null` for `owner`, `server_name` or `scopes` is a 422).
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateIn {
     #[validate(custom(function = "project_id"))]
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "alpha")]
     pub project_id: String,
     #[validate(custom(function = "key_id"))]
+    #[schema(pattern = "^k_[A-Za-z0-9]{7,254}$", example = "k_3xAmPlE0key1")]
     pub key_id: String,
     #[serde(default, deserialize_with = "non_null")]
     #[validate(length(min = 1, max = 200))]
+    #[schema(value_type = String, min_length = 1, max_length = 200)]
     pub owner: Option<String>,
     #[serde(default, deserialize_with = "non_null")]
     #[validate(length(min = 1, max = 200))]
+    #[schema(value_type = String, min_length = 1, max_length = 200)]
     pub server_name: Option<String>,
+    /// Any JSON; `null` clears it.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = serde_json::Value)]
     pub metadata: Option<Option<serde_json::Value>>,
+    /// Unix seconds in the future; `null`: never expires.
     #[serde(default, deserialize_with = "nullable")]
     #[validate(custom(function = "in_future"))]
+    #[schema(value_type = Option<f64>)]
     pub expires_at: Option<Option<f64>>,
+    /// `null`: back to the deployment's default.
     #[serde(default, deserialize_with = "nullable")]
     #[validate(range(min = 1))]
+    #[schema(value_type = Option<u64>, minimum = 1)]
     pub rate_limit_per_minute: Option<Option<u64>>,
+    /// Replaces the key's scopes (`[]` removes them all).
     #[serde(default, deserialize_with = "non_null")]
     #[validate(custom(function = "valid_scopes"))]
+    #[schema(value_type = Vec<ScopeDoc>, max_items = 64)]
     pub scopes: Option<Vec<String>>,
+    /// 1 to 64 networks; `null` removes the restriction.
     #[serde(default, deserialize_with = "nullable")]
     #[validate(custom(function = "valid_cidrs"))]
+    #[schema(value_type = Option<Vec<String>>, min_items = 1, max_items = 64)]
     pub allowed_cidrs: Option<Option<Vec<String>>>,
 }
 
-#[derive(Debug, Deserialize, Validate)]
+/// `POST /v1/rotate-key`.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateIn {
     #[validate(custom(function = "project_id"))]
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "alpha")]
     pub project_id: String,
     #[validate(custom(function = "key_id"))]
+    #[schema(pattern = "^k_[A-Za-z0-9]{7,254}$", example = "k_3xAmPlE0key1")]
     pub key_id: String,
-    /// How long the previous secret keeps working (default a day).
+    /// How long the previous secret keeps working, in seconds (default a
+    /// day, at most a week; `0` ends it now).
     #[validate(range(max = 604_800))]
+    #[schema(minimum = 0, maximum = 604_800)]
     pub grace_seconds: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
+/// `201` from `POST /v1/rotate-key`.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RotateOut {
     /// The new full key. Shown once, here, and stored nowhere.
     pub api_key: String,
@@ -216,19 +269,26 @@ pub struct RotateOut {
     pub previous_expires_at: f64,
 }
 
-#[derive(Debug, Deserialize, Validate)]
+/// `GET /v1/list-keys`'s query.
+#[derive(Debug, Deserialize, Validate, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     #[validate(custom(function = "project_id"))]
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "alpha")]
     pub project_id: String,
+    /// Keys per page (default 50).
     #[validate(range(min = 1, max = 100))]
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u64>,
+    /// The previous page's `next`.
     #[validate(custom(function = "key_id"))]
+    #[param(pattern = "^k_[A-Za-z0-9]{7,254}$")]
     pub cursor: Option<String>,
 }
 
 /// A key as listed and inspected: everything but the hashes and tags.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct KeyOut {
     pub key_id: String,
     pub owner: String,
@@ -251,10 +311,12 @@ pub struct KeyOut {
     /// validate; only `key_id` and the usage are real, and it shows as
     /// disabled). Absent otherwise.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[schema(required = false)]
     pub unreadable: bool,
 }
 
-#[derive(Debug, Serialize)]
+/// `200` from `GET /v1/list-keys`: one page.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ListOut {
     pub items: Vec<KeyOut>,
     /// Pass as `cursor` for the next page; `null` on the last page.

@@ -9,6 +9,8 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -66,6 +68,26 @@ pub enum Error {
     /// A bug or an impossible state; detail is for operators only.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// The body of every error response: `{"error": {"code", "message"}}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"error": {"code": "invalid_key", "message": "the API key is not valid"}}))]
+pub struct ErrorBody {
+    pub error: ErrorObject,
+}
+
+/// What went wrong: a stable machine `code` and a message safe to show.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorObject {
+    /// The stable machine code; each response documents which it can carry.
+    #[schema(value_type = String, example = "invalid_key")]
+    #[schema(
+        pattern = "^(invalid_request|payload_too_large|invalid_key|insufficient_scope|rate_limited|unauthorized|project_not_found|key_not_found|not_found|method_not_allowed|project_exists|activity_unavailable|key_disabled|unreadable_data|unavailable|busy|internal)$"
+    )]
+    pub code: &'static str,
+    /// Human-readable; never carries a key, a secret or server-side detail.
+    pub message: String,
 }
 
 /// The operator-only detail of an error, attached to the response for the
@@ -129,9 +151,12 @@ impl Error {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "error": { "code": self.code(), "message": self.public_message() }
-        });
+        let body = ErrorBody {
+            error: ErrorObject {
+                code: self.code(),
+                message: self.public_message(),
+            },
+        };
         let mut response = (self.status(), Json(body)).into_response();
         let headers = response.headers_mut();
         match &self {
@@ -166,5 +191,79 @@ impl IntoResponse for Error {
             response.extensions_mut().insert(ErrorDetail(detail));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use utoipa::openapi::schema::Schema;
+    use utoipa::openapi::RefOr;
+
+    /// The OpenAPI document's `code` pattern lists every code there is.
+    #[test]
+    fn the_documented_code_pattern_lists_every_code() {
+        let RefOr::T(Schema::Object(object)) = <ErrorObject as utoipa::PartialSchema>::schema()
+        else {
+            panic!("ErrorObject is an object schema");
+        };
+        let Some(RefOr::T(Schema::Object(code))) = object.properties.get("code") else {
+            panic!("ErrorObject has a code");
+        };
+        let pattern = code.pattern.clone().unwrap();
+        let listed: Vec<&str> = pattern
+            .strip_prefix("^(")
+            .and_then(|p| p.strip_suffix(")$"))
+            .unwrap()
+            .split('|')
+            .collect();
+        let every = [
+            Error::InvalidRequest(String::new()),
+            Error::PayloadTooLarge,
+            Error::InvalidKey,
+            Error::InsufficientScope {
+                required: String::new(),
+            },
+            Error::RateLimited {
+                limit: 1,
+                retry_after: 1,
+            },
+            Error::Unauthorized,
+            Error::ProjectNotFound,
+            Error::KeyNotFound,
+            Error::RouteNotFound,
+            Error::MethodNotAllowed,
+            Error::ProjectExists,
+            Error::ActivityUnavailable(""),
+            Error::KeyDisabled,
+            Error::Unreadable,
+            Error::Unavailable(String::new()),
+            Error::Busy,
+            Error::Internal(String::new()),
+        ];
+        // No wildcard: a new variant fails to compile here until it is listed above.
+        for e in &every {
+            match e {
+                Error::InvalidRequest(_)
+                | Error::PayloadTooLarge
+                | Error::InvalidKey
+                | Error::InsufficientScope { .. }
+                | Error::RateLimited { .. }
+                | Error::Unauthorized
+                | Error::ProjectNotFound
+                | Error::KeyNotFound
+                | Error::RouteNotFound
+                | Error::MethodNotAllowed
+                | Error::ProjectExists
+                | Error::ActivityUnavailable(_)
+                | Error::KeyDisabled
+                | Error::Unreadable
+                | Error::Unavailable(_)
+                | Error::Busy
+                | Error::Internal(_) => {}
+            }
+        }
+        let codes: Vec<&str> = every.iter().map(Error::code).collect();
+        assert_eq!(listed, codes);
     }
 }

@@ -21,6 +21,10 @@
 //!   rules for `keyward acl`.
 //! - [`migrate`]: off the request path; `keyward migrate` upgrades data the
 //!   original service wrote to keyward's layout, in place.
+//! - [`openapi`]: the OpenAPI document, assembled from the handlers'
+//!   annotations and the wire types, served at `/openapi.json`.
+//! - [`cli`]: off the request path; the `keyward project|key|check` admin
+//!   commands, a client of the HTTP admin API like any other.
 //!
 //! [`run`] wires them together. `ARCHITECTURE.md` tells the same story at
 //! greater length.
@@ -31,12 +35,14 @@ pub mod acl;
 pub mod activity;
 pub mod admin;
 pub mod audit;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod hash;
 pub mod http;
 pub mod key;
 pub mod migrate;
+pub mod openapi;
 pub mod scope;
 pub mod store;
 pub mod telemetry;

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 use keyward::acl::{self, Role};
+use keyward::cli;
 use keyward::config::{Config, MigrateConfig};
 use keyward::{telemetry, Listeners};
 
@@ -18,6 +19,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Projects, through a running keyward's admin API: create, show.
+    ///
+    /// The admin token comes from KEYWARD_ADMIN_TOKEN or
+    /// KEYWARD_ADMIN_TOKEN_FILE, never from an argument. Exit codes: 0 done,
+    /// 1 refused, 2 usage error, 3 keyward or Redis unavailable.
+    Project(cli::ProjectArgs),
+    /// Keys, through a running keyward's admin API: mint, show, list, update,
+    /// rotate, revoke.
+    ///
+    /// The admin token comes from KEYWARD_ADMIN_TOKEN or
+    /// KEYWARD_ADMIN_TOKEN_FILE, never from an argument. Exit codes: 0 done,
+    /// 1 refused, 2 usage error, 3 keyward or Redis unavailable.
+    Key(cli::KeyArgs),
+    /// Read a key from standard input and show whether it validates, and what
+    /// a gateway would receive from /v1/auth.
+    ///
+    /// A real validation: it counts against the key's rate limit and is
+    /// audited (path /keyward-check). Exit codes: 0 valid, 1 not valid,
+    /// 2 usage error, 3 keyward or Redis unavailable.
+    Check(cli::CheckArgs),
     /// Serve the HTTP API (configured by KEYWARD_* environment variables).
     Serve,
     /// Exit 0 if the local keyward at KEYWARD_LISTEN answers /health with 200.
@@ -52,7 +73,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     if let Command::Acl {
         user,
         projects,
@@ -70,6 +94,9 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Project(args) => runtime.block_on(cli::project(args)),
+        Command::Key(args) => runtime.block_on(cli::key(args)),
+        Command::Check(args) => runtime.block_on(cli::check(args)),
         Command::Serve => match Config::from_env() {
             Ok(config) => runtime.block_on(serve(config)),
             Err(e) => {
@@ -97,6 +124,21 @@ fn main() -> ExitCode {
         },
         Command::Acl { .. } => unreachable!("handled above"),
     }
+}
+
+/// Help and version as clap prints them; a usage error as one line on
+/// stderr naming what is wrong, exit 2 (scripts rely on it).
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if !e.use_stderr() || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let _ = e.print();
+        return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+    }
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    eprintln!("keyward: {first} (see --help)");
+    ExitCode::from(2)
 }
 
 fn print_acl(user: &str, projects: &[String], role: Role, password_files: &[PathBuf]) -> ExitCode {

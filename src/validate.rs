@@ -52,7 +52,7 @@ pub struct Request<'a> {
 }
 
 /// What a gateway needs to route a request with a valid key.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Validated {
     pub project_id: String,
     pub key_id: String,

@@ -1,5 +1,5 @@
 //! Admin endpoints. Each takes the `Admin` proof, so none runs without the
-//! bearer token.
+//! bearer token. Each carries its OpenAPI operation (`crate::openapi`).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -15,6 +15,29 @@ use crate::admin::{
 use crate::error::Result;
 use crate::store::ProjectDoc;
 
+/// Create a project.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/projects",
+    tag = "admin",
+    request_body = ProjectIn,
+    security(("admin_token" = [])),
+    responses(
+        (status = 201, description = "The project, created", body = ProjectDoc, links(
+            ("GetProject" = (operation_id = "get_project", parameters(("project_id" = "$response.body#/project_id")))),
+            ("MintKey" = (operation_id = "mint_key", request_body = json!({"project_id": "$response.body#/project_id"}))),
+            ("ListKeys" = (operation_id = "list_keys", parameters(("project_id" = "$response.body#/project_id")))),
+            ("Activity" = (operation_id = "activity", parameters(("project_id" = "$response.body#/project_id")))),
+        )),
+        (status = 404, description = "`not_found`: the admin API is off (no admin token configured)", body = crate::error::ErrorBody),
+        (status = 409, description = "`project_exists`; or `unreadable_data`", body = crate::error::ErrorBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 405, response = crate::openapi::MethodNotAllowed),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 422, response = crate::openapi::InvalidRequest),
+        (status = 503, response = crate::openapi::Unavailable),
+    )
+)]
 pub async fn create_project(
     _: Admin,
     State(state): State<AppState>,
@@ -24,6 +47,22 @@ pub async fn create_project(
     Ok((StatusCode::CREATED, Json(doc)))
 }
 
+/// Read a project.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/projects/{project_id}",
+    tag = "admin",
+    params(("project_id" = String, Path, description = "The project's id")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The project", body = ProjectDoc),
+        (status = 404, description = "`project_not_found` (also for a project this deployment may not read); `not_found` when no admin token is configured (the admin API is off)", body = crate::error::ErrorBody),
+        (status = 409, description = "`unreadable_data`: what Redis holds for it cannot be read (the log names the Redis key)", body = crate::error::ErrorBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 405, response = crate::openapi::MethodNotAllowed),
+        (status = 503, response = crate::openapi::Unavailable),
+    )
+)]
 pub async fn get_project(
     _: Admin,
     State(state): State<AppState>,
@@ -32,6 +71,32 @@ pub async fn get_project(
     Ok(Json(admin::get_project(&state.store, &project_id).await?))
 }
 
+/// Mint a key in a project.
+#[utoipa::path(
+    post,
+    path = "/v1/mint-key",
+    tag = "admin",
+    request_body = MintIn,
+    security(("admin_token" = [])),
+    responses(
+        (status = 201, description = "The new key: `api_key` is shown once, here, and stored nowhere", body = MintOut, links(
+            ("ValidateKey" = (operation_id = "validate_key", request_body = json!({"api_key": "$response.body#/api_key"}))),
+            ("ForwardAuth" = (operation_id = "forward_auth", parameters(("header.Authorization" = "Bearer {$response.body#/api_key}")))),
+            ("GetKey" = (operation_id = "get_key", parameters(("project_id" = "$response.body#/project_id"), ("key_id" = "$response.body#/key_id")))),
+            ("UpdateKey" = (operation_id = "update_key", request_body = json!({"project_id": "$response.body#/project_id", "key_id": "$response.body#/key_id"}))),
+            ("RotateKey" = (operation_id = "rotate_key", request_body = json!({"project_id": "$response.body#/project_id", "key_id": "$response.body#/key_id"}))),
+            ("RevokeKey" = (operation_id = "revoke_key", request_body = json!({"project_id": "$response.body#/project_id", "key_id": "$response.body#/key_id"}))),
+            ("ListKeys" = (operation_id = "list_keys", parameters(("project_id" = "$response.body#/project_id")))),
+        )),
+        (status = 404, description = "`project_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = crate::error::ErrorBody),
+        (status = 409, description = "`unreadable_data`: what Redis holds for it cannot be read (the log names the Redis key)", body = crate::error::ErrorBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 405, response = crate::openapi::MethodNotAllowed),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 422, response = crate::openapi::InvalidRequest),
+        (status = 503, response = crate::openapi::Unavailable),
+    )
+)]
 pub async fn mint_key(
     _: Admin,
     State(state): State<AppState>,
@@ -41,6 +106,24 @@ pub async fn mint_key(
     Ok((StatusCode::CREATED, Json(minted)))
 }
 
+/// Revoke a key (sets `disabled: true`).
+#[utoipa::path(
+    post,
+    path = "/v1/revoke-key",
+    tag = "admin",
+    request_body = KeyRef,
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Revoked: from the next validation on, both secrets of the key are refused", body = crate::openapi::Revoked),
+        (status = 404, description = "`key_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = crate::error::ErrorBody),
+        (status = 409, description = "`unreadable_data`: what Redis holds for it cannot be read (the log names the Redis key)", body = crate::error::ErrorBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 405, response = crate::openapi::MethodNotAllowed),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 422, response = crate::openapi::InvalidRequest),
+        (status = 503, response = crate::openapi::Unavailable),
+    )
+)]
 pub async fn revoke_key(
     _: Admin,
     State(state): State<AppState>,
@@ -50,6 +133,23 @@ pub async fn revoke_key(
     Ok(Json(json!({ "revoked": true })))
 }
 
+/// List a project's keys, a page at a time (pass `next` as `cursor`).
+#[utoipa::path(
+    get,
+    path = "/v1/list-keys",
+    tag = "admin",
+    params(ListQuery),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "One page of the project's keys, in key-id order", body = ListOut),
+        (status = 404, description = "`project_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = crate::error::ErrorBody),
+        (status = 409, description = "`unreadable_data`: what Redis holds for it cannot be read (the log names the Redis key)", body = crate::error::ErrorBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 405, response = crate::openapi::MethodNotAllowed),
+        (status = 422, response = crate::openapi::InvalidRequest),
+        (status = 503, response = crate::openapi::Unavailable),
+    )
+)]
 pub async fn list_keys(
     _: Admin,
     State(state): State<AppState>,
@@ -58,6 +158,23 @@ pub async fn list_keys(
     Ok(Json(admin::list(&state.store, query).await?))
 }
 
+/// Read a key.
+#[utoipa::path(
+    get,
+    path = "/v1/get-key",
+    tag = "admin",
+    params(KeyRef),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The key (never a hash)", body = KeyOut),
+        (status = 404, description = "`key_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = crate::error::ErrorBody),
+        (status = 409, description = "`unreadable_data`: what Redis holds for it cannot be read (the log names the Redis key)", body = crate::error::ErrorBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 405, response = crate::openapi::MethodNotAllowed),
+        (status = 422, response = crate::openapi::InvalidRequest),
+        (status = 503, response = crate::openapi::Unavailable),
+    )
+)]
 pub async fn get_key(
     _: Admin,
     State(state): State<AppState>,
@@ -66,6 +183,24 @@ pub async fn get_key(
     Ok(Json(admin::get_key(&state.store, query).await?))
 }
 
+/// Change a key's properties (never its secret, usage or `disabled`).
+#[utoipa::path(
+    post,
+    path = "/v1/update-key",
+    tag = "admin",
+    request_body = UpdateIn,
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The key as `get-key` shows it, after the update", body = KeyOut),
+        (status = 404, description = "`key_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = crate::error::ErrorBody),
+        (status = 409, description = "`unreadable_data`: what Redis holds for it cannot be read (the log names the Redis key)", body = crate::error::ErrorBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 405, response = crate::openapi::MethodNotAllowed),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 422, response = crate::openapi::InvalidRequest),
+        (status = 503, response = crate::openapi::Unavailable),
+    )
+)]
 pub async fn update_key(
     _: Admin,
     State(state): State<AppState>,
@@ -74,6 +209,27 @@ pub async fn update_key(
     Ok(Json(admin::update(&state.store, input).await?))
 }
 
+/// Give a key a new secret, keeping its id.
+#[utoipa::path(
+    post,
+    path = "/v1/rotate-key",
+    tag = "admin",
+    request_body = RotateIn,
+    security(("admin_token" = [])),
+    responses(
+        (status = 201, description = "The new key, shown once; the previous secret validates until `previous_expires_at`", body = RotateOut, links(
+            ("ValidateKey" = (operation_id = "validate_key", request_body = json!({"api_key": "$response.body#/api_key"}))),
+            ("GetKey" = (operation_id = "get_key", parameters(("project_id" = "$response.body#/project_id"), ("key_id" = "$response.body#/key_id")))),
+        )),
+        (status = 404, description = "`key_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = crate::error::ErrorBody),
+        (status = 409, description = "`key_disabled`: a revoked key cannot be rotated; or `unreadable_data`", body = crate::error::ErrorBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 405, response = crate::openapi::MethodNotAllowed),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 422, response = crate::openapi::InvalidRequest),
+        (status = 503, response = crate::openapi::Unavailable),
+    )
+)]
 pub async fn rotate_key(
     _: Admin,
     State(state): State<AppState>,

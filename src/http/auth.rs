@@ -94,6 +94,51 @@ fn origin<'a>(headers: &'a HeaderMap, method: &'a Method, uri: &'a Uri) -> Origi
     }
 }
 
+/// Forward auth for gateways.
+///
+/// "May this request through?" for nginx `auth_request`, Envoy `ext_authz`,
+/// Caddy `forward_auth` and Traefik `ForwardAuth`. Answers any method, at
+/// `/v1/auth`, `/v1/auth/` and `/v1/auth/{path}`; the body is never read. The
+/// same pipeline as `POST /v1/validate-key`. The key comes from
+/// `Authorization: Bearer`, else `X-API-Key`, else (only when
+/// `KEYWARD_AUTH_QUERY_PARAM` names one) a query parameter; no key is `401`.
+/// Header values of the identity headers are visible ASCII: any other byte
+/// and `%` are percent-encoded as UTF-8.
+#[utoipa::path(
+    get,
+    path = "/v1/auth",
+    tag = "validation",
+    operation_id = "forward_auth",
+    params(
+        ("X-Keyward-Required-Scopes" = Option<String>, Header, pattern = "^[A-Za-z0-9_.:/*, \\t-]*$", description = "Scopes the route requires, comma-separated (spaces around items and empty items are ignored; at most 64 scopes of 1 to 128 characters of `[A-Za-z0-9_.:/*-]`, else 422); every one must be granted"),
+        ("X-Forwarded-Method" = Option<String>, Header, description = "The original request's method, for the audit entry (Traefik, Caddy)"),
+        ("X-Forwarded-Uri" = Option<String>, Header, description = "The original request's URI; its path is audited (Traefik, Caddy)"),
+        ("X-Original-Method" = Option<String>, Header, description = "The original request's method (nginx recipe)"),
+        ("X-Original-URI" = Option<String>, Header, description = "The original request's URI (nginx recipe)"),
+        ("X-Forwarded-For" = Option<String>, Header, description = "The client's address is its right-most entry (the header is `KEYWARD_CLIENT_IP_HEADER`), for keys bound to networks"),
+    ),
+    security(("api_key_bearer" = []), ("api_key_header" = [])),
+    responses(
+        (status = 200, description = "Allow: empty body, and identity headers for the gateway to copy upstream", headers(
+            ("X-Keyward-Project-Id" = String, description = "The key's project"),
+            ("X-Keyward-Key-Id" = String, description = "The key's id"),
+            ("X-Keyward-Owner" = String, description = "The key's owner"),
+            ("X-Keyward-Server-Name" = String, description = "The key's server name"),
+            ("X-Keyward-Scopes" = String, description = "The key's scopes, comma-separated (empty for none)"),
+            ("X-Keyward-Metadata" = String, description = "The key's metadata as JSON, base64url without padding; absent when null or over 4 KiB"),
+            ("X-RateLimit-Limit" = u64, description = "The key's validations per minute"),
+            ("X-RateLimit-Remaining" = u64, description = "Validations left in this minute"),
+            ("X-RateLimit-Reset" = u64, description = "Seconds until the window resets"),
+            ("X-Keyward-Failsafe" = String, description = "`open`: accepted unverified while Redis is down (`KEYWARD_FAILSAFE=open`); then there are no `X-RateLimit-*` headers"),
+            ("Cache-Control" = String, description = "`no-store`"),
+        )),
+        (status = 401, response = crate::openapi::InvalidKey),
+        (status = 403, response = crate::openapi::InsufficientScope),
+        (status = 422, description = "`invalid_request`: a malformed `X-Keyward-Required-Scopes`", body = crate::error::ErrorBody),
+        (status = 429, response = crate::openapi::RateLimited),
+        (status = 503, response = crate::openapi::Unavailable),
+    )
+)]
 pub async fn forward_auth(
     State(state): State<AppState>,
     method: Method,

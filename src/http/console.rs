@@ -100,16 +100,107 @@ fn secured(mut response: Response) -> Response {
 }
 
 /// `GET /admin`: the page's relative URLs need the trailing slash.
+#[utoipa::path(
+    get,
+    path = "/admin",
+    tag = "console",
+    responses(
+        (status = 308, description = "To `/admin/`", headers(
+            ("Location" = String, description = "`/admin/`"),
+            ("Content-Security-Policy" = String, description = "No inline code, this origin only"),
+            ("X-Frame-Options" = String, description = "`DENY`"),
+            ("Referrer-Policy" = String, description = "`no-referrer`"),
+            ("X-Content-Type-Options" = String, description = "`nosniff`"),
+            ("Cross-Origin-Opener-Policy" = String, description = "`same-origin`"),
+            ("Cross-Origin-Resource-Policy" = String, description = "`same-origin`"),
+        )),
+        (status = 405, response = crate::openapi::MethodNotAllowed),
+    )
+)]
 pub async fn redirect() -> Response {
     secured(Redirect::permanent("/admin/").into_response())
 }
 
 /// `GET /admin/`: the page.
+#[utoipa::path(
+    get,
+    path = "/admin/",
+    tag = "console",
+    params(("If-None-Match" = Option<String>, Header, description = "An `ETag` from an earlier answer")),
+    responses(
+        (status = 200, description = "The console's page", content_type = "text/html", body = String, headers(
+            ("Cache-Control" = String, description = "`no-cache`: revalidated on every load"),
+            ("ETag" = String, description = "A hash of the content"),
+            ("Content-Security-Policy" = String, description = "No inline code, this origin only"),
+            ("X-Frame-Options" = String, description = "`DENY`"),
+            ("Referrer-Policy" = String, description = "`no-referrer`"),
+            ("X-Content-Type-Options" = String, description = "`nosniff`"),
+            ("Cross-Origin-Opener-Policy" = String, description = "`same-origin`"),
+            ("Cross-Origin-Resource-Policy" = String, description = "`same-origin`"),
+        )),
+        (status = 304, description = "Not modified: `If-None-Match` holds the current `ETag`", headers(
+            ("Cache-Control" = String, description = "`no-cache`: revalidated on every load"),
+            ("ETag" = String, description = "A hash of the content"),
+            ("Content-Security-Policy" = String, description = "No inline code, this origin only"),
+            ("X-Frame-Options" = String, description = "`DENY`"),
+            ("Referrer-Policy" = String, description = "`no-referrer`"),
+            ("X-Content-Type-Options" = String, description = "`nosniff`"),
+            ("Cross-Origin-Opener-Policy" = String, description = "`same-origin`"),
+            ("Cross-Origin-Resource-Policy" = String, description = "`same-origin`"),
+        )),
+        (status = 405, response = crate::openapi::MethodNotAllowed),
+    )
+)]
 pub async fn index(headers: HeaderMap) -> Response {
     serve("index.html", &headers)
 }
 
 /// `GET /admin/{file}`: a script, the stylesheet or the icon.
+#[utoipa::path(
+    get,
+    path = "/admin/{file}",
+    tag = "console",
+    params(
+        ("file" = String, Path, example = "app.js", description = "An asset's name, e.g. `app.js`, `style.css`, `favicon.svg`"),
+        ("If-None-Match" = Option<String>, Header, description = "An `ETag` from an earlier answer"),
+    ),
+    responses(
+        (status = 200, description = "The asset", content(
+            (String = "text/javascript"),
+            (String = "text/css"),
+            (String = "image/svg+xml"),
+            (String = "text/html"),
+        ), headers(
+            ("Cache-Control" = String, description = "`no-cache`: revalidated on every load"),
+            ("ETag" = String, description = "A hash of the content"),
+            ("Content-Security-Policy" = String, description = "No inline code, this origin only"),
+            ("X-Frame-Options" = String, description = "`DENY`"),
+            ("Referrer-Policy" = String, description = "`no-referrer`"),
+            ("X-Content-Type-Options" = String, description = "`nosniff`"),
+            ("Cross-Origin-Opener-Policy" = String, description = "`same-origin`"),
+            ("Cross-Origin-Resource-Policy" = String, description = "`same-origin`"),
+        )),
+        (status = 304, description = "Not modified: `If-None-Match` holds the current `ETag`", headers(
+            ("Cache-Control" = String, description = "`no-cache`: revalidated on every load"),
+            ("ETag" = String, description = "A hash of the content"),
+            ("Content-Security-Policy" = String, description = "No inline code, this origin only"),
+            ("X-Frame-Options" = String, description = "`DENY`"),
+            ("Referrer-Policy" = String, description = "`no-referrer`"),
+            ("X-Content-Type-Options" = String, description = "`nosniff`"),
+            ("Cross-Origin-Opener-Policy" = String, description = "`same-origin`"),
+            ("Cross-Origin-Resource-Policy" = String, description = "`same-origin`"),
+        )),
+        (status = 404, description = "`not_found`: no such asset", body = crate::error::ErrorBody, headers(
+            ("Content-Security-Policy" = String, description = "No inline code, this origin only"),
+            ("X-Frame-Options" = String, description = "`DENY`"),
+            ("Referrer-Policy" = String, description = "`no-referrer`"),
+            ("X-Content-Type-Options" = String, description = "`nosniff`"),
+            ("Cross-Origin-Opener-Policy" = String, description = "`same-origin`"),
+            ("Cross-Origin-Resource-Policy" = String, description = "`same-origin`"),
+        )),
+        (status = 405, response = crate::openapi::MethodNotAllowed),
+    )
+)]
 pub async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
     serve(&file, &headers)
 }

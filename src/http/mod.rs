@@ -6,13 +6,14 @@
 //! deadline, logging of server-side error detail), panic catching, and a
 //! 64 KiB body limit.
 
-mod activity;
-mod admin;
-mod auth;
-mod console;
+// `pub(crate)` so that `crate::openapi` can list the handlers' operations.
+pub(crate) mod activity;
+pub(crate) mod admin;
+pub(crate) mod auth;
+pub(crate) mod console;
 mod extract;
-mod ops;
-mod validate;
+pub(crate) mod ops;
+pub(crate) mod validate;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -79,7 +80,8 @@ pub fn router(state: AppState, separate_metrics: bool) -> Router {
         .route("/v1/auth/", any(auth::forward_auth))
         .route("/v1/auth/{*path}", any(auth::forward_auth))
         .route("/health", get(ops::health))
-        .route("/ready", get(ops::ready));
+        .route("/ready", get(ops::ready))
+        .route("/openapi.json", get(crate::openapi::serve));
     if state.admin_token.is_some() {
         router = router
             .route("/v1/admin/projects", post(admin::create_project))

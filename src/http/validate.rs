@@ -14,18 +14,50 @@ use super::AppState;
 use crate::error::Result;
 use crate::validate::{Request, Validated};
 
-#[derive(Deserialize, Validate)]
+/// `POST /v1/validate-key`'s body.
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValidateIn {
+    /// The presented key, `sk-proj.<project_id>.<key_id>.<secret>` (anything
+    /// else is simply not valid: 401).
+    #[schema(example = "sk-proj.alpha.k_3xAmPlE0key1.<secret>")]
     pub api_key: String,
     /// Scopes this request requires; every one must be granted.
     #[serde(default)]
     #[validate(custom(function = "crate::admin::valid_scopes"))]
+    #[schema(value_type = Vec<crate::admin::ScopeDoc>, max_items = 64)]
     pub scopes: Vec<String>,
     /// The caller's address, for keys bound to networks.
+    #[schema(value_type = Option<String>, example = "203.0.113.7")]
     pub client_ip: Option<IpAddr>,
 }
 
+/// Validate a key.
+///
+/// The same pipeline as `/v1/auth` (audit entry, rate limit, cache, failure
+/// behaviour): whether the key is valid, for which project and key, and
+/// with which scopes.
+#[utoipa::path(
+    post,
+    path = "/v1/validate-key",
+    tag = "validation",
+    request_body = ValidateIn,
+    responses(
+        (status = 200, description = "The key is valid (and grants every required scope)", body = Validated, headers(
+            ("X-RateLimit-Limit" = u64, description = "The key's validations per minute"),
+            ("X-RateLimit-Remaining" = u64, description = "Validations left in this minute"),
+            ("X-RateLimit-Reset" = u64, description = "Seconds until the window resets"),
+            ("X-Keyward-Failsafe" = String, description = "`open`: accepted unverified while Redis is down (`KEYWARD_FAILSAFE=open`); then there are no `X-RateLimit-*` headers"),
+        )),
+        (status = 401, response = crate::openapi::InvalidKey),
+        (status = 403, response = crate::openapi::InsufficientScope),
+        (status = 405, response = crate::openapi::MethodNotAllowed),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 422, response = crate::openapi::InvalidRequest),
+        (status = 429, response = crate::openapi::RateLimited),
+        (status = 503, response = crate::openapi::Unavailable),
+    )
+)]
 pub async fn validate_key(
     State(state): State<AppState>,
     ValidatedJson(body): ValidatedJson<ValidateIn>,

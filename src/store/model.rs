@@ -11,7 +11,8 @@ use crate::key::{KeyId, ProjectId};
 
 /// The `project:<project_id>` document (the original service wrote the
 /// same shape; all but the id default when absent).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[schema(as = Project)]
 pub struct ProjectDoc {
     pub project_id: String,
     #[serde(default)]

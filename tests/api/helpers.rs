@@ -535,18 +535,23 @@ impl Binary {
         }
     }
 
-    /// The sum of a metric's samples (all label sets) in this process.
-    pub async fn metric(&self, name: &str) -> f64 {
-        let text = self
-            .http
+    /// This process's `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        self.http
             .get(format!("{}/metrics", self.base))
             .send()
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
-        text.lines()
+            .unwrap()
+    }
+
+    /// The sum of a metric's samples (all label sets) in this process.
+    pub async fn metric(&self, name: &str) -> f64 {
+        self.metrics_text()
+            .await
+            .lines()
             .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()

@@ -930,21 +930,13 @@ async fn unreadable_data_is_401_unreadable_for_validation_and_409_for_admin_neve
     assert_error(r, StatusCode::CONFLICT, "unreadable_data").await;
 
     assert!(bin.metric("keyward_unreadable_documents_total").await >= 8.0);
-    let five_xx = {
-        let text = bin
-            .http
-            .get(format!("{}/metrics", bin.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .filter(|l| l.starts_with("keyward_http_requests_total") && l.contains("status=\"5"))
-            .map(str::to_owned)
-            .collect::<Vec<_>>()
-    };
+    let five_xx: Vec<String> = bin
+        .metrics_text()
+        .await
+        .lines()
+        .filter(|l| l.starts_with("keyward_http_requests_total") && l.contains("status=\"5"))
+        .map(str::to_owned)
+        .collect();
     assert!(five_xx.is_empty(), "no 5xx at all: {five_xx:?}");
 
     // Stop it and read its log: each unreadable document is named by its
@@ -980,14 +972,17 @@ async fn unreadable_data_is_401_unreadable_for_validation_and_409_for_admin_neve
 async fn a_flood_of_anonymous_denials_cannot_flush_the_successes_from_the_audit_trail() {
     const SUCCESSES: usize = 400;
     const FLOOD: usize = 200_000;
-    // With MAXLEN 1000 and 400 successes, the flood may take 150 s (at most
-    // 2 + 2 entries a second) before it could reach a success entry.
+    // With MAXLEN 5000 and 400 successes, the flood (at most 2 + 2 entries a
+    // second) may take over 1,000 s before it could reach a success entry,
+    // however slow a loaded machine makes it; without the budget its 200,000
+    // entries would have flushed them 40 times over. (MAXLEN 1000 left too
+    // little room: a flood slowed to ~150 s on a busy machine trimmed one.)
     const PER_SECOND: u64 = 2;
     let started = Instant::now();
     let redis = Arc::new(TestRedis::start());
     let app = Arc::new(
         TestApp::spawn_with(redis.clone(), |c| {
-            c.audit_maxlen = 1_000;
+            c.audit_maxlen = 5_000;
             c.audit_anonymous_per_second = PER_SECOND;
         })
         .await,

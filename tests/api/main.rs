@@ -1,6 +1,7 @@
 //! One integration binary; one file per area.
 
 mod admin;
+mod cli;
 mod console;
 mod faults;
 mod forward_auth;
@@ -11,5 +12,6 @@ mod hot_path;
 mod isolation;
 mod legacy;
 mod lifecycle;
+mod openapi;
 mod ops;
 mod validate;

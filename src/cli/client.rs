@@ -1,0 +1,302 @@
+//! The HTTP side of the command line: requests to keyward's API, and what
+//! its answers mean for the exit code.
+
+use std::time::Duration;
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use reqwest::{RequestBuilder, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Map, Value};
+
+use super::exit;
+
+/// Why a command failed; each kind has its exit code.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad arguments or environment: exit 2.
+    Usage(String),
+    /// keyward refused: exit 1.
+    Refused(String),
+    /// keyward (or its Redis) unreachable or unavailable: exit 3.
+    Unavailable(String),
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Usage(_) => exit::USAGE,
+            Failure::Refused(_) => exit::REFUSED,
+            Failure::Unavailable(_) => exit::UNAVAILABLE,
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Failure::Usage(m) | Failure::Refused(m) | Failure::Unavailable(m) => m,
+        }
+    }
+}
+
+/// The admin token from `KEYWARD_ADMIN_TOKEN` or `KEYWARD_ADMIN_TOKEN_FILE`
+/// (trailing whitespace trimmed), as the service reads its own.
+fn admin_token(lookup: impl Fn(&str) -> Option<String>) -> Result<SecretString, Failure> {
+    const VAR: &str = "KEYWARD_ADMIN_TOKEN";
+    const FILE_VAR: &str = "KEYWARD_ADMIN_TOKEN_FILE";
+    let usage = |m: String| Err(Failure::Usage(m));
+    match (lookup(VAR), lookup(FILE_VAR)) {
+        (Some(_), Some(_)) => usage(format!("set either {VAR} or {FILE_VAR}, not both")),
+        (Some(token), None) if !token.trim().is_empty() => Ok(token.trim().to_owned().into()),
+        (Some(_), None) => usage(format!("{VAR} is empty")),
+        (None, Some(path)) => match std::fs::read_to_string(&path) {
+            Ok(token) if !token.trim().is_empty() => Ok(token.trim().to_owned().into()),
+            Ok(_) => usage(format!("{FILE_VAR}: {path} is empty")),
+            Err(e) => usage(format!("{FILE_VAR}: cannot read {path}: {e}")),
+        },
+        (None, None) => usage(format!(
+            "no admin token: set {VAR} or {FILE_VAR} (never pass it as an argument)"
+        )),
+    }
+}
+
+/// Everything but RFC 3986's unreserved characters.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// A path segment, percent-encoded.
+pub fn segment(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+/// keyward's HTTP API at one base URL, with or without the admin token.
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+    token: Option<SecretString>,
+}
+
+impl Client {
+    /// For admin commands: needs the admin token from the environment.
+    pub fn admin(url: &str) -> Result<Self, Failure> {
+        let token = admin_token(|name| std::env::var(name).ok())?;
+        Self::new(url, Some(token))
+    }
+
+    /// For `check`: no token.
+    pub fn anonymous(url: &str) -> Result<Self, Failure> {
+        Self::new(url, None)
+    }
+
+    fn new(url: &str, token: Option<SecretString>) -> Result<Self, Failure> {
+        let base = url.trim_end_matches('/').to_owned();
+        let valid = reqwest::Url::parse(&base)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+        if !valid {
+            return Err(Failure::Usage(format!(
+                "--url / KEYWARD_URL: {url:?} is not an http:// or https:// URL"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            // Minting hashes with Argon2id; a busy service may queue it.
+            .timeout(Duration::from_secs(60))
+            .user_agent(concat!("keyward-cli/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Failure::Usage(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Client { base, http, token })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn authorized(&self, request: RequestBuilder) -> RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token.expose_secret()),
+            None => request,
+        }
+    }
+
+    pub async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, Failure> {
+        let request = self.authorized(self.http.get(self.url(path)).query(query));
+        self.send(request).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, Failure> {
+        let request = self.authorized(self.http.post(self.url(path)).json(body));
+        self.send(request).await
+    }
+
+    fn unreachable(&self, e: &reqwest::Error) -> Failure {
+        // reqwest's own message ("error sending request for url ...") hides
+        // the cause, which is the innermost source ("Connection refused").
+        let cause = if e.is_timeout() {
+            "no answer in time".to_owned()
+        } else {
+            let mut cause: &dyn std::error::Error = e;
+            while let Some(source) = cause.source() {
+                cause = source;
+            }
+            cause.to_string()
+        };
+        Failure::Unavailable(format!("cannot reach keyward at {}: {cause}", self.base))
+    }
+
+    /// Sends an admin request; a 2xx answer's JSON, or the failure its
+    /// status and error code mean.
+    async fn send(&self, request: RequestBuilder) -> Result<Value, Failure> {
+        let response = request.send().await.map_err(|e| self.unreachable(&e))?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| self.unreachable(&e))?;
+        let body: Option<Value> = serde_json::from_str(&text).ok();
+        if status.is_success() {
+            return body.ok_or_else(|| {
+                Failure::Unavailable(format!(
+                    "{} answered {status} with a body that is not JSON",
+                    self.base
+                ))
+            });
+        }
+        Err(self.refusal(status, body.as_ref()))
+    }
+
+    fn refusal(&self, status: StatusCode, body: Option<&Value>) -> Failure {
+        let code = body
+            .and_then(|b| b["error"]["code"].as_str())
+            .unwrap_or_default();
+        let message = body
+            .and_then(|b| b["error"]["message"].as_str())
+            .unwrap_or_default();
+        let detail = if code.is_empty() {
+            format!("HTTP {}", status.as_u16())
+        } else {
+            format!("{message} ({code})")
+        };
+        match (status, code) {
+            (StatusCode::UNAUTHORIZED, _) => Failure::Refused(format!(
+                "the admin token was refused ({code}): check KEYWARD_ADMIN_TOKEN"
+            )),
+            (StatusCode::NOT_FOUND, "not_found") => Failure::Refused(format!(
+                "{} serves no admin API (not_found): is KEYWARD_ADMIN_TOKEN set where keyward runs?",
+                self.base
+            )),
+            (s, _) if s.is_server_error() => {
+                Failure::Unavailable(format!("keyward is unavailable: {detail}"))
+            }
+            (s, _) if code.is_empty() => Failure::Refused(format!(
+                "unexpected answer from {}: HTTP {}",
+                self.base,
+                s.as_u16()
+            )),
+            _ => Failure::Refused(detail),
+        }
+    }
+
+    /// `GET /v1/auth` with `key`, as a gateway would ask: whether it
+    /// validates, and the headers the gateway would get back.
+    ///
+    /// `{"valid", "status", "headers": {name: value}, "error"}`, for any
+    /// answer keyward gives; a failure only when it cannot be reached.
+    pub async fn forward_auth(
+        &self,
+        key: &str,
+        scopes: &[String],
+        client_ip: Option<(&str, String)>,
+    ) -> Result<Value, Failure> {
+        let mut request = self
+            .http
+            .get(self.url("/v1/auth"))
+            .bearer_auth(key)
+            // The audit entry shows where the check came from.
+            .header("X-Forwarded-Uri", "/keyward-check");
+        if !scopes.is_empty() {
+            request = request.header("X-Keyward-Required-Scopes", scopes.join(","));
+        }
+        if let Some((name, ip)) = client_ip {
+            request = request.header(name, ip);
+        }
+        let response = request.send().await.map_err(|e| self.unreachable(&e))?;
+        let status = response.status();
+        let mut headers = Map::new();
+        for (name, value) in response.headers() {
+            let name = name.as_str();
+            let shown = name.starts_with("x-keyward-")
+                || name.starts_with("x-ratelimit-")
+                || name == "retry-after"
+                || name == "www-authenticate";
+            if shown {
+                let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                headers.insert(name.to_owned(), json!(value));
+            }
+        }
+        let text = response.text().await.map_err(|e| self.unreachable(&e))?;
+        let error = serde_json::from_str::<Value>(&text)
+            .ok()
+            .map(|b| b["error"].clone())
+            .filter(|e| e.is_object());
+        Ok(json!({
+            "valid": status == StatusCode::OK,
+            "status": status.as_u16(),
+            "headers": headers,
+            "error": error,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(vars: &[(&str, &str)]) -> Result<String, String> {
+        admin_token(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+        .map(|t| t.expose_secret().to_owned())
+        .map_err(|f| f.message().to_owned())
+    }
+
+    #[test]
+    fn the_token_comes_from_the_variable_or_its_file_never_both() {
+        assert_eq!(token(&[("KEYWARD_ADMIN_TOKEN", "abc \n")]).unwrap(), "abc");
+        let file = std::env::temp_dir().join(format!("keyward-cli-token-{}", std::process::id()));
+        std::fs::write(&file, "from-file\n").unwrap();
+        let path = file.to_str().unwrap();
+        assert_eq!(
+            token(&[("KEYWARD_ADMIN_TOKEN_FILE", path)]).unwrap(),
+            "from-file"
+        );
+        assert!(token(&[
+            ("KEYWARD_ADMIN_TOKEN", "a"),
+            ("KEYWARD_ADMIN_TOKEN_FILE", path)
+        ])
+        .unwrap_err()
+        .contains("not both"));
+        assert!(token(&[]).unwrap_err().contains("KEYWARD_ADMIN_TOKEN"));
+        assert!(
+            token(&[("KEYWARD_ADMIN_TOKEN_FILE", "/nonexistent/keyward")])
+                .unwrap_err()
+                .contains("cannot read")
+        );
+        let _ = std::fs::remove_file(file);
+    }
+
+    #[test]
+    fn only_http_urls_are_accepted() {
+        assert!(Client::anonymous("http://127.0.0.1:8080/").is_ok());
+        assert!(Client::anonymous("https://keyward.internal").is_ok());
+        for bad in ["127.0.0.1:8080", "ftp://x", "not a url", ""] {
+            let err = Client::anonymous(bad).err().unwrap();
+            assert_eq!(err.exit_code(), exit::USAGE, "{bad}");
+        }
+    }
+
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        assert_eq!(segment("alpha-1_x"), "alpha-1_x");
+        assert_eq!(segment("a/b"), "a%2Fb");
+    }
+}

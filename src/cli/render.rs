@@ -1,0 +1,416 @@
+//! Tables for people, and the time arguments they type.
+//!
+//! Each renderer takes the API's JSON, as `--json` prints it, so the two
+//! outputs can never disagree about what keyward answered.
+
+use base64::Engine;
+use serde_json::Value;
+
+/// Unix seconds now.
+pub fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
+/// Howard Hinnant's `civil_from_days`.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// (year, month, day) to days since 1970-01-01; `days_from_civil`.
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year.rem_euclid(400);
+    let mp = i64::from((month + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Unix seconds as UTC, `2027-01-31T12:00:00Z`.
+pub fn time(secs: f64) -> String {
+    if !secs.is_finite() || secs.abs() > 1e13 {
+        return format!("{secs}");
+    }
+    let secs = secs.floor() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// `--expires-at`: Unix seconds, or UTC as `2027-01-31`,
+/// `2027-01-31T12:00Z` or `2027-01-31T12:00:00Z`.
+pub fn parse_time(s: &str) -> Result<f64, String> {
+    if let Ok(secs) = s.parse::<f64>() {
+        return if secs.is_finite() {
+            Ok(secs)
+        } else {
+            Err("not a time".into())
+        };
+    }
+    let bad = || format!("{s:?}: expected Unix seconds or a UTC time like 2027-01-31T12:00:00Z");
+    let (date, clock) = match s.split_once('T') {
+        Some((date, clock)) => (date, Some(clock.strip_suffix('Z').ok_or_else(bad)?)),
+        None => (s, None),
+    };
+    let mut parts = date.splitn(3, '-');
+    let mut num = |max: u32| -> Result<u32, String> {
+        let n: u32 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        (n <= max).then_some(n).ok_or_else(bad)
+    };
+    let (year, month, day) = (num(9999)?, num(12)?, num(31)?);
+    if month == 0 || day == 0 {
+        return Err(bad());
+    }
+    let mut secs = 0u32;
+    if let Some(clock) = clock {
+        let fields: Vec<&str> = clock.split(':').collect();
+        if !(2..=3).contains(&fields.len()) {
+            return Err(bad());
+        }
+        for (i, (field, max)) in fields.iter().zip([23u32, 59, 59]).enumerate() {
+            let n: u32 = field.parse().map_err(|_| bad())?;
+            if n > max {
+                return Err(bad());
+            }
+            secs += n * [3600, 60, 1][i];
+        }
+    }
+    let days = days_from_civil(i64::from(year), month, day);
+    Ok((days * 86_400 + i64::from(secs)) as f64)
+}
+
+/// `--expires-in`: a whole number and `s`, `m`, `h` or `d`.
+pub fn parse_duration(s: &str) -> Result<f64, String> {
+    let bad = || format!("{s:?}: expected a number and s, m, h or d, like 90d or 12h");
+    let unit = match s.chars().last() {
+        Some('s') => 1.0,
+        Some('m') => 60.0,
+        Some('h') => 3600.0,
+        Some('d') => 86_400.0,
+        _ => return Err(bad()),
+    };
+    let n: u64 = s[..s.len() - 1].parse().map_err(|_| bad())?;
+    if n == 0 {
+        return Err(bad());
+    }
+    Ok(n as f64 * unit)
+}
+
+fn opt_time(v: &Value, none: &str) -> String {
+    v.as_f64().map_or_else(|| none.to_owned(), time)
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn list(v: &Value, none: &str) -> String {
+    match v.as_array() {
+        Some(items) if !items.is_empty() => items.iter().map(text).collect::<Vec<_>>().join(","),
+        _ => none.into(),
+    }
+}
+
+/// Two columns, names padded.
+fn pairs(rows: &[(&str, String)]) -> String {
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    rows.iter()
+        .map(|(k, v)| format!("{k:width$}  {v}\n"))
+        .collect()
+}
+
+/// Columns with a header row, each as wide as its widest cell.
+fn columns(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out += cell;
+            } else {
+                out += &format!("{cell}{}  ", " ".repeat(w - cell.chars().count()));
+            }
+        }
+        out.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        out += &line(row.clone());
+    }
+    out
+}
+
+pub fn project(p: &Value) -> String {
+    pairs(&[
+        ("project_id", text(&p["project_id"])),
+        ("label", text(&p["label"])),
+        ("owner", text(&p["owner"])),
+        ("created_at", opt_time(&p["created_at"], "-")),
+    ])
+}
+
+/// `disabled`, `expired`, `rotating` or `active`.
+fn status(k: &Value) -> &'static str {
+    if k["unreadable"].as_bool() == Some(true) {
+        "unreadable"
+    } else if k["disabled"].as_bool() == Some(true) {
+        "disabled"
+    } else if k["expires_at"].as_f64().is_some_and(|at| at <= now()) {
+        "expired"
+    } else if k["previous_expires_at"].is_number() {
+        "rotating"
+    } else {
+        "active"
+    }
+}
+
+pub fn key(k: &Value) -> String {
+    let mut rows = vec![
+        ("key_id", text(&k["key_id"])),
+        ("status", status(k).to_owned()),
+        ("owner", text(&k["owner"])),
+        ("server_name", text(&k["server_name"])),
+        ("scopes", list(&k["scopes"], "(none)")),
+        ("allowed_cidrs", list(&k["allowed_cidrs"], "(any network)")),
+        (
+            "rate_limit",
+            k["rate_limit_per_minute"]
+                .as_u64()
+                .map_or("(default)".into(), |n| format!("{n}/min")),
+        ),
+        ("expires_at", opt_time(&k["expires_at"], "never")),
+        ("metadata", text(&k["metadata"])),
+        ("created_at", opt_time(&k["created_at"], "-")),
+        ("updated_at", opt_time(&k["updated_at"], "-")),
+        ("usage_count", text(&k["usage_count"])),
+        ("last_used", opt_time(&k["last_used"], "never")),
+    ];
+    if k["previous_expires_at"].is_number() {
+        rows.push((
+            "previous_secret_until",
+            opt_time(&k["previous_expires_at"], "-"),
+        ));
+    }
+    pairs(&rows)
+}
+
+pub fn key_list(page: &Value) -> String {
+    let items = page["items"].as_array().map_or(&[][..], Vec::as_slice);
+    if items.is_empty() {
+        return "no keys\n".into();
+    }
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|k| {
+            vec![
+                text(&k["key_id"]),
+                status(k).to_owned(),
+                text(&k["owner"]),
+                text(&k["server_name"]),
+                list(&k["scopes"], "-"),
+                opt_time(&k["expires_at"], "never"),
+                text(&k["usage_count"]),
+                opt_time(&k["last_used"], "never"),
+            ]
+        })
+        .collect();
+    let mut out = columns(
+        &[
+            "KEY ID",
+            "STATUS",
+            "OWNER",
+            "SERVER",
+            "SCOPES",
+            "EXPIRES",
+            "USES",
+            "LAST USED",
+        ],
+        &rows,
+    );
+    let more = if page["next"].is_string() {
+        " (stopped at --limit; there are more)"
+    } else {
+        ""
+    };
+    out += &format!(
+        "{} key{}{more}\n",
+        items.len(),
+        if items.len() == 1 { "" } else { "s" }
+    );
+    out
+}
+
+/// A header name as the gateway documentation spells it.
+fn header_name(name: &str) -> String {
+    match name {
+        "www-authenticate" => "WWW-Authenticate".into(),
+        _ => name
+            .split('-')
+            .map(|word| match word {
+                "ratelimit" => "RateLimit".to_owned(),
+                _ => {
+                    let mut chars = word.chars();
+                    chars.next().map_or_else(String::new, |c| {
+                        c.to_ascii_uppercase().to_string() + chars.as_str()
+                    })
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("-"),
+    }
+}
+
+/// Where a header goes in the listing: identity first, as the README lists them.
+fn header_rank(name: &str) -> usize {
+    const ORDER: [&str; 12] = [
+        "x-keyward-project-id",
+        "x-keyward-key-id",
+        "x-keyward-owner",
+        "x-keyward-server-name",
+        "x-keyward-scopes",
+        "x-keyward-metadata",
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+        "x-keyward-failsafe",
+        "retry-after",
+        "www-authenticate",
+    ];
+    ORDER.iter().position(|n| *n == name).unwrap_or(ORDER.len())
+}
+
+/// `code: message`, or the status alone.
+pub fn error_summary(outcome: &Value) -> String {
+    let status = outcome["status"].as_u64().unwrap_or_default();
+    match outcome["error"]["code"].as_str() {
+        Some(code) => format!(
+            "HTTP {status} {code}: {}",
+            outcome["error"]["message"].as_str().unwrap_or_default()
+        ),
+        None => format!("HTTP {status}"),
+    }
+}
+
+pub fn check(outcome: &Value) -> String {
+    let valid = outcome["valid"].as_bool() == Some(true);
+    let mut out = if valid {
+        format!(
+            "valid: yes\nA gateway receives HTTP {} and these headers to copy upstream:\n",
+            outcome["status"]
+        )
+    } else {
+        format!("valid: no\n{}\n", error_summary(outcome))
+    };
+    let mut headers: Vec<(&String, &Value)> = outcome["headers"]
+        .as_object()
+        .map(|h| h.iter().collect())
+        .unwrap_or_default();
+    headers.sort_by_key(|(name, _)| (header_rank(name), name.as_str()));
+    for (name, value) in headers {
+        let value = value.as_str().unwrap_or_default();
+        out += &format!("  {}: {value}\n", header_name(name));
+        if name == "x-keyward-metadata" {
+            let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(value)
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok());
+            if let Some(json) = decoded {
+                out += &format!("    (the metadata, decoded: {json})\n");
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn times_print_and_parse_as_utc() {
+        assert_eq!(time(0.0), "1970-01-01T00:00:00Z");
+        assert_eq!(time(1_800_000_000.7), "2027-01-15T08:00:00Z");
+        assert_eq!(time(951_782_400.0), "2000-02-29T00:00:00Z");
+        assert_eq!(parse_time("1800000000").unwrap(), 1_800_000_000.0);
+        assert_eq!(parse_time("2027-01-15T08:00:00Z").unwrap(), 1_800_000_000.0);
+        assert_eq!(parse_time("2027-01-15T08:00Z").unwrap(), 1_800_000_000.0);
+        assert_eq!(parse_time("2000-02-29").unwrap(), 951_782_400.0);
+        for bad in [
+            "2027-13-01",
+            "2027-01-15T08:00:00",
+            "tomorrow",
+            "2027-01-15T25:00Z",
+            "inf",
+        ] {
+            assert!(parse_time(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_duration("90d").unwrap(), 90.0 * 86_400.0);
+        assert_eq!(parse_duration("12h").unwrap(), 43_200.0);
+        for bad in ["", "d", "0d", "1y", "-1d", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_key_list_is_a_table_with_one_row_per_key() {
+        let page = json!({"items": [
+            {"key_id": "k_aaaaaaa1", "owner": "alice", "server_name": "api-1", "scopes": ["chat:*", "files:read"],
+             "disabled": false, "expires_at": null, "usage_count": 3, "last_used": 0.0, "previous_expires_at": null},
+            {"key_id": "k_bbbbbbb2", "owner": "Zoë", "server_name": "api-2", "scopes": [],
+             "disabled": true, "expires_at": 1.0, "usage_count": 0, "last_used": null, "previous_expires_at": null},
+        ], "next": null});
+        let table = key_list(&page);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[0].starts_with("KEY ID      STATUS    OWNER"),
+            "{table}"
+        );
+        assert!(lines[1].contains("k_aaaaaaa1  active    alice"), "{table}");
+        assert!(lines[1].contains("chat:*,files:read"), "{table}");
+        assert!(lines[2].contains("k_bbbbbbb2  disabled  Zoë"), "{table}");
+        assert_eq!(lines[3], "2 keys");
+    }
+
+    #[test]
+    fn a_check_lists_the_headers_a_gateway_gets_identity_first() {
+        let outcome = json!({"valid": true, "status": 200, "error": null, "headers": {
+            "x-ratelimit-limit": "100", "x-keyward-owner": "Zo%C3%AB", "x-keyward-project-id": "alpha",
+            "x-keyward-metadata": "eyJ0aWVyIjoiZ29sZCJ9"}});
+        let text = check(&outcome);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "valid: yes");
+        assert_eq!(lines[2], "  X-Keyward-Project-Id: alpha");
+        assert_eq!(lines[3], "  X-Keyward-Owner: Zo%C3%AB");
+        assert_eq!(lines[4], "  X-Keyward-Metadata: eyJ0aWVyIjoiZ29sZCJ9");
+        assert_eq!(lines[5], r#"    (the metadata, decoded: {"tier":"gold"})"#);
+        assert_eq!(lines[6], "  X-RateLimit-Limit: 100");
+    }
+}

@@ -1,0 +1,660 @@
+//! The `keyward` admin command line: the real binary's `project`, `key` and
+//! `check` subcommands against a live keyward on a real Redis. Each test
+//! checks what a script relies on: stdout, one line of error on stderr, and
+//! the exit code (0 done, 1 refused, 2 usage, 3 unavailable).
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{free_port, TestApp, TestRedis, ADMIN_TOKEN};
+
+/// One run of the binary: its stdout, stderr and exit code.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Self {
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8(out.stdout).unwrap(),
+            stderr: String::from_utf8(out.stderr).unwrap(),
+        }
+    }
+
+    /// Asserts success and returns stdout.
+    fn ok(&self) -> &str {
+        assert_eq!(self.code, Some(0), "{self}");
+        assert_eq!(self.stderr, "", "{self}");
+        &self.stdout
+    }
+
+    /// Asserts exit `code` with one line on stderr containing `says`.
+    fn fails(&self, code: i32, says: &str) {
+        assert_eq!(self.code, Some(code), "{self}");
+        assert_eq!(self.stderr.lines().count(), 1, "one line of error: {self}");
+        assert!(self.stderr.contains(says), "{self}");
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(self.ok())
+            .unwrap_or_else(|e| panic!("--json output is not JSON ({e}): {self}"))
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// The value of `name`'s row in a two-column table.
+fn row<'a>(table: &'a str, name: &str) -> Option<&'a str> {
+    table.lines().find_map(|line| {
+        let (first, rest) = line.split_once(' ')?;
+        (first == name).then(|| rest.trim())
+    })
+}
+
+/// The binary pointed at `url`, with the admin token in its environment
+/// (and nothing of the test's own KEYWARD_* environment).
+fn keyward(url: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("KEYWARD_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.env("KEYWARD_URL", url)
+        .env("KEYWARD_ADMIN_TOKEN", ADMIN_TOKEN);
+    cmd
+}
+
+/// Runs `cmd` with `stdin`, off the async runtime (keyward may be serving
+/// in this process).
+async fn run(mut cmd: Command, stdin: &str) -> Run {
+    let stdin = stdin.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start keyward");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        Run::from(child.wait_with_output().unwrap())
+    })
+    .await
+    .unwrap()
+}
+
+/// `keyward <args>` against `app`, with the admin token.
+async fn cli(app: &TestApp, args: &[&str]) -> Run {
+    let mut cmd = keyward(&app.url(""));
+    cmd.args(args);
+    run(cmd, "").await
+}
+
+/// `keyward check <args>` against `app`, the key on standard input.
+async fn check(app: &TestApp, key: &str, args: &[&str]) -> Run {
+    let mut cmd = keyward(&app.url(""));
+    cmd.env_remove("KEYWARD_ADMIN_TOKEN")
+        .arg("check")
+        .args(args);
+    run(cmd, &format!("{key}\n")).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn project_create_and_show_print_a_table_or_json_and_refusals_exit_1() {
+    let app = TestApp::spawn().await;
+    let id = crate::helpers::random_id("p");
+
+    let created = cli(
+        &app,
+        &[
+            "project", "create", &id, "--label", "Alpha", "--owner", "team-a",
+        ],
+    )
+    .await;
+    let table = created.ok();
+    assert_eq!(row(table, "project_id"), Some(id.as_str()), "{created}");
+    assert_eq!(row(table, "label"), Some("Alpha"), "{created}");
+    assert!(
+        row(table, "created_at").unwrap().starts_with("20"),
+        "{created}"
+    );
+
+    let shown = cli(&app, &["project", "show", &id, "--json"]).await.json();
+    assert_eq!(shown["project_id"], id.as_str());
+    assert_eq!(shown["owner"], "team-a");
+    // --json and --url may come before the subcommand too.
+    let shown_again = cli(&app, &["project", "--json", "show", &id]).await.json();
+    assert_eq!(shown_again, shown);
+
+    cli(
+        &app,
+        &["project", "create", &id, "--label", "A", "--owner", "o"],
+    )
+    .await
+    .fails(1, "project_exists");
+    cli(&app, &["project", "show", "nope-no-such-project"])
+        .await
+        .fails(1, "project_not_found");
+    cli(
+        &app,
+        &[
+            "project", "create", "bad id!", "--label", "A", "--owner", "o",
+        ],
+    )
+    .await
+    .fails(1, "invalid_request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_mint_prints_only_the_key_so_command_substitution_works() {
+    let app = TestApp::spawn().await;
+    let project = app.project().await;
+
+    // KEY=$(keyward key mint ...): stdout is the key and a newline, nothing else.
+    let minted = cli(
+        &app,
+        &[
+            "key",
+            "mint",
+            &project,
+            "--owner",
+            "alice",
+            "--server-name",
+            "api-1",
+        ],
+    )
+    .await;
+    let stdout = minted.ok();
+    assert_eq!(stdout.lines().count(), 1, "{minted}");
+    let key = stdout.trim_end_matches('\n');
+    assert!(
+        key.starts_with(&format!("sk-proj.{project}.k_")),
+        "{minted}"
+    );
+    assert_eq!(app.validate(key).await.status(), StatusCode::OK);
+
+    // Through a real shell, as the README shows it.
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
+        .arg(format!(
+            "KEY=$(\"$0\" key mint {project} --owner bob --server-name api-2) && printf '%s' \"$KEY\""
+        ))
+        .arg(env!("CARGO_BIN_EXE_keyward"))
+        .env("KEYWARD_URL", app.url(""))
+        .env("KEYWARD_ADMIN_TOKEN", ADMIN_TOKEN);
+    let from_shell = run(sh, "").await;
+    let key_from_shell = from_shell.ok();
+    assert!(key_from_shell.starts_with("sk-proj."), "{from_shell}");
+    assert_eq!(app.validate(key_from_shell).await.status(), StatusCode::OK);
+
+    // Every mint option, then --json: the API's answer.
+    let minted = cli(
+        &app,
+        &[
+            "key",
+            "mint",
+            &project,
+            "--owner",
+            "Zoë",
+            "--server-name",
+            "api-3",
+            "--metadata",
+            r#"{"tier":"gold"}"#,
+            "--expires-in",
+            "30d",
+            "--rate-limit",
+            "600",
+            "--scope",
+            "chat:*",
+            "--scope",
+            "files:read",
+            "--cidr",
+            "10.0.0.0/8",
+            "--json",
+        ],
+    )
+    .await
+    .json();
+    assert!(minted["api_key"].as_str().unwrap().starts_with("sk-proj."));
+    let key_id = minted["key_id"].as_str().unwrap();
+    let expires_at = minted["expires_at"].as_f64().unwrap();
+    let in_30_days = keyward::store::now() + 30.0 * 86_400.0;
+    assert!((expires_at - in_30_days).abs() < 60.0, "{minted}");
+
+    let shown = cli(&app, &["key", "show", &project, key_id, "--json"])
+        .await
+        .json();
+    assert_eq!(shown["owner"], "Zoë");
+    assert_eq!(shown["metadata"], json!({"tier": "gold"}));
+    assert_eq!(shown["rate_limit_per_minute"], 600);
+    assert_eq!(shown["scopes"], json!(["chat:*", "files:read"]));
+    assert_eq!(shown["allowed_cidrs"], json!(["10.0.0.0/8"]));
+    assert!(shown.get("secret_hash").is_none());
+
+    let table = cli(&app, &["key", "show", &project, key_id]).await;
+    let table = table.ok();
+    for (name, value) in [
+        ("key_id", key_id),
+        ("status", "active"),
+        ("owner", "Zoë"),
+        ("scopes", "chat:*,files:read"),
+        ("allowed_cidrs", "10.0.0.0/8"),
+        ("rate_limit", "600/min"),
+        ("metadata", r#"{"tier":"gold"}"#),
+        ("usage_count", "0"),
+        ("last_used", "never"),
+    ] {
+        assert_eq!(row(table, name), Some(value), "{name} in\n{table}");
+    }
+
+    // The API's refusals, one line each.
+    cli(
+        &app,
+        &[
+            "key",
+            "mint",
+            "no-such-project",
+            "--owner",
+            "a",
+            "--server-name",
+            "s",
+        ],
+    )
+    .await
+    .fails(1, "project_not_found");
+    cli(
+        &app,
+        &[
+            "key",
+            "mint",
+            &project,
+            "--owner",
+            "a",
+            "--server-name",
+            "s",
+            "--cidr",
+            "nonsense",
+        ],
+    )
+    .await
+    .fails(1, "allowed_cidrs");
+    cli(&app, &["key", "show", &project, "k_NoSuchKey0"])
+        .await
+        .fails(1, "key_not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_list_follows_the_cursor_across_pages_and_stops_at_limit() {
+    let app = TestApp::spawn().await;
+    let project = app.project().await;
+    // More keys than one page (the CLI asks for 100 at a time).
+    let mut minted = std::collections::BTreeSet::new();
+    for _ in 0..7 {
+        let mints = (0..15).map(|_| app.mint(&project, json!({})));
+        for m in futures::future::join_all(mints).await {
+            minted.insert(m.key_id);
+        }
+    }
+    assert_eq!(minted.len(), 105);
+
+    let all = cli(&app, &["key", "list", &project, "--json"]).await.json();
+    let listed: Vec<&str> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["key_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed.len(), 105, "every key once");
+    assert_eq!(
+        listed
+            .iter()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>(),
+        minted.iter().map(String::as_str).collect(),
+    );
+    assert!(all["next"].is_null());
+
+    let table = cli(&app, &["key", "list", &project]).await;
+    let lines: Vec<&str> = table.ok().lines().collect();
+    assert!(lines[0].starts_with("KEY ID"), "{table}");
+    assert_eq!(lines.len(), 1 + 105 + 1, "{table}");
+    assert_eq!(lines[106], "105 keys");
+    assert!(lines[1].contains(" active "), "{table}");
+
+    // --limit across a page boundary, and within one.
+    let some = cli(&app, &["key", "list", &project, "--limit", "102", "--json"])
+        .await
+        .json();
+    assert_eq!(some["items"].as_array().unwrap().len(), 102);
+    assert!(some["next"].is_string());
+    let few = cli(&app, &["key", "list", &project, "--limit", "3"]).await;
+    assert!(
+        few.ok()
+            .ends_with("3 keys (stopped at --limit; there are more)\n"),
+        "{few}"
+    );
+
+    let empty = app.project().await;
+    assert_eq!(cli(&app, &["key", "list", &empty]).await.ok(), "no keys\n");
+    cli(&app, &["key", "list", "no-such-project"])
+        .await
+        .fails(1, "project_not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_update_rotate_and_revoke_change_what_validation_sees() {
+    let app = TestApp::spawn().await;
+    let project = app.project().await;
+    let key = app.mint(&project, json!({ "scopes": ["a"] })).await;
+    let id = key.key_id.as_str();
+
+    let updated = cli(
+        &app,
+        &[
+            "key",
+            "update",
+            &project,
+            id,
+            "--owner",
+            "carol",
+            "--scope",
+            "chat:*",
+            "--scope",
+            "files:read",
+            "--rate-limit",
+            "5",
+            "--json",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(updated["owner"], "carol");
+    assert_eq!(updated["scopes"], json!(["chat:*", "files:read"]));
+    assert_eq!(updated["rate_limit_per_minute"], 5);
+
+    let cleared = cli(
+        &app,
+        &[
+            "key",
+            "update",
+            &project,
+            id,
+            "--no-scopes",
+            "--default-rate-limit",
+            "--json",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(cleared["scopes"], json!([]));
+    assert!(cleared["rate_limit_per_minute"].is_null());
+
+    cli(&app, &["key", "update", &project, id])
+        .await
+        .fails(2, "nothing to update");
+    cli(
+        &app,
+        &[
+            "key",
+            "update",
+            &project,
+            id,
+            "--rate-limit",
+            "5",
+            "--default-rate-limit",
+        ],
+    )
+    .await
+    .fails(2, "cannot be used with");
+
+    // Rotate: only the new key on stdout; both secrets work during the grace.
+    let rotated = cli(
+        &app,
+        &["key", "rotate", &project, id, "--grace-seconds", "60"],
+    )
+    .await;
+    let new_key = rotated.ok().trim_end().to_owned();
+    assert_eq!(rotated.stdout.lines().count(), 1, "{rotated}");
+    assert_ne!(new_key, key.api_key);
+    assert_eq!(app.validate(&new_key).await.status(), StatusCode::OK);
+    assert_eq!(app.validate(&key.api_key).await.status(), StatusCode::OK);
+    let shown = cli(&app, &["key", "show", &project, id]).await;
+    assert_eq!(row(shown.ok(), "status"), Some("rotating"), "{shown}");
+    assert!(
+        row(&shown.stdout, "previous_secret_until").is_some(),
+        "{shown}"
+    );
+
+    let revoked = cli(&app, &["key", "revoke", &project, id]).await;
+    assert_eq!(revoked.ok(), format!("revoked {id} in {project}\n"));
+    assert_eq!(
+        app.validate(&new_key).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let json = cli(&app, &["key", "revoke", &project, id, "--json"])
+        .await
+        .json();
+    assert_eq!(json, json!({ "revoked": true }));
+    cli(&app, &["key", "rotate", &project, id])
+        .await
+        .fails(1, "key_disabled");
+    cli(&app, &["key", "revoke", &project, "k_NoSuchKey0"])
+        .await
+        .fails(1, "key_not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reads_the_key_from_stdin_and_shows_what_a_gateway_receives() {
+    let app = TestApp::spawn().await;
+    let project = app.project().await;
+    let key = app
+        .mint(
+            &project,
+            json!({ "owner": "Zoë Smith", "scopes": ["chat:*"], "metadata": {"tier": "gold"} }),
+        )
+        .await;
+
+    let ok = check(&app, &key.api_key, &["--scope", "chat:write"]).await;
+    let out = ok.ok();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "valid: yes", "{ok}");
+    for line in [
+        format!("  X-Keyward-Project-Id: {project}"),
+        format!("  X-Keyward-Key-Id: {}", key.key_id),
+        "  X-Keyward-Owner: Zo%C3%AB%20Smith".into(),
+        "  X-Keyward-Scopes: chat:*".into(),
+        r#"    (the metadata, decoded: {"tier":"gold"})"#.into(),
+        "  X-RateLimit-Limit: 100".into(),
+    ] {
+        assert!(lines.contains(&line.as_str()), "{line:?} in\n{ok}");
+    }
+    assert!(!out.contains(&key.api_key), "the key is never printed");
+
+    let json = check(&app, &key.api_key, &["--json"]).await.json();
+    assert_eq!(json["valid"], true);
+    assert_eq!(json["status"], 200);
+    assert_eq!(json["headers"]["x-keyward-project-id"], project.as_str());
+    // The check is a real, audited validation.
+    assert_eq!(app.last_audit(&key.key_id).await["path"], "/keyward-check");
+
+    // Refusals: the verdict on stdout, one line on stderr, exit 1.
+    let denied = check(&app, &crate::helpers::wrong_secret(&key.api_key), &[]).await;
+    denied.fails(1, "invalid_key");
+    assert!(
+        denied.stdout.starts_with("valid: no\nHTTP 401 invalid_key"),
+        "{denied}"
+    );
+    assert!(
+        denied
+            .stdout
+            .contains("WWW-Authenticate: Bearer realm=\"keyward\""),
+        "{denied}"
+    );
+    let scoped = check(&app, &key.api_key, &["--scope", "admin:keys", "--json"]).await;
+    scoped.fails(1, "insufficient_scope");
+    let verdict: Value = serde_json::from_str(&scoped.stdout).unwrap();
+    assert_eq!(verdict["valid"], false);
+    assert_eq!(verdict["error"]["code"], "insufficient_scope");
+
+    // A key bound to a network, checked from inside and outside it.
+    let bound = app
+        .mint(&project, json!({ "allowed_cidrs": ["10.1.0.0/16"] }))
+        .await;
+    check(&app, &bound.api_key, &["--client-ip", "10.1.2.3"])
+        .await
+        .ok();
+    check(&app, &bound.api_key, &["--client-ip", "192.0.2.1"])
+        .await
+        .fails(1, "invalid_key");
+
+    // No key on stdin is a usage error; the check needs no admin token.
+    check(&app, "", &[])
+        .await
+        .fails(2, "no key on standard input");
+    check(&app, &key.api_key, &["--client-ip", "not-an-ip"])
+        .await
+        .fails(2, "--client-ip");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_token_comes_only_from_the_environment() {
+    let app = TestApp::spawn().await;
+    let project = app.project().await;
+    let url = app.url("");
+
+    // There is no flag for it: any attempt is a usage error, and nothing is sent.
+    for flag in ["--token", "--admin-token", "--auth"] {
+        let mut cmd = keyward(&url);
+        cmd.env_remove("KEYWARD_ADMIN_TOKEN")
+            .args(["key", "list", &project, flag, ADMIN_TOKEN]);
+        let out = run(cmd, "").await;
+        out.fails(2, "unexpected argument");
+        assert!(!out.stderr.contains(ADMIN_TOKEN), "{out}");
+    }
+
+    let mut cmd = keyward(&url);
+    cmd.env_remove("KEYWARD_ADMIN_TOKEN")
+        .args(["key", "list", &project]);
+    run(cmd, "").await.fails(2, "KEYWARD_ADMIN_TOKEN");
+
+    // From a file, trimmed.
+    let file = std::env::temp_dir().join(crate::helpers::random_id("keyward-cli-token-"));
+    std::fs::write(&file, format!("{ADMIN_TOKEN}\n")).unwrap();
+    let mut cmd = keyward(&url);
+    cmd.env_remove("KEYWARD_ADMIN_TOKEN")
+        .env("KEYWARD_ADMIN_TOKEN_FILE", &file)
+        .args(["key", "list", &project]);
+    assert_eq!(run(cmd, "").await.ok(), "no keys\n");
+    let mut both = keyward(&url);
+    both.env("KEYWARD_ADMIN_TOKEN_FILE", &file)
+        .args(["key", "list", &project]);
+    run(both, "").await.fails(2, "not both");
+    let _ = std::fs::remove_file(&file);
+
+    // A wrong token is refused by keyward: exit 1, and the token is not echoed.
+    let mut cmd = keyward(&url);
+    cmd.env("KEYWARD_ADMIN_TOKEN", "wrong-token-0123456789")
+        .args(["key", "list", &project]);
+    let out = run(cmd, "").await;
+    out.fails(1, "admin token was refused");
+    assert!(!out.stderr.contains("wrong-token"), "{out}");
+
+    // A keyward without an admin API says so.
+    let redis = Arc::new(TestRedis::start());
+    let no_admin = TestApp::spawn_with(redis, |c| c.admin_token = None).await;
+    cli(&no_admin, &["project", "show", &project])
+        .await
+        .fails(1, "serves no admin API");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_3_when_keyward_or_redis_is_down_and_2_on_usage_errors() {
+    // Nothing listens there.
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let mut cmd = keyward(&down);
+    cmd.args(["key", "list", "alpha"]);
+    run(cmd, "").await.fails(3, "cannot reach keyward");
+    let mut cmd = keyward(&down);
+    cmd.env_remove("KEYWARD_ADMIN_TOKEN").arg("check");
+    run(cmd, "sk-proj.a.k_aaaaaaa.bbbb\n")
+        .await
+        .fails(3, "cannot reach keyward");
+
+    // keyward up, Redis down: keyward answers 503, the CLI exits 3.
+    let app = TestApp::spawn().await;
+    let project = app.project().await;
+    let key = app.mint(&project, json!({})).await;
+    app.redis.stop();
+    cli(&app, &["project", "show", &project])
+        .await
+        .fails(3, "unavailable");
+    let out = check(&app, &key.api_key, &[]).await;
+    out.fails(3, "unavailable");
+    assert!(
+        out.stdout.starts_with("valid: no\nHTTP 503 unavailable"),
+        "{out}"
+    );
+
+    // Usage errors: one line, exit 2, before anything is sent.
+    for args in [
+        &["key"][..],
+        &["key", "frobnicate"],
+        &["key", "mint", "alpha"],
+        &["key", "list", "alpha", "--limit", "0"],
+        &[
+            "key",
+            "mint",
+            "alpha",
+            "--owner",
+            "a",
+            "--server-name",
+            "s",
+            "--metadata",
+            "{not json",
+        ],
+        &[
+            "key",
+            "mint",
+            "alpha",
+            "--owner",
+            "a",
+            "--server-name",
+            "s",
+            "--expires-at",
+            "soon",
+        ],
+        &["project", "create", "alpha"],
+    ] {
+        let mut cmd = keyward(&down);
+        cmd.args(args);
+        let out = run(cmd, "").await;
+        assert_eq!(out.code, Some(2), "{args:?}: {out}");
+        assert!(!out.stderr.is_empty(), "{args:?}: {out}");
+        if args.len() > 1 {
+            assert_eq!(out.stderr.lines().count(), 1, "{args:?}: {out}");
+        }
+    }
+    let mut cmd = keyward("127.0.0.1:8080");
+    cmd.args(["key", "list", "alpha"]);
+    run(cmd, "").await.fails(2, "not an http");
+}

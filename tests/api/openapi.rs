@@ -1,0 +1,220 @@
+//! The OpenAPI document at `/openapi.json`, held to the service by
+//! independent tools from PyPI (installed by `tests/openapi/install.sh` into
+//! a virtualenv under `target/` when missing): `openapi-spec-validator` says
+//! it is valid OpenAPI, and `schemathesis` runs every operation against a
+//! live keyward on a real Redis, with the admin token, and finds nothing.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{TestApp, TestRedis, ADMIN_TOKEN};
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The venv's `bin/` folder, installing the tools on first use.
+fn tools() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(repo().join("tests/openapi/install.sh"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run tests/openapi/install.sh");
+        assert!(out.status.success(), "tests/openapi/install.sh failed");
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    })
+}
+
+/// A scratch folder under `target/` for this test's files.
+fn scratch(name: &str) -> PathBuf {
+    let dir = repo().join("target/openapi-test").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+async fn document(app: &TestApp) -> Value {
+    let r = app.get("/openapi.json", None).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let content_type = r.headers()["content-type"].to_str().unwrap().to_owned();
+    assert_eq!(content_type, "application/json");
+    r.json().await.unwrap()
+}
+
+/// The paths `http::router` serves, read from its source: the document must
+/// list exactly these (`{*path}` is `{path}` in OpenAPI).
+fn routed_paths() -> BTreeSet<String> {
+    let source = std::fs::read_to_string(repo().join("src/http/mod.rs")).unwrap();
+    source
+        .split(".route(\"")
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap().replace("{*", "{"))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_document_is_valid_openapi_3_1_and_lists_every_route() {
+    let app = TestApp::spawn().await;
+    let doc = document(&app).await;
+
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1."),
+        "{}",
+        doc["openapi"]
+    );
+    let documented: BTreeSet<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
+    assert_eq!(documented, routed_paths(), "documented vs routed paths");
+
+    // Every operation: a unique id, and an error body for its error statuses.
+    let mut ids = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let id = op["operationId"].as_str().unwrap().to_owned();
+            assert!(ids.insert(id.clone()), "duplicate operationId {id}");
+            let responses = op["responses"].as_object().unwrap();
+            // `/v1/auth` answers every method; every other path has a 405.
+            assert_eq!(
+                responses.contains_key("405"),
+                !path.starts_with("/v1/auth"),
+                "{method} {path}: 405"
+            );
+            let is_admin = op["security"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|r| r.get("admin_token").is_some()));
+            if is_admin {
+                for status in ["401", "404", "503"] {
+                    assert!(
+                        responses.contains_key(status),
+                        "{method} {path}: admin operation without {status}"
+                    );
+                }
+            }
+        }
+    }
+    // Links as OpenAPI spells them (utoipa writes `operation_id`; src/openapi.rs mends it).
+    let link = &doc["paths"]["/v1/mint-key"]["post"]["responses"]["201"]["links"]["ValidateKey"];
+    assert_eq!(link["operationId"], "validate_key", "{link}");
+    assert_eq!(link["requestBody"]["api_key"], "$response.body#/api_key");
+    assert!(!doc.to_string().contains("\"operation_id\""));
+
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(schemes["admin_token"]["type"], "http");
+    assert_eq!(schemes["admin_token"]["scheme"], "bearer");
+    let rate_limited = &doc["components"]["responses"]["RateLimited"]["headers"];
+    assert!(rate_limited.get("Retry-After").is_some(), "{rate_limited}");
+    assert!(
+        rate_limited.get("X-RateLimit-Limit").is_some(),
+        "{rate_limited}"
+    );
+
+    // The document is the same without an admin token, and served without one.
+    let redis = Arc::new(TestRedis::start());
+    let no_admin = TestApp::spawn_with(redis, |c| c.admin_token = None).await;
+    assert_eq!(document(&no_admin).await, doc);
+
+    let dir = scratch("valid");
+    let file = dir.join("openapi.json");
+    std::fs::write(&file, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    let out = Command::new(tools().join("openapi-spec-validator"))
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openapi-spec-validator: {}",
+        text(&out)
+    );
+}
+
+/// schemathesis over every operation, with a fixed seed and a bounded
+/// number of examples per operation. `tests/openapi/schemathesis.toml` sets
+/// the phases and the admin token (per security scheme); this test adds two
+/// live keys minted for the run, so that validation's success answers are
+/// checked too: one for `/v1/auth` (scoped, with metadata, a non-ASCII owner
+/// and a low rate limit, so 200, 403 and 429 all happen) and one that
+/// `validate-key` bodies use half of the time. `tests/openapi/hooks.py`
+/// adds two checks: the headers are exactly the documented ones, and the
+/// run reached the answers that matter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_nothing_against_a_live_keyward() {
+    let app = TestApp::spawn().await;
+    let project = app.project().await;
+    let auth_key = app
+        .mint(
+            &project,
+            json!({
+                "owner": "Zoë Smith",
+                "scopes": ["chat:*", "files:read"],
+                "metadata": {"tier": "gold", "limits": [1, 2]},
+                "rate_limit_per_minute": 300,
+            }),
+        )
+        .await;
+    let body_key = app.mint(&project, json!({ "scopes": ["*"] })).await;
+
+    let dir = scratch("schemathesis");
+    let committed =
+        std::fs::read_to_string(repo().join("tests/openapi/schemathesis.toml")).unwrap();
+    let config = format!(
+        "{committed}\n# Added by tests/api/openapi.rs for this run: live keys.\n\
+         [auth.openapi.api_key_bearer]\nbearer = \"{}\"\n\n\
+         [dictionaries.live_keys]\nvalues = [\"{}\"]\n\n\
+         [parameters.\"body.api_key\"]\ndictionary = \"live_keys\"\nprobability = 0.5\n",
+        auth_key.api_key, body_key.api_key
+    );
+    std::fs::write(dir.join("schemathesis.toml"), config).unwrap();
+
+    let base = app.url("");
+    let schema = app.url("/openapi.json");
+    let bin = tools().to_owned();
+    let cwd = dir.clone();
+    let extra = std::env::var("KEYWARD_SCHEMATHESIS_ARGS").unwrap_or_default();
+    let started = Instant::now();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(bin.join("schemathesis"))
+            .current_dir(&cwd)
+            .arg("--config-file")
+            .arg(cwd.join("schemathesis.toml"))
+            .args(["run", &schema, "--url", &base])
+            .args(["--seed", "20260613", "--max-examples", "12"])
+            .args(["--workers", "1", "--no-color"])
+            .args([
+                "--checks",
+                "not_a_server_error,status_code_conformance,content_type_conformance,\
+                 response_schema_conformance,response_headers_conformance,\
+                 keyward_headers,keyward_reached",
+            ])
+            .args(["--report", "junit", "--report-dir"])
+            .arg(cwd.join("report"))
+            // For exploring by hand, e.g. `--max-examples 200 --seed 1`
+            // (later options win).
+            .args(extra.split_whitespace())
+            .env("KEYWARD_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("SCHEMATHESIS_HOOKS", "hooks")
+            .env("PYTHONPATH", repo().join("tests/openapi"))
+            .output()
+            .expect("run schemathesis")
+    })
+    .await
+    .unwrap();
+    eprintln!("schemathesis took {:?}", started.elapsed());
+    std::fs::write(dir.join("output.txt"), text(&out)).unwrap();
+    assert!(out.status.success(), "schemathesis: {}", text(&out));
+}

@@ -1,0 +1,83 @@
+"""schemathesis hooks for tests/api/openapi.rs (loaded with SCHEMATHESIS_HOOKS=hooks).
+
+`keyward_headers`: where the document describes a response, its headers are
+exactly what the response carries. Every header the response has must be
+documented (but for those HTTP itself adds), and the ones keyward promises
+must be there: `X-Request-Id` on every response, `WWW-Authenticate` on 401
+and 403, `Retry-After` on 429 and 503, `Cache-Control` on `/v1/auth`.
+(OpenAPI can mark a response header required, but the generator we use
+cannot say so; this check holds the service to it instead.)
+"""
+
+import schemathesis
+
+# Added by HTTP itself, never described in OpenAPI (Content-Type is the
+# media type, checked by content_type_conformance).
+TRANSPORT = {"content-type", "content-length", "date", "connection", "transfer-encoding", "keep-alive"}
+
+
+def promised(case, status):
+    names = {"x-request-id"}
+    if status in (401, 403):
+        names.add("www-authenticate")
+    if status in (429, 503):
+        names.add("retry-after")
+    if case.operation.path.startswith("/v1/auth"):
+        names.add("cache-control")
+    return names
+
+
+@schemathesis.check
+def keyward_headers(ctx, response, case):
+    definition = case.operation.responses.find_by_status_code(response.status_code)
+    if definition is None:
+        return None  # status_code_conformance reports it
+    headers = definition.headers.items() if definition.headers else []
+    documented = {name.lower() for name, _ in headers}
+    present = {name.lower() for name in response.headers}
+    undocumented = sorted(present - documented - TRANSPORT)
+    if undocumented:
+        raise AssertionError(
+            f"{case.operation.label} {response.status_code}: undocumented response headers {undocumented}"
+        )
+    missing = sorted(promised(case, response.status_code) - present)
+    if missing:
+        raise AssertionError(f"{case.operation.label} {response.status_code}: missing headers {missing}")
+    return True
+
+
+# (operation label, status) answers the run must have seen: the success and
+# refusal paths of validation, exercised with the live keys the test mints
+# (see tests/api/openapi.rs), and every error answer of the API-key path.
+MUST_REACH = {
+    ("POST /v1/validate-key", 200),
+    ("POST /v1/validate-key", 401),
+    ("POST /v1/validate-key", 422),
+    ("POST /v1/mint-key", 201),
+    ("GET /v1/get-key", 200),
+    ("GET /v1/list-keys", 200),
+    ("POST /v1/update-key", 200),
+}
+# Reached on some /v1/auth operation (any method and path): which ones get
+# there first depends on the order the key's rate limit runs out in.
+MUST_REACH_AUTH = {200, 403, 422, 429}
+
+
+@schemathesis.check
+class keyward_reached:
+    """Fail unless the run reached every answer in MUST_REACH: a run that
+    never got past 401 would check nothing of what a valid key gets back."""
+
+    def __init__(self):
+        self.seen = set()
+
+    def after_response(self, ctx, response, case):
+        self.seen.add((case.operation.label, response.status_code))
+        return True
+
+    def after_run(self, ctx):
+        missing = sorted(MUST_REACH - self.seen)
+        auth = {status for label, status in self.seen if label.split(" ")[-1].startswith("/v1/auth")}
+        missing += sorted(f"/v1/auth {status}" for status in MUST_REACH_AUTH - auth)
+        if missing:
+            raise AssertionError(f"never answered: {missing}")
