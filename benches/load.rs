@@ -29,6 +29,13 @@
 //! follow. `KEYWARD_BENCH_PROFILE=1` (`make profile`) runs only `warm C=N`,
 //! under `perf record -g`, and prints the top of `perf report`.
 //!
+//! `KEYWARD_BENCH_CLUSTER=1` runs the same scenarios against a Redis Cluster
+//! (`redis/local.sh cluster-start`: 3 masters, 1 replica each) instead of one
+//! Redis: the Redis columns then add up all six nodes, and after `warm C=N`
+//! one line per node gives its role, which audit stream(s) it holds, its
+//! CPU and the commands it ran per validation, then the validation rate at
+//! which the busiest master would reach a whole core.
+//!
 //! Knobs: `KEYWARD_BENCH_SECONDS` (whole seconds), `KEYWARD_BENCH_KEYS` (K,
 //! default 200), `KEYWARD_BENCH_CONCURRENCY` (N, default 64). Other
 //! `KEYWARD_*` variables reach keyward, and the header lists them (e.g.
@@ -92,6 +99,8 @@ struct Knobs {
     concurrency: usize,
     rounds: usize,
     profile: bool,
+    /// `KEYWARD_BENCH_CLUSTER=1`: a Redis Cluster instead of one Redis.
+    cluster: bool,
     /// `KEYWARD_BENCH_BASE`: compare mode.
     base: Option<PathBuf>,
 }
@@ -117,6 +126,7 @@ impl Knobs {
             concurrency: env_num("KEYWARD_BENCH_CONCURRENCY", 64, |c| (1..=4096).contains(c))?,
             rounds: env_num("KEYWARD_BENCH_ROUNDS", 3, |r| (1..=100).contains(r))?,
             profile: std::env::var("KEYWARD_BENCH_PROFILE").is_ok_and(|v| v == "1"),
+            cluster: std::env::var("KEYWARD_BENCH_CLUSTER").is_ok_and(|v| v == "1"),
             base: std::env::var_os("KEYWARD_BENCH_BASE").map(PathBuf::from),
         })
     }
@@ -180,35 +190,164 @@ fn local_sh(script: &Path, args: &[&str]) -> Res<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// A Redis Stack in a temp dir of its own, stopped (and the dir removed) on drop.
+/// A Redis Stack in a temp dir of its own, stopped (and the dir removed) on
+/// drop: one Redis, or a cluster of 3 masters and 3 replicas.
 struct Redis {
     /// The local.sh that rendered the ACL file from the `users.acl` beside it.
     script: PathBuf,
     dir: PathBuf,
-    pid: u32,
+    /// Every node: (port, pid).
+    nodes: Vec<(u16, u32)>,
+    /// `host:port` of one Redis, or a cluster's seed nodes for `redis-cluster://`.
+    addr: String,
+    cluster: bool,
 }
 
 impl Redis {
-    fn start(script: &Path, validator_pw: &str, manager_pw: &str) -> Res<(Self, u16)> {
+    fn start(script: &Path, validator_pw: &str, manager_pw: &str, cluster: bool) -> Res<Self> {
         let dir = std::env::temp_dir().join(format!("keyward-load-{}", random_string(10)));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let mut redis = Redis {
             script: script.into(),
             dir,
-            pid: 0,
+            nodes: Vec::new(),
+            addr: String::new(),
+            cluster,
         };
-        let (dir, port) = (redis.dir.to_string_lossy().into_owned(), free_port()?);
+        let dir = redis.dir.to_string_lossy().into_owned();
         let acl = format!("{dir}/users.acl");
         local_sh(script, &["acl", validator_pw, manager_pw, &acl])?;
-        let pid = local_sh(script, &["start", &port.to_string(), &dir, &acl])?;
-        redis.pid = pid.parse().map_err(|_| format!("redis pid {pid:?}"))?;
-        Ok((redis, port))
+        if !cluster {
+            let port = free_port()?;
+            let pid = local_sh(script, &["start", &port.to_string(), &dir, &acl])?;
+            let pid = pid.parse().map_err(|_| format!("redis pid {pid:?}"))?;
+            redis.nodes.push((port, pid));
+            redis.addr = format!("127.0.0.1:{port}");
+            return Ok(redis);
+        }
+        // Six ports and their cluster bus ports (+10000) must be free:
+        // 10000..32005, below Linux's ephemeral ports (32768 and up).
+        let nodes = format!("{dir}/cluster");
+        let mut base = 0;
+        for attempt in 1..=3 {
+            base = free_port()? % 12_000 + 10_000;
+            match local_sh(script, &["cluster-start", &base.to_string(), &nodes, &acl]) {
+                Ok(seeds) => {
+                    redis.addr = seeds;
+                    break;
+                }
+                Err(e) if attempt == 3 => return Err(e),
+                Err(_) => {}
+            }
+        }
+        for port in base..base + 6 {
+            let pid = std::fs::read_to_string(format!("{nodes}/{port}/redis.pid"));
+            let pid = pid.map_err(|e| format!("node {port}: {e}"))?;
+            let pid = pid
+                .trim()
+                .parse()
+                .map_err(|_| format!("redis pid {pid:?}"))?;
+            redis.nodes.push((port, pid));
+        }
+        Ok(redis)
+    }
+
+    fn url(&self, user: &str, password: &str) -> String {
+        match self.cluster {
+            true => format!("redis-cluster://{user}:{password}@{}", self.addr),
+            false => format!("redis://{user}:{password}@{}", self.addr),
+        }
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.nodes.iter().map(|&(_, pid)| pid).collect()
+    }
+
+    /// `redis-cli` as the cluster's admin user on one node.
+    fn cli(&self, port: u16, args: &[&str]) -> String {
+        let password = std::fs::read_to_string(self.dir.join("cluster/admin.pw"));
+        let out = Command::new("redis-cli")
+            .args(["--no-auth-warning", "--user", "cluster-admin", "-p"])
+            .arg(port.to_string())
+            .args(args)
+            .env("REDISCLI_AUTH", password.unwrap_or_default().trim())
+            .stdin(Stdio::null())
+            .output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// A cluster's nodes: port, "master" or "replica", and which audit
+    /// streams (of `audit_shards`) a master holds.
+    fn roles(&self, audit_shards: usize) -> Vec<(u16, &'static str, String)> {
+        let Some(&(first, _)) = self.nodes.first() else {
+            return Vec::new();
+        };
+        let text = self.cli(first, &["cluster", "nodes"]);
+        let slots: Vec<(String, u16)> = keyward::store::names::audit_keylookup_all(audit_shards)
+            .into_iter()
+            .filter_map(|stream| {
+                let slot = self.cli(first, &["cluster", "keyslot", &stream]);
+                Some((stream, slot.trim().parse().ok()?))
+            })
+            .collect();
+        let mut roles = Vec::new();
+        for line in text.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let port = f
+                .get(1)
+                .and_then(|a| a.split([':', '@']).nth(1)?.parse().ok());
+            let (Some(port), Some(flags)) = (port, f.get(2)) else {
+                continue;
+            };
+            let owns = |slot: u16| {
+                f.iter().skip(8).any(|r| match r.split_once('-') {
+                    Some((a, b)) => {
+                        a.parse().is_ok_and(|a: u16| a <= slot)
+                            && b.parse().is_ok_and(|b: u16| slot <= b)
+                    }
+                    None => r.parse() == Ok(slot),
+                })
+            };
+            let held: Vec<&str> = slots
+                .iter()
+                .filter(|(_, slot)| owns(*slot))
+                .map(|(s, _)| s.as_str())
+                .collect();
+            let role = if flags.contains("master") {
+                "master"
+            } else {
+                "replica"
+            };
+            roles.push((port, role, held.join(" ")));
+        }
+        roles.sort();
+        roles
+    }
+
+    /// `total_commands_processed` of every node, in `nodes` order.
+    fn commands(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .map(|&(port, _)| {
+                let info = self.cli(port, &["info", "stats"]);
+                info.lines()
+                    .find_map(|l| l.strip_prefix("total_commands_processed:"))
+                    .and_then(|n| n.trim().parse().ok())
+                    .unwrap_or(0)
+            })
+            .collect()
     }
 }
 
 impl Drop for Redis {
     fn drop(&mut self) {
-        if let Err(e) = local_sh(&self.script, &["stop", &self.dir.to_string_lossy()]) {
+        let dir = self.dir.to_string_lossy().into_owned();
+        let stopped = match self.cluster {
+            true => local_sh(&self.script, &["cluster-stop", &format!("{dir}/cluster")]),
+            false => local_sh(&self.script, &["stop", &dir]),
+        };
+        if let Err(e) = stopped {
             eprintln!("load: {e}");
         }
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -243,8 +382,8 @@ impl Stack {
     /// mints K keys and validates each once.
     async fn start(name: &str, bin: &Path, local_sh: &Path, knobs: &Knobs) -> Res<Self> {
         let (vpw, mpw, token) = (random_string(24), random_string(24), random_string(32));
-        let (redis, port) = Redis::start(local_sh, &vpw, &mpw)?;
-        let url = |user: &str, pw: &str| format!("redis://{user}:{pw}@127.0.0.1:{port}");
+        let redis = Redis::start(local_sh, &vpw, &mpw, knobs.cluster)?;
+        let url = |user: &str, pw: &str| redis.url(user, pw);
         let addr = format!("127.0.0.1:{}", free_port()?);
         let log =
             std::fs::File::create(redis.dir.join("keyward.log")).map_err(|e| e.to_string())?;
@@ -294,11 +433,12 @@ impl Stack {
         stack.validate_each(&keys).await?;
         write_keys(&stack.warm_file, &keys)?;
         println!(
-            "  {}: keyward pid {} on {}, redis pid {} on port {port}; minted {} keys in {mint_secs:.1} s, validated each once in {:.1} s",
+            "  {}: keyward pid {} on {}, redis pids {:?} on {}; minted {} keys in {mint_secs:.1} s, validated each once in {:.1} s",
             stack.name,
             stack.keyward.id(),
             stack.addr,
-            stack.redis.pid,
+            stack.redis.pids(),
+            stack.redis.addr,
             keys.len(),
             warming.elapsed().as_secs_f64(),
         );
@@ -397,14 +537,21 @@ impl Stack {
     /// Runs one wrk per load, all at once, and measures CPU and peak RSS.
     async fn measure(&self, loads: &[(&str, &Path, usize, u64)], cores: usize) -> Res<Measured> {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let (kw, redis) = (self.keyward.id(), self.redis.pid);
+        let (kw, redis) = (self.keyward.id(), self.redis.pids());
+        let node_ticks = |pids: &[u32]| -> Vec<u64> {
+            pids.iter()
+                .map(|pid| stat_ticks(&pid.to_string(), [14, 15]))
+                .collect()
+        };
+        let commands_before = self.redis.cluster.then(|| self.redis.commands());
+        let nodes_before = node_ticks(&redis);
         // Resets VmHWM, so that it is this scenario's peak (Linux >= 4.0).
         let hwm_reset = std::fs::write(format!("/proc/{kw}/clear_refs"), "5").is_ok();
         let cmds: Vec<Command> = loads
             .iter()
             .map(|&(mode, keys, c, secs)| wrk(&self.addr, mode, keys, c, secs, cores))
             .collect();
-        let before = Ticks::now(kw, redis);
+        let before = Ticks::now(kw, &redis);
         let outputs = tokio::task::spawn_blocking(move || {
             let children: Vec<_> = cmds.into_iter().map(|mut c| c.spawn()).collect();
             let outputs = children.into_iter().map(|c| c?.wait_with_output());
@@ -412,7 +559,21 @@ impl Stack {
         })
         .await
         .map_err(|e| format!("wrk: {e}"))?;
-        let cpu = Ticks::now(kw, redis).since(&before);
+        let cpu = Ticks::now(kw, &redis).since(&before);
+        let hz = clock_ticks_per_sec();
+        let commands = commands_before.map(|before| {
+            let after = self.redis.commands();
+            after
+                .iter()
+                .zip(before)
+                .map(|(a, b)| a.saturating_sub(b))
+                .collect()
+        });
+        let nodes = node_ticks(&redis)
+            .iter()
+            .zip(&nodes_before)
+            .map(|(a, b)| a.saturating_sub(*b) as f64 / hz)
+            .collect();
         let mut runs = Vec::new();
         for out in outputs {
             let out = out.map_err(|e| format!("cannot run wrk: {e}"))?;
@@ -425,7 +586,53 @@ impl Stack {
         }
         let rss_mib = proc_status_kib(kw, "VmHWM").filter(|_| hwm_reset);
         let rss_mib = rss_mib.map_or(f64::NAN, |k| k as f64 / 1024.0);
-        Ok(Measured { runs, cpu, rss_mib })
+        Ok(Measured {
+            runs,
+            cpu,
+            rss_mib,
+            nodes,
+            commands,
+        })
+    }
+
+    /// A cluster's work per node during `m` (`validations` answered): role,
+    /// audit streams held, CPU, commands per validation; then the rate at
+    /// which the busiest master would use a whole core.
+    fn node_notes(&self, m: &Measured, validations: u64) -> Vec<String> {
+        let Some(commands) = &m.commands else {
+            return Vec::new();
+        };
+        let shards = override_num("KEYWARD_AUDIT_SHARDS").map_or(1, |n| n as usize);
+        let roles = self.redis.roles(shards);
+        let (wall, per) = (m.cpu.1, validations.max(1) as f64);
+        let mut notes = Vec::new();
+        let mut busiest: Option<(f64, u16)> = None;
+        for (i, &(port, _)) in self.redis.nodes.iter().enumerate() {
+            let (role, held) = roles
+                .iter()
+                .find(|(p, _, _)| *p == port)
+                .map_or(("?", ""), |(_, r, h)| (*r, h.as_str()));
+            let share = m.nodes[i] / wall;
+            if role == "master" && busiest.map_or(true, |(b, _)| share > b) {
+                busiest = Some((share, port));
+            }
+            notes.push(format!(
+                "    node {port} {role:<7} {:>4.0}% CPU, {:>5.1} µs and {:.2} commands per validation{}",
+                share * 100.0,
+                m.nodes[i] * 1e6 / per,
+                commands[i] as f64 / per,
+                if held.is_empty() { String::new() } else { format!("; holds {held}") },
+            ));
+        }
+        if let Some((share, port)) = busiest.filter(|(s, _)| *s > 0.0) {
+            let rate = validations as f64 / wall;
+            notes.push(format!(
+                "    busiest master {port}: {:.0}% of a core at {rate:.0} validations/s, so a core at ~{:.0}/s",
+                share * 100.0,
+                rate / share,
+            ));
+        }
+        notes
     }
 
     async fn warm(&self, knobs: &Knobs, clients: usize, auth: bool) -> Res<Row> {
@@ -433,7 +640,11 @@ impl Stack {
         let load = (mode, self.warm_file.as_path(), clients, knobs.warm_secs);
         let m = self.measure(&[load], knobs.cores).await?;
         let name = format!("warm C={clients}{}", if auth { " /v1/auth" } else { "" });
-        Ok(Row::new(name, clients, &m.runs[0], m.runs[0].requests, &m))
+        let mut row = Row::new(name, clients, &m.runs[0], m.runs[0].requests, &m);
+        if clients == knobs.concurrency && !auth {
+            row.notes = self.node_notes(&m, m.runs[0].requests);
+        }
+        Ok(row)
     }
 }
 
@@ -573,16 +784,19 @@ fn clock_ticks_per_sec() -> f64 {
     hz.unwrap_or(100.0)
 }
 
-/// CPU ticks so far of keyward, Redis, this process's waited-for children
-/// (the wrk runs), and the whole machine.
+/// CPU ticks so far of keyward, Redis (all its nodes), this process's
+/// waited-for children (the wrk runs), and the whole machine.
 struct Ticks([u64; 4], Instant);
 
 impl Ticks {
-    fn now(keyward: u32, redis: u32) -> Self {
-        let (kw, rd) = (keyward.to_string(), redis.to_string());
+    fn now(keyward: u32, redis: &[u32]) -> Self {
+        let kw = keyward.to_string();
+        let rd = redis
+            .iter()
+            .map(|pid| stat_ticks(&pid.to_string(), [14, 15]));
         let now = [
-            stat_ticks(&kw, [14, 15]),    // utime, stime
-            stat_ticks(&rd, [14, 15]),    // utime, stime
+            stat_ticks(&kw, [14, 15]), // utime, stime
+            rd.sum(),
             stat_ticks("self", [16, 17]), // cutime, cstime
             machine_busy_ticks(),
         ];
@@ -602,6 +816,10 @@ struct Measured {
     runs: Vec<Wrk>,
     cpu: ([f64; 4], f64),
     rss_mib: f64,
+    /// CPU seconds of each Redis node.
+    nodes: Vec<f64>,
+    /// Commands each cluster node ran (`INFO stats`); `None` for one Redis.
+    commands: Option<Vec<u64>>,
 }
 
 // --- rows ------------------------------------------------------------------------
@@ -634,6 +852,8 @@ struct Row {
     name: String,
     clients: String,
     v: [f64; 12],
+    /// Lines printed under the row (a cluster's work per node).
+    notes: Vec<String>,
 }
 
 impl Row {
@@ -666,6 +886,7 @@ impl Row {
             name,
             clients: clients.to_string(),
             v,
+            notes: Vec::new(),
         }
     }
 
@@ -686,6 +907,9 @@ impl Row {
             v if v.is_nan() => "?".to_owned(),
             v => format!("{v:.*}", COLS[i].1),
         });
+        for note in &self.notes {
+            println!("{note}");
+        }
     }
 
     fn ratio(name: &str, base: &Row, new: &Row) {
@@ -754,6 +978,13 @@ fn header(knobs: &Knobs) {
         knobs.cores,
         loadavg.join(" ")
     );
+    println!(
+        "  Redis: {}",
+        match knobs.cluster {
+            true => "a cluster of 3 masters with 1 replica each (redis/local.sh cluster-start)",
+            false => "one node (redis/local.sh start)",
+        }
+    );
     let overrides = overrides();
     if overrides.is_empty() {
         println!("  keyward configuration: defaults (no KEYWARD_* overrides inherited)");
@@ -781,6 +1012,9 @@ async fn run(knobs: Knobs) -> Res<()> {
         Path::new(env!("CARGO_BIN_EXE_keyward")),
         repo().join("redis/local.sh"),
     );
+    if knobs.base.is_some() && knobs.cluster {
+        return Err("compare mode runs on one Redis: unset KEYWARD_BENCH_CLUSTER".into());
+    }
     if let Some(dir) = &knobs.base {
         let label = std::env::var("KEYWARD_BENCH_BASE_REV").unwrap_or_else(|_| "?".into());
         let (name, base_bin) = (format!("base {label}"), dir.join("keyward"));
@@ -889,6 +1123,7 @@ async fn compare(knobs: &Knobs, stacks: [Stack; 2]) -> Res<()> {
             name: format!("median {}", stacks[side].name),
             clients: n.to_string(),
             v,
+            notes: Vec::new(),
         };
         row.print();
         row

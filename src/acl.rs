@@ -29,8 +29,14 @@ pub enum Role {
 const INDEX_COMMANDS: &str = "+zadd +zrange +type +sadd +smembers";
 
 /// Commands every user needs to connect (fred sends `INFO` for the server
-/// version; `CLIENT SETINFO` is deliberately absent: Redis 7.0 rejects it).
-const CONNECT: &str = "+ping +hello +auth +client|setname +client|id +info";
+/// version; `CLIENT SETINFO` is deliberately absent: Redis 7.0 rejects it),
+/// plus what fred sends to a Redis Cluster: `CLUSTER INFO` (is the cluster
+/// healthy?) on each new connection and `CLUSTER SLOTS` for the slot map
+/// (no `ASKING`: keyward has fred follow no redirection, see `store`). A
+/// Redis outside a cluster refuses these subcommands anyway, so one rule
+/// fits both.
+const CONNECT: &str =
+    "+ping +hello +auth +client|setname +client|id +info +cluster|info +cluster|slots";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AclError {
@@ -106,7 +112,7 @@ pub fn rule(
             let _ = write!(
                 line,
                 " ({docs} +json.get) ({counters} +get +incr +decr +expire) ({meta} +hincrby +hset) \
-                 (%W~audit:keylookup +xadd)"
+                 (%W~audit:keylookup %W~audit:keylookup:* +xadd)"
             );
         }
         Role::Manager => {
@@ -150,6 +156,14 @@ mod tests {
             "validators never read projects: {line}"
         );
         assert!(!line.contains("json.set") && !line.contains("+del") && !line.contains("xrange"));
+        assert!(
+            line.contains("(%W~audit:keylookup %W~audit:keylookup:* +xadd)"),
+            "append-only, to the one stream or its shards: {line}"
+        );
+        assert!(
+            line.contains("+cluster|slots"),
+            "works on a cluster: {line}"
+        );
     }
 
     #[test]

@@ -88,6 +88,10 @@ pub struct Config {
     pub default_rate_limit: u64,
     /// Approximate cap (XADD MAXLEN ~) of each audit stream.
     pub audit_maxlen: u64,
+    /// Streams the validation audit is spread over: 1 writes
+    /// `audit:keylookup` (the default); N > 1 writes
+    /// `audit:keylookup:{0}`..`{N-1}`, on different cluster slots.
+    pub audit_shards: usize,
     /// Anonymous denials (`malformed`, `not_found`, `forbidden`) audited one
     /// entry each per second, per instance; past it they are summarized
     /// (see `audit`).
@@ -153,6 +157,7 @@ impl Config {
             auth_query_param: env.get("KEYWARD_AUTH_QUERY_PARAM"),
             default_rate_limit: env.parse("KEYWARD_DEFAULT_RATE_LIMIT", "100")?,
             audit_maxlen: env.parse("KEYWARD_AUDIT_MAXLEN", "1000000")?,
+            audit_shards: env.parse("KEYWARD_AUDIT_SHARDS", "1")?,
             audit_anonymous_per_second: env.parse("KEYWARD_AUDIT_ANONYMOUS_PER_SECOND", "20")?,
             redis_timeout: env.millis("KEYWARD_REDIS_TIMEOUT_MS", "1000")?,
             redis_pool_size: env.parse("KEYWARD_REDIS_POOL_SIZE", "4")?,
@@ -185,12 +190,26 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        check_redis_url("KEYWARD_REDIS_URL", &self.redis_url)?;
-        if let Some(url) = &self.admin_redis_url {
-            check_redis_url("KEYWARD_ADMIN_REDIS_URL", url)?;
+        let cluster = check_redis_url("KEYWARD_REDIS_URL", &self.redis_url)?;
+        let others = [
+            ("KEYWARD_ADMIN_REDIS_URL", &self.admin_redis_url),
+            ("KEYWARD_MONITOR_REDIS_URL", &self.monitor_redis_url),
+        ];
+        for (var, url) in others {
+            let Some(url) = url else { continue };
+            // Every user reads the same data: one cluster, or one Redis.
+            if check_redis_url(var, url)? != cluster {
+                return Err(bad(
+                    var,
+                    "must be a redis-cluster:// URL exactly when KEYWARD_REDIS_URL is one",
+                ));
+            }
         }
-        if let Some(url) = &self.monitor_redis_url {
-            check_redis_url("KEYWARD_MONITOR_REDIS_URL", url)?;
+        if !(1..=MAX_AUDIT_SHARDS).contains(&self.audit_shards) {
+            return Err(bad(
+                "KEYWARD_AUDIT_SHARDS",
+                format!("must be 1 to {MAX_AUDIT_SHARDS}"),
+            ));
         }
         if self.admin_token.is_some() && self.admin_redis_url.is_none() {
             return Err(bad(
@@ -306,16 +325,25 @@ impl MigrateConfig {
     }
 }
 
-fn check_redis_url(var: &'static str, url: &SecretString) -> Result<(), ConfigError> {
+/// Most audit streams `KEYWARD_AUDIT_SHARDS` may spread over.
+pub const MAX_AUDIT_SHARDS: usize = 256;
+
+/// Checks a Redis URL's scheme; `true` for a Redis Cluster
+/// (`redis-cluster://user:pw@host:port?node=host:port&node=...`, fred's syntax).
+fn check_redis_url(var: &'static str, url: &SecretString) -> Result<bool, ConfigError> {
     let url = url.expose_secret();
-    let scheme_ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
-        .iter()
-        .any(|scheme| url.starts_with(scheme));
-    if !scheme_ok {
-        // The URL may hold a password: name the variable, not the value.
-        return Err(bad(var, "must be a redis:// or rediss:// URL"));
+    let scheme = |schemes: &[&str]| schemes.iter().any(|s| url.starts_with(s));
+    if scheme(&["redis-cluster://", "rediss-cluster://"]) {
+        return Ok(true);
     }
-    Ok(())
+    if !scheme(&["redis://", "rediss://", "redis+unix://", "unix://"]) {
+        // The URL may hold a password: name the variable, not the value.
+        return Err(bad(
+            var,
+            "must be a redis://, rediss:// or redis-cluster:// URL",
+        ));
+    }
+    Ok(false)
 }
 
 /// Typed access to the variables, naming the variable in every error.
@@ -397,6 +425,7 @@ mod tests {
         assert_eq!(c.default_rate_limit, 100);
         assert_eq!(c.audit_maxlen, 1_000_000);
         assert_eq!(c.audit_anonymous_per_second, 20);
+        assert_eq!(c.audit_shards, 1);
         assert_eq!(c.redis_timeout, Duration::from_secs(1));
         assert_eq!(
             c.argon2,
@@ -444,11 +473,52 @@ mod tests {
                 &[URL, ("KEYWARD_METRICS_LISTEN", "x:y")],
                 "KEYWARD_METRICS_LISTEN",
             ),
+            (
+                &[URL, ("KEYWARD_AUDIT_SHARDS", "0")],
+                "KEYWARD_AUDIT_SHARDS",
+            ),
+            (
+                &[URL, ("KEYWARD_AUDIT_SHARDS", "100000")],
+                "KEYWARD_AUDIT_SHARDS",
+            ),
+            (
+                &[
+                    URL,
+                    ("KEYWARD_MONITOR_REDIS_URL", "redis-cluster://ops:pw@h:1"),
+                ],
+                "KEYWARD_MONITOR_REDIS_URL",
+            ),
         ];
         for (vars, var) in cases {
             let err = load(vars).unwrap_err();
             assert_eq!(err.var, *var, "vars: {vars:?}");
         }
+    }
+
+    #[test]
+    fn a_redis_cluster_url_selects_cluster_mode_for_every_user() {
+        let cluster = "redis-cluster://validator:pw@127.0.0.1:7000?node=127.0.0.1:7001";
+        let c = load(&[
+            ("KEYWARD_REDIS_URL", cluster),
+            (
+                "KEYWARD_ADMIN_REDIS_URL",
+                "redis-cluster://manager:pw@127.0.0.1:7000",
+            ),
+            ("KEYWARD_ADMIN_TOKEN", "0123456789abcdef"),
+            ("KEYWARD_AUDIT_SHARDS", "8"),
+        ])
+        .unwrap();
+        assert_eq!(c.redis_url.expose_secret(), cluster);
+        assert_eq!(c.audit_shards, 8);
+        let mixed = load(&[
+            ("KEYWARD_REDIS_URL", cluster),
+            (
+                "KEYWARD_ADMIN_REDIS_URL",
+                "redis://manager:pw@127.0.0.1:7000",
+            ),
+            ("KEYWARD_ADMIN_TOKEN", "0123456789abcdef"),
+        ]);
+        assert_eq!(mixed.unwrap_err().var, "KEYWARD_ADMIN_REDIS_URL");
     }
 
     #[test]

@@ -13,12 +13,14 @@
 //! Without `--apply` it only reads, and prints what it would change. Every
 //! step is idempotent, so a second run (or a run after an interruption)
 //! does only what is left, and says "nothing to change" when nothing is.
-//! Projects are found with `SCAN MATCH project:*`, never `KEYS`.
+//! Projects are found with `SCAN MATCH project:*`, never `KEYS` (on a Redis
+//! Cluster, on every master).
 //!
 //! Converting an index without losing an id, without transactions or scripts
 //! (keyward uses none, see ARCHITECTURE.md), while keyward may be minting
 //! into it: with `I` the index, `B` = `migrate:apiprojectkeys:<p>:set` and
-//! `Z` = `migrate:apiprojectkeys:<p>:zset`,
+//! `Z` = `migrate:apiprojectkeys:<p>:zset` (on a Redis Cluster
+//! `migrate:{apiprojectkeys:<p>}:set` and `:zset`, in `I`'s slot),
 //!
 //! 1. copy `I`'s ids into `Z` (a sorted set, built aside);
 //! 2. `RENAME I B`: atomically, every id is now in `B`;
@@ -76,16 +78,7 @@ pub async fn run(m: &Migrator, apply: bool, out: &mut dyn Write) -> Result<Repor
     } else {
         "keyward migrate: dry run (nothing is written; --apply migrates)".into()
     });
-    let mut projects = BTreeSet::new();
-    let mut cursor = "0".to_owned();
-    loop {
-        let (next, page) = m.scan_projects(&cursor).await?;
-        projects.extend(page);
-        if next == "0" {
-            break;
-        }
-        cursor = next;
-    }
+    let projects = m.project_ids().await?;
     let mut report = Report::default();
     for id in projects {
         let Ok(project) = ProjectId::parse(&id) else {
@@ -165,9 +158,9 @@ async fn migrate_project(
                  would finish it",
                 st.index_len,
                 st.backup_len,
-                names::migrate_backup(project),
+                m.backup_key(project),
                 st.building_len,
-                names::migrate_building(project)
+                m.building_key(project)
             )),
             (true, _) => {
                 let ids = convert(m, project).await?;
@@ -182,8 +175,8 @@ async fn migrate_project(
     let mut ids = BTreeSet::new();
     for (key, kind) in [
         (index.clone(), &st.index),
-        (names::migrate_backup(project), &st.backup),
-        (names::migrate_building(project), &st.building),
+        (m.backup_key(project), &st.backup),
+        (m.building_key(project), &st.building),
     ] {
         ids.extend(m.members(&key, kind).await?);
     }
@@ -248,8 +241,8 @@ async fn migrate_project(
 /// number of ids in the index afterwards.
 async fn convert(m: &Migrator, project: &ProjectId) -> Result<u64> {
     let index = names::keyset(project);
-    let backup = names::migrate_backup(project);
-    let building = names::migrate_building(project);
+    let backup = m.backup_key(project);
+    let building = m.building_key(project);
     for _ in 0..MAX_ROUNDS {
         let st = m.index_state(project).await?;
         match (&st.index, &st.backup, &st.building) {

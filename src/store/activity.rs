@@ -1,12 +1,17 @@
 //! The activity read: a project's recent `audit:keylookup` entries, read
 //! newest first with `XREVRANGE` as the monitor user (the validator and
 //! manager users may only append to the stream).
+//!
+//! With `KEYWARD_AUDIT_SHARDS=N` the entries are spread over N streams
+//! (`audit:keylookup:{0}`..): each round trip reads the next page of every
+//! stream not yet read back to the window's start (one pipeline, one batch
+//! per master), and the entries are merged newest first.
 
 use std::collections::HashMap;
 
-use fred::prelude::StreamsInterface;
+use fred::prelude::{Error as FredError, StreamsInterface};
 
-use super::{is_noperm, names, unavailable, Store};
+use super::{is_noperm, names, send, unavailable, Store};
 use crate::error::{Error, Result};
 use crate::key::ProjectId;
 
@@ -92,10 +97,37 @@ pub struct KeylookupScan {
     pub oldest: Option<f64>,
 }
 
+/// One audit stream being read newest first.
+struct Cursor {
+    stream: String,
+    /// `XREVRANGE`'s end: `+`, then just before the last entry read.
+    end: String,
+    /// Read back to the window's start (or the stream's).
+    done: bool,
+    /// The time of the oldest entry read from this stream.
+    oldest: Option<f64>,
+}
+
+type Page = Vec<(String, HashMap<String, String>)>;
+
+fn refused(e: FredError) -> Error {
+    if is_noperm(&e) {
+        Error::ActivityUnavailable(NOT_PERMITTED)
+    } else {
+        unavailable(e)
+    }
+}
+
 impl Store {
     /// The project's `audit:keylookup` entries since `since` (Unix seconds),
     /// newest first. Reads at most `max_scan` stream entries (of all
-    /// projects), `batch` per round trip.
+    /// projects), `batch` per round trip (shared by the streams, with
+    /// `KEYWARD_AUDIT_SHARDS`).
+    ///
+    /// When the bound stops the scan, it is `complete: false` and `oldest`
+    /// is the time back to which every stream was read; entries older than
+    /// that (read from some streams only) are left out, so the counts are
+    /// whole for the time they cover.
     pub async fn keylookup_since(
         &self,
         project: &ProjectId,
@@ -109,44 +141,69 @@ impl Store {
             .ok_or(Error::ActivityUnavailable(NOT_CONFIGURED))?;
         // Stream ids are milliseconds: the smallest id of the window.
         let start = format!("{}", (since.max(0.0) * 1000.0) as u64);
-        let mut end = "+".to_owned();
+        let mut cursors: Vec<Cursor> = names::audit_keylookup_all(self.audit_shards)
+            .into_iter()
+            .map(|stream| Cursor {
+                stream,
+                end: "+".to_owned(),
+                done: false,
+                oldest: None,
+            })
+            .collect();
         let mut scan = KeylookupScan::default();
-        while scan.scanned < max_scan {
-            let count = batch.min(max_scan - scan.scanned).max(1);
-            let page: Vec<(String, HashMap<String, String>)> = monitor
-                .xrevrange_values(
-                    names::AUDIT_KEYLOOKUP,
-                    end.as_str(),
-                    start.as_str(),
-                    Some(count as u64),
-                )
-                .await
-                .map_err(|e| {
-                    if is_noperm(&e) {
-                        Error::ActivityUnavailable(NOT_PERMITTED)
-                    } else {
-                        unavailable(e)
-                    }
-                })?;
-            let read = page.len();
-            scan.scanned += read;
-            if let Some((last, _)) = page.last() {
-                // Exclusive: the next page starts just before this one's end.
-                end = format!("({last}");
+        while scan.scanned < max_scan && cursors.iter().any(|c| !c.done) {
+            let open: Vec<&mut Cursor> = cursors.iter_mut().filter(|c| !c.done).collect();
+            let per_stream = (batch.min(max_scan - scan.scanned) / open.len()).max(1);
+            let pipe = monitor.next().pipeline();
+            for cursor in &open {
+                let _: () = pipe
+                    .xrevrange(
+                        cursor.stream.as_str(),
+                        cursor.end.as_str(),
+                        start.as_str(),
+                        Some(per_stream as u64),
+                    )
+                    .await
+                    .map_err(unavailable)?;
             }
-            for (id, fields) in page {
-                let mine = fields.get("project_id").map(String::as_str) == Some(project.as_str());
-                let entry = KeylookupEntry::from_fields(&id, fields);
-                scan.oldest = Some(entry.at);
-                if mine {
-                    scan.entries.push(entry);
+            let pages = send(pipe, open.len()).await?;
+            for (cursor, page) in open.into_iter().zip(pages) {
+                let page: Page = page.map_err(refused)?.convert().map_err(unavailable)?;
+                scan.scanned += page.len();
+                cursor.done = page.len() < per_stream;
+                if let Some((last, _)) = page.last() {
+                    // Exclusive: the next page starts just before this one's end.
+                    cursor.end = format!("({last}");
+                }
+                for (id, fields) in page {
+                    let mine =
+                        fields.get("project_id").map(String::as_str) == Some(project.as_str());
+                    let entry = KeylookupEntry::from_fields(&id, fields);
+                    cursor.oldest = Some(entry.at);
+                    if mine {
+                        scan.entries.push(entry);
+                    }
                 }
             }
-            if read < count {
-                scan.complete = true;
-                break;
-            }
         }
+        scan.complete = cursors.iter().all(|c| c.done);
+        if let [one] = cursors.as_slice() {
+            // One stream: its entries are in its order, the oldest read last.
+            scan.oldest = one.oldest;
+            return Ok(scan);
+        }
+        // Several: every stream is whole back to the latest of the
+        // unfinished streams' oldest entries (or, when all are finished,
+        // back to the oldest entry read).
+        let unfinished = cursors.iter().filter(|c| !c.done).filter_map(|c| c.oldest);
+        scan.oldest = match scan.complete {
+            true => cursors.iter().filter_map(|c| c.oldest).reduce(f64::min),
+            false => unfinished.reduce(f64::max),
+        };
+        if let (false, Some(covered)) = (scan.complete, scan.oldest) {
+            scan.entries.retain(|e| e.at >= covered);
+        }
+        scan.entries.sort_by(|a, b| b.at.total_cmp(&a.at));
         Ok(scan)
     }
 }

@@ -5,13 +5,21 @@
 //!
 //! Each method is one step that is safe to repeat; the order of the steps,
 //! which is what makes the conversion safe, is in `crate::migrate`.
+//!
+//! On a Redis Cluster (a `redis-cluster://` URL) projects are found with
+//! `SCAN` on every master, and the working keys carry the index's name as a
+//! hash tag (`names::migrate_backup`), so `RENAME` and `SMOVE` between them
+//! and the index stay in one slot.
+
+use std::collections::BTreeSet;
 
 use fred::prelude::{
     ClientLike, Error as FredError, KeysInterface, Pool, RedisJsonInterface, SetsInterface,
     SortedSetsInterface, StreamsInterface, Value,
 };
 use fred::types::sorted_sets::{ZRange, ZRangeBound, ZRangeKind, ZSort};
-use fred::types::{ClusterHash, CustomCommand, SetOptions};
+use fred::types::{ClusterHash, CustomCommand, Key, SetOptions};
+use futures::TryStreamExt;
 use secrecy::ExposeSecret;
 
 use super::{is_wrongtype, names, now, send, KeyDoc, ProjectDoc, NO_FMT, ROOT};
@@ -21,6 +29,9 @@ use crate::key::ProjectId;
 
 /// Ids moved per command when copying an index.
 const CHUNK: usize = 1_000;
+
+/// The keys `SCAN` looks for.
+const PROJECTS: &str = "project:*";
 
 fn failed(what: &str, key: &str, e: FredError) -> Error {
     Error::Unavailable(format!("{what} {key}: {e}"))
@@ -84,6 +95,8 @@ pub fn key_doc_defaults() -> Vec<(String, serde_json::Value)> {
 pub struct Migrator {
     pool: Pool,
     client_name: String,
+    /// Connected to a Redis Cluster.
+    cluster: bool,
 }
 
 impl Migrator {
@@ -96,33 +109,53 @@ impl Migrator {
         )
         .await?;
         Ok(Self {
+            cluster: pool.is_clustered(),
             pool,
             client_name: "keyward-migrate".to_owned(),
         })
     }
 
-    pub async fn quit(&self) {
-        let _ = self.pool.quit().await;
+    /// The project's index conversion's backup key (see `names`).
+    pub fn backup_key(&self, project: &ProjectId) -> String {
+        names::migrate_backup(project, self.cluster)
     }
 
-    /// One `SCAN` step over `project:*` (never `KEYS`, which blocks Redis
-    /// for the whole keyspace): the next cursor (`"0"` when done) and the
-    /// project ids named. SCAN may return a name twice; callers dedupe.
-    ///
-    /// Redis Cluster: SCAN walks one node's keys only, so there it must run
-    /// on every master in turn.
-    pub async fn scan_projects(&self, cursor: &str) -> Result<(String, Vec<String>)> {
-        let (next, keys): (String, Vec<String>) = self
-            .pool
-            .next()
-            .scan_page(cursor.to_owned(), "project:*", Some(1_000), None)
-            .await
-            .map_err(|e| failed("SCAN", "project:*", e))?;
-        let ids = keys
-            .into_iter()
-            .filter_map(|k| k.strip_prefix("project:").map(str::to_owned))
-            .collect();
-        Ok((next, ids))
+    /// The project's index conversion's sorted set under construction.
+    pub fn building_key(&self, project: &ProjectId) -> String {
+        names::migrate_building(project, self.cluster)
+    }
+
+    /// Every project id named by a `project:*` key, found with `SCAN` (never
+    /// `KEYS`, which blocks Redis for the whole keyspace). On a cluster, SCAN
+    /// walks one node's keys only, so fred runs it on every master; a
+    /// resharding meanwhile may hide a project that moves between masters:
+    /// run migrate again after one.
+    pub async fn project_ids(&self) -> Result<BTreeSet<String>> {
+        let client = self.pool.next();
+        let keys: Vec<Key> = match self.cluster {
+            true => {
+                client
+                    .scan_cluster_buffered(PROJECTS, Some(1_000), None)
+                    .try_collect()
+                    .await
+            }
+            false => {
+                client
+                    .scan_buffered(PROJECTS, Some(1_000), None)
+                    .try_collect()
+                    .await
+            }
+        }
+        .map_err(|e| failed("SCAN", PROJECTS, e))?;
+        Ok(keys
+            .iter()
+            .filter_map(|k| k.as_str()?.strip_prefix("project:"))
+            .map(str::to_owned)
+            .collect())
+    }
+
+    pub async fn quit(&self) {
+        let _ = self.pool.quit().await;
     }
 
     /// Whether the project's document reads as one; `Err` text says why not.
@@ -160,8 +193,8 @@ impl Migrator {
 
     pub async fn index_state(&self, project: &ProjectId) -> Result<IndexState> {
         let (index, index_len) = self.kind(&names::keyset(project)).await?;
-        let (backup, backup_len) = self.kind(&names::migrate_backup(project)).await?;
-        let (building, building_len) = self.kind(&names::migrate_building(project)).await?;
+        let (backup, backup_len) = self.kind(&self.backup_key(project)).await?;
+        let (building, building_len) = self.kind(&self.building_key(project)).await?;
         Ok(IndexState {
             index,
             index_len,

@@ -31,6 +31,15 @@
 //! unreadable: a 401 for a validation, a 409 for an admin call.
 //!
 //! `migrate.rs` holds `keyward migrate`'s commands, with the `migrator` user.
+//!
+//! Redis Cluster: a `redis-cluster://` URL makes each pool a cluster client.
+//! fred hashes every command's key to its slot and writes it to that slot's
+//! master, so a pipeline here goes out as one batch per master, all written
+//! before any answer is awaited: one round trip per shard, in parallel.
+//! Nothing keyward sends needs two keys in one slot (see `names`), and
+//! nothing reads from replicas. How a redirection or a failover can end,
+//! and why never in a 200 that was not decided on a fresh document read,
+//! is in [`connect_url`] and ARCHITECTURE.md.
 
 pub mod activity;
 mod admin;
@@ -44,6 +53,7 @@ use fred::prelude::{
     Builder, ClientLike, Config as FredConfig, Error as FredError, KeysInterface, Pool,
     ReconnectPolicy, StreamsInterface, Value,
 };
+use fred::types::config::{ClusterDiscoveryPolicy, ServerConfig};
 use fred::types::ExpireOptions;
 use secrecy::ExposeSecret;
 use std::sync::Arc;
@@ -173,6 +183,8 @@ pub struct Store {
     monitor: Option<Pool>,
     client_name: String,
     audit_maxlen: u64,
+    /// Validation audit streams (`KEYWARD_AUDIT_SHARDS`; 1: `audit:keylookup`).
+    audit_shards: usize,
     /// Anonymous denials' audit budget and the summaries it owes.
     audit_budget: Arc<audit::Budget>,
     /// Writes those summaries every second; stopped when the last handle
@@ -196,17 +208,67 @@ async fn connect(url: &str, config: &Config, what: &str) -> Result<Pool> {
     connect_url(url, config.redis_timeout, config.redis_pool_size, what).await
 }
 
-async fn connect_url(url: &str, timeout: Duration, size: usize, what: &str) -> Result<Pool> {
-    let fred_config = FredConfig::from_url(url)
+/// Builds and connects a pool for `url`: one Redis (`redis://`) or a
+/// cluster (`redis-cluster://host:port?node=host:port...`, the seed nodes).
+///
+/// Every command has the deadline `timeout` (fred's command timeout) and one
+/// attempt: a command that fails is answered 503 now rather than sent again
+/// past the request's deadline (or twice: `INCR` and `XADD` are not
+/// idempotent). On a cluster, fred follows no redirection either
+/// (`max_redirections = 0`), and that is what keeps fred 10.1 safe there:
+///
+/// - `MOVED` (a slot has a new owner): fred refreshes its slot map with
+///   `CLUSTER SLOTS`, then fails the command. Later commands go to the new
+///   owner, so a slot move costs the commands in flight to it (503), not a
+///   storm; nothing is answered from a node that no longer owns the key.
+/// - `ASK` (a slot half-way through a migration, for a key already moved):
+///   fred 10.1 sends `ASKING` to the importing master but then the command
+///   again to the slot's owner in its map, which answers `ASK` again; and a
+///   command whose attempts are spent by then makes its `ASKING` step end
+///   the client's router task for good (every later command of that pool
+///   client would time out: a permanent 503 for its share of the requests,
+///   as a test showed). With no redirection
+///   allowed, fred fails the command (503) before any `ASKING`; requests on
+///   a key in a slot being migrated answer 503 until the slot is handed
+///   over, then `MOVED` as above.
+/// - A connection lost (a master killed): the commands written to it fail
+///   (503). fred reconnects with back-off; while the dead master is still in
+///   the slot map, until its replica is promoted, every command of that
+///   client waits behind the reconnection and fails at its deadline (503).
+///   A pipeline queued meanwhile may still be sent once the cluster is back,
+///   after its caller had its 503 (fred marks only single commands as timed
+///   out).
+///
+/// A pipeline answers as one: if any of its commands fails for good, the
+/// caller gets the error and the request is a 503 (see [`send`]), though
+/// its other commands may have run: a counter may count a use that was
+/// refused, an audit entry may record a success that was answered 503;
+/// never the reverse. So every 200 comes from a pipeline whose `JSON.GET`
+/// was answered, just then, by the master that owns the key; replicas are
+/// never read.
+pub(crate) async fn connect_url(
+    url: &str,
+    timeout: Duration,
+    size: usize,
+    what: &str,
+) -> Result<Pool> {
+    let mut fred_config = FredConfig::from_url(url)
         .map_err(|e| Error::Internal(format!("{what} Redis URL is invalid: {}", e.details())))?;
+    let cluster = fred_config.server.is_clustered();
+    if let ServerConfig::Clustered { policy, .. } = &mut fred_config.server {
+        // Rediscover the cluster from the nodes last seen, not only from
+        // the seed nodes of the URL (which may be the ones that failed).
+        *policy = ClusterDiscoveryPolicy::UseCache;
+    }
     let pool = Builder::from_config(fred_config)
         .with_performance_config(|p| p.default_command_timeout = timeout)
         .with_connection_config(|c| {
             c.connection_timeout = timeout;
             c.internal_command_timeout = timeout;
-            // One attempt: a command that fails is answered 503 now rather
-            // than retried past the request's deadline.
             c.max_command_attempts = 1;
+            if cluster {
+                c.max_redirections = 0;
+            }
         })
         .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
         .build_pool(size)
@@ -242,6 +304,7 @@ impl Store {
             admin,
             client_name: config.client_name.clone(),
             audit_maxlen: config.audit_maxlen,
+            audit_shards: config.audit_shards,
             audit_budget: Arc::new(audit::Budget::new(config.audit_anonymous_per_second)),
             flusher: Arc::default(),
         };
@@ -288,14 +351,16 @@ impl Store {
         Ok(())
     }
 
-    /// Samples `XLEN` of both audit streams into a gauge, with the monitor
+    /// Samples `XLEN` of every audit stream into a gauge, with the monitor
     /// user. Does nothing without one.
     pub async fn sample_audit_lengths(&self) -> Result<()> {
         let Some(monitor) = &self.monitor else {
             return Ok(());
         };
-        for stream in [AUDIT_KEYLOOKUP, AUDIT_ADMIN] {
-            let len: u64 = monitor.xlen(stream).await.map_err(unavailable)?;
+        let mut streams = names::audit_keylookup_all(self.audit_shards);
+        streams.push(AUDIT_ADMIN.to_owned());
+        for stream in streams {
+            let len: u64 = monitor.xlen(&stream).await.map_err(unavailable)?;
             metrics::gauge!(metric::AUDIT_STREAM_LENGTH, "stream" => stream).set(len as f64);
         }
         Ok(())
@@ -303,6 +368,13 @@ impl Store {
 
     fn audit_cap(&self) -> (&'static str, &'static str, i64) {
         ("MAXLEN", "~", self.audit_maxlen as i64)
+    }
+
+    /// The cap of each validation audit stream: `KEYWARD_AUDIT_MAXLEN` is
+    /// their total, so sharding keeps as much history, in as much memory.
+    fn keylookup_cap(&self) -> (&'static str, &'static str, i64) {
+        let each = self.audit_maxlen.div_ceil(self.audit_shards as u64);
+        ("MAXLEN", "~", each as i64)
     }
 
     /// Queues `INCR` and `EXPIRE ... NX` of a per-minute counter on `pipe`

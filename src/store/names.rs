@@ -1,11 +1,46 @@
 //! Every Redis key name keyward uses. These names are a contract with
 //! operators and other tools (the README's data table), and with the
 //! original service whose layout keyward shares.
+//!
+//! Redis Cluster: no name has a hash tag except the sharded audit streams
+//! and migrate's working keys in a cluster, so each key lands on the slot of
+//! its whole name. No command keyward sends names two keys, except
+//! `keyward migrate`'s `RENAME`/`RENAMENX`/`SMOVE` between a project's index
+//! and its working keys, which in a cluster are tagged with the index's name
+//! to share its slot.
 
 use crate::key::{KeyId, ProjectId};
 
 pub const AUDIT_KEYLOOKUP: &str = "audit:keylookup";
 pub const AUDIT_ADMIN: &str = "audit:admin";
+
+/// The validation audit stream of `project`'s `key_id` when it is spread
+/// over `shards` streams (`KEYWARD_AUDIT_SHARDS`): `audit:keylookup` for one,
+/// else `audit:keylookup:{i}`, `i` a stable hash of the key (Redis Cluster's
+/// own CRC16 key slot, the same in every keyward instance and version), so
+/// one key's entries stay in one stream, in order. Entries naming no key
+/// (malformed keys, summaries) hash the empty key like any other.
+pub fn audit_keylookup(project: &str, key_id: &str, shards: usize) -> String {
+    if shards <= 1 {
+        return AUDIT_KEYLOOKUP.to_owned();
+    }
+    let slot = fred::util::redis_keyslot(format!("{project}:{key_id}").as_bytes());
+    audit_keylookup_shard(usize::from(slot) % shards)
+}
+
+/// The `i`th sharded validation audit stream. The tag `{i}` puts the streams
+/// on different hash slots, so a cluster spreads them over its masters.
+pub fn audit_keylookup_shard(i: usize) -> String {
+    format!("{AUDIT_KEYLOOKUP}:{{{i}}}")
+}
+
+/// Every validation audit stream of a deployment with `shards` of them.
+pub fn audit_keylookup_all(shards: usize) -> Vec<String> {
+    if shards <= 1 {
+        return vec![AUDIT_KEYLOOKUP.to_owned()];
+    }
+    (0..shards).map(audit_keylookup_shard).collect()
+}
 
 pub fn project(project: &ProjectId) -> String {
     format!("project:{project}")
@@ -30,9 +65,57 @@ pub fn bad(project: &ProjectId, key_id: &KeyId, minute: u64) -> String {
 /// index: the old set, moved aside (every id is in the index or here until
 /// the conversion ends), and the sorted set being built. Project ids have no
 /// `:`, so these can never be a project's own keys.
-pub fn migrate_backup(project: &ProjectId) -> String {
-    format!("migrate:apiprojectkeys:{project}:set")
+///
+/// In a cluster they carry the index's name as a hash tag
+/// (`migrate:{apiprojectkeys:<p>}:set`): the index has no tag, so its slot
+/// is that of its whole name, and `RENAME` between the index and these keys
+/// stays within one slot, as Redis Cluster requires.
+pub fn migrate_backup(project: &ProjectId, cluster: bool) -> String {
+    match cluster {
+        false => format!("migrate:apiprojectkeys:{project}:set"),
+        true => format!("migrate:{{apiprojectkeys:{project}}}:set"),
+    }
 }
-pub fn migrate_building(project: &ProjectId) -> String {
-    format!("migrate:apiprojectkeys:{project}:zset")
+pub fn migrate_building(project: &ProjectId, cluster: bool) -> String {
+    match cluster {
+        false => format!("migrate:apiprojectkeys:{project}:zset"),
+        true => format!("migrate:{{apiprojectkeys:{project}}}:zset"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_audit_shard_is_the_classic_stream() {
+        assert_eq!(audit_keylookup("p", "k_abcdefg", 1), "audit:keylookup");
+        assert_eq!(audit_keylookup_all(1), ["audit:keylookup"]);
+    }
+
+    #[test]
+    fn audit_shards_are_stable_per_key_and_spread_over_keys() {
+        let all = audit_keylookup_all(4);
+        assert_eq!(all[2], "audit:keylookup:{2}");
+        let shard = audit_keylookup("alpha", "k_abcdefg", 4);
+        assert_eq!(shard, audit_keylookup("alpha", "k_abcdefg", 4));
+        assert!(all.contains(&shard));
+        let used: std::collections::HashSet<String> = (0..100)
+            .map(|i| audit_keylookup("alpha", &format!("k_{i:07}"), 4))
+            .collect();
+        assert_eq!(used.len(), 4, "100 keys use every shard");
+    }
+
+    #[test]
+    fn migrate_working_keys_share_the_index_slot_in_a_cluster() {
+        let p = ProjectId::parse("alpha").unwrap();
+        assert_eq!(
+            migrate_backup(&p, false),
+            "migrate:apiprojectkeys:alpha:set"
+        );
+        // The tag is exactly the index's name.
+        let tagged = migrate_building(&p, true);
+        let tag = &tagged[tagged.find('{').unwrap() + 1..tagged.find('}').unwrap()];
+        assert_eq!(tag, keyset(&p));
+    }
 }

@@ -128,7 +128,8 @@ impl Store {
             fields.push(("method", origin.method.to_owned()));
             fields.push(("path", origin.path.to_owned()));
         }
-        pipe.xadd::<(), _, _, _, _>(names::AUDIT_KEYLOOKUP, false, self.audit_cap(), "*", fields)
+        let stream = names::audit_keylookup(audit.project_id, audit.key_id, self.audit_shards);
+        pipe.xadd::<(), _, _, _, _>(stream, false, self.keylookup_cap(), "*", fields)
             .await
             .map_err(unavailable)
     }
@@ -225,7 +226,9 @@ impl Store {
             ("second", summary.second.to_string()),
             ("count", summary.count.to_string()),
         ];
-        pipe.xadd::<(), _, _, _, _>(names::AUDIT_KEYLOOKUP, false, self.audit_cap(), "*", fields)
+        // Summaries name no key: they go where a key-less entry goes.
+        let stream = names::audit_keylookup("", "", self.audit_shards);
+        pipe.xadd::<(), _, _, _, _>(stream, false, self.keylookup_cap(), "*", fields)
             .await
             .map_err(unavailable)
     }

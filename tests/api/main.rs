@@ -2,6 +2,7 @@
 
 mod admin;
 mod cli;
+mod cluster;
 mod console;
 mod faults;
 mod forward_auth;

@@ -1,0 +1,1268 @@
+//! keyward on a real Redis Cluster: 3 masters with one replica each, on
+//! loopback, RedisJSON and the ACL template on every node, started once for
+//! this whole file by `redis/local.sh cluster-start` (and stopped, with its
+//! directory removed, when the test process exits).
+//!
+//! Tests share the cluster and isolate themselves with projects of their
+//! own. The few that change the cluster itself (a failover, a slot moved,
+//! `ACL LOAD`, which closes every connection in Redis 7.0) take the
+//! exclusive side of [`EXCLUSIVE`]; the others take the shared side.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use fred::prelude::{Builder, ClientLike, Config as FredConfig, Pool};
+use fred::types::Value as RedisValue;
+use keyward::acl::{rule, Role};
+use keyward::config::Config;
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+use tokio::sync::RwLock;
+
+use crate::helpers::{
+    assert_error, free_port, random_id, raw, Minted, ADMIN_TOKEN, MANAGER_PASSWORD, OPS_PASSWORD,
+    TEST_ARGON2, VALIDATOR_PASSWORD,
+};
+
+/// Exclusive: the test changes the cluster for everyone (kills a node,
+/// moves a slot, reloads ACLs). Shared: the test only uses it.
+static EXCLUSIVE: RwLock<()> = RwLock::const_new(());
+
+const MIGRATOR_PASSWORD: &str = "migrator-test-password";
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn local_sh(args: &[&str], env: &[(&str, String)]) -> Result<String, String> {
+    let out = Command::new("bash")
+        .arg(repo().join("redis/local.sh"))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// The file's cluster, started on first use.
+struct Cluster {
+    dir: PathBuf,
+    /// Masters first (as created), then replicas.
+    ports: Vec<u16>,
+    /// `host:port?node=host:port...`: the seed nodes of a `redis-cluster://` URL.
+    seeds: String,
+    admin_password: String,
+}
+
+fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let dir = std::env::temp_dir().join(random_id("keyward-test-cluster-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        // The shipped template, with the test passwords, the migrator and
+        // ops users switched on (comments dropped, as `local.sh acl` does).
+        let acl: String = std::fs::read_to_string(repo().join("redis/users.acl"))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+            .map(|l| {
+                l.replace("__VALIDATOR_PASSWORD__", VALIDATOR_PASSWORD)
+                    .replace("__MANAGER_PASSWORD__", MANAGER_PASSWORD)
+                    .replace(
+                        "user migrator off resetpass",
+                        &format!("user migrator on >{MIGRATOR_PASSWORD}"),
+                    )
+                    .replace(
+                        "user ops off resetpass",
+                        &format!("user ops on >{OPS_PASSWORD}"),
+                    )
+                    + "\n"
+            })
+            .collect();
+        std::fs::write(dir.join("template.acl"), acl).unwrap();
+        let started = Instant::now();
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            // Six ports and their cluster bus ports (+10000) must be free:
+            // 10000..32005, below Linux's ephemeral ports (32768 and up).
+            let base = free_port() % 12_000 + 10_000;
+            let env = [
+                ("KEYWARD_CLUSTER_OWNER", std::process::id().to_string()),
+                ("KEYWARD_CLUSTER_NODE_TIMEOUT", "1000".into()),
+            ];
+            let template = dir.join("template.acl");
+            let args = [
+                "cluster-start",
+                &base.to_string(),
+                dir.to_str().unwrap(),
+                template.to_str().unwrap(),
+            ];
+            match local_sh(&args, &env) {
+                Ok(seeds) => {
+                    eprintln!(
+                        "cluster: started on ports {base}..{} in {:.1} s",
+                        base + 5,
+                        started.elapsed().as_secs_f64()
+                    );
+                    return Cluster {
+                        admin_password: std::fs::read_to_string(dir.join("admin.pw"))
+                            .unwrap()
+                            .trim()
+                            .to_owned(),
+                        dir,
+                        ports: (base..base + 6).collect(),
+                        seeds,
+                    };
+                }
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("cannot start the test cluster: {last_error}");
+    })
+}
+
+impl Cluster {
+    fn url(&self, user: &str, password: &str) -> String {
+        format!("redis-cluster://{user}:{password}@{}", self.seeds)
+    }
+
+    /// A cluster client as `user`, for inspection and ACL checks.
+    async fn client(&self, user: &str, password: &str) -> Pool {
+        connect(&self.url(user, password)).await
+    }
+
+    async fn admin(&self) -> Pool {
+        self.client("cluster-admin", &self.admin_password).await
+    }
+
+    /// A plain connection to one node as `user`.
+    async fn node_as(&self, port: u16, user: &str, password: &str) -> Pool {
+        connect(&format!("redis://{user}:{password}@127.0.0.1:{port}")).await
+    }
+
+    async fn node(&self, port: u16) -> Pool {
+        self.node_as(port, "cluster-admin", &self.admin_password)
+            .await
+    }
+
+    fn pid(&self, port: u16) -> Option<u32> {
+        let pid = std::fs::read_to_string(self.dir.join(format!("{port}/redis.pid"))).ok()?;
+        let pid: u32 = pid.trim().parse().ok()?;
+        Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+    }
+
+    /// The nodes as `CLUSTER NODES` on a live node describes them.
+    async fn nodes(&self) -> Vec<Node> {
+        for &port in &self.ports {
+            if self.pid(port).is_none() {
+                continue;
+            }
+            let node = self.node(port).await;
+            if let Ok(RedisValue::String(text)) = raw(&node, "CLUSTER", args(&["NODES"])).await {
+                return text.lines().filter_map(Node::parse).collect();
+            }
+        }
+        panic!("no cluster node answers CLUSTER NODES");
+    }
+
+    /// The master serving `key`'s slot, as the cluster sees it now.
+    async fn master_of(&self, key: &str) -> Node {
+        let slot = fred::util::redis_keyslot(key.as_bytes());
+        self.nodes()
+            .await
+            .into_iter()
+            .find(|n| n.master && n.slots.iter().any(|&(a, b)| a <= slot && slot <= b))
+            .unwrap_or_else(|| panic!("no master serves slot {slot}"))
+    }
+}
+
+/// A connected client. A node just restarted (or a loaded machine) may
+/// refuse the first tries, so this retries for up to 10 s.
+async fn connect(url: &str) -> Pool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let config = FredConfig::from_url(url).unwrap();
+        let pool = Builder::from_config(config)
+            .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(5))
+            .set_policy(fred::prelude::ReconnectPolicy::new_constant(0, 50))
+            .build_pool(1)
+            .unwrap();
+        match pool.init().await {
+            Ok(_) => return pool,
+            Err(e) if Instant::now() >= deadline => panic!("connect to the test cluster: {e}"),
+            Err(_) => {
+                let _ = pool.quit().await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+fn args(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+/// One line of `CLUSTER NODES`.
+#[derive(Debug, Clone)]
+struct Node {
+    id: String,
+    port: u16,
+    master: bool,
+    /// The master's id, for a replica.
+    master_id: Option<String>,
+    failed: bool,
+    slots: Vec<(u16, u16)>,
+}
+
+impl Node {
+    fn parse(line: &str) -> Option<Self> {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let port = f.get(1)?.split(['@', ':']).nth(1)?.parse().ok()?;
+        let flags = f.get(2)?;
+        let slots = f
+            .iter()
+            .skip(8)
+            .filter(|s| !s.starts_with('['))
+            .filter_map(|s| match s.split_once('-') {
+                Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+                None => s.parse().ok().map(|a| (a, a)),
+            })
+            .collect();
+        Some(Node {
+            id: f[0].to_owned(),
+            port,
+            master: flags.contains("master"),
+            master_id: f.get(3).filter(|m| **m != "-").map(|m| m.to_string()),
+            failed: flags.contains("fail"),
+            slots,
+        })
+    }
+}
+
+/// keyward served in-process against the cluster, stopped on drop.
+struct ClusterApp {
+    addr: SocketAddr,
+    http: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<keyward::Result<()>>>,
+}
+
+impl ClusterApp {
+    /// keyward with the template's validator and manager users, cheap
+    /// Argon2id and the admin API; `tweak` changes the rest.
+    async fn spawn(tweak: impl FnOnce(&mut Config)) -> Self {
+        let c = cluster();
+        let mut config = Config::from_lookup(|name| match name {
+            "KEYWARD_REDIS_URL" => Some(c.url("validator", VALIDATOR_PASSWORD)),
+            "KEYWARD_ADMIN_REDIS_URL" => Some(c.url("manager", MANAGER_PASSWORD)),
+            "KEYWARD_ADMIN_TOKEN" => Some(ADMIN_TOKEN.into()),
+            "KEYWARD_CLIENT_NAME" => Some("cluster-gateway".into()),
+            "KEYWARD_LISTEN" => Some("127.0.0.1:0".into()),
+            _ => None,
+        })
+        .expect("cluster test config is valid");
+        config.argon2 = TEST_ARGON2;
+        config.redis_timeout = Duration::from_millis(500);
+        tweak(&mut config);
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            keyward::telemetry::init_tracing(keyward::config::LogFormat::Text, &filter);
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let listeners = keyward::Listeners {
+            main: listener,
+            metrics: None,
+        };
+        let task = tokio::spawn(keyward::run(config, listeners, async move {
+            let _ = stopped.await;
+        }));
+        let app = ClusterApp {
+            addr,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            task: Some(task),
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(r) = app.http.get(app.url("/health")).send().await {
+                if r.status() == StatusCode::OK {
+                    return app;
+                }
+            }
+            let exited = app.task.as_ref().is_some_and(|t| t.is_finished());
+            assert!(!exited, "keyward exited during start-up");
+            assert!(Instant::now() < deadline, "keyward did not become healthy");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn validate(&self, api_key: &str) -> Response {
+        self.http
+            .post(self.url("/v1/validate-key"))
+            .json(&json!({ "api_key": api_key }))
+            .send()
+            .await
+            .expect("request reaches keyward")
+    }
+
+    async fn status(&self, api_key: &str) -> StatusCode {
+        self.validate(api_key).await.status()
+    }
+
+    async fn admin_post(&self, path: &str, body: &Value) -> Response {
+        let req = self.http.post(self.url(path)).bearer_auth(ADMIN_TOKEN);
+        req.json(body)
+            .send()
+            .await
+            .expect("request reaches keyward")
+    }
+
+    async fn admin_get(&self, path: &str) -> Response {
+        let req = self.http.get(self.url(path)).bearer_auth(ADMIN_TOKEN);
+        req.send().await.expect("request reaches keyward")
+    }
+
+    async fn create_project(&self, id: &str) -> StatusCode {
+        let body = json!({ "project_id": id, "label": "Cluster", "owner": "team-c" });
+        self.admin_post("/v1/admin/projects", &body).await.status()
+    }
+
+    async fn project(&self) -> String {
+        let id = random_id("c");
+        assert_eq!(self.create_project(&id).await, StatusCode::CREATED);
+        id
+    }
+
+    async fn mint(&self, project: &str, extra: Value) -> Minted {
+        let mut body = json!({ "project_id": project, "owner": "alice", "server_name": "api-1" });
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        let r = self.admin_post("/v1/mint-key", &body).await;
+        let status = r.status();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(status, StatusCode::CREATED, "mint: {v}");
+        Minted {
+            api_key: v["api_key"].as_str().unwrap().to_owned(),
+            key_id: v["key_id"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    async fn revoke(&self, project: &str, key_id: &str) {
+        let body = json!({ "project_id": project, "key_id": key_id });
+        let r = self.admin_post("/v1/revoke-key", &body).await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+}
+
+impl Drop for ClusterApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Every entry of `project` in the validation audit stream(s), as field maps.
+async fn audit_of(admin: &Pool, project: &str, shards: usize) -> Vec<HashMap<String, String>> {
+    let mut entries = Vec::new();
+    for stream in keyward::store::names::audit_keylookup_all(shards) {
+        let page: Vec<(String, HashMap<String, String>)> =
+            fred::prelude::StreamsInterface::xrange(admin, &stream, "-", "+", None)
+                .await
+                .unwrap_or_else(|e| panic!("XRANGE {stream}: {e}"));
+        entries.extend(
+            page.into_iter()
+                .map(|(_, fields)| fields)
+                .filter(|f| f.get("project_id").map(String::as_str) == Some(project)),
+        );
+    }
+    entries
+}
+
+/// How many `ok` entries each key has in the audit.
+fn ok_entries(entries: &[HashMap<String, String>]) -> HashMap<String, usize> {
+    let mut ok = HashMap::new();
+    for e in entries.iter().filter(|e| e["result"] == "ok") {
+        *ok.entry(e["key_id"].clone()).or_default() += 1;
+    }
+    ok
+}
+
+#[tokio::test]
+async fn a_key_is_minted_validated_and_revoked_across_the_shards() {
+    let _shared = EXCLUSIVE.read().await;
+    let app = ClusterApp::spawn(|_| {}).await;
+    let project = app.project().await;
+    let key = app.mint(&project, json!({ "scopes": ["chat:*"] })).await;
+
+    let r = app.validate(&key.api_key).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["x-ratelimit-remaining"], "99");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        (body["project_id"].as_str(), body["key_id"].as_str()),
+        (Some(project.as_str()), Some(key.key_id.as_str()))
+    );
+    // Warm (verified-secret cache): two pipelines over several masters.
+    assert_eq!(app.status(&key.api_key).await, StatusCode::OK);
+
+    // The names of one validation do live on different masters.
+    let c = cluster();
+    let minute = keyward::store::now() as u64 / 60;
+    let mut masters = std::collections::BTreeSet::new();
+    for name in [
+        format!("apikey:{project}:{}", key.key_id),
+        format!("ratelimit:key:{project}:{}:{minute}", key.key_id),
+        format!("apimeta:{project}:{}", key.key_id),
+        "audit:keylookup".to_owned(),
+    ] {
+        masters.insert(c.master_of(&name).await.port);
+    }
+    eprintln!("one validation's keys live on masters {masters:?}");
+
+    app.revoke(&project, &key.key_id).await;
+    assert_error(
+        app.validate(&key.api_key).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_key",
+    )
+    .await;
+    let admin = c.admin().await;
+    let audit = audit_of(&admin, &project, 1).await;
+    let reasons: Vec<&str> = audit.iter().map(|e| e["reason"].as_str()).collect();
+    assert_eq!(reasons, ["ok", "ok", "disabled"]);
+    assert!(audit.iter().all(|e| e["client"] == "cluster-gateway"));
+    let got = app
+        .admin_get(&format!(
+            "/v1/get-key?project_id={project}&key_id={}",
+            key.key_id
+        ))
+        .await;
+    let got: Value = got.json().await.unwrap();
+    assert_eq!(
+        (got["usage_count"].as_u64(), &got["disabled"]),
+        (Some(2), &json!(true))
+    );
+}
+
+#[tokio::test]
+async fn the_rate_limit_is_exact_under_concurrent_requests() {
+    let _shared = EXCLUSIVE.read().await;
+    let app = Arc::new(ClusterApp::spawn(|_| {}).await);
+    let project = app.project().await;
+    let limit = 25;
+    let key = app
+        .mint(&project, json!({ "rate_limit_per_minute": limit }))
+        .await;
+    // Verified once (cold), then warm: every request below is two pipelines.
+    assert_eq!(app.status(&key.api_key).await, StatusCode::OK);
+    let mut warm_ups = 1;
+    // Stay clear of a minute boundary: the counter is per minute.
+    let second = keyward::store::now() as u64 % 60;
+    if second > 50 {
+        tokio::time::sleep(Duration::from_secs(61 - second)).await;
+        assert_eq!(app.status(&key.api_key).await, StatusCode::OK);
+        warm_ups += 1;
+    }
+    let requests = futures::future::join_all((0..3 * limit).map(|_| {
+        let (app, api_key) = (app.clone(), key.api_key.clone());
+        tokio::spawn(async move { app.status(&api_key).await })
+    }))
+    .await;
+    let mut counts: BTreeMap<u16, usize> = BTreeMap::new();
+    for status in requests {
+        *counts.entry(status.unwrap().as_u16()).or_default() += 1;
+    }
+    assert_eq!(
+        counts,
+        BTreeMap::from([(200, limit - 1), (429, 2 * limit + 1)]),
+        "exactly the limit answered 200 (one before the burst)"
+    );
+    let audit = audit_of(&cluster().admin().await, &project, 1).await;
+    let results = |r: &str| audit.iter().filter(|e| e["result"] == r).count();
+    assert_eq!(
+        (results("ok"), results("rate_limited")),
+        (limit - 1 + warm_ups, 2 * limit + 1)
+    );
+}
+
+#[tokio::test]
+async fn list_keys_pages_through_keys_on_every_shard_exactly_once() {
+    let _shared = EXCLUSIVE.read().await;
+    let app = Arc::new(ClusterApp::spawn(|_| {}).await);
+    let project = app.project().await;
+    let minted = futures::future::join_all((0..37).map(|i| {
+        let (app, project) = (app.clone(), project.clone());
+        tokio::spawn(async move {
+            app.mint(&project, json!({ "owner": format!("o{i}") }))
+                .await
+        })
+    }))
+    .await;
+    let mut expected: Vec<String> = minted.into_iter().map(|m| m.unwrap().key_id).collect();
+    expected.sort();
+    let c = cluster();
+    let mut shards = std::collections::BTreeSet::new();
+    for id in &expected {
+        shards.insert(c.master_of(&format!("apikey:{project}:{id}")).await.port);
+    }
+    assert_eq!(
+        shards.len(),
+        3,
+        "37 keys' documents are spread over the 3 masters"
+    );
+
+    let (mut listed, mut cursor, mut pages) = (Vec::new(), None::<String>, 0);
+    loop {
+        let mut path = format!("/v1/list-keys?project_id={project}&limit=10");
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let page: Value = app.admin_get(&path).await.json().await.unwrap();
+        pages += 1;
+        for item in page["items"].as_array().unwrap() {
+            assert!(item.get("secret_hash").is_none());
+            assert_eq!(item["unreadable"], Value::Null, "{item}");
+            listed.push(item["key_id"].as_str().unwrap().to_owned());
+        }
+        match page["next"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(listed, expected, "every key once, in key-id order");
+    assert_eq!(pages, 4);
+}
+
+#[tokio::test]
+async fn client_acls_loaded_on_every_node_isolate_deployments() {
+    let _exclusive = EXCLUSIVE.write().await;
+    let c = cluster();
+    let (alpha, beta) = (random_id("alpha"), random_id("beta"));
+    let (gw_a, adm_a, gw_b, adm_b) = (
+        random_id("gw-a-"),
+        random_id("adm-a-"),
+        random_id("gw-b-"),
+        random_id("adm-b-"),
+    );
+    // gw-a's rule comes from the `keyward acl` binary itself.
+    let pw_file = c.dir.join(format!("{gw_a}.pw"));
+    std::fs::write(&pw_file, "gw-a-secret\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["acl", &gw_a, "--projects", &alpha, "--role", "validator"])
+        .arg("--password-file")
+        .arg(&pw_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = [
+        String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+        rule(&adm_a, Role::Manager, &[&alpha], &["adm-a-secret".into()]).unwrap(),
+        rule(&gw_b, Role::Validator, &[&beta], &["gw-b-secret".into()]).unwrap(),
+        rule(&adm_b, Role::Manager, &[&beta], &["adm-b-secret".into()]).unwrap(),
+    ];
+    // The operator's roll-out: the same file on every node, then ACL LOAD
+    // on each (replicas too).
+    let acl_file = c.dir.join("users.acl");
+    let mut acl = std::fs::read_to_string(&acl_file).unwrap();
+    acl.push_str(&(lines.join("\n") + "\n"));
+    std::fs::write(&acl_file, acl).unwrap();
+    local_sh(&["cluster-acl-load", c.dir.to_str().unwrap()], &[]).unwrap();
+
+    let deployment = |user: &str, pw: &str, admin: &str, admin_pw: &str| {
+        let (url, admin_url) = (c.url(user, pw), c.url(admin, admin_pw));
+        let name = user.to_owned();
+        ClusterApp::spawn(move |config| {
+            config.redis_url = url.into();
+            config.admin_redis_url = Some(admin_url.into());
+            config.client_name = name;
+        })
+    };
+    let a = deployment(&gw_a, "gw-a-secret", &adm_a, "adm-a-secret").await;
+    let b = deployment(&gw_b, "gw-b-secret", &adm_b, "adm-b-secret").await;
+    assert_eq!(a.create_project(&alpha).await, StatusCode::CREATED);
+    assert_eq!(b.create_project(&beta).await, StatusCode::CREATED);
+    let key_a = a.mint(&alpha, json!({})).await;
+    let key_b = b.mint(&beta, json!({})).await;
+    assert_eq!(a.status(&key_a.api_key).await, StatusCode::OK);
+    assert_eq!(b.status(&key_b.api_key).await, StatusCode::OK);
+    assert_eq!(a.status(&key_b.api_key).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(b.status(&key_a.api_key).await, StatusCode::UNAUTHORIZED);
+    let audit = audit_of(&c.admin().await, &beta, 1).await;
+    let forbidden = audit
+        .iter()
+        .find(|e| e["key_id"] == key_b.key_id && e["client"] == gw_a);
+    assert_eq!(forbidden.map(|e| e["reason"].as_str()), Some("forbidden"));
+    for path in [
+        format!("/v1/admin/projects/{beta}"),
+        format!("/v1/list-keys?project_id={beta}"),
+    ] {
+        assert_error(
+            a.admin_get(&path).await,
+            StatusCode::NOT_FOUND,
+            "project_not_found",
+        )
+        .await;
+    }
+    let mint = json!({ "project_id": beta, "owner": "o", "server_name": "s" });
+    assert_error(
+        a.admin_post("/v1/mint-key", &mint).await,
+        StatusCode::NOT_FOUND,
+        "project_not_found",
+    )
+    .await;
+
+    // Every node, replicas included, refuses what the rules do not grant
+    // (Redis checks ACLs before it redirects to a slot's owner).
+    let outside = [
+        (
+            gw_a.as_str(),
+            "gw-a-secret",
+            "JSON.GET",
+            vec![format!("apikey:{beta}:k_abcdefg")],
+        ),
+        (
+            gw_a.as_str(),
+            "gw-a-secret",
+            "GET",
+            vec![format!("ratelimit:key:{beta}:k_abcdefg:1")],
+        ),
+        (
+            gw_a.as_str(),
+            "gw-a-secret",
+            "XRANGE",
+            args(&["audit:keylookup", "-", "+"]),
+        ),
+        (
+            gw_a.as_str(),
+            "gw-a-secret",
+            "EVAL",
+            args(&["return 1", "0"]),
+        ),
+        (
+            adm_a.as_str(),
+            "adm-a-secret",
+            "JSON.GET",
+            vec![format!("project:{beta}")],
+        ),
+        (
+            adm_a.as_str(),
+            "adm-a-secret",
+            "DEL",
+            vec![format!("project:{alpha}")],
+        ),
+    ];
+    for &port in &c.ports {
+        if c.pid(port).is_none() {
+            continue;
+        }
+        for (user, pw, cmd, cmd_args) in &outside {
+            let node = c.node_as(port, user, pw).await;
+            let err = raw(&node, cmd, cmd_args.clone()).await.expect_err(cmd);
+            assert!(err.starts_with("NOPERM"), "{port} {user} {cmd}: {err}");
+        }
+        // Granted: answered, or redirected to the slot's owner.
+        let node = c.node_as(port, &gw_a, "gw-a-secret").await;
+        let own = vec![format!("apikey:{alpha}:{}", key_a.key_id)];
+        if let Err(e) = raw(&node, "JSON.GET", own).await {
+            assert!(e.starts_with("MOVED"), "{port}: {e}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_slot_moving_between_masters_costs_a_few_503s_and_no_stale_read() {
+    let _exclusive = EXCLUSIVE.write().await;
+    let c = cluster();
+    let app = Arc::new(ClusterApp::spawn(|_| {}).await);
+    let project = app.project().await;
+    let key = app
+        .mint(&project, json!({ "rate_limit_per_minute": 1_000_000 }))
+        .await;
+    assert_eq!(app.status(&key.api_key).await, StatusCode::OK);
+    let doc = format!("apikey:{project}:{}", key.key_id);
+    let slot = fred::util::redis_keyslot(doc.as_bytes());
+    let from = c.master_of(&doc).await;
+    let nodes = c.nodes().await;
+    let to = nodes
+        .iter()
+        .find(|n| n.master && !n.failed && n.id != from.id)
+        .unwrap()
+        .clone();
+    let (source, target) = (c.node(from.port).await, c.node(to.port).await);
+    let redirections = |pool: Pool| async move {
+        let info = raw(&pool, "INFO", args(&["errorstats"])).await.unwrap();
+        let info = info.as_string().unwrap_or_default();
+        let count = |code: &str| -> u64 {
+            info.lines()
+                .find_map(|l| l.strip_prefix(&format!("errorstat_{code}:count=")))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        (count("ASK"), count("MOVED"))
+    };
+    let before = redirections(source.clone()).await;
+
+    // Answers by phase: 0 before, 1 while the slot migrates (its keys
+    // moved, the slot not yet handed over), 2 just after the handover,
+    // 3 from 300 ms after it; a request that straddles two phases counts
+    // as 9.
+    let phase = Arc::new(AtomicUsize::new(0));
+    let answers = Arc::new(Mutex::new(BTreeMap::<(usize, u16), usize>::new()));
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let (app, key, phase, answers) = (
+                app.clone(),
+                key.api_key.clone(),
+                phase.clone(),
+                answers.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let now = phase.load(Ordering::SeqCst);
+                    if now == 4 {
+                        break;
+                    }
+                    let status = app.status(&key).await.as_u16();
+                    let then = match phase.load(Ordering::SeqCst) {
+                        end if end == now => now,
+                        _ => 9,
+                    };
+                    *answers.lock().unwrap().entry((then, status)).or_default() += 1;
+                }
+            })
+        })
+        .collect();
+    let setslot = |pool: &Pool, how: &[&str]| {
+        let pool = pool.clone();
+        let mut a = vec!["SETSLOT".to_owned(), slot.to_string()];
+        a.extend(args(how));
+        async move { raw(&pool, "CLUSTER", a).await.unwrap() }
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The resharding steps for one slot: importing, migrating, the keys
+    // moved with MIGRATE (the source now answers ASK for them), then the
+    // slot handed over (MOVED from the source from then on).
+    setslot(&target, &["IMPORTING", &from.id]).await;
+    setslot(&source, &["MIGRATING", &to.id]).await;
+    let keys = raw(
+        &source,
+        "CLUSTER",
+        vec!["GETKEYSINSLOT".into(), slot.to_string(), "1000".into()],
+    )
+    .await
+    .unwrap();
+    let keys: Vec<String> = keys.convert().unwrap();
+    assert!(keys.contains(&doc));
+    let mut migrate = vec![
+        "127.0.0.1".to_owned(),
+        to.port.to_string(),
+        String::new(),
+        "0".into(),
+        "5000".into(),
+        "AUTH2".into(),
+        "cluster-admin".into(),
+        c.admin_password.clone(),
+        "KEYS".into(),
+    ];
+    migrate.extend(keys);
+    phase.store(1, Ordering::SeqCst);
+    raw(&source, "MIGRATE", migrate).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    setslot(&target, &["NODE", &to.id]).await;
+    setslot(&source, &["NODE", &to.id]).await;
+    for n in nodes
+        .iter()
+        .filter(|n| n.master && n.id != from.id && n.id != to.id)
+    {
+        setslot(&c.node(n.port).await, &["NODE", &to.id]).await;
+    }
+    phase.store(2, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    phase.store(3, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    phase.store(4, Ordering::SeqCst);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let after = redirections(source).await;
+    let answers = answers.lock().unwrap().clone();
+    eprintln!(
+        "slot {slot} moved {} -> {}: answers by (phase, status) {answers:?}; \
+         the source answered ASK {} and MOVED {} times",
+        from.port,
+        to.port,
+        after.0 - before.0,
+        after.1 - before.1
+    );
+    let count = |phase: usize, status: u16| answers.get(&(phase, status)).copied().unwrap_or(0);
+    assert!(
+        answers.keys().all(|(_, s)| *s == 200 || *s == 503),
+        "{answers:?}"
+    );
+    assert_eq!(count(0, 503), 0, "nothing fails before the move");
+    assert!(
+        after.0 > before.0,
+        "the source answered ASK during the migration"
+    );
+    assert!(after.1 > before.1, "the source answered MOVED after it");
+    // A MOVED fails only what is in flight on each pool client (4).
+    assert!(
+        count(2, 503) <= 8,
+        "not a 503 storm after the handover: {answers:?}"
+    );
+    assert!(
+        count(3, 200) >= 8 && count(3, 503) == 0,
+        "recovered: {answers:?}"
+    );
+    assert_eq!(c.master_of(&doc).await.id, to.id);
+
+    // Every pool client still works (none lost its router), and the next
+    // validation after a revoke reads the document where it is now. The
+    // manager's pool meets the move only now: each of its clients (4,
+    // taken in turn) has its own slot map, refreshed by its first MOVED,
+    // which that call answers 503 (Retry-After: 1).
+    for _ in 0..8 {
+        assert_eq!(app.status(&key.api_key).await, StatusCode::OK);
+    }
+    let revoke = json!({ "project_id": project, "key_id": key.key_id });
+    let mut refused = 0;
+    loop {
+        match app.admin_post("/v1/revoke-key", &revoke).await.status() {
+            StatusCode::OK => break,
+            StatusCode::SERVICE_UNAVAILABLE if refused < 4 => refused += 1,
+            other => panic!("revoke answered {other} after {refused} 503s"),
+        }
+    }
+    eprintln!("the first revoke after the move succeeded after {refused} 503s");
+    assert_eq!(app.status(&key.api_key).await, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_master_killed_under_load_costs_seconds_of_503_and_no_wrong_answer() {
+    let _exclusive = EXCLUSIVE.write().await;
+    let c = cluster();
+    let app = Arc::new(ClusterApp::spawn(|_| {}).await);
+    let admin = c.admin().await;
+    let project = app.project().await;
+    let doc = |key_id: &str| format!("apikey:{project}:{key_id}");
+
+    // The victim: the master holding the revoked key's document. Good keys
+    // on every master, at least two on the victim.
+    let revoked = app.mint(&project, json!({})).await;
+    assert_eq!(app.status(&revoked.api_key).await, StatusCode::OK);
+    let victim = c.master_of(&doc(&revoked.key_id)).await;
+    let mut good: Vec<Minted> = Vec::new();
+    let mut victims_keys = std::collections::HashSet::new();
+    while good.len() < 6 || victims_keys.len() < 2 {
+        assert!(good.len() < 40, "no key document lands on the victim");
+        let key = app
+            .mint(&project, json!({ "rate_limit_per_minute": 1_000_000 }))
+            .await;
+        assert_eq!(app.status(&key.api_key).await, StatusCode::OK);
+        if c.master_of(&doc(&key.key_id)).await.id == victim.id {
+            victims_keys.insert(key.key_id.clone());
+        }
+        good.push(key);
+    }
+    app.revoke(&project, &revoked.key_id).await;
+    assert_eq!(app.status(&revoked.api_key).await, StatusCode::UNAUTHORIZED);
+    // Replication is asynchronous: a revoke acknowledged by a master that
+    // dies before its replica has it is lost with it (see ARCHITECTURE.md).
+    // This test is about keyward, so it waits until the replica has it.
+    let replica = c
+        .nodes()
+        .await
+        .into_iter()
+        .find(|n| n.master_id.as_deref() == Some(victim.id.as_str()))
+        .expect("the victim has a replica");
+    let replica_conn = c.node(replica.port).await;
+    raw(&replica_conn, "READONLY", vec![]).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let disabled = raw(
+            &replica_conn,
+            "JSON.GET",
+            vec![doc(&revoked.key_id), "$.disabled".into()],
+        )
+        .await;
+        if disabled.ok().and_then(|v| v.as_string()).as_deref() == Some("[true]") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica never saw the revoke"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Continuous validations: each worker alternates good keys and the
+    // revoked one. Every answer is recorded with the phase it ended in.
+    let started = Instant::now();
+    let killed_at = Arc::new(Mutex::new(None::<Duration>));
+    let stop = Arc::new(AtomicBool::new(false));
+    let log = Arc::new(Mutex::new(Vec::<(Duration, String, u16)>::new()));
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let (app, stop, log) = (app.clone(), stop.clone(), log.clone());
+            let (good, revoked) = (good.clone(), revoked.clone());
+            tokio::spawn(async move {
+                let mut i = w;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = &good[i % good.len()];
+                    i += 1;
+                    let status = app.status(&key.api_key).await;
+                    assert!(
+                        status == StatusCode::OK || status == StatusCode::SERVICE_UNAVAILABLE,
+                        "a good key answered {status}"
+                    );
+                    log.lock().unwrap().push((
+                        started.elapsed(),
+                        key.key_id.clone(),
+                        status.as_u16(),
+                    ));
+                    let status = app.status(&revoked.api_key).await;
+                    assert!(
+                        status == StatusCode::UNAUTHORIZED
+                            || status == StatusCode::SERVICE_UNAVAILABLE,
+                        "the revoked key answered {status}"
+                    );
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let pid = c.pid(victim.port).expect("the victim runs");
+    let kill = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+    assert!(kill.unwrap().success());
+    let kill_time = started.elapsed();
+    *killed_at.lock().unwrap() = Some(kill_time);
+    // The replica takes over after cluster-node-timeout (1 s) and an election.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let promoted = loop {
+        let role = raw(&replica_conn, "ROLE", vec![]).await;
+        if matches!(role.ok().map(|r| r.into_array()), Some(r) if r.first().and_then(|v| v.as_string()).as_deref() == Some("master"))
+        {
+            break started.elapsed();
+        }
+        assert!(Instant::now() < deadline, "the replica was not promoted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Recovered: keyward itself answers 200 for every good key again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let recovered = loop {
+        let mut all = true;
+        for key in &good {
+            all &= app.status(&key.api_key).await == StatusCode::OK;
+        }
+        if all {
+            break started.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "keyward did not recover within 20 s of the promotion"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.expect("a worker saw a wrong answer");
+    }
+
+    let log = log.lock().unwrap().clone();
+    let count = |from: Duration, to: Duration, status: u16| {
+        log.iter()
+            .filter(|(t, _, s)| *t >= from && *t < to && *s == status)
+            .count()
+    };
+    let unavailable: Vec<Duration> = log
+        .iter()
+        .filter(|(_, _, s)| *s == 503)
+        .map(|(t, _, _)| *t)
+        .collect();
+    let (first, last) = (unavailable.first().copied(), unavailable.last().copied());
+    let end = started.elapsed();
+    let elsewhere = log
+        .iter()
+        .filter(|(t, k, s)| *t >= kill_time && *s == 503 && !victims_keys.contains(k))
+        .count();
+    eprintln!(
+        "failover of {}: killed at {:.2} s, replica promoted at {:.2} s, all keys 200 again at {:.2} s; \
+         good-key answers before the kill {} x 200 / {} x 503, after it {} x 200 / {} x 503; \
+         503s from {:.2} s to {:.2} s ({elsewhere} of them for keys on the other masters)",
+        victim.port,
+        kill_time.as_secs_f64(),
+        promoted.as_secs_f64(),
+        recovered.as_secs_f64(),
+        count(Duration::ZERO, kill_time, 200),
+        count(Duration::ZERO, kill_time, 503),
+        count(kill_time, end, 200),
+        count(kill_time, end, 503),
+        first.map_or(0.0, |t| t.as_secs_f64()),
+        last.map_or(0.0, |t| t.as_secs_f64()),
+    );
+    assert!(
+        count(kill_time, end, 503) > 0,
+        "the outage was not observed"
+    );
+    assert!(
+        recovered - kill_time < Duration::from_secs(15),
+        "recovery took {:?}",
+        recovered - kill_time
+    );
+    assert!(count(recovered, end, 200) > 0);
+
+    // Every 200 has its audit entry (a request answered 503 may have one
+    // too: its last pipeline can land after its deadline).
+    let answered = log.iter().filter(|(_, _, s)| *s == 200).fold(
+        HashMap::<String, usize>::new(),
+        |mut m, (_, k, _)| {
+            *m.entry(k.clone()).or_default() += 1;
+            m
+        },
+    );
+    let audited = ok_entries(&audit_of(&admin, &project, 1).await);
+    for (key_id, n) in &answered {
+        let got = audited.get(key_id).copied().unwrap_or(0);
+        // More than answered: the warm-up validation before the traffic.
+        assert!(got > *n, "{key_id}: {n} answered 200, {got} audited ok");
+    }
+    assert_eq!(audited.get(&revoked.key_id), Some(&1), "only the warm-up");
+
+    // Back to 3 + 3: the killed node restarts and rejoins as a replica.
+    let conf = c.dir.join(format!("{}/redis.conf", victim.port));
+    let restarted = Command::new("redis-server").arg(conf).status().unwrap();
+    assert!(restarted.success());
+    let old = c.node(victim.port).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let info = raw(&old, "INFO", args(&["replication"])).await;
+        let info = info.ok().and_then(|v| v.as_string()).unwrap_or_default();
+        if info.contains("role:slave") && info.contains("master_link_status:up") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old master did not rejoin as a replica"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_sharded_audit_spreads_over_streams_and_activity_reads_them_all() {
+    let _shared = EXCLUSIVE.read().await;
+    let c = cluster();
+    let app = ClusterApp::spawn(|config| {
+        config.audit_shards = 4;
+        config.monitor_redis_url = Some(c.url("ops", OPS_PASSWORD).into());
+    })
+    .await;
+    let project = app.project().await;
+    let mut keys = Vec::new();
+    for _ in 0..8 {
+        keys.push(app.mint(&project, json!({})).await);
+    }
+    for _ in 0..3 {
+        for key in &keys {
+            assert_eq!(app.status(&key.api_key).await, StatusCode::OK);
+        }
+    }
+    assert_eq!(
+        app.status(&keys[0].api_key[..20]).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let admin = c.admin().await;
+    let mut streams_used = std::collections::BTreeSet::new();
+    let mut masters = std::collections::BTreeSet::new();
+    for stream in keyward::store::names::audit_keylookup_all(4) {
+        masters.insert(c.master_of(&stream).await.port);
+        let entries: Vec<(String, HashMap<String, String>)> =
+            fred::prelude::StreamsInterface::xrange(&admin, &stream, "-", "+", None)
+                .await
+                .unwrap();
+        for key in &keys {
+            let n = entries
+                .iter()
+                .filter(|(_, f)| f["key_id"] == key.key_id)
+                .count();
+            if n > 0 {
+                assert_eq!(n, 3, "all of a key's entries are in one stream");
+                streams_used.insert(stream.clone());
+            }
+        }
+    }
+    eprintln!(
+        "8 keys' audit entries in {streams_used:?}; the 4 streams live on masters {masters:?}"
+    );
+    assert!(streams_used.len() >= 2, "{streams_used:?}");
+    assert_eq!(
+        ok_entries(&audit_of(&admin, &project, 4).await)
+            .values()
+            .sum::<usize>(),
+        24
+    );
+
+    let activity: Value = app
+        .admin_get(&format!("/v1/activity?project_id={project}&limit=30"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(activity["totals"]["ok"], 24, "{activity}");
+    assert_eq!(activity["complete"], true);
+    let recent = activity["recent"].as_array().unwrap();
+    assert_eq!(recent.len(), 24);
+    let times: Vec<f64> = recent.iter().map(|e| e["ts"].as_f64().unwrap()).collect();
+    assert!(
+        times.windows(2).all(|w| w[0] >= w[1]),
+        "newest first across streams"
+    );
+}
+
+#[tokio::test]
+async fn keyward_migrate_finds_projects_on_every_master_and_converts_in_one_slot() {
+    let _shared = EXCLUSIVE.read().await;
+    let c = cluster();
+    let admin = c.admin().await;
+    let cmd = |command: &'static str, a: Vec<String>| {
+        let admin = admin.clone();
+        async move { raw(&admin, command, a).await.unwrap() }
+    };
+    let legacy_doc = |project: &str, key_id: &str| {
+        json!({
+            "key_id": key_id, "project_id": project, "owner": "legacy",
+            "metadata": "{}", "secret_hash": "$argon2id$v=19$m=1024,t=1,p=1$c2FsdA$aGFzaA",
+            "disabled": false, "created_at": 1_700_000_000.0, "expires_at": null,
+        })
+        .to_string()
+    };
+    // Six projects of the original service (plain-set indexes), on
+    // whichever masters their names hash to, and one whose conversion was
+    // interrupted between RENAME I B and RENAMENX Z I.
+    let projects: Vec<String> = (0..6).map(|_| random_id("m")).collect();
+    let ids = ["k_aaaaaaa", "k_bbbbbbb", "k_ccccccc"];
+    for p in &projects {
+        let doc = json!({ "project_id": p, "label": "L", "owner": "o" }).to_string();
+        cmd("JSON.SET", vec![format!("project:{p}"), "$".into(), doc]).await;
+        for id in ids {
+            cmd(
+                "JSON.SET",
+                vec![format!("apikey:{p}:{id}"), "$".into(), legacy_doc(p, id)],
+            )
+            .await;
+            cmd("SADD", vec![format!("apiprojectkeys:{p}"), id.into()]).await;
+        }
+    }
+    let interrupted = random_id("m");
+    let doc = json!({ "project_id": interrupted, "label": "L", "owner": "o" }).to_string();
+    cmd(
+        "JSON.SET",
+        vec![format!("project:{interrupted}"), "$".into(), doc],
+    )
+    .await;
+    for id in ids {
+        cmd(
+            "JSON.SET",
+            vec![
+                format!("apikey:{interrupted}:{id}"),
+                "$".into(),
+                legacy_doc(&interrupted, id),
+            ],
+        )
+        .await;
+    }
+    let backup = format!("migrate:{{apiprojectkeys:{interrupted}}}:set");
+    let building = format!("migrate:{{apiprojectkeys:{interrupted}}}:zset");
+    cmd(
+        "SADD",
+        vec![backup.clone(), ids[0].into(), ids[1].into(), ids[2].into()],
+    )
+    .await;
+    cmd(
+        "ZADD",
+        vec![
+            building.clone(),
+            "0".into(),
+            ids[0].into(),
+            "0".into(),
+            ids[1].into(),
+        ],
+    )
+    .await;
+    let mut masters = std::collections::BTreeSet::new();
+    for p in &projects {
+        masters.insert(c.master_of(&format!("project:{p}")).await.port);
+    }
+
+    let migrate = |apply: bool| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_keyward"));
+        command.arg("migrate").env(
+            "KEYWARD_MIGRATE_REDIS_URL",
+            c.url("migrator", MIGRATOR_PASSWORD),
+        );
+        if apply {
+            command.arg("--apply");
+        }
+        command.output().unwrap()
+    };
+    let out = migrate(true);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for p in projects.iter().chain([&interrupted]) {
+        let index = format!("apiprojectkeys:{p}");
+        assert_eq!(
+            cmd("TYPE", vec![index.clone()])
+                .await
+                .as_string()
+                .as_deref(),
+            Some("zset"),
+            "{p}\n{stdout}"
+        );
+        let members: Vec<String> = cmd("ZRANGE", vec![index, "0".into(), "-1".into()])
+            .await
+            .convert()
+            .unwrap();
+        assert_eq!(members, ids, "{p}");
+        let doc = cmd(
+            "JSON.GET",
+            vec![format!("apikey:{p}:{}", ids[0]), "$.server_name".into()],
+        )
+        .await;
+        assert_eq!(doc.as_string().as_deref(), Some("[\"\"]"), "{p}");
+    }
+    for key in [backup, building] {
+        assert_eq!(cmd("EXISTS", vec![key]).await.as_u64(), Some(0));
+    }
+    eprintln!("migrate converted projects on masters {masters:?}");
+    let again = String::from_utf8_lossy(&migrate(false).stdout).into_owned();
+    assert!(again.contains("nothing to change"), "{again}");
+}
