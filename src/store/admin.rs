@@ -11,11 +11,10 @@ use fred::prelude::{
     HashesInterface, KeysInterface, Pool, RedisJsonInterface, SetsInterface, SortedSetsInterface,
     StreamsInterface, Value,
 };
-use fred::types::sorted_sets::{ZRange, ZRangeBound, ZRangeKind, ZSort};
 use fred::types::SetOptions;
 
 use super::{data_error, is_noperm, is_wrongtype, key_doc, names, now, report_unreadable};
-use super::{send, unavailable, Store, NO_FMT, ROOT};
+use super::{send, unavailable, zrange_after, Store, NO_FMT, ROOT};
 use super::{KeyDoc, KeyMeta, KeyPage, ProjectDoc};
 use crate::error::{Error, Result};
 use crate::key::{KeyId, ProjectId};
@@ -403,33 +402,8 @@ impl Store {
     ) -> Result<Vec<String>> {
         let not_found = |e| or_not_found(Error::ProjectNotFound)(e);
         for _ in 0..INDEX_ATTEMPTS {
-            let min = match cursor {
-                Some(c) => ZRange {
-                    kind: ZRangeKind::Exclusive,
-                    range: ZRangeBound::Lex(c.to_string()),
-                },
-                None => ZRange {
-                    kind: ZRangeKind::Inclusive,
-                    range: ZRangeBound::NegInfinityLex,
-                },
-            };
-            let max = ZRange {
-                kind: ZRangeKind::Inclusive,
-                range: ZRangeBound::InfiniteLex,
-            };
             // The sorted set is the common case: one round trip.
-            match admin
-                .zrange(
-                    key,
-                    min,
-                    max,
-                    Some(ZSort::ByLex),
-                    false,
-                    Some((0, limit as i64)),
-                    false,
-                )
-                .await
-            {
+            match zrange_after(admin, key, cursor.map(KeyId::as_str), limit).await {
                 Ok(ids) => return Ok(ids),
                 Err(e) if is_wrongtype(&e) => {}
                 Err(e) => return Err(not_found(e)),

@@ -17,12 +17,11 @@ use fred::prelude::{
     ClientLike, Error as FredError, KeysInterface, Pool, RedisJsonInterface, SetsInterface,
     SortedSetsInterface, StreamsInterface, Value,
 };
-use fred::types::sorted_sets::{ZRange, ZRangeBound, ZRangeKind, ZSort};
 use fred::types::{ClusterHash, CustomCommand, Key, SetOptions};
 use futures::TryStreamExt;
 use secrecy::ExposeSecret;
 
-use super::{is_wrongtype, names, now, send, KeyDoc, ProjectDoc, NO_FMT, ROOT};
+use super::{is_wrongtype, names, now, send, zrange_after, KeyDoc, ProjectDoc, NO_FMT, ROOT};
 use crate::config::MigrateConfig;
 use crate::error::{Error, Result};
 use crate::key::ProjectId;
@@ -228,30 +227,7 @@ impl Migrator {
 
     /// Up to `CHUNK` members of a sorted set after `after`, in byte order.
     pub async fn sorted_page(&self, key: &str, after: Option<&str>) -> Result<Vec<String>> {
-        let min = match after {
-            Some(a) => ZRange {
-                kind: ZRangeKind::Exclusive,
-                range: ZRangeBound::Lex(a.to_owned()),
-            },
-            None => ZRange {
-                kind: ZRangeKind::Inclusive,
-                range: ZRangeBound::NegInfinityLex,
-            },
-        };
-        let max = ZRange {
-            kind: ZRangeKind::Inclusive,
-            range: ZRangeBound::InfiniteLex,
-        };
-        self.pool
-            .zrange(
-                key,
-                min,
-                max,
-                Some(ZSort::ByLex),
-                false,
-                Some((0, CHUNK as i64)),
-                false,
-            )
+        zrange_after(&self.pool, key, after, CHUNK as u64)
             .await
             .map_err(|e| failed("ZRANGE", key, e))
     }

@@ -51,9 +51,10 @@ mod validation;
 use fred::clients::{Client, Pipeline};
 use fred::prelude::{
     Builder, ClientLike, Config as FredConfig, Error as FredError, KeysInterface, Pool,
-    ReconnectPolicy, StreamsInterface, Value,
+    ReconnectPolicy, SortedSetsInterface, StreamsInterface, Value,
 };
 use fred::types::config::{ClusterDiscoveryPolicy, ServerConfig};
+use fred::types::sorted_sets::{ZRange, ZRangeBound, ZRangeKind, ZSort};
 use fred::types::ExpireOptions;
 use secrecy::ExposeSecret;
 use std::sync::Arc;
@@ -165,6 +166,43 @@ async fn send_all(pipe: Pipeline<Client>, expected: usize) -> Result<()> {
         result.map_err(unavailable)?;
     }
     Ok(())
+}
+
+/// `ZRANGE key (after +inf BYLEX LIMIT 0 limit`: up to `limit` members of a
+/// sorted set whose scores are all 0, in id order, after `after` (from the
+/// start when `None`). Index paging, in admin and migrate alike.
+async fn zrange_after(
+    client: &impl SortedSetsInterface,
+    key: &str,
+    after: Option<&str>,
+    limit: u64,
+) -> std::result::Result<Vec<String>, FredError> {
+    let min = match after {
+        Some(a) => ZRange {
+            kind: ZRangeKind::Exclusive,
+            range: ZRangeBound::Lex(a.to_owned()),
+        },
+        None => ZRange {
+            kind: ZRangeKind::Inclusive,
+            range: ZRangeBound::NegInfinityLex,
+        },
+    };
+    let max = ZRange {
+        kind: ZRangeKind::Inclusive,
+        range: ZRangeBound::InfiniteLex,
+    };
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    client
+        .zrange(
+            key,
+            min,
+            max,
+            Some(ZSort::ByLex),
+            false,
+            Some((0, limit)),
+            false,
+        )
+        .await
 }
 
 pub fn now() -> f64 {
