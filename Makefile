@@ -38,10 +38,12 @@ load-compare:
 	bash redis/local.sh install
 	bash benches/compare.sh $(BASE)
 
-## Warm C=64 under `perf record -g`; prints the top of `perf report`.
+## Warm C=64 under `perf record -g`; prints the top of `perf report`. Built
+## with frame pointers (in target/profile) so the call graphs are whole.
 profile:
 	bash redis/local.sh install
-	KEYWARD_BENCH_PROFILE=1 cargo bench --locked --bench load
+	RUSTFLAGS="-C force-frame-pointers=yes" CARGO_TARGET_DIR=target/profile \
+		KEYWARD_BENCH_PROFILE=1 cargo bench --locked --bench load
 
 clean-run:
 	-bash redis/local.sh stop $(RUN_DIR)

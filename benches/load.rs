@@ -1174,8 +1174,11 @@ async fn profile(knobs: &Knobs, stack: &Stack) -> Res<()> {
         "\nkeyward under perf record -e cpu-clock -g, warm C={}:",
         knobs.concurrency
     );
-    perf_report(&data, &["--percent-limit", "1"])?;
-    perf_report(&data, &["--sort", "dso", "--percent-limit", "1"])?;
+    perf_report(&data, &["--no-children", "--percent-limit", "1"])?;
+    perf_report(&data, &["--no-children", "--sort", "dso", "--percent-limit", "1"])?;
+    // With call graphs (a frame-pointer build, as `make profile` makes):
+    // where the time goes, callees included.
+    perf_report(&data, &["--children", "--percent-limit", "5"])?;
     println!("(call graphs: perf report -i {})", data.display());
     Ok(())
 }
@@ -1183,13 +1186,13 @@ async fn profile(knobs: &Knobs, stack: &Stack) -> Res<()> {
 /// Prints `perf report` of `data` without call graphs or comment lines.
 fn perf_report(data: &Path, args: &[&str]) -> Res<()> {
     let out = Command::new("perf")
-        .args(["report", "--no-children", "--stdio", "-g", "none"])
+        .args(["report", "--stdio", "-g", "none"])
         .args(args)
         .arg("-i")
         .arg(data)
         .output()
         .map_err(|e| format!("perf report: {e}"))?;
-    println!("perf report --no-children {}", args.join(" "));
+    println!("perf report {}", args.join(" "));
     let text = String::from_utf8_lossy(&out.stdout);
     for line in text
         .lines()

@@ -100,6 +100,9 @@ pub struct Config {
     pub redis_timeout: Duration,
     /// Connections in each Redis pool.
     pub redis_pool_size: usize,
+    /// Threads running requests (tokio workers; Argon2id runs on its own
+    /// blocking pool).
+    pub worker_threads: usize,
     /// Deadline for a whole HTTP request.
     pub request_timeout: Duration,
     /// How long shutdown waits for requests in flight.
@@ -161,6 +164,7 @@ impl Config {
             audit_anonymous_per_second: env.parse("KEYWARD_AUDIT_ANONYMOUS_PER_SECOND", "20")?,
             redis_timeout: env.millis("KEYWARD_REDIS_TIMEOUT_MS", "1000")?,
             redis_pool_size: env.parse("KEYWARD_REDIS_POOL_SIZE", "4")?,
+            worker_threads: env.parse("KEYWARD_WORKER_THREADS", &cores.to_string())?,
             request_timeout: env.millis("KEYWARD_REQUEST_TIMEOUT_MS", "5000")?,
             shutdown_grace: env.millis("KEYWARD_SHUTDOWN_GRACE_MS", "10000")?,
             argon2: Argon2Params {
@@ -222,7 +226,7 @@ impl Config {
                 return Err(bad("KEYWARD_ADMIN_TOKEN", "must be at least 16 characters"));
             }
         }
-        let positive: [(&'static str, u64); 8] = [
+        let positive: [(&'static str, u64); 9] = [
             (
                 "KEYWARD_AUDIT_SAMPLE_MS",
                 self.audit_sample_interval.as_millis() as u64,
@@ -234,6 +238,7 @@ impl Config {
                 self.redis_timeout.as_millis() as u64,
             ),
             ("KEYWARD_REDIS_POOL_SIZE", self.redis_pool_size as u64),
+            ("KEYWARD_WORKER_THREADS", self.worker_threads as u64),
             (
                 "KEYWARD_REQUEST_TIMEOUT_MS",
                 self.request_timeout.as_millis() as u64,
@@ -426,6 +431,8 @@ mod tests {
         assert_eq!(c.audit_maxlen, 1_000_000);
         assert_eq!(c.audit_anonymous_per_second, 20);
         assert_eq!(c.audit_shards, 1);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(c.worker_threads, cores);
         assert_eq!(c.redis_timeout, Duration::from_secs(1));
         assert_eq!(
             c.argon2,
@@ -472,6 +479,10 @@ mod tests {
             (
                 &[URL, ("KEYWARD_METRICS_LISTEN", "x:y")],
                 "KEYWARD_METRICS_LISTEN",
+            ),
+            (
+                &[URL, ("KEYWARD_WORKER_THREADS", "0")],
+                "KEYWARD_WORKER_THREADS",
             ),
             (
                 &[URL, ("KEYWARD_AUDIT_SHARDS", "0")],

@@ -86,24 +86,26 @@ fn main() -> ExitCode {
     {
         return print_acl(user, projects, *role, password_files);
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("keyward: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    if let Command::Serve = cli.command {
+        return match Config::from_env() {
+            Ok(config) => match runtime(config.worker_threads) {
+                Some(runtime) => runtime.block_on(serve(config)),
+                None => ExitCode::FAILURE,
+            },
+            Err(e) => {
+                eprintln!("keyward: configuration error: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let Some(runtime) = runtime(cores) else {
+        return ExitCode::FAILURE;
     };
     match cli.command {
         Command::Project(args) => runtime.block_on(cli::project(args)),
         Command::Key(args) => runtime.block_on(cli::key(args)),
         Command::Check(args) => runtime.block_on(cli::check(args)),
-        Command::Serve => match Config::from_env() {
-            Ok(config) => runtime.block_on(serve(config)),
-            Err(e) => {
-                eprintln!("keyward: configuration error: {e}");
-                ExitCode::from(2)
-            }
-        },
         // Container health checks treat any non-zero as unhealthy; keep to 0/1.
         Command::Healthcheck => match Config::listen_from_env() {
             Ok(listen) => runtime.block_on(keyward::http::healthcheck(listen)),
@@ -122,8 +124,19 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Acl { .. } => unreachable!("handled above"),
+        Command::Acl { .. } | Command::Serve => unreachable!("handled above"),
     }
+}
+
+/// The tokio runtime, with `workers` worker threads.
+fn runtime(workers: usize) -> Option<tokio::runtime::Runtime> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build();
+    runtime
+        .map_err(|e| eprintln!("keyward: cannot start the runtime: {e}"))
+        .ok()
 }
 
 /// Help and version as clap prints them; a usage error as one line on
