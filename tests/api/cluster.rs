@@ -25,8 +25,8 @@ use serde_json::{json, Value};
 use tokio::sync::RwLock;
 
 use crate::helpers::{
-    assert_error, free_port, random_id, raw, Minted, ADMIN_TOKEN, MANAGER_PASSWORD, OPS_PASSWORD,
-    TEST_ARGON2, VALIDATOR_PASSWORD,
+    assert_error, free_port, random_id, raw, serve_in_process, Minted, ADMIN_TOKEN,
+    MANAGER_PASSWORD, OPS_PASSWORD, TEST_ARGON2, VALIDATOR_PASSWORD,
 };
 
 /// Exclusive: the test changes the cluster for everyone (kills a node,
@@ -273,19 +273,7 @@ impl ClusterApp {
         config.argon2 = TEST_ARGON2;
         config.redis_timeout = Duration::from_millis(500);
         tweak(&mut config);
-        if let Ok(filter) = std::env::var("TEST_LOG") {
-            keyward::telemetry::init_tracing(keyward::config::LogFormat::Text, &filter);
-        }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let listeners = keyward::Listeners {
-            main: listener,
-            metrics: None,
-        };
-        let task = tokio::spawn(keyward::run(config, listeners, async move {
-            let _ = stopped.await;
-        }));
+        let (addr, stop, task) = serve_in_process(config).await;
         let app = ClusterApp {
             addr,
             http: reqwest::Client::new(),

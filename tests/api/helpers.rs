@@ -232,31 +232,44 @@ pub struct TestApp {
     task: Option<tokio::task::JoinHandle<keyward::Result<()>>>,
 }
 
+/// keyward serving `config` in this process on a loopback port: its
+/// address, the sender that stops it, and its task. Logs are quiet unless
+/// `TEST_LOG` is set (the subscriber is per process).
+pub async fn serve_in_process(
+    config: Config,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<keyward::Result<()>>,
+) {
+    static TRACING: OnceLock<()> = OnceLock::new();
+    TRACING.get_or_init(|| {
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            keyward::telemetry::init_tracing(keyward::config::LogFormat::Text, &filter);
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let listeners = keyward::Listeners {
+        main: listener,
+        metrics: None,
+    };
+    let task = tokio::spawn(keyward::run(config, listeners, async move {
+        let _ = stopped.await;
+    }));
+    (addr, stop, task)
+}
+
 impl TestApp {
     pub async fn spawn() -> Self {
         Self::spawn_with(Arc::new(TestRedis::start()), |_| {}).await
     }
 
     pub async fn spawn_with(redis: Arc<TestRedis>, tweak: impl FnOnce(&mut Config)) -> Self {
-        // Logs are quiet unless TEST_LOG is set; the subscriber is per process.
-        static TRACING: OnceLock<()> = OnceLock::new();
-        TRACING.get_or_init(|| {
-            if let Ok(filter) = std::env::var("TEST_LOG") {
-                keyward::telemetry::init_tracing(keyward::config::LogFormat::Text, &filter);
-            }
-        });
         let mut config = test_config(&redis);
         tweak(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let listeners = keyward::Listeners {
-            main: listener,
-            metrics: None,
-        };
-        let task = tokio::spawn(keyward::run(config, listeners, async move {
-            let _ = stopped.await;
-        }));
+        let (addr, stop, task) = serve_in_process(config).await;
         let app = TestApp {
             addr,
             redis,
