@@ -1175,7 +1175,10 @@ async fn profile(knobs: &Knobs, stack: &Stack) -> Res<()> {
         knobs.concurrency
     );
     perf_report(&data, &["--no-children", "--percent-limit", "1"])?;
-    perf_report(&data, &["--no-children", "--sort", "dso", "--percent-limit", "1"])?;
+    perf_report(
+        &data,
+        &["--no-children", "--sort", "dso", "--percent-limit", "1"],
+    )?;
     // With call graphs (a frame-pointer build, as `make profile` makes):
     // where the time goes, callees included.
     perf_report(&data, &["--children", "--percent-limit", "5"])?;

@@ -22,7 +22,7 @@ use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{HttpMethod, Operation, ParameterBuilder, ParameterIn, PathItem};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{
-    ObjectBuilder, OpenApi as Document, RefOr, Required, Response as Resp, Type,
+    ObjectBuilder, OpenApi as Document, Ref, RefOr, Required, Response as Resp, Type,
 };
 use utoipa::{Modify, OpenApi, ToResponse};
 
@@ -45,7 +45,7 @@ pub const ADMIN_TOKEN: &str = "admin_token";
             set; otherwise every one of their routes answers `404 not_found`. They take \
             `Authorization: Bearer <admin token>`.\n\n\
             Every error has the body `{\"error\": {\"code\", \"message\"}}`; every response \
-            carries `X-Request-Id` (the caller's, or a new UUID). A path that exists answers \
+            carries `X-Request-Id` (the caller's, or a new one). A path that exists answers \
             other methods with `405 method_not_allowed`, and an unknown path is \
             `404 not_found`.",
         license(name = "MIT OR Apache-2.0"),
@@ -241,8 +241,18 @@ const AUTH_METHODS: [(HttpMethod, &str); 7] = [
 ///   copied here to the other methods and paths, each with its own
 ///   `operationId`; every response of it carries `Cache-Control: no-store`,
 ///   and a `HEAD` answer has no body;
-/// - every response carries `X-Request-Id`.
+/// - every response carries `X-Request-Id`;
+/// - every admin operation (tag `admin`) may also answer 401, 405 and 503;
+/// - every console response (tag `console`) carries its security headers
+///   (`console::SECURITY_HEADERS`), but for the shared 405.
 pub struct Finish;
+
+/// What every admin operation may answer besides its own statuses.
+const ADMIN_RESPONSES: [(&str, &str); 3] = [
+    ("401", "Unauthorized"),
+    ("405", "MethodNotAllowed"),
+    ("503", "Unavailable"),
+];
 
 impl Modify for Finish {
     fn modify(&self, doc: &mut Document) {
@@ -286,9 +296,22 @@ impl Modify for Finish {
         let reusable = components.responses.clone();
         for item in doc.paths.paths.values_mut() {
             for op in operations(item) {
+                let tagged = |tag: &str| op.tags.iter().flatten().any(|t| t == tag);
+                let (admin, console) = (tagged("admin"), tagged("console"));
+                if admin {
+                    for (status, name) in ADMIN_RESPONSES {
+                        op.responses
+                            .responses
+                            .entry(status.into())
+                            .or_insert_with(|| RefOr::Ref(Ref::from_response_name(name)));
+                    }
+                }
                 for response in op.responses.responses.values_mut() {
                     if let RefOr::T(response) = response {
                         add_request_id(response);
+                        if console {
+                            add_console_headers(response);
+                        }
                     }
                 }
             }
@@ -372,10 +395,22 @@ fn add_request_id(response: &mut Resp) {
         HeaderBuilder::new()
             .schema(ObjectBuilder::new().schema_type(Type::String))
             .description(Some(
-                "The request's id: the caller's `X-Request-Id`, or a new UUID",
+                "The request's id: the caller's `X-Request-Id`, or a new one",
             ))
             .build(),
     );
+}
+
+fn add_console_headers(response: &mut Resp) {
+    for (name, _, description) in console::SECURITY_HEADERS {
+        response.headers.insert(
+            name.into(),
+            HeaderBuilder::new()
+                .schema(ObjectBuilder::new().schema_type(Type::String))
+                .description(Some(description))
+                .build(),
+        );
+    }
 }
 
 fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {

@@ -21,10 +21,7 @@ use crate::error::Result;
         (status = 200, description = "The project's activity", body = ActivityOut),
         (status = 404, description = "`project_not_found` (also for a project this deployment's manager user may not read); `not_found` when no admin token is configured (the admin API is off)", body = crate::error::ErrorBody),
         (status = 409, description = "`activity_unavailable`: no monitor Redis user (or one that may not read `audit:keylookup`), the message says how to enable it; or `unreadable_data`", body = crate::error::ErrorBody),
-        (status = 401, response = crate::openapi::Unauthorized),
-        (status = 405, response = crate::openapi::MethodNotAllowed),
         (status = 422, response = crate::openapi::InvalidRequest),
-        (status = 503, response = crate::openapi::Unavailable),
     )
 )]
 pub async fn activity(

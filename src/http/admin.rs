@@ -31,11 +31,8 @@ use crate::store::ProjectDoc;
         )),
         (status = 404, description = "`not_found`: the admin API is off (no admin token configured)", body = crate::error::ErrorBody),
         (status = 409, description = "`project_exists`; or `unreadable_data`", body = crate::error::ErrorBody),
-        (status = 401, response = crate::openapi::Unauthorized),
-        (status = 405, response = crate::openapi::MethodNotAllowed),
         (status = 413, response = crate::openapi::PayloadTooLarge),
         (status = 422, response = crate::openapi::InvalidRequest),
-        (status = 503, response = crate::openapi::Unavailable),
     )
 )]
 pub async fn create_project(
@@ -58,9 +55,6 @@ pub async fn create_project(
         (status = 200, description = "The project", body = ProjectDoc),
         (status = 404, description = "`project_not_found` (also for a project this deployment may not read); `not_found` when no admin token is configured (the admin API is off)", body = crate::error::ErrorBody),
         (status = 409, description = "`unreadable_data`: what Redis holds for it cannot be read (the log names the Redis key)", body = crate::error::ErrorBody),
-        (status = 401, response = crate::openapi::Unauthorized),
-        (status = 405, response = crate::openapi::MethodNotAllowed),
-        (status = 503, response = crate::openapi::Unavailable),
     )
 )]
 pub async fn get_project(
@@ -90,11 +84,8 @@ pub async fn get_project(
         )),
         (status = 404, description = "`project_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = crate::error::ErrorBody),
         (status = 409, description = "`unreadable_data`: what Redis holds for it cannot be read (the log names the Redis key)", body = crate::error::ErrorBody),
-        (status = 401, response = crate::openapi::Unauthorized),
-        (status = 405, response = crate::openapi::MethodNotAllowed),
         (status = 413, response = crate::openapi::PayloadTooLarge),
         (status = 422, response = crate::openapi::InvalidRequest),
-        (status = 503, response = crate::openapi::Unavailable),
     )
 )]
 pub async fn mint_key(
@@ -117,11 +108,8 @@ pub async fn mint_key(
         (status = 200, description = "Revoked: from the next validation on, both secrets of the key are refused", body = crate::openapi::Revoked),
         (status = 404, description = "`key_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = crate::error::ErrorBody),
         (status = 409, description = "`unreadable_data`: what Redis holds for it cannot be read (the log names the Redis key)", body = crate::error::ErrorBody),
-        (status = 401, response = crate::openapi::Unauthorized),
-        (status = 405, response = crate::openapi::MethodNotAllowed),
         (status = 413, response = crate::openapi::PayloadTooLarge),
         (status = 422, response = crate::openapi::InvalidRequest),
-        (status = 503, response = crate::openapi::Unavailable),
     )
 )]
 pub async fn revoke_key(
@@ -144,10 +132,7 @@ pub async fn revoke_key(
         (status = 200, description = "One page of the project's keys, in key-id order", body = ListOut),
         (status = 404, description = "`project_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = crate::error::ErrorBody),
         (status = 409, description = "`unreadable_data`: what Redis holds for it cannot be read (the log names the Redis key)", body = crate::error::ErrorBody),
-        (status = 401, response = crate::openapi::Unauthorized),
-        (status = 405, response = crate::openapi::MethodNotAllowed),
         (status = 422, response = crate::openapi::InvalidRequest),
-        (status = 503, response = crate::openapi::Unavailable),
     )
 )]
 pub async fn list_keys(
@@ -169,10 +154,7 @@ pub async fn list_keys(
         (status = 200, description = "The key (never a hash)", body = KeyOut),
         (status = 404, description = "`key_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = crate::error::ErrorBody),
         (status = 409, description = "`unreadable_data`: what Redis holds for it cannot be read (the log names the Redis key)", body = crate::error::ErrorBody),
-        (status = 401, response = crate::openapi::Unauthorized),
-        (status = 405, response = crate::openapi::MethodNotAllowed),
         (status = 422, response = crate::openapi::InvalidRequest),
-        (status = 503, response = crate::openapi::Unavailable),
     )
 )]
 pub async fn get_key(
@@ -194,11 +176,8 @@ pub async fn get_key(
         (status = 200, description = "The key as `get-key` shows it, after the update", body = KeyOut),
         (status = 404, description = "`key_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = crate::error::ErrorBody),
         (status = 409, description = "`unreadable_data`: what Redis holds for it cannot be read (the log names the Redis key)", body = crate::error::ErrorBody),
-        (status = 401, response = crate::openapi::Unauthorized),
-        (status = 405, response = crate::openapi::MethodNotAllowed),
         (status = 413, response = crate::openapi::PayloadTooLarge),
         (status = 422, response = crate::openapi::InvalidRequest),
-        (status = 503, response = crate::openapi::Unavailable),
     )
 )]
 pub async fn update_key(
@@ -223,11 +202,8 @@ pub async fn update_key(
         )),
         (status = 404, description = "`key_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = crate::error::ErrorBody),
         (status = 409, description = "`key_disabled`: a revoked key cannot be rotated; or `unreadable_data`", body = crate::error::ErrorBody),
-        (status = 401, response = crate::openapi::Unauthorized),
-        (status = 405, response = crate::openapi::MethodNotAllowed),
         (status = 413, response = crate::openapi::PayloadTooLarge),
         (status = 422, response = crate::openapi::InvalidRequest),
-        (status = 503, response = crate::openapi::Unavailable),
     )
 )]
 pub async fn rotate_key(

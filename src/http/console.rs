@@ -12,7 +12,7 @@
 //! (`no-cache` with a content-hash `ETag`), so a new build is picked up at once.
 
 use axum::extract::Path;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 
 use crate::error::Error;
@@ -72,30 +72,33 @@ const ASSETS: &[Asset] = &[
     asset!("activity.js", JS),
 ];
 
-/// The console's security headers, on every response it makes.
+/// The console's security headers, on every response it makes: name, value,
+/// and what the OpenAPI document says of it (`openapi::Finish` adds them to
+/// every console operation's responses).
+pub(crate) const SECURITY_HEADERS: [(&str, &str, &str); 6] = [
+    (
+        "Content-Security-Policy",
+        CSP,
+        "No inline code, this origin only",
+    ),
+    ("X-Frame-Options", "DENY", "`DENY`"),
+    ("Referrer-Policy", "no-referrer", "`no-referrer`"),
+    ("X-Content-Type-Options", "nosniff", "`nosniff`"),
+    ("Cross-Origin-Opener-Policy", "same-origin", "`same-origin`"),
+    (
+        "Cross-Origin-Resource-Policy",
+        "same-origin",
+        "`same-origin`",
+    ),
+];
+
 fn secured(mut response: Response) -> Response {
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        "cross-origin-opener-policy",
-        HeaderValue::from_static("same-origin"),
-    );
-    headers.insert(
-        "cross-origin-resource-policy",
-        HeaderValue::from_static("same-origin"),
-    );
+    for (name, value, _) in SECURITY_HEADERS {
+        if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
     response
 }
 
@@ -107,12 +110,6 @@ fn secured(mut response: Response) -> Response {
     responses(
         (status = 308, description = "To `/admin/`", headers(
             ("Location" = String, description = "`/admin/`"),
-            ("Content-Security-Policy" = String, description = "No inline code, this origin only"),
-            ("X-Frame-Options" = String, description = "`DENY`"),
-            ("Referrer-Policy" = String, description = "`no-referrer`"),
-            ("X-Content-Type-Options" = String, description = "`nosniff`"),
-            ("Cross-Origin-Opener-Policy" = String, description = "`same-origin`"),
-            ("Cross-Origin-Resource-Policy" = String, description = "`same-origin`"),
         )),
         (status = 405, response = crate::openapi::MethodNotAllowed),
     )
@@ -131,22 +128,10 @@ pub async fn redirect() -> Response {
         (status = 200, description = "The console's page", content_type = "text/html", body = String, headers(
             ("Cache-Control" = String, description = "`no-cache`: revalidated on every load"),
             ("ETag" = String, description = "A hash of the content"),
-            ("Content-Security-Policy" = String, description = "No inline code, this origin only"),
-            ("X-Frame-Options" = String, description = "`DENY`"),
-            ("Referrer-Policy" = String, description = "`no-referrer`"),
-            ("X-Content-Type-Options" = String, description = "`nosniff`"),
-            ("Cross-Origin-Opener-Policy" = String, description = "`same-origin`"),
-            ("Cross-Origin-Resource-Policy" = String, description = "`same-origin`"),
         )),
         (status = 304, description = "Not modified: `If-None-Match` holds the current `ETag`", headers(
             ("Cache-Control" = String, description = "`no-cache`: revalidated on every load"),
             ("ETag" = String, description = "A hash of the content"),
-            ("Content-Security-Policy" = String, description = "No inline code, this origin only"),
-            ("X-Frame-Options" = String, description = "`DENY`"),
-            ("Referrer-Policy" = String, description = "`no-referrer`"),
-            ("X-Content-Type-Options" = String, description = "`nosniff`"),
-            ("Cross-Origin-Opener-Policy" = String, description = "`same-origin`"),
-            ("Cross-Origin-Resource-Policy" = String, description = "`same-origin`"),
         )),
         (status = 405, response = crate::openapi::MethodNotAllowed),
     )
@@ -173,31 +158,12 @@ pub async fn index(headers: HeaderMap) -> Response {
         ), headers(
             ("Cache-Control" = String, description = "`no-cache`: revalidated on every load"),
             ("ETag" = String, description = "A hash of the content"),
-            ("Content-Security-Policy" = String, description = "No inline code, this origin only"),
-            ("X-Frame-Options" = String, description = "`DENY`"),
-            ("Referrer-Policy" = String, description = "`no-referrer`"),
-            ("X-Content-Type-Options" = String, description = "`nosniff`"),
-            ("Cross-Origin-Opener-Policy" = String, description = "`same-origin`"),
-            ("Cross-Origin-Resource-Policy" = String, description = "`same-origin`"),
         )),
         (status = 304, description = "Not modified: `If-None-Match` holds the current `ETag`", headers(
             ("Cache-Control" = String, description = "`no-cache`: revalidated on every load"),
             ("ETag" = String, description = "A hash of the content"),
-            ("Content-Security-Policy" = String, description = "No inline code, this origin only"),
-            ("X-Frame-Options" = String, description = "`DENY`"),
-            ("Referrer-Policy" = String, description = "`no-referrer`"),
-            ("X-Content-Type-Options" = String, description = "`nosniff`"),
-            ("Cross-Origin-Opener-Policy" = String, description = "`same-origin`"),
-            ("Cross-Origin-Resource-Policy" = String, description = "`same-origin`"),
         )),
-        (status = 404, description = "`not_found`: no such asset", body = crate::error::ErrorBody, headers(
-            ("Content-Security-Policy" = String, description = "No inline code, this origin only"),
-            ("X-Frame-Options" = String, description = "`DENY`"),
-            ("Referrer-Policy" = String, description = "`no-referrer`"),
-            ("X-Content-Type-Options" = String, description = "`nosniff`"),
-            ("Cross-Origin-Opener-Policy" = String, description = "`same-origin`"),
-            ("Cross-Origin-Resource-Policy" = String, description = "`same-origin`"),
-        )),
+        (status = 404, description = "`not_found`: no such asset", body = crate::error::ErrorBody),
         (status = 405, response = crate::openapi::MethodNotAllowed),
     )
 )]

@@ -1,6 +1,6 @@
 //! HTTP: the state, the router (the only list of routes) and the layers.
 //!
-//! Layers, outermost first: request id (from `X-Request-Id` or a new UUID,
+//! Layers, outermost first: request id (from `X-Request-Id` or a new one,
 //! echoed in the response), a trace span per request carrying that id, the
 //! `observe` middleware (in-flight gauge, per-route metrics, the request
 //! deadline, logging of server-side error detail), panic catching, and a
