@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
 # `make run`: start a local Redis Stack and keyward, create a demo project,
-# mint a demo key, print how to validate it, then keep keyward in the
+# mint a demo key with the admin CLI, print how to use it, then keep keyward in the
 # foreground until ctrl-c (which stops both).
 #
 # usage: redis/demo.sh RUN_DIR REDIS_PORT KEYWARD_PORT
 set -euo pipefail
 cd "$(dirname "$0")/.."
 run_dir=$1 redis_port=$2 keyward_port=$3
-command -v curl >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl; }
 mkdir -p "$run_dir"
 run_dir=$(cd "$run_dir" && pwd)
 
@@ -27,33 +26,36 @@ export KEYWARD_CLIENT_NAME=demo
 keyward_pid=$!
 trap 'kill $keyward_pid 2>/dev/null || true; bash redis/local.sh stop "$run_dir" || true' EXIT INT TERM
 
-base="http://127.0.0.1:$keyward_port"
+# The admin CLI talks to this keyward with this token (from the environment,
+# never a flag).
+export KEYWARD_URL="http://127.0.0.1:$keyward_port"
+kw=./target/release/keyward
 for _ in $(seq 100); do
-  curl -fsS "$base/health" >/dev/null 2>&1 && break
+  $kw healthcheck && break
   kill -0 $keyward_pid 2>/dev/null || { cat "$run_dir/keyward.log"; exit 1; }
   sleep 0.1
 done
-curl -fsS "$base/health" >/dev/null || { echo "keyward did not become healthy" >&2; cat "$run_dir/keyward.log"; exit 1; }
+$kw healthcheck ||
+  { echo "keyward did not become healthy" >&2; cat "$run_dir/keyward.log"; exit 1; }
 
-curl -fsS -H "Authorization: Bearer $admin_token" -H 'content-type: application/json' \
-  -d '{"project_id":"demo","label":"Demo project","owner":"you"}' "$base/v1/admin/projects" >/dev/null
-api_key=$(curl -fsS -H "Authorization: Bearer $admin_token" -H 'content-type: application/json' \
-  -d '{"project_id":"demo","owner":"you","server_name":"demo-backend","metadata":{"plan":"free"}}' \
-  "$base/v1/mint-key" | sed -n 's/.*"api_key":"\([^"]*\)".*/\1/p')
+$kw project create demo --label "Demo project" --owner you >/dev/null
+api_key=$($kw key mint demo --owner you --server-name demo-backend --metadata '{"plan":"free"}')
 
 cat <<MSG
 
-keyward is listening on $base (Redis Stack on 127.0.0.1:$redis_port, logs in $run_dir/keyward.log)
+keyward is listening on $KEYWARD_URL (Redis Stack on 127.0.0.1:$redis_port, logs in $run_dir/keyward.log)
 
   admin token: $admin_token
   demo key:    $api_key
 
-Validate the demo key:
-  curl -s -X POST $base/v1/validate-key -H 'content-type: application/json' -d '{"api_key":"$api_key"}'
+In another shell, with the admin CLI (see README "Command line"):
+  export KEYWARD_URL=$KEYWARD_URL KEYWARD_ADMIN_TOKEN=$admin_token
+  echo '$api_key' | $kw check          # validate the demo key, as a gateway would
+  $kw key list demo
+  $kw key mint demo --owner you --server-name demo-backend
 
-Mint another (admin):
-  curl -s -X POST $base/v1/mint-key -H 'Authorization: Bearer $admin_token' -H 'content-type: application/json' \\
-    -d '{"project_id":"demo","owner":"you","server_name":"demo-backend"}'
+Or over HTTP:
+  curl -s -X POST $KEYWARD_URL/v1/validate-key -H 'content-type: application/json' -d '{"api_key":"$api_key"}'
 
 Press ctrl-c to stop keyward and Redis.
 MSG
