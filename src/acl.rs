@@ -104,6 +104,10 @@ pub fn rule(
         let _ = write!(line, " #{}", password_hash(password));
     }
     let _ = write!(line, " resetkeys resetchannels -@all {CONNECT}");
+    if role == Role::Manager {
+        // KEYWARD_ADMIN_WAIT_REPLICAS: WAIT names no key.
+        line.push_str(" +wait");
+    }
     match role {
         Role::Validator => {
             let docs = patterns("apikey:", &projects, ":*");

@@ -100,6 +100,9 @@ pub struct Config {
     pub redis_timeout: Duration,
     /// Connections in each Redis pool.
     pub redis_pool_size: usize,
+    /// Replicas that must confirm an admin write (`WAIT`) before it is
+    /// answered; 0: no wait.
+    pub admin_wait_replicas: u64,
     /// Threads running requests (tokio workers; Argon2id runs on its own
     /// blocking pool).
     pub worker_threads: usize,
@@ -165,6 +168,7 @@ impl Config {
             redis_timeout: env.millis("KEYWARD_REDIS_TIMEOUT_MS", "1000")?,
             redis_pool_size: env.parse("KEYWARD_REDIS_POOL_SIZE", "4")?,
             worker_threads: env.parse("KEYWARD_WORKER_THREADS", &cores.to_string())?,
+            admin_wait_replicas: env.parse("KEYWARD_ADMIN_WAIT_REPLICAS", "0")?,
             request_timeout: env.millis("KEYWARD_REQUEST_TIMEOUT_MS", "5000")?,
             shutdown_grace: env.millis("KEYWARD_SHUTDOWN_GRACE_MS", "10000")?,
             argon2: Argon2Params {
@@ -433,6 +437,7 @@ mod tests {
         assert_eq!(c.audit_shards, 1);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         assert_eq!(c.worker_threads, cores);
+        assert_eq!(c.admin_wait_replicas, 0);
         assert_eq!(c.redis_timeout, Duration::from_secs(1));
         assert_eq!(
             c.argon2,

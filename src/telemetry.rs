@@ -35,6 +35,9 @@ pub mod metric {
     /// Counter: key documents found in Redis that keyward cannot read (the
     /// log names each Redis key). Updated only in `store`.
     pub const UNREADABLE_DOCUMENTS: &str = "keyward_unreadable_documents_total";
+    /// Counter: admin writes answered before `KEYWARD_ADMIN_WAIT_REPLICAS`
+    /// replicas confirmed them (logged too). Updated only in `store`.
+    pub const ADMIN_WRITES_UNCONFIRMED: &str = "keyward_admin_writes_unconfirmed_total";
     /// Histogram: Redis pipeline round-trip time in seconds. Updated only in `store`.
     pub const REDIS_ROUNDTRIP: &str = "keyward_redis_roundtrip_seconds";
 }

@@ -7,17 +7,22 @@
 //! and never converted here: the old service may still be writing it. Only
 //! `keyward migrate` converts it. Any other type is unreadable data (409).
 
+use fred::clients::Client;
+use fred::interfaces::ServerInterface;
+use fred::prelude::{ClientLike, Options};
 use fred::prelude::{
     HashesInterface, KeysInterface, Pool, RedisJsonInterface, SetsInterface, SortedSetsInterface,
     StreamsInterface, Value,
 };
-use fred::types::SetOptions;
+use fred::types::{ClusterHash, SetOptions};
+use fred::util::redis_keyslot;
 
 use super::{data_error, is_noperm, is_wrongtype, key_doc, names, now, report_unreadable};
 use super::{send, unavailable, zrange_after, Store, NO_FMT, ROOT};
 use super::{KeyDoc, KeyMeta, KeyPage, ProjectDoc};
 use crate::error::{Error, Result};
 use crate::key::{KeyId, ProjectId};
+use crate::telemetry::metric;
 
 /// A NOPERM on a project this deployment may not touch reads as "not found".
 fn or_not_found(not_found: Error) -> impl FnOnce(fred::prelude::Error) -> Error {
@@ -92,6 +97,41 @@ impl Store {
             )
             .await
             .map_err(unavailable)
+    }
+
+    /// With `KEYWARD_ADMIN_WAIT_REPLICAS=N` (N > 0), waits until N replicas
+    /// of the master holding `key` have every write `client` sent it so far
+    /// (`WAIT`, sent on that same connection), for at most half the Redis
+    /// command deadline: a revoke answered 200 then survives that master's
+    /// failover. Fewer replicas in time is logged and counted
+    /// (`keyward_admin_writes_unconfirmed_total`), not refused: the write is
+    /// done on the master, and a refusal would lose a rotated secret the
+    /// caller never saw.
+    async fn wait_for_replicas(&self, client: &Client, key: &str) -> Result<()> {
+        let wanted = i64::try_from(self.admin_wait_replicas).unwrap_or(i64::MAX);
+        if wanted == 0 {
+            return Ok(());
+        }
+        let options = Options {
+            cluster_hash: Some(ClusterHash::Custom(redis_keyslot(key.as_bytes()))),
+            ..Default::default()
+        };
+        let timeout = i64::try_from(self.admin_wait_timeout.as_millis()).unwrap_or(i64::MAX);
+        let confirmed: i64 = client
+            .with_options(&options)
+            .wait(wanted, timeout.max(1))
+            .await
+            .map_err(unavailable)?;
+        if confirmed < wanted {
+            tracing::warn!(
+                redis_key = key,
+                wanted,
+                confirmed,
+                "an admin write was not confirmed by enough replicas in time"
+            );
+            metrics::counter!(metric::ADMIN_WRITES_UNCONFIRMED).increment(1);
+        }
+        Ok(())
     }
 
     /// Creates the project document; `false` if it already exists.
@@ -193,7 +233,8 @@ impl Store {
         let kind = self.index(admin, project).await?;
         let json = serde_json::to_string(doc).map_err(|e| Error::Internal(e.to_string()))?;
         let key = names::apikey(project.as_str(), &doc.key_id);
-        let created: Option<String> = admin
+        let client = admin.next();
+        let created: Option<String> = client
             .json_set(&key, "$", json, Some(SetOptions::NX))
             .await
             .map_err(|e| data_error(&key, e))?;
@@ -202,6 +243,7 @@ impl Store {
         }
         self.index_add(admin, project, kind, &doc.key_id).await?;
         self.admin_audit("mint", project, &doc.key_id).await?;
+        self.wait_for_replicas(client, &key).await?;
         Ok(true)
     }
 
@@ -279,12 +321,16 @@ impl Store {
                 .iter()
                 .map(|(name, value)| (key.as_str(), format!("$.{name}"), value.to_string()))
                 .collect();
-            let _: () = admin
+            let client = admin.next();
+            let _: () = client
                 .json_mset(values)
                 .await
                 .map_err(|e| data_error(&key, e))?;
+            self.admin_audit(action, project, key_id.as_str()).await?;
+            self.wait_for_replicas(client, &key).await?;
+        } else {
+            self.admin_audit(action, project, key_id.as_str()).await?;
         }
-        self.admin_audit(action, project, key_id.as_str()).await?;
         Ok(true)
     }
 

@@ -223,6 +223,10 @@ pub struct Store {
     audit_maxlen: u64,
     /// Validation audit streams (`KEYWARD_AUDIT_SHARDS`; 1: `audit:keylookup`).
     audit_shards: usize,
+    /// Replicas a key write waits for (`KEYWARD_ADMIN_WAIT_REPLICAS`).
+    admin_wait_replicas: u64,
+    /// How long that wait may take: half the Redis command deadline.
+    admin_wait_timeout: Duration,
     /// Anonymous denials' audit budget and the summaries it owes.
     audit_budget: Arc<audit::Budget>,
     /// Writes those summaries every second; stopped when the last handle
@@ -343,6 +347,8 @@ impl Store {
             client_name: config.client_name.clone(),
             audit_maxlen: config.audit_maxlen,
             audit_shards: config.audit_shards,
+            admin_wait_replicas: config.admin_wait_replicas,
+            admin_wait_timeout: config.redis_timeout / 2,
             audit_budget: Arc::new(audit::Budget::new(config.audit_anonymous_per_second)),
             flusher: Arc::default(),
         };

@@ -490,3 +490,25 @@ async fn every_admin_write_is_in_the_admin_audit_stream_with_its_action() {
 
     assert_eq!(actions, ["mint", "update", "rotate", "revoke"]);
 }
+
+#[tokio::test]
+async fn writes_waiting_for_a_replica_that_is_not_there_are_answered_and_counted() {
+    const UNCONFIRMED: &str = "keyward_admin_writes_unconfirmed_total";
+    let redis = TestRedis::start(); // no replica
+    let env = [
+        ("KEYWARD_ADMIN_WAIT_REPLICAS", "1"),
+        ("KEYWARD_REDIS_TIMEOUT_MS", "400"),
+    ];
+    let app = Binary::start(&redis, &env).await;
+    assert_eq!(app.metric(UNCONFIRMED).await, 0.0);
+    let key = app.mint("alpha", json!({})).await;
+    assert_eq!(app.metric(UNCONFIRMED).await, 1.0, "the mint");
+    let body = json!({ "project_id": "alpha", "key_id": key.key_id });
+    let r = app.post("/v1/revoke-key", &body, Some(ADMIN_TOKEN)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(app.metric(UNCONFIRMED).await, 2.0, "the revoke");
+    let r = app
+        .post("/v1/validate-key", &json!({ "api_key": key.api_key }), None)
+        .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "revoked all the same");
+}
