@@ -141,7 +141,7 @@ impl Config {
     /// process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env(&lookup);
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let cores = cores();
         let config = Config {
             listen: env.parse("KEYWARD_LISTEN", DEFAULT_LISTEN)?,
             metrics_listen: env.parse_opt("KEYWARD_METRICS_LISTEN")?,
@@ -212,6 +212,18 @@ impl Config {
                     "must be a redis-cluster:// URL exactly when KEYWARD_REDIS_URL is one",
                 ));
             }
+        }
+        if self.worker_threads > MAX_WORKER_THREADS {
+            return Err(bad(
+                "KEYWARD_WORKER_THREADS",
+                format!("must be 1 to {MAX_WORKER_THREADS}"),
+            ));
+        }
+        if self.admin_wait_replicas > MAX_WAIT_REPLICAS {
+            return Err(bad(
+                "KEYWARD_ADMIN_WAIT_REPLICAS",
+                format!("must be 0 to {MAX_WAIT_REPLICAS}"),
+            ));
         }
         if !(1..=MAX_AUDIT_SHARDS).contains(&self.audit_shards) {
             return Err(bad(
@@ -334,6 +346,17 @@ impl MigrateConfig {
     }
 }
 
+/// The CPUs this process may use (its cgroup quota included), or 2 when
+/// that cannot be read.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// Most worker threads `KEYWARD_WORKER_THREADS` may ask for.
+pub const MAX_WORKER_THREADS: usize = 1024;
+/// Most replicas `KEYWARD_ADMIN_WAIT_REPLICAS` may wait for.
+pub const MAX_WAIT_REPLICAS: u64 = 64;
+
 /// Most audit streams `KEYWARD_AUDIT_SHARDS` may spread over.
 pub const MAX_AUDIT_SHARDS: usize = 256;
 
@@ -435,8 +458,7 @@ mod tests {
         assert_eq!(c.audit_maxlen, 1_000_000);
         assert_eq!(c.audit_anonymous_per_second, 20);
         assert_eq!(c.audit_shards, 1);
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        assert_eq!(c.worker_threads, cores);
+        assert_eq!(c.worker_threads, cores());
         assert_eq!(c.admin_wait_replicas, 0);
         assert_eq!(c.redis_timeout, Duration::from_secs(1));
         assert_eq!(
@@ -488,6 +510,14 @@ mod tests {
             (
                 &[URL, ("KEYWARD_WORKER_THREADS", "0")],
                 "KEYWARD_WORKER_THREADS",
+            ),
+            (
+                &[URL, ("KEYWARD_WORKER_THREADS", "100000")],
+                "KEYWARD_WORKER_THREADS",
+            ),
+            (
+                &[URL, ("KEYWARD_ADMIN_WAIT_REPLICAS", "65")],
+                "KEYWARD_ADMIN_WAIT_REPLICAS",
             ),
             (
                 &[URL, ("KEYWARD_AUDIT_SHARDS", "0")],

@@ -98,8 +98,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let Some(runtime) = runtime(cores) else {
+    let Some(runtime) = runtime(keyward::config::cores()) else {
         return ExitCode::FAILURE;
     };
     match cli.command {

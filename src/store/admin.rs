@@ -8,14 +8,15 @@
 //! `keyward migrate` converts it. Any other type is unreadable data (409).
 
 use fred::clients::Client;
-use fred::interfaces::ServerInterface;
-use fred::prelude::{ClientLike, Options};
+use fred::interfaces::{ClientInterface, ServerInterface};
+use fred::prelude::{ClientLike, Error as FredError, Options, Server};
 use fred::prelude::{
     HashesInterface, KeysInterface, Pool, RedisJsonInterface, SetsInterface, SortedSetsInterface,
     StreamsInterface, Value,
 };
 use fred::types::{ClusterHash, SetOptions};
 use fred::util::redis_keyslot;
+use std::collections::HashMap;
 
 use super::{data_error, is_noperm, is_wrongtype, key_doc, names, now, report_unreadable};
 use super::{send, unavailable, zrange_after, Store, NO_FMT, ROOT};
@@ -101,37 +102,52 @@ impl Store {
 
     /// With `KEYWARD_ADMIN_WAIT_REPLICAS=N` (N > 0), waits until N replicas
     /// of the master holding `key` have every write `client` sent it so far
-    /// (`WAIT`, sent on that same connection), for at most half the Redis
-    /// command deadline: a revoke answered 200 then survives that master's
-    /// failover. Fewer replicas in time is logged and counted
-    /// (`keyward_admin_writes_unconfirmed_total`), not refused: the write is
-    /// done on the master, and a refusal would lose a rotated secret the
-    /// caller never saw.
-    async fn wait_for_replicas(&self, client: &Client, key: &str) -> Result<()> {
+    /// (`WAIT`, on that same connection), for at most half the Redis command
+    /// deadline: a revoke answered once its replica has it survives that
+    /// master's failover. `connections` are `client`'s connection ids from
+    /// before the write: a `WAIT` on a connection that was replaced since
+    /// proves nothing.
+    ///
+    /// Never an error: the write is done on the master, and refusing now
+    /// would lose a rotated secret the caller never saw. Fewer replicas in
+    /// time, a changed connection, or a `WAIT` that fails (no `WAIT` in the
+    /// manager's ACL, a timeout, a lost connection) are logged and counted
+    /// (`keyward_admin_writes_unconfirmed_total`).
+    async fn wait_for_replicas(
+        &self,
+        client: &Client,
+        connections: HashMap<Server, i64>,
+        key: &str,
+    ) {
         let wanted = i64::try_from(self.admin_wait_replicas).unwrap_or(i64::MAX);
         if wanted == 0 {
-            return Ok(());
+            return;
         }
         let options = Options {
             cluster_hash: Some(ClusterHash::Custom(redis_keyslot(key.as_bytes()))),
+            // Room for the server-side wait itself, with its own deadline.
+            timeout: Some(self.admin_wait_timeout * 2),
             ..Default::default()
         };
         let timeout = i64::try_from(self.admin_wait_timeout.as_millis()).unwrap_or(i64::MAX);
-        let confirmed: i64 = client
+        let answer: std::result::Result<i64, FredError> = client
             .with_options(&options)
             .wait(wanted, timeout.max(1))
-            .await
-            .map_err(unavailable)?;
-        if confirmed < wanted {
-            tracing::warn!(
-                redis_key = key,
-                wanted,
-                confirmed,
-                "an admin write was not confirmed by enough replicas in time"
-            );
-            metrics::counter!(metric::ADMIN_WRITES_UNCONFIRMED).increment(1);
-        }
-        Ok(())
+            .await;
+        let problem = match answer {
+            Ok(_) if client.connection_ids() != connections => {
+                "the connection was replaced after the write".to_owned()
+            }
+            Ok(confirmed) if confirmed >= wanted => return,
+            Ok(confirmed) => format!("{confirmed} of {wanted} replicas confirmed it in time"),
+            Err(e) => format!("WAIT failed: {e}"),
+        };
+        tracing::warn!(
+            redis_key = key,
+            problem,
+            "an admin write is done but not confirmed by its replicas"
+        );
+        metrics::counter!(metric::ADMIN_WRITES_UNCONFIRMED).increment(1);
     }
 
     /// Creates the project document; `false` if it already exists.
@@ -234,6 +250,7 @@ impl Store {
         let json = serde_json::to_string(doc).map_err(|e| Error::Internal(e.to_string()))?;
         let key = names::apikey(project.as_str(), &doc.key_id);
         let client = admin.next();
+        let connections = client.connection_ids();
         let created: Option<String> = client
             .json_set(&key, "$", json, Some(SetOptions::NX))
             .await
@@ -243,7 +260,7 @@ impl Store {
         }
         self.index_add(admin, project, kind, &doc.key_id).await?;
         self.admin_audit("mint", project, &doc.key_id).await?;
-        self.wait_for_replicas(client, &key).await?;
+        self.wait_for_replicas(client, connections, &key).await;
         Ok(true)
     }
 
@@ -322,12 +339,13 @@ impl Store {
                 .map(|(name, value)| (key.as_str(), format!("$.{name}"), value.to_string()))
                 .collect();
             let client = admin.next();
+            let connections = client.connection_ids();
             let _: () = client
                 .json_mset(values)
                 .await
                 .map_err(|e| data_error(&key, e))?;
             self.admin_audit(action, project, key_id.as_str()).await?;
-            self.wait_for_replicas(client, &key).await?;
+            self.wait_for_replicas(client, connections, &key).await;
         } else {
             self.admin_audit(action, project, key_id.as_str()).await?;
         }

@@ -382,6 +382,16 @@ async fn audit_of(admin: &Pool, project: &str, shards: usize) -> Vec<HashMap<Str
     entries
 }
 
+/// How many `WAIT` commands `node` has run (`INFO commandstats`).
+async fn wait_calls(node: &Pool) -> u64 {
+    let info = raw(node, "INFO", args(&["commandstats"])).await.unwrap();
+    let info = info.as_string().unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_wait:calls="))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// How many `ok` entries each key has in the audit.
 fn ok_entries(entries: &[HashMap<String, String>]) -> HashMap<String, usize> {
     let mut ok = HashMap::new();
@@ -409,7 +419,7 @@ async fn a_key_is_minted_validated_and_revoked_across_the_shards() {
     // Warm (verified-secret cache): two pipelines over several masters.
     assert_eq!(app.status(&key.api_key).await, StatusCode::OK);
 
-    // The names of one validation do live on different masters.
+    // Where the names of one validation live (usually on several masters).
     let c = cluster();
     let minute = keyward::store::now() as u64 / 60;
     let mut masters = std::collections::BTreeSet::new();
@@ -876,7 +886,13 @@ async fn a_master_killed_under_load_costs_seconds_of_503_and_no_wrong_answer() {
     // dies before its replica has it would be lost with it. With
     // KEYWARD_ADMIN_WAIT_REPLICAS=1 (this app's) the revoke is answered
     // only once the replica has it, so the master may die right after.
+    let victim_conn = c.node(victim.port).await;
+    let waits_before = wait_calls(&victim_conn).await;
     app.revoke(&project, &revoked.key_id).await;
+    assert!(
+        wait_calls(&victim_conn).await > waits_before,
+        "the revoke sent WAIT to the key's master"
+    );
     assert_eq!(app.status(&revoked.api_key).await, StatusCode::UNAUTHORIZED);
     // The replica confirmed every write in time (no other test waits for
     // replicas, so this process-wide counter is this test's).

@@ -5,7 +5,9 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, raw, Binary, Minted, TestApp, TestRedis, ADMIN_TOKEN};
+use crate::helpers::{
+    assert_error, raw, Binary, Minted, TestApp, TestRedis, ADMIN_TOKEN, OPS_PASSWORD,
+};
 
 impl TestApp {
     async fn get_key(&self, project: &str, key_id: &str) -> Value {
@@ -497,7 +499,7 @@ async fn writes_waiting_for_a_replica_that_is_not_there_are_answered_and_counted
     let redis = TestRedis::start(); // no replica
     let env = [
         ("KEYWARD_ADMIN_WAIT_REPLICAS", "1"),
-        ("KEYWARD_REDIS_TIMEOUT_MS", "400"),
+        ("KEYWARD_REDIS_TIMEOUT_MS", "1000"),
     ];
     let app = Binary::start(&redis, &env).await;
     assert_eq!(app.metric(UNCONFIRMED).await, 0.0);
@@ -511,4 +513,13 @@ async fn writes_waiting_for_a_replica_that_is_not_there_are_answered_and_counted
         .post("/v1/validate-key", &json!({ "api_key": key.api_key }), None)
         .await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "revoked all the same");
+
+    // A manager that may not WAIT (ACLs from before this setting): the
+    // write is done and answered, and counted unconfirmed.
+    let inspector = redis.client("test-inspector", OPS_PASSWORD).await;
+    let no_wait = ["SETUSER", "manager", "-wait"].map(String::from).to_vec();
+    raw(&inspector, "ACL", no_wait).await.unwrap();
+    let key = app.mint("alpha", json!({})).await;
+    assert_eq!(app.metric(UNCONFIRMED).await, 3.0, "the mint without WAIT");
+    assert_eq!(app.validate(&key.api_key).await, StatusCode::OK);
 }
