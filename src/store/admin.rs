@@ -7,7 +7,7 @@
 //! and never converted here: the old service may still be writing it. Only
 //! `keyward migrate` converts it. Any other type is unreadable data (409).
 
-use fred::clients::Client;
+use fred::clients::{Client, Pipeline};
 use fred::interfaces::{ClientInterface, ServerInterface};
 use fred::prelude::{ClientLike, Error as FredError, Options, Server};
 use fred::prelude::{
@@ -19,7 +19,7 @@ use fred::util::redis_keyslot;
 use std::collections::HashMap;
 
 use super::{data_error, is_noperm, is_wrongtype, key_doc, names, now, report_unreadable};
-use super::{send, unavailable, zrange_after, Store, NO_FMT, ROOT};
+use super::{queue_doc, send, unavailable, zrange_after, Store, NO_FMT, ROOT};
 use super::{KeyDoc, KeyMeta, KeyPage, ProjectDoc};
 use crate::error::{Error, Result};
 use crate::key::{KeyId, ProjectId};
@@ -63,6 +63,24 @@ fn meta_from(fields: Vec<Option<String>>) -> KeyMeta {
         usage_count: field(0).and_then(|v| v.parse().ok()).unwrap_or(0),
         last_used: field(1).and_then(|v| v.parse().ok()),
     }
+}
+
+/// Queues a key's document and its usage (`apimeta`) on `pipe`: what
+/// `get-key` and every `list-keys` item show.
+async fn queue_doc_and_meta(
+    pipe: &Pipeline<Client>,
+    project: &ProjectId,
+    key_id: &str,
+) -> Result<()> {
+    queue_doc(pipe, &names::apikey(project.as_str(), key_id))
+        .await
+        .map_err(unavailable)?;
+    pipe.hmget(
+        names::meta(project.as_str(), key_id),
+        vec!["usage_count", "last_used"],
+    )
+    .await
+    .map_err(unavailable)
 }
 
 impl Store {
@@ -274,17 +292,7 @@ impl Store {
         let admin = self.admin()?;
         let doc_key = names::apikey(project.as_str(), key_id.as_str());
         let pipe = admin.next().pipeline();
-        let _: () = pipe
-            .json_get(&doc_key, NO_FMT, NO_FMT, NO_FMT, ROOT)
-            .await
-            .map_err(unavailable)?;
-        let _: () = pipe
-            .hmget(
-                names::meta(project.as_str(), key_id.as_str()),
-                vec!["usage_count", "last_used"],
-            )
-            .await
-            .map_err(unavailable)?;
+        queue_doc_and_meta(&pipe, project, key_id.as_str()).await?;
         let [doc, meta]: [_; 2] = send(pipe, 2)
             .await?
             .try_into()
@@ -374,23 +382,7 @@ impl Store {
         }
         let pipe = admin.next().pipeline();
         for id in &ids {
-            let _: () = pipe
-                .json_get(
-                    names::apikey(project.as_str(), id),
-                    NO_FMT,
-                    NO_FMT,
-                    NO_FMT,
-                    ROOT,
-                )
-                .await
-                .map_err(unavailable)?;
-            let _: () = pipe
-                .hmget(
-                    names::meta(project.as_str(), id),
-                    vec!["usage_count", "last_used"],
-                )
-                .await
-                .map_err(unavailable)?;
+            queue_doc_and_meta(&pipe, project, id).await?;
         }
         let results = send(pipe, 2 * ids.len()).await?;
         let mut keys = Vec::with_capacity(ids.len());

@@ -21,7 +21,9 @@ use fred::types::{ClusterHash, CustomCommand, Key, SetOptions};
 use futures::TryStreamExt;
 use secrecy::ExposeSecret;
 
-use super::{is_wrongtype, names, now, send, zrange_after, KeyDoc, ProjectDoc, NO_FMT, ROOT};
+use super::{
+    is_wrongtype, names, now, queue_doc, send, zrange_after, KeyDoc, ProjectDoc, NO_FMT, ROOT,
+};
 use crate::config::MigrateConfig;
 use crate::error::{Error, Result};
 use crate::key::ProjectId;
@@ -325,14 +327,7 @@ impl Migrator {
         }
         let pipe = self.pool.next().pipeline();
         for id in ids {
-            let _: () = pipe
-                .json_get(
-                    names::apikey(project.as_str(), id),
-                    NO_FMT,
-                    NO_FMT,
-                    NO_FMT,
-                    ROOT,
-                )
+            queue_doc(&pipe, &names::apikey(project.as_str(), id))
                 .await
                 .map_err(|e| failed("JSON.GET", id, e))?;
         }

@@ -51,7 +51,7 @@ mod validation;
 use fred::clients::{Client, Pipeline};
 use fred::prelude::{
     Builder, ClientLike, Config as FredConfig, Error as FredError, KeysInterface, Pool,
-    ReconnectPolicy, SortedSetsInterface, StreamsInterface, Value,
+    ReconnectPolicy, RedisJsonInterface, SortedSetsInterface, StreamsInterface, Value,
 };
 use fred::types::config::{ClusterDiscoveryPolicy, ServerConfig};
 use fred::types::sorted_sets::{ZRange, ZRangeBound, ZRangeKind, ZSort};
@@ -166,6 +166,13 @@ async fn send_all(pipe: Pipeline<Client>, expected: usize) -> Result<()> {
         result.map_err(unavailable)?;
     }
     Ok(())
+}
+
+/// Queues `JSON.GET key .` on `pipe`: a whole document, as text. Every
+/// pipelined document read (validation, admin, migrate) goes through here;
+/// callers map the error as their path requires.
+async fn queue_doc(pipe: &Pipeline<Client>, key: &str) -> std::result::Result<(), FredError> {
+    pipe.json_get(key, NO_FMT, NO_FMT, NO_FMT, ROOT).await
 }
 
 /// `ZRANGE key (after +inf BYLEX LIMIT 0 limit`: up to `limit` members of a

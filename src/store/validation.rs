@@ -1,12 +1,10 @@
 //! The validation path's commands, with the `validator` user.
 
-use fred::prelude::{
-    Error as FredError, HashesInterface, KeysInterface, RedisJsonInterface, StreamsInterface, Value,
-};
+use fred::prelude::{Error as FredError, HashesInterface, KeysInterface, StreamsInterface, Value};
 
 use super::{
-    is_wrongtype, key_doc, names, now, report_unreadable, send, send_all, unavailable, Store,
-    NO_FMT, ROOT,
+    is_wrongtype, key_doc, names, now, queue_doc, report_unreadable, send, send_all, unavailable,
+    Store,
 };
 use super::{Audit, Counter, Lookup};
 use crate::audit::Summary;
@@ -19,7 +17,7 @@ impl Store {
     pub async fn lookup(&self, project: &ProjectId, key_id: &KeyId, minute: u64) -> Result<Lookup> {
         let pipe = self.pool.next().pipeline();
         let doc_key = names::apikey(project.as_str(), key_id.as_str());
-        queue_doc(&pipe, &doc_key).await?;
+        queue_doc(&pipe, &doc_key).await.map_err(unavailable)?;
         let _: () = pipe
             .get(names::used(project, key_id, minute))
             .await
@@ -59,7 +57,7 @@ impl Store {
     ) -> Result<(Lookup, u64)> {
         let pipe = self.pool.next().pipeline();
         let doc_key = names::apikey(project.as_str(), key_id.as_str());
-        queue_doc(&pipe, &doc_key).await?;
+        queue_doc(&pipe, &doc_key).await.map_err(unavailable)?;
         Self::queue_count(&pipe, &names::used(project, key_id, minute)).await?;
         let [doc, used, expire]: [_; 3] = send(pipe, 3)
             .await?
@@ -244,15 +242,6 @@ impl Store {
             }
         }
     }
-}
-
-async fn queue_doc(
-    pipe: &fred::clients::Pipeline<fred::clients::Client>,
-    doc_key: &str,
-) -> Result<()> {
-    pipe.json_get(doc_key, NO_FMT, NO_FMT, NO_FMT, ROOT)
-        .await
-        .map_err(unavailable)
 }
 
 /// What `JSON.GET` of a key document found.
