@@ -4,7 +4,7 @@
 
 import { api, ApiError } from './api.js';
 import { h, svg, fmtClock, fmtTime, pageHead, projectHref, projectTabs, errorNotice } from './dom.js';
-import { loadProject, rememberProject } from './projects.js';
+import { openProject } from './projects.js';
 import { projectMeta } from './keys.js';
 
 const RESULTS = [
@@ -16,15 +16,8 @@ const RESULTS = [
 const REFRESH_MS = 15000;
 
 export async function renderActivity(main, projectId, onLeave) {
-  const project = await loadProject(projectId);
-  if (!project) {
-    main.replaceChildren(
-      pageHead([['Projects', '#/'], [projectId]], projectId),
-      errorNotice({ message: `No project "${projectId}" that this deployment may read.` }),
-    );
-    return;
-  }
-  rememberProject(projectId);
+  const project = await openProject(main, projectId);
+  if (!project) return;
   const body = h('div', { id: 'activity-body', 'aria-live': 'polite' });
   const refresh = h('button', { type: 'button', class: 'button', id: 'activity-refresh', text: 'Refresh' });
   main.replaceChildren(

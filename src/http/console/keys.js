@@ -4,21 +4,14 @@
 import { api } from './api.js';
 import { h, field, timeNode, relative, pageHead, projectHref, projectTabs, keyBadges, errorNotice, toast, words } from './dom.js';
 import { modal, secretView } from './dialogs.js';
-import { loadProject, rememberProject } from './projects.js';
+import { openProject } from './projects.js';
 
 const PAGE_SIZES = [10, 25, 50, 100];
 let pageSize = 25;
 
 export async function renderKeys(main, projectId) {
-  const project = await loadProject(projectId);
-  if (!project) {
-    main.replaceChildren(
-      pageHead([['Projects', '#/'], [projectId]], projectId),
-      errorNotice({ message: `No project "${projectId}" that this deployment may read.` }),
-    );
-    return;
-  }
-  rememberProject(projectId);
+  const project = await openProject(main, projectId);
+  if (!project) return;
 
   let loaded = [];
   let next = null;

@@ -39,6 +39,21 @@ export async function loadProject(id) {
   }
 }
 
+// A project's screen opens here: its document, remembered in this browser,
+// or null after showing that there is no such project.
+export async function openProject(main, id) {
+  const project = await loadProject(id);
+  if (!project) {
+    main.replaceChildren(
+      pageHead([['Projects', '#/'], [id]], id),
+      errorNotice({ message: `No project "${id}" that this deployment may read.` }),
+    );
+    return null;
+  }
+  rememberProject(id);
+  return project;
+}
+
 export async function renderProjects(main) {
   const list = h('section', { class: 'card', 'aria-labelledby': 'remembered-title' },
     h('h2', { id: 'remembered-title', text: 'Your projects' }),
