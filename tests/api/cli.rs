@@ -91,12 +91,13 @@ async fn run(mut cmd: Command, stdin: &str) -> Run {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start keyward");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
+        // A child that exits without reading its input (a usage error)
+        // may close the pipe first: its exit and output are what callers
+        // assert.
+        let written = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+        if let Err(e) = written {
+            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "stdin: {e}");
+        }
         Run::from(child.wait_with_output().unwrap())
     })
     .await
