@@ -19,7 +19,7 @@ use fred::util::redis_keyslot;
 use std::collections::HashMap;
 
 use super::{data_error, is_noperm, is_wrongtype, key_doc, names, now, report_unreadable};
-use super::{queue_doc, send, unavailable, zrange_after, Store, NO_FMT, ROOT};
+use super::{get_doc, send, unavailable, zrange_after, Store, NO_FMT, ROOT};
 use super::{KeyDoc, KeyMeta, KeyPage, ProjectDoc};
 use crate::error::{Error, Result};
 use crate::key::{KeyId, ProjectId};
@@ -72,7 +72,7 @@ async fn queue_doc_and_meta(
     project: &ProjectId,
     key_id: &str,
 ) -> Result<()> {
-    queue_doc(pipe, &names::apikey(project.as_str(), key_id))
+    let () = get_doc(pipe, &names::apikey(project.as_str(), key_id))
         .await
         .map_err(unavailable)?;
     pipe.hmget(

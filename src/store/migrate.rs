@@ -22,7 +22,7 @@ use futures::TryStreamExt;
 use secrecy::ExposeSecret;
 
 use super::{
-    is_wrongtype, names, now, queue_doc, send, zrange_after, KeyDoc, ProjectDoc, NO_FMT, ROOT,
+    get_doc, is_wrongtype, names, now, send, zrange_after, KeyDoc, ProjectDoc, NO_FMT, ROOT,
 };
 use crate::config::MigrateConfig;
 use crate::error::{Error, Result};
@@ -327,7 +327,7 @@ impl Migrator {
         }
         let pipe = self.pool.next().pipeline();
         for id in ids {
-            queue_doc(&pipe, &names::apikey(project.as_str(), id))
+            let () = get_doc(&pipe, &names::apikey(project.as_str(), id))
                 .await
                 .map_err(|e| failed("JSON.GET", id, e))?;
         }

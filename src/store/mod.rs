@@ -34,7 +34,8 @@
 //!
 //! Redis Cluster: a `redis-cluster://` URL makes each pool a cluster client.
 //! fred hashes every command's key to its slot and writes it to that slot's
-//! master, so a pipeline here goes out as one batch per master, all written
+//! master, so the commands of one step (a pipeline, or the validation path's
+//! commands sent together) go out as one batch per master, all written
 //! before any answer is awaited: one round trip per shard, in parallel.
 //! Nothing keyward sends needs two keys in one slot (see `names`), and
 //! nothing reads from replicas. How a redirection or a failover can end,
@@ -50,12 +51,12 @@ mod validation;
 
 use fred::clients::{Client, Pipeline};
 use fred::prelude::{
-    Builder, ClientLike, Config as FredConfig, Error as FredError, KeysInterface, Pool,
-    ReconnectPolicy, RedisJsonInterface, SortedSetsInterface, StreamsInterface, Value,
+    Builder, ClientLike, Config as FredConfig, Error as FredError, Pool, ReconnectPolicy,
+    RedisJsonInterface, SortedSetsInterface, StreamsInterface, Value,
 };
 use fred::types::config::{ClusterDiscoveryPolicy, ServerConfig};
 use fred::types::sorted_sets::{ZRange, ZRangeBound, ZRangeKind, ZSort};
-use fred::types::ExpireOptions;
+use fred::types::FromValue;
 use secrecy::ExposeSecret;
 use std::sync::Arc;
 use std::time::Duration;
@@ -160,19 +161,18 @@ async fn send(pipe: Pipeline<Client>, expected: usize) -> Result<Vec<Result<Valu
     })
 }
 
-/// Sends a pipeline whose every command must succeed.
-async fn send_all(pipe: Pipeline<Client>, expected: usize) -> Result<()> {
-    for result in send(pipe, expected).await? {
-        result.map_err(unavailable)?;
-    }
-    Ok(())
-}
-
-/// Queues `JSON.GET key .` on `pipe`: a whole document, as text. Every
-/// pipelined document read (validation, admin, migrate) goes through here;
-/// callers map the error as their path requires.
-async fn queue_doc(pipe: &Pipeline<Client>, key: &str) -> std::result::Result<(), FredError> {
-    pipe.json_get(key, NO_FMT, NO_FMT, NO_FMT, ROOT).await
+/// `JSON.GET key .`: a whole document, as text, read from a client or
+/// queued on a pipeline (`R = ()`). Every document read (validation, admin,
+/// migrate) goes through here; callers map the error as their path requires.
+fn get_doc<'a, C, R>(
+    client: &'a C,
+    key: &'a str,
+) -> impl std::future::Future<Output = std::result::Result<R, FredError>> + 'a
+where
+    C: RedisJsonInterface,
+    R: FromValue + 'a,
+{
+    client.json_get(key, NO_FMT, NO_FMT, NO_FMT, ROOT)
 }
 
 /// `ZRANGE key (after +inf BYLEX LIMIT 0 limit`: up to `limit` members of a
@@ -284,17 +284,20 @@ async fn connect(url: &str, config: &Config, what: &str) -> Result<Pool> {
 ///   (503). fred reconnects with back-off; while the dead master is still in
 ///   the slot map, until its replica is promoted, every command of that
 ///   client waits behind the reconnection and fails at its deadline (503).
-///   A pipeline queued meanwhile may still be sent once the cluster is back,
-///   after its caller had its 503 (fred marks only single commands as timed
-///   out).
+///   An admin pipeline queued meanwhile may still be sent once the cluster
+///   is back, after its caller had its 503 (fred marks only single commands
+///   as timed out, and the validation path sends single commands).
 ///
-/// A pipeline answers as one: if any of its commands fails for good, the
-/// caller gets the error and the request is a 503 (see [`send`]), though
-/// its other commands may have run: a counter may count a use that was
-/// refused, an audit entry may record a success that was answered 503;
-/// never the reverse. So every 200 comes from a pipeline whose `JSON.GET`
-/// was answered, just then, by the master that owns the key; replicas are
-/// never read.
+/// A step answers as one: if any of its commands fails for good, the
+/// caller gets the error and the request is a 503 (see [`send`] and
+/// `validation.rs`), though its other commands may have run: a counter may
+/// count a use that was refused, an audit entry may record a success that
+/// was answered 503; never the reverse. So every 200 comes from a step
+/// whose `JSON.GET` was answered, just then, by the master that owns the
+/// key; replicas are never read.
+///
+/// `TCP_NODELAY`: a step is one write, sent at once rather than held back
+/// by Nagle's algorithm for the answer to the previous one.
 pub(crate) async fn connect_url(
     url: &str,
     timeout: Duration,
@@ -315,6 +318,7 @@ pub(crate) async fn connect_url(
             c.connection_timeout = timeout;
             c.internal_command_timeout = timeout;
             c.max_command_attempts = 1;
+            c.tcp.nodelay = Some(true);
             if cluster {
                 c.max_redirections = 0;
             }
@@ -426,14 +430,5 @@ impl Store {
     fn keylookup_cap(&self) -> (&'static str, &'static str, i64) {
         let each = self.audit_maxlen.div_ceil(self.audit_shards as u64);
         ("MAXLEN", "~", each as i64)
-    }
-
-    /// Queues `INCR` and `EXPIRE ... NX` of a per-minute counter on `pipe`
-    /// (`NX`: only the first use of a window sets its TTL).
-    async fn queue_count(pipe: &Pipeline<Client>, counter: &str) -> Result<()> {
-        let _: () = pipe.incr(counter).await.map_err(unavailable)?;
-        pipe.expire(counter, COUNTER_TTL_SECS, Some(ExpireOptions::NX))
-            .await
-            .map_err(unavailable)
     }
 }
