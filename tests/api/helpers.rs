@@ -79,7 +79,17 @@ pub struct TestRedis {
 impl TestRedis {
     /// Starts a Redis with the shipped ACL template plus test-only `extra_acl` lines.
     pub fn start_with_acl(extra_acl: &str) -> Self {
-        let dir = std::env::temp_dir().join(random_id("keyward-test-redis-"));
+        // In memory where there is a tmpfs: the test Redis fsyncs every
+        // write (below), and on a busy host's disk one fsync could outlast
+        // the tests' 500 ms Redis deadline (a stray 503). A tmpfs keeps the
+        // AOF across a killed and restarted Redis just the same.
+        let shm = Path::new("/dev/shm");
+        let base = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base.join(random_id("keyward-test-redis-"));
         std::fs::create_dir_all(&dir).unwrap();
         let template = std::fs::read_to_string(repo().join("redis/users.acl")).unwrap();
         // Redis rejects comments in ACL files: drop them, as `redis/local.sh acl` does.
