@@ -19,7 +19,7 @@ use fred::util::redis_keyslot;
 use std::collections::HashMap;
 
 use super::{data_error, is_noperm, is_wrongtype, key_doc, names, now, report_unreadable};
-use super::{get_doc, send, unavailable, zrange_after, Store, NO_FMT, ROOT};
+use super::{get_doc, send, unavailable, zrange_after, Store};
 use super::{KeyDoc, KeyMeta, KeyPage, ProjectDoc};
 use crate::error::{Error, Result};
 use crate::key::{KeyId, ProjectId};
@@ -195,11 +195,7 @@ impl Store {
     /// `Error::Unreadable` (logged).
     pub async fn get_project(&self, project: &ProjectId) -> Result<Option<ProjectDoc>> {
         let key = names::project(project);
-        let raw: Option<String> = match self
-            .admin()?
-            .json_get(&key, NO_FMT, NO_FMT, NO_FMT, ROOT)
-            .await
-        {
+        let raw: Option<String> = match get_doc(self.admin()?, &key).await {
             Ok(raw) => raw,
             Err(e) if is_noperm(&e) => None,
             Err(e) => return Err(data_error(&key, e)),
@@ -325,7 +321,7 @@ impl Store {
     ) -> Result<bool> {
         let admin = self.admin()?;
         let key = names::apikey(project.as_str(), key_id.as_str());
-        let raw: Option<Value> = match admin.json_get(&key, NO_FMT, NO_FMT, NO_FMT, ROOT).await {
+        let raw: Option<Value> = match get_doc(admin, &key).await {
             Ok(raw) => raw,
             Err(e) if is_noperm(&e) => return Err(Error::KeyNotFound),
             Err(e) => return Err(data_error(&key, e)),
@@ -341,7 +337,10 @@ impl Store {
         if !readable {
             return Err(Error::Unreadable);
         }
-        if !fields.is_empty() {
+        // The write, if any, and the connection it went on (for `WAIT`).
+        let written = if fields.is_empty() {
+            None
+        } else {
             let values = fields
                 .iter()
                 .map(|(name, value)| (key.as_str(), format!("$.{name}"), value.to_string()))
@@ -352,10 +351,11 @@ impl Store {
                 .json_mset(values)
                 .await
                 .map_err(|e| data_error(&key, e))?;
-            self.admin_audit(action, project, key_id.as_str()).await?;
+            Some((client, connections))
+        };
+        self.admin_audit(action, project, key_id.as_str()).await?;
+        if let Some((client, connections)) = written {
             self.wait_for_replicas(client, connections, &key).await;
-        } else {
-            self.admin_audit(action, project, key_id.as_str()).await?;
         }
         Ok(true)
     }

@@ -21,9 +21,7 @@ use fred::types::{ClusterHash, CustomCommand, Key, SetOptions};
 use futures::TryStreamExt;
 use secrecy::ExposeSecret;
 
-use super::{
-    get_doc, is_wrongtype, names, now, send, zrange_after, KeyDoc, ProjectDoc, NO_FMT, ROOT,
-};
+use super::{get_doc, is_wrongtype, names, now, send, zrange_after, KeyDoc, ProjectDoc};
 use crate::config::MigrateConfig;
 use crate::error::{Error, Result};
 use crate::key::ProjectId;
@@ -162,11 +160,7 @@ impl Migrator {
     /// Whether the project's document reads as one; `Err` text says why not.
     pub async fn check_project(&self, project: &ProjectId) -> Result<Option<String>> {
         let key = names::project(project);
-        match self
-            .pool
-            .json_get::<Option<String>, _, _, _, _, _>(&key, NO_FMT, NO_FMT, NO_FMT, ROOT)
-            .await
-        {
+        match get_doc::<_, Option<String>>(&self.pool, &key).await {
             Ok(Some(raw)) => Ok(serde_json::from_str::<ProjectDoc>(&raw)
                 .err()
                 .map(|e| super::parse_problem("a project document", &e))),
