@@ -213,7 +213,7 @@ impl Config {
                 ));
             }
         }
-        if self.worker_threads > MAX_WORKER_THREADS {
+        if !(1..=MAX_WORKER_THREADS).contains(&self.worker_threads) {
             return Err(bad(
                 "KEYWARD_WORKER_THREADS",
                 format!("must be 1 to {MAX_WORKER_THREADS}"),
@@ -242,7 +242,7 @@ impl Config {
                 return Err(bad("KEYWARD_ADMIN_TOKEN", "must be at least 16 characters"));
             }
         }
-        let positive: [(&'static str, u64); 9] = [
+        let positive: [(&'static str, u64); 8] = [
             (
                 "KEYWARD_AUDIT_SAMPLE_MS",
                 self.audit_sample_interval.as_millis() as u64,
@@ -254,7 +254,6 @@ impl Config {
                 self.redis_timeout.as_millis() as u64,
             ),
             ("KEYWARD_REDIS_POOL_SIZE", self.redis_pool_size as u64),
-            ("KEYWARD_WORKER_THREADS", self.worker_threads as u64),
             (
                 "KEYWARD_REQUEST_TIMEOUT_MS",
                 self.request_timeout.as_millis() as u64,
