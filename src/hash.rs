@@ -63,6 +63,17 @@ pub enum Verdict {
     Corrupt,
 }
 
+/// Which of a key's hashes a secret matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Matched {
+    Current,
+    /// The hash of the secret before the last rotation, in its grace period.
+    Previous,
+    Neither,
+    /// A stored hash is not a PHC string argon2 can read.
+    Corrupt,
+}
+
 /// Bytes of each SHA-256 kept in a tag: 32 bits tells two secrets apart
 /// with certainty for practical purposes and says nothing useful about a
 /// secret of 190+ bits.
@@ -108,6 +119,14 @@ impl Hasher {
         self.cache.as_ref()?.get(cache_key)
     }
 
+    /// Forgets a cached verification whose hash the key no longer carries
+    /// (re-keyed, or a rotation's grace period over).
+    pub fn forget(&self, cache_key: &CacheKey) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate(cache_key);
+        }
+    }
+
     /// Verifies `secret` against the PHC string `phc` with Argon2id, using
     /// the parameters the hash carries, and caches a success.
     /// `cache_key` (from [`Hasher::cache_key`]) remembers the success.
@@ -138,6 +157,38 @@ impl Hasher {
             cache.insert(*cache_key, Arc::from(phc));
         }
         Ok(Verdict::Match)
+    }
+
+    /// Which of a key's hashes `secret` matches, by Argon2id (caching a
+    /// match under `cache_key`): `current` (a PHC string and its tag), or
+    /// `previous` during a rotation's grace period. The tags pick the one
+    /// hash worth a run, so a wrong secret costs at most one.
+    pub async fn verify_key(
+        &self,
+        secret: &Secret,
+        cache_key: &CacheKey,
+        current: (&str, Option<&str>),
+        previous: Option<(&str, Option<&str>)>,
+    ) -> Result<Matched> {
+        let mut candidates = vec![(current.0, Matched::Current)];
+        if let Some(previous) = previous {
+            let cur = Self::tag_matches(current.1, secret, current.0);
+            let prev = Self::tag_matches(previous.1, secret, previous.0);
+            if cur == Some(false) || prev == Some(true) {
+                candidates.clear();
+            }
+            if prev != Some(false) && cur != Some(true) {
+                candidates.push((previous.0, Matched::Previous));
+            }
+        }
+        for (phc, matched) in candidates {
+            match self.verify(secret, phc, Some(cache_key)).await? {
+                Verdict::Match => return Ok(matched),
+                Verdict::Mismatch => {}
+                Verdict::Corrupt => return Ok(Matched::Corrupt),
+            }
+        }
+        Ok(Matched::Neither)
     }
 
     /// The tag stored beside the hash `phc` of `secret`:

@@ -22,6 +22,10 @@ pub mod metric {
     /// Counter: validations, by `result` and `reason` (the audit values).
     /// Updated only in `validate`.
     pub const VALIDATIONS: &str = "keyward_validations_total";
+    /// Counter: validations answered without their audit entry, by `reason`:
+    /// `failsafe_open`, or a refusal whose entry Redis did not take.
+    /// Updated only in `validate`.
+    pub const VALIDATIONS_UNAUDITED: &str = "keyward_validations_unaudited_total";
     /// Counter: Argon2id computations (hash or verify). Updated only in `hash`.
     pub const ARGON2_RUNS: &str = "keyward_argon2_runs_total";
     /// Counter: validations whose secret matched the verified-secret cache.

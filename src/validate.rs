@@ -1,26 +1,39 @@
-//! The validation pipeline. Knows nothing about HTTP: `POST /v1/validate-key`
-//! and the forward-auth endpoint `/v1/auth` both call [`Validator::validate`],
-//! so the two can never disagree.
+//! The validation pipeline: "decide, then finish". Knows nothing about HTTP:
+//! `POST /v1/validate-key` and the forward-auth endpoint `/v1/auth` both call
+//! [`Validator::validate`], so the two can never disagree.
 //!
-//! 1. Parse the key; a malformed key is denied without touching Redis's data.
-//! 2. The verified-secret cache: has this exact key been verified before,
-//!    and against which stored hash?
-//! 3. Warm (it has): round trip 1 reads the document and counts the use
-//!    (`INCR`, whose result decides 429 exactly); the document must still
-//!    carry that hash, be enabled, unexpired, in the key's networks, and grant
-//!    the required scopes, or the count is undone in the denial's own
-//!    pipeline. Round trip 2 writes `apimeta` and the audit entry.
-//! 4. Cold (it has not, or the document moved on): round trip 1 reads the
-//!    document and this minute's counters; decide without hashing where
-//!    possible (unknown, forbidden, unreadable, disabled, expired, outside
-//!    the key's networks, over the rate limit, a flood of wrong secrets);
-//!    verify with Argon2id (during a rotation's grace period, against the
-//!    one hash the tags allow); check scopes (a 403 never counts against the
-//!    limit); count with `INCR`; write `apimeta` and the audit entry.
+//! [`Validator::decide`] only reads and verifies, and returns one
+//! [`Decision`], the same for a cached secret and a first-time one:
 //!
-//! Every outcome leaves exactly one audit entry, written before the answer,
-//! except that an anonymous denial past its per-second budget is counted
-//! into a summary entry instead (see `audit`).
+//! 1. Parse the key; a malformed key is refused before Redis.
+//! 2. Round trip 1 reads the key's document. With a secret this process has
+//!    verified before (the cache knows the hash it matched) the use is
+//!    counted at once (`INCR`, whose answer decides 429 exactly); otherwise
+//!    this minute's use and wrong-secret counters are only read.
+//! 3. The document decides what it can: unknown, forbidden, unreadable,
+//!    disabled, expired, outside the key's networks.
+//! 4. The secret: the cache, while the document still carries the hash it
+//!    matched; else (already over the limit: 429 without hashing; a flood of
+//!    wrong secrets: refused without hashing) Argon2id against the one hash
+//!    the rotation tags allow.
+//! 5. Scopes (a 403 never counts against the limit), then the count: the
+//!    `INCR` of step 2, or a second round trip for a first-time secret.
+//!
+//! [`Validator::finish`] alone writes: one round trip with the audit entry,
+//! the counter change (the wrong-secret count, or undoing a use counted in
+//! step 2 for a refused key) and `apimeta` for a success; then the metric and
+//! the answer.
+//!
+//! When Redis fails: a read Redis did not answer, with no read refusing the
+//! key, is `unknown`: 503 under `KEYWARD_FAILSAFE=closed`, a 200 marked
+//! failsafe under `open`. Once Redis has answered a read that refuses the
+//! key, the refusal stands whatever fails after it: a refusal whose writes
+//! fail is still answered as that refusal (logged, and counted in
+//! `keyward_validations_unaudited_total`), never as a 200 nor a 503. A
+//! success whose audit entry cannot be written is a 503 (closed) or a
+//! failsafe 200 (open). `503 busy` (Argon2id's queue is full) is shed load,
+//! not a decision, and leaves no entry; an anonymous denial past its
+//! per-second budget is counted into a summary entry (see `audit`).
 //!
 //! Every bad key is the same `Error::InvalidKey` to the caller; only the
 //! audit entry and the metric say which kind it was.
@@ -32,10 +45,10 @@ use serde::Serialize;
 
 use crate::config::{Config, Failsafe};
 use crate::error::{Error, Result};
-use crate::hash::{CacheKey, Hasher, Verdict};
-use crate::key::{ApiKey, KeyId, ProjectId};
+use crate::hash::{Hasher, Matched};
+use crate::key::ApiKey;
 use crate::scope;
-use crate::store::{now, Audit, Counter, KeyDoc, Lookup, Origin, Store};
+use crate::store::{now, Audit, Effects, KeyDoc, Lookup, Origin, Store};
 use crate::telemetry::metric;
 
 /// One validation request, from either endpoint.
@@ -63,7 +76,7 @@ pub struct Validated {
     pub scopes: Vec<String>,
     #[serde(skip)]
     pub rate: RateInfo,
-    /// Accepted without reading Redis, under `KEYWARD_FAILSAFE=open`.
+    /// Accepted under `KEYWARD_FAILSAFE=open` without a complete check.
     #[serde(skip)]
     pub failsafe: bool,
 }
@@ -126,16 +139,6 @@ impl Reason {
     }
 }
 
-fn count(reason: Reason) {
-    tracing::debug!(
-        result = reason.result(),
-        reason = reason.as_str(),
-        "validation"
-    );
-    metrics::counter!(metric::VALIDATIONS, "result" => reason.result(), "reason" => reason.as_str())
-        .increment(1);
-}
-
 /// The current rate-limit window: (minute number, seconds until it ends).
 pub fn window(now_secs: f64) -> (u64, u64) {
     let secs = now_secs.max(0.0) as u64;
@@ -156,35 +159,6 @@ pub fn ip_allowed(cidrs: &[String], ip: Option<IpAddr>) -> bool {
     })
 }
 
-/// Which secret a validation matched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Matched {
-    Current,
-    Previous,
-    No,
-    /// A stored hash is not a PHC string.
-    Corrupt,
-}
-
-#[derive(Clone)]
-pub struct Validator {
-    store: Store,
-    hasher: Arc<Hasher>,
-    default_rate_limit: u64,
-    bad_secret_hashes_per_minute: u64,
-    failsafe: Failsafe,
-}
-
-/// The parsed key's identity and this validation's rate-limit window.
-struct Who<'a> {
-    project: &'a ProjectId,
-    key_id: &'a KeyId,
-    origin: Option<Origin<'a>>,
-    minute: u64,
-    /// Seconds until the window resets.
-    reset: u64,
-}
-
 /// Why the document alone refuses the request, if it does: disabled,
 /// expired, or a client address outside the key's networks.
 fn policy(doc: &KeyDoc, req: &Request<'_>, now: f64) -> Option<Reason> {
@@ -200,6 +174,82 @@ fn policy(doc: &KeyDoc, req: &Request<'_>, now: f64) -> Option<Reason> {
     }
 }
 
+/// Which of the document's secrets the hash `phc` is, if it still carries it.
+fn carried(doc: &KeyDoc, phc: &str, now: f64) -> Option<Reason> {
+    if doc.secret_hash == phc {
+        Some(Reason::Ok)
+    } else if doc.previous_hash(now) == Some(phc) {
+        Some(Reason::PreviousSecret)
+    } else {
+        None
+    }
+}
+
+/// What [`Validator::decide`] concluded from Redis's answers.
+#[derive(Debug)]
+struct Decision {
+    verdict: Verdict,
+    /// The window: with this use counted for a pass; `limit` and `reset`
+    /// for a 429.
+    rate: RateInfo,
+    /// Whether this use was counted (`INCR`). A refusal takes it back.
+    counted: bool,
+}
+
+#[derive(Debug)]
+enum Verdict {
+    /// The key passes; `reason` says which of its secrets matched.
+    Pass {
+        doc: Box<KeyDoc>,
+        reason: Reason,
+    },
+    Refuse(Reason),
+}
+
+impl Decision {
+    fn refuse(reason: Reason, counted: bool) -> Self {
+        Decision {
+            verdict: Verdict::Refuse(reason),
+            rate: RateInfo::default(),
+            counted,
+        }
+    }
+
+    fn rate_limited(limit: u64, reset: u64, counted: bool) -> Self {
+        Decision {
+            rate: RateInfo {
+                limit,
+                remaining: 0,
+                reset,
+            },
+            ..Decision::refuse(Reason::RateLimited, counted)
+        }
+    }
+}
+
+/// No read refused the key, but Redis did not answer one that a pass needs
+/// (`error`); `doc`: the document, when it was read and allows the key.
+#[derive(Debug)]
+struct Incomplete {
+    error: Error,
+    doc: Option<Box<KeyDoc>>,
+}
+
+impl From<Error> for Incomplete {
+    fn from(error: Error) -> Self {
+        Incomplete { error, doc: None }
+    }
+}
+
+#[derive(Clone)]
+pub struct Validator {
+    store: Store,
+    hasher: Arc<Hasher>,
+    default_rate_limit: u64,
+    bad_secret_hashes_per_minute: u64,
+    failsafe: Failsafe,
+}
+
 impl Validator {
     pub fn new(store: Store, hasher: Arc<Hasher>, config: &Config) -> Self {
         Self {
@@ -211,340 +261,242 @@ impl Validator {
         }
     }
 
-    /// Validates a request. `Err(InvalidKey)` for every bad key,
-    /// `Err(InsufficientScope)` for a valid key without a required scope,
-    /// `Err(RateLimited)` over the limit, `Err(Unavailable)` when Redis
-    /// cannot answer (unless the failsafe is open).
+    /// Validates a request: `Ok` to let it pass, else the error to answer
+    /// (`InvalidKey`, `InsufficientScope`, `RateLimited`, `Unavailable`,
+    /// `Busy`).
     pub async fn validate(&self, req: &Request<'_>) -> Result<Validated> {
         let (minute, reset) = window(now());
         let Ok(key) = ApiKey::parse(req.api_key) else {
-            let audit = audit("", "", Reason::Malformed, req.origin);
-            return self.deny(Reason::Malformed, audit, None).await;
+            let malformed = Decision::refuse(Reason::Malformed, false);
+            return self.finish(req, None, minute, malformed).await;
         };
-        let who = Who {
-            project: &key.project_id,
-            key_id: &key.key_id,
-            origin: req.origin,
-            minute,
+        match self.decide(req, &key, minute, reset).await {
+            Ok(decision) => self.finish(req, Some(&key), minute, decision).await,
+            Err(incomplete) => self.failsafe(&key, incomplete),
+        }
+    }
+
+    /// Reads and verifies. Writes nothing but the `INCR` that counts a use:
+    /// in round trip 1 for a secret the cache knows, else once it is verified.
+    async fn decide(
+        &self,
+        req: &Request<'_>,
+        key: &ApiKey,
+        minute: u64,
+        reset: u64,
+    ) -> Result<Decision, Incomplete> {
+        let (project, key_id) = (&key.project_id, &key.key_id);
+        let cache_key = self.hasher.cache_key(key);
+        let cached = self.hasher.cached(&cache_key);
+        let read = match cached {
+            Some(_) => self.store.read_counting(project, key_id, minute).await,
+            None => self.store.read(project, key_id, minute).await,
+        };
+        let mut counted = cached.is_some() && read.used.is_ok();
+        let doc = match read.doc? {
+            Lookup::Found(doc) => doc,
+            Lookup::Missing => return Ok(Decision::refuse(Reason::NotFound, counted)),
+            Lookup::Forbidden => return Ok(Decision::refuse(Reason::Forbidden, counted)),
+            Lookup::Unreadable => return Ok(Decision::refuse(Reason::Unreadable, counted)),
+        };
+        let now = now();
+        if let Some(reason) = policy(&doc, req, now) {
+            return Ok(Decision::refuse(reason, counted));
+        }
+        let limit = doc.rate_limit_per_minute.unwrap_or(self.default_rate_limit);
+        let reason = match cached.as_deref().and_then(|phc| carried(&doc, phc, now)) {
+            Some(reason) => {
+                metrics::counter!(metric::VERIFY_CACHE_HITS).increment(1);
+                reason
+            }
+            None => {
+                if cached.is_some() {
+                    // Re-keyed, or a rotation's grace period is over.
+                    self.hasher.forget(&cache_key);
+                }
+                let before = read.used.as_ref().map(|used| used - u64::from(counted));
+                if before.is_ok_and(|used| used >= limit) {
+                    // Already over the limit this minute: no hashing.
+                    return Ok(Decision::rate_limited(limit, reset, counted));
+                }
+                if read
+                    .bad
+                    .is_ok_and(|bad| bad >= self.bad_secret_hashes_per_minute)
+                {
+                    // A flood of wrong secrets: refused without hashing.
+                    return Ok(Decision::refuse(Reason::BadSecret, counted));
+                }
+                let current = (doc.secret_hash.as_str(), doc.secret_tag.as_deref());
+                let previous = doc
+                    .previous_hash(now)
+                    .map(|phc| (phc, doc.previous_secret_tag.as_deref()));
+                let matched = self
+                    .hasher
+                    .verify_key(&key.secret, &cache_key, current, previous)
+                    .await?;
+                match matched {
+                    Matched::Current => Reason::Ok,
+                    Matched::Previous => Reason::PreviousSecret,
+                    Matched::Neither => return Ok(Decision::refuse(Reason::BadSecret, counted)),
+                    Matched::Corrupt => {
+                        self.store.report_corrupt_hash(project, key_id);
+                        return Ok(Decision::refuse(Reason::Unreadable, counted));
+                    }
+                }
+            }
+        };
+        if let Some(missing) = scope::first_missing(&doc.scopes, req.required_scopes) {
+            tracing::debug!(missing, "required scope not granted");
+            return Ok(Decision::refuse(Reason::InsufficientScope, counted));
+        }
+        let used = match cached {
+            Some(_) => read.used,
+            None => self.store.count_use(project, key_id, minute).await,
+        };
+        let used = match used {
+            Ok(used) => used,
+            // Not counted; if the count can still be read, a key already
+            // over its limit is refused all the same.
+            Err(error) => match self.store.used(project, key_id, minute).await {
+                Ok(used) if used >= limit => {
+                    return Ok(Decision::rate_limited(limit, reset, false))
+                }
+                _ => {
+                    let doc = Some(doc);
+                    return Err(Incomplete { error, doc });
+                }
+            },
+        };
+        counted = true;
+        if used > limit {
+            // Lost the race for the last use of this window.
+            return Ok(Decision::rate_limited(limit, reset, counted));
+        }
+        let rate = RateInfo {
+            limit,
+            remaining: limit - used,
             reset,
         };
-        let cache_key = self.hasher.cache_key(&key);
-        if let Some(phc) = self.hasher.cached(&cache_key) {
-            match self.validate_warm(req, &who, &phc).await {
-                Err(Error::Unavailable(detail)) if self.failsafe == Failsafe::Open => {
-                    return Ok(self.failsafe_open(&key, &detail));
-                }
-                Ok(None) => {} // The document moved on: verify afresh.
-                Ok(Some(validated)) => return Ok(validated),
-                Err(e) => return Err(e),
-            }
-        }
-        match self.validate_cold(req, &key, &who, &cache_key).await {
-            Err(Error::Unavailable(detail)) if self.failsafe == Failsafe::Open => {
-                Ok(self.failsafe_open(&key, &detail))
-            }
-            outcome => outcome,
-        }
-    }
-
-    /// A key whose secret was verified against `phc` before: two round
-    /// trips, no hashing. `None` when the document no longer carries `phc`.
-    async fn validate_warm(
-        &self,
-        req: &Request<'_>,
-        who: &Who<'_>,
-        phc: &str,
-    ) -> Result<Option<Validated>> {
-        let (lookup, used) = self
-            .store
-            .lookup_counting(who.project, who.key_id, who.minute)
-            .await?;
-        let doc = match lookup {
-            Lookup::Found { doc, .. } => doc,
-            Lookup::Missing => return self.deny_key(Reason::NotFound, who).await.map(Some),
-            Lookup::Forbidden => return self.deny_key(Reason::Forbidden, who).await.map(Some),
-            Lookup::Unreadable => return self.deny_key(Reason::Unreadable, who).await.map(Some),
-        };
-        let now = now();
-        let undo = Some(Counter::UndoUse(who.project, who.key_id, who.minute));
-        let reason = if *doc.secret_hash == *phc {
-            Reason::Ok
-        } else if doc.previous_hash(now) == Some(phc) {
-            Reason::PreviousSecret
-        } else {
-            // Re-keyed, rotated past its grace period: not this secret's hash.
-            self.store.record_denial(None, undo).await?;
-            return Ok(None);
-        };
-        metrics::counter!(metric::VERIFY_CACHE_HITS).increment(1);
-        if let Some(denied) = policy(&doc, req, now) {
-            return self.deny_key_with(denied, who, undo).await.map(Some);
-        }
-        self.check_scopes(&doc, req, who, undo).await?;
-        let limit = doc.rate_limit_per_minute.unwrap_or(self.default_rate_limit);
-        self.succeed(who, doc, reason, used, limit).await.map(Some)
-    }
-
-    /// A key not verified before (or whose document moved on).
-    async fn validate_cold(
-        &self,
-        req: &Request<'_>,
-        key: &ApiKey,
-        who: &Who<'_>,
-        cache_key: &CacheKey,
-    ) -> Result<Validated> {
-        let (doc, used, bad) = match self
-            .store
-            .lookup(who.project, who.key_id, who.minute)
-            .await?
-        {
-            Lookup::Found { doc, used, bad } => (doc, used, bad),
-            Lookup::Missing => return self.deny_key(Reason::NotFound, who).await,
-            Lookup::Forbidden => return self.deny_key(Reason::Forbidden, who).await,
-            Lookup::Unreadable => return self.deny_key(Reason::Unreadable, who).await,
-        };
-        let now = now();
-        if let Some(denied) = policy(&doc, req, now) {
-            return self.deny_key(denied, who).await;
-        }
-        let limit = doc.rate_limit_per_minute.unwrap_or(self.default_rate_limit);
-        if used >= limit {
-            // Already over the limit this minute: answer without hashing.
-            return self.over_limit(who, limit).await;
-        }
-
-        let reason = match self.secret_matches(key, cache_key, &doc, bad, now).await? {
-            Matched::Current => Reason::Ok,
-            Matched::Previous => Reason::PreviousSecret,
-            Matched::Corrupt => {
-                self.store.report_corrupt_hash(who.project, who.key_id);
-                return self.deny_key(Reason::Unreadable, who).await;
-            }
-            Matched::No => {
-                let audit = audit(
-                    who.project.as_str(),
-                    who.key_id.as_str(),
-                    Reason::BadSecret,
-                    who.origin,
-                );
-                let counter = Some(Counter::BadSecret(who.project, who.key_id, who.minute));
-                return self.deny(Reason::BadSecret, audit, counter).await;
-            }
-        };
-        self.check_scopes(&doc, req, who, None).await?;
-        let used = self
-            .store
-            .count_use(who.project, who.key_id, who.minute)
-            .await?;
-        self.succeed(who, doc, reason, used, limit).await
-    }
-
-    /// 403 unless every required scope is granted; audited, and `undo`
-    /// takes back a use already counted.
-    async fn check_scopes(
-        &self,
-        doc: &KeyDoc,
-        req: &Request<'_>,
-        who: &Who<'_>,
-        undo: Option<Counter<'_>>,
-    ) -> Result<()> {
-        let Some(missing) = scope::first_missing(&doc.scopes, req.required_scopes) else {
-            return Ok(());
-        };
-        tracing::debug!(missing, "required scope not granted");
-        count(Reason::InsufficientScope);
-        let entry = audit(
-            who.project.as_str(),
-            who.key_id.as_str(),
-            Reason::InsufficientScope,
-            who.origin,
-        );
-        self.store.record_denial(Some(entry), undo).await?;
-        Err(Error::InsufficientScope {
-            required: req.required_scopes.join(" "),
+        let verdict = Verdict::Pass { doc, reason };
+        Ok(Decision {
+            verdict,
+            rate,
+            counted,
         })
     }
 
-    /// With the use counted (`used` includes it): 429 past the limit, else
-    /// the success is recorded and answered.
-    async fn succeed(
+    /// The only writes of a validation, in one round trip: the audit entry
+    /// (unless the anonymous budget summarizes it), the counter change and,
+    /// for a pass, `apimeta`. Then the metric and the answer.
+    async fn finish(
         &self,
-        who: &Who<'_>,
-        doc: Box<KeyDoc>,
-        reason: Reason,
-        used: u64,
-        limit: u64,
+        req: &Request<'_>,
+        key: Option<&ApiKey>,
+        minute: u64,
+        decision: Decision,
     ) -> Result<Validated> {
-        if used > limit {
-            // Lost the race for the last slot of this window.
-            return self.over_limit(who, limit).await;
-        }
-        let entry = audit(
-            who.project.as_str(),
-            who.key_id.as_str(),
-            reason,
-            who.origin,
-        );
-        self.store.record_success(entry).await?;
-        count(reason);
-        Ok(Validated {
-            rate: RateInfo {
-                limit,
-                remaining: limit - used,
-                reset: who.reset,
+        let Decision {
+            verdict,
+            rate,
+            counted,
+        } = decision;
+        let (reason, pass) = match &verdict {
+            Verdict::Pass { reason, .. } => (*reason, true),
+            Verdict::Refuse(reason) => (*reason, false),
+        };
+        let (project_id, key_id) =
+            key.map_or(("", ""), |k| (k.project_id.as_str(), k.key_id.as_str()));
+        let effects = Effects {
+            audit: Audit {
+                project_id,
+                key_id,
+                result: reason.result(),
+                reason: reason.as_str(),
+                origin: req.origin,
             },
-            ..validated(*doc)
-        })
-    }
-
-    /// Which of the key's secrets the presented one is. When the key has had
-    /// too many wrong secrets this minute, it is refused without hashing.
-    /// During a rotation the tags pick the one hash worth an Argon2id run.
-    async fn secret_matches(
-        &self,
-        key: &ApiKey,
-        cache_key: &CacheKey,
-        doc: &KeyDoc,
-        bad: u64,
-        now: f64,
-    ) -> Result<Matched> {
-        if bad >= self.bad_secret_hashes_per_minute {
-            return Ok(Matched::No);
-        }
-        let secret = &key.secret;
-        let current = doc.secret_hash.as_str();
-        let candidates: &[(&str, Matched)] = &match doc.previous_hash(now) {
-            None => vec![(current, Matched::Current)],
-            Some(previous) => {
-                let cur = Hasher::tag_matches(doc.secret_tag.as_deref(), secret, current);
-                let prev =
-                    Hasher::tag_matches(doc.previous_secret_tag.as_deref(), secret, previous);
-                let mut c = Vec::with_capacity(2);
-                if cur != Some(false) && prev != Some(true) {
-                    c.push((current, Matched::Current));
-                }
-                if prev != Some(false) && cur != Some(true) {
-                    c.push((previous, Matched::Previous));
-                }
-                c
-            }
+            minute,
+            success: pass,
+            bad_secret: reason == Reason::BadSecret,
+            undo_use: counted && !pass,
         };
-        for &(phc, matched) in candidates {
-            match self.hasher.verify(secret, phc, Some(cache_key)).await? {
-                Verdict::Match => return Ok(matched),
-                Verdict::Mismatch => {}
-                Verdict::Corrupt => return Ok(Matched::Corrupt),
+        let written = self.store.finish(effects).await;
+        match (verdict, written) {
+            (Verdict::Pass { doc, .. }, Ok(())) => {
+                count(reason);
+                Ok(Validated {
+                    rate,
+                    ..validated(*doc)
+                })
+            }
+            (Verdict::Pass { doc, .. }, Err(error)) => {
+                let doc = Some(doc);
+                match key {
+                    Some(key) => self.failsafe(key, Incomplete { error, doc }),
+                    None => Err(error),
+                }
+            }
+            (Verdict::Refuse(_), written) => {
+                count(reason);
+                if let Err(e) = written {
+                    unaudited(reason);
+                    tracing::warn!(
+                        project_id, key_id, reason = reason.as_str(), error = %e,
+                        "refusal answered without its audit entry: Redis did not take it"
+                    );
+                }
+                Err(match reason {
+                    Reason::RateLimited => Error::RateLimited {
+                        limit: rate.limit,
+                        retry_after: rate.reset,
+                    },
+                    Reason::InsufficientScope => Error::InsufficientScope {
+                        required: req.required_scopes.join(" "),
+                    },
+                    _ => Error::InvalidKey,
+                })
             }
         }
-        Ok(Matched::No)
     }
 
-    /// Audits a rate-limited validation and answers 429.
-    async fn over_limit(&self, who: &Who<'_>, limit: u64) -> Result<Validated> {
-        self.audit(Reason::RateLimited, who, None).await?;
-        Err(Error::RateLimited {
-            limit,
-            retry_after: who.reset,
-        })
-    }
-
-    async fn deny_key(&self, reason: Reason, who: &Who<'_>) -> Result<Validated> {
-        self.deny_key_with(reason, who, None).await
-    }
-
-    async fn deny_key_with(
-        &self,
-        reason: Reason,
-        who: &Who<'_>,
-        counter: Option<Counter<'_>>,
-    ) -> Result<Validated> {
-        self.audit(reason, who, counter).await?;
-        Err(Error::InvalidKey)
-    }
-
-    async fn audit(
-        &self,
-        reason: Reason,
-        who: &Who<'_>,
-        counter: Option<Counter<'_>>,
-    ) -> Result<()> {
-        let entry = audit(
-            who.project.as_str(),
-            who.key_id.as_str(),
-            reason,
-            who.origin,
-        );
-        count(reason);
-        self.record(reason, entry, counter).await
-    }
-
-    /// Writes a denial's audit entry (unless it is anonymous and past this
-    /// second's budget: then it is only counted into a summary, see `audit`)
-    /// and its counter adjustment. If the entry cannot be written the caller
-    /// gets a 503, never an unaudited answer.
-    async fn record(
-        &self,
-        reason: Reason,
-        entry: Audit<'_>,
-        counter: Option<Counter<'_>>,
-    ) -> Result<()> {
-        let entry = self
-            .store
-            .audit_budget()
-            .admit(reason.as_str())
-            .then_some(entry);
-        if entry.is_none() && counter.is_none() {
-            return Ok(());
+    /// 503, or under `KEYWARD_FAILSAFE=open` and when Redis is what failed,
+    /// a 200 marked failsafe (with the document's data if it was read):
+    /// counted, logged, not audited.
+    fn failsafe(&self, key: &ApiKey, incomplete: Incomplete) -> Result<Validated> {
+        let Incomplete { error, doc } = incomplete;
+        if self.failsafe == Failsafe::Closed || !matches!(error, Error::Unavailable(_)) {
+            return Err(error);
         }
-        self.store.record_denial(entry, counter).await
-    }
-
-    /// Counts and audits a denial (and adjusts `counter`), then answers
-    /// `InvalidKey`.
-    async fn deny(
-        &self,
-        reason: Reason,
-        entry: Audit<'_>,
-        counter: Option<Counter<'_>>,
-    ) -> Result<Validated> {
-        count(reason);
-        self.record(reason, entry, counter).await?;
-        Err(Error::InvalidKey)
-    }
-
-    fn failsafe_open(&self, key: &ApiKey, detail: &str) -> Validated {
         count(Reason::FailsafeOpen);
+        unaudited(Reason::FailsafeOpen);
         tracing::warn!(
-            project_id = %key.project_id, key_id = %key.key_id, error = detail,
-            "redis unavailable: key accepted unverified (KEYWARD_FAILSAFE=open)"
+            project_id = %key.project_id, key_id = %key.key_id, error = %error,
+            doc_read = doc.is_some(),
+            "redis did not answer: key accepted unchecked (KEYWARD_FAILSAFE=open)"
         );
-        Validated {
+        let unread = || KeyDoc {
             project_id: key.project_id.to_string(),
             key_id: key.key_id.to_string(),
-            owner: String::new(),
-            server_name: String::new(),
-            metadata: serde_json::Value::Null,
-            expires_at: None,
-            scopes: Vec::new(),
-            rate: RateInfo::default(),
+            ..KeyDoc::default()
+        };
+        Ok(Validated {
             failsafe: true,
-        }
+            ..validated(doc.map_or_else(unread, |doc| *doc))
+        })
     }
 }
 
-fn audit<'a>(
-    project_id: &'a str,
-    key_id: &'a str,
-    reason: Reason,
-    origin: Option<Origin<'a>>,
-) -> Audit<'a> {
-    Audit {
-        project_id,
-        key_id,
-        result: reason.result(),
-        reason: reason.as_str(),
-        origin,
-    }
+fn count(reason: Reason) {
+    tracing::debug!(
+        result = reason.result(),
+        reason = reason.as_str(),
+        "validation"
+    );
+    metrics::counter!(metric::VALIDATIONS, "result" => reason.result(), "reason" => reason.as_str())
+        .increment(1);
+}
+
+fn unaudited(reason: Reason) {
+    metrics::counter!(metric::VALIDATIONS_UNAUDITED, "reason" => reason.as_str()).increment(1);
 }
 
 fn validated(doc: KeyDoc) -> Validated {

@@ -66,7 +66,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::telemetry::metric;
 
-pub use model::{Audit, Counter, KeyDoc, KeyMeta, KeyPage, Lookup, Origin, ProjectDoc};
+pub use model::{Audit, Effects, KeyDoc, KeyMeta, KeyPage, Lookup, Origin, ProjectDoc, Read};
 pub use names::{AUDIT_ADMIN, AUDIT_KEYLOOKUP};
 
 /// Rate-limit counters outlive their minute a little, then expire.

@@ -7,8 +7,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::key::{KeyId, ProjectId};
-
 /// The `project:<project_id>` document (the original service wrote the
 /// same shape; all but the id default when absent).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -119,16 +117,10 @@ pub struct KeyMeta {
     pub last_used: Option<f64>,
 }
 
-/// What the first round trip of a validation found.
+/// What `JSON.GET` of a key document found.
 #[derive(Debug)]
 pub enum Lookup {
-    Found {
-        doc: Box<KeyDoc>,
-        /// Right-secret validations counted this minute.
-        used: u64,
-        /// Wrong-secret attempts counted this minute.
-        bad: u64,
-    },
+    Found(Box<KeyDoc>),
     Missing,
     /// This deployment's Redis user may not read the key (ACL `NOPERM`).
     Forbidden,
@@ -136,13 +128,25 @@ pub enum Lookup {
     Unreadable,
 }
 
+/// What the first round trip of a validation read. Each part is Redis's
+/// answer to its own command, so a failed counter never hides what the
+/// document says.
+#[derive(Debug)]
+pub struct Read {
+    pub doc: crate::error::Result<Lookup>,
+    /// Right-secret validations this minute (with this one, when counted).
+    pub used: crate::error::Result<u64>,
+    /// Wrong-secret attempts this minute (not read when counting).
+    pub bad: crate::error::Result<u64>,
+}
+
 /// One `audit:keylookup` entry. Never holds the secret, key or hash.
 #[derive(Debug, Clone, Copy)]
 pub struct Audit<'a> {
     pub project_id: &'a str,
     pub key_id: &'a str,
-    pub result: &'a str,
-    pub reason: &'a str,
+    pub result: &'static str,
+    pub reason: &'static str,
     /// The gateway's original request, for forward-auth validations.
     pub origin: Option<Origin<'a>>,
 }
@@ -162,11 +166,18 @@ pub struct KeyPage {
     pub next: Option<String>,
 }
 
-/// A per-minute counter a denial's pipeline adjusts.
+/// The writes that finish a validation, sent in one round trip.
 #[derive(Debug, Clone, Copy)]
-pub enum Counter<'a> {
-    /// Count a wrong secret (`INCR`+`EXPIRE` on the `bad` counter).
-    BadSecret(&'a ProjectId, &'a KeyId, u64),
-    /// Take back a use counted before the request was refused (`DECR`).
-    UndoUse(&'a ProjectId, &'a KeyId, u64),
+pub struct Effects<'a> {
+    /// The audit entry (unless the anonymous budget summarizes it); its
+    /// project and key (`""` for a malformed key) own the counters below.
+    pub audit: Audit<'a>,
+    /// The rate-limit window the counters belong to.
+    pub minute: u64,
+    /// A success: `HINCRBY usage_count`, `HSET last_used` on `apimeta`.
+    pub success: bool,
+    /// A wrong secret: `INCR` and `EXPIRE NX` of the wrong-secret counter.
+    pub bad_secret: bool,
+    /// A refusal of a use already counted: `DECR` takes it back.
+    pub undo_use: bool,
 }

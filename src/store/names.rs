@@ -9,7 +9,7 @@
 //! and its working keys, which in a cluster are tagged with the index's name
 //! to share its slot.
 
-use crate::key::{KeyId, ProjectId};
+use crate::key::ProjectId;
 
 pub const AUDIT_KEYLOOKUP: &str = "audit:keylookup";
 pub const AUDIT_ADMIN: &str = "audit:admin";
@@ -54,10 +54,10 @@ pub fn keyset(project: &ProjectId) -> String {
 pub fn meta(project: &str, key_id: &str) -> String {
     format!("apimeta:{project}:{key_id}")
 }
-pub fn used(project: &ProjectId, key_id: &KeyId, minute: u64) -> String {
+pub fn used(project: &str, key_id: &str, minute: u64) -> String {
     format!("ratelimit:key:{project}:{key_id}:{minute}")
 }
-pub fn bad(project: &ProjectId, key_id: &KeyId, minute: u64) -> String {
+pub fn bad(project: &str, key_id: &str, minute: u64) -> String {
     format!("ratelimit:key:{project}:{key_id}:bad:{minute}")
 }
 

@@ -21,7 +21,7 @@ use super::{
     get_doc, is_wrongtype, key_doc, names, now, report_unreadable, send, unavailable, Store,
     COUNTER_TTL_SECS,
 };
-use super::{Audit, Counter, Lookup};
+use super::{Audit, Effects, Lookup, Read};
 use crate::audit::Summary;
 use crate::error::{Error, Result};
 use crate::key::{KeyId, ProjectId};
@@ -42,32 +42,25 @@ fn expire_nx<'a>(client: &'a Client, counter: &'a str) -> impl Future<Output = R
     client.expire(counter, COUNTER_TTL_SECS, Some(ExpireOptions::NX))
 }
 
-/// A per-minute counter's value; a missing counter is 0.
-fn counter_value(reply: Reply) -> Result<u64> {
-    Ok(reply
-        .map_err(unavailable)?
-        .convert::<Option<u64>>()
-        .ok()
-        .flatten()
-        .unwrap_or(0))
-}
-
-/// An `INCR`'s answer.
-fn incremented(reply: Reply) -> Result<u64> {
+/// The answer of a counter command (`INCR`, or `GET` of a counter that may
+/// be missing: 0); a failure is a 503 if the decision needs it.
+fn counter(reply: Reply) -> Result<u64> {
     reply
         .map_err(unavailable)?
-        .convert()
-        .map_err(|e| Error::Internal(format!("INCR answer: {e}")))
+        .convert::<Option<u64>>()
+        .map(Option::unwrap_or_default)
+        .map_err(|e| Error::Unavailable(format!("a counter is not a number: {e}")))
 }
 
 impl Store {
-    /// Round trip 1 of a cold validation: the key's document and this
-    /// minute's counters.
-    pub async fn lookup(&self, project: &ProjectId, key_id: &KeyId, minute: u64) -> Result<Lookup> {
+    /// Round trip 1 for a secret not verified before: the key's document
+    /// and this minute's use and wrong-secret counters, each answered on its
+    /// own.
+    pub async fn read(&self, project: &ProjectId, key_id: &KeyId, minute: u64) -> Read {
         let client = self.pool.next();
         let doc_key = names::apikey(project.as_str(), key_id.as_str());
-        let used_key = names::used(project, key_id, minute);
-        let bad_key = names::bad(project, key_id, minute);
+        let used_key = names::used(project.as_str(), key_id.as_str(), minute);
+        let bad_key = names::bad(project.as_str(), key_id.as_str(), minute);
         let (doc, used, bad) = together(async {
             futures::join!(
                 get_doc(client, &doc_key),
@@ -76,28 +69,20 @@ impl Store {
             )
         })
         .await;
-        Ok(match read_doc(&doc_key, doc)? {
-            Lookup::Found { doc, .. } => Lookup::Found {
-                doc,
-                used: counter_value(used)?,
-                bad: counter_value(bad)?,
-            },
-            other => other,
-        })
+        Read {
+            doc: read_doc(&doc_key, doc),
+            used: counter(used),
+            bad: counter(bad),
+        }
     }
 
-    /// Round trip 1 of a warm validation: the key's document, and the use
-    /// counted against this minute's window (`INCR`, `EXPIRE NX`).
-    /// Returns the lookup and the count including this use.
-    pub async fn lookup_counting(
-        &self,
-        project: &ProjectId,
-        key_id: &KeyId,
-        minute: u64,
-    ) -> Result<(Lookup, u64)> {
+    /// Round trip 1 for a secret verified before: the key's document, and
+    /// this use counted against this minute's window (`INCR`, `EXPIRE NX`);
+    /// `used` is the count including it.
+    pub async fn read_counting(&self, project: &ProjectId, key_id: &KeyId, minute: u64) -> Read {
         let client = self.pool.next();
         let doc_key = names::apikey(project.as_str(), key_id.as_str());
-        let used_key = names::used(project, key_id, minute);
+        let used_key = names::used(project.as_str(), key_id.as_str(), minute);
         let (doc, used, expire) = together(async {
             futures::join!(
                 get_doc(client, &doc_key),
@@ -106,13 +91,18 @@ impl Store {
             )
         })
         .await;
-        let lookup = read_doc(&doc_key, doc)?;
-        if matches!(lookup, Lookup::Found { .. }) {
-            expire.map_err(unavailable)?;
-            return Ok((lookup, incremented(used)?));
+        Read {
+            doc: read_doc(&doc_key, doc),
+            used: expire.map_err(unavailable).and_then(|_| counter(used)),
+            bad: Ok(0),
         }
-        // No document to read (or not ours: the counter was refused too).
-        Ok((lookup, 0))
+    }
+
+    /// This minute's right-secret validations, read (`GET`) without counting.
+    pub async fn used(&self, project: &ProjectId, key_id: &KeyId, minute: u64) -> Result<u64> {
+        let client = self.pool.next();
+        let used_key = names::used(project.as_str(), key_id.as_str(), minute);
+        counter(together(client.get::<Value, _>(&used_key)).await)
     }
 
     /// Counts a right-secret validation against this minute's window and
@@ -120,7 +110,7 @@ impl Store {
     /// 429, so the decision is exact under any concurrency.
     pub async fn count_use(&self, project: &ProjectId, key_id: &KeyId, minute: u64) -> Result<u64> {
         let client = self.pool.next();
-        let used_key = names::used(project, key_id, minute);
+        let used_key = names::used(project.as_str(), key_id.as_str(), minute);
         let (used, expire) = together(async {
             futures::join!(
                 client.incr::<Value, _>(&used_key),
@@ -129,26 +119,64 @@ impl Store {
         })
         .await;
         expire.map_err(unavailable)?;
-        incremented(used)
+        counter(used)
     }
 
-    /// After a validation within its limit: bumps `apimeta` and writes the
-    /// audit entry.
-    pub async fn record_success(&self, audit: Audit<'_>) -> Result<()> {
+    /// The last round trip of a validation, its only writes: `effects`'
+    /// audit entry (unless the anonymous budget only counts it for a
+    /// summary, see `audit`), wrong-secret count, undone use and `apimeta`.
+    /// Nothing to write is no round trip. `Err` when the audit entry was due
+    /// and not written; the other writes are bookkeeping, so their failure
+    /// is logged and counted, not answered.
+    pub async fn finish(&self, effects: Effects<'_>) -> Result<()> {
+        let Effects {
+            audit,
+            minute,
+            success,
+            bad_secret,
+            undo_use,
+        } = effects;
+        let (project, key_id) = (audit.project_id, audit.key_id);
+        let entry = self.audit_budget.admit(audit.reason).then_some(audit);
+        let meta = success.then(|| names::meta(project, key_id));
+        let bad = bad_secret.then(|| names::bad(project, key_id, minute));
+        let undo = undo_use.then(|| names::used(project, key_id, minute));
+        if entry.is_none() && meta.is_none() && bad.is_none() && undo.is_none() {
+            return Ok(());
+        }
         let client = self.pool.next();
-        let meta = names::meta(audit.project_id, audit.key_id);
-        let replies = together(async {
+        let (usage, last_used, incr, expire, decr, entry) = together(async {
             futures::join!(
-                client.hincrby::<Value, _, _>(&meta, "usage_count", 1),
-                client.hset::<Value, _, _>(&meta, ("last_used", now().to_string())),
-                self.xadd_audit(client, audit),
+                OptionFuture::from(meta.as_ref().map(|k| client.hincrby::<Value, _, _>(
+                    k,
+                    "usage_count",
+                    1
+                ))),
+                OptionFuture::from(
+                    meta.as_ref()
+                        .map(|k| client.hset::<Value, _, _>(k, ("last_used", now().to_string())))
+                ),
+                OptionFuture::from(bad.as_ref().map(|k| client.incr::<Value, _>(k))),
+                OptionFuture::from(bad.as_ref().map(|k| expire_nx(client, k))),
+                OptionFuture::from(undo.as_ref().map(|k| client.decr::<Value, _>(k))),
+                OptionFuture::from(entry.map(|a| self.xadd_audit(client, a))),
             )
         })
         .await;
-        for reply in <[Reply; 3]>::from(replies) {
-            reply.map_err(unavailable)?;
+        let bookkeeping = [
+            ("apimeta usage_count", usage),
+            ("apimeta last_used", last_used),
+            ("wrong-secret count", incr),
+            ("wrong-secret count expiry", expire),
+            ("undoing a refused use", decr),
+        ];
+        for (what, reply) in bookkeeping {
+            if let Some(Err(e)) = reply {
+                let e = unavailable(e);
+                tracing::warn!(error = %e, "validation bookkeeping not written: {what}");
+            }
         }
-        Ok(())
+        entry.transpose().map_err(unavailable).map(drop)
     }
 
     /// `XADD` of a validation's audit entry to its stream.
@@ -171,38 +199,6 @@ impl Store {
         }
         let stream = names::audit_keylookup(audit.project_id, audit.key_id, self.audit_shards);
         client.xadd(stream, false, self.keylookup_cap(), "*", fields)
-    }
-
-    /// The last round trip of every other outcome: the audit entry (if
-    /// any), plus the adjustment of a per-minute counter.
-    pub async fn record_denial(
-        &self,
-        audit: Option<Audit<'_>>,
-        counter: Option<Counter<'_>>,
-    ) -> Result<()> {
-        let client = self.pool.next();
-        let (bad, undo) = match counter {
-            Some(Counter::BadSecret(project, key_id, minute)) => {
-                (Some(names::bad(project, key_id, minute)), None)
-            }
-            Some(Counter::UndoUse(project, key_id, minute)) => {
-                (None, Some(names::used(project, key_id, minute)))
-            }
-            None => (None, None),
-        };
-        let (incr, expire, decr, entry) = together(async {
-            futures::join!(
-                OptionFuture::from(bad.as_deref().map(|k| client.incr::<Value, _>(k))),
-                OptionFuture::from(bad.as_deref().map(|k| expire_nx(client, k))),
-                OptionFuture::from(undo.as_deref().map(|k| client.decr::<Value, _>(k))),
-                OptionFuture::from(audit.map(|a| self.xadd_audit(client, a))),
-            )
-        })
-        .await;
-        for reply in [incr, expire, decr, entry].into_iter().flatten() {
-            reply.map_err(unavailable)?;
-        }
-        Ok(())
     }
 
     /// Logs and counts a key whose stored hash is not a PHC string, found
@@ -305,11 +301,7 @@ fn read_doc(doc_key: &str, doc: Result<Value, FredError>) -> Result<Lookup> {
         return Ok(Lookup::Unreadable);
     };
     Ok(match key_doc(doc_key, &raw) {
-        Some(doc) => Lookup::Found {
-            doc: Box::new(doc),
-            used: 0,
-            bad: 0,
-        },
+        Some(doc) => Lookup::Found(Box::new(doc)),
         None => Lookup::Unreadable,
     })
 }

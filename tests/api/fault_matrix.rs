@@ -1,0 +1,649 @@
+//! The fault matrix: each fault Redis can present, every kind of key, both
+//! failsafe modes, with the answer class asserted.
+//!
+//! The rules: a key that a Redis read refused is never 200, in either mode;
+//! a 200 without `X-Keyward-Failsafe` (the only kind fail-closed gives) has
+//! its audit entry; under `KEYWARD_FAILSAFE=open` a key no read refused is a
+//! 200 marked failsafe, counted; nothing is ever a 500; and keyward recovers
+//! by itself when the fault ends (the time it took is printed).
+//!
+//! One test per fault, each with its own Redis and two keywards on it, one
+//! per mode. A master failover on a cluster is in `cluster.rs`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{free_port, random_id, raw, wrong_secret, TestApp, TestRedis};
+use crate::proxy::Proxy;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// Redis is down: connections are refused.
+    Refused,
+    /// Redis is stopped (SIGSTOP): connections hang past the deadline.
+    Hung,
+    /// Every connection is cut after its request, before the reply.
+    Cut,
+    /// `maxmemory 1`, `noeviction`: every write answers `OOM`.
+    OutOfMemory,
+    /// Made a replica (`REPLICAOF` a master that is not there): writes
+    /// answer `READONLY`.
+    ReadOnly,
+    /// The validator user loses `XADD` while keyward runs.
+    NoXadd,
+    /// The validator user loses `INCR` while keyward runs.
+    NoIncr,
+    /// The valid keys' use counters (and the wrong-secret counter) are hashes.
+    CounterWrongType,
+    /// `audit:keylookup` is a string.
+    StreamWrongType,
+}
+
+impl Fault {
+    /// Whether Redis still answers the validation path's reads.
+    fn reads_work(self) -> bool {
+        !matches!(self, Fault::Refused | Fault::Hung | Fault::Cut)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Verified before by each instance (its secret is cached).
+    ValidWarm,
+    /// Never validated before the fault.
+    ValidCold,
+    /// Validated, then revoked: the cache still knows its secret.
+    Revoked,
+    /// `disabled: true` written by another tool.
+    Disabled,
+    /// Validated, then its `expires_at` moved into the past.
+    Expired,
+    WrongSecret,
+    OverLimit,
+    LacksScope,
+    OutsideNetworks,
+    Unknown,
+    Malformed,
+}
+
+/// The answer class the matrix expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// 200, no failsafe header; an audit entry is written.
+    Pass,
+    /// 200 with `X-Keyward-Failsafe: open`; `doc_read`: with the key's own
+    /// routing data (its document was read).
+    Failsafe { doc_read: bool },
+    /// The key's own refusal.
+    Refused(StatusCode, &'static str),
+    /// 503 `unavailable`.
+    Unavailable,
+}
+
+struct Probe {
+    kind: Kind,
+    key_id: String,
+    body: Value,
+}
+
+impl Probe {
+    fn refusal(&self) -> Expect {
+        match self.kind {
+            Kind::ValidWarm | Kind::ValidCold => Expect::Pass,
+            Kind::OverLimit => Expect::Refused(StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            Kind::LacksScope => Expect::Refused(StatusCode::FORBIDDEN, "insufficient_scope"),
+            _ => Expect::Refused(StatusCode::UNAUTHORIZED, "invalid_key"),
+        }
+    }
+
+    /// What this key gets from an instance in `open` or closed mode under
+    /// `fault` (`None`: no fault).
+    fn expect(&self, fault: Option<Fault>, open: bool) -> Expect {
+        let refusal = self.refusal();
+        let Some(fault) = fault else {
+            return refusal;
+        };
+        if self.kind == Kind::Malformed {
+            return refusal; // Decided before Redis.
+        }
+        if fault.reads_work() && refusal != Expect::Pass {
+            return refusal; // A read refused it: that stands.
+        }
+        if open {
+            Expect::Failsafe {
+                doc_read: fault.reads_work(),
+            }
+        } else {
+            Expect::Unavailable
+        }
+    }
+}
+
+/// One Redis, a keyward in each failsafe mode, and a key of every kind.
+struct Fixture {
+    redis: Arc<TestRedis>,
+    proxy: Option<Proxy>,
+    /// `[closed, open]`.
+    apps: [TestApp; 2],
+    project: String,
+    probes: Vec<Probe>,
+    /// Redis's process id, for `Hung` (`INFO` cannot answer once it is stopped).
+    pid: String,
+}
+
+const MINUTE: u64 = 60;
+
+fn minute_now() -> u64 {
+    keyward::store::now() as u64 / MINUTE
+}
+
+impl Fixture {
+    async fn start(through_proxy: bool) -> Self {
+        let redis = Arc::new(TestRedis::start());
+        let proxy = match through_proxy {
+            true => Some(Proxy::start(redis.port).await),
+            false => None,
+        };
+        let app = |open: bool| {
+            let redis = redis.clone();
+            let proxied = proxy.as_ref().map(|p| {
+                let direct = format!("127.0.0.1:{}", redis.port);
+                redis
+                    .url("validator", crate::helpers::VALIDATOR_PASSWORD)
+                    .replace(&direct, &format!("127.0.0.1:{}", p.port))
+            });
+            TestApp::spawn_with(redis.clone(), move |c| {
+                if open {
+                    c.failsafe = keyward::config::Failsafe::Open;
+                }
+                if let Some(url) = proxied {
+                    c.redis_url = url.into();
+                }
+            })
+        };
+        let apps = [app(false).await, app(true).await];
+        let project = apps[0].project().await;
+        let mut fixture = Fixture {
+            redis,
+            proxy,
+            apps,
+            project,
+            probes: Vec::new(),
+            pid: String::new(),
+        };
+        fixture.pid = fixture.redis_pid().await;
+        fixture.mint_every_kind().await;
+        fixture
+    }
+
+    async fn mint_every_kind(&mut self) {
+        let admin = &self.apps[0];
+        let p = self.project.clone();
+        let ops = self.redis.ops().await;
+        let mut probes = Vec::new();
+        let mut add = |kind, key_id: &str, body: Value| {
+            probes.push(Probe {
+                kind,
+                key_id: key_id.to_owned(),
+                body,
+            })
+        };
+        let warm = admin.mint(&p, json!({})).await;
+        add(
+            Kind::ValidWarm,
+            &warm.key_id,
+            json!({ "api_key": warm.api_key }),
+        );
+        add(
+            Kind::WrongSecret,
+            &warm.key_id,
+            json!({ "api_key": wrong_secret(&warm.api_key) }),
+        );
+        let unknown_id = random_id("k_");
+        let mut parts: Vec<&str> = warm.api_key.split('.').collect();
+        parts[2] = &unknown_id;
+        add(
+            Kind::Unknown,
+            &unknown_id,
+            json!({ "api_key": parts.join(".") }),
+        );
+        add(Kind::Malformed, "", json!({ "api_key": "garbage" }));
+        let cold = admin.mint(&p, json!({})).await;
+        add(
+            Kind::ValidCold,
+            &cold.key_id,
+            json!({ "api_key": cold.api_key }),
+        );
+        let revoked = admin.mint(&p, json!({})).await;
+        add(
+            Kind::Revoked,
+            &revoked.key_id,
+            json!({ "api_key": revoked.api_key }),
+        );
+        let disabled = admin.mint(&p, json!({})).await;
+        add(
+            Kind::Disabled,
+            &disabled.key_id,
+            json!({ "api_key": disabled.api_key }),
+        );
+        let expired = admin.mint(&p, json!({})).await;
+        add(
+            Kind::Expired,
+            &expired.key_id,
+            json!({ "api_key": expired.api_key }),
+        );
+        let over = admin.mint(&p, json!({ "rate_limit_per_minute": 2 })).await;
+        add(
+            Kind::OverLimit,
+            &over.key_id,
+            json!({ "api_key": over.api_key }),
+        );
+        let scoped = admin.mint(&p, json!({ "scopes": ["read"] })).await;
+        add(
+            Kind::LacksScope,
+            &scoped.key_id,
+            json!({ "api_key": scoped.api_key, "scopes": ["write"] }),
+        );
+        let bound = admin
+            .mint(&p, json!({ "allowed_cidrs": ["10.0.0.0/8"] }))
+            .await;
+        add(
+            Kind::OutsideNetworks,
+            &bound.key_id,
+            json!({ "api_key": bound.api_key, "client_ip": "192.0.2.1" }),
+        );
+
+        // Warm every instance's cache with each key that had a valid past.
+        for app in &self.apps {
+            for body in [
+                json!({ "api_key": warm.api_key }),
+                json!({ "api_key": revoked.api_key }),
+                json!({ "api_key": expired.api_key }),
+                json!({ "api_key": over.api_key }),
+                json!({ "api_key": scoped.api_key }),
+                json!({ "api_key": bound.api_key, "client_ip": "10.1.2.3" }),
+            ] {
+                let r = app.post("/v1/validate-key", &body, None).await;
+                assert_eq!(
+                    r.status(),
+                    StatusCode::OK,
+                    "warming: {}",
+                    r.text().await.unwrap()
+                );
+            }
+        }
+        let r = admin
+            .admin_post(
+                "/v1/revoke-key",
+                &json!({ "project_id": p, "key_id": revoked.key_id }),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let doc = |key_id: &str| format!("apikey:{p}:{key_id}");
+        let past = (keyward::store::now() - 10.0).to_string();
+        let set = |key: String, path: &str, value: String| {
+            raw(&ops, "JSON.SET", vec![key, path.into(), value])
+        };
+        set(doc(&disabled.key_id), "$.disabled", "true".into())
+            .await
+            .unwrap();
+        set(doc(&expired.key_id), "$.expires_at", past)
+            .await
+            .unwrap();
+        // Far over its limit of 2, this minute and the next few.
+        let m = minute_now();
+        for minute in m..m + 4 {
+            let counter = format!("ratelimit:key:{p}:{}:{minute}", over.key_id);
+            raw(
+                &ops,
+                "SET",
+                vec![counter, "1000".into(), "EX".into(), "600".into()],
+            )
+            .await
+            .unwrap();
+        }
+        self.probes = probes;
+    }
+
+    /// Sends every probe to both instances at once; checks each answer
+    /// against the matrix. Returns the number of failsafe 200s.
+    async fn check(&self, fault: Option<Fault>, skip_cold: bool) -> usize {
+        let mut checks = Vec::new();
+        for (i, app) in self.apps.iter().enumerate() {
+            let open = i == 1;
+            for probe in &self.probes {
+                if skip_cold && probe.kind == Kind::ValidCold {
+                    continue;
+                }
+                let expect = probe.expect(fault, open);
+                checks.push(async move {
+                    let r = app.post("/v1/validate-key", &probe.body, None).await;
+                    let what = format!(
+                        "{fault:?}, {}, {:?}",
+                        if open { "open" } else { "closed" },
+                        probe.kind
+                    );
+                    assert_answer(r, expect, &what).await
+                });
+            }
+        }
+        futures::future::join_all(checks)
+            .await
+            .into_iter()
+            .filter(|failsafe| *failsafe)
+            .count()
+    }
+
+    /// How many `ok` audit entries the valid keys have.
+    async fn audited_ok(&self) -> usize {
+        let valid: Vec<&str> = self
+            .probes
+            .iter()
+            .filter(|p| matches!(p.kind, Kind::ValidWarm | Kind::ValidCold))
+            .map(|p| p.key_id.as_str())
+            .collect();
+        self.apps[0]
+            .audit("audit:keylookup")
+            .await
+            .iter()
+            .filter(|e| e["result"] == "ok" && valid.contains(&e["key_id"].as_str()))
+            .count()
+    }
+
+    fn key_id(&self, kind: Kind) -> &str {
+        &self.probes.iter().find(|p| p.kind == kind).unwrap().key_id
+    }
+
+    async fn redis_pid(&self) -> String {
+        let info = raw(&self.redis.ops().await, "INFO", vec!["server".into()])
+            .await
+            .unwrap();
+        let info = info.as_str().unwrap().to_string();
+        info.lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// The validator user's ACL rule from the shipped template, with
+    /// `edit` applied to its selectors.
+    async fn set_validator_selectors(&self, edit: impl Fn(&str) -> Option<String>) {
+        let template = std::fs::read_to_string(self.redis.acl_file()).unwrap();
+        let line = template
+            .lines()
+            .find(|l| l.starts_with("user validator "))
+            .unwrap();
+        let mut args = vec!["validator".to_owned(), "clearselectors".to_owned()];
+        for selector in line.split('(').skip(1) {
+            let selector = selector.split(')').next().unwrap();
+            if let Some(selector) = edit(selector) {
+                args.push(format!("({selector})"));
+            }
+        }
+        let mut args_with_setuser = vec!["SETUSER".to_owned()];
+        args_with_setuser.extend(args);
+        raw(&self.redis.ops().await, "ACL", args_with_setuser)
+            .await
+            .unwrap();
+    }
+
+    fn counter_keys(&self) -> Vec<String> {
+        let p = &self.project;
+        let m = minute_now();
+        let mut keys = Vec::new();
+        for minute in m..m + 4 {
+            for kind in [Kind::ValidWarm, Kind::ValidCold] {
+                keys.push(format!("ratelimit:key:{p}:{}:{minute}", self.key_id(kind)));
+            }
+            let warm = self.key_id(Kind::ValidWarm);
+            keys.push(format!("ratelimit:key:{p}:{warm}:bad:{minute}"));
+        }
+        keys
+    }
+
+    async fn apply(&self, fault: Fault) {
+        let ops = self.redis.ops().await;
+        let run = |cmd: &'static str, args: &[&str]| {
+            raw(&ops, cmd, args.iter().map(|a| a.to_string()).collect())
+        };
+        match fault {
+            Fault::Refused => self.redis.stop(),
+            Fault::Hung => signal(&self.pid, "-STOP"),
+            Fault::Cut => self.proxy.as_ref().unwrap().cut(true),
+            Fault::OutOfMemory => {
+                run("CONFIG", &["SET", "maxmemory-policy", "noeviction"])
+                    .await
+                    .unwrap();
+                run("CONFIG", &["SET", "maxmemory", "1"]).await.unwrap();
+            }
+            Fault::ReadOnly => {
+                let nowhere = free_port().to_string();
+                run("REPLICAOF", &["127.0.0.1", &nowhere]).await.unwrap();
+            }
+            Fault::NoXadd => {
+                self.set_validator_selectors(|s| (!s.contains("+xadd")).then(|| s.to_owned()))
+                    .await
+            }
+            Fault::NoIncr => {
+                self.set_validator_selectors(|s| Some(s.replace(" +incr", "")))
+                    .await
+            }
+            Fault::CounterWrongType => {
+                for key in self.counter_keys() {
+                    run("DEL", &[&key]).await.unwrap();
+                    run("HSET", &[&key, "not", "a counter"]).await.unwrap();
+                }
+            }
+            Fault::StreamWrongType => {
+                run("RENAME", &["audit:keylookup", "saved-audit"])
+                    .await
+                    .unwrap();
+                run("SET", &["audit:keylookup", "not a stream"])
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    async fn clear(&self, fault: Fault) {
+        if fault == Fault::Refused {
+            self.redis.restart();
+            return;
+        }
+        if fault == Fault::Hung {
+            signal(&self.pid, "-CONT");
+            return;
+        }
+        let ops = self.redis.ops().await;
+        let run = |cmd: &'static str, args: &[&str]| {
+            raw(&ops, cmd, args.iter().map(|a| a.to_string()).collect())
+        };
+        match fault {
+            Fault::Refused | Fault::Hung => unreachable!(),
+            Fault::Cut => self.proxy.as_ref().unwrap().cut(false),
+            Fault::OutOfMemory => {
+                run("CONFIG", &["SET", "maxmemory", "0"]).await.unwrap();
+            }
+            Fault::ReadOnly => {
+                run("REPLICAOF", &["NO", "ONE"]).await.unwrap();
+            }
+            Fault::NoXadd | Fault::NoIncr => {
+                self.set_validator_selectors(|s| Some(s.to_owned())).await
+            }
+            Fault::CounterWrongType => {
+                for key in self.counter_keys() {
+                    run("DEL", &[&key]).await.unwrap();
+                }
+            }
+            Fault::StreamWrongType => {
+                run("DEL", &["audit:keylookup"]).await.unwrap();
+                run("RENAME", &["saved-audit", "audit:keylookup"])
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    /// Polls each instance with the warm valid key until it passes again;
+    /// the time each took from `since`.
+    async fn recovered(&self, since: Instant) -> [Duration; 2] {
+        let body = &self.probes[0].body;
+        assert_eq!(self.probes[0].kind, Kind::ValidWarm);
+        let mut took = [Duration::ZERO; 2];
+        for (i, app) in self.apps.iter().enumerate() {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let r = app.post("/v1/validate-key", body, None).await;
+                assert_ne!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+                if r.status() == StatusCode::OK && r.headers().get("x-keyward-failsafe").is_none() {
+                    took[i] = since.elapsed();
+                    break;
+                }
+                assert!(Instant::now() < deadline, "instance {i} did not recover");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        took
+    }
+}
+
+fn signal(pid: &str, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, pid])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// Asserts one answer; returns whether it was a failsafe 200.
+async fn assert_answer(r: reqwest::Response, expect: Expect, what: &str) -> bool {
+    let status = r.status();
+    let failsafe = r.headers().get("x-keyward-failsafe").cloned();
+    let text = r.text().await.unwrap();
+    assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR, "{what}: {text}");
+    let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    match expect {
+        Expect::Pass => {
+            assert_eq!(status, StatusCode::OK, "{what}: {text}");
+            assert!(failsafe.is_none(), "{what}: marked failsafe");
+            assert_eq!(body["owner"], "alice", "{what}: {text}");
+        }
+        Expect::Failsafe { doc_read } => {
+            assert_eq!(status, StatusCode::OK, "{what}: {text}");
+            assert_eq!(failsafe.as_ref().map(|v| v.to_str().unwrap()), Some("open"));
+            let owner = if doc_read { "alice" } else { "" };
+            assert_eq!(body["owner"], owner, "{what}: {text}");
+        }
+        Expect::Refused(want, code) => {
+            assert_eq!(status, want, "{what}: {text}");
+            assert_eq!(body["error"]["code"], code, "{what}: {text}");
+        }
+        Expect::Unavailable => {
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{what}: {text}");
+            assert_eq!(body["error"]["code"], "unavailable", "{what}: {text}");
+        }
+    }
+    failsafe.is_some()
+}
+
+async fn unaudited_failsafe_count(app: &TestApp) -> f64 {
+    let text = app.get("/metrics", None).await.text().await.unwrap();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("keyward_validations_unaudited_total{")
+                && l.contains(r#"reason="failsafe_open""#)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The whole matrix row of one fault: before, during, and after it.
+async fn matrix(fault: Fault) {
+    let f = Fixture::start(fault == Fault::Cut).await;
+    f.check(None, true).await;
+
+    let counted_before = unaudited_failsafe_count(&f.apps[0]).await;
+    f.apply(fault).await;
+    let failsafe_answers = f.check(Some(fault), false).await;
+    let started = Instant::now();
+    f.clear(fault).await;
+    let took = f.recovered(started).await;
+    eprintln!(
+        "fault matrix: {fault:?}: recovered in {} ms (closed), {} ms (open)",
+        took[0].as_millis(),
+        took[1].as_millis()
+    );
+    let expected_failsafe = f
+        .probes
+        .iter()
+        .filter(|p| matches!(p.expect(Some(fault), true), Expect::Failsafe { .. }))
+        .count();
+    assert_eq!(
+        failsafe_answers, expected_failsafe,
+        "{fault:?}: failsafe 200s"
+    );
+    // Counted (the recorder is per process: other tests only add to it).
+    let counted = unaudited_failsafe_count(&f.apps[0]).await - counted_before;
+    assert!(
+        counted >= failsafe_answers as f64,
+        "{fault:?}: {failsafe_answers} failsafe 200s, {counted} counted"
+    );
+
+    // After the fault: every key as before, every pass audited.
+    let ok_before = f.audited_ok().await;
+    f.check(None, false).await;
+    let passes = 2 * 2; // Two valid keys on two instances.
+    assert!(
+        f.audited_ok().await >= ok_before + passes,
+        "{fault:?}: a pass without its audit entry"
+    );
+}
+
+#[tokio::test]
+async fn fault_connection_refused() {
+    matrix(Fault::Refused).await;
+}
+
+#[tokio::test]
+async fn fault_redis_hung_past_the_deadline() {
+    matrix(Fault::Hung).await;
+}
+
+#[tokio::test]
+async fn fault_connection_cut_between_request_and_reply() {
+    matrix(Fault::Cut).await;
+}
+
+#[tokio::test]
+async fn fault_writes_refused_out_of_memory() {
+    matrix(Fault::OutOfMemory).await;
+}
+
+#[tokio::test]
+async fn fault_writes_refused_readonly_replica() {
+    matrix(Fault::ReadOnly).await;
+}
+
+#[tokio::test]
+async fn fault_validator_loses_xadd() {
+    matrix(Fault::NoXadd).await;
+}
+
+#[tokio::test]
+async fn fault_validator_loses_incr() {
+    matrix(Fault::NoIncr).await;
+}
+
+#[tokio::test]
+async fn fault_a_counter_of_the_wrong_type() {
+    matrix(Fault::CounterWrongType).await;
+}
+
+#[tokio::test]
+async fn fault_the_audit_stream_of_the_wrong_type() {
+    matrix(Fault::StreamWrongType).await;
+}
