@@ -1261,3 +1261,147 @@ async fn keyward_migrate_finds_projects_on_every_master_and_converts_in_one_slot
     let again = String::from_utf8_lossy(&migrate(false).stdout).into_owned();
     assert!(again.contains("nothing to change"), "{again}");
 }
+
+impl crate::fault_matrix::Gateway for ClusterApp {
+    fn url(&self, path: &str) -> String {
+        ClusterApp::url(self, path)
+    }
+}
+
+/// Waits until the cluster is whole: `cluster_state:ok` and every replica's
+/// link to its master up (a replica that never synced cannot be promoted).
+async fn wait_until_whole(c: &Cluster) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let nodes = c.nodes().await;
+        let mut whole = nodes.len() == 6 && nodes.iter().all(|n| !n.failed);
+        for n in nodes.iter().filter(|n| !n.master) {
+            let info = raw(&c.node(n.port).await, "INFO", args(&["replication"])).await;
+            let info = info.ok().and_then(|v| v.as_string()).unwrap_or_default();
+            whole &= info.contains("master_link_status:up");
+        }
+        if whole {
+            let any = c.node(nodes[0].port).await;
+            let info = raw(&any, "CLUSTER", args(&["INFO"])).await;
+            let info = info.ok().and_then(|v| v.as_string()).unwrap_or_default();
+            if info.contains("cluster_state:ok") {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cluster did not become whole"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The fault matrix's failover row: each master in turn is killed while
+/// keys of every kind are validated on both failsafe modes. A key a read
+/// refused is never 200, a plain 200 always has its audit entry, nothing is
+/// a 500, and every instance recovers by itself.
+#[tokio::test]
+async fn each_master_failing_over_in_turn_never_passes_a_refused_key() {
+    use crate::fault_matrix::{classify, mint_every_kind, Expect, Kind};
+    let _exclusive = EXCLUSIVE.write().await;
+    let c = cluster();
+    wait_until_whole(c).await;
+    let apps = [
+        ClusterApp::spawn(|_| {}).await,
+        ClusterApp::spawn(|c| c.failsafe = keyward::config::Failsafe::Open).await,
+    ];
+    let project = apps[0].project().await;
+    let admin = c.admin().await;
+    let probes = mint_every_kind(&apps, &project, &admin).await;
+    let passes = Mutex::new(HashMap::<String, usize>::new());
+    let check = |during: bool| {
+        let (apps, probes, passes) = (&apps, &probes, &passes);
+        async move {
+            let mut all_exact = true;
+            for (i, app) in apps.iter().enumerate() {
+                let open = i == 1;
+                for probe in probes {
+                    let r = app
+                        .http
+                        .post(app.url("/v1/validate-key"))
+                        .json(&probe.body)
+                        .send()
+                        .await
+                        .unwrap();
+                    let (got, text) = classify(r).await;
+                    let allowed = match during {
+                        true => probe.during_outage(open),
+                        false => vec![probe.refusal()],
+                    };
+                    let what =
+                        format!("{}, {:?}", if open { "open" } else { "closed" }, probe.kind);
+                    assert!(
+                        allowed.contains(&got),
+                        "{what}: {got:?} not in {allowed:?}: {text}"
+                    );
+                    all_exact &= got == probe.refusal();
+                    if got == Expect::Pass {
+                        *passes
+                            .lock()
+                            .unwrap()
+                            .entry(probe.key_id.clone())
+                            .or_default() += 1;
+                    }
+                }
+            }
+            all_exact
+        }
+    };
+    assert!(check(false).await, "before any failover");
+
+    let mut killed = std::collections::HashSet::new();
+    for round in 0..3 {
+        wait_until_whole(c).await;
+        let victim = c
+            .nodes()
+            .await
+            .into_iter()
+            .filter(|n| n.master && !killed.contains(&n.id))
+            .min_by_key(|n| n.port)
+            .expect("a master not killed yet");
+        killed.insert(victim.id.clone());
+        let pid = c.pid(victim.port).expect("the victim runs");
+        let kill = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+        assert!(kill.unwrap().success());
+        let started = Instant::now();
+        // Probe until every answer is exactly the fault-free one again.
+        let deadline = started + Duration::from_secs(30);
+        while !check(true).await {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no recovery in 30 s"
+            );
+        }
+        eprintln!(
+            "fault matrix: failover of master {} (round {round}): every answer exact again {} ms after the kill",
+            victim.port,
+            started.elapsed().as_millis()
+        );
+        // The killed node comes back as a replica of its successor.
+        let conf = c.dir.join(format!("{}/redis.conf", victim.port));
+        assert!(Command::new("redis-server")
+            .arg(conf)
+            .status()
+            .unwrap()
+            .success());
+    }
+    wait_until_whole(c).await;
+    assert!(check(false).await, "after every failover");
+
+    let audited = ok_entries(&audit_of(&admin, &project, 1).await);
+    for (key_id, n) in passes.into_inner().unwrap() {
+        let got = audited.get(&key_id).copied().unwrap_or(0);
+        assert!(got >= n, "{key_id}: {n} plain 200s, {got} audited ok");
+    }
+    assert!(
+        probes.iter().any(|p| p.kind == Kind::ValidWarm),
+        "the matrix has a valid key"
+    );
+}

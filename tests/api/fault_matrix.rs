@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{free_port, random_id, raw, wrong_secret, TestApp, TestRedis};
+use fred::prelude::Pool;
+
+use crate::helpers::{free_port, random_id, raw, wrong_secret, TestApp, TestRedis, ADMIN_TOKEN};
 use crate::proxy::Proxy;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +52,7 @@ impl Fault {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub enum Kind {
     /// Verified before by each instance (its secret is cached).
     ValidWarm,
     /// Never validated before the fault.
@@ -71,7 +73,7 @@ enum Kind {
 
 /// The answer class the matrix expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Expect {
+pub enum Expect {
     /// 200, no failsafe header; an audit entry is written.
     Pass,
     /// 200 with `X-Keyward-Failsafe: open`; `doc_read`: with the key's own
@@ -83,14 +85,14 @@ enum Expect {
     Unavailable,
 }
 
-struct Probe {
-    kind: Kind,
-    key_id: String,
-    body: Value,
+pub struct Probe {
+    pub kind: Kind,
+    pub key_id: String,
+    pub body: Value,
 }
 
 impl Probe {
-    fn refusal(&self) -> Expect {
+    pub fn refusal(&self) -> Expect {
         match self.kind {
             Kind::ValidWarm | Kind::ValidCold => Expect::Pass,
             Kind::OverLimit => Expect::Refused(StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
@@ -140,6 +142,169 @@ fn minute_now() -> u64 {
     keyward::store::now() as u64 / MINUTE
 }
 
+/// A keyward under test, by where it listens.
+pub trait Gateway {
+    fn url(&self, path: &str) -> String;
+}
+
+impl Gateway for TestApp {
+    fn url(&self, path: &str) -> String {
+        TestApp::url(self, path)
+    }
+}
+
+async fn post(
+    app: &impl Gateway,
+    path: &str,
+    body: &Value,
+    token: Option<&str>,
+) -> reqwest::Response {
+    let mut req = reqwest::Client::new().post(app.url(path)).json(body);
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    req.send().await.expect("request reaches keyward")
+}
+
+async fn mint(app: &impl Gateway, project: &str, extra: Value) -> crate::helpers::Minted {
+    let mut body = json!({ "project_id": project, "owner": "alice", "server_name": "api-1" });
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        body.extend(extra.clone());
+    }
+    let r = post(app, "/v1/mint-key", &body, Some(ADMIN_TOKEN)).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.unwrap();
+    crate::helpers::Minted {
+        api_key: v["api_key"].as_str().unwrap().to_owned(),
+        key_id: v["key_id"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// Mints a key of every kind in `project` (through `apps[0]`), warms each
+/// app's cache with those that had a valid past, then gives them their
+/// state with `ops` (any client that may write every key).
+pub async fn mint_every_kind<G: Gateway>(apps: &[G], project: &str, ops: &Pool) -> Vec<Probe> {
+    let admin = &apps[0];
+    let p = project.to_owned();
+    let mut probes = Vec::new();
+    let mut add = |kind, key_id: &str, body: Value| {
+        probes.push(Probe {
+            kind,
+            key_id: key_id.to_owned(),
+            body,
+        })
+    };
+    let warm = mint(admin, &p, json!({})).await;
+    add(
+        Kind::ValidWarm,
+        &warm.key_id,
+        json!({ "api_key": warm.api_key }),
+    );
+    add(
+        Kind::WrongSecret,
+        &warm.key_id,
+        json!({ "api_key": wrong_secret(&warm.api_key) }),
+    );
+    let unknown_id = random_id("k_");
+    let mut parts: Vec<&str> = warm.api_key.split('.').collect();
+    parts[2] = &unknown_id;
+    add(
+        Kind::Unknown,
+        &unknown_id,
+        json!({ "api_key": parts.join(".") }),
+    );
+    add(Kind::Malformed, "", json!({ "api_key": "garbage" }));
+    let cold = mint(admin, &p, json!({})).await;
+    add(
+        Kind::ValidCold,
+        &cold.key_id,
+        json!({ "api_key": cold.api_key }),
+    );
+    let revoked = mint(admin, &p, json!({})).await;
+    add(
+        Kind::Revoked,
+        &revoked.key_id,
+        json!({ "api_key": revoked.api_key }),
+    );
+    let disabled = mint(admin, &p, json!({})).await;
+    add(
+        Kind::Disabled,
+        &disabled.key_id,
+        json!({ "api_key": disabled.api_key }),
+    );
+    let expired = mint(admin, &p, json!({})).await;
+    add(
+        Kind::Expired,
+        &expired.key_id,
+        json!({ "api_key": expired.api_key }),
+    );
+    let over = mint(admin, &p, json!({ "rate_limit_per_minute": 2 })).await;
+    add(
+        Kind::OverLimit,
+        &over.key_id,
+        json!({ "api_key": over.api_key }),
+    );
+    let scoped = mint(admin, &p, json!({ "scopes": ["read"] })).await;
+    add(
+        Kind::LacksScope,
+        &scoped.key_id,
+        json!({ "api_key": scoped.api_key, "scopes": ["write"] }),
+    );
+    let bound = mint(admin, &p, json!({ "allowed_cidrs": ["10.0.0.0/8"] })).await;
+    add(
+        Kind::OutsideNetworks,
+        &bound.key_id,
+        json!({ "api_key": bound.api_key, "client_ip": "192.0.2.1" }),
+    );
+
+    // Warm every instance's cache with each key that had a valid past.
+    for app in apps {
+        for body in [
+            json!({ "api_key": warm.api_key }),
+            json!({ "api_key": revoked.api_key }),
+            json!({ "api_key": expired.api_key }),
+            json!({ "api_key": over.api_key }),
+            json!({ "api_key": scoped.api_key }),
+            json!({ "api_key": bound.api_key, "client_ip": "10.1.2.3" }),
+        ] {
+            let r = post(app, "/v1/validate-key", &body, None).await;
+            assert_eq!(
+                r.status(),
+                StatusCode::OK,
+                "warming: {}",
+                r.text().await.unwrap()
+            );
+        }
+    }
+    let revoke = json!({ "project_id": p, "key_id": revoked.key_id });
+    let r = post(admin, "/v1/revoke-key", &revoke, Some(ADMIN_TOKEN)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let doc = |key_id: &str| format!("apikey:{p}:{key_id}");
+    let past = (keyward::store::now() - 10.0).to_string();
+    let set = |key: String, path: &str, value: String| {
+        raw(ops, "JSON.SET", vec![key, path.into(), value])
+    };
+    set(doc(&disabled.key_id), "$.disabled", "true".into())
+        .await
+        .unwrap();
+    set(doc(&expired.key_id), "$.expires_at", past)
+        .await
+        .unwrap();
+    // Far over its limit of 2, this minute and the next few.
+    let m = minute_now();
+    for minute in m..m + 4 {
+        let counter = format!("ratelimit:key:{p}:{}:{minute}", over.key_id);
+        raw(
+            &ops,
+            "SET",
+            vec![counter, "1000".into(), "EX".into(), "600".into()],
+        )
+        .await
+        .unwrap();
+    }
+    probes
+}
+
 impl Fixture {
     async fn start(through_proxy: bool) -> Self {
         let redis = Arc::new(TestRedis::start());
@@ -180,132 +345,8 @@ impl Fixture {
     }
 
     async fn mint_every_kind(&mut self) {
-        let admin = &self.apps[0];
-        let p = self.project.clone();
         let ops = self.redis.ops().await;
-        let mut probes = Vec::new();
-        let mut add = |kind, key_id: &str, body: Value| {
-            probes.push(Probe {
-                kind,
-                key_id: key_id.to_owned(),
-                body,
-            })
-        };
-        let warm = admin.mint(&p, json!({})).await;
-        add(
-            Kind::ValidWarm,
-            &warm.key_id,
-            json!({ "api_key": warm.api_key }),
-        );
-        add(
-            Kind::WrongSecret,
-            &warm.key_id,
-            json!({ "api_key": wrong_secret(&warm.api_key) }),
-        );
-        let unknown_id = random_id("k_");
-        let mut parts: Vec<&str> = warm.api_key.split('.').collect();
-        parts[2] = &unknown_id;
-        add(
-            Kind::Unknown,
-            &unknown_id,
-            json!({ "api_key": parts.join(".") }),
-        );
-        add(Kind::Malformed, "", json!({ "api_key": "garbage" }));
-        let cold = admin.mint(&p, json!({})).await;
-        add(
-            Kind::ValidCold,
-            &cold.key_id,
-            json!({ "api_key": cold.api_key }),
-        );
-        let revoked = admin.mint(&p, json!({})).await;
-        add(
-            Kind::Revoked,
-            &revoked.key_id,
-            json!({ "api_key": revoked.api_key }),
-        );
-        let disabled = admin.mint(&p, json!({})).await;
-        add(
-            Kind::Disabled,
-            &disabled.key_id,
-            json!({ "api_key": disabled.api_key }),
-        );
-        let expired = admin.mint(&p, json!({})).await;
-        add(
-            Kind::Expired,
-            &expired.key_id,
-            json!({ "api_key": expired.api_key }),
-        );
-        let over = admin.mint(&p, json!({ "rate_limit_per_minute": 2 })).await;
-        add(
-            Kind::OverLimit,
-            &over.key_id,
-            json!({ "api_key": over.api_key }),
-        );
-        let scoped = admin.mint(&p, json!({ "scopes": ["read"] })).await;
-        add(
-            Kind::LacksScope,
-            &scoped.key_id,
-            json!({ "api_key": scoped.api_key, "scopes": ["write"] }),
-        );
-        let bound = admin
-            .mint(&p, json!({ "allowed_cidrs": ["10.0.0.0/8"] }))
-            .await;
-        add(
-            Kind::OutsideNetworks,
-            &bound.key_id,
-            json!({ "api_key": bound.api_key, "client_ip": "192.0.2.1" }),
-        );
-
-        // Warm every instance's cache with each key that had a valid past.
-        for app in &self.apps {
-            for body in [
-                json!({ "api_key": warm.api_key }),
-                json!({ "api_key": revoked.api_key }),
-                json!({ "api_key": expired.api_key }),
-                json!({ "api_key": over.api_key }),
-                json!({ "api_key": scoped.api_key }),
-                json!({ "api_key": bound.api_key, "client_ip": "10.1.2.3" }),
-            ] {
-                let r = app.post("/v1/validate-key", &body, None).await;
-                assert_eq!(
-                    r.status(),
-                    StatusCode::OK,
-                    "warming: {}",
-                    r.text().await.unwrap()
-                );
-            }
-        }
-        let r = admin
-            .admin_post(
-                "/v1/revoke-key",
-                &json!({ "project_id": p, "key_id": revoked.key_id }),
-            )
-            .await;
-        assert_eq!(r.status(), StatusCode::OK);
-        let doc = |key_id: &str| format!("apikey:{p}:{key_id}");
-        let past = (keyward::store::now() - 10.0).to_string();
-        let set = |key: String, path: &str, value: String| {
-            raw(&ops, "JSON.SET", vec![key, path.into(), value])
-        };
-        set(doc(&disabled.key_id), "$.disabled", "true".into())
-            .await
-            .unwrap();
-        set(doc(&expired.key_id), "$.expires_at", past)
-            .await
-            .unwrap();
-        // Far over its limit of 2, this minute and the next few.
-        let m = minute_now();
-        for minute in m..m + 4 {
-            let counter = format!("ratelimit:key:{p}:{}:{minute}", over.key_id);
-            raw(
-                &ops,
-                "SET",
-                vec![counter, "1000".into(), "EX".into(), "600".into()],
-            )
-            .await
-            .unwrap();
-        }
-        self.probes = probes;
+        self.probes = mint_every_kind(&self.apps, &self.project, &ops).await;
     }
 
     /// Sends every probe to both instances at once; checks each answer
@@ -521,33 +562,56 @@ fn signal(pid: &str, signal: &str) {
 
 /// Asserts one answer; returns whether it was a failsafe 200.
 async fn assert_answer(r: reqwest::Response, expect: Expect, what: &str) -> bool {
+    let (got, text) = classify(r).await;
+    assert_eq!(got, expect, "{what}: {text}");
+    matches!(got, Expect::Failsafe { .. })
+}
+
+/// The class of an answer, and its body; panics on a 500 or on anything
+/// outside the classes.
+pub async fn classify(r: reqwest::Response) -> (Expect, String) {
     let status = r.status();
     let failsafe = r.headers().get("x-keyward-failsafe").cloned();
     let text = r.text().await.unwrap();
-    assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR, "{what}: {text}");
     let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-    match expect {
-        Expect::Pass => {
-            assert_eq!(status, StatusCode::OK, "{what}: {text}");
-            assert!(failsafe.is_none(), "{what}: marked failsafe");
-            assert_eq!(body["owner"], "alice", "{what}: {text}");
+    let code = body["error"]["code"].as_str().unwrap_or_default();
+    let got = match (status, code) {
+        (StatusCode::OK, _) if failsafe.as_ref().is_some_and(|v| v == "open") => Expect::Failsafe {
+            doc_read: body["owner"] == "alice",
+        },
+        (StatusCode::OK, _) if failsafe.is_none() && body["owner"] == "alice" => Expect::Pass,
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable") => Expect::Unavailable,
+        (StatusCode::UNAUTHORIZED, "invalid_key") => Expect::Refused(status, "invalid_key"),
+        (StatusCode::FORBIDDEN, "insufficient_scope") => {
+            Expect::Refused(status, "insufficient_scope")
         }
-        Expect::Failsafe { doc_read } => {
-            assert_eq!(status, StatusCode::OK, "{what}: {text}");
-            assert_eq!(failsafe.as_ref().map(|v| v.to_str().unwrap()), Some("open"));
-            let owner = if doc_read { "alice" } else { "" };
-            assert_eq!(body["owner"], owner, "{what}: {text}");
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited") => Expect::Refused(status, "rate_limited"),
+        _ => panic!("an answer outside the matrix: {status} {failsafe:?} {text}"),
+    };
+    (got, text)
+}
+
+impl Probe {
+    /// What this key may get while a Redis node is away (some reads and
+    /// writes fail, others work): its own answer, or what a fault gives.
+    pub fn during_outage(&self, open: bool) -> Vec<Expect> {
+        let unread = match open {
+            true => Expect::Failsafe { doc_read: false },
+            false => Expect::Unavailable,
+        };
+        let mut allowed = vec![self.refusal(), unread];
+        // Read and allowed, with the count or the audit entry missing: the
+        // over-limit key's counter may be on the node that is away.
+        if open
+            && matches!(
+                self.kind,
+                Kind::ValidWarm | Kind::ValidCold | Kind::OverLimit
+            )
+        {
+            allowed.push(Expect::Failsafe { doc_read: true });
         }
-        Expect::Refused(want, code) => {
-            assert_eq!(status, want, "{what}: {text}");
-            assert_eq!(body["error"]["code"], code, "{what}: {text}");
-        }
-        Expect::Unavailable => {
-            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{what}: {text}");
-            assert_eq!(body["error"]["code"], "unavailable", "{what}: {text}");
-        }
+        allowed
     }
-    failsafe.is_some()
 }
 
 async fn unaudited_failsafe_count(app: &TestApp) -> f64 {
