@@ -295,7 +295,7 @@ pub async fn mint_every_kind<G: Gateway>(apps: &[G], project: &str, ops: &Pool) 
     for minute in m..m + 4 {
         let counter = format!("ratelimit:key:{p}:{}:{minute}", over.key_id);
         raw(
-            &ops,
+            ops,
             "SET",
             vec![counter, "1000".into(), "EX".into(), "600".into()],
         )
