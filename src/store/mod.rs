@@ -288,13 +288,14 @@ async fn connect(url: &str, config: &Config, what: &str) -> Result<Pool> {
 ///   is back, after its caller had its 503 (fred marks only single commands
 ///   as timed out, and the validation path sends single commands).
 ///
-/// A step answers as one: if any of its commands fails for good, the
-/// caller gets the error and the request is a 503 (see [`send`] and
-/// `validation.rs`), though its other commands may have run: a counter may
-/// count a use that was refused, an audit entry may record a success that
-/// was answered 503; never the reverse. So every 200 comes from a step
-/// whose `JSON.GET` was answered, just then, by the master that owns the
-/// key; replicas are never read.
+/// An admin pipeline answers as one: if any of its commands fails for
+/// good, the request is a 503 (see [`send`]), though its other commands may
+/// have run. The validation path keeps each command's answer apart
+/// (`validation.rs`, and `validate` decides what each failure means): a
+/// counter may count a use that was refused, an audit entry may record a
+/// success that was answered 503; never the reverse. So every fail-closed
+/// 200 comes from a step whose `JSON.GET` was answered, just then, by the
+/// master that owns the key; replicas are never read.
 ///
 /// `TCP_NODELAY`: a step is one write, sent at once rather than held back
 /// by Nagle's algorithm for the answer to the previous one.
