@@ -63,6 +63,14 @@ pub enum Verdict {
     Corrupt,
 }
 
+/// A key's stored hashes, each a PHC string with its tag: its secret's, and
+/// during a rotation's grace period the previous secret's.
+#[derive(Debug, Clone, Copy)]
+pub struct Hashes<'a> {
+    pub current: (&'a str, Option<&'a str>),
+    pub previous: Option<(&'a str, Option<&'a str>)>,
+}
+
 /// Which of a key's hashes a secret matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Matched {
@@ -119,9 +127,7 @@ impl Hasher {
         self.cache.as_ref()?.get(cache_key)
     }
 
-    /// Forgets a cached verification whose hash the key no longer carries
-    /// (re-keyed, or a rotation's grace period over).
-    pub fn forget(&self, cache_key: &CacheKey) {
+    fn forget(&self, cache_key: &CacheKey) {
         if let Some(cache) = &self.cache {
             cache.invalidate(cache_key);
         }
@@ -159,17 +165,39 @@ impl Hasher {
         Ok(Verdict::Match)
     }
 
+    /// Which of a key's hashes the cached verification `cached` (from
+    /// [`Hasher::cached`]) matched: `current`, or `previous` during a
+    /// rotation's grace period. `None` when the key carries neither any more
+    /// (re-keyed, or the grace period over): the entry is forgotten, and the
+    /// secret must be verified afresh.
+    pub fn cached_match(
+        &self,
+        cache_key: &CacheKey,
+        cached: Option<&str>,
+        hashes: Hashes<'_>,
+    ) -> Option<Matched> {
+        let matched = match cached? {
+            phc if phc == hashes.current.0 => Matched::Current,
+            phc if Some(phc) == hashes.previous.map(|p| p.0) => Matched::Previous,
+            _ => {
+                self.forget(cache_key);
+                return None;
+            }
+        };
+        metrics::counter!(metric::VERIFY_CACHE_HITS).increment(1);
+        Some(matched)
+    }
+
     /// Which of a key's hashes `secret` matches, by Argon2id (caching a
-    /// match under `cache_key`): `current` (a PHC string and its tag), or
-    /// `previous` during a rotation's grace period. The tags pick the one
+    /// match under `cache_key`). During a rotation the tags pick the one
     /// hash worth a run, so a wrong secret costs at most one.
     pub async fn verify_key(
         &self,
         secret: &Secret,
         cache_key: &CacheKey,
-        current: (&str, Option<&str>),
-        previous: Option<(&str, Option<&str>)>,
+        hashes: Hashes<'_>,
     ) -> Result<Matched> {
+        let Hashes { current, previous } = hashes;
         let mut candidates = vec![(current.0, Matched::Current)];
         if let Some(previous) = previous {
             let cur = Self::tag_matches(current.1, secret, current.0);

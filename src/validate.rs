@@ -45,7 +45,7 @@ use serde::Serialize;
 
 use crate::config::{Config, Failsafe};
 use crate::error::{Error, Result};
-use crate::hash::{Hasher, Matched};
+use crate::hash::{Hasher, Hashes, Matched};
 use crate::key::ApiKey;
 use crate::scope;
 use crate::store::{now, Audit, Effects, KeyDoc, Lookup, Origin, Store};
@@ -174,17 +174,6 @@ fn policy(doc: &KeyDoc, req: &Request<'_>, now: f64) -> Option<Reason> {
     }
 }
 
-/// Which of the document's secrets the hash `phc` is, if it still carries it.
-fn carried(doc: &KeyDoc, phc: &str, now: f64) -> Option<Reason> {
-    if doc.secret_hash == phc {
-        Some(Reason::Ok)
-    } else if doc.previous_hash(now) == Some(phc) {
-        Some(Reason::PreviousSecret)
-    } else {
-        None
-    }
-}
-
 /// What [`Validator::decide`] concluded from Redis's answers.
 #[derive(Debug)]
 struct Decision {
@@ -293,27 +282,30 @@ impl Validator {
             None => self.store.read(project, key_id, minute).await,
         };
         let mut counted = cached.is_some() && read.used.is_ok();
+        let refuse = move |reason| Ok(Decision::refuse(reason, counted));
         let doc = match read.doc? {
             Lookup::Found(doc) => doc,
-            Lookup::Missing => return Ok(Decision::refuse(Reason::NotFound, counted)),
-            Lookup::Forbidden => return Ok(Decision::refuse(Reason::Forbidden, counted)),
-            Lookup::Unreadable => return Ok(Decision::refuse(Reason::Unreadable, counted)),
+            Lookup::Missing => return refuse(Reason::NotFound),
+            Lookup::Forbidden => return refuse(Reason::Forbidden),
+            Lookup::Unreadable => return refuse(Reason::Unreadable),
         };
         let now = now();
         if let Some(reason) = policy(&doc, req, now) {
-            return Ok(Decision::refuse(reason, counted));
+            return refuse(reason);
         }
         let limit = doc.rate_limit_per_minute.unwrap_or(self.default_rate_limit);
-        let reason = match cached.as_deref().and_then(|phc| carried(&doc, phc, now)) {
-            Some(reason) => {
-                metrics::counter!(metric::VERIFY_CACHE_HITS).increment(1);
-                reason
-            }
+        let hashes = Hashes {
+            current: (&doc.secret_hash, doc.secret_tag.as_deref()),
+            previous: doc
+                .previous_hash(now)
+                .map(|phc| (phc, doc.previous_secret_tag.as_deref())),
+        };
+        let matched = match self
+            .hasher
+            .cached_match(&cache_key, cached.as_deref(), hashes)
+        {
+            Some(matched) => matched,
             None => {
-                if cached.is_some() {
-                    // Re-keyed, or a rotation's grace period is over.
-                    self.hasher.forget(&cache_key);
-                }
                 let before = read.used.as_ref().map(|used| used - u64::from(counted));
                 if before.is_ok_and(|used| used >= limit) {
                     // Already over the limit this minute: no hashing.
@@ -324,30 +316,25 @@ impl Validator {
                     .is_ok_and(|bad| bad >= self.bad_secret_hashes_per_minute)
                 {
                     // A flood of wrong secrets: refused without hashing.
-                    return Ok(Decision::refuse(Reason::BadSecret, counted));
+                    return refuse(Reason::BadSecret);
                 }
-                let current = (doc.secret_hash.as_str(), doc.secret_tag.as_deref());
-                let previous = doc
-                    .previous_hash(now)
-                    .map(|phc| (phc, doc.previous_secret_tag.as_deref()));
-                let matched = self
-                    .hasher
-                    .verify_key(&key.secret, &cache_key, current, previous)
-                    .await?;
-                match matched {
-                    Matched::Current => Reason::Ok,
-                    Matched::Previous => Reason::PreviousSecret,
-                    Matched::Neither => return Ok(Decision::refuse(Reason::BadSecret, counted)),
-                    Matched::Corrupt => {
-                        self.store.report_corrupt_hash(project, key_id);
-                        return Ok(Decision::refuse(Reason::Unreadable, counted));
-                    }
-                }
+                self.hasher
+                    .verify_key(&key.secret, &cache_key, hashes)
+                    .await?
+            }
+        };
+        let reason = match matched {
+            Matched::Current => Reason::Ok,
+            Matched::Previous => Reason::PreviousSecret,
+            Matched::Neither => return refuse(Reason::BadSecret),
+            Matched::Corrupt => {
+                self.store.report_corrupt_hash(project, key_id);
+                return refuse(Reason::Unreadable);
             }
         };
         if let Some(missing) = scope::first_missing(&doc.scopes, req.required_scopes) {
             tracing::debug!(missing, "required scope not granted");
-            return Ok(Decision::refuse(Reason::InsufficientScope, counted));
+            return refuse(Reason::InsufficientScope);
         }
         let used = match cached {
             Some(_) => read.used,
