@@ -181,8 +181,9 @@ struct Decision {
     /// The window: with this use counted for a pass; `limit` and `reset`
     /// for a 429.
     rate: RateInfo,
-    /// Whether this use was counted (`INCR`). A refusal takes it back.
-    counted: bool,
+    /// The `INCR`'s answer, when this use was counted (1: it opened the
+    /// window). A refusal takes the use back.
+    count: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -196,22 +197,22 @@ enum Verdict {
 }
 
 impl Decision {
-    fn refuse(reason: Reason, counted: bool) -> Self {
+    fn refuse(reason: Reason, count: Option<u64>) -> Self {
         Decision {
             verdict: Verdict::Refuse(reason),
             rate: RateInfo::default(),
-            counted,
+            count,
         }
     }
 
-    fn rate_limited(limit: u64, reset: u64, counted: bool) -> Self {
+    fn rate_limited(limit: u64, reset: u64, count: Option<u64>) -> Self {
         Decision {
             rate: RateInfo {
                 limit,
                 remaining: 0,
                 reset,
             },
-            ..Decision::refuse(Reason::RateLimited, counted)
+            ..Decision::refuse(Reason::RateLimited, count)
         }
     }
 }
@@ -256,7 +257,7 @@ impl Validator {
     pub async fn validate(&self, req: &Request<'_>) -> Result<Validated> {
         let (minute, reset) = window(now());
         let Ok(key) = ApiKey::parse(req.api_key) else {
-            let malformed = Decision::refuse(Reason::Malformed, false);
+            let malformed = Decision::refuse(Reason::Malformed, None);
             return self.finish(req, None, minute, malformed).await;
         };
         match self.decide(req, &key, minute, reset).await {
@@ -281,8 +282,11 @@ impl Validator {
             Some(_) => self.store.read_counting(project, key_id, minute).await,
             None => self.store.read(project, key_id, minute).await,
         };
-        let mut counted = cached.is_some() && read.used.is_ok();
-        let refuse = move |reason| Ok(Decision::refuse(reason, counted));
+        let count = match cached {
+            Some(_) => read.used.as_ref().ok().copied(),
+            None => None,
+        };
+        let refuse = move |reason| Ok(Decision::refuse(reason, count));
         let doc = match read.doc? {
             Lookup::Found(doc) => doc,
             Lookup::Missing => return refuse(Reason::NotFound),
@@ -306,10 +310,13 @@ impl Validator {
         {
             Some(matched) => matched,
             None => {
-                let before = read.used.as_ref().map(|used| used - u64::from(counted));
+                let before = match count {
+                    Some(count) => Ok(count.saturating_sub(1)),
+                    None => read.used.as_ref().copied(),
+                };
                 if before.is_ok_and(|used| used >= limit) {
                     // Already over the limit this minute: no hashing.
-                    return Ok(Decision::rate_limited(limit, reset, counted));
+                    return Ok(Decision::rate_limited(limit, reset, count));
                 }
                 if read
                     .bad
@@ -345,19 +352,17 @@ impl Validator {
             // Not counted; if the count can still be read, a key already
             // over its limit is refused all the same.
             Err(error) => match self.store.used(project, key_id, minute).await {
-                Ok(used) if used >= limit => {
-                    return Ok(Decision::rate_limited(limit, reset, false))
-                }
+                Ok(used) if used >= limit => return Ok(Decision::rate_limited(limit, reset, None)),
                 _ => {
                     let doc = Some(doc);
                     return Err(Incomplete { error, doc });
                 }
             },
         };
-        counted = true;
+        let count = Some(used);
         if used > limit {
             // Lost the race for the last use of this window.
-            return Ok(Decision::rate_limited(limit, reset, counted));
+            return Ok(Decision::rate_limited(limit, reset, count));
         }
         let rate = RateInfo {
             limit,
@@ -368,7 +373,7 @@ impl Validator {
         Ok(Decision {
             verdict,
             rate,
-            counted,
+            count,
         })
     }
 
@@ -385,7 +390,7 @@ impl Validator {
         let Decision {
             verdict,
             rate,
-            counted,
+            count,
         } = decision;
         let (reason, pass) = match &verdict {
             Verdict::Pass { reason, .. } => (*reason, true),
@@ -403,13 +408,14 @@ impl Validator {
             },
             minute,
             success: pass,
+            new_window: count == Some(1),
             bad_secret: reason == Reason::BadSecret,
-            undo_use: counted && !pass,
+            undo_use: count.is_some() && !pass,
         };
         let written = self.store.finish(effects).await;
         match (verdict, written) {
             (Verdict::Pass { doc, .. }, Ok(())) => {
-                count(reason);
+                tally(reason);
                 Ok(Validated {
                     rate,
                     ..validated(*doc)
@@ -423,7 +429,7 @@ impl Validator {
                 }
             }
             (Verdict::Refuse(_), written) => {
-                count(reason);
+                tally(reason);
                 if let Err(e) = written {
                     unaudited(reason);
                     tracing::warn!(
@@ -453,7 +459,7 @@ impl Validator {
         if self.failsafe == Failsafe::Closed || !matches!(error, Error::Unavailable(_)) {
             return Err(error);
         }
-        count(Reason::FailsafeOpen);
+        tally(Reason::FailsafeOpen);
         unaudited(Reason::FailsafeOpen);
         tracing::warn!(
             project_id = %key.project_id, key_id = %key.key_id, error = %error,
@@ -472,7 +478,7 @@ impl Validator {
     }
 }
 
-fn count(reason: Reason) {
+fn tally(reason: Reason) {
     tracing::debug!(
         result = reason.result(),
         reason = reason.as_str(),

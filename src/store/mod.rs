@@ -47,6 +47,7 @@ mod admin;
 pub mod migrate;
 pub mod model;
 pub mod names;
+mod usage;
 mod validation;
 
 use fred::clients::{Client, Pipeline};
@@ -236,7 +237,9 @@ pub struct Store {
     admin_wait_timeout: Duration,
     /// Anonymous denials' audit budget and the summaries it owes.
     audit_budget: Arc<audit::Budget>,
-    /// Writes those summaries every second; stopped when the last handle
+    /// Passes counted in memory, written to `apimeta` about once a second.
+    usage: Arc<usage::Usage>,
+    /// Writes the summaries and the usage every second; stopped when the last handle
     /// to the store (other than the flusher's own) is dropped, or by `quit`.
     flusher: Arc<Flusher>,
 }
@@ -362,11 +365,12 @@ impl Store {
             admin_wait_replicas: config.admin_wait_replicas,
             admin_wait_timeout: config.redis_timeout / 2,
             audit_budget: Arc::new(audit::Budget::new(config.audit_anonymous_per_second)),
+            usage: Arc::default(),
             flusher: Arc::default(),
         };
         // The task's own handle carries no abort guard, so the store's
         // handles going away (or `quit`) stops it.
-        let task = tokio::spawn(store.clone().flush_summaries_every_second());
+        let task = tokio::spawn(store.clone().flush_every_second());
         store.flusher = Arc::new(Flusher(Some(task.abort_handle())));
         Ok(store)
     }
@@ -377,13 +381,16 @@ impl Store {
     }
 
     /// Closes the connections after a last flush of anything queued,
-    /// audit summaries included.
+    /// audit summaries and usage included.
     pub async fn quit(&self) {
         if let Some(task) = &self.flusher.0 {
             task.abort();
         }
         if let Err(e) = self.flush_summaries(true).await {
             tracing::error!(error = %e, "audit summaries lost at shutdown");
+        }
+        if let Err(e) = self.flush_usage().await {
+            tracing::error!(error = %e, "usage counts lost at shutdown");
         }
         for pool in [Some(&self.pool), self.admin.as_ref(), self.monitor.as_ref()]
             .into_iter()

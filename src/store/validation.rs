@@ -13,7 +13,7 @@ use std::future::Future;
 use std::time::Instant;
 
 use fred::clients::Client;
-use fred::prelude::{Error as FredError, HashesInterface, KeysInterface, StreamsInterface, Value};
+use fred::prelude::{Error as FredError, KeysInterface, StreamsInterface, Value};
 use fred::types::ExpireOptions;
 use futures::future::OptionFuture;
 
@@ -77,23 +77,22 @@ impl Store {
     }
 
     /// Round trip 1 for a secret verified before: the key's document, and
-    /// this use counted against this minute's window (`INCR`, `EXPIRE NX`);
-    /// `used` is the count including it.
+    /// this use counted against this minute's window (`INCR`); `used` is the
+    /// count including it (1: a new window, whose expiry `finish` sets).
     pub async fn read_counting(&self, project: &ProjectId, key_id: &KeyId, minute: u64) -> Read {
         let client = self.pool.next();
         let doc_key = names::apikey(project.as_str(), key_id.as_str());
         let used_key = names::used(project.as_str(), key_id.as_str(), minute);
-        let (doc, used, expire) = together(async {
+        let (doc, used) = together(async {
             futures::join!(
                 get_doc(client, &doc_key),
                 client.incr::<Value, _>(&used_key),
-                expire_nx(client, &used_key),
             )
         })
         .await;
         Read {
             doc: read_doc(&doc_key, doc),
-            used: expire.map_err(unavailable).and_then(|_| counter(used)),
+            used: counter(used),
             bad: Ok(0),
         }
     }
@@ -105,21 +104,13 @@ impl Store {
         counter(together(client.get::<Value, _>(&used_key)).await)
     }
 
-    /// Counts a right-secret validation against this minute's window and
-    /// returns the count including it. The INCR's own result decides the
-    /// 429, so the decision is exact under any concurrency.
+    /// Counts a right-secret validation against this minute's window
+    /// (`INCR`) and returns the count including it (1: a new window, whose
+    /// expiry `finish` sets). The INCR's own result decides the 429, so the
+    /// decision is exact under any concurrency.
     pub async fn count_use(&self, project: &ProjectId, key_id: &KeyId, minute: u64) -> Result<u64> {
-        let client = self.pool.next();
         let used_key = names::used(project.as_str(), key_id.as_str(), minute);
-        let (used, expire) = together(async {
-            futures::join!(
-                client.incr::<Value, _>(&used_key),
-                expire_nx(client, &used_key)
-            )
-        })
-        .await;
-        expire.map_err(unavailable)?;
-        counter(used)
+        counter(together(self.pool.next().incr::<Value, _>(&used_key)).await)
     }
 
     /// The last round trip of a validation, its only writes: `effects`'
@@ -133,42 +124,44 @@ impl Store {
             audit,
             minute,
             success,
+            new_window,
             bad_secret,
             undo_use,
         } = effects;
         let (project, key_id) = (audit.project_id, audit.key_id);
+        if success {
+            self.usage.add(project, key_id, now());
+        }
         let entry = self.audit_budget.admit(audit.reason).then_some(audit);
-        let meta = success.then(|| names::meta(project, key_id));
+        let used = (new_window || undo_use).then(|| names::used(project, key_id, minute));
         let bad = bad_secret.then(|| names::bad(project, key_id, minute));
-        let undo = undo_use.then(|| names::used(project, key_id, minute));
-        if entry.is_none() && meta.is_none() && bad.is_none() && undo.is_none() {
+        if entry.is_none() && used.is_none() && bad.is_none() {
             return Ok(());
         }
         let client = self.pool.next();
-        let (usage, last_used, incr, expire, decr, entry) = together(async {
+        let (expire, decr, incr_bad, expire_bad, entry) = together(async {
             futures::join!(
-                OptionFuture::from(meta.as_ref().map(|k| client.hincrby::<Value, _, _>(
-                    k,
-                    "usage_count",
-                    1
-                ))),
                 OptionFuture::from(
-                    meta.as_ref()
-                        .map(|k| client.hset::<Value, _, _>(k, ("last_used", now().to_string())))
+                    used.as_ref()
+                        .filter(|_| new_window)
+                        .map(|k| client.expire::<Value, _>(k, COUNTER_TTL_SECS, None))
+                ),
+                OptionFuture::from(
+                    used.as_ref()
+                        .filter(|_| undo_use)
+                        .map(|k| client.decr::<Value, _>(k))
                 ),
                 OptionFuture::from(bad.as_ref().map(|k| client.incr::<Value, _>(k))),
                 OptionFuture::from(bad.as_ref().map(|k| expire_nx(client, k))),
-                OptionFuture::from(undo.as_ref().map(|k| client.decr::<Value, _>(k))),
                 OptionFuture::from(entry.map(|a| self.xadd_audit(client, a))),
             )
         })
         .await;
         let bookkeeping = [
-            ("apimeta usage_count", usage),
-            ("apimeta last_used", last_used),
-            ("wrong-secret count", incr),
-            ("wrong-secret count expiry", expire),
+            ("the new window's expiry", expire),
             ("undoing a refused use", decr),
+            ("wrong-secret count", incr_bad),
+            ("wrong-secret count expiry", expire_bad),
         ];
         for (what, reply) in bookkeeping {
             if let Some(Err(e)) = reply {
@@ -270,14 +263,18 @@ impl Store {
             .map_err(unavailable)
     }
 
-    /// The flusher task: summaries of each second, about a second later.
-    pub(super) async fn flush_summaries_every_second(self) {
+    /// The flusher task: summaries of each second, and the usage counted
+    /// in it, about a second later.
+    pub(super) async fn flush_every_second(self) {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             if let Err(e) = self.flush_summaries(false).await {
                 tracing::warn!(error = %e, "audit summaries not written yet; retrying");
+            }
+            if let Err(e) = self.flush_usage().await {
+                tracing::warn!(error = %e, "usage counts not written yet; retrying");
             }
         }
     }

@@ -445,17 +445,14 @@ async fn a_key_is_minted_validated_and_revoked_across_the_shards() {
     let reasons: Vec<&str> = audit.iter().map(|e| e["reason"].as_str()).collect();
     assert_eq!(reasons, ["ok", "ok", "disabled"]);
     assert!(audit.iter().all(|e| e["client"] == "cluster-gateway"));
-    let got = app
-        .admin_get(&format!(
-            "/v1/get-key?project_id={project}&key_id={}",
-            key.key_id
-        ))
-        .await;
-    let got: Value = got.json().await.unwrap();
-    assert_eq!(
-        (got["usage_count"].as_u64(), &got["disabled"]),
-        (Some(2), &json!(true))
-    );
+    // Usage reaches Redis about a second later (aggregated per instance).
+    let path = format!("/v1/get-key?project_id={project}&key_id={}", key.key_id);
+    let got = crate::helpers::eventually("usage_count 2", || async {
+        let got: Value = app.admin_get(&path).await.json().await.unwrap();
+        (got["usage_count"] == 2).then_some(got)
+    })
+    .await;
+    assert_eq!(got["disabled"], json!(true));
 }
 
 #[tokio::test]

@@ -411,6 +411,18 @@ impl TestApp {
         }
     }
 
+    /// The key as get-key shows it once its `usage_count` is `want`. Usage
+    /// reaches Redis about a second after the validations (each instance
+    /// aggregates it), so this polls, for up to 10 s.
+    pub async fn usage_is(&self, project: &str, key_id: &str, want: u64) -> Value {
+        eventually(&format!("usage_count {want}"), || async {
+            let path = format!("/v1/get-key?project_id={project}&key_id={key_id}");
+            let got: Value = self.admin_get(&path).await.json().await.unwrap();
+            (got["usage_count"] == want).then_some(got)
+        })
+        .await
+    }
+
     /// Asserts a 401 `invalid_key` whose audit entry gives `reason`.
     pub async fn assert_denied(&self, api_key: &str, key_id: &str, reason: &str) {
         assert_error(
@@ -449,6 +461,22 @@ impl Drop for TestApp {
 pub struct Minted {
     pub api_key: String,
     pub key_id: String,
+}
+
+/// Polls `probe` until it gives `Some`, for up to 10 s; panics naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "never saw {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Asserts the status and the error body's `code`, with the body in the message.

@@ -181,3 +181,52 @@ async fn a_full_argon2_queue_answers_503_busy_at_once() {
         assert_error(r, StatusCode::SERVICE_UNAVAILABLE, "busy").await;
     }
 }
+
+/// `INFO commandstats` as (command, calls), lower case.
+async fn command_calls(ops: &fred::prelude::Pool) -> std::collections::HashMap<String, u64> {
+    let info = raw(ops, "INFO", vec!["commandstats".into()]).await.unwrap();
+    let info = info.as_string().unwrap_or_default();
+    info.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(":calls=")?;
+            Some((name.to_owned(), rest.split(',').next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_warm_success_is_three_commands_and_its_window_still_expires() {
+    let app = TestApp::spawn().await;
+    let project = app.project().await;
+    let key = app.mint(&project, json!({})).await;
+    assert_eq!(app.validate(&key.api_key).await.status(), StatusCode::OK);
+    let ops = app.redis.ops().await;
+    // Usage written by the flusher meanwhile is not this test's concern.
+    raw(&ops, "CONFIG", vec!["RESETSTAT".into()]).await.unwrap();
+    let n = 20;
+    for _ in 0..n {
+        assert_eq!(app.validate(&key.api_key).await.status(), StatusCode::OK);
+    }
+    let calls = command_calls(&ops).await;
+    let of = |c: &str| calls.get(c).copied().unwrap_or(0);
+    assert_eq!(of("json.get"), n, "{calls:?}");
+    assert_eq!(of("incr"), n, "{calls:?}");
+    assert_eq!(of("xadd"), n, "{calls:?}");
+    // EXPIRE only when an INCR opened a window: at most once here, twice
+    // if the validations straddled a minute.
+    assert!(of("expire") <= 2, "{calls:?}");
+    // apimeta is written by the per-instance flusher, about once a second.
+    assert!(of("hincrby") < n / 2, "{calls:?}");
+
+    // Every use counter has its expiry, and usage still adds up.
+    let pattern = format!("ratelimit:key:{project}:{}:*", key.key_id);
+    let counters = raw(&ops, "KEYS", vec![pattern]).await.unwrap();
+    let counters: Vec<String> = counters.convert().unwrap();
+    assert!(!counters.is_empty());
+    for counter in counters {
+        let ttl = raw(&ops, "TTL", vec![counter.clone()]).await.unwrap();
+        let ttl = ttl.as_i64().unwrap();
+        assert!(ttl > 0 && ttl <= 120, "{counter}: TTL {ttl}");
+    }
+    app.usage_is(&project, &key.key_id, n + 1).await;
+}

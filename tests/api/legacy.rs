@@ -267,14 +267,7 @@ async fn legacy_keys_validate_with_the_routing_data_the_original_service_stored(
         .await;
 
     // The original service's usage hash is counted on.
-    let r = app
-        .admin_get(&format!(
-            "/v1/get-key?project_id={project}&key_id={}",
-            original.key_id
-        ))
-        .await;
-    let got: Value = r.json().await.unwrap();
-    assert_eq!(got["usage_count"], 4);
+    app.usage_is(&project, &original.key_id, 4).await;
 }
 
 #[tokio::test]

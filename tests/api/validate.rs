@@ -207,6 +207,7 @@ async fn a_success_bumps_usage_count_and_last_used() {
     for _ in 0..2 {
         assert_eq!(app.validate(&key.api_key).await.status(), StatusCode::OK);
     }
+    app.usage_is(&project, &key.key_id, 2).await;
     let r = app
         .admin_get(&format!("/v1/list-keys?project_id={project}"))
         .await;
