@@ -2,15 +2,17 @@
 //! and validated at start-up. No other module reads the environment.
 //!
 //! Every secret (`KEYWARD_REDIS_URL`, `KEYWARD_ADMIN_REDIS_URL`,
-//! `KEYWARD_ADMIN_TOKEN`, and `keyward migrate`'s `KEYWARD_MIGRATE_REDIS_URL`
-//! in [`MigrateConfig`]) can also come from a file named by `<NAME>_FILE`,
-//! for mounted secrets. An error names the variable at fault, so a bad
-//! deployment stops with one clear line.
+//! `KEYWARD_ADMIN_TOKEN`, `KEYWARD_MONITOR_REDIS_URL`, and `keyward migrate`'s
+//! `KEYWARD_MIGRATE_REDIS_URL` in [`MigrateConfig`]) can also come from a
+//! file named by `<NAME>_FILE`, for mounted secrets, by the one rule in
+//! [`secret`], which the CLI follows for its admin token too. An error names
+//! the variable at fault, so a bad deployment stops with one clear line.
 //!
 //! The defaults below are the documented defaults: the README's table lists
 //! the same names and values.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -19,13 +21,13 @@ use secrecy::{ExposeSecret, SecretString};
 #[derive(Debug, thiserror::Error)]
 #[error("{var}: {problem}")]
 pub struct ConfigError {
-    pub var: &'static str,
+    pub var: String,
     pub problem: String,
 }
 
-fn bad(var: &'static str, problem: impl Into<String>) -> ConfigError {
+fn bad(var: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError {
-        var,
+        var: var.into(),
         problem: problem.into(),
     }
 }
@@ -145,16 +147,11 @@ impl Config {
         let config = Config {
             listen: env.parse("KEYWARD_LISTEN", DEFAULT_LISTEN)?,
             metrics_listen: env.parse_opt("KEYWARD_METRICS_LISTEN")?,
-            redis_url: env
-                .secret("KEYWARD_REDIS_URL", "KEYWARD_REDIS_URL_FILE")?
+            redis_url: secret(&lookup, "KEYWARD_REDIS_URL")?
                 .ok_or_else(|| bad("KEYWARD_REDIS_URL", "is required"))?,
-            admin_redis_url: env
-                .secret("KEYWARD_ADMIN_REDIS_URL", "KEYWARD_ADMIN_REDIS_URL_FILE")?,
-            admin_token: env.secret("KEYWARD_ADMIN_TOKEN", "KEYWARD_ADMIN_TOKEN_FILE")?,
-            monitor_redis_url: env.secret(
-                "KEYWARD_MONITOR_REDIS_URL",
-                "KEYWARD_MONITOR_REDIS_URL_FILE",
-            )?,
+            admin_redis_url: secret(&lookup, "KEYWARD_ADMIN_REDIS_URL")?,
+            admin_token: secret(&lookup, "KEYWARD_ADMIN_TOKEN")?,
+            monitor_redis_url: secret(&lookup, "KEYWARD_MONITOR_REDIS_URL")?,
             audit_sample_interval: env.millis("KEYWARD_AUDIT_SAMPLE_MS", "15000")?,
             client_name: env.string("KEYWARD_CLIENT_NAME", "keyward"),
             client_ip_header: env
@@ -312,23 +309,20 @@ pub struct MigrateConfig {
 }
 
 impl MigrateConfig {
-    pub fn from_env(url_file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+    pub fn from_env(url_file: Option<&Path>) -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok(), url_file)
     }
 
     pub fn from_lookup(
         lookup: impl Fn(&str) -> Option<String>,
-        url_file: Option<&std::path::Path>,
+        url_file: Option<&Path>,
     ) -> Result<Self, ConfigError> {
         const VAR: &str = "KEYWARD_MIGRATE_REDIS_URL";
         let redis_url = match url_file {
-            Some(path) => {
-                let path = path.display().to_string();
-                let file =
-                    |name: &str| (name == "KEYWARD_MIGRATE_REDIS_URL_FILE").then(|| path.clone());
-                Env(&file).secret(VAR, "KEYWARD_MIGRATE_REDIS_URL_FILE")?
-            }
-            None => Env(&lookup).secret(VAR, "KEYWARD_MIGRATE_REDIS_URL_FILE")?,
+            Some(path) => secret_file(path)
+                .map(Some)
+                .map_err(|problem| bad(format!("{VAR}_FILE"), problem))?,
+            None => secret(lookup, VAR)?,
         }
         .ok_or_else(|| {
             bad(
@@ -342,6 +336,40 @@ impl MigrateConfig {
             redis_url,
             redis_timeout: Duration::from_secs(10),
         })
+    }
+}
+
+/// A secret from the variable `var`, or else from the file named by
+/// `<var>_FILE`, surrounding whitespace trimmed; empty is unset, and both
+/// set is an error. The service, `keyward migrate` and the CLI read every
+/// secret this way.
+pub fn secret(
+    lookup: impl Fn(&str) -> Option<String>,
+    var: &str,
+) -> Result<Option<SecretString>, ConfigError> {
+    let file_var = format!("{var}_FILE");
+    let set = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+    match (set(var), set(&file_var)) {
+        (Some(_), Some(_)) => Err(bad(
+            var,
+            format!("set either {var} or {file_var}, not both"),
+        )),
+        (Some(value), None) => Ok(Some(value.trim().to_owned().into())),
+        (None, Some(path)) => secret_file(Path::new(&path))
+            .map(Some)
+            .map_err(|problem| bad(file_var, problem)),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The secret in the file at `path`, surrounding whitespace trimmed; an
+/// empty file is an error.
+pub fn secret_file(path: &Path) -> Result<SecretString, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    match text.trim() {
+        "" => Err(format!("{} is empty", path.display())),
+        text => Ok(text.to_owned().into()),
     }
 }
 
@@ -406,31 +434,6 @@ impl Env<'_> {
 
     fn millis(&self, var: &'static str, default: &str) -> Result<Duration, ConfigError> {
         self.parse(var, default).map(Duration::from_millis)
-    }
-
-    /// A secret from `var`, or from the file named by `file_var`; not both.
-    fn secret(
-        &self,
-        var: &'static str,
-        file_var: &'static str,
-    ) -> Result<Option<SecretString>, ConfigError> {
-        match (self.get(var), self.get(file_var)) {
-            (Some(_), Some(_)) => Err(bad(
-                var,
-                format!("set either {var} or {file_var}, not both"),
-            )),
-            (Some(value), None) => Ok(Some(value.into())),
-            (None, Some(path)) => {
-                let value = std::fs::read_to_string(&path)
-                    .map_err(|e| bad(file_var, format!("cannot read {path}: {e}")))?;
-                let value = value.trim();
-                if value.is_empty() {
-                    return Err(bad(file_var, format!("{path} is empty")));
-                }
-                Ok(Some(value.to_owned().into()))
-            }
-            (None, None) => Ok(None),
-        }
     }
 }
 
@@ -634,5 +637,40 @@ mod tests {
         let debug = format!("{c:?}");
         assert!(!debug.contains("super-secret-admin-token"));
         assert!(!debug.contains("validator:pw"));
+    }
+
+    #[test]
+    fn a_secret_comes_from_its_variable_or_its_file_not_both() {
+        let dir = std::env::temp_dir().join(format!("keyward-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (full, empty) = (dir.join("full"), dir.join("empty"));
+        std::fs::write(&full, "  s3cret\n").unwrap();
+        std::fs::write(&empty, "\n").unwrap();
+        let read = |vars: &[(&str, &str)]| {
+            secret(
+                |name| {
+                    vars.iter()
+                        .find(|(k, _)| *k == name)
+                        .map(|(_, v)| v.to_string())
+                },
+                "KEYWARD_X",
+            )
+            .map(|s| s.map(|s| s.expose_secret().to_owned()))
+        };
+        assert_eq!(read(&[]).unwrap(), None);
+        assert_eq!(read(&[("KEYWARD_X", " v \n")]).unwrap().unwrap(), "v");
+        let full = full.to_str().unwrap();
+        assert_eq!(
+            read(&[("KEYWARD_X_FILE", full)]).unwrap().unwrap(),
+            "s3cret"
+        );
+        let both = read(&[("KEYWARD_X", "v"), ("KEYWARD_X_FILE", full)]);
+        assert_eq!(both.unwrap_err().var, "KEYWARD_X");
+        let err = read(&[("KEYWARD_X_FILE", empty.to_str().unwrap())]).unwrap_err();
+        assert_eq!(
+            (err.var.as_str(), err.problem.ends_with("is empty")),
+            ("KEYWARD_X_FILE", true)
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret;
 use std::path::PathBuf;
 
 use keyward::acl::{self, Role};
@@ -156,10 +157,10 @@ fn usage_error(e: clap::Error) -> ExitCode {
 fn print_acl(user: &str, projects: &[String], role: Role, password_files: &[PathBuf]) -> ExitCode {
     let mut passwords = Vec::new();
     for path in password_files {
-        match std::fs::read_to_string(path) {
-            Ok(p) => passwords.push(p.trim().to_owned()),
-            Err(e) => {
-                eprintln!("keyward acl: cannot read {}: {e}", path.display());
+        match keyward::config::secret_file(path) {
+            Ok(p) => passwords.push(p.expose_secret().to_owned()),
+            Err(problem) => {
+                eprintln!("keyward acl: {problem}");
                 return ExitCode::from(2);
             }
         }
