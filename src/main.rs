@@ -40,8 +40,9 @@ enum Command {
     /// audited (path /keyward-check). Exit codes: 0 valid, 1 not valid,
     /// 2 usage error, 3 keyward or Redis unavailable.
     Check(cli::CheckArgs),
-    /// Serve the HTTP API (configured by KEYWARD_* environment variables).
-    Serve,
+    /// Serve the HTTP API, configured by the flags below or their KEYWARD_*
+    /// environment variables.
+    Serve(Config),
     /// Exit 0 if the local keyward at KEYWARD_LISTEN answers /health with 200.
     Healthcheck,
     /// Print the Redis ACL rule (ACL-file syntax) for a client deployment's user.
@@ -87,8 +88,8 @@ fn main() -> ExitCode {
     {
         return print_acl(user, projects, *role, password_files);
     }
-    if let Command::Serve = cli.command {
-        return match Config::from_env() {
+    if let Command::Serve(settings) = cli.command {
+        return match settings.with_secrets_from_env() {
             Ok(config) => match runtime(config.worker_threads) {
                 Some(runtime) => runtime.block_on(serve(config)),
                 None => ExitCode::FAILURE,
@@ -124,7 +125,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Acl { .. } | Command::Serve => unreachable!("handled above"),
+        Command::Acl { .. } | Command::Serve(_) => unreachable!("handled above"),
     }
 }
 
