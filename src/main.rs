@@ -40,8 +40,8 @@ enum Command {
     /// audited (path /keyward-check). Exit codes: 0 valid, 1 not valid,
     /// 2 usage error, 3 keyward or Redis unavailable.
     Check(cli::CheckArgs),
-    /// Serve the HTTP API, configured by the flags below or their KEYWARD_*
-    /// environment variables.
+    /// Serve the HTTP API, configured by flags or their KEYWARD_* environment
+    /// variables, and secrets from the environment only.
     Serve(Config),
     /// Exit 0 if the local keyward at KEYWARD_LISTEN answers /health with 200.
     Healthcheck,
