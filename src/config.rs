@@ -1,202 +1,466 @@
-//! The one typed `Config`, read once from `KEYWARD_*` environment variables
-//! and validated at start-up. No other module reads the environment.
+//! The one typed `Config`, read once at start-up and validated. No other
+//! module of the service reads the environment.
 //!
-//! Every secret (`KEYWARD_REDIS_URL`, `KEYWARD_ADMIN_REDIS_URL`,
-//! `KEYWARD_ADMIN_TOKEN`, and `keyward migrate`'s `KEYWARD_MIGRATE_REDIS_URL`
-//! in [`MigrateConfig`]) can also come from a file named by `<NAME>_FILE`,
-//! for mounted secrets. An error names the variable at fault, so a bad
-//! deployment stops with one clear line.
+//! Each setting is a clap argument: a flag of `keyward serve` and a
+//! `KEYWARD_*` environment variable, with its type, default, range and help
+//! in one declaration, so `keyward serve --help` is the table of settings.
+//! An empty variable counts as unset. A bad value names the variable (or the
+//! flag) at fault, so a bad deployment stops with one clear line.
 //!
-//! The defaults below are the documented defaults: the README's table lists
-//! the same names and values.
+//! Secrets (`KEYWARD_REDIS_URL`, `KEYWARD_ADMIN_REDIS_URL`,
+//! `KEYWARD_ADMIN_TOKEN`, `KEYWARD_MONITOR_REDIS_URL`, and `keyward migrate`'s
+//! `KEYWARD_MIGRATE_REDIS_URL` in [`MigrateConfig`]) are never flags: they
+//! come from the environment, or from a file named by `<NAME>_FILE`, by the
+//! one rule in [`secret`], which the CLI follows for its admin token too.
+//!
+//! Tests read a `Config` through [`Config::from_lookup`], never the process
+//! environment.
 
+use std::ffi::OsStr;
 use std::net::SocketAddr;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
 use std::time::Duration;
 
+use clap::builder::{PossibleValue, TypedValueParser};
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::parser::ValueSource;
+use clap::{Arg, Args, FromArgMatches, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
 /// A configuration problem, naming the variable at fault.
 #[derive(Debug, thiserror::Error)]
 #[error("{var}: {problem}")]
 pub struct ConfigError {
-    pub var: &'static str,
+    pub var: String,
     pub problem: String,
 }
 
-fn bad(var: &'static str, problem: impl Into<String>) -> ConfigError {
+fn bad(var: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError {
-        var,
+        var: var.into(),
         problem: problem.into(),
     }
 }
 
-const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// A setting clap could not parse: the variable and the problem its
+/// `Setting` parser left in the error.
+impl From<clap::Error> for ConfigError {
+    fn from(e: clap::Error) -> Self {
+        match (e.get(ContextKind::InvalidArg), e.get(ContextKind::Custom)) {
+            (Some(ContextValue::String(var)), Some(ContextValue::String(problem))) => {
+                bad(var.clone(), problem.clone())
+            }
+            // Not a setting's value (no such error is expected): clap's line.
+            _ => {
+                let text = e.to_string();
+                let line = text.lines().next().unwrap_or_default();
+                bad("keyward serve", line.trim_start_matches("error: "))
+            }
+        }
+    }
+}
 
-/// What happens to validations while Redis cannot be reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The header forward auth reads the client's address from, by default
+/// (also the default of `keyward check --client-ip-header`).
+pub const CLIENT_IP_HEADER: &str = "X-Forwarded-For";
+
+/// What a validation answers when Redis did not answer a read a pass needs,
+/// or did not take its audit entry, and no read refused the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Failsafe {
-    /// Answer 503: no key is accepted without reading its document (default).
+    /// 503: every 200 was decided on a document just read, and is audited.
     Closed,
-    /// Accept well-formed keys, audited as `failsafe_open` where possible.
+    /// 200 marked `X-Keyward-Failsafe: open`, counted and logged, not
+    /// audited (a refusal Redis answered still stands).
     Open,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
+    /// Human-readable lines.
     Text,
+    /// One JSON object per line.
     Json,
 }
 
 /// Argon2id cost for newly minted keys. Verification always follows the
 /// parameters stored in each hash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Args)]
 pub struct Argon2Params {
-    /// Memory in KiB (`m`).
+    /// Argon2id memory (`m`) for newly minted keys, in KiB; at least 8 times
+    /// the parallelism.
+    #[arg(
+        long = "argon2-memory-kib",
+        env = "KEYWARD_ARGON2_MEMORY_KIB",
+        value_name = "KIB",
+        default_value_t = 65536,
+        value_parser = number::<u32>(..)
+    )]
     pub memory_kib: u32,
-    /// Passes (`t`).
+    /// Argon2id passes (`t`) for newly minted keys (at least 1).
+    #[arg(
+        long = "argon2-iterations",
+        env = "KEYWARD_ARGON2_ITERATIONS",
+        value_name = "T",
+        default_value_t = 3,
+        value_parser = number::<u32>(1..)
+    )]
     pub iterations: u32,
-    /// Lanes (`p`).
+    /// Argon2id lanes (`p`) for newly minted keys (at least 1).
+    #[arg(
+        long = "argon2-parallelism",
+        env = "KEYWARD_ARGON2_PARALLELISM",
+        value_name = "P",
+        default_value_t = 1,
+        value_parser = number::<u32>(1..)
+    )]
     pub parallelism: u32,
 }
 
-#[derive(Debug, Clone)]
+/// `keyward serve`'s configuration. As clap parses it, it has no secrets
+/// yet: [`Config::with_secrets`] adds them and validates the whole.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = SECRETS_HELP, mut_args = empty_is_unset)]
 pub struct Config {
-    /// Address of the public listener (`KEYWARD_LISTEN`).
+    /// The public listener's address.
+    #[arg(
+        long,
+        env = "KEYWARD_LISTEN",
+        value_name = "ADDR",
+        default_value_t = SocketAddr::from(([127, 0, 0, 1], 8080)),
+        value_parser = address()
+    )]
     pub listen: SocketAddr,
-    /// When set, `/metrics` is served only on this separate listener.
+    /// When set, `/metrics` is served only on this separate listener, not
+    /// on the public one.
+    #[arg(
+        long,
+        env = "KEYWARD_METRICS_LISTEN",
+        value_name = "ADDR",
+        value_parser = address()
+    )]
     pub metrics_listen: Option<SocketAddr>,
     /// Redis URL of the least-privileged `validator` user.
+    #[arg(skip = SecretString::from(String::new()))]
     pub redis_url: SecretString,
     /// Redis URL of the `manager` user, used only by admin endpoints.
+    #[arg(skip)]
     pub admin_redis_url: Option<SecretString>,
     /// Bearer token for the admin endpoints; without one they are not served.
+    #[arg(skip)]
     pub admin_token: Option<SecretString>,
     /// Redis URL of a read-only monitoring user (e.g. `ops`), used only to
     /// sample the audit streams' lengths; the other users may not read them.
+    #[arg(skip)]
     pub monitor_redis_url: Option<SecretString>,
-    /// How often the audit streams' lengths are sampled (with a monitor URL).
+    /// How often the audit streams' lengths are sampled (with
+    /// KEYWARD_MONITOR_REDIS_URL), in milliseconds (at least 1).
+    #[arg(
+        long = "audit-sample-ms",
+        env = "KEYWARD_AUDIT_SAMPLE_MS",
+        value_name = "MS",
+        default_value = "15000",
+        value_parser = millis(1..)
+    )]
     pub audit_sample_interval: Duration,
-    /// This deployment's name, written as `client` in audit entries.
+    /// This deployment's name, written as `client` in audit entries; 1 to 64
+    /// characters.
+    #[arg(
+        long,
+        env = "KEYWARD_CLIENT_NAME",
+        value_name = "NAME",
+        default_value = "keyward",
+        value_parser = client_name()
+    )]
     pub client_name: String,
-    /// Forward auth: the (lower-case) header whose right-most address is
-    /// the client's, for keys bound to networks.
+    /// Forward auth: the header whose right-most address is the client's,
+    /// for keys bound to networks (`allowed_cidrs`). Kept in lower case.
+    #[arg(
+        long,
+        env = "KEYWARD_CLIENT_IP_HEADER",
+        value_name = "HEADER",
+        default_value = CLIENT_IP_HEADER,
+        value_parser = header_name()
+    )]
     pub client_ip_header: String,
     /// Forward auth: a query parameter the key may come in; off by default
     /// (keys in URLs end up in access logs).
+    #[arg(
+        long,
+        env = "KEYWARD_AUTH_QUERY_PARAM",
+        value_name = "NAME",
+        value_parser = query_param()
+    )]
     pub auth_query_param: Option<String>,
-    /// Validations per minute for keys without their own limit.
+    /// Validations per minute for keys without their own limit (at least 1).
+    #[arg(
+        long,
+        env = "KEYWARD_DEFAULT_RATE_LIMIT",
+        value_name = "N",
+        default_value_t = 100,
+        value_parser = number::<u64>(1..)
+    )]
     pub default_rate_limit: u64,
-    /// Approximate cap (XADD MAXLEN ~) of each audit stream.
+    /// Approximate cap (`XADD MAXLEN ~`) of each audit stream (at least 1).
+    ///
+    /// With KEYWARD_AUDIT_SHARDS=N, of the N validation streams together
+    /// (each keeps about 1/N).
+    #[arg(
+        long,
+        env = "KEYWARD_AUDIT_MAXLEN",
+        value_name = "N",
+        default_value_t = 1_000_000,
+        value_parser = number::<u64>(1..)
+    )]
     pub audit_maxlen: u64,
-    /// Streams the validation audit is spread over: 1 writes
-    /// `audit:keylookup` (the default); N > 1 writes
-    /// `audit:keylookup:{0}`..`{N-1}`, on different cluster slots.
+    /// Streams the validation audit is spread over (1 to 256).
+    ///
+    /// 1 writes `audit:keylookup`; N > 1 writes `audit:keylookup:{0}` ..
+    /// `{N-1}`, on different cluster slots, for a Redis Cluster whose audit
+    /// master saturates. Entries written before a change of N stay where
+    /// they were, and `GET /v1/activity` and the length gauge read only the
+    /// current streams.
+    #[arg(
+        long,
+        env = "KEYWARD_AUDIT_SHARDS",
+        value_name = "N",
+        default_value_t = 1,
+        value_parser = number::<usize>(1..=MAX_AUDIT_SHARDS)
+    )]
     pub audit_shards: usize,
     /// Anonymous denials (`malformed`, `not_found`, `forbidden`) audited one
-    /// entry each per second, per instance; past it they are summarized
-    /// (see `audit`).
+    /// entry each per second, per instance; past it they are summarized.
+    #[arg(
+        long,
+        env = "KEYWARD_AUDIT_ANONYMOUS_PER_SECOND",
+        value_name = "N",
+        default_value_t = 20,
+        value_parser = number::<u64>(..)
+    )]
     pub audit_anonymous_per_second: u64,
-    /// Deadline for each Redis command; past it the request fails closed.
+    /// Deadline of each Redis command, in milliseconds; past it the request
+    /// fails closed (503) (at least 1).
+    #[arg(
+        long = "redis-timeout-ms",
+        env = "KEYWARD_REDIS_TIMEOUT_MS",
+        value_name = "MS",
+        default_value = "1000",
+        value_parser = millis(1..)
+    )]
     pub redis_timeout: Duration,
-    /// Connections in each Redis pool.
+    /// Connections in each Redis user's pool (at least 1).
+    #[arg(
+        long,
+        env = "KEYWARD_REDIS_POOL_SIZE",
+        value_name = "N",
+        default_value_t = 4,
+        value_parser = number::<usize>(1..)
+    )]
     pub redis_pool_size: usize,
-    /// Replicas that must confirm an admin write (`WAIT`) before it is
-    /// answered; 0: no wait.
+    /// Replicas that must have a key's mint, update, rotation or revoke
+    /// before it is answered; 0: no wait (0 to 64).
+    ///
+    /// A `WAIT` on the key's master, for at most half
+    /// KEYWARD_REDIS_TIMEOUT_MS, so the write survives a failover. Short of
+    /// them in time (or when `WAIT` fails, e.g. a manager without `WAIT` in
+    /// its ACL), the write is answered anyway, logged and counted in
+    /// `keyward_admin_writes_unconfirmed_total`.
+    #[arg(
+        long,
+        env = "KEYWARD_ADMIN_WAIT_REPLICAS",
+        value_name = "N",
+        default_value_t = 0,
+        value_parser = number::<u64>(..=MAX_WAIT_REPLICAS)
+    )]
     pub admin_wait_replicas: u64,
-    /// Threads running requests (tokio workers; Argon2id runs on its own
-    /// blocking pool).
+    /// Threads serving requests (tokio workers; Argon2id runs on its own
+    /// blocking pool), by default one per core (1 to 1024).
+    ///
+    /// 1 with KEYWARD_REDIS_POOL_SIZE=1 is the cheapest per validation where
+    /// keyward shares cores with Redis (see the README's Performance
+    /// section); scale out with instances.
+    #[arg(
+        long,
+        env = "KEYWARD_WORKER_THREADS",
+        value_name = "N",
+        default_value_t = cores(),
+        value_parser = number::<usize>(1..=MAX_WORKER_THREADS)
+    )]
     pub worker_threads: usize,
-    /// Deadline for a whole HTTP request.
+    /// Deadline of a whole HTTP request, in milliseconds (at least 1).
+    #[arg(
+        long = "request-timeout-ms",
+        env = "KEYWARD_REQUEST_TIMEOUT_MS",
+        value_name = "MS",
+        default_value = "5000",
+        value_parser = millis(1..)
+    )]
     pub request_timeout: Duration,
-    /// How long shutdown waits for requests in flight.
+    /// How long shutdown waits for requests in flight, in milliseconds.
+    #[arg(
+        long = "shutdown-grace-ms",
+        env = "KEYWARD_SHUTDOWN_GRACE_MS",
+        value_name = "MS",
+        default_value = "10000",
+        value_parser = millis(..)
+    )]
     pub shutdown_grace: Duration,
+    #[command(flatten)]
     pub argon2: Argon2Params,
-    /// Argon2id verifications running at once.
+    /// Argon2id verifications running at once, on the blocking pool, by
+    /// default one per core (at least 1).
+    #[arg(
+        long,
+        env = "KEYWARD_ARGON2_CONCURRENCY",
+        value_name = "N",
+        default_value_t = cores(),
+        value_parser = number::<usize>(1..)
+    )]
     pub argon2_concurrency: usize,
     /// Verifications allowed to wait for a slot; past it, 503 `busy`.
+    #[arg(
+        long,
+        env = "KEYWARD_ARGON2_QUEUE",
+        value_name = "N",
+        default_value_t = 64,
+        value_parser = number::<usize>(..)
+    )]
     pub argon2_queue: usize,
-    /// Entries in the verified-secret cache (0 disables it).
+    /// Entries in the verified-secret cache; 0 disables it.
+    #[arg(
+        long,
+        env = "KEYWARD_VERIFY_CACHE_ENTRIES",
+        value_name = "N",
+        default_value_t = 100_000,
+        value_parser = number::<u64>(..)
+    )]
     pub verify_cache_entries: u64,
-    /// Argon2id runs allowed per key per minute for wrong secrets.
+    /// Wrong secrets per key per minute that may cost an Argon2id run; past
+    /// it, 401 without hashing.
+    #[arg(
+        long,
+        env = "KEYWARD_BAD_SECRET_HASHES_PER_MINUTE",
+        value_name = "N",
+        default_value_t = 10,
+        value_parser = number::<u64>(..)
+    )]
     pub bad_secret_hashes_per_minute: u64,
+    /// What a validation answers when Redis did not answer a read a pass
+    /// needs, or did not take its audit entry, and no read refused the key
+    /// (see ARCHITECTURE.md, "Failure behaviour").
+    #[arg(
+        long,
+        env = "KEYWARD_FAILSAFE",
+        value_enum,
+        default_value_t = Failsafe::Closed,
+        value_parser = choice::<Failsafe>()
+    )]
     pub failsafe: Failsafe,
+    /// How logs are written (to stderr).
+    #[arg(
+        long,
+        env = "KEYWARD_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text,
+        value_parser = choice::<LogFormat>()
+    )]
     pub log_format: LogFormat,
-    /// A tracing `EnvFilter` directive, e.g. `info` or `keyward=debug`.
+    /// A tracing filter, e.g. `info` or `keyward=debug`.
+    #[arg(
+        long = "log",
+        env = "KEYWARD_LOG",
+        value_name = "FILTER",
+        default_value = "info"
+    )]
     pub log_filter: String,
 }
 
+/// The secrets, in `keyward serve --help`; [`Config::with_secrets`] reads them.
+const SECRETS_HELP: &str = "\
+Secrets come from the environment, never from flags. Each NAME may instead be
+read from the file named by NAME_FILE (surrounding whitespace trimmed); setting
+both is an error.
+  KEYWARD_REDIS_URL          Required: the `validator` user's URL,
+                             redis://validator:<password>@host:port, or for a
+                             Redis Cluster redis-cluster://validator:<password>@
+                             host:port?node=host:port&node=... (then the other
+                             URLs must be redis-cluster:// URLs too)
+  KEYWARD_ADMIN_REDIS_URL    The `manager` user's URL; required with an admin
+                             token
+  KEYWARD_ADMIN_TOKEN        The admin API's bearer token (at least 16
+                             characters); without it, no admin API
+  KEYWARD_MONITOR_REDIS_URL  A user that may XLEN audit:* (e.g. `ops`), for the
+                             audit stream length gauge";
+
 impl Config {
-    /// Reads the configuration from the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+    /// The settings as clap parses them for `keyward serve`.
+    fn command() -> clap::Command {
+        Self::augment_args(clap::Command::new("serve"))
     }
 
-    /// Only the listen address, for `keyward healthcheck`, which must work
-    /// without the rest of the configuration (or its secrets).
-    pub fn listen_from_env() -> Result<SocketAddr, ConfigError> {
-        Env(&|name| std::env::var(name).ok()).parse("KEYWARD_LISTEN", DEFAULT_LISTEN)
-    }
-
-    /// Reads the configuration through `lookup`, so tests need not touch the
-    /// process environment.
+    /// Reads the whole configuration through `lookup`, variable by
+    /// variable, instead of the process environment and the command line,
+    /// so tests need neither.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let env = Env(&lookup);
-        let cores = cores();
-        let config = Config {
-            listen: env.parse("KEYWARD_LISTEN", DEFAULT_LISTEN)?,
-            metrics_listen: env.parse_opt("KEYWARD_METRICS_LISTEN")?,
-            redis_url: env
-                .secret("KEYWARD_REDIS_URL", "KEYWARD_REDIS_URL_FILE")?
-                .ok_or_else(|| bad("KEYWARD_REDIS_URL", "is required"))?,
-            admin_redis_url: env
-                .secret("KEYWARD_ADMIN_REDIS_URL", "KEYWARD_ADMIN_REDIS_URL_FILE")?,
-            admin_token: env.secret("KEYWARD_ADMIN_TOKEN", "KEYWARD_ADMIN_TOKEN_FILE")?,
-            monitor_redis_url: env.secret(
-                "KEYWARD_MONITOR_REDIS_URL",
-                "KEYWARD_MONITOR_REDIS_URL_FILE",
-            )?,
-            audit_sample_interval: env.millis("KEYWARD_AUDIT_SAMPLE_MS", "15000")?,
-            client_name: env.string("KEYWARD_CLIENT_NAME", "keyward"),
-            client_ip_header: env
-                .string("KEYWARD_CLIENT_IP_HEADER", "x-forwarded-for")
-                .to_ascii_lowercase(),
-            auth_query_param: env.get("KEYWARD_AUTH_QUERY_PARAM"),
-            default_rate_limit: env.parse("KEYWARD_DEFAULT_RATE_LIMIT", "100")?,
-            audit_maxlen: env.parse("KEYWARD_AUDIT_MAXLEN", "1000000")?,
-            audit_shards: env.parse("KEYWARD_AUDIT_SHARDS", "1")?,
-            audit_anonymous_per_second: env.parse("KEYWARD_AUDIT_ANONYMOUS_PER_SECOND", "20")?,
-            redis_timeout: env.millis("KEYWARD_REDIS_TIMEOUT_MS", "1000")?,
-            redis_pool_size: env.parse("KEYWARD_REDIS_POOL_SIZE", "4")?,
-            worker_threads: env.parse("KEYWARD_WORKER_THREADS", &cores.to_string())?,
-            admin_wait_replicas: env.parse("KEYWARD_ADMIN_WAIT_REPLICAS", "0")?,
-            request_timeout: env.millis("KEYWARD_REQUEST_TIMEOUT_MS", "5000")?,
-            shutdown_grace: env.millis("KEYWARD_SHUTDOWN_GRACE_MS", "10000")?,
-            argon2: Argon2Params {
-                memory_kib: env.parse("KEYWARD_ARGON2_MEMORY_KIB", "65536")?,
-                iterations: env.parse("KEYWARD_ARGON2_ITERATIONS", "3")?,
-                parallelism: env.parse("KEYWARD_ARGON2_PARALLELISM", "1")?,
-            },
-            argon2_concurrency: env.parse("KEYWARD_ARGON2_CONCURRENCY", &cores.to_string())?,
-            argon2_queue: env.parse("KEYWARD_ARGON2_QUEUE", "64")?,
-            verify_cache_entries: env.parse("KEYWARD_VERIFY_CACHE_ENTRIES", "100000")?,
-            bad_secret_hashes_per_minute: env
-                .parse("KEYWARD_BAD_SECRET_HASHES_PER_MINUTE", "10")?,
-            failsafe: match env.string("KEYWARD_FAILSAFE", "closed").as_str() {
-                "closed" => Failsafe::Closed,
-                "open" => Failsafe::Open,
-                _ => return Err(bad("KEYWARD_FAILSAFE", "must be `closed` or `open`")),
-            },
-            log_format: match env.string("KEYWARD_LOG_FORMAT", "text").as_str() {
-                "text" => LogFormat::Text,
-                "json" => LogFormat::Json,
-                _ => return Err(bad("KEYWARD_LOG_FORMAT", "must be `text` or `json`")),
-            },
-            log_filter: env.string("KEYWARD_LOG", "info"),
-        };
-        config.validate()?;
-        Ok(config)
+        // Each setting `lookup` knows becomes its flag; the others must not
+        // fall back to the process environment.
+        let mut args = vec!["serve".to_owned()];
+        let command = Self::command().mut_args(|arg| {
+            let value = arg
+                .get_env()
+                .and_then(|var| lookup(var.to_str()?))
+                .filter(|v| !v.is_empty());
+            match (value, arg.get_long()) {
+                (Some(value), Some(long)) => {
+                    args.push(format!("--{long}={value}"));
+                    arg
+                }
+                _ => arg.env(None),
+            }
+        });
+        let matches = command.try_get_matches_from(args)?;
+        Self::from_arg_matches(&matches)?.with_secrets(lookup)
     }
 
+    /// The settings clap parsed (`keyward serve`'s flags and variables),
+    /// with the secrets from the process environment, validated.
+    pub fn with_secrets_from_env(self) -> Result<Self, ConfigError> {
+        self.with_secrets(|name| std::env::var(name).ok())
+    }
+
+    /// The settings clap parsed, with the secrets read through `lookup`,
+    /// validated.
+    pub fn with_secrets(
+        mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        self.redis_url = secret(&lookup, "KEYWARD_REDIS_URL")?
+            .ok_or_else(|| bad("KEYWARD_REDIS_URL", "is required"))?;
+        self.admin_redis_url = secret(&lookup, "KEYWARD_ADMIN_REDIS_URL")?;
+        self.admin_token = secret(&lookup, "KEYWARD_ADMIN_TOKEN")?;
+        self.monitor_redis_url = secret(&lookup, "KEYWARD_MONITOR_REDIS_URL")?;
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Only the listen address, from `KEYWARD_LISTEN` as `keyward serve`
+    /// reads it, for `keyward healthcheck`, which must work without the rest
+    /// of the configuration (or its secrets).
+    pub fn listen_from_env() -> Result<SocketAddr, ConfigError> {
+        let listen = Self::command()
+            .get_arguments()
+            .find(|arg| arg.get_id() == "listen")
+            .cloned();
+        let matches = clap::Command::new("healthcheck")
+            .args(listen)
+            .try_get_matches_from(["healthcheck"])?;
+        Ok(*matches
+            .get_one("listen")
+            .expect("KEYWARD_LISTEN has a default"))
+    }
+
+    /// The checks that involve more than one setting, or a secret.
     fn validate(&self) -> Result<(), ConfigError> {
         let cluster = check_redis_url("KEYWARD_REDIS_URL", &self.redis_url)?;
         let others = [
@@ -213,24 +477,6 @@ impl Config {
                 ));
             }
         }
-        if !(1..=MAX_WORKER_THREADS).contains(&self.worker_threads) {
-            return Err(bad(
-                "KEYWARD_WORKER_THREADS",
-                format!("must be 1 to {MAX_WORKER_THREADS}"),
-            ));
-        }
-        if self.admin_wait_replicas > MAX_WAIT_REPLICAS {
-            return Err(bad(
-                "KEYWARD_ADMIN_WAIT_REPLICAS",
-                format!("must be 0 to {MAX_WAIT_REPLICAS}"),
-            ));
-        }
-        if !(1..=MAX_AUDIT_SHARDS).contains(&self.audit_shards) {
-            return Err(bad(
-                "KEYWARD_AUDIT_SHARDS",
-                format!("must be 1 to {MAX_AUDIT_SHARDS}"),
-            ));
-        }
         if self.admin_token.is_some() && self.admin_redis_url.is_none() {
             return Err(bad(
                 "KEYWARD_ADMIN_REDIS_URL",
@@ -242,58 +488,11 @@ impl Config {
                 return Err(bad("KEYWARD_ADMIN_TOKEN", "must be at least 16 characters"));
             }
         }
-        let positive: [(&'static str, u64); 8] = [
-            (
-                "KEYWARD_AUDIT_SAMPLE_MS",
-                self.audit_sample_interval.as_millis() as u64,
-            ),
-            ("KEYWARD_DEFAULT_RATE_LIMIT", self.default_rate_limit),
-            ("KEYWARD_AUDIT_MAXLEN", self.audit_maxlen),
-            (
-                "KEYWARD_REDIS_TIMEOUT_MS",
-                self.redis_timeout.as_millis() as u64,
-            ),
-            ("KEYWARD_REDIS_POOL_SIZE", self.redis_pool_size as u64),
-            (
-                "KEYWARD_REQUEST_TIMEOUT_MS",
-                self.request_timeout.as_millis() as u64,
-            ),
-            ("KEYWARD_ARGON2_CONCURRENCY", self.argon2_concurrency as u64),
-            ("KEYWARD_ARGON2_ITERATIONS", self.argon2.iterations as u64),
-        ];
-        for (var, value) in positive {
-            if value == 0 {
-                return Err(bad(var, "must be greater than 0"));
-            }
-        }
-        if self.argon2.memory_kib < 8 * self.argon2.parallelism.max(1) {
+        if u64::from(self.argon2.memory_kib) < 8 * u64::from(self.argon2.parallelism) {
             return Err(bad(
                 "KEYWARD_ARGON2_MEMORY_KIB",
                 "must be at least 8 x parallelism",
             ));
-        }
-        if self.argon2.parallelism == 0 {
-            return Err(bad("KEYWARD_ARGON2_PARALLELISM", "must be greater than 0"));
-        }
-        let token = |s: &str| {
-            !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$&'*+-.^_`|~".contains(&b))
-        };
-        if !token(&self.client_ip_header) {
-            return Err(bad(
-                "KEYWARD_CLIENT_IP_HEADER",
-                "must be an HTTP header name",
-            ));
-        }
-        if self.auth_query_param.as_deref().is_some_and(|p| !token(p)) {
-            return Err(bad(
-                "KEYWARD_AUTH_QUERY_PARAM",
-                "must be a plain parameter name",
-            ));
-        }
-        if self.client_name.is_empty() || self.client_name.len() > 64 {
-            return Err(bad("KEYWARD_CLIENT_NAME", "must be 1 to 64 characters"));
         }
         Ok(())
     }
@@ -312,23 +511,20 @@ pub struct MigrateConfig {
 }
 
 impl MigrateConfig {
-    pub fn from_env(url_file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+    pub fn from_env(url_file: Option<&Path>) -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok(), url_file)
     }
 
     pub fn from_lookup(
         lookup: impl Fn(&str) -> Option<String>,
-        url_file: Option<&std::path::Path>,
+        url_file: Option<&Path>,
     ) -> Result<Self, ConfigError> {
         const VAR: &str = "KEYWARD_MIGRATE_REDIS_URL";
         let redis_url = match url_file {
-            Some(path) => {
-                let path = path.display().to_string();
-                let file =
-                    |name: &str| (name == "KEYWARD_MIGRATE_REDIS_URL_FILE").then(|| path.clone());
-                Env(&file).secret(VAR, "KEYWARD_MIGRATE_REDIS_URL_FILE")?
-            }
-            None => Env(&lookup).secret(VAR, "KEYWARD_MIGRATE_REDIS_URL_FILE")?,
+            Some(path) => secret_file(path)
+                .map(Some)
+                .map_err(|problem| bad(format!("{VAR}_FILE"), problem))?,
+            None => secret(lookup, VAR)?,
         }
         .ok_or_else(|| {
             bad(
@@ -342,6 +538,40 @@ impl MigrateConfig {
             redis_url,
             redis_timeout: Duration::from_secs(10),
         })
+    }
+}
+
+/// A secret from the variable `var`, or else from the file named by
+/// `<var>_FILE`, surrounding whitespace trimmed; empty is unset, and both
+/// set is an error. The service, `keyward migrate` and the CLI read every
+/// secret this way.
+pub fn secret(
+    lookup: impl Fn(&str) -> Option<String>,
+    var: &str,
+) -> Result<Option<SecretString>, ConfigError> {
+    let file_var = format!("{var}_FILE");
+    let set = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+    match (set(var), set(&file_var)) {
+        (Some(_), Some(_)) => Err(bad(
+            var,
+            format!("set either {var} or {file_var}, not both"),
+        )),
+        (Some(value), None) => Ok(Some(value.trim().to_owned().into())),
+        (None, Some(path)) => secret_file(Path::new(&path))
+            .map(Some)
+            .map_err(|problem| bad(file_var, problem)),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The secret in the file at `path`, surrounding whitespace trimmed; an
+/// empty file is an error.
+pub fn secret_file(path: &Path) -> Result<SecretString, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    match text.trim() {
+        "" => Err(format!("{} is empty", path.display())),
+        text => Ok(text.to_owned().into()),
     }
 }
 
@@ -377,61 +607,181 @@ fn check_redis_url(var: &'static str, url: &SecretString) -> Result<bool, Config
     Ok(false)
 }
 
-/// Typed access to the variables, naming the variable in every error.
-struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
-
-impl Env<'_> {
-    fn get(&self, var: &str) -> Option<String> {
-        (self.0)(var).filter(|v| !v.is_empty())
+/// An empty variable counts as unset: clap would parse it as a value.
+fn empty_is_unset(arg: Arg) -> Arg {
+    let empty = arg
+        .get_env()
+        .and_then(std::env::var_os)
+        .is_some_and(|value| value.is_empty());
+    if empty {
+        arg.env(None)
+    } else {
+        arg
     }
+}
 
-    fn string(&self, var: &str, default: &str) -> String {
-        self.get(var).unwrap_or_else(|| default.to_owned())
+/// A setting's value parser: `parse` turns the text into the value or says
+/// what is wrong with it. Its error names the variable the text came from
+/// (or the flag, from the command line), and carries the variable and the
+/// problem for [`ConfigError`]. `choices` are an enum's values, for `--help`.
+#[derive(Clone)]
+struct Setting<F> {
+    parse: F,
+    choices: Vec<PossibleValue>,
+}
+
+fn setting<T, F>(parse: F) -> Setting<F>
+where
+    F: Fn(&str) -> Result<T, String>,
+{
+    Setting {
+        parse,
+        choices: Vec::new(),
     }
+}
 
-    fn parse<T: std::str::FromStr>(
+impl<T, F> TypedValueParser for Setting<F>
+where
+    T: Clone + Send + Sync + 'static,
+    F: Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static,
+{
+    type Value = T;
+
+    fn parse_ref(
         &self,
-        var: &'static str,
-        default: &str,
-    ) -> Result<T, ConfigError> {
-        let raw = self.string(var, default);
-        raw.trim()
-            .parse()
-            .map_err(|_| bad(var, format!("cannot parse {raw:?}")))
+        cmd: &clap::Command,
+        arg: Option<&Arg>,
+        value: &OsStr,
+    ) -> Result<T, clap::Error> {
+        self.parse_ref_(cmd, arg, value, ValueSource::CommandLine)
     }
 
-    fn parse_opt<T: std::str::FromStr>(&self, var: &'static str) -> Result<Option<T>, ConfigError> {
-        self.get(var).map(|_| self.parse(var, "")).transpose()
-    }
-
-    fn millis(&self, var: &'static str, default: &str) -> Result<Duration, ConfigError> {
-        self.parse(var, default).map(Duration::from_millis)
-    }
-
-    /// A secret from `var`, or from the file named by `file_var`; not both.
-    fn secret(
+    fn parse_ref_(
         &self,
-        var: &'static str,
-        file_var: &'static str,
-    ) -> Result<Option<SecretString>, ConfigError> {
-        match (self.get(var), self.get(file_var)) {
-            (Some(_), Some(_)) => Err(bad(
-                var,
-                format!("set either {var} or {file_var}, not both"),
-            )),
-            (Some(value), None) => Ok(Some(value.into())),
-            (None, Some(path)) => {
-                let value = std::fs::read_to_string(&path)
-                    .map_err(|e| bad(file_var, format!("cannot read {path}: {e}")))?;
-                let value = value.trim();
-                if value.is_empty() {
-                    return Err(bad(file_var, format!("{path} is empty")));
+        cmd: &clap::Command,
+        arg: Option<&Arg>,
+        value: &OsStr,
+        source: ValueSource,
+    ) -> Result<T, clap::Error> {
+        let text = value.to_string_lossy();
+        (self.parse)(&text).map_err(|problem| {
+            let var = arg.and_then(Arg::get_env).map(|v| v.to_string_lossy());
+            let message = match (&var, source) {
+                (Some(var), ValueSource::EnvVariable) => {
+                    format!("configuration error: {var}: {problem}")
                 }
-                Ok(Some(value.to_owned().into()))
+                _ => {
+                    let flag = arg.map(ToString::to_string).unwrap_or_default();
+                    format!("invalid value {text:?} for '{flag}': {problem}")
+                }
+            };
+            let mut e = clap::Error::raw(ErrorKind::ValueValidation, message).with_cmd(cmd);
+            if let Some(var) = var {
+                e.insert(ContextKind::InvalidArg, ContextValue::String(var.into()));
             }
-            (None, None) => Ok(None),
-        }
+            e.insert(ContextKind::Custom, ContextValue::String(problem));
+            e
+        })
     }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        if self.choices.is_empty() {
+            return None;
+        }
+        Some(Box::new(self.choices.iter().cloned()))
+    }
+}
+
+/// An integer in `range` (surrounding whitespace ignored).
+fn number<T>(
+    range: impl RangeBounds<T> + Clone + Send + Sync + 'static,
+) -> impl TypedValueParser<Value = T>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Clone + Send + Sync + 'static,
+{
+    setting(move |text| parse_number(text, &range))
+}
+
+/// A duration in whole milliseconds, in `range`.
+fn millis(
+    range: impl RangeBounds<u64> + Clone + Send + Sync + 'static,
+) -> impl TypedValueParser<Value = Duration> {
+    setting(move |text| parse_number(text, &range).map(Duration::from_millis))
+}
+
+fn parse_number<T>(text: &str, range: &impl RangeBounds<T>) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    let n: T = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("cannot parse {text:?}"))?;
+    if range.contains(&n) {
+        return Ok(n);
+    }
+    Err(match (range.start_bound(), range.end_bound()) {
+        (Bound::Included(min), Bound::Included(max)) => format!("must be {min} to {max}"),
+        (Bound::Included(min), _) => format!("must be at least {min}"),
+        (_, Bound::Included(max)) => format!("must be at most {max}"),
+        _ => "is out of range".to_owned(),
+    })
+}
+
+/// A socket address, `host:port` (surrounding whitespace ignored).
+fn address() -> impl TypedValueParser<Value = SocketAddr> {
+    setting(|text| {
+        text.trim()
+            .parse()
+            .map_err(|_| format!("cannot parse {text:?}"))
+    })
+}
+
+/// One of an enum's values, exactly as `--help` lists them.
+fn choice<E: ValueEnum + Clone + Send + Sync + 'static>() -> impl TypedValueParser<Value = E> {
+    let choices: Vec<PossibleValue> = E::value_variants()
+        .iter()
+        .filter_map(E::to_possible_value)
+        .collect();
+    let names: Vec<String> = choices
+        .iter()
+        .map(|c| format!("`{}`", c.get_name()))
+        .collect();
+    let problem = format!("must be {}", names.join(" or "));
+    Setting {
+        parse: move |text: &str| E::from_str(text, false).map_err(|_| problem.clone()),
+        choices,
+    }
+}
+
+fn client_name() -> impl TypedValueParser<Value = String> {
+    setting(|text| match text.len() {
+        1..=64 => Ok(text.to_owned()),
+        _ => Err("must be 1 to 64 characters".to_owned()),
+    })
+}
+
+/// An HTTP header name, in lower case.
+fn header_name() -> impl TypedValueParser<Value = String> {
+    setting(|text| match is_token(text) {
+        true => Ok(text.to_ascii_lowercase()),
+        false => Err("must be an HTTP header name".to_owned()),
+    })
+}
+
+fn query_param() -> impl TypedValueParser<Value = String> {
+    setting(|text| match is_token(text) {
+        true => Ok(text.to_owned()),
+        false => Err("must be a plain parameter name".to_owned()),
+    })
+}
+
+/// An RFC 9110 token: what a header name may be, and all a query
+/// parameter's name needs.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$&'*+-.^_`|~".contains(&b))
 }
 
 #[cfg(test)]
@@ -532,6 +882,26 @@ mod tests {
                     ("KEYWARD_MONITOR_REDIS_URL", "redis-cluster://ops:pw@h:1"),
                 ],
                 "KEYWARD_MONITOR_REDIS_URL",
+            ),
+            (
+                &[URL, ("KEYWARD_REDIS_TIMEOUT_MS", "0")],
+                "KEYWARD_REDIS_TIMEOUT_MS",
+            ),
+            (
+                &[URL, ("KEYWARD_CLIENT_IP_HEADER", "x forwarded")],
+                "KEYWARD_CLIENT_IP_HEADER",
+            ),
+            (
+                &[URL, ("KEYWARD_AUTH_QUERY_PARAM", "a=b")],
+                "KEYWARD_AUTH_QUERY_PARAM",
+            ),
+            (
+                &[
+                    URL,
+                    ("KEYWARD_ARGON2_MEMORY_KIB", "8"),
+                    ("KEYWARD_ARGON2_PARALLELISM", "2"),
+                ],
+                "KEYWARD_ARGON2_MEMORY_KIB",
             ),
         ];
         for (vars, var) in cases {
@@ -634,5 +1004,126 @@ mod tests {
         let debug = format!("{c:?}");
         assert!(!debug.contains("super-secret-admin-token"));
         assert!(!debug.contains("validator:pw"));
+    }
+
+    #[test]
+    fn empty_values_are_unset_and_numbers_may_carry_spaces() {
+        let c = load(&[
+            URL,
+            ("KEYWARD_METRICS_LISTEN", ""),
+            ("KEYWARD_CLIENT_NAME", ""),
+            ("KEYWARD_ADMIN_TOKEN", ""),
+            ("KEYWARD_DEFAULT_RATE_LIMIT", " 7\n"),
+            ("KEYWARD_CLIENT_IP_HEADER", "X-Real-IP"),
+            ("KEYWARD_FAILSAFE", "open"),
+        ])
+        .unwrap();
+        assert!(c.metrics_listen.is_none());
+        assert_eq!(c.client_name, "keyward");
+        assert!(c.admin_token.is_none());
+        assert_eq!(c.default_rate_limit, 7);
+        assert_eq!(c.client_ip_header, "x-real-ip");
+        assert_eq!(c.failsafe, Failsafe::Open);
+    }
+
+    /// Every setting's flag is its variable's name, so either finds the other.
+    #[test]
+    fn each_flag_is_its_variable_in_lower_case() {
+        for arg in Config::command().get_arguments() {
+            let Some(var) = arg.get_env() else { continue };
+            let flag = var.to_str().unwrap().strip_prefix("KEYWARD_").unwrap();
+            let flag = flag.to_ascii_lowercase().replace('_', "-");
+            assert_eq!(arg.get_long(), Some(flag.as_str()), "{var:?}");
+        }
+    }
+
+    /// `--help` states each integer setting's range as "(at least N)" or
+    /// "(N to M)", and its parser holds to it.
+    #[test]
+    fn the_help_states_the_range_each_parser_holds_to() {
+        for arg in Config::command().get_arguments() {
+            let (Some(var), Some(help)) = (arg.get_env(), arg.get_help()) else {
+                continue;
+            };
+            let (var, help) = (var.to_str().unwrap(), help.to_string());
+            let accepts = |n: &str| load(&[URL, (var, n)]).is_ok();
+            let integer = accepts("5") && !accepts("x");
+            let number = |s: &str| s.parse::<u64>().unwrap();
+            let stated = help
+                .rsplit_once('(')
+                .and_then(|(_, rest)| rest.split_once(')'));
+            let range = match stated.map(|(range, _)| range.split_once(' ')) {
+                Some(Some(("at", least))) => {
+                    least.strip_prefix("least ").map(|n| (number(n), None))
+                }
+                Some(Some((min, max))) => max
+                    .strip_prefix("to ")
+                    .map(|m| (number(min), Some(number(m)))),
+                _ => None,
+            };
+            let Some((min, max)) = range else {
+                // Unbounded: say nothing, or why not (Argon2id's memory).
+                assert!(
+                    !integer || accepts("0") || help.contains("at least"),
+                    "{var}: {help}"
+                );
+                continue;
+            };
+            assert!(integer, "{var}");
+            assert!(accepts(&min.to_string()), "{var}: {min}");
+            assert!(min == 0 || !accepts(&(min - 1).to_string()), "{var}: {min}");
+            if let Some(max) = max {
+                assert!(accepts(&max.to_string()), "{var}: {max}");
+                assert!(!accepts(&(max + 1).to_string()), "{var}: {max}");
+            }
+        }
+    }
+
+    #[test]
+    fn flags_override_variables_and_secrets_are_never_flags() {
+        let parse = |args: &[&str]| Config::command().try_get_matches_from(args);
+        let matches = parse(&["serve", "--default-rate-limit", "5", "--failsafe", "open"]).unwrap();
+        let c = Config::from_arg_matches(&matches).unwrap();
+        assert_eq!((c.default_rate_limit, c.failsafe), (5, Failsafe::Open));
+        let err = parse(&["serve", "--default-rate-limit", "0"]).unwrap_err();
+        assert_eq!(ConfigError::from(err).var, "KEYWARD_DEFAULT_RATE_LIMIT");
+        for flag in ["--redis-url", "--admin-token", "--admin-redis-url"] {
+            assert!(parse(&["serve", flag, "x"]).is_err(), "{flag}");
+        }
+    }
+
+    #[test]
+    fn a_secret_comes_from_its_variable_or_its_file_not_both() {
+        let dir = std::env::temp_dir().join(format!("keyward-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (full, empty) = (dir.join("full"), dir.join("empty"));
+        std::fs::write(&full, "  s3cret\n").unwrap();
+        std::fs::write(&empty, "\n").unwrap();
+        let read = |vars: &[(&str, &str)]| {
+            secret(
+                |name| {
+                    vars.iter()
+                        .find(|(k, _)| *k == name)
+                        .map(|(_, v)| v.to_string())
+                },
+                "KEYWARD_X",
+            )
+            .map(|s| s.map(|s| s.expose_secret().to_owned()))
+        };
+        assert_eq!(read(&[]).unwrap(), None);
+        assert_eq!(read(&[("KEYWARD_X", " v \n")]).unwrap().unwrap(), "v");
+        let full = full.to_str().unwrap();
+        assert_eq!(
+            read(&[("KEYWARD_X_FILE", full)]).unwrap().unwrap(),
+            "s3cret"
+        );
+        let both = read(&[("KEYWARD_X", "v"), ("KEYWARD_X_FILE", full)]);
+        assert_eq!(both.unwrap_err().var, "KEYWARD_X");
+        let err = read(&[("KEYWARD_X_FILE", empty.to_str().unwrap())]).unwrap_err();
+        assert_eq!(
+            (err.var.as_str(), err.problem.ends_with("is empty")),
+            ("KEYWARD_X_FILE", true)
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret;
 use std::path::PathBuf;
 
 use keyward::acl::{self, Role};
@@ -39,8 +40,9 @@ enum Command {
     /// audited (path /keyward-check). Exit codes: 0 valid, 1 not valid,
     /// 2 usage error, 3 keyward or Redis unavailable.
     Check(cli::CheckArgs),
-    /// Serve the HTTP API (configured by KEYWARD_* environment variables).
-    Serve,
+    /// Serve the HTTP API, configured by flags or their KEYWARD_* environment
+    /// variables, and secrets from the environment only.
+    Serve(Config),
     /// Exit 0 if the local keyward at KEYWARD_LISTEN answers /health with 200.
     Healthcheck,
     /// Print the Redis ACL rule (ACL-file syntax) for a client deployment's user.
@@ -86,8 +88,8 @@ fn main() -> ExitCode {
     {
         return print_acl(user, projects, *role, password_files);
     }
-    if let Command::Serve = cli.command {
-        return match Config::from_env() {
+    if let Command::Serve(settings) = cli.command {
+        return match settings.with_secrets_from_env() {
             Ok(config) => match runtime(config.worker_threads) {
                 Some(runtime) => runtime.block_on(serve(config)),
                 None => ExitCode::FAILURE,
@@ -123,7 +125,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Acl { .. } | Command::Serve => unreachable!("handled above"),
+        Command::Acl { .. } | Command::Serve(_) => unreachable!("handled above"),
     }
 }
 
@@ -156,10 +158,10 @@ fn usage_error(e: clap::Error) -> ExitCode {
 fn print_acl(user: &str, projects: &[String], role: Role, password_files: &[PathBuf]) -> ExitCode {
     let mut passwords = Vec::new();
     for path in password_files {
-        match std::fs::read_to_string(path) {
-            Ok(p) => passwords.push(p.trim().to_owned()),
-            Err(e) => {
-                eprintln!("keyward acl: cannot read {}: {e}", path.display());
+        match keyward::config::secret_file(path) {
+            Ok(p) => passwords.push(p.expose_secret().to_owned()),
+            Err(problem) => {
+                eprintln!("keyward acl: {problem}");
                 return ExitCode::from(2);
             }
         }

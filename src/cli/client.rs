@@ -37,24 +37,17 @@ impl Failure {
     }
 }
 
-/// The admin token from `KEYWARD_ADMIN_TOKEN` or `KEYWARD_ADMIN_TOKEN_FILE`
-/// (trailing whitespace trimmed), as the service reads its own.
+/// The admin token from `KEYWARD_ADMIN_TOKEN` or `KEYWARD_ADMIN_TOKEN_FILE`,
+/// as the service reads its own ([`crate::config::secret`]).
 fn admin_token(lookup: impl Fn(&str) -> Option<String>) -> Result<SecretString, Failure> {
-    const VAR: &str = "KEYWARD_ADMIN_TOKEN";
-    const FILE_VAR: &str = "KEYWARD_ADMIN_TOKEN_FILE";
-    let usage = |m: String| Err(Failure::Usage(m));
-    match (lookup(VAR), lookup(FILE_VAR)) {
-        (Some(_), Some(_)) => usage(format!("set either {VAR} or {FILE_VAR}, not both")),
-        (Some(token), None) if !token.trim().is_empty() => Ok(token.trim().to_owned().into()),
-        (Some(_), None) => usage(format!("{VAR} is empty")),
-        (None, Some(path)) => match std::fs::read_to_string(&path) {
-            Ok(token) if !token.trim().is_empty() => Ok(token.trim().to_owned().into()),
-            Ok(_) => usage(format!("{FILE_VAR}: {path} is empty")),
-            Err(e) => usage(format!("{FILE_VAR}: cannot read {path}: {e}")),
-        },
-        (None, None) => usage(format!(
-            "no admin token: set {VAR} or {FILE_VAR} (never pass it as an argument)"
+    match crate::config::secret(lookup, "KEYWARD_ADMIN_TOKEN") {
+        Ok(Some(token)) => Ok(token),
+        Ok(None) => Err(Failure::Usage(
+            "no admin token: set KEYWARD_ADMIN_TOKEN or KEYWARD_ADMIN_TOKEN_FILE \
+             (never pass it as an argument)"
+                .into(),
         )),
+        Err(e) => Err(Failure::Usage(e.to_string())),
     }
 }
 

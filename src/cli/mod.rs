@@ -213,7 +213,7 @@ pub struct CheckArgs {
     #[arg(
         long,
         env = "KEYWARD_CLIENT_IP_HEADER",
-        default_value = "X-Forwarded-For"
+        default_value = crate::config::CLIENT_IP_HEADER
     )]
     pub client_ip_header: String,
 }

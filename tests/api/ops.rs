@@ -224,6 +224,39 @@ async fn start_up_fails_clearly_on_bad_config_and_bad_credentials() {
     );
 }
 
+/// `keyward serve --help` is the table of settings, secrets included; an
+/// empty variable counts as unset, as with the flags' defaults.
+#[test]
+fn serve_help_lists_every_setting_and_empty_variables_are_unset() {
+    let help = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout);
+    for line in [
+        "[env: KEYWARD_DEFAULT_RATE_LIMIT=",
+        "[default: 100]",
+        "(1 to 256)",
+        "KEYWARD_REDIS_URL ",
+        "KEYWARD_ADMIN_TOKEN ",
+    ] {
+        assert!(help.contains(line), "{line} in {help}");
+    }
+
+    let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .arg("serve")
+        .env("KEYWARD_METRICS_LISTEN", "")
+        .env("KEYWARD_DEFAULT_RATE_LIMIT", "")
+        .env("KEYWARD_CLIENT_NAME", "")
+        .env("KEYWARD_REDIS_URL", "http://not-redis")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("KEYWARD_REDIS_URL: must be"), "{stderr}");
+}
+
 #[tokio::test]
 async fn shutdown_finishes_cleanly_and_stops_accepting() {
     let mut app = TestApp::spawn().await;
