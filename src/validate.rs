@@ -218,17 +218,13 @@ impl Decision {
 }
 
 /// No read refused the key, but Redis did not answer one that a pass needs
-/// (`error`); `doc`: the document, when it was read and allows the key.
+/// (`error`); `doc`: the document, when it was read and allows the key;
+/// `counted`: whether this use was counted all the same.
 #[derive(Debug)]
 struct Incomplete {
     error: Error,
     doc: Option<Box<KeyDoc>>,
-}
-
-impl From<Error> for Incomplete {
-    fn from(error: Error) -> Self {
-        Incomplete { error, doc: None }
-    }
+    counted: bool,
 }
 
 #[derive(Clone)]
@@ -262,7 +258,7 @@ impl Validator {
         };
         match self.decide(req, &key, minute, reset).await {
             Ok(decision) => self.finish(req, Some(&key), minute, decision).await,
-            Err(incomplete) => self.failsafe(&key, incomplete),
+            Err(incomplete) => self.failsafe(&key, minute, incomplete),
         }
     }
 
@@ -287,7 +283,12 @@ impl Validator {
             None => None,
         };
         let refuse = move |reason| Ok(Decision::refuse(reason, count));
-        let doc = match read.doc? {
+        let incomplete = move |error, doc| Incomplete {
+            error,
+            doc,
+            counted: count.is_some(),
+        };
+        let doc = match read.doc.map_err(|e| incomplete(e, None))? {
             Lookup::Found(doc) => doc,
             Lookup::Missing => return refuse(Reason::NotFound),
             Lookup::Forbidden => return refuse(Reason::Forbidden),
@@ -325,9 +326,8 @@ impl Validator {
                     // A flood of wrong secrets: refused without hashing.
                     return refuse(Reason::BadSecret);
                 }
-                self.hasher
-                    .verify_key(&key.secret, &cache_key, hashes)
-                    .await?
+                let verified = self.hasher.verify_key(&key.secret, &cache_key, hashes);
+                verified.await.map_err(|e| incomplete(e, None))?
             }
         };
         let reason = match matched {
@@ -353,10 +353,7 @@ impl Validator {
             // over its limit is refused all the same.
             Err(error) => match self.store.used(project, key_id, minute).await {
                 Ok(used) if used >= limit => return Ok(Decision::rate_limited(limit, reset, None)),
-                _ => {
-                    let doc = Some(doc);
-                    return Err(Incomplete { error, doc });
-                }
+                _ => return Err(incomplete(error, Some(doc))),
             },
         };
         let count = Some(used);
@@ -407,7 +404,6 @@ impl Validator {
                 origin: req.origin,
             },
             minute,
-            success: pass,
             new_window: count == Some(1),
             bad_secret: reason == Reason::BadSecret,
             undo_use: count.is_some() && !pass,
@@ -416,18 +412,29 @@ impl Validator {
         match (verdict, written) {
             (Verdict::Pass { doc, .. }, Ok(())) => {
                 tally(reason);
+                if let Some(key) = key {
+                    self.store.count_usage(&key.project_id, &key.key_id);
+                }
                 Ok(Validated {
                     rate,
                     ..validated(*doc)
                 })
             }
-            (Verdict::Pass { doc, .. }, Err(error)) => {
-                let doc = Some(doc);
-                match key {
-                    Some(key) => self.failsafe(key, Incomplete { error, doc }),
-                    None => Err(error),
+            (Verdict::Pass { doc, .. }, Err(error)) => match key {
+                Some(key) => {
+                    let (doc, counted) = (Some(doc), true);
+                    self.failsafe(
+                        key,
+                        minute,
+                        Incomplete {
+                            error,
+                            doc,
+                            counted,
+                        },
+                    )
                 }
-            }
+                None => Err(error),
+            },
             (Verdict::Refuse(_), written) => {
                 tally(reason);
                 if let Err(e) = written {
@@ -453,10 +460,21 @@ impl Validator {
 
     /// 503, or under `KEYWARD_FAILSAFE=open` and when Redis is what failed,
     /// a 200 marked failsafe (with the document's data if it was read):
-    /// counted, logged, not audited.
-    fn failsafe(&self, key: &ApiKey, incomplete: Incomplete) -> Result<Validated> {
-        let Incomplete { error, doc } = incomplete;
-        if self.failsafe == Failsafe::Closed || !matches!(error, Error::Unavailable(_)) {
+    /// counted, logged, not audited. A use counted on the way is taken back
+    /// unless the answer is a 200, and its window made to expire.
+    fn failsafe(&self, key: &ApiKey, minute: u64, incomplete: Incomplete) -> Result<Validated> {
+        let Incomplete {
+            error,
+            doc,
+            counted,
+        } = incomplete;
+        let open = self.failsafe == Failsafe::Open && matches!(error, Error::Unavailable(_));
+        if counted {
+            let (project, key_id) = (&key.project_id, &key.key_id);
+            self.store
+                .settle_in_background(project, key_id, minute, !open);
+        }
+        if !open {
             return Err(error);
         }
         tally(Reason::FailsafeOpen);
@@ -466,14 +484,20 @@ impl Validator {
             doc_read = doc.is_some(),
             "redis did not answer: key accepted unchecked (KEYWARD_FAILSAFE=open)"
         );
-        let unread = || KeyDoc {
-            project_id: key.project_id.to_string(),
-            key_id: key.key_id.to_string(),
-            ..KeyDoc::default()
+        let doc = match doc {
+            Some(doc) => {
+                self.store.count_usage(&key.project_id, &key.key_id);
+                *doc
+            }
+            None => KeyDoc {
+                project_id: key.project_id.to_string(),
+                key_id: key.key_id.to_string(),
+                ..KeyDoc::default()
+            },
         };
         Ok(Validated {
             failsafe: true,
-            ..validated(doc.map_or_else(unread, |doc| *doc))
+            ..validated(doc)
         })
     }
 }

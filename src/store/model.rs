@@ -174,9 +174,6 @@ pub struct Effects<'a> {
     pub audit: Audit<'a>,
     /// The rate-limit window the counters belong to.
     pub minute: u64,
-    /// A pass: counted into `apimeta` (`usage_count`, `last_used`) by the
-    /// store's flusher, about a second later.
-    pub success: bool,
     /// This use opened its window (`INCR` answered 1): `EXPIRE` the counter.
     pub new_window: bool,
     /// A wrong secret: `INCR` and `EXPIRE NX` of the wrong-secret counter.

@@ -51,17 +51,20 @@ impl Store {
             return Ok(());
         }
         let pipe = self.pool.next().pipeline();
+        let mut queued = Ok(());
         for (meta, (count, at)) in &due {
-            let _: () = pipe
-                .hincrby(meta, "usage_count", *count as i64)
-                .await
-                .map_err(super::unavailable)?;
-            let _: () = pipe
-                .hset(meta, ("last_used", at.to_string()))
-                .await
-                .map_err(super::unavailable)?;
+            let count = i64::try_from(*count).unwrap_or(i64::MAX);
+            let incr = pipe.hincrby::<(), _, _>(meta, "usage_count", count).await;
+            let time = pipe
+                .hset::<(), _, _>(meta, ("last_used", at.to_string()))
+                .await;
+            queued = queued.and(incr).and(time);
         }
-        let results = match send(pipe, 2 * due.len()).await {
+        let sent = match queued {
+            Ok(()) => send(pipe, 2 * due.len()).await,
+            Err(e) => Err(super::unavailable(e)),
+        };
+        let results = match sent {
             Ok(results) => results,
             Err(e) => {
                 for (meta, (count, at)) in due {

@@ -123,15 +123,11 @@ impl Store {
         let Effects {
             audit,
             minute,
-            success,
             new_window,
             bad_secret,
             undo_use,
         } = effects;
         let (project, key_id) = (audit.project_id, audit.key_id);
-        if success {
-            self.usage.add(project, key_id, now());
-        }
         let entry = self.audit_budget.admit(audit.reason).then_some(audit);
         let used = (new_window || undo_use).then(|| names::used(project, key_id, minute));
         let bad = bad_secret.then(|| names::bad(project, key_id, minute));
@@ -169,7 +165,51 @@ impl Store {
                 tracing::warn!(error = %e, "validation bookkeeping not written: {what}");
             }
         }
-        entry.transpose().map_err(unavailable).map(drop)
+        match entry {
+            Some(Err(e)) if crate::audit::is_anonymous(audit.reason) => {
+                // Not lost: counted into its second's summary, which the
+                // flusher writes (and retries) like any other.
+                let second = now() as u64;
+                let reason = audit.reason;
+                self.audit_budget.put_back(&[Summary {
+                    second,
+                    reason,
+                    count: 1,
+                }]);
+                Err(unavailable(e))
+            }
+            Some(Err(e)) => Err(unavailable(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// A pass of `project`/`key_id`, for `apimeta` (written by the flusher).
+    pub fn count_usage(&self, project: &ProjectId, key_id: &KeyId) {
+        self.usage.add(project.as_str(), key_id.as_str(), now());
+    }
+
+    /// After a validation that ended without `finish`'s round trip (or
+    /// whose round trip failed): in the background, takes back a use that
+    /// was counted (`undo`) and makes sure its window expires. Best effort,
+    /// and never in the answer's way: Redis was just failing.
+    pub fn settle_in_background(
+        &self,
+        project: &ProjectId,
+        key_id: &KeyId,
+        minute: u64,
+        undo: bool,
+    ) {
+        let used = names::used(project.as_str(), key_id.as_str(), minute);
+        let client = self.pool.next().clone();
+        tokio::spawn(async move {
+            let (decr, expire) = futures::join!(
+                OptionFuture::from(undo.then(|| client.decr::<Value, _>(&used))),
+                expire_nx(&client, &used),
+            );
+            if let (Some(Err(e)), _) | (_, Err(e)) = (decr, expire) {
+                tracing::warn!(error = %e, "a counted use was not settled: Redis is still failing");
+            }
+        });
     }
 
     /// `XADD` of a validation's audit entry to its stream.

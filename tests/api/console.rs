@@ -922,6 +922,8 @@ fn browser_key_detail_updates_rotates_and_revokes_behind_confirmations() {
             )
             .await;
         assert_eq!(app.validate(&key.api_key).await.status(), StatusCode::OK);
+        // The page reads usage once; it reaches Redis about a second later.
+        app.usage_is(&project, &key.key_id, 1).await;
         let get = || async {
             let r = app
                 .admin_get(&format!(
