@@ -9,6 +9,7 @@ use rand::rngs::OsRng;
 use rand::TryRngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::openapi::{ObjectBuilder, RefOr, Schema, Type};
 use utoipa::{IntoParams, ToSchema};
 use validator::{Validate, ValidationError};
 
@@ -164,11 +165,33 @@ pub struct MintIn {
     pub allowed_cidrs: Option<Vec<String>>,
 }
 
-/// A scope: 1 to 128 of `[A-Za-z0-9_.:/*-]` (see `scope`). Only the
-/// OpenAPI document uses this type; scopes travel as plain strings.
-#[derive(ToSchema)]
-#[schema(as = Scope, example = "chat:write", pattern = "^[A-Za-z0-9_.:/*-]{1,128}$")]
-pub struct ScopeDoc(#[allow(dead_code)] String);
+/// The OpenAPI schema `Scope`: what `scope::is_valid` accepts. Scopes
+/// travel as plain strings; fields holding them name this type as their
+/// schema's `value_type`.
+pub struct ScopeDoc;
+
+impl utoipa::PartialSchema for ScopeDoc {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(format!(
+                "A scope: 1 to {} of `[A-Za-z0-9_.:/*-]` (see `scope`).",
+                scope::MAX_SCOPE_LEN
+            )))
+            .pattern(Some(format!(
+                "^[A-Za-z0-9_.:/*-]{{1,{}}}$",
+                scope::MAX_SCOPE_LEN
+            )))
+            .examples(["chat:write"])
+            .into()
+    }
+}
+
+impl ToSchema for ScopeDoc {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Scope".into()
+    }
+}
 
 /// `201` from `POST /v1/mint-key`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -179,6 +202,13 @@ pub struct MintOut {
     pub project_id: String,
     pub key_id: String,
     pub expires_at: Option<f64>,
+}
+
+/// `POST /v1/revoke-key`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Revoked {
+    /// Always `true`.
+    pub revoked: bool,
 }
 
 /// Names one key: revoke-key's body and get-key's query.

@@ -130,13 +130,12 @@ fn origin<'a>(headers: &'a HeaderMap, method: &'a Method, uri: &'a Uri) -> Origi
             ("X-RateLimit-Remaining" = u64, description = "Validations left in this minute"),
             ("X-RateLimit-Reset" = u64, description = "Seconds until the window resets"),
             ("X-Keyward-Failsafe" = String, description = "`open`: accepted unverified while Redis is down (`KEYWARD_FAILSAFE=open`); then there are no `X-RateLimit-*` headers"),
-            ("Cache-Control" = String, description = "`no-store`"),
         )),
-        (status = 401, response = crate::openapi::InvalidKey),
-        (status = 403, response = crate::openapi::InsufficientScope),
+        (status = 401, response = inline(crate::error::InvalidKey)),
+        (status = 403, response = inline(crate::error::InsufficientScope)),
         (status = 422, description = "`invalid_request`: a malformed `X-Keyward-Required-Scopes`", body = crate::error::ErrorBody),
-        (status = 429, response = crate::openapi::RateLimited),
-        (status = 503, response = crate::openapi::Unavailable),
+        (status = 429, response = inline(crate::error::RateLimited)),
+        (status = 503, response = inline(crate::error::Unavailable)),
     )
 )]
 pub async fn forward_auth(

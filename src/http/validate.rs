@@ -49,13 +49,13 @@ pub struct ValidateIn {
             ("X-RateLimit-Reset" = u64, description = "Seconds until the window resets"),
             ("X-Keyward-Failsafe" = String, description = "`open`: accepted unverified while Redis is down (`KEYWARD_FAILSAFE=open`); then there are no `X-RateLimit-*` headers"),
         )),
-        (status = 401, response = crate::openapi::InvalidKey),
-        (status = 403, response = crate::openapi::InsufficientScope),
-        (status = 405, response = crate::openapi::MethodNotAllowed),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 422, response = crate::openapi::InvalidRequest),
-        (status = 429, response = crate::openapi::RateLimited),
-        (status = 503, response = crate::openapi::Unavailable),
+        (status = 401, response = crate::error::InvalidKey),
+        (status = 403, response = crate::error::InsufficientScope),
+        (status = 405, response = crate::error::MethodNotAllowed),
+        (status = 413, response = crate::error::PayloadTooLarge),
+        (status = 422, response = crate::error::InvalidRequest),
+        (status = 429, response = crate::error::RateLimited),
+        (status = 503, response = crate::error::Unavailable),
     )
 )]
 pub async fn validate_key(
