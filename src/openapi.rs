@@ -44,7 +44,7 @@ pub const ADMIN_TOKEN: &str = "admin_token";
             Every error has the body `{\"error\": {\"code\", \"message\"}}`; every response \
             carries `X-Request-Id` (the caller's, or a new one). A path that exists answers \
             other methods with `405 method_not_allowed`, and an unknown path is \
-            `404 not_found`.",
+            `404 not_found`. Integers are written without a fraction (`1`, not `1.0`).",
         license(name = "MIT OR Apache-2.0"),
     ),
     components(responses(

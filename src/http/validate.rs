@@ -28,7 +28,7 @@ pub struct ValidateIn {
     #[schema(value_type = Vec<crate::admin::ScopeDoc>, max_items = 64)]
     pub scopes: Vec<String>,
     /// The caller's address, for keys bound to networks.
-    #[schema(value_type = Option<String>, example = "203.0.113.7")]
+    #[schema(inline, value_type = Option<crate::admin::IpDoc>)]
     pub client_ip: Option<IpAddr>,
 }
 

@@ -10,8 +10,12 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use regex::Regex;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use validator::Validate;
 
 use crate::helpers::{TestApp, TestRedis, ADMIN_TOKEN};
 
@@ -130,7 +134,163 @@ async fn the_document_is_valid_openapi_3_1() {
     );
 }
 
-/// schemathesis over every operation, with a fixed seed and a bounded
+/// What the document says a value may be, against what the service takes:
+/// every value generated from a pattern is taken, and random values match
+/// the pattern exactly when they are taken (for networks, only the first:
+/// `ipnet` also takes leading zeros in IPv4 octets and a `::` that stands
+/// for no group, which the document leaves out).
+#[test]
+fn the_documents_patterns_and_bounds_are_the_validators() {
+    let doc = keyward::http::openapi().unwrap();
+    let schemas = &doc["components"]["schemas"];
+    let pattern = |v: &Value| v["pattern"].as_str().unwrap().to_owned();
+    let auth = doc["paths"]["/v1/auth"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "X-Keyward-Required-Scopes")
+        .unwrap();
+    let required_scopes = pattern(&auth["schema"]);
+    let scope = pattern(&schemas["Scope"]);
+    let ip = pattern(&schemas["ValidateIn"]["properties"]["client_ip"]["oneOf"][1]);
+    let network = pattern(&schemas["Network"]);
+
+    // A runner per property: one counts its cases across runs.
+    let runner = || {
+        TestRunner::new(Config {
+            cases: 400,
+            failure_persistence: None,
+            ..Config::default()
+        })
+    };
+    // From a pattern (`^...$`, which proptest cannot generate from).
+    let generated = |p: &str| {
+        let inner = p.strip_prefix('^').unwrap().strip_suffix('$').unwrap();
+        proptest::string::string_regex(inner).unwrap()
+    };
+    let visible = |s: &str| s.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
+
+    // Required scopes: a visible-ASCII value matches exactly when it parses;
+    // any other value is ignored, and matches.
+    let re = Regex::new(&required_scopes).unwrap();
+    let values = prop_oneof![
+        generated(&required_scopes),
+        "[a-c*:, \t!-]{0,12}",
+        "([a-b]{127,129}, ?){1,2}",
+    ];
+    runner()
+        .run(&values, |s| {
+            let parsed = !visible(&s) || keyward::scope::parse_list(&s).is_ok();
+            prop_assert_eq!(re.is_match(&s), parsed, "{:?}", s);
+            Ok(())
+        })
+        .unwrap();
+    for (n, expected) in [(64, true), (65, false)] {
+        let s = vec!["a"; n].join(", ");
+        assert_eq!(re.is_match(&s), expected, "{n} scopes");
+        assert_eq!(keyward::scope::parse_list(&s).is_ok(), expected);
+    }
+
+    let re = Regex::new(&scope).unwrap();
+    runner()
+        .run(
+            &prop_oneof![generated(&scope), "[a-c*:é ]{0,4}", "a{127,129}"],
+            |s| {
+                prop_assert_eq!(re.is_match(&s), keyward::scope::is_valid(&s), "{:?}", s);
+                Ok(())
+            },
+        )
+        .unwrap();
+
+    // Addresses: the pattern is std's `IpAddr` grammar.
+    let addresses = || {
+        prop_oneof![
+            "[0-9a-f:.]{0,20}",
+            "(:{0,2}[0-9a-f]{1,5}){0,9}:{0,2}",
+            "(:{0,2}[0-9a-f]{1,4}){0,7}:{0,2}([0-9]{1,3}\\.){3}[0-9]{1,4}",
+            "([0-9]{1,4}\\.){2,4}[0-9]{1,4}",
+        ]
+    };
+    let re = Regex::new(&ip).unwrap();
+    runner()
+        .run(&prop_oneof![generated(&ip), addresses()], |s| {
+            let parsed = s.parse::<std::net::IpAddr>().is_ok();
+            prop_assert_eq!(re.is_match(&s), parsed, "{:?}", s);
+            Ok(())
+        })
+        .unwrap();
+
+    // Networks: what the pattern matches, mint-key takes.
+    let takes = |cidrs: Value| {
+        let mint =
+            json!({"project_id": "p", "owner": "o", "server_name": "s", "allowed_cidrs": cidrs});
+        serde_json::from_value::<keyward::admin::MintIn>(mint)
+            .unwrap()
+            .validate()
+            .is_ok()
+    };
+    let re = Regex::new(&network).unwrap();
+    let networks = prop_oneof![
+        generated(&network),
+        (addresses(), "(/[0-9]{1,4})?").prop_map(|(a, p)| a + &p),
+    ];
+    runner()
+        .run(&networks, |s| {
+            if re.is_match(&s) {
+                prop_assert!(takes(json!([s])), "{:?}", s);
+            }
+            Ok(())
+        })
+        .unwrap();
+    for refused in [
+        "",
+        " ",
+        "10.0.0.0/33",
+        "::/129",
+        "10.0.0.0/8/8",
+        "example.com",
+    ] {
+        assert!(
+            !re.is_match(refused) && !takes(json!([refused])),
+            "{refused:?}"
+        );
+    }
+
+    // Rate limits: the documented maximum, and no more.
+    let mint = &schemas["MintIn"]["properties"];
+    let max = mint["rate_limit_per_minute"]["maximum"].as_u64().unwrap();
+    assert_eq!(max, i64::MAX as u64);
+    let limit = |n: u64| {
+        let mint = json!({"project_id": "p", "owner": "o", "server_name": "s", "rate_limit_per_minute": n});
+        serde_json::from_value::<keyward::admin::MintIn>(mint)
+            .unwrap()
+            .validate()
+            .is_ok()
+    };
+    assert!(limit(max) && !limit(max + 1));
+    assert_eq!(
+        schemas["UpdateIn"]["properties"]["rate_limit_per_minute"]["maximum"],
+        max
+    );
+
+    // Expiry: "in the future" as of when the document was made.
+    let floor = mint["expires_at"]["exclusiveMinimum"].as_f64().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(floor <= now && now - floor < 60.0, "{floor} vs {now}");
+    let at = |t: f64| {
+        let mint = json!({"project_id": "p", "owner": "o", "server_name": "s", "expires_at": t});
+        serde_json::from_value::<keyward::admin::MintIn>(mint)
+            .unwrap()
+            .validate()
+            .is_ok()
+    };
+    assert!(!at(floor) && at(now + 3600.0));
+}
+
+/// schemathesis over every operation, with fixed seeds and a bounded
 /// number of examples per operation. `tests/openapi/schemathesis.toml` sets
 /// the phases and the admin token (per security scheme); this test adds two
 /// live keys minted for the run, so that validation's success answers are
