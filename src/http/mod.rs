@@ -132,8 +132,9 @@ const AUTH_PATHS: [(&str, &str); 3] = [
     ("/v1/auth/{*path}", "_path"),
 ];
 
-/// Methods `/v1/auth` is documented with (it answers any).
-const AUTH_METHODS: [(HttpMethod, &str); 7] = [
+/// Methods `/v1/auth` is documented with: every method OpenAPI can name
+/// (it answers any).
+const AUTH_METHODS: [(HttpMethod, &str); 8] = [
     (HttpMethod::Get, "get"),
     (HttpMethod::Head, "head"),
     (HttpMethod::Post, "post"),
@@ -141,6 +142,7 @@ const AUTH_METHODS: [(HttpMethod, &str); 7] = [
     (HttpMethod::Patch, "patch"),
     (HttpMethod::Delete, "delete"),
     (HttpMethod::Options, "options"),
+    (HttpMethod::Trace, "trace"),
 ];
 
 /// `/v1/auth` answers any method at each of [`AUTH_PATHS`]. Its handler
