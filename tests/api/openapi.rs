@@ -298,7 +298,10 @@ fn the_documents_patterns_and_bounds_are_the_validators() {
 /// and a low rate limit, so 200, 403 and 429 all happen) and one that
 /// `validate-key` bodies use half of the time. `tests/openapi/hooks.py`
 /// adds two checks: the headers are exactly the documented ones, and the
-/// run reached the answers that matter.
+/// run reached the answers that matter. The first seed runs every phase;
+/// the others only the seeded ones (fuzzing and stateful chains), with fewer
+/// examples and without the reached-answers check, for breadth at a small
+/// cost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_nothing_against_a_live_keyward() {
     let app = TestApp::spawn().await;
@@ -328,40 +331,79 @@ async fn schemathesis_finds_nothing_against_a_live_keyward() {
     );
     std::fs::write(dir.join("schemathesis.toml"), config).unwrap();
 
-    let base = app.url("");
-    let schema = app.url("/openapi.json");
-    let bin = tools().to_owned();
-    let cwd = dir.clone();
+    // Seed, then what differs from the first run's arguments.
+    let runs: [(&str, &[&str]); 3] = [
+        ("20260613", &["--max-examples", "12"]),
+        (
+            "7",
+            &[
+                "--max-examples",
+                "4",
+                "--phases",
+                "fuzzing,stateful",
+                "--exclude-checks",
+                "keyward_reached",
+            ],
+        ),
+        (
+            "1",
+            &[
+                "--max-examples",
+                "4",
+                "--phases",
+                "fuzzing,stateful",
+                "--exclude-checks",
+                "keyward_reached",
+            ],
+        ),
+    ];
+    // For exploring by hand, e.g. `--max-examples 200 --seed 1`: added to
+    // the first run only (later options win), and the others are skipped.
     let extra = std::env::var("KEYWARD_SCHEMATHESIS_ARGS").unwrap_or_default();
-    let started = Instant::now();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(bin.join("schemathesis"))
-            .current_dir(&cwd)
-            .arg("--config-file")
-            .arg(cwd.join("schemathesis.toml"))
-            .args(["run", &schema, "--url", &base])
-            .args(["--seed", "20260613", "--max-examples", "12"])
-            .args(["--workers", "1", "--no-color"])
-            .args([
-                "--checks",
-                "not_a_server_error,status_code_conformance,content_type_conformance,\
-                 response_schema_conformance,response_headers_conformance,\
-                 keyward_headers,keyward_reached",
-            ])
-            .args(["--report", "junit", "--report-dir"])
-            .arg(cwd.join("report"))
-            // For exploring by hand, e.g. `--max-examples 200 --seed 1`
-            // (later options win).
-            .args(extra.split_whitespace())
-            .env("KEYWARD_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("SCHEMATHESIS_HOOKS", "hooks")
-            .env("PYTHONPATH", repo().join("tests/openapi"))
-            .output()
-            .expect("run schemathesis")
-    })
-    .await
-    .unwrap();
-    eprintln!("schemathesis took {:?}", started.elapsed());
-    std::fs::write(dir.join("output.txt"), text(&out)).unwrap();
-    assert!(out.status.success(), "schemathesis: {}", text(&out));
+    let runs = if extra.is_empty() {
+        &runs[..]
+    } else {
+        &runs[..1]
+    };
+    for &(seed, args) in runs {
+        let (base, schema) = (app.url(""), app.url("/openapi.json"));
+        let (bin, cwd) = (tools().to_owned(), dir.clone());
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let extra = extra.clone();
+        let report = dir.join(format!("report-{seed}"));
+        let started = Instant::now();
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new(bin.join("schemathesis"))
+                .current_dir(&cwd)
+                .arg("--config-file")
+                .arg(cwd.join("schemathesis.toml"))
+                .args(["run", &schema, "--url", &base])
+                .args(["--seed", seed])
+                .args(&args)
+                .args(["--workers", "1", "--no-color"])
+                .args([
+                    "--checks",
+                    "not_a_server_error,status_code_conformance,content_type_conformance,\
+                     response_schema_conformance,response_headers_conformance,\
+                     keyward_headers,keyward_reached",
+                ])
+                .args(["--report", "junit", "--report-dir"])
+                .arg(report)
+                .args(extra.split_whitespace())
+                .env("KEYWARD_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
+                .env("SCHEMATHESIS_HOOKS", "hooks")
+                .env("PYTHONPATH", repo().join("tests/openapi"))
+                .output()
+                .expect("run schemathesis")
+        })
+        .await
+        .unwrap();
+        eprintln!("schemathesis --seed {seed} took {:?}", started.elapsed());
+        std::fs::write(dir.join(format!("output-{seed}.txt")), text(&out)).unwrap();
+        assert!(
+            out.status.success(),
+            "schemathesis --seed {seed}: {}",
+            text(&out)
+        );
+    }
 }
