@@ -9,6 +9,8 @@ use rand::rngs::OsRng;
 use rand::TryRngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::openapi::schema::{KnownFormat, SchemaFormat, SchemaType};
+use utoipa::openapi::{ObjectBuilder, RefOr, Schema, Type};
 use utoipa::{IntoParams, ToSchema};
 use validator::{Validate, ValidationError};
 
@@ -49,6 +51,30 @@ fn in_future(at: f64) -> Result<(), ValidationError> {
     }
 }
 
+/// `expires_at`'s schema: Unix seconds after the moment the document was
+/// generated, or `null`. `in_future` takes only times after now, which a
+/// schema cannot say; it can state the bound that holds from then on.
+fn expires_at_schema(description: &str) -> Schema {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Number, Type::Null]))
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Double)))
+        .exclusive_minimum(Some(now().floor()))
+        .description(Some(description))
+        .into()
+}
+
+fn mint_expires_at() -> Schema {
+    expires_at_schema("Unix seconds, in the future; `null` or absent: never expires.")
+}
+
+fn update_expires_at() -> Schema {
+    expires_at_schema("Unix seconds in the future; `null`: never expires.")
+}
+
+/// The largest rate limit, the document's `int64` maximum: Redis counts
+/// with signed 64-bit integers, so no larger limit could ever be reached.
+const MAX_RATE_LIMIT: u64 = i64::MAX as u64;
+
 pub fn valid_scopes(scopes: &[String]) -> Result<(), ValidationError> {
     if scopes.len() > scope::MAX_SCOPES || !scopes.iter().all(|s| scope::is_valid(s)) {
         return Err(ValidationError::new("scopes")
@@ -78,6 +104,96 @@ fn cidr(c: &str) -> Option<String> {
         .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
         .ok()
         .map(|net| net.to_string())
+}
+
+/// An IPv4 address as std parses it: four decimal octets of 0 to 255,
+/// without leading zeros.
+const IPV4: &str = "(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}\
+    (?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
+
+/// An IPv6 address as std parses it (RFC 4291 section 2.2, as RFC 3986's
+/// `IPv6address` spells it): eight groups of 1 to 4 hex digits, the last two
+/// possibly an IPv4 address, and at most one `::` standing for one or more
+/// groups of zeros.
+fn ipv6() -> String {
+    let h = "[0-9A-Fa-f]{1,4}";
+    let ls32 = format!("(?:{h}:{h}|{IPV4})");
+    let mut forms = vec![format!("(?:{h}:){{6}}{ls32}")];
+    // `::` after up to `before` groups (the first form's `::` is first).
+    for (before, after) in [(0, 5), (1, 4), (2, 3), (3, 2), (4, 1), (5, 0)] {
+        let head = match before {
+            0 => String::new(),
+            n => format!("(?:(?:{h}:){{0,{}}}{h})?", n - 1),
+        };
+        forms.push(format!("{head}::(?:{h}:){{{after}}}{ls32}"));
+    }
+    forms.push(format!("(?:(?:{h}:){{0,5}}{h})?::{h}"));
+    forms.push(format!("(?:(?:{h}:){{0,6}}{h})?::"));
+    forms.join("|")
+}
+
+/// An IP address, as `ValidateIn::client_ip` takes it (unanchored).
+pub fn ip_pattern() -> String {
+    format!("{IPV4}|{}", ipv6())
+}
+
+/// An `allowed_cidrs` entry, as [`cidr`] takes it (unanchored): an address,
+/// or an address and a prefix length (`ipnet` also takes a leading zero in
+/// one; so does this).
+pub fn network_pattern() -> String {
+    format!(
+        "{IPV4}(?:/(?:3[0-2]|[0-2]?[0-9]))?|(?:{})(?:/(?:12[0-8]|1[01][0-9]|0?[0-9]{{1,2}}))?",
+        ipv6()
+    )
+}
+
+/// A string schema for `pattern`, anchored.
+fn pattern_schema(description: &str, pattern: &str, example: &str) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(description))
+        .pattern(Some(format!("^(?:{pattern})$")))
+        .examples([example])
+        .into()
+}
+
+/// The OpenAPI schema `IpAddress`: an IPv4 or IPv6 address.
+pub struct IpDoc;
+
+impl utoipa::PartialSchema for IpDoc {
+    fn schema() -> RefOr<Schema> {
+        pattern_schema(
+            "An IPv4 or IPv6 address, such as `203.0.113.7` or `2001:db8::1`.",
+            &ip_pattern(),
+            "203.0.113.7",
+        )
+    }
+}
+
+impl ToSchema for IpDoc {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "IpAddress".into()
+    }
+}
+
+/// The OpenAPI schema `Network`: what [`cidr`] takes.
+pub struct NetworkDoc;
+
+impl utoipa::PartialSchema for NetworkDoc {
+    fn schema() -> RefOr<Schema> {
+        pattern_schema(
+            "An IPv4 or IPv6 network, such as `10.0.0.0/8` or `2001:db8::/32`, \
+             or a bare address (a network of one).",
+            &network_pattern(),
+            "10.0.0.0/8",
+        )
+    }
+}
+
+impl ToSchema for NetworkDoc {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Network".into()
+    }
 }
 
 fn canonical(list: Option<Vec<String>>) -> Option<Vec<String>> {
@@ -147,10 +263,11 @@ pub struct MintIn {
     pub metadata: serde_json::Value,
     /// Unix seconds, in the future; `null` or absent: never expires.
     #[validate(custom(function = "in_future"))]
+    #[schema(schema_with = mint_expires_at)]
     pub expires_at: Option<f64>,
     /// Validations per minute; `null` or absent: the deployment's default.
-    #[validate(range(min = 1))]
-    #[schema(minimum = 1)]
+    #[validate(range(min = 1, max = MAX_RATE_LIMIT))]
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub rate_limit_per_minute: Option<u64>,
     /// Scopes the key grants (default none).
     #[serde(default)]
@@ -160,15 +277,37 @@ pub struct MintIn {
     /// 1 to 64 IPv4/IPv6 networks (or bare addresses) the key may be used
     /// from; `null` or absent: anywhere.
     #[validate(custom(function = "valid_cidrs"))]
-    #[schema(min_items = 1, max_items = 64, example = json!(["10.0.0.0/8"]))]
+    #[schema(value_type = Option<Vec<NetworkDoc>>, min_items = 1, max_items = 64, example = json!(["10.0.0.0/8"]))]
     pub allowed_cidrs: Option<Vec<String>>,
 }
 
-/// A scope: 1 to 128 of `[A-Za-z0-9_.:/*-]` (see `scope`). Only the
-/// OpenAPI document uses this type; scopes travel as plain strings.
-#[derive(ToSchema)]
-#[schema(as = Scope, example = "chat:write", pattern = "^[A-Za-z0-9_.:/*-]{1,128}$")]
-pub struct ScopeDoc(#[allow(dead_code)] String);
+/// The OpenAPI schema `Scope`: what `scope::is_valid` accepts. Scopes
+/// travel as plain strings; fields holding them name this type as their
+/// schema's `value_type`.
+pub struct ScopeDoc;
+
+impl utoipa::PartialSchema for ScopeDoc {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(format!(
+                "A scope: 1 to {} of `[A-Za-z0-9_.:/*-]` (see `scope`).",
+                scope::MAX_SCOPE_LEN
+            )))
+            .pattern(Some(format!(
+                "^[A-Za-z0-9_.:/*-]{{1,{}}}$",
+                scope::MAX_SCOPE_LEN
+            )))
+            .examples(["chat:write"])
+            .into()
+    }
+}
+
+impl ToSchema for ScopeDoc {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Scope".into()
+    }
+}
 
 /// `201` from `POST /v1/mint-key`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -179,6 +318,13 @@ pub struct MintOut {
     pub project_id: String,
     pub key_id: String,
     pub expires_at: Option<f64>,
+}
+
+/// `POST /v1/revoke-key`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Revoked {
+    /// Always `true`.
+    pub revoked: bool,
 }
 
 /// Names one key: revoke-key's body and get-key's query.
@@ -222,12 +368,12 @@ pub struct UpdateIn {
     /// Unix seconds in the future; `null`: never expires.
     #[serde(default, deserialize_with = "nullable")]
     #[validate(custom(function = "in_future"))]
-    #[schema(value_type = Option<f64>)]
+    #[schema(schema_with = update_expires_at)]
     pub expires_at: Option<Option<f64>>,
     /// `null`: back to the deployment's default.
     #[serde(default, deserialize_with = "nullable")]
-    #[validate(range(min = 1))]
-    #[schema(value_type = Option<u64>, minimum = 1)]
+    #[validate(range(min = 1, max = MAX_RATE_LIMIT))]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub rate_limit_per_minute: Option<Option<u64>>,
     /// Replaces the key's scopes (`[]` removes them all).
     #[serde(default, deserialize_with = "non_null")]
@@ -237,7 +383,7 @@ pub struct UpdateIn {
     /// 1 to 64 networks; `null` removes the restriction.
     #[serde(default, deserialize_with = "nullable")]
     #[validate(custom(function = "valid_cidrs"))]
-    #[schema(value_type = Option<Vec<String>>, min_items = 1, max_items = 64)]
+    #[schema(value_type = Option<Vec<NetworkDoc>>, min_items = 1, max_items = 64)]
     pub allowed_cidrs: Option<Option<Vec<String>>>,
 }
 

@@ -5,12 +5,18 @@
 //! operators only: the response gets a fixed message, and the detail rides in
 //! a response extension that the logging middleware in `http` writes out, so
 //! converting an error has no side effects.
+//!
+//! The OpenAPI document describes these answers here too: [`ErrorBody`], and
+//! one reusable response per kind of error answer (`InvalidKey`,
+//! `RateLimited`, ...) with the headers `into_response` sets.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, Schema};
+use utoipa::{PartialSchema, ToResponse, ToSchema};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -191,6 +197,170 @@ impl IntoResponse for Error {
             response.extensions_mut().insert(ErrorDetail(detail));
         }
         response
+    }
+}
+
+// The reusable error responses of the OpenAPI document (operations name
+// them with `response = ...`): each is an `ErrorBody` with the headers
+// `into_response` sets for it; the description says which codes it carries.
+
+/// A reusable response: its name, and the response.
+type Documented = (&'static str, RefOr<utoipa::openapi::Response>);
+
+/// An `ErrorBody` answer with these headers (name, schema, description).
+fn error_response<const N: usize>(
+    name: &'static str,
+    description: &str,
+    headers: [(&str, RefOr<Schema>, &str); N],
+) -> Documented {
+    let body = ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name(ErrorBody::name())))
+        .build();
+    let mut response = ResponseBuilder::new()
+        .description(description)
+        .content("application/json", body);
+    for (header, schema, description) in headers {
+        let header_object = HeaderBuilder::new()
+            .schema(schema)
+            .description(Some(description))
+            .build();
+        response = response.header(header, header_object);
+    }
+    (name, response.build().into())
+}
+
+/// `422 invalid_request`.
+pub struct InvalidRequest;
+
+impl ToResponse<'static> for InvalidRequest {
+    fn response() -> Documented {
+        let description =
+            "`invalid_request`: the body, query or a header is not what the endpoint\n\
+            takes (unknown fields, wrong types, values out of range, a body that is\n\
+            not JSON).";
+        error_response("InvalidRequest", description, [])
+    }
+}
+
+/// `413 payload_too_large`.
+pub struct PayloadTooLarge;
+
+impl ToResponse<'static> for PayloadTooLarge {
+    fn response() -> Documented {
+        let description = "`payload_too_large`: the body is over 64 KiB.";
+        error_response("PayloadTooLarge", description, [])
+    }
+}
+
+/// `401 invalid_key`.
+pub struct InvalidKey;
+
+impl ToResponse<'static> for InvalidKey {
+    fn response() -> Documented {
+        let description = "`invalid_key`: malformed, unknown, wrong secret, disabled, expired,\n\
+            outside the key's networks, unreadable, or of a project this deployment\n\
+            may not read. The answer never says which; the audit entry does.";
+        let www_authenticate = "`Bearer realm=\"keyward\"`";
+        error_response(
+            "InvalidKey",
+            description,
+            [("WWW-Authenticate", String::schema(), www_authenticate)],
+        )
+    }
+}
+
+/// `403 insufficient_scope`.
+pub struct InsufficientScope;
+
+impl ToResponse<'static> for InsufficientScope {
+    fn response() -> Documented {
+        let description = "`insufficient_scope`: the key is valid but lacks a scope the request\n\
+            requires (does not count against the rate limit).";
+        let www_authenticate = "`Bearer error=\"insufficient_scope\", scope=\"<required scopes>\"`";
+        error_response(
+            "InsufficientScope",
+            description,
+            [("WWW-Authenticate", String::schema(), www_authenticate)],
+        )
+    }
+}
+
+/// `429 rate_limited`.
+pub struct RateLimited;
+
+impl ToResponse<'static> for RateLimited {
+    fn response() -> Documented {
+        let description = "`rate_limited`: the key is over its per-minute limit.";
+        error_response(
+            "RateLimited",
+            description,
+            [
+                (
+                    "Retry-After",
+                    u64::schema(),
+                    "Seconds until the key's window resets",
+                ),
+                (
+                    "X-RateLimit-Limit",
+                    u64::schema(),
+                    "The key's validations per minute",
+                ),
+                ("X-RateLimit-Remaining", u64::schema(), "Always 0 here"),
+                (
+                    "X-RateLimit-Reset",
+                    u64::schema(),
+                    "Seconds until the window resets",
+                ),
+            ],
+        )
+    }
+}
+
+/// `401 unauthorized`.
+pub struct Unauthorized;
+
+impl ToResponse<'static> for Unauthorized {
+    fn response() -> Documented {
+        let description = "`unauthorized`: the admin bearer token is missing or wrong.";
+        error_response(
+            "Unauthorized",
+            description,
+            [("WWW-Authenticate", String::schema(), "`Bearer`")],
+        )
+    }
+}
+
+/// `405 method_not_allowed`.
+pub struct MethodNotAllowed;
+
+impl ToResponse<'static> for MethodNotAllowed {
+    fn response() -> Documented {
+        let description = "`method_not_allowed`: this path answers other methods only.";
+        error_response(
+            "MethodNotAllowed",
+            description,
+            [("Allow", String::schema(), "The methods this path answers")],
+        )
+    }
+}
+
+/// `503 unavailable` or `busy`.
+pub struct Unavailable;
+
+impl ToResponse<'static> for Unavailable {
+    fn response() -> Documented {
+        let description = "`unavailable`: Redis cannot answer (the service fails closed), or the\n\
+            request took longer than its deadline; `busy`: too many first-time\n\
+            Argon2id verifications are queued.";
+        error_response(
+            "Unavailable",
+            description,
+            [(
+                "Retry-After",
+                u64::schema(),
+                "Seconds to wait before retrying (1)",
+            )],
+        )
     }
 }
 

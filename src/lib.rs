@@ -2,10 +2,11 @@
 //!
 //! # Layout, in request order
 //!
-//! - [`http`]: the router, layers and handlers. Handlers only translate HTTP
-//!   to one call and back (`POST /v1/validate-key` and the forward-auth
-//!   `/v1/auth` both call the one pipeline); `http::extract` validates bodies
-//!   and checks the admin token.
+//! - [`http`]: the routes (each declared once, with its OpenAPI operation),
+//!   layers and handlers. Handlers only translate HTTP to one call and back
+//!   (`POST /v1/validate-key` and the forward-auth `/v1/auth` both call the
+//!   one pipeline); `http::extract` validates bodies and checks the admin
+//!   token.
 //! - [`validate`]: the validation pipeline (parse, load, check, verify,
 //!   scopes, rate limit, audit). [`admin`]: projects; mint, inspect, update,
 //!   rotate, revoke and list keys.
@@ -21,8 +22,8 @@
 //!   rules for `keyward acl`.
 //! - [`migrate`]: off the request path; `keyward migrate` upgrades data the
 //!   original service wrote to keyward's layout, in place.
-//! - [`openapi`]: the OpenAPI document, assembled from the handlers'
-//!   annotations and the wire types, served at `/openapi.json`.
+//! - [`openapi`]: the OpenAPI document served at `/openapi.json`, assembled
+//!   from the operations and wire types the routes collected.
 //! - [`cli`]: off the request path; the `keyward project|key|check` admin
 //!   commands, a client of the HTTP admin API like any other.
 //!

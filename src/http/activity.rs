@@ -7,7 +7,7 @@ use axum::Json;
 use super::extract::{Admin, ValidatedQuery};
 use super::AppState;
 use crate::activity::{self, ActivityOut, ActivityQuery};
-use crate::error::Result;
+use crate::error::{ErrorBody, InvalidRequest, Result};
 
 /// A project's validations over the last hour: the most recent ones, and
 /// per-minute counts by result (for the admin console).
@@ -19,9 +19,9 @@ use crate::error::Result;
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "The project's activity", body = ActivityOut),
-        (status = 404, description = "`project_not_found` (also for a project this deployment's manager user may not read); `not_found` when no admin token is configured (the admin API is off)", body = crate::error::ErrorBody),
-        (status = 409, description = "`activity_unavailable`: no monitor Redis user (or one that may not read `audit:keylookup`), the message says how to enable it; or `unreadable_data`", body = crate::error::ErrorBody),
-        (status = 422, response = crate::openapi::InvalidRequest),
+        (status = 404, description = "`project_not_found` (also for a project this deployment's manager user may not read); `not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
+        (status = 409, description = "`activity_unavailable`: no monitor Redis user (or one that may not read `audit:keylookup`), the message says how to enable it; or `unreadable_data`", body = ErrorBody),
+        (status = 422, response = InvalidRequest),
     )
 )]
 pub async fn activity(

@@ -1,19 +1,39 @@
 //! Admin endpoints. Each takes the `Admin` proof, so none runs without the
-//! bearer token. Each carries its OpenAPI operation (`crate::openapi`).
+//! bearer token. Each carries its OpenAPI operation.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde_json::{json, Value};
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::ToResponse;
 
 use super::extract::{Admin, ValidatedJson, ValidatedQuery};
 use super::AppState;
 use crate::admin::{
-    self, KeyOut, KeyRef, ListOut, ListQuery, MintIn, MintOut, ProjectIn, RotateIn, RotateOut,
-    UpdateIn,
+    self, KeyOut, KeyRef, ListOut, ListQuery, MintIn, MintOut, ProjectIn, Revoked, RotateIn,
+    RotateOut, UpdateIn,
 };
-use crate::error::Result;
+use crate::error::{
+    ErrorBody, InvalidRequest, MethodNotAllowed, PayloadTooLarge, Result, Unauthorized, Unavailable,
+};
 use crate::store::ProjectDoc;
+
+/// Documents what every admin operation (`/v1/activity`'s too) may answer
+/// besides its own statuses: 401 from `Admin`, the shared 405, and 503 when
+/// Redis cannot answer.
+pub(super) fn common_responses(op: &mut Operation) {
+    for (status, name) in [
+        ("401", Unauthorized::response().0),
+        ("405", MethodNotAllowed::response().0),
+        ("503", Unavailable::response().0),
+    ] {
+        op.responses
+            .responses
+            .entry(status.into())
+            .or_insert_with(|| RefOr::Ref(Ref::from_response_name(name)));
+    }
+}
 
 /// Create a project.
 #[utoipa::path(
@@ -29,10 +49,10 @@ use crate::store::ProjectDoc;
             ("ListKeys" = (operation_id = "list_keys", parameters(("project_id" = "$response.body#/project_id")))),
             ("Activity" = (operation_id = "activity", parameters(("project_id" = "$response.body#/project_id")))),
         )),
-        (status = 404, description = "`not_found`: the admin API is off (no admin token configured)", body = crate::error::ErrorBody),
-        (status = 409, description = "`project_exists`; or `unreadable_data`", body = crate::error::ErrorBody),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 422, response = crate::openapi::InvalidRequest),
+        (status = 404, description = "`not_found`: the admin API is off (no admin token configured)", body = ErrorBody),
+        (status = 409, description = "`project_exists`; or `unreadable_data`", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = InvalidRequest),
     )
 )]
 pub async fn create_project(
@@ -53,8 +73,8 @@ pub async fn create_project(
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "The project", body = ProjectDoc),
-        (status = 404, description = "`project_not_found` (also for a project this deployment may not read); `not_found` when no admin token is configured (the admin API is off)", body = crate::error::ErrorBody),
-        (status = 409, description = "`unreadable_data`: what Redis holds for it cannot be read (the log names the Redis key)", body = crate::error::ErrorBody),
+        (status = 404, description = "`project_not_found` (also for a project this deployment may not read); `not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
+        (status = 409, description = "`unreadable_data`: what Redis holds for it cannot be read (the log names the Redis key)", body = ErrorBody),
     )
 )]
 pub async fn get_project(
@@ -82,10 +102,10 @@ pub async fn get_project(
             ("RevokeKey" = (operation_id = "revoke_key", request_body = json!({"project_id": "$response.body#/project_id", "key_id": "$response.body#/key_id"}))),
             ("ListKeys" = (operation_id = "list_keys", parameters(("project_id" = "$response.body#/project_id")))),
         )),
-        (status = 404, description = "`project_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = crate::error::ErrorBody),
-        (status = 409, description = "`unreadable_data`: what Redis holds for it cannot be read (the log names the Redis key)", body = crate::error::ErrorBody),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 422, response = crate::openapi::InvalidRequest),
+        (status = 404, description = "`project_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
+        (status = 409, description = "`unreadable_data`: what Redis holds for it cannot be read (the log names the Redis key)", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = InvalidRequest),
     )
 )]
 pub async fn mint_key(
@@ -105,20 +125,20 @@ pub async fn mint_key(
     request_body = KeyRef,
     security(("admin_token" = [])),
     responses(
-        (status = 200, description = "Revoked: from the next validation on, both secrets of the key are refused", body = crate::openapi::Revoked),
-        (status = 404, description = "`key_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = crate::error::ErrorBody),
-        (status = 409, description = "`unreadable_data`: what Redis holds for it cannot be read (the log names the Redis key)", body = crate::error::ErrorBody),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 422, response = crate::openapi::InvalidRequest),
+        (status = 200, description = "Revoked: from the next validation on, both secrets of the key are refused", body = Revoked),
+        (status = 404, description = "`key_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
+        (status = 409, description = "`unreadable_data`: what Redis holds for it cannot be read (the log names the Redis key)", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = InvalidRequest),
     )
 )]
 pub async fn revoke_key(
     _: Admin,
     State(state): State<AppState>,
     ValidatedJson(input): ValidatedJson<KeyRef>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Revoked>> {
     admin::revoke(&state.store, input).await?;
-    Ok(Json(json!({ "revoked": true })))
+    Ok(Json(Revoked { revoked: true }))
 }
 
 /// List a project's keys, a page at a time (pass `next` as `cursor`).
@@ -130,9 +150,9 @@ pub async fn revoke_key(
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "One page of the project's keys, in key-id order", body = ListOut),
-        (status = 404, description = "`project_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = crate::error::ErrorBody),
-        (status = 409, description = "`unreadable_data`: what Redis holds for it cannot be read (the log names the Redis key)", body = crate::error::ErrorBody),
-        (status = 422, response = crate::openapi::InvalidRequest),
+        (status = 404, description = "`project_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
+        (status = 409, description = "`unreadable_data`: what Redis holds for it cannot be read (the log names the Redis key)", body = ErrorBody),
+        (status = 422, response = InvalidRequest),
     )
 )]
 pub async fn list_keys(
@@ -152,9 +172,9 @@ pub async fn list_keys(
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "The key (never a hash)", body = KeyOut),
-        (status = 404, description = "`key_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = crate::error::ErrorBody),
-        (status = 409, description = "`unreadable_data`: what Redis holds for it cannot be read (the log names the Redis key)", body = crate::error::ErrorBody),
-        (status = 422, response = crate::openapi::InvalidRequest),
+        (status = 404, description = "`key_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
+        (status = 409, description = "`unreadable_data`: what Redis holds for it cannot be read (the log names the Redis key)", body = ErrorBody),
+        (status = 422, response = InvalidRequest),
     )
 )]
 pub async fn get_key(
@@ -174,10 +194,10 @@ pub async fn get_key(
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "The key as `get-key` shows it, after the update", body = KeyOut),
-        (status = 404, description = "`key_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = crate::error::ErrorBody),
-        (status = 409, description = "`unreadable_data`: what Redis holds for it cannot be read (the log names the Redis key)", body = crate::error::ErrorBody),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 422, response = crate::openapi::InvalidRequest),
+        (status = 404, description = "`key_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
+        (status = 409, description = "`unreadable_data`: what Redis holds for it cannot be read (the log names the Redis key)", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = InvalidRequest),
     )
 )]
 pub async fn update_key(
@@ -200,10 +220,10 @@ pub async fn update_key(
             ("ValidateKey" = (operation_id = "validate_key", request_body = json!({"api_key": "$response.body#/api_key"}))),
             ("GetKey" = (operation_id = "get_key", parameters(("project_id" = "$response.body#/project_id"), ("key_id" = "$response.body#/key_id")))),
         )),
-        (status = 404, description = "`key_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = crate::error::ErrorBody),
-        (status = 409, description = "`key_disabled`: a revoked key cannot be rotated; or `unreadable_data`", body = crate::error::ErrorBody),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 422, response = crate::openapi::InvalidRequest),
+        (status = 404, description = "`key_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
+        (status = 409, description = "`key_disabled`: a revoked key cannot be rotated; or `unreadable_data`", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = InvalidRequest),
     )
 )]
 pub async fn rotate_key(

@@ -110,7 +110,7 @@ fn origin<'a>(headers: &'a HeaderMap, method: &'a Method, uri: &'a Uri) -> Origi
     tag = "validation",
     operation_id = "forward_auth",
     params(
-        ("X-Keyward-Required-Scopes" = Option<String>, Header, pattern = "^[A-Za-z0-9_.:/*, \\t-]*$", description = "Scopes the route requires, comma-separated (spaces around items and empty items are ignored; at most 64 scopes of 1 to 128 characters of `[A-Za-z0-9_.:/*-]`, else 422); every one must be granted"),
+        ("X-Keyward-Required-Scopes" = Option<String>, Header, pattern = "^(?:[ \\t,]*(?:[A-Za-z0-9_.:/*-]{1,128}(?:[ \\t]*,[ \\t,]*[A-Za-z0-9_.:/*-]{1,128}){0,63}[ \\t,]*)?|.*[^\\t\\x20-\\x7E].*)$", description = "Scopes the route requires, comma-separated (spaces around items and empty items are ignored; at most 64 scopes of 1 to 128 characters of `[A-Za-z0-9_.:/*-]`, else 422); every one must be granted. A value with a byte outside visible ASCII is ignored, as if absent"),
         ("X-Forwarded-Method" = Option<String>, Header, description = "The original request's method, for the audit entry (Traefik, Caddy)"),
         ("X-Forwarded-Uri" = Option<String>, Header, description = "The original request's URI; its path is audited (Traefik, Caddy)"),
         ("X-Original-Method" = Option<String>, Header, description = "The original request's method (nginx recipe)"),
@@ -129,14 +129,13 @@ fn origin<'a>(headers: &'a HeaderMap, method: &'a Method, uri: &'a Uri) -> Origi
             ("X-RateLimit-Limit" = u64, description = "The key's validations per minute"),
             ("X-RateLimit-Remaining" = u64, description = "Validations left in this minute"),
             ("X-RateLimit-Reset" = u64, description = "Seconds until the window resets"),
-            ("X-Keyward-Failsafe" = String, description = "`open`: accepted unverified while Redis is down (`KEYWARD_FAILSAFE=open`); then there are no `X-RateLimit-*` headers"),
-            ("Cache-Control" = String, description = "`no-store`"),
+            ("X-Keyward-Failsafe" = String, description = "`open`: accepted under `KEYWARD_FAILSAFE=open` without a complete check, because Redis did not answer a read a pass needs or did not take its audit entry (no read refused the key); not audited, and no `X-RateLimit-*` headers"),
         )),
-        (status = 401, response = crate::openapi::InvalidKey),
-        (status = 403, response = crate::openapi::InsufficientScope),
+        (status = 401, response = inline(crate::error::InvalidKey)),
+        (status = 403, response = inline(crate::error::InsufficientScope)),
         (status = 422, description = "`invalid_request`: a malformed `X-Keyward-Required-Scopes`", body = crate::error::ErrorBody),
-        (status = 429, response = crate::openapi::RateLimited),
-        (status = 503, response = crate::openapi::Unavailable),
+        (status = 429, response = inline(crate::error::RateLimited)),
+        (status = 503, response = inline(crate::error::Unavailable)),
     )
 )]
 pub async fn forward_auth(

@@ -14,8 +14,11 @@
 use axum::extract::Path;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::RefOr;
 
-use crate::error::Error;
+use crate::error::{Error, ErrorBody, MethodNotAllowed};
+use crate::openapi::string_header;
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
      connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; \
@@ -73,9 +76,8 @@ const ASSETS: &[Asset] = &[
 ];
 
 /// The console's security headers, on every response it makes: name, value,
-/// and what the OpenAPI document says of it (`openapi::Finish` adds them to
-/// every console operation's responses).
-pub(crate) const SECURITY_HEADERS: [(&str, &str, &str); 6] = [
+/// and what the OpenAPI document says of it ([`document_headers`]).
+const SECURITY_HEADERS: [(&str, &str, &str); 6] = [
     (
         "Content-Security-Policy",
         CSP,
@@ -91,6 +93,20 @@ pub(crate) const SECURITY_HEADERS: [(&str, &str, &str); 6] = [
         "`same-origin`",
     ),
 ];
+
+/// Documents the security headers on every response of a console
+/// operation (but for the shared 405, which is not the console's).
+pub(super) fn document_headers(op: &mut Operation) {
+    for response in op.responses.responses.values_mut() {
+        if let RefOr::T(response) = response {
+            for (name, _, description) in SECURITY_HEADERS {
+                response
+                    .headers
+                    .insert(name.into(), string_header(description));
+            }
+        }
+    }
+}
 
 fn secured(mut response: Response) -> Response {
     let headers = response.headers_mut();
@@ -111,7 +127,7 @@ fn secured(mut response: Response) -> Response {
         (status = 308, description = "To `/admin/`", headers(
             ("Location" = String, description = "`/admin/`"),
         )),
-        (status = 405, response = crate::openapi::MethodNotAllowed),
+        (status = 405, response = MethodNotAllowed),
     )
 )]
 pub async fn redirect() -> Response {
@@ -133,7 +149,7 @@ pub async fn redirect() -> Response {
             ("Cache-Control" = String, description = "`no-cache`: revalidated on every load"),
             ("ETag" = String, description = "A hash of the content"),
         )),
-        (status = 405, response = crate::openapi::MethodNotAllowed),
+        (status = 405, response = MethodNotAllowed),
     )
 )]
 pub async fn index(headers: HeaderMap) -> Response {
@@ -163,8 +179,8 @@ pub async fn index(headers: HeaderMap) -> Response {
             ("Cache-Control" = String, description = "`no-cache`: revalidated on every load"),
             ("ETag" = String, description = "A hash of the content"),
         )),
-        (status = 404, description = "`not_found`: no such asset", body = crate::error::ErrorBody),
-        (status = 405, response = crate::openapi::MethodNotAllowed),
+        (status = 404, description = "`not_found`: no such asset", body = ErrorBody),
+        (status = 405, response = MethodNotAllowed),
     )
 )]
 pub async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {

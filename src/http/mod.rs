@@ -1,4 +1,12 @@
-//! HTTP: the state, the router (the only list of routes) and the layers.
+//! HTTP: the state, the routes (each declared once, with its OpenAPI
+//! operation), the layers.
+//!
+//! [`routes`] is the one list of routes. Each handler carries its operation
+//! (`#[utoipa::path]`) and `utoipa-axum`'s `routes!` registers the two
+//! together, so [`router`] serves exactly what [`openapi`] documents:
+//! the document lists every route, including those a configuration leaves
+//! out (the admin API without an admin token, `/metrics` on a listener of its
+//! own), so it is the same for every deployment.
 //!
 //! Layers, outermost first: request id (from `X-Request-Id` or a new one,
 //! echoed in the response), a trace span per request carrying that id, the
@@ -6,14 +14,13 @@
 //! deadline, logging of server-side error detail), panic catching, and a
 //! 64 KiB body limit.
 
-// `pub(crate)` so that `crate::openapi` can list the handlers' operations.
-pub(crate) mod activity;
-pub(crate) mod admin;
-pub(crate) mod auth;
-pub(crate) mod console;
+mod activity;
+mod admin;
+mod auth;
+mod console;
 mod extract;
-pub(crate) mod ops;
-pub(crate) mod validate;
+mod ops;
+mod validate;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,7 +31,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::any;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::SecretString;
@@ -34,9 +41,14 @@ use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::trace::TraceLayer;
+use utoipa::openapi::path::{HttpMethod, ParameterBuilder, ParameterIn, PathItem};
+use utoipa::openapi::{ObjectBuilder, RefOr, Required, Type};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::{Error, ErrorDetail};
 use crate::hash::Hasher;
+use crate::openapi::{operations, string_header};
 use crate::store::Store;
 use crate::telemetry::metric;
 use crate::validate::Validator;
@@ -70,42 +82,167 @@ pub struct App {
 
 pub type AppState = Arc<App>;
 
+/// Every route with its operation, in the groups a configuration serves or
+/// leaves out.
+struct Routes {
+    /// Served always.
+    public: OpenApiRouter<AppState>,
+    /// The admin API and the console: only with an admin token.
+    admin: OpenApiRouter<AppState>,
+    /// `/metrics`: on the main listener, unless it has one of its own.
+    metrics: OpenApiRouter<AppState>,
+}
+
+/// The one list of routes.
+fn routes() -> Routes {
+    let public = forward_auth()
+        .routes(routes!(validate::validate_key))
+        .routes(routes!(ops::health))
+        .routes(routes!(ops::ready))
+        .routes(routes!(ops::openapi));
+    let mut admin = OpenApiRouter::default()
+        .routes(routes!(admin::create_project))
+        .routes(routes!(admin::get_project))
+        .routes(routes!(admin::mint_key))
+        .routes(routes!(admin::revoke_key))
+        .routes(routes!(admin::get_key))
+        .routes(routes!(admin::update_key))
+        .routes(routes!(admin::rotate_key))
+        .routes(routes!(admin::list_keys))
+        .routes(routes!(activity::activity));
+    operations(admin.get_openapi_mut()).for_each(admin::common_responses);
+    let mut console = OpenApiRouter::default()
+        .routes(routes!(console::redirect))
+        .routes(routes!(console::index))
+        .routes(routes!(console::asset));
+    operations(console.get_openapi_mut()).for_each(console::document_headers);
+    Routes {
+        public,
+        admin: admin.merge(console),
+        metrics: OpenApiRouter::default().routes(routes!(ops::metrics)),
+    }
+}
+
+/// Forward auth's paths, and the suffix of their `operationId`s.
+/// `/v1/auth/` too: Envoy's `path_prefix` turns a request for `/` into it,
+/// and `{*path}` does not match an empty tail.
+const AUTH_PATHS: [(&str, &str); 3] = [
+    ("/v1/auth", ""),
+    ("/v1/auth/", "_slash"),
+    ("/v1/auth/{*path}", "_path"),
+];
+
+/// Methods `/v1/auth` is documented with: every method OpenAPI can name
+/// (it answers any).
+const AUTH_METHODS: [(HttpMethod, &str); 8] = [
+    (HttpMethod::Get, "get"),
+    (HttpMethod::Head, "head"),
+    (HttpMethod::Post, "post"),
+    (HttpMethod::Put, "put"),
+    (HttpMethod::Patch, "patch"),
+    (HttpMethod::Delete, "delete"),
+    (HttpMethod::Options, "options"),
+    (HttpMethod::Trace, "trace"),
+];
+
+/// `/v1/auth` answers any method at each of [`AUTH_PATHS`]. Its handler
+/// documents it once, as `GET /v1/auth` (`routes!`'s GET-only method router
+/// goes unused); that operation is copied to every method of
+/// [`AUTH_METHODS`] at every path (`{*path}` is `{path}` in OpenAPI), each
+/// copy with its own `operationId` (`GET /v1/auth` keeps `forward_auth`:
+/// links name it), every response with `Cache-Control: no-store`, and a
+/// `HEAD` answer without a body.
+fn forward_auth() -> OpenApiRouter<AppState> {
+    let mut router = OpenApiRouter::default();
+    for (path, _) in AUTH_PATHS {
+        router = router.route(path, any(auth::forward_auth));
+    }
+    let (schemas, paths, _) = routes!(auth::forward_auth);
+    let Some(mut get) = paths.paths.into_values().find_map(|item| item.get) else {
+        return router;
+    };
+    for response in get.responses.responses.values_mut() {
+        if let RefOr::T(response) = response {
+            response
+                .headers
+                .insert("Cache-Control".into(), string_header("`no-store`"));
+        }
+    }
+    let doc = router.get_openapi_mut();
+    doc.components
+        .get_or_insert_with(Default::default)
+        .schemas
+        .extend(schemas);
+    for (path, suffix) in AUTH_PATHS {
+        let mut item = PathItem::default();
+        for (method, name) in AUTH_METHODS {
+            let mut op = get.clone();
+            op.operation_id = Some(if suffix.is_empty() && method == HttpMethod::Get {
+                "forward_auth".into()
+            } else {
+                format!("forward_auth{suffix}_{name}")
+            });
+            if suffix == "_path" {
+                op.parameters.get_or_insert_with(Vec::new).insert(
+                    0,
+                    ParameterBuilder::new()
+                        .name("path")
+                        .parameter_in(ParameterIn::Path)
+                        .required(Required::True)
+                        .description(Some(
+                            "The original request's path after `/v1/auth/` (Envoy's \
+                             `path_prefix`), written to the audit entry unless \
+                             `X-Forwarded-Uri` or `X-Original-URI` is present",
+                        ))
+                        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                        .build(),
+                );
+            }
+            if method == HttpMethod::Head {
+                for response in op.responses.responses.values_mut() {
+                    if let RefOr::T(response) = response {
+                        response.content.clear();
+                    }
+                }
+            }
+            item.merge_operations(PathItem::new(method, op));
+        }
+        doc.paths.paths.insert(path.replace("{*", "{"), item);
+    }
+    router
+}
+
 /// The public router. `/metrics` is on it unless `separate_metrics`.
 pub fn router(state: AppState, separate_metrics: bool) -> Router {
-    let mut router = Router::new()
-        .route("/v1/validate-key", post(validate::validate_key))
-        // `/v1/auth/` too: Envoy's `path_prefix` turns a request for `/`
-        // into it, and `{*path}` does not match an empty tail.
-        .route("/v1/auth", any(auth::forward_auth))
-        .route("/v1/auth/", any(auth::forward_auth))
-        .route("/v1/auth/{*path}", any(auth::forward_auth))
-        .route("/health", get(ops::health))
-        .route("/ready", get(ops::ready))
-        .route("/openapi.json", get(crate::openapi::serve));
+    let Routes {
+        public,
+        admin,
+        metrics,
+    } = routes();
+    let mut router = public;
     if state.admin_token.is_some() {
-        router = router
-            .route("/v1/admin/projects", post(admin::create_project))
-            .route("/v1/admin/projects/{project_id}", get(admin::get_project))
-            .route("/v1/mint-key", post(admin::mint_key))
-            .route("/v1/revoke-key", post(admin::revoke_key))
-            .route("/v1/get-key", get(admin::get_key))
-            .route("/v1/update-key", post(admin::update_key))
-            .route("/v1/rotate-key", post(admin::rotate_key))
-            .route("/v1/list-keys", get(admin::list_keys))
-            .route("/v1/activity", get(activity::activity))
-            .route("/admin", get(console::redirect))
-            .route("/admin/", get(console::index))
-            .route("/admin/{file}", get(console::asset));
+        router = router.merge(admin);
     }
     if !separate_metrics {
-        router = router.route("/metrics", get(ops::metrics));
+        router = router.merge(metrics);
     }
-    layered(router, state)
+    layered(router.into(), state)
 }
 
 /// The router for a separate, private metrics listener.
 pub fn metrics_router(state: AppState) -> Router {
-    layered(Router::new().route("/metrics", get(ops::metrics)), state)
+    layered(routes().metrics.into(), state)
+}
+
+/// The OpenAPI document, as `/openapi.json` serves it: every route's
+/// operation, whether this configuration serves the route or not.
+pub fn openapi() -> Result<serde_json::Value, serde_json::Error> {
+    let Routes {
+        public,
+        admin,
+        metrics,
+    } = routes();
+    crate::openapi::document(public.merge(admin).merge(metrics).into_openapi())
 }
 
 fn layered(router: Router<AppState>, state: AppState) -> Router {

@@ -28,7 +28,7 @@ pub struct ValidateIn {
     #[schema(value_type = Vec<crate::admin::ScopeDoc>, max_items = 64)]
     pub scopes: Vec<String>,
     /// The caller's address, for keys bound to networks.
-    #[schema(value_type = Option<String>, example = "203.0.113.7")]
+    #[schema(inline, value_type = Option<crate::admin::IpDoc>)]
     pub client_ip: Option<IpAddr>,
 }
 
@@ -47,15 +47,15 @@ pub struct ValidateIn {
             ("X-RateLimit-Limit" = u64, description = "The key's validations per minute"),
             ("X-RateLimit-Remaining" = u64, description = "Validations left in this minute"),
             ("X-RateLimit-Reset" = u64, description = "Seconds until the window resets"),
-            ("X-Keyward-Failsafe" = String, description = "`open`: accepted unverified while Redis is down (`KEYWARD_FAILSAFE=open`); then there are no `X-RateLimit-*` headers"),
+            ("X-Keyward-Failsafe" = String, description = "`open`: accepted under `KEYWARD_FAILSAFE=open` without a complete check, because Redis did not answer a read a pass needs or did not take its audit entry (no read refused the key); not audited, and no `X-RateLimit-*` headers"),
         )),
-        (status = 401, response = crate::openapi::InvalidKey),
-        (status = 403, response = crate::openapi::InsufficientScope),
-        (status = 405, response = crate::openapi::MethodNotAllowed),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 422, response = crate::openapi::InvalidRequest),
-        (status = 429, response = crate::openapi::RateLimited),
-        (status = 503, response = crate::openapi::Unavailable),
+        (status = 401, response = crate::error::InvalidKey),
+        (status = 403, response = crate::error::InsufficientScope),
+        (status = 405, response = crate::error::MethodNotAllowed),
+        (status = 413, response = crate::error::PayloadTooLarge),
+        (status = 422, response = crate::error::InvalidRequest),
+        (status = 429, response = crate::error::RateLimited),
+        (status = 503, response = crate::error::Unavailable),
     )
 )]
 pub async fn validate_key(
@@ -75,7 +75,7 @@ pub async fn validate_key(
 }
 
 /// `X-RateLimit-*` after a success, or `X-Keyward-Failsafe` when the key was
-/// accepted unverified.
+/// accepted under the failsafe without a complete check.
 pub(super) fn rate_headers(headers: &mut HeaderMap, v: &Validated) {
     if v.failsafe {
         headers.insert("x-keyward-failsafe", HeaderValue::from_static("open"));
