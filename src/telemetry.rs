@@ -28,9 +28,10 @@ pub mod metric {
     pub const VALIDATIONS_UNAUDITED: &str = "keyward_validations_unaudited_total";
     /// Counter: Argon2id computations (hash or verify). Updated only in `hash`.
     pub const ARGON2_RUNS: &str = "keyward_argon2_runs_total";
-    /// Counter: validations whose secret matched the verified-secret cache.
+    /// Counter: validations whose secret matched the verified-secret cache
+    /// (counted once the document's own checks passed). Updated only in `hash`.
     pub const VERIFY_CACHE_HITS: &str = "keyward_verify_cache_hits_total";
-    /// Counter: Redis commands or pipelines that failed (each became a 503).
+    /// Counter: Redis commands or pipelines that failed.
     /// Updated only in `store`.
     pub const REDIS_ERRORS: &str = "keyward_redis_errors_total";
     /// Gauge: entries in each audit stream, by `stream`, sampled with the

@@ -18,7 +18,9 @@ use serde_json::{json, Value};
 
 use fred::prelude::Pool;
 
-use crate::helpers::{free_port, random_id, raw, wrong_secret, TestApp, TestRedis, ADMIN_TOKEN};
+use crate::helpers::{
+    free_port, random_id, raw, wrong_secret, Binary, TestApp, TestRedis, ADMIN_TOKEN,
+};
 use crate::proxy::Proxy;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +51,11 @@ impl Fault {
     fn reads_work(self) -> bool {
         !matches!(self, Fault::Refused | Fault::Hung | Fault::Cut)
     }
+
+    /// Whether Redis still takes audit entries.
+    fn audit_works(self) -> bool {
+        matches!(self, Fault::NoIncr | Fault::CounterWrongType)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +71,10 @@ pub enum Kind {
     /// Validated, then its `expires_at` moved into the past.
     Expired,
     WrongSecret,
+    /// Over its limit, its secret cached by each instance.
     OverLimit,
+    /// Over its limit, never validated: refused before any hashing.
+    OverLimitCold,
     LacksScope,
     OutsideNetworks,
     Unknown,
@@ -95,7 +105,9 @@ impl Probe {
     pub fn refusal(&self) -> Expect {
         match self.kind {
             Kind::ValidWarm | Kind::ValidCold => Expect::Pass,
-            Kind::OverLimit => Expect::Refused(StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            Kind::OverLimit | Kind::OverLimitCold => {
+                Expect::Refused(StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+            }
             Kind::LacksScope => Expect::Refused(StatusCode::FORBIDDEN, "insufficient_scope"),
             _ => Expect::Refused(StatusCode::UNAUTHORIZED, "invalid_key"),
         }
@@ -128,8 +140,10 @@ impl Probe {
 struct Fixture {
     redis: Arc<TestRedis>,
     proxy: Option<Proxy>,
-    /// `[closed, open]`.
-    apps: [TestApp; 2],
+    /// Fail-closed, in this process.
+    closed: TestApp,
+    /// Fail-open, a process of its own, so its metrics are its own.
+    open: Binary,
     project: String,
     probes: Vec<Probe>,
     /// Redis's process id, for `Hung` (`INFO` cannot answer once it is stopped).
@@ -153,8 +167,14 @@ impl Gateway for TestApp {
     }
 }
 
+impl Gateway for Binary {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
 async fn post(
-    app: &impl Gateway,
+    app: &dyn Gateway,
     path: &str,
     body: &Value,
     token: Option<&str>,
@@ -166,7 +186,7 @@ async fn post(
     req.send().await.expect("request reaches keyward")
 }
 
-async fn mint(app: &impl Gateway, project: &str, extra: Value) -> crate::helpers::Minted {
+async fn mint(app: &dyn Gateway, project: &str, extra: Value) -> crate::helpers::Minted {
     let mut body = json!({ "project_id": project, "owner": "alice", "server_name": "api-1" });
     if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
         body.extend(extra.clone());
@@ -183,8 +203,8 @@ async fn mint(app: &impl Gateway, project: &str, extra: Value) -> crate::helpers
 /// Mints a key of every kind in `project` (through `apps[0]`), warms each
 /// app's cache with those that had a valid past, then gives them their
 /// state with `ops` (any client that may write every key).
-pub async fn mint_every_kind<G: Gateway>(apps: &[G], project: &str, ops: &Pool) -> Vec<Probe> {
-    let admin = &apps[0];
+pub async fn mint_every_kind(apps: &[&dyn Gateway], project: &str, ops: &Pool) -> Vec<Probe> {
+    let admin = apps[0];
     let p = project.to_owned();
     let mut probes = Vec::new();
     let mut add = |kind, key_id: &str, body: Value| {
@@ -244,6 +264,12 @@ pub async fn mint_every_kind<G: Gateway>(apps: &[G], project: &str, ops: &Pool) 
         &over.key_id,
         json!({ "api_key": over.api_key }),
     );
+    let over_cold = mint(admin, &p, json!({ "rate_limit_per_minute": 2 })).await;
+    add(
+        Kind::OverLimitCold,
+        &over_cold.key_id,
+        json!({ "api_key": over_cold.api_key }),
+    );
     let scoped = mint(admin, &p, json!({ "scopes": ["read"] })).await;
     add(
         Kind::LacksScope,
@@ -258,7 +284,7 @@ pub async fn mint_every_kind<G: Gateway>(apps: &[G], project: &str, ops: &Pool) 
     );
 
     // Warm every instance's cache with each key that had a valid past.
-    for app in apps {
+    for &app in apps {
         for body in [
             json!({ "api_key": warm.api_key }),
             json!({ "api_key": revoked.api_key }),
@@ -290,17 +316,15 @@ pub async fn mint_every_kind<G: Gateway>(apps: &[G], project: &str, ops: &Pool) 
     set(doc(&expired.key_id), "$.expires_at", past)
         .await
         .unwrap();
-    // Far over its limit of 2, this minute and the next few.
+    // Far over their limit of 2, this minute and the next ten (longer than
+    // any test here runs).
     let m = minute_now();
-    for minute in m..m + 4 {
-        let counter = format!("ratelimit:key:{p}:{}:{minute}", over.key_id);
-        raw(
-            ops,
-            "SET",
-            vec![counter, "1000".into(), "EX".into(), "600".into()],
-        )
-        .await
-        .unwrap();
+    for minute in m..m + 11 {
+        for key_id in [&over.key_id, &over_cold.key_id] {
+            let counter = format!("ratelimit:key:{p}:{key_id}:{minute}");
+            let set = vec![counter, "1000".into(), "EX".into(), "900".into()];
+            raw(ops, "SET", set).await.unwrap();
+        }
     }
     probes
 }
@@ -312,29 +336,33 @@ impl Fixture {
             true => Some(Proxy::start(redis.port).await),
             false => None,
         };
-        let app = |open: bool| {
-            let redis = redis.clone();
-            let proxied = proxy.as_ref().map(|p| {
-                let direct = format!("127.0.0.1:{}", redis.port);
-                redis
-                    .url("validator", crate::helpers::VALIDATOR_PASSWORD)
-                    .replace(&direct, &format!("127.0.0.1:{}", p.port))
-            });
-            TestApp::spawn_with(redis.clone(), move |c| {
-                if open {
-                    c.failsafe = keyward::config::Failsafe::Open;
-                }
-                if let Some(url) = proxied {
-                    c.redis_url = url.into();
-                }
-            })
-        };
-        let apps = [app(false).await, app(true).await];
-        let project = apps[0].project().await;
+        let proxied = proxy.as_ref().map(|p| {
+            let direct = format!("127.0.0.1:{}", redis.port);
+            redis
+                .url("validator", crate::helpers::VALIDATOR_PASSWORD)
+                .replace(&direct, &format!("127.0.0.1:{}", p.port))
+        });
+        let url = proxied.clone();
+        let closed = TestApp::spawn_with(redis.clone(), move |c| {
+            if let Some(url) = url {
+                c.redis_url = url.into();
+            }
+        })
+        .await;
+        let mut env = vec![
+            ("KEYWARD_FAILSAFE", "open"),
+            ("KEYWARD_REDIS_TIMEOUT_MS", "500"),
+        ];
+        if let Some(url) = &proxied {
+            env.push(("KEYWARD_REDIS_URL", url));
+        }
+        let open = Binary::start(&redis, &env).await;
+        let project = closed.project().await;
         let mut fixture = Fixture {
             redis,
             proxy,
-            apps,
+            closed,
+            open,
             project,
             probes: Vec::new(),
             pid: String::new(),
@@ -346,14 +374,19 @@ impl Fixture {
 
     async fn mint_every_kind(&mut self) {
         let ops = self.redis.ops().await;
-        self.probes = mint_every_kind(&self.apps, &self.project, &ops).await;
+        self.probes = mint_every_kind(&self.gateways(), &self.project, &ops).await;
+    }
+
+    /// `[closed, open]`.
+    fn gateways(&self) -> [&dyn Gateway; 2] {
+        [&self.closed, &self.open]
     }
 
     /// Sends every probe to both instances at once; checks each answer
     /// against the matrix. Returns the number of failsafe 200s.
     async fn check(&self, fault: Option<Fault>, skip_cold: bool) -> usize {
         let mut checks = Vec::new();
-        for (i, app) in self.apps.iter().enumerate() {
+        for (i, app) in self.gateways().into_iter().enumerate() {
             let open = i == 1;
             for probe in &self.probes {
                 if skip_cold && probe.kind == Kind::ValidCold {
@@ -361,7 +394,7 @@ impl Fixture {
                 }
                 let expect = probe.expect(fault, open);
                 checks.push(async move {
-                    let r = app.post("/v1/validate-key", &probe.body, None).await;
+                    let r = post(app, "/v1/validate-key", &probe.body, None).await;
                     let what = format!(
                         "{fault:?}, {}, {:?}",
                         if open { "open" } else { "closed" },
@@ -386,7 +419,7 @@ impl Fixture {
             .filter(|p| matches!(p.kind, Kind::ValidWarm | Kind::ValidCold))
             .map(|p| p.key_id.as_str())
             .collect();
-        self.apps[0]
+        self.closed
             .audit("audit:keylookup")
             .await
             .iter()
@@ -436,7 +469,7 @@ impl Fixture {
         let p = &self.project;
         let m = minute_now();
         let mut keys = Vec::new();
-        for minute in m..m + 4 {
+        for minute in m..m + 11 {
             for kind in [Kind::ValidWarm, Kind::ValidCold] {
                 keys.push(format!("ratelimit:key:{p}:{}:{minute}", self.key_id(kind)));
             }
@@ -535,10 +568,10 @@ impl Fixture {
         let body = &self.probes[0].body;
         assert_eq!(self.probes[0].kind, Kind::ValidWarm);
         let mut took = [Duration::ZERO; 2];
-        for (i, app) in self.apps.iter().enumerate() {
+        for (i, app) in self.gateways().into_iter().enumerate() {
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
-                let r = app.post("/v1/validate-key", body, None).await;
+                let r = post(app, "/v1/validate-key", body, None).await;
                 assert_ne!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
                 if r.status() == StatusCode::OK && r.headers().get("x-keyward-failsafe").is_none() {
                     took[i] = since.elapsed();
@@ -614,25 +647,43 @@ impl Probe {
     }
 }
 
-async fn unaudited_failsafe_count(app: &TestApp) -> f64 {
-    let text = app.get("/metrics", None).await.text().await.unwrap();
-    text.lines()
-        .filter(|l| {
-            l.starts_with("keyward_validations_unaudited_total{")
-                && l.contains(r#"reason="failsafe_open""#)
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+/// `keyward_validations_unaudited_total` in `app`'s process: (failsafe
+/// answers, refusals).
+async fn unaudited(app: &Binary) -> (f64, f64) {
+    let text = app.metrics_text().await;
+    let mut counts = (0.0, 0.0);
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("keyward_validations_unaudited_total{") else {
+            continue;
+        };
+        let value: f64 = rest.rsplit(' ').next().unwrap().parse().unwrap();
+        match rest.contains(r#"reason="failsafe_open""#) {
+            true => counts.0 += value,
+            false => counts.1 += value,
+        }
+    }
+    counts
 }
 
 /// The whole matrix row of one fault: before, during, and after it.
 async fn matrix(fault: Fault) {
     let f = Fixture::start(fault == Fault::Cut).await;
     f.check(None, true).await;
+    // The 429s took their counts back: still exactly as set.
+    let over = f.key_id(Kind::OverLimit);
+    let counter = format!("ratelimit:key:{}:{over}:{}", f.project, minute_now());
+    let ops = f.redis.ops().await;
+    let count = raw(&ops, "GET", vec![counter]).await.unwrap();
+    assert_eq!(
+        count.as_string().as_deref(),
+        Some("1000"),
+        "a 429 kept its count"
+    );
 
-    let counted_before = unaudited_failsafe_count(&f.apps[0]).await;
+    let before = unaudited(&f.open).await;
     f.apply(fault).await;
     let failsafe_answers = f.check(Some(fault), false).await;
+    let after = unaudited(&f.open).await;
     let started = Instant::now();
     f.clear(fault).await;
     let took = f.recovered(started).await;
@@ -641,28 +692,33 @@ async fn matrix(fault: Fault) {
         took[0].as_millis(),
         took[1].as_millis()
     );
-    let expected_failsafe = f
-        .probes
-        .iter()
-        .filter(|p| matches!(p.expect(Some(fault), true), Expect::Failsafe { .. }))
-        .count();
+    let expected = |class: fn(&Expect) -> bool| {
+        f.probes
+            .iter()
+            .filter(|p| class(&p.expect(Some(fault), true)))
+            .count()
+    };
+    let failsafe = expected(|e| matches!(e, Expect::Failsafe { .. }));
+    assert_eq!(failsafe_answers, failsafe, "{fault:?}: failsafe 200s");
+    // The open instance counted each failsafe answer, and each refusal
+    // whose audit entry Redis did not take.
+    let refusals = match fault.audit_works() {
+        true => 0,
+        false => expected(|e| matches!(e, Expect::Refused(..))),
+    };
     assert_eq!(
-        failsafe_answers, expected_failsafe,
-        "{fault:?}: failsafe 200s"
-    );
-    // Counted (the recorder is per process: other tests only add to it).
-    let counted = unaudited_failsafe_count(&f.apps[0]).await - counted_before;
-    assert!(
-        counted >= failsafe_answers as f64,
-        "{fault:?}: {failsafe_answers} failsafe 200s, {counted} counted"
+        (after.0 - before.0, after.1 - before.1),
+        (failsafe as f64, refusals as f64),
+        "{fault:?}: unaudited answers counted (failsafe, refusals)"
     );
 
     // After the fault: every key as before, every pass audited.
     let ok_before = f.audited_ok().await;
     f.check(None, false).await;
     let passes = 2 * 2; // Two valid keys on two instances.
-    assert!(
-        f.audited_ok().await >= ok_before + passes,
+    assert_eq!(
+        f.audited_ok().await,
+        ok_before + passes,
         "{fault:?}: a pass without its audit entry"
     );
 }
