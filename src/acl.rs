@@ -113,10 +113,11 @@ pub fn rule(
             let docs = patterns("apikey:", &projects, ":*");
             let counters = patterns("ratelimit:key:", &projects, ":*");
             let meta = patterns("apimeta:", &projects, ":*");
+            let verified = patterns("apiverify:", &projects, ":*");
             let _ = write!(
                 line,
                 " ({docs} +json.get) ({counters} +get +incr +decr +expire) ({meta} +hincrby +hset) \
-                 (%W~audit:keylookup %W~audit:keylookup:* +xadd)"
+                 ({verified} +hgetall +hset) (%W~audit:keylookup %W~audit:keylookup:* +xadd)"
             );
         }
         Role::Manager => {

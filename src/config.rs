@@ -336,6 +336,18 @@ pub struct Config {
         value_parser = number::<u64>(..)
     )]
     pub verify_cache_entries: u64,
+    /// A file of peppers, one per line (at least 32 characters each), that
+    /// every instance of the deployment has and Redis does not. With it, a
+    /// secret verified once by any instance is remembered in Redis as a
+    /// keyed digest (never the secret), so a new or restarted instance
+    /// validates it without Argon2id. The first line makes new digests;
+    /// every line is accepted (rotation: put the new pepper first). Unset:
+    /// each instance verifies each key once with Argon2id.
+    #[arg(long, env = "KEYWARD_VERIFY_PEPPER_FILE", value_name = "PATH")]
+    pub verify_pepper_file: Option<std::path::PathBuf>,
+    /// The peppers read from `verify_pepper_file`.
+    #[arg(skip)]
+    pub verify_peppers: Vec<SecretString>,
     /// Wrong secrets per key per minute that may cost an Argon2id run; past
     /// it, 401 without hashing.
     #[arg(
@@ -440,6 +452,10 @@ impl Config {
         self.admin_redis_url = secret(&lookup, "KEYWARD_ADMIN_REDIS_URL")?;
         self.admin_token = secret(&lookup, "KEYWARD_ADMIN_TOKEN")?;
         self.monitor_redis_url = secret(&lookup, "KEYWARD_MONITOR_REDIS_URL")?;
+        if let Some(path) = &self.verify_pepper_file {
+            self.verify_peppers =
+                peppers(path).map_err(|problem| bad("KEYWARD_VERIFY_PEPPER_FILE", problem))?;
+        }
         self.validate()?;
         Ok(self)
     }
@@ -573,6 +589,25 @@ pub fn secret_file(path: &Path) -> Result<SecretString, String> {
         "" => Err(format!("{} is empty", path.display())),
         text => Ok(text.to_owned().into()),
     }
+}
+
+/// The peppers in the file at `path`: one per non-empty line, surrounding
+/// whitespace trimmed, each at least 32 characters.
+fn peppers(path: &Path) -> Result<Vec<SecretString>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if lines.is_empty() {
+        return Err(format!("{} has no pepper", path.display()));
+    }
+    if let Some(i) = lines.iter().position(|l| l.len() < 32) {
+        return Err(format!("pepper {} is shorter than 32 characters", i + 1));
+    }
+    Ok(lines.into_iter().map(|l| l.to_owned().into()).collect())
 }
 
 /// The CPUs this process may use (its cgroup quota included), or 2 when

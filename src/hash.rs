@@ -37,6 +37,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::key::{ApiKey, Secret};
 use crate::telemetry::metric;
+use secrecy::ExposeSecret;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -52,7 +53,13 @@ pub struct Hasher {
     /// HMAC-SHA-256 keyed once, at start-up, with a random per-process key,
     /// so cache contents are useless outside this process. Cloned per use.
     mac: HmacSha256,
+    /// The deployment's peppers (`KEYWARD_VERIFY_PEPPER_FILE`), each with
+    /// its id; the first makes new digests. Empty: nothing is remembered.
+    peppers: Vec<(String, HmacSha256)>,
 }
+
+/// What `apiverify:<p>:<k>` holds: hash fingerprint -> `<pepper id>.<digest>`.
+pub type Remembered = std::collections::HashMap<String, String>;
 
 /// What an Argon2id verification found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +113,20 @@ impl Hasher {
             cache,
             mac: HmacSha256::new_from_slice(&rand::random::<[u8; 32]>())
                 .map_err(|e| Error::Internal(format!("HMAC key: {e}")))?,
+            peppers: config
+                .verify_peppers
+                .iter()
+                .map(|pepper| {
+                    let pepper = pepper.expose_secret().as_bytes();
+                    let id = Sha256::new()
+                        .chain_update(b"keyward pepper id\0")
+                        .chain_update(pepper);
+                    let id = hex::encode(&id.finalize()[..4]);
+                    let mac = HmacSha256::new_from_slice(pepper)
+                        .map_err(|e| Error::Internal(format!("pepper: {e}")))?;
+                    Ok((id, mac))
+                })
+                .collect::<Result<_>>()?,
         })
     }
 
@@ -186,6 +207,91 @@ impl Hasher {
         };
         metrics::counter!(metric::VERIFY_CACHE_HITS).increment(1);
         Some(matched)
+    }
+
+    /// Whether digests of verified secrets are remembered in Redis.
+    pub fn remembers(&self) -> bool {
+        !self.peppers.is_empty()
+    }
+
+    /// The digest that remembers, across instances, that `key`'s secret
+    /// matched the hash `phc`: HMAC-SHA-256 under the pepper of the hash's
+    /// SHA-256, the project, the key id and the secret. Tied to the hash, so
+    /// a re-key or a rotation's end leaves it matching nothing.
+    fn digest(mac: &HmacSha256, key: &ApiKey, phc: &str) -> String {
+        let mut mac = mac.clone();
+        mac.update(b"keyward verified secret v1\0");
+        mac.update(&Sha256::digest(phc.as_bytes()));
+        for part in [
+            key.project_id.as_str().as_bytes(),
+            key.key_id.as_str().as_bytes(),
+        ] {
+            mac.update(part);
+            mac.update(&[0]);
+        }
+        mac.update(key.secret.expose());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// The field of `apiverify:<p>:<k>` for the hash `phc`: its fingerprint.
+    fn field(phc: &str) -> String {
+        hex::encode(&Sha256::digest(phc.as_bytes())[..8])
+    }
+
+    /// What to remember after `key`'s secret matched `matched` of `hashes`:
+    /// (field, value) with the first pepper; `None` without one.
+    pub fn remember(
+        &self,
+        key: &ApiKey,
+        hashes: Hashes<'_>,
+        matched: Matched,
+    ) -> Option<(String, String)> {
+        let (id, mac) = self.peppers.first()?;
+        let phc = match matched {
+            Matched::Current => hashes.current.0,
+            Matched::Previous => hashes.previous?.0,
+            Matched::Neither | Matched::Corrupt => return None,
+        };
+        Some((
+            Self::field(phc),
+            format!("{id}.{}", Self::digest(mac, key, phc)),
+        ))
+    }
+
+    /// Whether `remembered` (read from Redis) says an instance of this
+    /// deployment verified exactly this secret against one of `hashes`: no
+    /// Argon2id, a match cached like one. The flag says whether the digest
+    /// was made with an older pepper (write it again with the first).
+    pub fn recall(
+        &self,
+        key: &ApiKey,
+        cache_key: &CacheKey,
+        hashes: Hashes<'_>,
+        remembered: &Remembered,
+    ) -> Option<(Matched, bool)> {
+        let candidates = [(hashes.current.0, Matched::Current)]
+            .into_iter()
+            .chain(hashes.previous.map(|p| (p.0, Matched::Previous)));
+        for (phc, matched) in candidates {
+            let Some((id, digest)) = remembered
+                .get(&Self::field(phc))
+                .and_then(|v| v.split_once('.'))
+            else {
+                continue;
+            };
+            let Some(i) = self.peppers.iter().position(|(pid, _)| pid == id) else {
+                continue;
+            };
+            let expected = Self::digest(&self.peppers[i].1, key, phc);
+            if bool::from(expected.as_bytes().ct_eq(digest.as_bytes())) {
+                metrics::counter!(metric::VERIFY_REMEMBERED).increment(1);
+                if let Some(cache) = &self.cache {
+                    cache.insert(*cache_key, Arc::from(phc));
+                }
+                return Some((matched, i != 0));
+            }
+        }
+        None
     }
 
     /// Which of a key's hashes `secret` matches, by Argon2id (caching a

@@ -31,6 +31,10 @@ pub mod metric {
     /// Counter: validations whose secret matched the verified-secret cache
     /// (counted once the document's own checks passed). Updated only in `hash`.
     pub const VERIFY_CACHE_HITS: &str = "keyward_verify_cache_hits_total";
+    /// Counter: first-time secrets on this instance found verified before by
+    /// the deployment (a remembered digest), so without Argon2id. Updated
+    /// only in `hash`.
+    pub const VERIFY_REMEMBERED: &str = "keyward_verify_remembered_total";
     /// Counter: Redis commands or pipelines that failed.
     /// Updated only in `store`.
     pub const REDIS_ERRORS: &str = "keyward_redis_errors_total";

@@ -184,6 +184,9 @@ struct Decision {
     /// The `INCR`'s answer, when this use was counted (1: it opened the
     /// window). A refusal takes the use back.
     count: Option<u64>,
+    /// A secret verified just now: the digest to remember it by in Redis
+    /// (`apiverify` field and value), with a pepper configured.
+    remember: Option<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -202,6 +205,7 @@ impl Decision {
             verdict: Verdict::Refuse(reason),
             rate: RateInfo::default(),
             count,
+            remember: None,
         }
     }
 
@@ -305,6 +309,7 @@ impl Validator {
                 .previous_hash(now)
                 .map(|phc| (phc, doc.previous_secret_tag.as_deref())),
         };
+        let mut remember = None;
         let matched = match self
             .hasher
             .cached_match(&cache_key, cached.as_deref(), hashes)
@@ -319,16 +324,35 @@ impl Validator {
                     // Already over the limit this minute: no hashing.
                     return Ok(Decision::rate_limited(limit, reset, count));
                 }
-                if read
+                let remembered = &read.remembered;
+                if let Some((matched, stale)) =
+                    self.hasher.recall(key, &cache_key, hashes, remembered)
+                {
+                    // Verified before by an instance of this deployment.
+                    remember = stale
+                        .then(|| self.hasher.remember(key, hashes, matched))
+                        .flatten();
+                    matched
+                } else if read
                     .bad
                     .is_ok_and(|bad| bad >= self.bad_secret_hashes_per_minute)
                 {
                     // A flood of wrong secrets: refused without hashing.
                     return refuse(Reason::BadSecret);
+                } else {
+                    let verified = self.hasher.verify_key(&key.secret, &cache_key, hashes);
+                    let matched = verified.await.map_err(|e| incomplete(e, None))?;
+                    remember = self.hasher.remember(key, hashes, matched);
+                    matched
                 }
-                let verified = self.hasher.verify_key(&key.secret, &cache_key, hashes);
-                verified.await.map_err(|e| incomplete(e, None))?
             }
+        };
+        let mut done = move |decision: Decision| {
+            let remember = remember.take();
+            Ok(Decision {
+                remember,
+                ..decision
+            })
         };
         let reason = match matched {
             Matched::Current => Reason::Ok,
@@ -341,7 +365,7 @@ impl Validator {
         };
         if let Some(missing) = scope::first_missing(&doc.scopes, req.required_scopes) {
             tracing::debug!(missing, "required scope not granted");
-            return refuse(Reason::InsufficientScope);
+            return done(Decision::refuse(Reason::InsufficientScope, count));
         }
         let used = match cached {
             Some(_) => read.used,
@@ -352,14 +376,16 @@ impl Validator {
             // Not counted; if the count can still be read, a key already
             // over its limit is refused all the same.
             Err(error) => match self.store.used(project, key_id, minute).await {
-                Ok(used) if used >= limit => return Ok(Decision::rate_limited(limit, reset, None)),
+                Ok(used) if used >= limit => {
+                    return done(Decision::rate_limited(limit, reset, None))
+                }
                 _ => return Err(incomplete(error, Some(doc))),
             },
         };
         let count = Some(used);
         if used > limit {
             // Lost the race for the last use of this window.
-            return Ok(Decision::rate_limited(limit, reset, count));
+            return done(Decision::rate_limited(limit, reset, count));
         }
         let rate = RateInfo {
             limit,
@@ -367,10 +393,11 @@ impl Validator {
             reset,
         };
         let verdict = Verdict::Pass { doc, reason };
-        Ok(Decision {
+        done(Decision {
             verdict,
             rate,
             count,
+            remember: None,
         })
     }
 
@@ -388,6 +415,7 @@ impl Validator {
             verdict,
             rate,
             count,
+            remember,
         } = decision;
         let (reason, pass) = match &verdict {
             Verdict::Pass { reason, .. } => (*reason, true),
@@ -407,6 +435,7 @@ impl Validator {
             new_window: count == Some(1),
             bad_secret: reason == Reason::BadSecret,
             undo_use: count.is_some() && !pass,
+            remember: remember.as_ref().map(|(f, v)| (f.as_str(), v.as_str())),
         };
         let written = self.store.finish(effects).await;
         match (verdict, written) {

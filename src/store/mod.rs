@@ -239,6 +239,8 @@ pub struct Store {
     audit_budget: Arc<audit::Budget>,
     /// Passes counted in memory, written to `apimeta` about once a second.
     usage: Arc<usage::Usage>,
+    /// Whether first-time validations read `apiverify` (a pepper is set).
+    remembers: bool,
     /// Writes the summaries and the usage every second; stopped when the last handle
     /// to the store (other than the flusher's own) is dropped, or by `quit`.
     flusher: Arc<Flusher>,
@@ -366,6 +368,7 @@ impl Store {
             admin_wait_timeout: config.redis_timeout / 2,
             audit_budget: Arc::new(audit::Budget::new(config.audit_anonymous_per_second)),
             usage: Arc::default(),
+            remembers: !config.verify_peppers.is_empty(),
             flusher: Arc::default(),
         };
         // The task's own handle carries no abort guard, so the store's

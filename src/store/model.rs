@@ -138,6 +138,10 @@ pub struct Read {
     pub used: crate::error::Result<u64>,
     /// Wrong-secret attempts this minute (not read when counting).
     pub bad: crate::error::Result<u64>,
+    /// What `apiverify:<p>:<k>` remembers of secrets verified before (read
+    /// only for a first-time secret, with a pepper configured; empty when
+    /// unreadable).
+    pub remembered: crate::hash::Remembered,
 }
 
 /// One `audit:keylookup` entry. Never holds the secret, key or hash.
@@ -180,4 +184,6 @@ pub struct Effects<'a> {
     pub bad_secret: bool,
     /// A refusal of a use already counted: `DECR` takes it back.
     pub undo_use: bool,
+    /// A secret just verified: `HSET apiverify:<p>:<k> field value`.
+    pub remember: Option<(&'a str, &'a str)>,
 }

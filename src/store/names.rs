@@ -54,6 +54,10 @@ pub fn keyset(project: &ProjectId) -> String {
 pub fn meta(project: &str, key_id: &str) -> String {
     format!("apimeta:{project}:{key_id}")
 }
+/// Digests of secrets verified before, by hash fingerprint (see `hash`).
+pub fn verified(project: &str, key_id: &str) -> String {
+    format!("apiverify:{project}:{key_id}")
+}
 pub fn used(project: &str, key_id: &str, minute: u64) -> String {
     format!("ratelimit:key:{project}:{key_id}:{minute}")
 }

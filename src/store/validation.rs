@@ -13,7 +13,7 @@ use std::future::Future;
 use std::time::Instant;
 
 use fred::clients::Client;
-use fred::prelude::{Error as FredError, KeysInterface, StreamsInterface, Value};
+use fred::prelude::{Error as FredError, HashesInterface, KeysInterface, StreamsInterface, Value};
 use fred::types::ExpireOptions;
 use futures::future::OptionFuture;
 
@@ -24,6 +24,7 @@ use super::{
 use super::{Audit, Effects, Lookup, Read};
 use crate::audit::Summary;
 use crate::error::{Error, Result};
+use crate::hash::Remembered;
 use crate::key::{KeyId, ProjectId};
 use crate::telemetry::metric;
 
@@ -61,11 +62,16 @@ impl Store {
         let doc_key = names::apikey(project.as_str(), key_id.as_str());
         let used_key = names::used(project.as_str(), key_id.as_str(), minute);
         let bad_key = names::bad(project.as_str(), key_id.as_str(), minute);
-        let (doc, used, bad) = together(async {
+        let verified_key = names::verified(project.as_str(), key_id.as_str());
+        let (doc, used, bad, remembered) = together(async {
             futures::join!(
                 get_doc(client, &doc_key),
                 client.get::<Value, _>(&used_key),
                 client.get::<Value, _>(&bad_key),
+                OptionFuture::from(
+                    self.remembers
+                        .then(|| client.hgetall::<Remembered, _>(&verified_key))
+                ),
             )
         })
         .await;
@@ -73,6 +79,8 @@ impl Store {
             doc: read_doc(&doc_key, doc),
             used: counter(used),
             bad: counter(bad),
+            // Unreadable (an old ACL, another type): Argon2id decides.
+            remembered: remembered.and_then(Result::ok).unwrap_or_default(),
         }
     }
 
@@ -94,6 +102,7 @@ impl Store {
             doc: read_doc(&doc_key, doc),
             used: counter(used),
             bad: Ok(0),
+            remembered: Remembered::new(),
         }
     }
 
@@ -126,16 +135,18 @@ impl Store {
             new_window,
             bad_secret,
             undo_use,
+            remember,
         } = effects;
         let (project, key_id) = (audit.project_id, audit.key_id);
         let entry = self.audit_budget.admit(audit.reason).then_some(audit);
         let used = (new_window || undo_use).then(|| names::used(project, key_id, minute));
         let bad = bad_secret.then(|| names::bad(project, key_id, minute));
-        if entry.is_none() && used.is_none() && bad.is_none() {
+        let verified = remember.map(|r| (names::verified(project, key_id), r));
+        if entry.is_none() && used.is_none() && bad.is_none() && verified.is_none() {
             return Ok(());
         }
         let client = self.pool.next();
-        let (expire, decr, incr_bad, expire_bad, entry) = together(async {
+        let (expire, decr, incr_bad, expire_bad, hset, entry) = together(async {
             futures::join!(
                 OptionFuture::from(
                     used.as_ref()
@@ -149,6 +160,9 @@ impl Store {
                 ),
                 OptionFuture::from(bad.as_ref().map(|k| client.incr::<Value, _>(k))),
                 OptionFuture::from(bad.as_ref().map(|k| expire_nx(client, k))),
+                OptionFuture::from(verified.as_ref().map(|(k, (field, value))| {
+                    client.hset::<Value, _, _>(k, (*field, *value))
+                })),
                 OptionFuture::from(entry.map(|a| self.xadd_audit(client, a))),
             )
         })
@@ -158,6 +172,7 @@ impl Store {
             ("undoing a refused use", decr),
             ("wrong-secret count", incr_bad),
             ("wrong-secret count expiry", expire_bad),
+            ("the verified secret's digest", hset),
         ];
         for (what, reply) in bookkeeping {
             if let Some(Err(e)) = reply {

@@ -17,4 +17,5 @@ mod lifecycle;
 mod openapi;
 mod ops;
 mod proxy;
+mod remember;
 mod validate;
