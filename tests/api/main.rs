@@ -14,6 +14,7 @@ mod hot_path;
 mod isolation;
 mod legacy;
 mod lifecycle;
+mod memory;
 mod openapi;
 mod ops;
 mod proxy;
