@@ -18,4 +18,5 @@ mod memory;
 mod openapi;
 mod ops;
 mod proxy;
+mod unix;
 mod validate;
