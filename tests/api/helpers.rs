@@ -73,12 +73,24 @@ pub fn random_id(prefix: &str) -> String {
 pub struct TestRedis {
     pub port: u16,
     pub dir: PathBuf,
+    /// A Unix socket Redis listens on too, if asked for.
+    socket: Option<PathBuf>,
     child: Mutex<Option<Child>>,
 }
 
 impl TestRedis {
     /// Starts a Redis with the shipped ACL template plus test-only `extra_acl` lines.
     pub fn start_with_acl(extra_acl: &str) -> Self {
+        Self::create(extra_acl, false)
+    }
+
+    /// As `start`, listening on a Unix socket in its directory too (see
+    /// [`TestRedis::unix_url`]).
+    pub fn start_with_unix_socket() -> Self {
+        Self::create("", true)
+    }
+
+    fn create(extra_acl: &str, unix_socket: bool) -> Self {
         // In memory where there is a tmpfs: the test Redis fsyncs every
         // write (below), and on a busy host's disk one fsync could outlast
         // the tests' 500 ms Redis deadline (a stray 503). A tmpfs keeps the
@@ -105,6 +117,7 @@ impl TestRedis {
         std::fs::write(dir.join("users.acl"), acl).unwrap();
         let redis = TestRedis {
             port: free_port(),
+            socket: unix_socket.then(|| dir.join("redis.sock")),
             dir,
             child: Mutex::new(None),
         };
@@ -139,6 +152,14 @@ impl TestRedis {
                 "always",
             ])
             .args(["--enable-debug-command", "yes", "--daemonize", "no"])
+            .args(self.socket.iter().flat_map(|socket| {
+                [
+                    "--unixsocket".as_ref(),
+                    socket.as_os_str(),
+                    "--unixsocketperm".as_ref(),
+                    "700".as_ref(),
+                ]
+            }))
             .arg("--logfile")
             .arg(self.dir.join("redis.log"))
             .stdout(Stdio::null())
@@ -148,7 +169,14 @@ impl TestRedis {
         let mut slot = self.child.lock().unwrap();
         *slot = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        let listening = || {
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && self
+                    .socket
+                    .as_ref()
+                    .map_or(true, |s| std::os::unix::net::UnixStream::connect(s).is_ok())
+        };
+        while !listening() {
             let exited = slot.as_mut().and_then(|c| c.try_wait().ok().flatten());
             if exited.is_some() || Instant::now() > deadline {
                 let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
@@ -160,6 +188,16 @@ impl TestRedis {
 
     pub fn url(&self, user: &str, password: &str) -> String {
         format!("redis://{user}:{password}@127.0.0.1:{}", self.port)
+    }
+
+    /// The URL of the Unix socket, for a Redis from `start_with_unix_socket`
+    /// (fred's syntax: the host is required with credentials, and ignored).
+    pub fn unix_url(&self, user: &str, password: &str) -> String {
+        let socket = self.socket.as_ref().expect("started with a Unix socket");
+        format!(
+            "redis+unix://{user}:{password}@localhost{}",
+            socket.display()
+        )
     }
 
     /// Kills Redis, as a crash or an outage would.
