@@ -632,11 +632,11 @@ fn check_redis_url(var: &'static str, url: &SecretString) -> Result<bool, Config
     if scheme(&["redis-cluster://", "rediss-cluster://"]) {
         return Ok(true);
     }
-    if !scheme(&["redis://", "rediss://", "redis+unix://", "unix://"]) {
+    if !scheme(&["redis://", "rediss://", "redis+unix://"]) {
         // The URL may hold a password: name the variable, not the value.
         return Err(bad(
             var,
-            "must be a redis://, rediss:// or redis-cluster:// URL",
+            "must be a redis://, rediss://, redis+unix:// or redis-cluster:// URL",
         ));
     }
     Ok(false)
