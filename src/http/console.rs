@@ -55,8 +55,8 @@ macro_rules! asset {
         Asset {
             name: $name,
             content_type: $content_type,
-            body: include_bytes!(concat!("console/", $name)),
-            etag: fnv1a(include_bytes!(concat!("console/", $name))),
+            body: include_bytes!(concat!("../console/", $name)),
+            etag: fnv1a(include_bytes!(concat!("../console/", $name))),
         }
     };
 }
