@@ -277,7 +277,7 @@ impl Hasher {
     /// deployment verified exactly this secret against one of `hashes`: no
     /// Argon2id, a match cached like one. The flag says whether the digest
     /// was made with an older pepper (write it again with the first).
-    pub fn recall(
+    fn recall(
         &self,
         key: &ApiKey,
         cache_key: &CacheKey,
@@ -307,6 +307,30 @@ impl Hasher {
             }
         }
         None
+    }
+
+    /// Which of a key's hashes a secret this process has not verified
+    /// matches, and what to remember of it in Redis: a digest `remembered`
+    /// holds (no Argon2id; written again if made with an older pepper);
+    /// else, unless `flooded` (the key's wrong secrets this minute are at
+    /// their limit: `Neither` without hashing), Argon2id.
+    pub async fn verify_first(
+        &self,
+        key: &ApiKey,
+        cache_key: &CacheKey,
+        hashes: Hashes<'_>,
+        remembered: &Remembered,
+        flooded: bool,
+    ) -> Result<(Matched, Option<(String, String)>)> {
+        if let Some((matched, stale)) = self.recall(key, cache_key, hashes, remembered) {
+            let remember = stale.then(|| self.remember(key, hashes, matched));
+            return Ok((matched, remember.flatten()));
+        }
+        if flooded {
+            return Ok((Matched::Neither, None));
+        }
+        let matched = self.verify_key(&key.secret, cache_key, hashes).await?;
+        Ok((matched, self.remember(key, hashes, matched)))
     }
 
     /// Which of a key's hashes `secret` matches, by Argon2id (caching a

@@ -309,44 +309,31 @@ impl Validator {
                 .previous_hash(now)
                 .map(|phc| (phc, doc.previous_secret_tag.as_deref())),
         };
-        let mut remember = None;
-        let matched = match self
-            .hasher
-            .cached_match(&cache_key, cached.as_deref(), hashes)
-        {
-            Some(matched) => matched,
-            None => {
-                let before = match count {
-                    Some(count) => Ok(count.saturating_sub(1)),
-                    None => read.used.as_ref().copied(),
-                };
-                if before.is_ok_and(|used| used >= limit) {
-                    // Already over the limit this minute: no hashing.
-                    return Ok(Decision::rate_limited(limit, reset, count));
+        let (matched, mut remember) =
+            match self
+                .hasher
+                .cached_match(&cache_key, cached.as_deref(), hashes)
+            {
+                Some(matched) => (matched, None),
+                None => {
+                    let before = match count {
+                        Some(count) => Ok(count.saturating_sub(1)),
+                        None => read.used.as_ref().copied(),
+                    };
+                    if before.is_ok_and(|used| used >= limit) {
+                        // Already over the limit this minute: no hashing.
+                        return Ok(Decision::rate_limited(limit, reset, count));
+                    }
+                    let flooded = read
+                        .bad
+                        .is_ok_and(|bad| bad >= self.bad_secret_hashes_per_minute);
+                    let remembered = &read.remembered;
+                    let verified = self
+                        .hasher
+                        .verify_first(key, &cache_key, hashes, remembered, flooded);
+                    verified.await.map_err(|e| incomplete(e, None))?
                 }
-                let remembered = &read.remembered;
-                if let Some((matched, stale)) =
-                    self.hasher.recall(key, &cache_key, hashes, remembered)
-                {
-                    // Verified before by an instance of this deployment.
-                    remember = stale
-                        .then(|| self.hasher.remember(key, hashes, matched))
-                        .flatten();
-                    matched
-                } else if read
-                    .bad
-                    .is_ok_and(|bad| bad >= self.bad_secret_hashes_per_minute)
-                {
-                    // A flood of wrong secrets: refused without hashing.
-                    return refuse(Reason::BadSecret);
-                } else {
-                    let verified = self.hasher.verify_key(&key.secret, &cache_key, hashes);
-                    let matched = verified.await.map_err(|e| incomplete(e, None))?;
-                    remember = self.hasher.remember(key, hashes, matched);
-                    matched
-                }
-            }
-        };
+            };
         let mut done = move |decision: Decision| {
             let remember = remember.take();
             Ok(Decision {
@@ -449,21 +436,17 @@ impl Validator {
                     ..validated(*doc)
                 })
             }
-            (Verdict::Pass { doc, .. }, Err(error)) => match key {
-                Some(key) => {
-                    let (doc, counted) = (Some(doc), true);
-                    self.failsafe(
-                        key,
-                        minute,
-                        Incomplete {
-                            error,
-                            doc,
-                            counted,
-                        },
-                    )
+            (Verdict::Pass { doc, .. }, Err(error)) => {
+                let incomplete = Incomplete {
+                    error,
+                    doc: Some(doc),
+                    counted: true,
+                };
+                match key {
+                    Some(key) => self.failsafe(key, minute, incomplete),
+                    None => Err(incomplete.error),
                 }
-                None => Err(error),
-            },
+            }
             (Verdict::Refuse(_), written) => {
                 tally(reason);
                 if let Err(e) = written {
