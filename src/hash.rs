@@ -22,7 +22,10 @@
 //! (`KEYWARD_ARGON2_MEMORY_KIB`) come from a pool of at most
 //! `argon2_concurrency` buffers of the configured size, allocated when first
 //! needed and reused by every later run, so Argon2id holds at most
-//! concurrency x memory. Left to the allocator, freed blocks stayed in
+//! concurrency x memory. Buffers over 32 MiB (the default 64 MiB) are not
+//! kept: glibc maps each such allocation and returns it to the system when
+//! it is freed, so they cost nothing between runs. Left to the allocator,
+//! freed blocks under that size stayed in
 //! glibc's arenas of tokio's blocking threads: 880 MiB after 50 mints and 50
 //! cold validations at OWASP's minimum (19 MiB), never returned. A stored
 //! hash with a larger `m` than configured (minted before the setting was
@@ -442,8 +445,16 @@ impl Hasher {
     }
 }
 
-/// Argon2id's working memory: buffers of the configured block count, each
-/// used by one run at a time and then kept for the next.
+/// Buffers larger than glibc's largest mmap threshold (32 MiB on 64-bit)
+/// are mapped for each allocation and unmapped when freed, so keeping them
+/// would only hold memory: they are freed after each run (Argon2id's
+/// default 64 MiB is such a size). Smaller ones would stay in the
+/// allocator's arenas when freed, so those are kept and reused.
+const POOLED_BLOCKS_MAX: usize = 32 * 1024;
+
+/// Argon2id's working memory: buffers of the configured block count (1 KiB
+/// each), each used by one run at a time and then kept for the next, up to
+/// 32 MiB each (see [`POOLED_BLOCKS_MAX`]).
 struct Memory {
     /// Blocks in each pooled buffer: the configured parameters' count.
     blocks: usize,
@@ -466,7 +477,7 @@ impl Memory {
             .unwrap_or_else(|| vec![Block::default(); self.blocks]);
         let result = work(&mut buffer[..blocks]);
         let mut idle = idle();
-        if idle.len() < self.most {
+        if idle.len() < self.most && self.blocks <= POOLED_BLOCKS_MAX {
             idle.push(buffer);
         }
         result
