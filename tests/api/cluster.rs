@@ -9,7 +9,6 @@
 //! exclusive side of [`EXCLUSIVE`]; the others take the shared side.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -20,24 +19,18 @@ use fred::prelude::{Builder, ClientLike, Config as FredConfig, Pool};
 use fred::types::Value as RedisValue;
 use keyward::acl::{rule, Role};
 use keyward::config::Config;
-use reqwest::{Response, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::sync::RwLock;
 
 use crate::helpers::{
-    assert_error, free_port, random_id, raw, serve_in_process, Minted, ADMIN_TOKEN,
-    MANAGER_PASSWORD, OPS_PASSWORD, TEST_ARGON2, VALIDATOR_PASSWORD,
+    assert_error, free_port, random_id, raw, render_acl, repo, test_config, Minted, TestApp,
+    MANAGER_PASSWORD, MIGRATOR_PASSWORD, OPS_PASSWORD, VALIDATOR_PASSWORD,
 };
 
 /// Exclusive: the test changes the cluster for everyone (kills a node,
 /// moves a slot, reloads ACLs). Shared: the test only uses it.
 static EXCLUSIVE: RwLock<()> = RwLock::const_new(());
-
-const MIGRATOR_PASSWORD: &str = "migrator-test-password";
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn local_sh(args: &[&str], env: &[(&str, String)]) -> Result<String, String> {
     let out = Command::new("bash")
@@ -68,26 +61,8 @@ fn cluster() -> &'static Cluster {
     CLUSTER.get_or_init(|| {
         let dir = std::env::temp_dir().join(random_id("keyward-test-cluster-"));
         std::fs::create_dir_all(&dir).unwrap();
-        // The shipped template, with the test passwords, the migrator and
-        // ops users switched on (comments dropped, as `local.sh acl` does).
-        let acl: String = std::fs::read_to_string(repo().join("redis/users.acl"))
-            .unwrap()
-            .lines()
-            .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
-            .map(|l| {
-                l.replace("__VALIDATOR_PASSWORD__", VALIDATOR_PASSWORD)
-                    .replace("__MANAGER_PASSWORD__", MANAGER_PASSWORD)
-                    .replace(
-                        "user migrator off resetpass",
-                        &format!("user migrator on >{MIGRATOR_PASSWORD}"),
-                    )
-                    .replace(
-                        "user ops off resetpass",
-                        &format!("user ops on >{OPS_PASSWORD}"),
-                    )
-                    + "\n"
-            })
-            .collect();
+        // The shipped template, with the migrator and ops users switched on.
+        let acl = render_acl(&[("migrator", MIGRATOR_PASSWORD), ("ops", OPS_PASSWORD)]);
         std::fs::write(dir.join("template.acl"), acl).unwrap();
         let started = Instant::now();
         let mut last_error = String::new();
@@ -133,6 +108,18 @@ fn cluster() -> &'static Cluster {
 impl Cluster {
     fn url(&self, user: &str, password: &str) -> String {
         format!("redis-cluster://{user}:{password}@{}", self.seeds)
+    }
+
+    /// keyward on the cluster as the template's validator and manager
+    /// users, named `cluster-gateway`; `tweak` changes the rest.
+    async fn app(&self, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let mut config = test_config(
+            self.url("validator", VALIDATOR_PASSWORD),
+            self.url("manager", MANAGER_PASSWORD),
+        );
+        config.client_name = "cluster-gateway".into();
+        tweak(&mut config);
+        TestApp::serve(config, None).await
     }
 
     /// A cluster client as `user`, for inspection and ACL checks.
@@ -248,123 +235,6 @@ impl Node {
     }
 }
 
-/// keyward served in-process against the cluster, stopped on drop.
-struct ClusterApp {
-    addr: SocketAddr,
-    http: reqwest::Client,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<keyward::Result<()>>>,
-}
-
-impl ClusterApp {
-    /// keyward with the template's validator and manager users, cheap
-    /// Argon2id and the admin API; `tweak` changes the rest.
-    async fn spawn(tweak: impl FnOnce(&mut Config)) -> Self {
-        let c = cluster();
-        let mut config = Config::from_lookup(|name| match name {
-            "KEYWARD_REDIS_URL" => Some(c.url("validator", VALIDATOR_PASSWORD)),
-            "KEYWARD_ADMIN_REDIS_URL" => Some(c.url("manager", MANAGER_PASSWORD)),
-            "KEYWARD_ADMIN_TOKEN" => Some(ADMIN_TOKEN.into()),
-            "KEYWARD_CLIENT_NAME" => Some("cluster-gateway".into()),
-            "KEYWARD_LISTEN" => Some("127.0.0.1:0".into()),
-            _ => None,
-        })
-        .expect("cluster test config is valid");
-        config.argon2 = TEST_ARGON2;
-        config.redis_timeout = Duration::from_millis(500);
-        tweak(&mut config);
-        let (addr, stop, task) = serve_in_process(config).await;
-        let app = ClusterApp {
-            addr,
-            http: reqwest::Client::new(),
-            stop: Some(stop),
-            task: Some(task),
-        };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Ok(r) = app.http.get(app.url("/health")).send().await {
-                if r.status() == StatusCode::OK {
-                    return app;
-                }
-            }
-            let exited = app.task.as_ref().is_some_and(|t| t.is_finished());
-            assert!(!exited, "keyward exited during start-up");
-            assert!(Instant::now() < deadline, "keyward did not become healthy");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    async fn validate(&self, api_key: &str) -> Response {
-        self.http
-            .post(self.url("/v1/validate-key"))
-            .json(&json!({ "api_key": api_key }))
-            .send()
-            .await
-            .expect("request reaches keyward")
-    }
-
-    async fn status(&self, api_key: &str) -> StatusCode {
-        self.validate(api_key).await.status()
-    }
-
-    async fn admin_post(&self, path: &str, body: &Value) -> Response {
-        let req = self.http.post(self.url(path)).bearer_auth(ADMIN_TOKEN);
-        req.json(body)
-            .send()
-            .await
-            .expect("request reaches keyward")
-    }
-
-    async fn admin_get(&self, path: &str) -> Response {
-        let req = self.http.get(self.url(path)).bearer_auth(ADMIN_TOKEN);
-        req.send().await.expect("request reaches keyward")
-    }
-
-    async fn create_project(&self, id: &str) -> StatusCode {
-        let body = json!({ "project_id": id, "label": "Cluster", "owner": "team-c" });
-        self.admin_post("/v1/admin/projects", &body).await.status()
-    }
-
-    async fn project(&self) -> String {
-        let id = random_id("c");
-        assert_eq!(self.create_project(&id).await, StatusCode::CREATED);
-        id
-    }
-
-    async fn mint(&self, project: &str, extra: Value) -> Minted {
-        let mut body = json!({ "project_id": project, "owner": "alice", "server_name": "api-1" });
-        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
-            body.extend(extra.clone());
-        }
-        let r = self.admin_post("/v1/mint-key", &body).await;
-        let status = r.status();
-        let v: Value = r.json().await.unwrap();
-        assert_eq!(status, StatusCode::CREATED, "mint: {v}");
-        Minted {
-            api_key: v["api_key"].as_str().unwrap().to_owned(),
-            key_id: v["key_id"].as_str().unwrap().to_owned(),
-        }
-    }
-
-    async fn revoke(&self, project: &str, key_id: &str) {
-        let body = json!({ "project_id": project, "key_id": key_id });
-        let r = self.admin_post("/v1/revoke-key", &body).await;
-        assert_eq!(r.status(), StatusCode::OK);
-    }
-}
-
-impl Drop for ClusterApp {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
 /// Every entry of `project` in the validation audit stream(s), as field maps.
 async fn audit_of(admin: &Pool, project: &str, shards: usize) -> Vec<HashMap<String, String>> {
     let mut entries = Vec::new();
@@ -404,7 +274,8 @@ fn ok_entries(entries: &[HashMap<String, String>]) -> HashMap<String, usize> {
 #[tokio::test]
 async fn a_key_is_minted_validated_and_revoked_across_the_shards() {
     let _shared = EXCLUSIVE.read().await;
-    let app = ClusterApp::spawn(|_| {}).await;
+    let c = cluster();
+    let app = c.app(|_| {}).await;
     let project = app.project().await;
     let key = app.mint(&project, json!({ "scopes": ["chat:*"] })).await;
 
@@ -420,7 +291,6 @@ async fn a_key_is_minted_validated_and_revoked_across_the_shards() {
     assert_eq!(app.status(&key.api_key).await, StatusCode::OK);
 
     // Where the names of one validation live (usually on several masters).
-    let c = cluster();
     let minute = keyward::store::now() as u64 / 60;
     let mut masters = std::collections::BTreeSet::new();
     for name in [
@@ -445,20 +315,14 @@ async fn a_key_is_minted_validated_and_revoked_across_the_shards() {
     let reasons: Vec<&str> = audit.iter().map(|e| e["reason"].as_str()).collect();
     assert_eq!(reasons, ["ok", "ok", "disabled"]);
     assert!(audit.iter().all(|e| e["client"] == "cluster-gateway"));
-    // Usage reaches Redis about a second later (aggregated per instance).
-    let path = format!("/v1/get-key?project_id={project}&key_id={}", key.key_id);
-    let got = crate::helpers::eventually("usage_count 2", || async {
-        let got: Value = app.admin_get(&path).await.json().await.unwrap();
-        (got["usage_count"] == 2).then_some(got)
-    })
-    .await;
+    let got = app.usage_is(&project, &key.key_id, 2).await;
     assert_eq!(got["disabled"], json!(true));
 }
 
 #[tokio::test]
 async fn the_rate_limit_is_exact_under_concurrent_requests() {
     let _shared = EXCLUSIVE.read().await;
-    let app = Arc::new(ClusterApp::spawn(|_| {}).await);
+    let app = Arc::new(cluster().app(|_| {}).await);
     let project = app.project().await;
     let limit = 25;
     let key = app
@@ -499,7 +363,7 @@ async fn the_rate_limit_is_exact_under_concurrent_requests() {
 #[tokio::test]
 async fn list_keys_pages_through_keys_on_every_shard_exactly_once() {
     let _shared = EXCLUSIVE.read().await;
-    let app = Arc::new(ClusterApp::spawn(|_| {}).await);
+    let app = Arc::new(cluster().app(|_| {}).await);
     let project = app.project().await;
     let minted = futures::future::join_all((0..37).map(|i| {
         let (app, project) = (app.clone(), project.clone());
@@ -586,7 +450,7 @@ async fn client_acls_loaded_on_every_node_isolate_deployments() {
     let deployment = |user: &str, pw: &str, admin: &str, admin_pw: &str| {
         let (url, admin_url) = (c.url(user, pw), c.url(admin, admin_pw));
         let name = user.to_owned();
-        ClusterApp::spawn(move |config| {
+        c.app(move |config| {
             config.redis_url = url.into();
             config.admin_redis_url = Some(admin_url.into());
             config.client_name = name;
@@ -594,8 +458,8 @@ async fn client_acls_loaded_on_every_node_isolate_deployments() {
     };
     let a = deployment(&gw_a, "gw-a-secret", &adm_a, "adm-a-secret").await;
     let b = deployment(&gw_b, "gw-b-secret", &adm_b, "adm-b-secret").await;
-    assert_eq!(a.create_project(&alpha).await, StatusCode::CREATED);
-    assert_eq!(b.create_project(&beta).await, StatusCode::CREATED);
+    assert_eq!(a.create_project(&alpha).await.status(), StatusCode::CREATED);
+    assert_eq!(b.create_project(&beta).await.status(), StatusCode::CREATED);
     let key_a = a.mint(&alpha, json!({})).await;
     let key_b = b.mint(&beta, json!({})).await;
     assert_eq!(a.status(&key_a.api_key).await, StatusCode::OK);
@@ -688,7 +552,7 @@ async fn client_acls_loaded_on_every_node_isolate_deployments() {
 async fn a_slot_moving_between_masters_costs_a_few_503s_and_no_stale_read() {
     let _exclusive = EXCLUSIVE.write().await;
     let c = cluster();
-    let app = Arc::new(ClusterApp::spawn(|_| {}).await);
+    let app = Arc::new(c.app(|_| {}).await);
     let project = app.project().await;
     let key = app
         .mint(&project, json!({ "rate_limit_per_minute": 1_000_000 }))
@@ -856,7 +720,7 @@ async fn a_slot_moving_between_masters_costs_a_few_503s_and_no_stale_read() {
 async fn a_master_killed_under_load_costs_seconds_of_503_and_no_wrong_answer() {
     let _exclusive = EXCLUSIVE.write().await;
     let c = cluster();
-    let app = Arc::new(ClusterApp::spawn(|c| c.admin_wait_replicas = 1).await);
+    let app = Arc::new(c.app(|c| c.admin_wait_replicas = 1).await);
     let admin = c.admin().await;
     let project = app.project().await;
     let doc = |key_id: &str| format!("apikey:{project}:{key_id}");
@@ -1068,11 +932,12 @@ async fn a_master_killed_under_load_costs_seconds_of_503_and_no_wrong_answer() {
 async fn a_sharded_audit_spreads_over_streams_and_activity_reads_them_all() {
     let _shared = EXCLUSIVE.read().await;
     let c = cluster();
-    let app = ClusterApp::spawn(|config| {
-        config.audit_shards = 4;
-        config.monitor_redis_url = Some(c.url("ops", OPS_PASSWORD).into());
-    })
-    .await;
+    let app = c
+        .app(|config| {
+            config.audit_shards = 4;
+            config.monitor_redis_url = Some(c.url("ops", OPS_PASSWORD).into());
+        })
+        .await;
     let project = app.project().await;
     let mut keys = Vec::new();
     for _ in 0..8 {
@@ -1259,12 +1124,6 @@ async fn keyward_migrate_finds_projects_on_every_master_and_converts_in_one_slot
     assert!(again.contains("nothing to change"), "{again}");
 }
 
-impl crate::fault_matrix::Gateway for ClusterApp {
-    fn url(&self, path: &str) -> String {
-        ClusterApp::url(self, path)
-    }
-}
-
 /// Waits until the cluster is whole: `cluster_state:ok` and every replica's
 /// link to its master up (a replica that never synced cannot be promoted).
 async fn wait_until_whole(c: &Cluster) {
@@ -1304,8 +1163,9 @@ async fn each_master_failing_over_in_turn_never_passes_a_refused_key() {
     let c = cluster();
     wait_until_whole(c).await;
     let apps = [
-        ClusterApp::spawn(|_| {}).await,
-        ClusterApp::spawn(|c| c.failsafe = keyward::config::Failsafe::Open).await,
+        c.app(|_| {}).await,
+        c.app(|c| c.failsafe = keyward::config::Failsafe::Open)
+            .await,
     ];
     let project = apps[0].project().await;
     let admin = c.admin().await;

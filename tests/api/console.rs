@@ -25,8 +25,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    assert_error, free_port, random_id, raw, TestApp, TestRedis, ADMIN_TOKEN, MANAGER_PASSWORD,
-    VALIDATOR_PASSWORD,
+    assert_error, free_port, random_id, raw, repo, template_user, TestApp, TestRedis, ADMIN_TOKEN,
+    MANAGER_PASSWORD, VALIDATOR_PASSWORD,
 };
 
 const MONITOR_PASSWORD: &str = "console-ops-password";
@@ -35,25 +35,6 @@ const DESKTOP: (u32, u32) = (1280, 860);
 const PHONE: (u32, u32) = (390, 844);
 /// How long a step may take: generous, as CI runs other tests meanwhile.
 const WAIT: Duration = Duration::from_secs(20);
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The template's line for `user`, switched on with `password` and renamed
-/// to `name`, so tests use exactly the shipped rules.
-fn template_user(user: &str, name: &str, password: &str) -> String {
-    let template = std::fs::read_to_string(repo().join("redis/users.acl")).unwrap();
-    let line = template
-        .lines()
-        .find(|l| l.starts_with(&format!("user {user} ")))
-        .unwrap_or_else(|| panic!("no `{user}` user in redis/users.acl"));
-    line.replacen(
-        &format!("user {user} off resetpass"),
-        &format!("user {name} on >{password}"),
-        1,
-    )
-}
 
 /// A keyward whose monitor user is the template's `ops` user.
 async fn app_with_monitor() -> TestApp {
@@ -230,7 +211,7 @@ async fn activity_counts_a_projects_validations_per_minute_and_lists_them_newest
     app.validate(&elsewhere.api_key).await;
     // An entry written by an older service (no `reason`), then a summary
     // entry standing for 40 denials.
-    let ops = app.redis.ops().await;
+    let ops = app.redis().ops().await;
     let ts = now().to_string();
     xadd(
         &ops,
@@ -327,7 +308,7 @@ async fn activity_shows_only_projects_the_manager_user_may_read() {
         .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     // Another client's project, and its traffic in the shared stream.
-    let ops = app.redis.ops().await;
+    let ops = app.redis().ops().await;
     let doc = json!({ "project_id": "beta", "label": "B", "owner": "b", "created_at": now() });
     raw(
         &ops,
@@ -861,7 +842,7 @@ fn browser_the_key_list_pages_with_the_cursor_and_searches_loaded_keys() {
             &json!({ "project_id": project, "key_id": keys[1].key_id }),
         )
         .await;
-        let ops = app.redis.ops().await;
+        let ops = app.redis().ops().await;
         raw(
             &ops,
             "JSON.SET",
@@ -1008,7 +989,7 @@ fn browser_the_activity_screen_charts_recent_validations_with_a_monitor_user() {
         let project = app.project().await;
         let key = app.mint(&project, json!({})).await;
         let other = app.mint(&project, json!({ "owner": "bob" })).await;
-        let ops = app.redis.ops().await;
+        let ops = app.redis().ops().await;
         // An hour of earlier traffic, as gateways would have written it
         // (dated by `ts`), so the chart has a history to show.
         let mut earlier = 0;
