@@ -209,8 +209,9 @@ impl TestRedis {
         }
     }
 
-    /// Starts Redis again on the same port, with the same ACL file (its data
-    /// is gone: no persistence).
+    /// Starts Redis again on the same port, with the same ACL file and its
+    /// data: it reads back its AOF, which has every write acknowledged
+    /// before the stop (`appendfsync always`).
     pub fn restart(&self) {
         self.stop();
         self.spawn();
