@@ -252,6 +252,32 @@ async fn audit_of(admin: &Pool, project: &str, shards: usize) -> Vec<HashMap<Str
     entries
 }
 
+/// The answers recorded in `phase`.
+fn in_phase(answers: &[(usize, u16)], phase: usize) -> usize {
+    answers.iter().filter(|a| a.0 == phase).count()
+}
+
+/// Waits until `answers` (each with its phase, as they came) show `done`;
+/// the deadline is only for a keyward that stopped answering.
+async fn seen(
+    answers: &Mutex<Vec<(usize, u16)>>,
+    what: &str,
+    done: impl Fn(&[(usize, u16)]) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ok, n) = {
+            let answers = answers.lock().unwrap();
+            (done(&answers), answers.len())
+        };
+        if ok {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never saw {what} ({n} answers)");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// How many `WAIT` commands `node` has run (`INFO commandstats`).
 async fn wait_calls(node: &Pool) -> u64 {
     let info = raw(node, "INFO", args(&["commandstats"])).await.unwrap();
@@ -552,7 +578,9 @@ async fn client_acls_loaded_on_every_node_isolate_deployments() {
 async fn a_slot_moving_between_masters_costs_a_few_503s_and_no_stale_read() {
     let _exclusive = EXCLUSIVE.write().await;
     let c = cluster();
-    let app = Arc::new(c.app(|_| {}).await);
+    /// Clients in each of keyward's pools, each with its own slot map.
+    const POOL: usize = 4;
+    let app = Arc::new(c.app(|config| config.redis_pool_size = POOL).await);
     let project = app.project().await;
     let key = app
         .mint(&project, json!({ "rate_limit_per_minute": 1_000_000 }))
@@ -581,43 +609,43 @@ async fn a_slot_moving_between_masters_costs_a_few_503s_and_no_stale_read() {
     };
     let before = redirections(source.clone()).await;
 
-    // Answers by phase: 0 before, 1 while the slot migrates (its keys
-    // moved, the slot not yet handed over), 2 just after the handover,
-    // 3 from 300 ms after it; a request that straddles two phases counts
-    // as 9.
+    // Validations one after another, every answer recorded as it comes
+    // with its phase: 0 before the move, 1 while the slot migrates (its
+    // keys moved, the slot not yet handed over), 2 from the handover until
+    // every pool client has met the move, 3 after that; a request that
+    // straddles two phases counts as 9. Each phase ends on what Redis or
+    // the answers show, never after a set time.
     let phase = Arc::new(AtomicUsize::new(0));
-    let answers = Arc::new(Mutex::new(BTreeMap::<(usize, u16), usize>::new()));
-    let workers: Vec<_> = (0..2)
-        .map(|_| {
-            let (app, key, phase, answers) = (
-                app.clone(),
-                key.api_key.clone(),
-                phase.clone(),
-                answers.clone(),
-            );
-            tokio::spawn(async move {
-                loop {
-                    let now = phase.load(Ordering::SeqCst);
-                    if now == 4 {
-                        break;
-                    }
-                    let status = app.status(&key).await.as_u16();
-                    let then = match phase.load(Ordering::SeqCst) {
-                        end if end == now => now,
-                        _ => 9,
-                    };
-                    *answers.lock().unwrap().entry((then, status)).or_default() += 1;
+    let answers = Arc::new(Mutex::new(Vec::<(usize, u16)>::new()));
+    let worker = {
+        let (app, key, phase, answers) = (
+            app.clone(),
+            key.api_key.clone(),
+            phase.clone(),
+            answers.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                let now = phase.load(Ordering::SeqCst);
+                if now == 4 {
+                    break;
                 }
-            })
+                let status = app.status(&key).await.as_u16();
+                let then = match phase.load(Ordering::SeqCst) {
+                    end if end == now => now,
+                    _ => 9,
+                };
+                answers.lock().unwrap().push((then, status));
+            }
         })
-        .collect();
+    };
     let setslot = |pool: &Pool, how: &[&str]| {
         let pool = pool.clone();
         let mut a = vec!["SETSLOT".to_owned(), slot.to_string()];
         a.extend(args(how));
         async move { raw(&pool, "CLUSTER", a).await.unwrap() }
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    seen(&answers, "answers before the move", |a| in_phase(a, 0) >= 4).await;
     // The resharding steps for one slot: importing, migrating, the keys
     // moved with MIGRATE (the source now answers ASK for them), then the
     // slot handed over (MOVED from the source from then on).
@@ -644,9 +672,12 @@ async fn a_slot_moving_between_masters_costs_a_few_503s_and_no_stale_read() {
         "KEYS".into(),
     ];
     migrate.extend(keys);
-    phase.store(1, Ordering::SeqCst);
     raw(&source, "MIGRATE", migrate).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    phase.store(1, Ordering::SeqCst);
+    seen(&answers, "an answer while the slot migrates", |a| {
+        in_phase(a, 1) >= 1
+    })
+    .await;
     setslot(&target, &["NODE", &to.id]).await;
     setslot(&source, &["NODE", &to.id]).await;
     for n in nodes
@@ -656,15 +687,35 @@ async fn a_slot_moving_between_masters_costs_a_few_503s_and_no_stale_read() {
         setslot(&c.node(n.port).await, &["NODE", &to.id]).await;
     }
     phase.store(2, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    phase.store(3, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    phase.store(4, Ordering::SeqCst);
-    for w in workers {
-        w.await.unwrap();
+    // With one validation in flight at a time, each pool client meets the
+    // move with exactly one MOVED, refreshes its slot map and from then on
+    // reads from the new owner: the source's MOVED count says how many have.
+    // (A validation takes two clients in turn, so reads fall on every other
+    // client until a background write, e.g. the usage flush, shifts them.)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while redirections(source.clone()).await.1 - before.1 < POOL as u64 {
+        let n = answers.lock().unwrap().len();
+        assert!(
+            Instant::now() < deadline,
+            "not every pool client met the move ({n} answers)"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    phase.store(3, Ordering::SeqCst);
+    seen(&answers, "answers after the recovery", |a| {
+        in_phase(a, 3) >= 8
+    })
+    .await;
+    phase.store(4, Ordering::SeqCst);
+    worker.await.unwrap();
     let after = redirections(source).await;
-    let answers = answers.lock().unwrap().clone();
+    let answers = answers.lock().unwrap().iter().fold(
+        BTreeMap::<(usize, u16), usize>::new(),
+        |mut tally, answer| {
+            *tally.entry(*answer).or_default() += 1;
+            tally
+        },
+    );
     eprintln!(
         "slot {slot} moved {} -> {}: answers by (phase, status) {answers:?}; \
          the source answered ASK {} and MOVED {} times",
@@ -683,8 +734,12 @@ async fn a_slot_moving_between_masters_costs_a_few_503s_and_no_stale_read() {
         after.0 > before.0,
         "the source answered ASK during the migration"
     );
+    assert!(
+        count(1, 503) > 0 && count(1, 200) == 0,
+        "a moved key is never read from the source: {answers:?}"
+    );
     assert!(after.1 > before.1, "the source answered MOVED after it");
-    // A MOVED fails only what is in flight on each pool client (4).
+    // A MOVED fails only what is in flight on the pool client that meets it.
     assert!(
         count(2, 503) <= 8,
         "not a 503 storm after the handover: {answers:?}"
@@ -697,9 +752,9 @@ async fn a_slot_moving_between_masters_costs_a_few_503s_and_no_stale_read() {
 
     // Every pool client still works (none lost its router), and the next
     // validation after a revoke reads the document where it is now. The
-    // manager's pool meets the move only now: each of its clients (4,
-    // taken in turn) has its own slot map, refreshed by its first MOVED,
-    // which that call answers 503 (Retry-After: 1).
+    // manager's pool meets the move only now: each of its clients (taken in
+    // turn) has its own slot map, refreshed by its first MOVED, which that
+    // call answers 503 (Retry-After: 1).
     for _ in 0..8 {
         assert_eq!(app.status(&key.api_key).await, StatusCode::OK);
     }
@@ -708,7 +763,7 @@ async fn a_slot_moving_between_masters_costs_a_few_503s_and_no_stale_read() {
     loop {
         match app.admin_post("/v1/revoke-key", &revoke).await.status() {
             StatusCode::OK => break,
-            StatusCode::SERVICE_UNAVAILABLE if refused < 4 => refused += 1,
+            StatusCode::SERVICE_UNAVAILABLE if refused < POOL => refused += 1,
             other => panic!("revoke answered {other} after {refused} 503s"),
         }
     }
