@@ -107,14 +107,7 @@ fn main() -> ExitCode {
         Command::Project(args) => runtime.block_on(cli::project(args)),
         Command::Key(args) => runtime.block_on(cli::key(args)),
         Command::Check(args) => runtime.block_on(cli::check(args)),
-        // Container health checks treat any non-zero as unhealthy; keep to 0/1.
-        Command::Healthcheck => match Config::listen_from_env() {
-            Ok(listen) => runtime.block_on(keyward::http::healthcheck(listen)),
-            Err(e) => {
-                eprintln!("keyward: configuration error: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Healthcheck => runtime.block_on(cli::healthcheck()),
         Command::Migrate {
             apply,
             redis_url_file,
