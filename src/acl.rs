@@ -9,7 +9,10 @@
 //! stream and never read or trim it.
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
+use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
 use crate::key::ProjectId;
@@ -135,6 +138,54 @@ pub fn rule(
         }
     }
     Ok(line)
+}
+
+/// `keyward acl ...`
+#[derive(clap::Args, Debug)]
+pub struct AclArgs {
+    /// The Redis user name, e.g. `gateway-a`.
+    pub user: String,
+    /// The projects this user may touch, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub projects: Vec<String>,
+    #[arg(long, value_enum)]
+    pub role: Role,
+    /// Read the password from this file; repeat it during a rotation so
+    /// both passwords work. Without it, a password is generated and
+    /// printed once on stderr.
+    #[arg(long = "password-file")]
+    pub password_files: Vec<PathBuf>,
+}
+
+/// `keyward acl`: prints the rule on stdout; exit 2 for a password file
+/// that cannot be read or a rule that cannot be made.
+pub fn command(args: &AclArgs) -> ExitCode {
+    let mut passwords = Vec::new();
+    for path in &args.password_files {
+        match crate::config::secret_file(path) {
+            Ok(p) => passwords.push(p.expose_secret().to_owned()),
+            Err(problem) => {
+                eprintln!("keyward acl: {problem}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if passwords.is_empty() {
+        let generated = generate_password();
+        eprintln!("password for {} (shown once): {generated}", args.user);
+        passwords.push(generated);
+    }
+    let projects: Vec<&str> = args.projects.iter().map(String::as_str).collect();
+    match rule(&args.user, args.role, &projects, &passwords) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("keyward acl: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 #[cfg(test)]

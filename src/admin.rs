@@ -17,7 +17,7 @@ use validator::{Validate, ValidationError};
 use crate::error::{Error, Result};
 use crate::hash::Hasher;
 use crate::key::{ApiKey, KeyId, ProjectId, Secret};
-use crate::scope;
+use crate::scope::{valid_scopes, ScopeDoc};
 use crate::store::{now, KeyDoc, KeyMeta, ProjectDoc, Store};
 
 /// Random characters in a minted key id, after `k_`.
@@ -74,14 +74,6 @@ fn update_expires_at() -> Schema {
 /// The largest rate limit, the document's `int64` maximum: Redis counts
 /// with signed 64-bit integers, so no larger limit could ever be reached.
 const MAX_RATE_LIMIT: u64 = i64::MAX as u64;
-
-pub fn valid_scopes(scopes: &[String]) -> Result<(), ValidationError> {
-    if scopes.len() > scope::MAX_SCOPES || !scopes.iter().all(|s| scope::is_valid(s)) {
-        return Err(ValidationError::new("scopes")
-            .with_message("at most 64 scopes of 1 to 128 characters of [A-Za-z0-9_.:/-*]".into()));
-    }
-    Ok(())
-}
 
 /// The longest grace period a rotation may give the previous secret: a week.
 pub const MAX_GRACE_SECONDS: u64 = 604_800;
@@ -279,34 +271,6 @@ pub struct MintIn {
     #[validate(custom(function = "valid_cidrs"))]
     #[schema(value_type = Option<Vec<NetworkDoc>>, min_items = 1, max_items = 64, example = json!(["10.0.0.0/8"]))]
     pub allowed_cidrs: Option<Vec<String>>,
-}
-
-/// The OpenAPI schema `Scope`: what `scope::is_valid` accepts. Scopes
-/// travel as plain strings; fields holding them name this type as their
-/// schema's `value_type`.
-pub struct ScopeDoc;
-
-impl utoipa::PartialSchema for ScopeDoc {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .description(Some(format!(
-                "A scope: 1 to {} of `[A-Za-z0-9_.:/*-]` (see `scope`).",
-                scope::MAX_SCOPE_LEN
-            )))
-            .pattern(Some(format!(
-                "^[A-Za-z0-9_.:/*-]{{1,{}}}$",
-                scope::MAX_SCOPE_LEN
-            )))
-            .examples(["chat:write"])
-            .into()
-    }
-}
-
-impl ToSchema for ScopeDoc {
-    fn name() -> std::borrow::Cow<'static, str> {
-        "Scope".into()
-    }
 }
 
 /// `201` from `POST /v1/mint-key`.

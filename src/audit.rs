@@ -33,6 +33,8 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use crate::store::now;
+
 /// The reasons that anyone can produce at will, without knowing a key.
 pub const ANONYMOUS_REASONS: [&str; 3] = ["malformed", "not_found", "forbidden"];
 
@@ -67,12 +69,6 @@ struct State {
     pending: BTreeMap<(u64, &'static str), u64>,
 }
 
-fn now_second() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 impl Budget {
     pub fn new(per_second: u64) -> Self {
         Self {
@@ -92,7 +88,7 @@ impl Budget {
     /// second's budget lasts, after which the denial is counted for its
     /// second's summary instead.
     pub fn admit(&self, reason: &'static str) -> bool {
-        self.admit_at(reason, now_second())
+        self.admit_at(reason, now() as u64)
     }
 
     pub fn admit_at(&self, reason: &'static str, second: u64) -> bool {
@@ -118,7 +114,7 @@ impl Budget {
     /// Takes the summaries of seconds that are over (before `now`), or of
     /// every second when `all` (at shutdown), oldest first.
     pub fn take_due(&self, all: bool) -> Vec<Summary> {
-        self.take_due_at(now_second(), all)
+        self.take_due_at(now() as u64, all)
     }
 
     pub fn take_due_at(&self, now: u64, all: bool) -> Vec<Summary> {

@@ -1,8 +1,9 @@
 //! The API key format: `sk-proj.<project_id>.<key_id>.<secret>`.
 //!
-//! Pure parsing and formatting, std only, no I/O, so it can be fuzzed alone.
-//! Malformed keys are normal traffic for a gateway, so a rejection is a small
-//! `Copy` enum that never echoes the input.
+//! Pure parsing and formatting, no I/O, so it can be fuzzed alone; beyond
+//! std it uses only derives (thiserror for the error, serde to serialize the
+//! ids). Malformed keys are normal traffic for a gateway, so a rejection is a
+//! small `Copy` enum that never echoes the input.
 //!
 //! The prefix `sk-proj.` is part of every key ever minted: changing it
 //! invalidates every key in every deployment. Never change it.

@@ -6,26 +6,30 @@
 //!   layers and handlers. Handlers only translate HTTP to one call and back
 //!   (`POST /v1/validate-key` and the forward-auth `/v1/auth` both call the
 //!   one pipeline); `http::extract` validates bodies and checks the admin
-//!   token.
+//!   token; `http/console/` holds the admin console's files.
 //! - [`validate`]: the validation pipeline (parse, load, check, verify,
 //!   scopes, rate limit, audit). [`admin`]: projects; mint, inspect, update,
-//!   rotate, revoke and list keys.
+//!   rotate, revoke and list keys. [`activity`]: a project's recent
+//!   validations and its validations per minute, for the console.
 //! - [`audit`]: which denials are anonymous, and their per-second budget of
-//!   audit entries past which they are summarized, pure.
+//!   audit entries past which they are summarized; no I/O.
 //! - [`key`]: the `sk-proj.<project>.<key_id>.<secret>` format, pure.
-//! - [`scope`]: what a key may do, and how granted scopes match, pure.
+//! - [`scope`]: what a key may do, and how granted scopes match, pure; with
+//!   a scope list's validation rule and OpenAPI schema.
 //! - [`hash`]: Argon2id, its blocking-pool cap and the verified-secret cache.
 //! - [`store`]: every Redis key name and command (the only user of fred),
-//!   split into the validation path's and the admin path's commands.
+//!   one file per concern: the validation path's commands and its usage
+//!   counts, the admin path's, the activity reads, `keyward migrate`'s.
 //! - [`config`], [`error`], [`telemetry`]: used by all of the above.
 //! - [`acl`]: off the request path; renders a client deployment's Redis ACL
-//!   rules for `keyward acl`.
+//!   rules, and `keyward acl` prints them.
 //! - [`migrate`]: off the request path; `keyward migrate` upgrades data the
 //!   original service wrote to keyward's layout, in place.
 //! - [`openapi`]: the OpenAPI document served at `/openapi.json`, assembled
 //!   from the operations and wire types the routes collected.
 //! - [`cli`]: off the request path; the `keyward project|key|check` admin
-//!   commands, a client of the HTTP admin API like any other.
+//!   commands, a client of the HTTP admin API like any other, and `keyward
+//!   healthcheck`.
 //!
 //! [`run`] wires them together. `ARCHITECTURE.md` tells the same story at
 //! greater length.

@@ -3,10 +3,9 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use secrecy::ExposeSecret;
 use std::path::PathBuf;
 
-use keyward::acl::{self, Role};
+use keyward::acl;
 use keyward::cli;
 use keyward::config::{Config, MigrateConfig};
 use keyward::{telemetry, Listeners};
@@ -46,20 +45,7 @@ enum Command {
     /// Exit 0 if the local keyward at KEYWARD_LISTEN answers /health with 200.
     Healthcheck,
     /// Print the Redis ACL rule (ACL-file syntax) for a client deployment's user.
-    Acl {
-        /// The Redis user name, e.g. `gateway-a`.
-        user: String,
-        /// The projects this user may touch, comma-separated.
-        #[arg(long, value_delimiter = ',', required = true)]
-        projects: Vec<String>,
-        #[arg(long, value_enum)]
-        role: Role,
-        /// Read the password from this file; repeat it during a rotation so
-        /// both passwords work. Without it, a password is generated and
-        /// printed once on stderr.
-        #[arg(long = "password-file")]
-        password_files: Vec<PathBuf>,
-    },
+    Acl(acl::AclArgs),
     /// Upgrade data the original key service wrote to keyward's layout, in
     /// place; a dry run unless --apply. Connects as the `migrator` Redis
     /// user, from KEYWARD_MIGRATE_REDIS_URL (or _FILE) or --redis-url-file.
@@ -79,14 +65,8 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
-    if let Command::Acl {
-        user,
-        projects,
-        role,
-        password_files,
-    } = &cli.command
-    {
-        return print_acl(user, projects, *role, password_files);
+    if let Command::Acl(args) = &cli.command {
+        return acl::command(args);
     }
     if let Command::Serve(settings) = cli.command {
         return match settings.with_secrets_from_env() {
@@ -107,14 +87,7 @@ fn main() -> ExitCode {
         Command::Project(args) => runtime.block_on(cli::project(args)),
         Command::Key(args) => runtime.block_on(cli::key(args)),
         Command::Check(args) => runtime.block_on(cli::check(args)),
-        // Container health checks treat any non-zero as unhealthy; keep to 0/1.
-        Command::Healthcheck => match Config::listen_from_env() {
-            Ok(listen) => runtime.block_on(keyward::http::healthcheck(listen)),
-            Err(e) => {
-                eprintln!("keyward: configuration error: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Healthcheck => runtime.block_on(cli::healthcheck()),
         Command::Migrate {
             apply,
             redis_url_file,
@@ -125,7 +98,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Acl { .. } | Command::Serve(_) => unreachable!("handled above"),
+        Command::Acl(_) | Command::Serve(_) => unreachable!("handled above"),
     }
 }
 
@@ -153,35 +126,6 @@ fn usage_error(e: clap::Error) -> ExitCode {
     let first = first.strip_prefix("error: ").unwrap_or(first);
     eprintln!("keyward: {first} (see --help)");
     ExitCode::from(2)
-}
-
-fn print_acl(user: &str, projects: &[String], role: Role, password_files: &[PathBuf]) -> ExitCode {
-    let mut passwords = Vec::new();
-    for path in password_files {
-        match keyward::config::secret_file(path) {
-            Ok(p) => passwords.push(p.expose_secret().to_owned()),
-            Err(problem) => {
-                eprintln!("keyward acl: {problem}");
-                return ExitCode::from(2);
-            }
-        }
-    }
-    if passwords.is_empty() {
-        let generated = acl::generate_password();
-        eprintln!("password for {user} (shown once): {generated}");
-        passwords.push(generated);
-    }
-    let projects: Vec<&str> = projects.iter().map(String::as_str).collect();
-    match acl::rule(user, role, &projects, &passwords) {
-        Ok(line) => {
-            println!("{line}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("keyward acl: {e}");
-            ExitCode::from(2)
-        }
-    }
 }
 
 async fn serve(config: Config) -> ExitCode {

@@ -1,4 +1,4 @@
-//! Scopes: what a key may do. Pure, std only.
+//! Scopes: what a key may do. Pure, no I/O.
 //!
 //! A scope is 1 to 128 characters of `[A-Za-z0-9_.:/-]` and `*`. A request
 //! may require scopes; every one must be granted by one of the key's scopes.
@@ -7,6 +7,14 @@
 //! `:`, and the granted scope `*` alone matches everything. So `chat:*`
 //! grants `chat:read` and `chat:write` but neither `admin:keys` nor
 //! `chat:room:1`. A required scope is matched literally.
+//!
+//! What a scope list may hold is also stated here for the wire types that
+//! carry one: [`valid_scopes`] as their `validator` rule, [`ScopeDoc`] as
+//! their OpenAPI schema.
+
+use utoipa::openapi::{ObjectBuilder, RefOr, Schema, Type};
+use utoipa::ToSchema;
+use validator::ValidationError;
 
 /// Scopes a key may carry.
 pub const MAX_SCOPES: usize = 64;
@@ -19,6 +27,39 @@ pub fn is_valid(s: &str) -> bool {
         && s.len() <= MAX_SCOPE_LEN
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_.:/-*".contains(&b))
+}
+
+/// A scope list's `validator` rule: at most [`MAX_SCOPES`], each well-formed.
+pub fn valid_scopes(scopes: &[String]) -> Result<(), ValidationError> {
+    if scopes.len() > MAX_SCOPES || !scopes.iter().all(|s| is_valid(s)) {
+        return Err(ValidationError::new("scopes")
+            .with_message("at most 64 scopes of 1 to 128 characters of [A-Za-z0-9_.:/-*]".into()));
+    }
+    Ok(())
+}
+
+/// The OpenAPI schema `Scope`: what [`is_valid`] accepts. Scopes travel as
+/// plain strings; fields holding them name this type as their schema's
+/// `value_type`.
+pub struct ScopeDoc;
+
+impl utoipa::PartialSchema for ScopeDoc {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(format!(
+                "A scope: 1 to {MAX_SCOPE_LEN} of `[A-Za-z0-9_.:/*-]` (see `scope`)."
+            )))
+            .pattern(Some(format!("^[A-Za-z0-9_.:/*-]{{1,{MAX_SCOPE_LEN}}}$")))
+            .examples(["chat:write"])
+            .into()
+    }
+}
+
+impl ToSchema for ScopeDoc {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Scope".into()
+    }
 }
 
 /// Whether the granted scope `granted` covers the required scope `required`.

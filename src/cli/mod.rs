@@ -1,5 +1,7 @@
 //! The admin command line: `keyward project create|show`, `keyward key
-//! mint|show|list|update|rotate|revoke` and `keyward check`.
+//! mint|show|list|update|rotate|revoke` and `keyward check`; and `keyward
+//! healthcheck` (in `healthcheck`), which only asks the local listener for
+//! `/health` and exits 0 or 1.
 //!
 //! A thin client of the HTTP API, exactly like any other (`client`): the
 //! admin API stays the one contract, and its tests cover this too. Output is
@@ -17,6 +19,7 @@
 //!   works.
 
 mod client;
+mod healthcheck;
 mod render;
 
 use std::io::{IsTerminal, Read};
@@ -26,6 +29,7 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Map, Value};
 
 pub use client::{Client, Failure};
+pub use healthcheck::healthcheck;
 
 /// The documented exit codes.
 pub mod exit {
@@ -103,7 +107,7 @@ pub struct Expiry {
 impl Expiry {
     fn at(&self) -> Option<f64> {
         self.expires_at
-            .or(self.expires_in.map(|d| render::now() + d))
+            .or(self.expires_in.map(|d| crate::store::now() + d))
     }
 }
 

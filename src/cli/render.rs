@@ -6,12 +6,7 @@
 use base64::Engine;
 use serde_json::Value;
 
-/// Unix seconds now.
-pub fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
+use crate::store::now;
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
 /// Howard Hinnant's `civil_from_days`.

@@ -391,30 +391,3 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         .record(started.elapsed().as_secs_f64());
     response
 }
-
-/// `keyward healthcheck`: GET /health on the local listener, for container
-/// health checks (no curl needed in the image).
-pub async fn healthcheck(listen: std::net::SocketAddr) -> std::process::ExitCode {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut addr = listen;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(if addr.is_ipv4() {
-            [127, 0, 0, 1].into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
-    }
-    let check = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        stream
-            .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .await?;
-        let mut head = [0u8; 12];
-        stream.read_exact(&mut head).await?;
-        Ok::<_, std::io::Error>(head.starts_with(b"HTTP/1.1 200"))
-    };
-    match tokio::time::timeout(Duration::from_secs(3), check).await {
-        Ok(Ok(true)) => std::process::ExitCode::SUCCESS,
-        _ => std::process::ExitCode::FAILURE,
-    }
-}

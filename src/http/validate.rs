@@ -24,8 +24,8 @@ pub struct ValidateIn {
     pub api_key: String,
     /// Scopes this request requires; every one must be granted.
     #[serde(default)]
-    #[validate(custom(function = "crate::admin::valid_scopes"))]
-    #[schema(value_type = Vec<crate::admin::ScopeDoc>, max_items = 64)]
+    #[validate(custom(function = "crate::scope::valid_scopes"))]
+    #[schema(value_type = Vec<crate::scope::ScopeDoc>, max_items = 64)]
     pub scopes: Vec<String>,
     /// The caller's address, for keys bound to networks.
     #[schema(inline, value_type = Option<crate::admin::IpDoc>)]

@@ -213,6 +213,8 @@ async fn zrange_after(
         .await
 }
 
+/// Unix seconds now: keyward's one clock (the audit budget's seconds and
+/// the CLI's times read it too).
 pub fn now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

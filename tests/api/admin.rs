@@ -101,7 +101,7 @@ async fn a_minted_key_has_the_documented_format_and_stored_document() {
     let parsed = keyward::key::ApiKey::parse(&key.api_key).expect("minted key parses");
     assert_eq!(parsed.project_id.as_str(), project);
     assert_eq!(parsed.key_id.as_str(), key.key_id);
-    let ops = app.redis.ops().await;
+    let ops = app.redis().ops().await;
     let doc = crate::helpers::raw(
         &ops,
         "JSON.GET",

@@ -605,7 +605,7 @@ async fn exit_3_when_keyward_or_redis_is_down_and_2_on_usage_errors() {
     let app = TestApp::spawn().await;
     let project = app.project().await;
     let key = app.mint(&project, json!({})).await;
-    app.redis.stop();
+    app.redis().stop();
     cli(&app, &["project", "show", &project])
         .await
         .fails(3, "unavailable");

@@ -1,59 +1,22 @@
 //! The admin console (`/admin/`) and the activity endpoint behind it.
 //!
-//! The `browser_*` tests drive the console in a real Chromium (Debian's
-//! `chromium` and `chromium-driver`, installed by
-//! `tests/console/install-chromium.sh` when missing) over WebDriver with
-//! fantoccini. One chromedriver and one browser serve all of them: they run
-//! on one shared Tokio runtime, one at a time, each against a keyward and a
-//! Redis of its own (so each has its own origin, and its own sessionStorage).
-//! chromedriver runs under a small shell that kills its process group when
-//! this test process exits, however it exits.
-//!
-//! Every screen is saved at 1280 px and at phone width (390 px) under
-//! `target/console-screenshots/`.
+//! The `browser_*` tests drive the console in a real Chromium (see
+//! `browser.rs`), each against a keyward and a Redis of its own (so each
+//! has its own origin, and its own sessionStorage). Every screen is saved
+//! at desktop and at phone width under `target/console-screenshots/`.
 
-use std::future::Future;
-use std::io::Write as _;
-use std::os::unix::process::CommandExt as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-use fantoccini::{Client, ClientBuilder, Locator};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use crate::browser::in_browser;
 use crate::helpers::{
-    assert_error, free_port, random_id, raw, TestApp, TestRedis, ADMIN_TOKEN, MANAGER_PASSWORD,
+    assert_error, random_id, raw, template_user, TestApp, TestRedis, ADMIN_TOKEN, MANAGER_PASSWORD,
     VALIDATOR_PASSWORD,
 };
 
 const MONITOR_PASSWORD: &str = "console-ops-password";
-/// Desktop and phone viewport widths for screenshots.
-const DESKTOP: (u32, u32) = (1280, 860);
-const PHONE: (u32, u32) = (390, 844);
-/// How long a step may take: generous, as CI runs other tests meanwhile.
-const WAIT: Duration = Duration::from_secs(20);
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The template's line for `user`, switched on with `password` and renamed
-/// to `name`, so tests use exactly the shipped rules.
-fn template_user(user: &str, name: &str, password: &str) -> String {
-    let template = std::fs::read_to_string(repo().join("redis/users.acl")).unwrap();
-    let line = template
-        .lines()
-        .find(|l| l.starts_with(&format!("user {user} ")))
-        .unwrap_or_else(|| panic!("no `{user}` user in redis/users.acl"));
-    line.replacen(
-        &format!("user {user} off resetpass"),
-        &format!("user {name} on >{password}"),
-        1,
-    )
-}
 
 /// A keyward whose monitor user is the template's `ops` user.
 async fn app_with_monitor() -> TestApp {
@@ -230,7 +193,7 @@ async fn activity_counts_a_projects_validations_per_minute_and_lists_them_newest
     app.validate(&elsewhere.api_key).await;
     // An entry written by an older service (no `reason`), then a summary
     // entry standing for 40 denials.
-    let ops = app.redis.ops().await;
+    let ops = app.redis().ops().await;
     let ts = now().to_string();
     xadd(
         &ops,
@@ -327,7 +290,7 @@ async fn activity_shows_only_projects_the_manager_user_may_read() {
         .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     // Another client's project, and its traffic in the shared stream.
-    let ops = app.redis.ops().await;
+    let ops = app.redis().ops().await;
     let doc = json!({ "project_id": "beta", "label": "B", "owner": "b", "created_at": now() });
     raw(
         &ops,
@@ -386,320 +349,6 @@ async fn only_the_monitor_user_may_read_the_keylookup_stream() {
         err.starts_with("NOPERM"),
         "the monitor user only reads: {err}"
     );
-}
-
-// ---------------------------------------------------------------------------
-// The shared browser.
-
-/// The runtime every browser test runs on: the WebDriver session's task
-/// lives here, so it must outlive any one test.
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    })
-}
-
-/// chromedriver (and the Chromium it starts) under a shell that kills their
-/// process group once its stdin closes, i.e. when this process exits.
-struct Driver {
-    _shell: Child,
-    _lifeline: ChildStdin,
-}
-
-struct Browser {
-    client: Client,
-    _driver: Driver,
-}
-
-fn start_driver(port: u16, profile: &Path) -> Driver {
-    let install = Command::new("bash")
-        .arg(repo().join("tests/console/install-chromium.sh"))
-        .status()
-        .expect("run tests/console/install-chromium.sh");
-    assert!(install.success(), "installing chromium failed");
-    std::fs::create_dir_all(profile).unwrap();
-    let script = r#"
-        chromedriver --port="$1" </dev/null >"$2/chromedriver.log" 2>&1 &
-        cat >/dev/null
-        trap '' TERM
-        kill -TERM 0
-        sleep 1
-        rm -rf "$2"
-        kill -KILL 0
-    "#;
-    let mut shell = Command::new("bash")
-        .args(["-c", script, "console-browser"])
-        .arg(port.to_string())
-        .arg(profile)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .expect("start chromedriver");
-    let lifeline = shell.stdin.take().unwrap();
-    Driver {
-        _shell: shell,
-        _lifeline: lifeline,
-    }
-}
-
-async fn browser() -> &'static tokio::sync::Mutex<Browser> {
-    static BROWSER: tokio::sync::OnceCell<tokio::sync::Mutex<Browser>> =
-        tokio::sync::OnceCell::const_new();
-    BROWSER
-        .get_or_init(|| async {
-            let started = Instant::now();
-            let port = free_port();
-            let profile = std::env::temp_dir().join(random_id("keyward-console-chromium-"));
-            let driver = start_driver(port, &profile);
-            let webdriver = format!("http://127.0.0.1:{port}");
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while reqwest::get(format!("{webdriver}/status")).await.is_err() {
-                assert!(Instant::now() < deadline, "chromedriver did not start");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            let args = [
-                "--headless=new".to_owned(),
-                "--no-sandbox".into(),
-                "--disable-gpu".into(),
-                "--disable-dev-shm-usage".into(),
-                "--disable-background-networking".into(),
-                "--disable-component-update".into(),
-                "--disable-sync".into(),
-                "--disable-quic".into(),
-                "--disable-default-apps".into(),
-                "--disable-extensions".into(),
-                "--no-first-run".into(),
-                "--password-store=basic".into(),
-                "--hide-scrollbars".into(),
-                "--force-device-scale-factor=1".into(),
-                "--lang=en-US".into(),
-                format!("--window-size={},{}", DESKTOP.0, DESKTOP.1),
-                format!("--user-data-dir={}", profile.join("profile").display()),
-            ];
-            let mut caps = serde_json::Map::new();
-            caps.insert("browserName".into(), json!("chrome"));
-            caps.insert(
-                "goog:chromeOptions".into(),
-                json!({ "binary": "/usr/bin/chromium", "args": args }),
-            );
-            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-            let client = ClientBuilder::new(connector)
-                .capabilities(caps)
-                .connect(&webdriver)
-                .await
-                .expect("a WebDriver session in chromium");
-            eprintln!(
-                "console: chromium started in {:.1} s",
-                started.elapsed().as_secs_f64()
-            );
-            tokio::sync::Mutex::new(Browser {
-                client,
-                _driver: driver,
-            })
-        })
-        .await
-}
-
-/// Runs a browser test: on the shared runtime, with the browser to itself.
-fn in_browser<F, Fut>(test: F)
-where
-    F: FnOnce(Page) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    runtime().block_on(async {
-        let browser = browser().await.lock().await;
-        let page = Page {
-            c: browser.client.clone(),
-        };
-        page.c.set_window_size(DESKTOP.0, DESKTOP.1).await.unwrap();
-        test(page).await;
-    });
-}
-
-/// The browser, with the few steps the tests take.
-struct Page {
-    c: Client,
-}
-
-impl Page {
-    async fn open(&self, app: &TestApp, fragment: &str) {
-        self.c
-            .goto(&app.url(&format!("/admin/{fragment}")))
-            .await
-            .unwrap();
-    }
-
-    async fn find(&self, css: &str) -> fantoccini::elements::Element {
-        self.c
-            .wait()
-            .at_most(WAIT)
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("no {css} on the page: {e}"))
-    }
-
-    async fn fill(&self, css: &str, text: &str) {
-        let input = self.find(css).await;
-        input.clear().await.unwrap();
-        input.send_keys(text).await.unwrap();
-    }
-
-    async fn click(&self, css: &str) {
-        self.find(css).await.click().await.unwrap();
-    }
-
-    async fn text(&self, css: &str) -> String {
-        self.find(css).await.text().await.unwrap()
-    }
-
-    async fn script(&self, js: &str, args: Vec<Value>) -> Value {
-        self.c.execute(js, args).await.unwrap()
-    }
-
-    /// Polls `js` (a function body returning a boolean) until it is true.
-    async fn until(&self, what: &str, js: &str, args: Vec<Value>) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if self.script(js, args.clone()).await == json!(true) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn until_text(&self, css: &str, needle: &str) {
-        self.until(
-            &format!("{css} to show {needle:?}"),
-            "const el = document.querySelector(arguments[0]); \
-             return !!el && el.textContent.includes(arguments[1]);",
-            vec![json!(css), json!(needle)],
-        )
-        .await;
-    }
-
-    async fn rows(&self, table: &str) -> usize {
-        self.script(
-            "return document.querySelectorAll(arguments[0] + ' tbody tr[data-key-id]').length;",
-            vec![json!(table)],
-        )
-        .await
-        .as_u64()
-        .unwrap() as usize
-    }
-
-    /// Whether `needle` is anywhere in the document: markup, text, or the
-    /// value of any form field.
-    async fn contains(&self, needle: &str) -> bool {
-        self.script(
-            "const n = arguments[0]; \
-             const values = [...document.querySelectorAll('input, textarea, select')].map(e => e.value); \
-             return document.documentElement.outerHTML.includes(n) \
-                 || document.body.innerText.includes(n) \
-                 || values.some(v => v.includes(n));",
-            vec![json!(needle)],
-        )
-        .await
-            == json!(true)
-    }
-
-    async fn sign_in(&self, app: &TestApp) {
-        self.open(app, "").await;
-        self.fill("#token", ADMIN_TOKEN).await;
-        self.click("#signin-submit").await;
-        self.find("#create-project").await;
-    }
-
-    /// A Chrome DevTools command, through chromedriver.
-    async fn cdp(&self, cmd: &'static str, params: Value) -> Value {
-        self.c
-            .issue_cmd(Cdp { cmd, params })
-            .await
-            .unwrap_or_else(|e| panic!("{cmd}: {e}"))
-    }
-
-    /// Saves the page at desktop and at phone width (emulated, as a phone's
-    /// viewport), whole (`full`) or as much as fits the screen (while a
-    /// dialog is open).
-    async fn shot(&self, name: &str, full: bool) {
-        use base64::Engine as _;
-        use fantoccini::actions::{InputSource, MouseActions, PointerAction};
-        // Park the pointer in a corner: no hover effect in the pictures.
-        let park = MouseActions::new("mouse".into()).then(PointerAction::MoveTo {
-            duration: None,
-            x: 0.0,
-            y: 0.0,
-        });
-        self.c.perform_actions(park).await.unwrap();
-        // And no passing notice over the page (shown again afterwards).
-        self.script("document.getElementById('toast').hidden = true;", vec![])
-            .await;
-        let dir = repo().join("target/console-screenshots");
-        std::fs::create_dir_all(&dir).unwrap();
-        for ((width, height), mobile, suffix) in
-            [(DESKTOP, false, "desktop"), (PHONE, true, "phone")]
-        {
-            let metrics = json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile });
-            self.cdp("Emulation.setDeviceMetricsOverride", metrics)
-                .await;
-            // Let layout settle at the new size.
-            self.script(
-                "return await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))));",
-                vec![],
-            )
-            .await;
-            let shot = self
-                .cdp(
-                    "Page.captureScreenshot",
-                    json!({ "format": "png", "captureBeyondViewport": full }),
-                )
-                .await;
-            let png = base64::engine::general_purpose::STANDARD
-                .decode(shot["data"].as_str().expect("screenshot data"))
-                .unwrap();
-            let path: PathBuf = dir.join(format!("{name}-{suffix}.png"));
-            std::fs::File::create(&path)
-                .and_then(|mut f| f.write_all(&png))
-                .unwrap();
-        }
-        self.cdp("Emulation.clearDeviceMetricsOverride", json!({}))
-            .await;
-        self.script("document.getElementById('toast').hidden = false;", vec![])
-            .await;
-    }
-}
-
-/// `POST /session/{id}/goog/cdp/execute`: chromedriver's door to the
-/// DevTools protocol, for device emulation and full-page screenshots.
-#[derive(Debug)]
-struct Cdp {
-    cmd: &'static str,
-    params: Value,
-}
-
-impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
-    fn endpoint(
-        &self,
-        base: &reqwest::Url,
-        session: Option<&str>,
-    ) -> Result<reqwest::Url, <reqwest::Url as std::str::FromStr>::Err> {
-        base.join(&format!(
-            "session/{}/goog/cdp/execute",
-            session.unwrap_or_default()
-        ))
-    }
-
-    fn method_and_body(&self, _: &reqwest::Url) -> (axum::http::Method, Option<String>) {
-        let body = json!({ "cmd": self.cmd, "params": self.params });
-        (axum::http::Method::POST, Some(body.to_string()))
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -861,7 +510,7 @@ fn browser_the_key_list_pages_with_the_cursor_and_searches_loaded_keys() {
             &json!({ "project_id": project, "key_id": keys[1].key_id }),
         )
         .await;
-        let ops = app.redis.ops().await;
+        let ops = app.redis().ops().await;
         raw(
             &ops,
             "JSON.SET",
@@ -1008,7 +657,7 @@ fn browser_the_activity_screen_charts_recent_validations_with_a_monitor_user() {
         let project = app.project().await;
         let key = app.mint(&project, json!({})).await;
         let other = app.mint(&project, json!({ "owner": "bob" })).await;
-        let ops = app.redis.ops().await;
+        let ops = app.redis().ops().await;
         // An hour of earlier traffic, as gateways would have written it
         // (dated by `ts`), so the chart has a history to show.
         let mut earlier = 0;

@@ -96,7 +96,7 @@ async fn the_key_comes_from_bearer_or_x_api_key_and_a_query_parameter_only_when_
     let r = app.auth(Method::GET, &in_query, &[]).await;
     assert_error(r, StatusCode::UNAUTHORIZED, "invalid_key").await;
 
-    let opted_in = TestApp::spawn_with(app.redis.clone(), |c| {
+    let opted_in = TestApp::spawn_with(app.redis().clone(), |c| {
         c.auth_query_param = Some("api_key".into())
     })
     .await;
@@ -311,7 +311,7 @@ async fn redis_down_is_503_with_retry_after_on_the_auth_endpoint() {
     let app = TestApp::spawn_with(std::sync::Arc::new(TestRedis::start()), |_| {}).await;
     let project = app.project().await;
     let key = app.mint(&project, json!({})).await;
-    app.redis.stop();
+    app.redis().stop();
 
     let r = app
         .auth(Method::GET, "/v1/auth", &[("x-api-key", &key.api_key)])

@@ -623,7 +623,7 @@ async fn a_key_over_its_rate_limit_is_429_with_retry_after(s: &Setup) {
 }
 
 async fn with_redis_down_the_client_gets_503_with_retry_after_and_the_app_nothing(s: &Setup) {
-    s.keyward.redis.stop();
+    s.keyward.redis().stop();
     let before = s.app.count();
 
     let r = s

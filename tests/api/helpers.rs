@@ -19,6 +19,8 @@ pub const MANAGER_PASSWORD: &str = "manager-test-password";
 /// A test-only superuser for inspecting Redis; not in the shipped template.
 pub const OPS_PASSWORD: &str = "ops-test-password";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// The template's `migrator` user's password, where a test switches it on.
+pub const MIGRATOR_PASSWORD: &str = "migrator-test-password";
 
 /// Cheap Argon2id for tests; verification follows each stored hash's own
 /// parameters, so this only changes minting cost.
@@ -28,7 +30,7 @@ pub const TEST_ARGON2: Argon2Params = Argon2Params {
     parallelism: 1,
 };
 
-fn repo() -> &'static Path {
+pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -45,6 +47,52 @@ fn rejson() -> &'static str {
         assert!(out.status.success(), "redis/local.sh module-path failed");
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     })
+}
+
+/// The shipped ACL template (`redis/users.acl`) as Redis loads it:
+/// comments and blank lines dropped (Redis rejects comments, so
+/// `redis/local.sh acl` drops them too), the validator and manager given
+/// the test passwords, and each `(user, password)` of `enable` (users the
+/// template ships `off`) switched on.
+pub fn render_acl(enable: &[(&str, &str)]) -> String {
+    let template = std::fs::read_to_string(repo().join("redis/users.acl")).unwrap();
+    let mut acl = String::new();
+    for line in template
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+    {
+        let line = line
+            .replace("__VALIDATOR_PASSWORD__", VALIDATOR_PASSWORD)
+            .replace("__MANAGER_PASSWORD__", MANAGER_PASSWORD);
+        let on = enable
+            .iter()
+            .find_map(|(user, password)| switch_on(&line, user, user, password));
+        acl.push_str(&on.unwrap_or(line));
+        acl.push('\n');
+    }
+    for (user, _) in enable {
+        assert!(
+            acl.contains(&format!("\nuser {user} on ")),
+            "no `{user}` user shipped off in redis/users.acl"
+        );
+    }
+    acl
+}
+
+/// The template's line for `user`, switched on with `password` and renamed
+/// to `name`, so tests use exactly the shipped rules.
+pub fn template_user(user: &str, name: &str, password: &str) -> String {
+    render_acl(&[])
+        .lines()
+        .find_map(|line| switch_on(line, user, name, password))
+        .unwrap_or_else(|| panic!("no `{user}` user shipped off in redis/users.acl"))
+}
+
+/// `line` switched on with `password` and renamed to `name`, if it is the
+/// rule of `user` as the template ships it (`off`, without a password).
+fn switch_on(line: &str, user: &str, name: &str, password: &str) -> Option<String> {
+    let rules = line.strip_prefix(&format!("user {user} off resetpass"))?;
+    Some(format!("user {name} on >{password}{rules}"))
 }
 
 pub fn free_port() -> u16 {
@@ -103,16 +151,7 @@ impl TestRedis {
         };
         let dir = base.join(random_id("keyward-test-redis-"));
         std::fs::create_dir_all(&dir).unwrap();
-        let template = std::fs::read_to_string(repo().join("redis/users.acl")).unwrap();
-        // Redis rejects comments in ACL files: drop them, as `redis/local.sh acl` does.
-        let template: String = template
-            .lines()
-            .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
-            .map(|l| format!("{l}\n"))
-            .collect();
-        let acl = template
-            .replace("__VALIDATOR_PASSWORD__", VALIDATOR_PASSWORD)
-            .replace("__MANAGER_PASSWORD__", MANAGER_PASSWORD)
+        let acl = render_acl(&[])
             + &format!("\nuser test-inspector on >{OPS_PASSWORD} ~* &* +@all\n{extra_acl}\n");
         std::fs::write(dir.join("users.acl"), acl).unwrap();
         let redis = TestRedis {
@@ -208,8 +247,9 @@ impl TestRedis {
         }
     }
 
-    /// Starts Redis again on the same port, with the same ACL file (its data
-    /// is gone: no persistence).
+    /// Starts Redis again on the same port, with the same ACL file and its
+    /// data: it reads back its AOF, which has every write acknowledged
+    /// before the stop (`appendfsync always`).
     pub fn restart(&self) {
         self.stop();
         self.spawn();
@@ -255,11 +295,13 @@ pub async fn raw(
         .map_err(|e| e.details().to_owned())
 }
 
-/// The test's configuration: its Redis, cheap Argon2id, admin on.
-pub fn test_config(redis: &TestRedis) -> Config {
+/// A test's configuration: keyward on `redis_url` (as the validator) and
+/// `admin_redis_url` (as the manager), cheap Argon2id, admin on, a 500 ms
+/// Redis deadline.
+pub fn test_config(redis_url: String, admin_redis_url: String) -> Config {
     let mut config = Config::from_lookup(|name| match name {
-        "KEYWARD_REDIS_URL" => Some(redis.url("validator", VALIDATOR_PASSWORD)),
-        "KEYWARD_ADMIN_REDIS_URL" => Some(redis.url("manager", MANAGER_PASSWORD)),
+        "KEYWARD_REDIS_URL" => Some(redis_url.clone()),
+        "KEYWARD_ADMIN_REDIS_URL" => Some(admin_redis_url.clone()),
         "KEYWARD_ADMIN_TOKEN" => Some(ADMIN_TOKEN.into()),
         "KEYWARD_CLIENT_NAME" => Some("test-gateway".into()),
         "KEYWARD_LISTEN" => Some("127.0.0.1:0".into()),
@@ -271,42 +313,15 @@ pub fn test_config(redis: &TestRedis) -> Config {
     config
 }
 
-/// A keyward served in-process on 127.0.0.1:0, stopped on drop.
+/// A keyward served in-process on 127.0.0.1:0, on a Redis of its own or on
+/// the shared cluster (`cluster.rs`), stopped on drop.
 pub struct TestApp {
     pub addr: SocketAddr,
-    pub redis: Arc<TestRedis>,
     pub http: reqwest::Client,
+    /// The Redis of its own it runs on; `None` on the cluster.
+    redis: Option<Arc<TestRedis>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<keyward::Result<()>>>,
-}
-
-/// keyward serving `config` in this process on a loopback port: its
-/// address, the sender that stops it, and its task. Logs are quiet unless
-/// `TEST_LOG` is set (the subscriber is per process).
-pub async fn serve_in_process(
-    config: Config,
-) -> (
-    std::net::SocketAddr,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<keyward::Result<()>>,
-) {
-    static TRACING: OnceLock<()> = OnceLock::new();
-    TRACING.get_or_init(|| {
-        if let Ok(filter) = std::env::var("TEST_LOG") {
-            keyward::telemetry::init_tracing(keyward::config::LogFormat::Text, &filter);
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let listeners = keyward::Listeners {
-        main: listener,
-        metrics: None,
-    };
-    let task = tokio::spawn(keyward::run(config, listeners, async move {
-        let _ = stopped.await;
-    }));
-    (addr, stop, task)
 }
 
 impl TestApp {
@@ -314,10 +329,37 @@ impl TestApp {
         Self::spawn_with(Arc::new(TestRedis::start()), |_| {}).await
     }
 
+    /// keyward on `redis` as the test users; `tweak` changes the rest.
     pub async fn spawn_with(redis: Arc<TestRedis>, tweak: impl FnOnce(&mut Config)) -> Self {
-        let mut config = test_config(&redis);
+        let mut config = test_config(
+            redis.url("validator", VALIDATOR_PASSWORD),
+            redis.url("manager", MANAGER_PASSWORD),
+        );
         tweak(&mut config);
-        let (addr, stop, task) = serve_in_process(config).await;
+        Self::serve(config, Some(redis)).await
+    }
+
+    /// keyward serving `config` in this process on a loopback port, once
+    /// `/health` answers 200; `redis` is the Redis of its own that `config`
+    /// names, if any. Logs are quiet unless `TEST_LOG` is set (the
+    /// subscriber is per process).
+    pub async fn serve(config: Config, redis: Option<Arc<TestRedis>>) -> Self {
+        static TRACING: OnceLock<()> = OnceLock::new();
+        TRACING.get_or_init(|| {
+            if let Ok(filter) = std::env::var("TEST_LOG") {
+                keyward::telemetry::init_tracing(keyward::config::LogFormat::Text, &filter);
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let listeners = keyward::Listeners {
+            main: listener,
+            metrics: None,
+        };
+        let task = tokio::spawn(keyward::run(config, listeners, async move {
+            let _ = stopped.await;
+        }));
         let app = TestApp {
             addr,
             redis,
@@ -327,6 +369,13 @@ impl TestApp {
         };
         app.wait_until(|status| status == StatusCode::OK).await;
         app
+    }
+
+    /// The Redis of its own this app runs on.
+    pub fn redis(&self) -> &Arc<TestRedis> {
+        self.redis
+            .as_ref()
+            .expect("an app on the cluster has no Redis of its own")
     }
 
     /// Polls `/health` until `ok(status)`, with a deadline.
@@ -393,15 +442,21 @@ impl TestApp {
         self.get(path, Some(ADMIN_TOKEN)).await
     }
 
+    /// The status of a validation of `api_key`.
+    pub async fn status(&self, api_key: &str) -> StatusCode {
+        self.validate(api_key).await.status()
+    }
+
+    /// `POST /v1/admin/projects` for `id`.
+    pub async fn create_project(&self, id: &str) -> Response {
+        let body = json!({ "project_id": id, "label": "Test", "owner": "team-a" });
+        self.admin_post("/v1/admin/projects", &body).await
+    }
+
     /// Creates a project with a random id and returns the id.
     pub async fn project(&self) -> String {
         let id = random_id("p");
-        let r = self
-            .admin_post(
-                "/v1/admin/projects",
-                &json!({ "project_id": id, "label": "Test", "owner": "team-a" }),
-            )
-            .await;
+        let r = self.create_project(&id).await;
         assert_eq!(
             r.status(),
             StatusCode::CREATED,
@@ -431,9 +486,16 @@ impl TestApp {
         }
     }
 
-    /// Every `audit:keylookup` entry, oldest first, as field maps.
+    /// Revokes a key.
+    pub async fn revoke(&self, project: &str, key_id: &str) {
+        let body = json!({ "project_id": project, "key_id": key_id });
+        let r = self.admin_post("/v1/revoke-key", &body).await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+
+    /// Every entry of `stream` in this app's Redis, oldest first, as field maps.
     pub async fn audit(&self, stream: &str) -> Vec<std::collections::HashMap<String, String>> {
-        let ops = self.redis.ops().await;
+        let ops = self.redis().ops().await;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let result: Result<Vec<(String, std::collections::HashMap<String, String>)>, _> =

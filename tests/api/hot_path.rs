@@ -123,7 +123,7 @@ async fn re_keying_a_document_invalidates_its_cached_secret_at_once() {
     assert_eq!(app.validate(&key.api_key).await.status(), StatusCode::OK);
 
     // Give `key` the hash of `other`'s secret, as a re-key would.
-    let ops = app.redis.ops().await;
+    let ops = app.redis().ops().await;
     let doc = |id: &str| format!("apikey:{project}:{id}");
     let other_doc = raw(&ops, "JSON.GET", vec![doc(&other.key_id)])
         .await
@@ -200,7 +200,7 @@ async fn a_warm_success_is_three_commands_and_its_window_still_expires() {
     let project = app.project().await;
     let key = app.mint(&project, json!({})).await;
     assert_eq!(app.validate(&key.api_key).await.status(), StatusCode::OK);
-    let ops = app.redis.ops().await;
+    let ops = app.redis().ops().await;
     // Usage written by the flusher meanwhile is not this test's concern.
     raw(&ops, "CONFIG", vec!["RESETSTAT".into()]).await.unwrap();
     let n = 20;

@@ -43,22 +43,16 @@ async fn deployment(
     .await
 }
 
-async fn create_project(app: &TestApp, id: &str) -> StatusCode {
-    app.admin_post(
-        "/v1/admin/projects",
-        &json!({ "project_id": id, "label": id, "owner": "o" }),
-    )
-    .await
-    .status()
-}
-
 #[tokio::test]
 async fn two_deployments_each_validate_only_their_own_keys() {
     let redis = Arc::new(TestRedis::start_with_acl(&two_clients()));
     let a = deployment(&redis, "gw-a", PW_A, "adm-a", ADMIN_PW_A).await;
     let b = deployment(&redis, "gw-b", PW_B, "adm-b", ADMIN_PW_B).await;
-    assert_eq!(create_project(&a, "alpha").await, StatusCode::CREATED);
-    assert_eq!(create_project(&b, "beta").await, StatusCode::CREATED);
+    assert_eq!(
+        a.create_project("alpha").await.status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(b.create_project("beta").await.status(), StatusCode::CREATED);
     let key_a = a.mint("alpha", json!({})).await;
     let key_b = b.mint("beta", json!({})).await;
 
@@ -81,7 +75,7 @@ async fn a_client_manager_cannot_touch_projects_outside_its_grant() {
     let redis = Arc::new(TestRedis::start_with_acl(&two_clients()));
     let a = deployment(&redis, "gw-a", PW_A, "adm-a", ADMIN_PW_A).await;
     let b = deployment(&redis, "gw-b", PW_B, "adm-b", ADMIN_PW_B).await;
-    assert_eq!(create_project(&b, "beta").await, StatusCode::CREATED);
+    assert_eq!(b.create_project("beta").await.status(), StatusCode::CREATED);
     let key_b = b.mint("beta", json!({})).await;
 
     let mint = json!({ "project_id": "beta", "owner": "o", "server_name": "s" });
@@ -110,7 +104,10 @@ async fn a_client_manager_cannot_touch_projects_outside_its_grant() {
         "key_not_found",
     )
     .await;
-    assert_eq!(create_project(&a, "beta").await, StatusCode::NOT_FOUND);
+    assert_eq!(
+        a.create_project("beta").await.status(),
+        StatusCode::NOT_FOUND
+    );
     // Still valid: nothing of a's reached beta.
     assert_eq!(b.validate(&key_b.api_key).await.status(), StatusCode::OK);
 }

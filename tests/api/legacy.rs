@@ -16,9 +16,10 @@ use rand::Rng;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, random_id, raw, Binary, TestApp, TestRedis, ADMIN_TOKEN};
+use crate::helpers::{
+    assert_error, random_id, raw, Binary, TestApp, TestRedis, ADMIN_TOKEN, MIGRATOR_PASSWORD,
+};
 
-const MIGRATOR_PASSWORD: &str = "migrator-test-password";
 /// Argon2id as the original service hashes: m=64 MiB, t=3, p=1.
 const ORIGINAL_COST: (u32, u32, u32) = (65536, 3, 1);
 /// Cheaper, for most fixture keys: verification follows each hash's own
@@ -220,7 +221,7 @@ async fn zset_members(ops: &Pool, key: &str) -> BTreeMap<String, String> {
 #[tokio::test]
 async fn legacy_keys_validate_with_the_routing_data_the_original_service_stored() {
     let app = TestApp::spawn().await;
-    let ops = app.redis.ops().await;
+    let ops = app.redis().ops().await;
     let project = random_id("legacy");
     legacy_project(&ops, &project).await;
     let original = legacy_key(&ops, &project, ORIGINAL_COST, |_| {}).await;
@@ -273,7 +274,7 @@ async fn legacy_keys_validate_with_the_routing_data_the_original_service_stored(
 #[tokio::test]
 async fn a_set_index_is_listed_once_in_order_with_cursors_and_minting_keeps_it_a_set() {
     let app = TestApp::spawn().await;
-    let ops = app.redis.ops().await;
+    let ops = app.redis().ops().await;
     let (project, keys) = legacy_project_with_keys(&ops, 7).await;
     let index = format!("apiprojectkeys:{project}");
 
@@ -339,7 +340,7 @@ async fn a_set_index_is_listed_once_in_order_with_cursors_and_minting_keeps_it_a
 #[tokio::test]
 async fn admin_calls_on_legacy_documents_write_single_fields_and_keep_the_rest() {
     let app = TestApp::spawn().await;
-    let ops = app.redis.ops().await;
+    let ops = app.redis().ops().await;
     let project = random_id("legacy");
     legacy_project(&ops, &project).await;
     let key = legacy_key(&ops, &project, CHEAP_COST, |d| {

@@ -45,7 +45,7 @@ impl TestApp {
 
     /// Ends the key's rotation grace period now, directly in Redis.
     async fn end_grace(&self, project: &str, key_id: &str) {
-        let ops = self.redis.ops().await;
+        let ops = self.redis().ops().await;
         let doc = format!("apikey:{project}:{key_id}");
         let path = "$.previous_expires_at".to_owned();
         raw(&ops, "JSON.SET", vec![doc, path, "1000".into()])
@@ -232,7 +232,7 @@ async fn an_update_never_touches_the_secret_created_at_usage_or_disabled() {
     let project = app.project().await;
     let key = app.mint(&project, json!({})).await;
     assert_eq!(app.validate(&key.api_key).await.status(), StatusCode::OK);
-    let ops = app.redis.ops().await;
+    let ops = app.redis().ops().await;
     let doc_key = format!("apikey:{project}:{}", key.key_id);
     let doc = || async {
         let raw = raw(&ops, "JSON.GET", vec![doc_key.clone()]).await.unwrap();

@@ -1,6 +1,10 @@
-//! One integration binary; one file per area.
+//! One integration binary; one file per area, beside the support code:
+//! `helpers` (the test app, on a Redis of its own or on the cluster, and
+//! its typed calls), `browser` (the console tests' WebDriver harness) and
+//! `proxy` (a TCP proxy that cuts connections on demand).
 
 mod admin;
+mod browser;
 mod cli;
 mod cluster;
 mod console;

@@ -154,7 +154,7 @@ async fn when_redis_is_down_validation_and_health_are_503_then_recover() {
     let key = app.mint(&project, json!({})).await;
     assert_eq!(app.validate(&key.api_key).await.status(), StatusCode::OK);
 
-    app.redis.stop();
+    app.redis().stop();
     let started = Instant::now();
     let r = app.validate(&key.api_key).await;
     assert!(
@@ -176,7 +176,7 @@ async fn when_redis_is_down_validation_and_health_are_503_then_recover() {
     .await;
 
     // Back up: the service reconnects by itself, no restart.
-    app.redis.restart();
+    app.redis().restart();
     app.wait_until(|s| s == StatusCode::OK).await;
     // Every pooled connection reconnects on its own schedule: poll.
     let deadline = Instant::now() + Duration::from_secs(10);

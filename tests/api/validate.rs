@@ -109,7 +109,7 @@ async fn an_expired_key_is_denied_with_reason_expired() {
     assert_eq!(app.validate(&key.api_key).await.status(), StatusCode::OK);
 
     // Move the expiry into the past directly in Redis (no sleeping).
-    let ops = app.redis.ops().await;
+    let ops = app.redis().ops().await;
     let doc_key = format!("apikey:{project}:{}", key.key_id);
     raw(
         &ops,
