@@ -6,7 +6,7 @@ KEYWARD_PORT ?= 8080
 # The revision `make load-compare` measures this tree against.
 BASE ?= 196fbe3
 
-.PHONY: run test check bench load load-compare profile clean-run
+.PHONY: run test check bench load load-restart load-compare profile clean-run
 
 ## Install what is missing, start Redis Stack and keyward, mint a demo key.
 run:
@@ -31,6 +31,12 @@ bench:
 load:
 	bash redis/local.sh install wrk
 	cargo bench --locked --bench load
+
+## One keyward replaced by another on the same Redis: KEYWARD_BENCH_RESTART_KEYS
+## (default 1000) keys validated on the new one, 16 clients at once.
+load-restart:
+	bash redis/local.sh install
+	KEYWARD_BENCH_SCENARIO=restart cargo bench --locked --bench load
 
 ## Warm C=64 against BASE's keyward (built in target/compare/) and this tree's,
 ## alternating for KEYWARD_BENCH_ROUNDS rounds (default 3): medians and ratios.

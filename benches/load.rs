@@ -6,8 +6,9 @@
 //! (started without one, the binary runs load.sh on itself); benches/measure.sh
 //! runs wrk with benches/load.lua and measures CPU and memory; compare.sh
 //! alternates runs of two binaries. `KEYWARD_BENCH_SCENARIO` is `all` (the
-//! default) or `warm` (warm C=N alone, as `make profile` and compare.sh run it).
-//! Targets are printed, never asserted: only a failed setup fails the run.
+//! default), `warm` (warm C=N alone, as `make profile` and compare.sh run it)
+//! or `restart` (see [`restart`]). Targets are printed, never asserted: only
+//! a failed setup fails the run.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -20,12 +21,14 @@ use serde_json::{json, Value};
 
 type Res<T> = Result<T, String>;
 
-/// Connections of the cold storm.
+/// Connections of the cold storm; clients of the restart scenario.
 const COLD_CLIENTS: usize = 16;
 /// Most never-validated keys minted for the cold storm.
 const MAX_COLD_KEYS: usize = 3000;
 /// Keyward's peak RSS target in the cold storm, MiB: this + Argon2id memory x slots.
 const COLD_RSS_BASE_MIB: f64 = 40.0;
+/// How long the restart scenario's clients go on after the last key.
+const TAIL: Duration = Duration::from_secs(3);
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -55,6 +58,7 @@ struct Knobs {
     cold_secs: u64,
     keys: usize,
     concurrency: usize,
+    restart_keys: usize,
     scenario: String,
     /// The keyward binary: `$KEYWARD_BENCH_BASE/keyward`, or this tree's.
     bin: PathBuf,
@@ -81,8 +85,10 @@ impl Knobs {
         if env("KEYWARD_BENCH_PROFILE") == "1" && scenario.is_empty() {
             scenario = "warm".into();
         }
-        if !["", "warm"].contains(&scenario.as_str()) {
-            return Err(format!("KEYWARD_BENCH_SCENARIO={scenario:?}: all or warm"));
+        if !["", "warm", "restart"].contains(&scenario.as_str()) {
+            return Err(format!(
+                "KEYWARD_BENCH_SCENARIO={scenario:?}: all, warm or restart"
+            ));
         }
         let bin = match std::env::var_os("KEYWARD_BENCH_BASE") {
             Some(dir) => PathBuf::from(dir).join("keyward"),
@@ -94,6 +100,7 @@ impl Knobs {
             cold_secs: if secs == 0 { 5 } else { secs },
             keys: env_num("KEYWARD_BENCH_KEYS", 200, 100_000)?,
             concurrency: env_num("KEYWARD_BENCH_CONCURRENCY", 64, 4096)?,
+            restart_keys: env_num("KEYWARD_BENCH_RESTART_KEYS", 1000, 100_000)?,
             scenario,
             bin,
             dir: env("KEYWARD_BENCH_DIR").into(),
@@ -215,14 +222,20 @@ struct Stack {
 
 impl Stack {
     /// Starts keyward, mints `keys` keys and validates each once. With
-    async fn start(knobs: &Knobs, keys: usize) -> Res<Self> {
-    /// Starts keyward, mints `keys` keys and validates each once.
+    /// `pepper`, keyward gets `KEYWARD_VERIFY_PEPPER_FILE`, a random line.
+    async fn start(knobs: &Knobs, keys: usize, pepper: bool) -> Res<Self> {
+        let mut env = vec![("KEYWARD_ADMIN_TOKEN", random_string(32))];
         env.push(("KEYWARD_REDIS_URL", self::env("KEYWARD_BENCH_REDIS_URL")));
         env.push((
             "KEYWARD_ADMIN_REDIS_URL",
             self::env("KEYWARD_BENCH_ADMIN_REDIS_URL"),
         ));
         env.push(("KEYWARD_LOG", "warn".into()));
+        if pepper {
+            let file = knobs.dir.join("pepper");
+            std::fs::write(&file, random_string(43) + "\n").map_err(|e| format!("pepper: {e}"))?;
+            env.push(("KEYWARD_VERIFY_PEPPER_FILE", file.display().to_string()));
+        }
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(60));
@@ -434,6 +447,9 @@ async fn run(knobs: Knobs) -> Res<()> {
         }
         o => println!("  keyward configuration: NOT the defaults: {o}"),
     }
+    if knobs.scenario == "restart" {
+        return restart(&knobs).await;
+    }
     let (n, k, warm_secs, cold_secs) = (
         knobs.concurrency,
         knobs.keys,
@@ -443,7 +459,7 @@ async fn run(knobs: Knobs) -> Res<()> {
     println!("  K={k} warm keys; every scenario {warm_secs} s (cold storm {cold_secs} s)");
     println!("  kw|rd µs/v: CPU of keyward|Redis per answered validation; kw/rd: their ratio;");
     println!("  kw|rd|wrk|other %: CPU in % of one core (other: the rest of the machine)");
-    let stack = Stack::start(&knobs, k).await?;
+    let stack = Stack::start(&knobs, k, false).await?;
     if knobs.scenario == "warm" {
         println!();
         header();
@@ -513,6 +529,62 @@ struct Drive {
     other: Vec<f64>,
     /// When the last key got its first 200.
     all: f64,
+}
+
+/// `KEYWARD_BENCH_SCENARIO=restart`: N keys minted on keyward A and validated
+/// once there, then A's warm rate from [`Stack::drive`]. A is stopped
+/// (SIGTERM) and B started on the same Redis with the same settings (both
+/// with `KEYWARD_VERIFY_PEPPER_FILE`); from B's first 200 on /ready, 16
+/// clients validate every key on B: how long until all were answered 200,
+/// the 503s meanwhile, and when 200s first came at 90% of A's warm rate.
+async fn restart(knobs: &Knobs) -> Res<()> {
+    let (n, tail) = (knobs.restart_keys, TAIL.as_secs());
+    println!("  restart: N={n} keys (KEYWARD_BENCH_RESTART_KEYS), {COLD_CLIENTS} clients");
+    let mut stack = Stack::start(knobs, n, true).await?;
+    let a = stack.drive(COLD_CLIENTS, TAIL).await?;
+    let warm = a.oks.len() as f64 / a.oks.last().copied().unwrap_or(1.0);
+    println!("  A warm: {warm:.0} validations/s (each key once, then round-robin for {tail} s)");
+    let stopping = Instant::now();
+    let pid = stack.keyward.child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let stopped = stack
+        .keyward
+        .child
+        .wait()
+        .map_err(|e| format!("keyward A: {e}"))?;
+    let started = Instant::now();
+    stack.keyward = spawn(&knobs.bin, &stack.env, &stack.log, &stack.http).await?;
+    let (stop, ready) = (
+        (started - stopping).as_secs_f64(),
+        started.elapsed().as_secs_f64(),
+    );
+    println!(
+        "  A stopped ({stopped}) in {stop:.2} s; B answered /ready {ready:.2} s after it started"
+    );
+    let b = stack.drive(COLD_CLIENTS, TAIL).await?;
+    let before = |v: &[f64]| v.iter().filter(|&&t| t <= b.all).count();
+    let (busy, other, all) = (before(&b.busy), before(&b.other), b.all);
+    println!("restart, B from its /ready:");
+    println!(
+        "  all {n} keys answered 200 after {all:.2} s ({:.1}/s)",
+        n as f64 / all
+    );
+    println!("  meanwhile {busy} x 503 busy, {other} other non-200 or failed requests");
+    let later = b.busy.len() + b.other.len() - busy - other;
+    if later > 0 {
+        println!("  then {later} non-200 in the {tail} s of warm traffic");
+    }
+    // The first 200 that ends a second holding 90% of A's warm rate.
+    let need = ((warm * 0.9).ceil() as usize).max(1);
+    match (need - 1..b.oks.len()).find(|&j| b.oks[j] - b.oks[j + 1 - need] <= 1.0) {
+        Some(j) => println!(
+            "  throughput back to warm (1 s at >= 90% of A's) after {:.2} s",
+            b.oks[j]
+        ),
+        None => println!("  throughput NOT back to warm within {tail} s after the last key"),
+    }
+    warn_tail(&stack.log);
+    Ok(())
 }
 
 impl Stack {
