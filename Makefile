@@ -6,7 +6,7 @@ KEYWARD_PORT ?= 8080
 # The revision `make load-compare` measures this tree against.
 BASE ?= 196fbe3
 
-.PHONY: run test check bench load load-compare profile clean-run
+.PHONY: run test check bench load load-restart load-compare profile clean-run
 
 ## Install what is missing, start Redis Stack and keyward, mint a demo key.
 run:
@@ -27,23 +27,37 @@ bench:
 	cargo bench --locked --bench micro
 
 ## The load benchmark: starts Redis and keyward, drives wrk, prints figures
-## (KEYWARD_BENCH_SECONDS, _KEYS, _CONCURRENCY tune it; see benches/load.rs).
+## (KEYWARD_BENCH_SECONDS, _KEYS, _CONCURRENCY, _SCENARIO tune it; see README).
 load:
-	bash redis/local.sh install
+	bash redis/local.sh install wrk
 	cargo bench --locked --bench load
+
+## One keyward replaced by another on the same Redis: KEYWARD_BENCH_RESTART_KEYS
+## (default 1000) keys validated on the new one, 16 clients at once.
+load-restart:
+	bash redis/local.sh install
+	KEYWARD_BENCH_SCENARIO=restart cargo bench --locked --bench load
 
 ## Warm C=64 against BASE's keyward (built in target/compare/) and this tree's,
 ## alternating for KEYWARD_BENCH_ROUNDS rounds (default 3): medians and ratios.
 load-compare:
-	bash redis/local.sh install
+	bash redis/local.sh install wrk
 	bash benches/compare.sh $(BASE)
 
-## Warm C=64 under `perf record -g`; prints the top of `perf report`. Built
-## with frame pointers (in target/profile) so the call graphs are whole.
+## Warm C=64 under `perf record -g`; prints the top of `perf report`: by
+## symbol, by library, and with callees (the frame-pointer build in
+## target/profile keeps call graphs whole).
+PERF_DATA := target/load-profile.perf.data
 profile:
-	bash redis/local.sh install
+	bash redis/local.sh install wrk perf
 	RUSTFLAGS="-C force-frame-pointers=yes" CARGO_TARGET_DIR=target/profile \
 		KEYWARD_BENCH_PROFILE=1 cargo bench --locked --bench load
+	@for args in "--no-children --percent-limit 1" "--no-children --sort dso --percent-limit 1" \
+		"--children --percent-limit 5"; do \
+		echo "perf report $$args"; \
+		perf report --stdio -g none $$args -i $(PERF_DATA) 2>/dev/null | grep -v -e '^#' -e '^$$'; \
+	done
+	@echo "(call graphs: perf report -i $(PERF_DATA))"
 
 clean-run:
 	-bash redis/local.sh stop $(RUN_DIR)

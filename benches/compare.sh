@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# make load-compare BASE=<rev>: the warm C=64 load against <rev>'s keyward and
-# the current tree's, alternating, in one run (see benches/load.rs).
+# make load-compare BASE=<rev>: warm C=N (KEYWARD_BENCH_SCENARIO=warm of
+# benches/load.rs) against <rev>'s keyward and the current tree's, alternating
+# for KEYWARD_BENCH_ROUNDS rounds (default 3; base first in odd rounds, new
+# first in even ones), each run on a Redis and keys of its own; then each
+# round's ratios new/base, the medians (non-200: the sum), their ratios and
+# the targets.
 #
 #   benches/compare.sh [REV]          REV defaults to 196fbe3
 #
@@ -15,7 +19,9 @@ die() { echo "compare.sh: error: $*" >&2; exit 1; }
 log() { echo "compare.sh: $*" >&2; }
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-rev="${1:-196fbe3}"
+rev="${1:-196fbe3}" rounds="${KEYWARD_BENCH_ROUNDS:-3}"
+[[ "$rounds" =~ ^[1-9][0-9]?$ ]] || die "KEYWARD_BENCH_ROUNDS must be a whole number in 1..99"
+[[ "${KEYWARD_BENCH_CLUSTER:-}" != 1 ]] || die "compare mode runs on one Redis: unset KEYWARD_BENCH_CLUSTER"
 sha="$(git rev-parse --verify --quiet "${rev}^{commit}")" || die "unknown revision: $rev"
 short="${sha:0:12}"
 dir="$PWD/target/compare/$short"
@@ -39,12 +45,72 @@ else
   log "using $bin (built earlier from $short)"
 fi
 
-# The base's own ACL template beside a copy of the current renderer:
-# local.sh renders the users.acl next to it.
+# The base's own ACL template, which benches/load.sh renders.
 mkdir -p "$dir/redis"
 git show "$sha:redis/users.acl" >"$dir/redis/users.acl"
 cp redis/local.sh "$dir/redis/local.sh"
-
 log "base: $rev = $sha"
-KEYWARD_BENCH_BASE="$dir" KEYWARD_BENCH_BASE_REV="$rev" \
-  exec cargo bench --locked --bench load
+cargo bench --locked --bench load --no-run
+
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+for ((round = 1; round <= rounds; round++)); do
+  if ((round % 2)); then sides=(base new); else sides=(new base); fi
+  for side in "${sides[@]}"; do
+    base=()
+    if [[ "$side" == base ]]; then base=(KEYWARD_BENCH_BASE="$dir"); fi
+    env -u KEYWARD_BENCH_BASE "${base[@]}" KEYWARD_BENCH_SCENARIO=warm \
+      cargo bench --locked --bench load >"$out/run" 2>&1 || { cat "$out/run" >&2; die "round $round, $side failed"; }
+    # The first run's header once; then each run's row, named after its side.
+    ((round > 1)) || [[ "$side" == new ]] || sed -n '/^keyward load/,/^scenario/p' "$out/run"
+    row="$(grep '^warm C=' "$out/run")"
+    label="$round: $side"; [[ "$side" == new ]] || label+=" $rev"
+    printf '%-32s%s\n' "$label" "${row:32}"
+    echo "$side $round ${row:32}" >>"$out/rows"
+  done
+done
+
+# Each column's decimals and whether a ratio new/base means something, as in
+# benches/load.rs's COLS.
+awk -v rev="$rev" '
+  BEGIN { split("0 3 3 0 1 1 2 0 0 0 0 1", dec, " "); split("1 1 1 0 1 1 1 0 0 0 0 0", ratio, " ") }
+  { for (i = 1; i <= 12; i++) v[$1, $2, i] = $(i + 3); c = $3; rounds = $2 > rounds ? $2 : rounds }
+  function line(name, c, cell,   s, i) {
+    s = sprintf("%-32s %3s", name, c)
+    for (i = 1; i <= 12; i++) s = s sprintf(" %8s", cell[i])
+    sub(/ +$/, "", s); print s
+  }
+  function ratios(name, b, n,   i, cell) {
+    for (i = 1; i <= 12; i++) cell[i] = ratio[i] && b[i] + 0 ? sprintf("%.2fx", n[i] / b[i]) : ""
+    line(name, "", cell)
+  }
+  function median(side, i,   r, j, t, a) {
+    for (r = 1; r <= rounds; r++) {
+      if (v[side, r, i] == "?") return "?"
+      if (i == 4) { t += v[side, r, i]; continue }
+      a[r] = v[side, r, i] + 0
+      for (j = r; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+    }
+    return i == 4 ? t : (a[int((rounds + 1) / 2)] + a[int(rounds / 2) + 1]) / 2
+  }
+  END {
+    for (r = 1; r <= rounds; r++) {
+      for (i = 1; i <= 12; i++) { b[i] = v["base", r, i]; n[i] = v["new", r, i] }
+      ratios(r ": new/base", b, n)
+    }
+    print "medians of " rounds " round(s) (non-200: the sum)"
+    for (i = 1; i <= 12; i++) {
+      B[i] = median("base", i); N[i] = median("new", i)
+      bs[i] = B[i] == "?" ? "?" : sprintf("%." dec[i] "f", B[i])
+      ns[i] = N[i] == "?" ? "?" : sprintf("%." dec[i] "f", N[i])
+    }
+    line("median base " rev, c, bs); line("median new", c, ns); ratios("median new/base", B, N)
+    print "targets (reported, not asserted; medians)"
+    target("throughput new/base >= 2", N[1] / B[1], N[1] / B[1] >= 2)
+    target("new: p99 < 10 ms", N[3], N[3] < 10)
+    target("new: non-200 = 0", N[4], N[4] == 0)
+    target("Redis CPU/validation new/base <= 1", N[6] / B[6], N[6] / B[6] <= 1)
+    target("new: keyward/Redis CPU <= 1", N[7], N[7] <= 1)
+  }
+  function target(what, got, ok) { printf "  %-50s %10.3f  %s\n", what, got, ok ? "ok" : "MISS" }
+' "$out/rows"

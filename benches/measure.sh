@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# benches/measure.sh ADDR KEYWARD_PID RUN...: for benches/load.rs, one wrk per
+# RUN ("MODE KEYS_FILE CONNECTIONS SECONDS", as benches/load.lua takes them),
+# all at once, and what they cost. Prints each run's figures (load.lua's JSON
+# line); for a cluster, a line per node (role, CPU and commands per
+# validation, which audit streams of KEYWARD_BENCH_STREAMS it holds) and the
+# busiest master's; last, a JSON line: CPU seconds of keyward, Redis (every
+# pid of KEYWARD_BENCH_REDIS_PIDS), wrk and the rest of the machine, wall
+# seconds, keyward's peak RSS in KiB. With KEYWARD_BENCH_PROFILE=1, perf
+# records keyward while wrk runs.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+addr="$1" kw="$2" out="$KEYWARD_BENCH_DIR/wrk" cores="$(nproc)"
+shift 2
+read -ra pids <<<"$KEYWARD_BENCH_REDIS_PIDS"
+read -ra ports <<<"$KEYWARD_BENCH_REDIS_PORTS"
+((${#ports[@]} > 1)) || ports=()
+cli() { bash redis/local.sh cluster-cli "$KEYWARD_BENCH_DIR/cluster" "$@"; }
+profile=()
+if [[ "${KEYWARD_BENCH_PROFILE:-}" == 1 ]]; then
+  profile=(perf record -q -e cpu-clock -g -o target/load-profile.perf.data -p "$kw" --)
+fi
+
+# CPU ticks of keyward and each Redis node (utime + stime; their names hold
+# no spaces), of the machine (all but idle and iowait), and the commands each
+# cluster node ran.
+counts() {
+  local pid port
+  for pid in "$kw" "${pids[@]}"; do awk '{ print $14 + $15 }' "/proc/$pid/stat"; done
+  awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
+  for port in "${ports[@]}"; do
+    cli "$port" info stats | sed -n 's/^total_commands_processed:\([0-9]*\).*/\1/p'
+  done
+}
+
+# Resets VmHWM, so that it is this run's peak (Linux >= 4.0).
+echo 5 2>/dev/null >"/proc/$kw/clear_refs" && hwm="" || hwm=null
+before="$(counts)" start="$(date +%s%N)"
+wrk_ticks="$(
+  i=0
+  for run in "$@"; do
+    read -r mode keys clients secs <<<"$run"
+    threads=$((clients < cores ? clients : cores)) i=$((i + 1))
+    "${profile[@]}" wrk --latency --timeout 30s -t "$threads" -c "$clients" -d "${secs}s" \
+      -s benches/load.lua "http://$addr" -- "$keys" "$mode" "$threads" >"$out.$i" 2>&1 &
+  done
+  wait
+  # wrk's CPU: this subshell's waited-for children.
+  awk '{ print $16 + $17 }' "/proc/$BASHPID/stat"
+)"
+wall="$(($(date +%s%N) - start))" after="$(counts)"
+requests=0
+for ((i = 1; i <= $#; i++)); do
+  figures="$(tail -n 1 "$out.$i")"
+  [[ "$figures" == "{"* ]] || { cat "$out.$i" >&2; exit 1; }
+  echo "$figures"
+  requests=$((requests + $(sed 's/.*"requests":\([0-9]*\).*/\1/' <<<"$figures")))
+done
+nodes=""
+for port in "${ports[@]}"; do
+  role="$(cli "$port" role | head -n 1)" held=""
+  for stream in $KEYWARD_BENCH_STREAMS; do
+    # A key exists only on the master that holds its slot.
+    [[ "$role" == master && "$(cli "$port" exists "$stream")" == 1 ]] && held+=" $stream"
+  done
+  nodes+="$port ${role/slave/replica}${held:+ holds$held};"
+done
+[[ -n "$hwm" ]] || hwm="$(awk '/^VmHWM:/ { print $2 }' "/proc/$kw/status")"
+
+paste <(echo "$before") <(echo "$after") | awk -v hz="$(getconf CLK_TCK)" -v wall="$wall" \
+  -v wrk="$wrk_ticks" -v n="${#pids[@]}" -v hwm="$hwm" -v per="$requests" -v nodes="$nodes" '
+  { d[NR] = $2 - $1 }
+  END {
+    wall /= 1e9; wrk /= hz; kw = d[1] / hz; per = per > 0 ? per : 1
+    for (i = 2; i <= n + 1; i++) rd += d[i] / hz
+    other = d[n + 2] / hz - kw - rd - wrk
+    m = split(nodes, node, ";") - 1
+    for (i = 1; i <= m; i++) {
+      split(node[i], f, " "); secs = d[i + 1] / hz; held = node[i]
+      sub(/^[^ ]+ [^ ]+/, "", held); sub(/^ holds/, "; holds", held)
+      printf "    node %d %-7s %4.0f%% CPU, %5.1f µs and %.2f commands per validation%s\n",
+        f[1], f[2], secs * 100 / wall, secs * 1e6 / per, d[n + 2 + i] / per, held
+      if (f[2] == "master" && secs > top) { top = secs; port = f[1] }
+    }
+    if (top > 0) printf "    busiest master %d: %.0f%% of a core at %.0f validations/s, so a core at ~%.0f/s\n",
+      port, top * 100 / wall, per / wall, per / top
+    printf "{\"cpu\":[%f,%f,%f,%f],\"wall\":%f,\"rss_kib\":%s}\n", kw, rd, wrk,
+      (other > 0 ? other : 0), wall, hwm
+  }'
