@@ -9,23 +9,26 @@
 //! 2. Round trip 1 reads the key's document. With a secret this process has
 //!    verified before (the cache knows the hash it matched) the use is
 //!    counted at once (`INCR`, whose answer decides 429 exactly); otherwise
-//!    this minute's use and wrong-secret counters are only read.
+//!    this minute's use and wrong-secret counters are only read (and, with
+//!    a pepper, what `apiverify` remembers of secrets verified before).
 //! 3. The document decides what it can: unknown, forbidden, unreadable,
 //!    disabled, expired, outside the key's networks.
 //! 4. The secret: the cache, while the document still carries the hash it
-//!    matched; else (already over the limit: 429 without hashing; a flood of
-//!    wrong secrets: refused without hashing) Argon2id against the one hash
-//!    the rotation tags allow.
+//!    matched; else (already over the limit: 429 without hashing) a digest
+//!    another instance remembered, or (a flood of wrong secrets: refused
+//!    without hashing) Argon2id against the one hash the rotation tags
+//!    allow (see `hash`).
 //! 5. Scopes (a 403 never counts against the limit), then the count: the
 //!    `INCR` of step 2, or a second round trip for a first-time secret.
 //!
 //! [`Validator::finish`] alone writes: one round trip with the audit entry,
-//! the counter change (the wrong-secret count, or undoing a use counted in
-//! step 2 for a refused key) and `apimeta` for a success; then the metric and
-//! the answer.
+//! the counter change (the new window's `EXPIRE`, the wrong-secret count,
+//! or taking back the use of any refusal) and a new secret's digest; then
+//! the metric, the usage count of a 200 (written about a second later by
+//! the store's flusher) and the answer.
 //!
 //! When Redis fails: a read Redis did not answer, with no read refusing the
-//! key, is `unknown`: 503 under `KEYWARD_FAILSAFE=closed`, a 200 marked
+//! key, is incomplete: 503 under `KEYWARD_FAILSAFE=closed`, a 200 marked
 //! failsafe under `open`. Once Redis has answered a read that refuses the
 //! key, the refusal stands whatever fails after it: a refusal whose writes
 //! fail is still answered as that refusal (logged, and counted in
@@ -389,8 +392,8 @@ impl Validator {
     }
 
     /// The only writes of a validation, in one round trip: the audit entry
-    /// (unless the anonymous budget summarizes it), the counter change and,
-    /// for a pass, `apimeta`. Then the metric and the answer.
+    /// (unless the anonymous budget summarizes it), the counter change and a
+    /// new secret's digest. Then the metric, a 200's usage and the answer.
     async fn finish(
         &self,
         req: &Request<'_>,

@@ -2,8 +2,8 @@
 //!
 //! Each step's commands are sent together on one pool client rather than
 //! as a fred `Pipeline`: fred writes a command when its future is first
-//! polled, `futures::join!` polls in the order written (so `EXPIRE NX`
-//! follows its `INCR`), and fred's router flushes the socket only once no
+//! polled, `futures::join!` polls in the order written (so the wrong-secret
+//! counter's `EXPIRE NX` follows its `INCR`), and fred's router flushes the socket only once no
 //! command is queued behind the one it writes, so a step goes out in one
 //! write. fred 10.1 flushes after each command of a `Pipeline` unless more
 //! commands are already queued, which cost a system call, and a wake-up of
@@ -124,7 +124,8 @@ impl Store {
 
     /// The last round trip of a validation, its only writes: `effects`'
     /// audit entry (unless the anonymous budget only counts it for a
-    /// summary, see `audit`), wrong-secret count, undone use and `apimeta`.
+    /// summary, see `audit`), the new window's expiry, wrong-secret count,
+    /// undone use and a verified secret's digest.
     /// Nothing to write is no round trip. `Err` when the audit entry was due
     /// and not written; the other writes are bookkeeping, so their failure
     /// is logged and counted, not answered.
