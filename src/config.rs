@@ -594,16 +594,14 @@ pub fn secret_file(path: &Path) -> Result<SecretString, String> {
 /// The peppers in the file at `path`: one per non-empty line, surrounding
 /// whitespace trimmed, each at least 32 characters.
 fn peppers(path: &Path) -> Result<Vec<SecretString>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    // Read as every secret file is (an empty one is an error), then split.
+    let text = secret_file(path)?;
     let lines: Vec<&str> = text
+        .expose_secret()
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
-    if lines.is_empty() {
-        return Err(format!("{} has no pepper", path.display()));
-    }
     if let Some(i) = lines.iter().position(|l| l.len() < 32) {
         return Err(format!("pepper {} is shorter than 32 characters", i + 1));
     }

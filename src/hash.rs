@@ -94,6 +94,14 @@ pub struct Hashes<'a> {
     pub previous: Option<(&'a str, Option<&'a str>)>,
 }
 
+impl<'a> Hashes<'a> {
+    /// Each stored hash with which of the key's secrets it is.
+    fn each(self) -> impl Iterator<Item = (&'a str, Matched)> {
+        let previous = self.previous.map(|(phc, _)| (phc, Matched::Previous));
+        std::iter::once((self.current.0, Matched::Current)).chain(previous)
+    }
+}
+
 /// Which of a key's hashes a secret matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Matched {
@@ -198,8 +206,8 @@ impl Hasher {
         if !ok {
             return Ok(Verdict::Mismatch);
         }
-        if let (Some(cache), Some(cache_key)) = (&self.cache, cache_key) {
-            cache.insert(*cache_key, Arc::from(phc));
+        if let Some(cache_key) = cache_key {
+            self.keep(cache_key, phc);
         }
         Ok(Verdict::Match)
     }
@@ -215,21 +223,20 @@ impl Hasher {
         cached: Option<&str>,
         hashes: Hashes<'_>,
     ) -> Option<Matched> {
-        let matched = match cached? {
-            phc if phc == hashes.current.0 => Matched::Current,
-            phc if Some(phc) == hashes.previous.map(|p| p.0) => Matched::Previous,
-            _ => {
-                self.forget(cache_key);
-                return None;
-            }
+        let cached = cached?;
+        let Some((_, matched)) = hashes.each().find(|(phc, _)| *phc == cached) else {
+            self.forget(cache_key);
+            return None;
         };
         metrics::counter!(metric::VERIFY_CACHE_HITS).increment(1);
         Some(matched)
     }
 
-    /// Whether digests of verified secrets are remembered in Redis.
-    pub fn remembers(&self) -> bool {
-        !self.peppers.is_empty()
+    /// Caches that the secret behind `cache_key` matched `phc`.
+    fn keep(&self, cache_key: &CacheKey, phc: &str) {
+        if let Some(cache) = &self.cache {
+            cache.insert(*cache_key, Arc::from(phc));
+        }
     }
 
     /// The digest that remembers, across instances, that `key`'s secret
@@ -258,7 +265,7 @@ impl Hasher {
 
     /// What to remember after `key`'s secret matched `matched` of `hashes`:
     /// (field, value) with the first pepper; `None` without one.
-    pub fn remember(
+    fn remember(
         &self,
         key: &ApiKey,
         hashes: Hashes<'_>,
@@ -287,10 +294,7 @@ impl Hasher {
         hashes: Hashes<'_>,
         remembered: &Remembered,
     ) -> Option<(Matched, bool)> {
-        let candidates = [(hashes.current.0, Matched::Current)]
-            .into_iter()
-            .chain(hashes.previous.map(|p| (p.0, Matched::Previous)));
-        for (phc, matched) in candidates {
+        for (phc, matched) in hashes.each() {
             let Some((id, digest)) = remembered
                 .get(&Self::field(phc))
                 .and_then(|v| v.split_once('.'))
@@ -303,9 +307,7 @@ impl Hasher {
             let expected = Self::digest(&self.peppers[i].1, key, phc);
             if bool::from(expected.as_bytes().ct_eq(digest.as_bytes())) {
                 metrics::counter!(metric::VERIFY_REMEMBERED).increment(1);
-                if let Some(cache) = &self.cache {
-                    cache.insert(*cache_key, Arc::from(phc));
-                }
+                self.keep(cache_key, phc);
                 return Some((matched, i != 0));
             }
         }
