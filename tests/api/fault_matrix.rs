@@ -349,9 +349,15 @@ impl Fixture {
             }
         })
         .await;
+        // With a pepper, so the matrix covers remembered verifications
+        // too: their read in round trip 1 and their write in the finish.
+        let pepper = redis.dir.join("pepper");
+        std::fs::write(&pepper, "fault-matrix-pepper-0123456789abcdef\n").unwrap();
+        let pepper = pepper.to_str().unwrap().to_owned();
         let mut env = vec![
             ("KEYWARD_FAILSAFE", "open"),
             ("KEYWARD_REDIS_TIMEOUT_MS", "500"),
+            ("KEYWARD_VERIFY_PEPPER_FILE", &pepper),
         ];
         if let Some(url) = &proxied {
             env.push(("KEYWARD_REDIS_URL", url));
