@@ -16,6 +16,8 @@
 //! - [`key`]: the `sk-proj.<project>.<key_id>.<secret>` format, pure.
 //! - [`scope`]: what a key may do, and how granted scopes match, pure; with
 //!   a scope list's validation rule and OpenAPI schema.
+//! - [`net`]: what an IP address and a network may look like, pure; with a
+//!   network list's validation rule and both OpenAPI schemas.
 //! - [`hash`]: Argon2id, its blocking-pool cap and the verified-secret cache.
 //! - [`store`]: every Redis key name and command (the only user of fred),
 //!   one file per concern: the validation path's commands and its usage
@@ -47,6 +49,7 @@ pub mod hash;
 pub mod http;
 pub mod key;
 pub mod migrate;
+pub mod net;
 pub mod openapi;
 pub mod scope;
 pub mod store;

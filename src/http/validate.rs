@@ -28,7 +28,7 @@ pub struct ValidateIn {
     #[schema(value_type = Vec<crate::scope::ScopeDoc>, max_items = 64)]
     pub scopes: Vec<String>,
     /// The caller's address, for keys bound to networks.
-    #[schema(inline, value_type = Option<crate::admin::IpDoc>)]
+    #[schema(inline, value_type = Option<crate::net::IpDoc>)]
     pub client_ip: Option<IpAddr>,
 }
 
