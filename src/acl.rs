@@ -45,6 +45,8 @@ const CONNECT: &str =
 pub enum AclError {
     #[error("user name must be 1 to 64 of [A-Za-z0-9_-]")]
     User,
+    #[error("deployment name (KEYWARD_CLIENT_NAME) must be 1 to 64 of [A-Za-z0-9_-]")]
+    Deployment,
     #[error("at least one project is required")]
     NoProjects,
     #[error("project {0:?}: {1}")]
@@ -72,21 +74,32 @@ fn patterns(prefix: &str, projects: &[ProjectId], suffix: &str) -> String {
         .join(" ")
 }
 
+/// Whether `name` is 1 to 64 of `[A-Za-z0-9_-]`: safe in an ACL line and
+/// in a key pattern.
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// One `user ...` line in ACL-file syntax for `user`, granting `role` on
 /// `projects`, accepting each of `passwords` (several during a rotation).
+/// A manager also gets its deployment's operators and indexes: those named
+/// after `deployment`, the deployment's `KEYWARD_CLIENT_NAME`.
 pub fn rule(
     user: &str,
     role: Role,
     projects: &[&str],
     passwords: &[String],
+    deployment: &str,
 ) -> Result<String, AclError> {
-    if user.is_empty()
-        || user.len() > 64
-        || !user
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
+    if !is_plain_name(user) {
         return Err(AclError::User);
+    }
+    if !is_plain_name(deployment) {
+        return Err(AclError::Deployment);
     }
     if projects.is_empty() {
         return Err(AclError::NoProjects);
@@ -125,11 +138,14 @@ pub fn rule(
         }
         Role::Manager => {
             let docs = format!(
-                "{} {}",
+                "{} {} ~operator:{deployment}:*",
                 patterns("project:", &projects, ""),
                 patterns("apikey:", &projects, ":*")
             );
-            let sets = patterns("apiprojectkeys:", &projects, "");
+            let sets = format!(
+                "{} ~operators:{deployment} ~projects:{deployment}",
+                patterns("apiprojectkeys:", &projects, "")
+            );
             let meta = patterns("apimeta:", &projects, ":*").replace('~', "%R~");
             let _ = write!(
                 line,
@@ -150,6 +166,10 @@ pub struct AclArgs {
     pub projects: Vec<String>,
     #[arg(long, value_enum)]
     pub role: Role,
+    /// The deployment's `KEYWARD_CLIENT_NAME`: a manager gets the operators
+    /// and indexes named after it.
+    #[arg(long, default_value = crate::config::DEFAULT_CLIENT_NAME)]
+    pub deployment: String,
     /// Read the password from this file; repeat it during a rotation so
     /// both passwords work. Without it, a password is generated and
     /// printed once on stderr.
@@ -176,7 +196,13 @@ pub fn command(args: &AclArgs) -> ExitCode {
         passwords.push(generated);
     }
     let projects: Vec<&str> = args.projects.iter().map(String::as_str).collect();
-    match rule(&args.user, args.role, &projects, &passwords) {
+    match rule(
+        &args.user,
+        args.role,
+        &projects,
+        &passwords,
+        &args.deployment,
+    ) {
         Ok(line) => {
             println!("{line}");
             ExitCode::SUCCESS
@@ -198,7 +224,7 @@ mod tests {
 
     #[test]
     fn a_validator_rule_names_only_its_projects_and_hashes_the_password() {
-        let line = rule("gw-a", Role::Validator, &["alpha", "beta"], &pw()).unwrap();
+        let line = rule("gw-a", Role::Validator, &["alpha", "beta"], &pw(), "d").unwrap();
         assert!(line.starts_with("user gw-a on resetpass #"));
         assert!(line.contains(&password_hash("s3cret")));
         assert!(!line.contains("s3cret"));
@@ -224,11 +250,13 @@ mod tests {
 
     #[test]
     fn a_manager_rule_covers_its_projects_admin_keys_only() {
-        let line = rule("adm-a", Role::Manager, &["alpha"], &pw()).unwrap();
-        assert!(
-            line.contains("~project:alpha ~apikey:alpha:* +json.get +json.set +json.mset +exists")
-        );
-        assert!(line.contains("(~apiprojectkeys:alpha +zadd +zrange +type +sadd +smembers)"));
+        let line = rule("adm-a", Role::Manager, &["alpha"], &pw(), "d").unwrap();
+        assert!(line.contains(
+            "(~project:alpha ~apikey:alpha:* ~operator:d:* +json.get +json.set +json.mset +exists)"
+        ));
+        assert!(line.contains(
+            "(~apiprojectkeys:alpha ~operators:d ~projects:d +zadd +zrange +type +sadd +smembers)"
+        ));
         assert!(line.contains("(%R~apimeta:alpha:* +hmget)"));
         assert!(line.contains("(%W~audit:admin +xadd)"));
         assert!(!line.contains("audit:keylookup"));
@@ -236,7 +264,14 @@ mod tests {
 
     #[test]
     fn two_passwords_are_both_accepted_during_a_rotation() {
-        let line = rule("gw", Role::Validator, &["a"], &["old".into(), "new".into()]).unwrap();
+        let line = rule(
+            "gw",
+            Role::Validator,
+            &["a"],
+            &["old".into(), "new".into()],
+            "d",
+        )
+        .unwrap();
         assert!(line.contains(&format!(
             "#{} #{}",
             password_hash("old"),
@@ -247,23 +282,23 @@ mod tests {
     #[test]
     fn bad_input_is_rejected() {
         assert!(matches!(
-            rule("bad user", Role::Validator, &["a"], &pw()),
+            rule("bad user", Role::Validator, &["a"], &pw(), "d"),
             Err(AclError::User)
         ));
         assert!(matches!(
-            rule("u", Role::Validator, &[], &pw()),
+            rule("u", Role::Validator, &[], &pw(), "d"),
             Err(AclError::NoProjects)
         ));
         assert!(matches!(
-            rule("u", Role::Validator, &["a*"], &pw()),
+            rule("u", Role::Validator, &["a*"], &pw(), "d"),
             Err(AclError::Project(..))
         ));
         assert!(matches!(
-            rule("u", Role::Validator, &["a"], &["has space".into()]),
+            rule("u", Role::Validator, &["a"], &["has space".into()], "d"),
             Err(AclError::Password)
         ));
         assert!(matches!(
-            rule("u", Role::Validator, &["a"], &[]),
+            rule("u", Role::Validator, &["a"], &[], "d"),
             Err(AclError::Password)
         ));
     }

@@ -45,6 +45,12 @@ pub struct ActivityQuery {
     pub limit: Option<u64>,
 }
 
+impl crate::access::Target for ActivityQuery {
+    fn project(&self) -> Option<&str> {
+        Some(&self.project_id)
+    }
+}
+
 /// One recent validation (or a summary entry standing for `count` of them).
 #[derive(Debug, Serialize, PartialEq, ToSchema)]
 pub struct RecentOut {

@@ -1,5 +1,5 @@
-//! Admin operations: create and read projects; mint, inspect, update,
-//! rotate, revoke and list keys.
+//! Admin operations: create, read and list projects; mint, inspect,
+//! update, rotate, revoke and list keys.
 //!
 //! Plain async functions over the store and the hasher, and the wire types
 //! they take and return (validated by `validator` at the HTTP edge). This is
@@ -14,6 +14,7 @@ use utoipa::openapi::{ObjectBuilder, Schema, Type};
 use utoipa::{IntoParams, ToSchema};
 use validator::{Validate, ValidationError};
 
+use crate::access::{Caller, Target};
 use crate::error::{Error, Result};
 use crate::hash::Hasher;
 use crate::key::{ApiKey, KeyId, ProjectId, Secret};
@@ -31,7 +32,7 @@ const SECRET_ALPHABET: &[u8; 64] =
 /// Key id collisions are astronomically rare; a few retries are plenty.
 const MINT_ATTEMPTS: usize = 5;
 
-fn project_id(id: &str) -> Result<(), ValidationError> {
+pub(crate) fn project_id(id: &str) -> Result<(), ValidationError> {
     ProjectId::parse(id)
         .map(|_| ())
         .map_err(|e| ValidationError::new("project_id").with_message(e.to_string().into()))
@@ -43,7 +44,7 @@ fn key_id(id: &str) -> Result<(), ValidationError> {
         .map_err(|e| ValidationError::new("key_id").with_message(e.to_string().into()))
 }
 
-fn in_future(at: f64) -> Result<(), ValidationError> {
+pub(crate) fn in_future(at: f64) -> Result<(), ValidationError> {
     if at.is_finite() && at > now() {
         Ok(())
     } else {
@@ -55,7 +56,7 @@ fn in_future(at: f64) -> Result<(), ValidationError> {
 /// `expires_at`'s schema: Unix seconds after the moment the document was
 /// generated, or `null`. `in_future` takes only times after now, which a
 /// schema cannot say; it can state the bound that holds from then on.
-fn expires_at_schema(description: &str) -> Schema {
+pub(crate) fn expires_at_schema(description: &str) -> Schema {
     ObjectBuilder::new()
         .schema_type(SchemaType::from_iter([Type::Number, Type::Null]))
         .format(Some(SchemaFormat::KnownFormat(KnownFormat::Double)))
@@ -325,6 +326,110 @@ pub struct ListOut {
     pub next: Option<String>,
 }
 
+impl Target for ProjectIn {
+    fn project(&self) -> Option<&str> {
+        Some(&self.project_id)
+    }
+}
+
+impl Target for ListQuery {
+    fn project(&self) -> Option<&str> {
+        Some(&self.project_id)
+    }
+}
+
+impl Target for MintIn {
+    fn project(&self) -> Option<&str> {
+        Some(&self.project_id)
+    }
+}
+
+/// The key routes' inputs: a project and a key.
+macro_rules! key_target {
+    ($($ty:ty),*) => {$(
+        impl Target for $ty {
+            fn project(&self) -> Option<&str> {
+                Some(&self.project_id)
+            }
+            fn key(&self) -> Option<&str> {
+                Some(&self.key_id)
+            }
+        }
+    )*};
+}
+
+key_target!(KeyRef, UpdateIn, RotateIn);
+
+/// `GET /v1/admin/projects/{project_id}`'s path.
+#[derive(Debug, Deserialize)]
+pub struct ProjectPath {
+    pub project_id: String,
+}
+
+impl Target for ProjectPath {
+    fn project(&self) -> Option<&str> {
+        Some(&self.project_id)
+    }
+}
+
+/// `GET /v1/admin/projects`'s query.
+#[derive(Debug, Deserialize, Validate, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ProjectsQuery {
+    /// Projects per page (default 50).
+    #[validate(range(min = 1, max = 100))]
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u64>,
+    /// The previous page's `next`.
+    #[validate(custom(function = "project_id"))]
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    pub cursor: Option<String>,
+}
+
+impl Target for ProjectsQuery {}
+
+/// `200` from `GET /v1/admin/projects`: one page, in id order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectsOut {
+    pub items: Vec<ProjectDoc>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next: Option<String>,
+}
+
+/// The projects `caller` may see, a page at a time, in id order: from the
+/// deployment's projects index for a caller of every project, from its own
+/// list otherwise; either way only those that exist and this deployment's
+/// manager user may read.
+pub async fn list_projects(
+    store: &Store,
+    caller: &Caller,
+    query: ProjectsQuery,
+) -> Result<ProjectsOut> {
+    let limit = query.limit.unwrap_or(50);
+    let after = query.cursor.as_deref();
+    let (ids, more) = if caller.covers_all() {
+        store.project_ids(after, limit).await?
+    } else {
+        let mut ids: Vec<String> = caller
+            .projects
+            .iter()
+            .filter(|p| after.map_or(true, |a| p.as_str() > a))
+            .cloned()
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let more = ids.len() as u64 > limit;
+        ids.truncate(limit as usize);
+        (ids, more)
+    };
+    let next = more.then(|| ids.last().cloned()).flatten();
+    Ok(ProjectsOut {
+        items: store.get_projects(&ids).await?,
+        next,
+    })
+}
+
 pub async fn create_project(store: &Store, input: ProjectIn) -> Result<ProjectDoc> {
     let doc = ProjectDoc {
         project_id: input.project_id,
@@ -356,7 +461,7 @@ pub async fn mint(store: &Store, hasher: &Hasher, input: MintIn) -> Result<MintO
     for _ in 0..MINT_ATTEMPTS {
         let key = ApiKey {
             project_id: project.clone(),
-            key_id: parse(KeyId::parse(&random_key_id()?))?,
+            key_id: parse(KeyId::parse(&random_id("k_")?))?,
             secret: parse(Secret::parse(&random_secret()?))?,
         };
         let secret_hash = hasher.hash(&key.secret).await?;
@@ -400,10 +505,7 @@ fn key_ref(project_id: &str, key_id: &str) -> Result<(ProjectId, KeyId)> {
 pub async fn revoke(store: &Store, input: KeyRef) -> Result<()> {
     let (project, key_id) = key_ref(&input.project_id, &input.key_id)?;
     let fields = [("disabled", json!(true)), ("updated_at", json!(now()))];
-    if !store
-        .set_key_fields(&project, &key_id, &fields, "revoke")
-        .await?
-    {
+    if !store.set_key_fields(&project, &key_id, &fields).await? {
         return Err(Error::KeyNotFound);
     }
     tracing::info!(project_id = %project, key_id = %key_id, "key revoked");
@@ -442,10 +544,7 @@ pub async fn update(store: &Store, input: UpdateIn) -> Result<KeyOut> {
     .into_iter()
     .filter_map(|(name, value)| Some((name, value?)))
     .collect();
-    if !store
-        .set_key_fields(&project, &key_id, &fields, "update")
-        .await?
-    {
+    if !store.set_key_fields(&project, &key_id, &fields).await? {
         return Err(Error::KeyNotFound);
     }
     tracing::info!(project_id = %project, key_id = %key_id, "key updated");
@@ -480,10 +579,7 @@ pub async fn rotate(store: &Store, hasher: &Hasher, input: RotateIn) -> Result<R
         ("secret_hash", json!(secret_hash)),
         ("updated_at", json!(at)),
     ];
-    if !store
-        .set_key_fields(&project, &key_id, &fields, "rotate")
-        .await?
-    {
+    if !store.set_key_fields(&project, &key_id, &fields).await? {
         return Err(Error::KeyNotFound);
     }
     tracing::info!(project_id = %project, key_id = %key_id, grace, "key rotated");
@@ -546,9 +642,10 @@ fn os_bytes<const N: usize>() -> Result<[u8; N]> {
     Ok(bytes)
 }
 
-/// `k_` and 12 of `[A-Za-z0-9]` from the OS CSPRNG. Bytes of 248 and over
-/// are dropped so that `% 62` has no bias (248 = 4 x 62).
-fn random_key_id() -> Result<String> {
+/// `prefix` and 12 of `[A-Za-z0-9]` from the OS CSPRNG: a key id (`k_`) or
+/// an operator id (`op_`). Bytes of 248 and over are dropped so that `% 62`
+/// has no bias (248 = 4 x 62).
+pub(crate) fn random_id(prefix: &str) -> Result<String> {
     let bytes: [u8; 64] = os_bytes()?;
     let id: String = bytes
         .iter()
@@ -561,12 +658,12 @@ fn random_key_id() -> Result<String> {
             "OS random source gave too many high bytes".into(),
         ));
     }
-    Ok(format!("k_{id}"))
+    Ok(format!("{prefix}{id}"))
 }
 
 /// 43 characters of `[A-Za-z0-9_-]` from the OS CSPRNG. Each byte picks one
 /// of 64 characters (256 is a multiple of 64, so there is no bias).
-fn random_secret() -> Result<String> {
+pub(crate) fn random_secret() -> Result<String> {
     let bytes: [u8; SECRET_CHARS] = os_bytes()?;
     Ok(bytes
         .iter()

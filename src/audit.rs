@@ -52,10 +52,17 @@ pub struct Summary {
     pub count: u64,
 }
 
+/// The admin API's anonymous outcome: a call whose bearer token names no
+/// caller. Anyone can send those too, so `audit:admin` budgets them the
+/// same way (a budget of its own, summaries in `audit:admin`).
+pub const ADMIN_ANONYMOUS: [&str; 1] = ["unauthorized"];
+
 /// One instance's budget of individual anonymous audit entries, and the
 /// counts of those over it, waiting to be written as summaries.
 pub struct Budget {
     per_second: u64,
+    /// The reasons (outcomes) that count against it.
+    anonymous: &'static [&'static str],
     state: Mutex<State>,
 }
 
@@ -70,9 +77,20 @@ struct State {
 }
 
 impl Budget {
+    /// A budget for the validation trail's [`ANONYMOUS_REASONS`].
     pub fn new(per_second: u64) -> Self {
+        Self::of(per_second, &ANONYMOUS_REASONS)
+    }
+
+    /// A budget for the admin trail's [`ADMIN_ANONYMOUS`].
+    pub fn admin(per_second: u64) -> Self {
+        Self::of(per_second, &ADMIN_ANONYMOUS)
+    }
+
+    fn of(per_second: u64, anonymous: &'static [&'static str]) -> Self {
         Self {
             per_second,
+            anonymous,
             state: Mutex::new(State::default()),
         }
     }
@@ -92,7 +110,7 @@ impl Budget {
     }
 
     pub fn admit_at(&self, reason: &'static str, second: u64) -> bool {
-        if !is_anonymous(reason) {
+        if !self.anonymous.contains(&reason) {
             return true;
         }
         let mut state = self.state();

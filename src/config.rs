@@ -164,13 +164,15 @@ pub struct Config {
         value_parser = millis(1..)
     )]
     pub audit_sample_interval: Duration,
-    /// This deployment's name, written as `client` in audit entries; 1 to 64
-    /// characters.
+    /// This deployment's name, written as `client` in audit entries; its
+    /// operators and its projects index are named after it (give each
+    /// client deployment its own, and `keyward acl --deployment` the same);
+    /// 1 to 64 characters.
     #[arg(
         long,
         env = "KEYWARD_CLIENT_NAME",
         value_name = "NAME",
-        default_value = "keyward",
+        default_value = DEFAULT_CLIENT_NAME,
         value_parser = client_name()
     )]
     pub client_name: String,
@@ -786,6 +788,9 @@ fn choice<E: ValueEnum + Clone + Send + Sync + 'static>() -> impl TypedValuePars
         choices,
     }
 }
+
+/// `KEYWARD_CLIENT_NAME`'s default (`keyward acl --deployment`'s too).
+pub const DEFAULT_CLIENT_NAME: &str = "keyward";
 
 fn client_name() -> impl TypedValueParser<Value = String> {
     setting(|text| match text.len() {

@@ -44,10 +44,15 @@ pub enum Error {
     /// Missing or wrong admin token.
     #[error("missing or invalid admin token")]
     Unauthorized,
+    /// The caller's role does not allow this action in its projects.
+    #[error("your role does not allow this action")]
+    Forbidden,
     #[error("project not found")]
     ProjectNotFound,
     #[error("key not found")]
     KeyNotFound,
+    #[error("operator not found")]
+    OperatorNotFound,
     #[error("no such route")]
     RouteNotFound,
     #[error("method not allowed for this route")]
@@ -89,7 +94,7 @@ pub struct ErrorObject {
     /// The stable machine code; each response documents which it can carry.
     #[schema(value_type = String, example = "invalid_key")]
     #[schema(
-        pattern = "^(invalid_request|payload_too_large|invalid_key|insufficient_scope|rate_limited|unauthorized|project_not_found|key_not_found|not_found|method_not_allowed|project_exists|activity_unavailable|key_disabled|unreadable_data|unavailable|busy|internal)$"
+        pattern = "^(invalid_request|payload_too_large|invalid_key|insufficient_scope|rate_limited|unauthorized|insufficient_permission|project_not_found|key_not_found|operator_not_found|not_found|method_not_allowed|project_exists|activity_unavailable|key_disabled|unreadable_data|unavailable|busy|internal)$"
     )]
     pub code: &'static str,
     /// Human-readable; never carries a key, a secret or server-side detail.
@@ -107,11 +112,12 @@ impl Error {
             Error::InvalidRequest(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::InvalidKey | Error::Unauthorized => StatusCode::UNAUTHORIZED,
-            Error::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+            Error::InsufficientScope { .. } | Error::Forbidden => StatusCode::FORBIDDEN,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Error::ProjectNotFound | Error::KeyNotFound | Error::RouteNotFound => {
-                StatusCode::NOT_FOUND
-            }
+            Error::ProjectNotFound
+            | Error::KeyNotFound
+            | Error::OperatorNotFound
+            | Error::RouteNotFound => StatusCode::NOT_FOUND,
             Error::ProjectExists
             | Error::KeyDisabled
             | Error::Unreadable
@@ -131,8 +137,10 @@ impl Error {
             Error::InsufficientScope { .. } => "insufficient_scope",
             Error::RateLimited { .. } => "rate_limited",
             Error::Unauthorized => "unauthorized",
+            Error::Forbidden => "insufficient_permission",
             Error::ProjectNotFound => "project_not_found",
             Error::KeyNotFound => "key_not_found",
+            Error::OperatorNotFound => "operator_not_found",
             Error::RouteNotFound => "not_found",
             Error::MethodNotAllowed => "method_not_allowed",
             Error::ProjectExists => "project_exists",
@@ -319,9 +327,22 @@ impl ToResponse<'static> for RateLimited {
 /// `401 unauthorized`.
 pub struct Unauthorized;
 
+/// `403 insufficient_permission`.
+pub struct Forbidden;
+
+impl ToResponse<'static> for Forbidden {
+    fn response() -> Documented {
+        let description = "`insufficient_permission`: the caller's role does not allow this\n\
+            action within its projects (a project outside them answers as one\n\
+            that does not exist, `404`).";
+        error_response("Forbidden", description, [])
+    }
+}
+
 impl ToResponse<'static> for Unauthorized {
     fn response() -> Documented {
-        let description = "`unauthorized`: the admin bearer token is missing or wrong.";
+        let description = "`unauthorized`: the bearer token is missing, wrong, or an operator\n\
+            token that is unknown, revoked or expired.";
         error_response(
             "Unauthorized",
             description,
@@ -399,8 +420,10 @@ mod tests {
                 retry_after: 1,
             },
             Error::Unauthorized,
+            Error::Forbidden,
             Error::ProjectNotFound,
             Error::KeyNotFound,
+            Error::OperatorNotFound,
             Error::RouteNotFound,
             Error::MethodNotAllowed,
             Error::ProjectExists,
@@ -420,8 +443,10 @@ mod tests {
                 | Error::InsufficientScope { .. }
                 | Error::RateLimited { .. }
                 | Error::Unauthorized
+                | Error::Forbidden
                 | Error::ProjectNotFound
                 | Error::KeyNotFound
+                | Error::OperatorNotFound
                 | Error::RouteNotFound
                 | Error::MethodNotAllowed
                 | Error::ProjectExists

@@ -5,12 +5,17 @@
 //! - [`http`]: the routes (each declared once, with its OpenAPI operation),
 //!   layers and handlers. Handlers only translate HTTP to one call and back
 //!   (`POST /v1/validate-key` and the forward-auth `/v1/auth` both call the
-//!   one pipeline); `http::extract` validates bodies and checks the admin
-//!   token; `http/console/` holds the admin console's files.
+//!   one pipeline); `http::extract` validates bodies and queries;
+//!   `http::access` lets each admin call in (token, role, projects) and
+//!   writes its `audit:admin` entry.
 //! - [`validate`]: the validation pipeline (parse, load, check, verify,
 //!   scopes, rate limit, audit). [`admin`]: projects; mint, inspect, update,
 //!   rotate, revoke and list keys. [`activity`]: a project's recent
 //!   validations and its validations per minute, for the console.
+//!   [`operators`]: create, list and revoke operators. [`trail`]: the admin
+//!   audit trail as `GET /v1/admin/audit` reads it.
+//! - [`access`]: who may do what on the admin API: operator tokens, roles,
+//!   project lists, and the one decision every admin call goes through.
 //! - [`audit`]: which denials are anonymous, and their per-second budget of
 //!   audit entries past which they are summarized; no I/O.
 //! - [`key`]: the `sk-proj.<project>.<key_id>.<secret>` format, pure.
@@ -38,6 +43,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod acl;
 pub mod activity;
 pub mod admin;
@@ -51,9 +57,11 @@ pub mod key;
 pub mod migrate;
 pub mod net;
 pub mod openapi;
+pub mod operators;
 pub mod scope;
 pub mod store;
 pub mod telemetry;
+pub mod trail;
 pub mod validate;
 
 use std::future::{Future, IntoFuture};

@@ -21,8 +21,8 @@ use utoipa::openapi::{ObjectBuilder, OpenApi as Document, RefOr, Response, Type}
 use utoipa::OpenApi;
 
 use crate::error::{
-    InsufficientScope, InvalidKey, InvalidRequest, MethodNotAllowed, PayloadTooLarge, RateLimited,
-    Unauthorized, Unavailable,
+    Forbidden, InsufficientScope, InvalidKey, InvalidRequest, MethodNotAllowed, PayloadTooLarge,
+    RateLimited, Unauthorized, Unavailable,
 };
 
 /// The security scheme name of the admin bearer token.
@@ -40,7 +40,14 @@ pub const ADMIN_TOKEN: &str = "admin_token";
             `/v1/rotate-key`, `/v1/revoke-key`, `/v1/list-keys`, `/v1/activity`) and the \
             admin console (`/admin/`) exist only when the service runs with `KEYWARD_ADMIN_TOKEN` \
             set; otherwise every one of their routes answers `404 not_found`. They take \
-            `Authorization: Bearer <admin token>`.\n\n\
+            `Authorization: Bearer <token>`: `KEYWARD_ADMIN_TOKEN` (the break-glass owner, actor \
+            `root`) or an operator's token (`kwop.<operator_id>.<secret>`, from \
+            `POST /v1/admin/operators`). An operator's role (`viewer`, `key_manager`, \
+            `project_admin`, `owner`, each including the one before) and project list decide \
+            what it may do: a project outside its list answers exactly as one that does not \
+            exist (the route's `404`), and an action its role does not allow within its \
+            projects is `403 insufficient_permission`. Every admin call, allowed or refused, \
+            leaves one entry in the admin audit trail (`GET /v1/admin/audit`).\n\n\
             Every error has the body `{\"error\": {\"code\", \"message\"}}`; every response \
             carries `X-Request-Id` (the caller's, or a new one). A path that exists answers \
             other methods with `405 method_not_allowed`, and an unknown path is \
@@ -54,12 +61,14 @@ pub const ADMIN_TOKEN: &str = "admin_token";
         InsufficientScope,
         RateLimited,
         Unauthorized,
+        Forbidden,
         MethodNotAllowed,
         Unavailable,
     )),
     tags(
         (name = "validation", description = "Is this key valid, for what, and for whom?"),
         (name = "admin", description = "Projects and keys. Only with an admin token configured."),
+        (name = "operators", description = "Operators, `whoami` and the admin audit trail. Only with an admin token configured."),
         (name = "ops", description = "Health, readiness, metrics and this document."),
         (name = "console", description = "The admin console's page and assets. Only with an admin token configured."),
     )

@@ -47,6 +47,10 @@ pub mod metric {
     /// Counter: admin writes answered before `KEYWARD_ADMIN_WAIT_REPLICAS`
     /// replicas confirmed them (logged too). Updated only in `store`.
     pub const ADMIN_WRITES_UNCONFIRMED: &str = "keyward_admin_writes_unconfirmed_total";
+    /// Counter: admin calls answered without their `audit:admin` entry
+    /// (refusals only: a success without one is a 503), by `outcome`.
+    /// Updated only in `http::access`.
+    pub const ADMIN_UNAUDITED: &str = "keyward_admin_unaudited_total";
     /// Histogram: Redis pipeline round-trip time in seconds. Updated only in `store`.
     pub const REDIS_ROUNDTRIP: &str = "keyward_redis_roundtrip_seconds";
 }

@@ -1,10 +1,10 @@
 //! `GET /v1/activity`: a project's recent validations and per-minute counts,
-//! for the admin console. Behind the admin token like every admin endpoint.
+//! for the admin console. A viewer's action, like every read.
 
 use axum::extract::State;
 use axum::Json;
 
-use super::extract::{Admin, ValidatedQuery};
+use super::access::{act, Admin, Query};
 use super::AppState;
 use crate::activity::{self, ActivityOut, ActivityQuery};
 use crate::error::{ErrorBody, InvalidRequest, Result};
@@ -25,9 +25,8 @@ use crate::error::{ErrorBody, InvalidRequest, Result};
     )
 )]
 pub async fn activity(
-    _: Admin,
     State(state): State<AppState>,
-    ValidatedQuery(query): ValidatedQuery<ActivityQuery>,
+    call: Admin<act::ActivityRead, Query<ActivityQuery>>,
 ) -> Result<Json<ActivityOut>> {
-    Ok(Json(activity::activity(&state.store, query).await?))
+    Ok(Json(activity::activity(&state.store, call.input).await?))
 }

@@ -1,30 +1,33 @@
-//! Admin endpoints. Each takes the `Admin` proof, so none runs without the
-//! bearer token. Each carries its OpenAPI operation.
+//! Admin endpoints: projects and keys. Each takes `access::Admin` for its
+//! action, so none runs for a caller that may not do it. Each carries its
+//! OpenAPI operation.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::ToResponse;
 
-use super::extract::{Admin, ValidatedJson, ValidatedQuery};
+use super::access::{act, Admin, Body, Params, Query};
 use super::AppState;
 use crate::admin::{
-    self, KeyOut, KeyRef, ListOut, ListQuery, MintIn, MintOut, ProjectIn, Revoked, RotateIn,
-    RotateOut, UpdateIn,
+    self, KeyOut, KeyRef, ListOut, ListQuery, MintIn, MintOut, ProjectIn, ProjectPath, ProjectsOut,
+    ProjectsQuery, Revoked, RotateIn, RotateOut, UpdateIn,
 };
 use crate::error::{
-    ErrorBody, InvalidRequest, MethodNotAllowed, PayloadTooLarge, Result, Unauthorized, Unavailable,
+    ErrorBody, Forbidden, InvalidRequest, MethodNotAllowed, PayloadTooLarge, Result, Unauthorized,
+    Unavailable,
 };
 use crate::store::ProjectDoc;
 
-/// Documents what every admin operation (`/v1/activity`'s too) may answer
-/// besides its own statuses: 401 from `Admin`, the shared 405, and 503 when
-/// Redis cannot answer.
+/// Documents what every admin operation may answer besides its own
+/// statuses: 401 and 403 from `Admin`, the shared 405, and 503 when Redis
+/// cannot answer (or the call's audit entry cannot be written).
 pub(super) fn common_responses(op: &mut Operation) {
     for (status, name) in [
         ("401", Unauthorized::response().0),
+        ("403", Forbidden::response().0),
         ("405", MethodNotAllowed::response().0),
         ("503", Unavailable::response().0),
     ] {
@@ -56,11 +59,10 @@ pub(super) fn common_responses(op: &mut Operation) {
     )
 )]
 pub async fn create_project(
-    _: Admin,
     State(state): State<AppState>,
-    ValidatedJson(input): ValidatedJson<ProjectIn>,
+    call: Admin<act::ProjectCreate, Body<ProjectIn>>,
 ) -> Result<(StatusCode, Json<ProjectDoc>)> {
-    let doc = admin::create_project(&state.store, input).await?;
+    let doc = admin::create_project(&state.store, call.input).await?;
     Ok((StatusCode::CREATED, Json(doc)))
 }
 
@@ -78,11 +80,11 @@ pub async fn create_project(
     )
 )]
 pub async fn get_project(
-    _: Admin,
     State(state): State<AppState>,
-    Path(project_id): Path<String>,
+    call: Admin<act::ProjectRead, Params<ProjectPath>>,
 ) -> Result<Json<ProjectDoc>> {
-    Ok(Json(admin::get_project(&state.store, &project_id).await?))
+    let project_id = &call.input.project_id;
+    Ok(Json(admin::get_project(&state.store, project_id).await?))
 }
 
 /// Mint a key in a project.
@@ -109,11 +111,12 @@ pub async fn get_project(
     )
 )]
 pub async fn mint_key(
-    _: Admin,
     State(state): State<AppState>,
-    ValidatedJson(input): ValidatedJson<MintIn>,
+    call: Admin<act::KeyMint, Body<MintIn>>,
 ) -> Result<(StatusCode, Json<MintOut>)> {
-    let minted = admin::mint(&state.store, &state.hasher, input).await?;
+    let note = call.note();
+    let minted = admin::mint(&state.store, &state.hasher, call.input).await?;
+    note.made_key(&minted.key_id);
     Ok((StatusCode::CREATED, Json(minted)))
 }
 
@@ -133,11 +136,10 @@ pub async fn mint_key(
     )
 )]
 pub async fn revoke_key(
-    _: Admin,
     State(state): State<AppState>,
-    ValidatedJson(input): ValidatedJson<KeyRef>,
+    call: Admin<act::KeyRevoke, Body<KeyRef>>,
 ) -> Result<Json<Revoked>> {
-    admin::revoke(&state.store, input).await?;
+    admin::revoke(&state.store, call.input).await?;
     Ok(Json(Revoked { revoked: true }))
 }
 
@@ -156,11 +158,10 @@ pub async fn revoke_key(
     )
 )]
 pub async fn list_keys(
-    _: Admin,
     State(state): State<AppState>,
-    ValidatedQuery(query): ValidatedQuery<ListQuery>,
+    call: Admin<act::KeyList, Query<ListQuery>>,
 ) -> Result<Json<ListOut>> {
-    Ok(Json(admin::list(&state.store, query).await?))
+    Ok(Json(admin::list(&state.store, call.input).await?))
 }
 
 /// Read a key.
@@ -178,11 +179,10 @@ pub async fn list_keys(
     )
 )]
 pub async fn get_key(
-    _: Admin,
     State(state): State<AppState>,
-    ValidatedQuery(query): ValidatedQuery<KeyRef>,
+    call: Admin<act::KeyRead, Query<KeyRef>>,
 ) -> Result<Json<KeyOut>> {
-    Ok(Json(admin::get_key(&state.store, query).await?))
+    Ok(Json(admin::get_key(&state.store, call.input).await?))
 }
 
 /// Change a key's properties (never its secret, usage or `disabled`).
@@ -201,11 +201,10 @@ pub async fn get_key(
     )
 )]
 pub async fn update_key(
-    _: Admin,
     State(state): State<AppState>,
-    ValidatedJson(input): ValidatedJson<UpdateIn>,
+    call: Admin<act::KeyUpdate, Body<UpdateIn>>,
 ) -> Result<Json<KeyOut>> {
-    Ok(Json(admin::update(&state.store, input).await?))
+    Ok(Json(admin::update(&state.store, call.input).await?))
 }
 
 /// Give a key a new secret, keeping its id.
@@ -227,10 +226,31 @@ pub async fn update_key(
     )
 )]
 pub async fn rotate_key(
-    _: Admin,
     State(state): State<AppState>,
-    ValidatedJson(input): ValidatedJson<RotateIn>,
+    call: Admin<act::KeyRotate, Body<RotateIn>>,
 ) -> Result<(StatusCode, Json<RotateOut>)> {
-    let rotated = admin::rotate(&state.store, &state.hasher, input).await?;
+    let rotated = admin::rotate(&state.store, &state.hasher, call.input).await?;
     Ok((StatusCode::CREATED, Json(rotated)))
+}
+
+/// List the projects the caller may see, a page at a time (pass `next` as
+/// `cursor`).
+#[utoipa::path(
+    get,
+    path = "/v1/admin/projects",
+    tag = "admin",
+    params(ProjectsQuery),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "One page of the caller's projects, in id order: for a caller of every project (`[\"*\"]`, or an owner), every project created through this deployment's admin API or read by it since; otherwise those of its list that exist", body = ProjectsOut),
+        (status = 404, description = "`not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
+        (status = 422, response = InvalidRequest),
+    )
+)]
+pub async fn list_projects(
+    State(state): State<AppState>,
+    call: Admin<act::ProjectList, Query<ProjectsQuery>>,
+) -> Result<Json<ProjectsOut>> {
+    let page = admin::list_projects(&state.store, &call.caller, call.input).await?;
+    Ok(Json(page))
 }

@@ -1,18 +1,14 @@
 //! Extractors whose rejections are our `Error`: validated JSON bodies and
-//! queries, and the admin bearer token.
+//! queries.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
-use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use validator::{Validate, ValidationErrors};
 
-use super::AppState;
 use crate::error::Error;
 
 /// A JSON body: serde first (unknown fields, wrong types), then `validator`.
@@ -72,34 +68,5 @@ where
             .map_err(|e: QueryRejection| Error::InvalidRequest(e.body_text()))?;
         value.validate().map_err(invalid)?;
         Ok(Self(value))
-    }
-}
-
-/// Proof that the request carried the admin bearer token.
-pub struct Admin;
-
-impl FromRequestParts<AppState> for Admin {
-    type Rejection = Error;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let expected = state.admin_token.as_ref().ok_or(Error::RouteNotFound)?;
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(Error::Unauthorized)?;
-        // Comparing fixed-size digests in constant time leaks neither the
-        // token's bytes nor its length.
-        let presented = Sha256::digest(presented.as_bytes());
-        let expected = Sha256::digest(expected.expose_secret().as_bytes());
-        if bool::from(presented.ct_eq(&expected)) {
-            Ok(Admin)
-        } else {
-            Err(Error::Unauthorized)
-        }
     }
 }

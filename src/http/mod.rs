@@ -14,11 +14,13 @@
 //! deadline, logging of server-side error detail), panic catching, and a
 //! 64 KiB body limit.
 
+mod access;
 mod activity;
 mod admin;
 mod auth;
 mod console;
 mod extract;
+mod operators;
 mod ops;
 mod validate;
 
@@ -54,7 +56,7 @@ use crate::telemetry::metric;
 use crate::validate::Validator;
 
 /// The request id header: taken from the caller or generated, and echoed.
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -87,8 +89,10 @@ pub type AppState = Arc<App>;
 struct Routes {
     /// Served always.
     public: OpenApiRouter<AppState>,
-    /// The admin API and the console: only with an admin token.
+    /// The admin API: only with an admin token; each call audited.
     admin: OpenApiRouter<AppState>,
+    /// The console's page and assets: only with an admin token.
+    console: OpenApiRouter<AppState>,
     /// `/metrics`: on the main listener, unless it has one of its own.
     metrics: OpenApiRouter<AppState>,
 }
@@ -109,7 +113,13 @@ fn routes() -> Routes {
         .routes(routes!(admin::update_key))
         .routes(routes!(admin::rotate_key))
         .routes(routes!(admin::list_keys))
-        .routes(routes!(activity::activity));
+        .routes(routes!(admin::list_projects))
+        .routes(routes!(activity::activity))
+        .routes(routes!(operators::create_operator))
+        .routes(routes!(operators::list_operators))
+        .routes(routes!(operators::revoke_operator))
+        .routes(routes!(operators::whoami))
+        .routes(routes!(operators::audit));
     operations(admin.get_openapi_mut()).for_each(admin::common_responses);
     let mut console = OpenApiRouter::default()
         .routes(routes!(console::redirect))
@@ -118,7 +128,8 @@ fn routes() -> Routes {
     operations(console.get_openapi_mut()).for_each(console::document_headers);
     Routes {
         public,
-        admin: admin.merge(console),
+        admin,
+        console,
         metrics: OpenApiRouter::default().routes(routes!(ops::metrics)),
     }
 }
@@ -217,16 +228,19 @@ pub fn router(state: AppState, separate_metrics: bool) -> Router {
     let Routes {
         public,
         admin,
+        console,
         metrics,
     } = routes();
-    let mut router = public;
+    let mut router: Router<AppState> = public.into();
     if state.admin_token.is_some() {
-        router = router.merge(admin);
+        let audited = Router::from(admin)
+            .route_layer(middleware::from_fn_with_state(state.clone(), access::audit));
+        router = router.merge(audited).merge(Router::from(console));
     }
     if !separate_metrics {
-        router = router.merge(metrics);
+        router = router.merge(Router::from(metrics));
     }
-    layered(router.into(), state)
+    layered(router, state)
 }
 
 /// The router for a separate, private metrics listener.
@@ -240,9 +254,11 @@ pub fn openapi() -> Result<serde_json::Value, serde_json::Error> {
     let Routes {
         public,
         admin,
+        console,
         metrics,
     } = routes();
-    crate::openapi::document(public.merge(admin).merge(metrics).into_openapi())
+    let all = public.merge(admin).merge(console).merge(metrics);
+    crate::openapi::document(all.into_openapi())
 }
 
 fn layered(router: Router<AppState>, state: AppState) -> Router {

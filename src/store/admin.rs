@@ -1,5 +1,5 @@
-//! The admin path's commands, with the `manager` user. Every write is
-//! followed by its `audit:admin` entry.
+//! The admin path's commands, with the `manager` user. Each admin call's
+//! `audit:admin` entry is written by `http::access`, once per call.
 //!
 //! A project's index is normally a sorted set (ids at score 0, paged by
 //! `ZRANGE BYLEX`); in a deployment adopted from the original service it may
@@ -12,13 +12,13 @@ use fred::interfaces::{ClientInterface, ServerInterface};
 use fred::prelude::{ClientLike, Error as FredError, Options, Server};
 use fred::prelude::{
     HashesInterface, KeysInterface, Pool, RedisJsonInterface, SetsInterface, SortedSetsInterface,
-    StreamsInterface, Value,
+    Value,
 };
 use fred::types::{ClusterHash, SetOptions};
 use fred::util::redis_keyslot;
 use std::collections::HashMap;
 
-use super::{data_error, is_noperm, is_wrongtype, key_doc, names, now, report_unreadable};
+use super::{data_error, is_noperm, is_wrongtype, key_doc, names, report_unreadable};
 use super::{get_doc, send, unavailable, zrange_after, Store};
 use super::{KeyDoc, KeyMeta, KeyPage, ProjectDoc};
 use crate::error::{Error, Result};
@@ -84,38 +84,10 @@ async fn queue_doc_and_meta(
 }
 
 impl Store {
-    fn admin(&self) -> Result<&Pool> {
+    pub(super) fn admin(&self) -> Result<&Pool> {
         self.admin
             .as_ref()
             .ok_or_else(|| Error::Internal("admin Redis pool is not configured".into()))
-    }
-
-    fn admin_audit_fields(
-        &self,
-        action: &str,
-        project: &ProjectId,
-        key_id: &str,
-    ) -> Vec<(&'static str, String)> {
-        vec![
-            ("ts", now().to_string()),
-            ("action", action.to_owned()),
-            ("project_id", project.to_string()),
-            ("key_id", key_id.to_owned()),
-            ("client", self.client_name.clone()),
-        ]
-    }
-
-    async fn admin_audit(&self, action: &str, project: &ProjectId, key_id: &str) -> Result<()> {
-        self.admin()?
-            .xadd::<(), _, _, _, _>(
-                names::AUDIT_ADMIN,
-                false,
-                self.audit_cap(),
-                "*",
-                self.admin_audit_fields(action, project, key_id),
-            )
-            .await
-            .map_err(unavailable)
     }
 
     /// With `KEYWARD_ADMIN_WAIT_REPLICAS=N` (N > 0), waits until N replicas
@@ -186,13 +158,17 @@ impl Store {
         if created.is_none() {
             return Ok(false);
         }
-        self.admin_audit("create_project", &project, "").await?;
+        if let Err(e) = self.index_project(self.admin()?, &project).await {
+            // Listed from its next read instead (see `get_project`).
+            tracing::warn!(error = %e, project_id = %project, "project created, not indexed yet");
+        }
         Ok(true)
     }
 
     /// The project's document; `None` if it does not exist or this
     /// deployment may not read it. A document that cannot be read is
-    /// `Error::Unreadable` (logged).
+    /// `Error::Unreadable` (logged). A project found is added to the
+    /// deployment's projects index.
     pub async fn get_project(&self, project: &ProjectId) -> Result<Option<ProjectDoc>> {
         let key = names::project(project);
         let raw: Option<String> = match get_doc(self.admin()?, &key).await {
@@ -200,13 +176,18 @@ impl Store {
             Err(e) if is_noperm(&e) => None,
             Err(e) => return Err(data_error(&key, e)),
         };
-        raw.map(|s| {
-            serde_json::from_str(&s).map_err(|e| {
-                report_unreadable(&key, &super::parse_problem("a project document", &e));
-                Error::Unreadable
-            })
-        })
-        .transpose()
+        let Some(raw) = raw else { return Ok(None) };
+        let doc = serde_json::from_str(&raw).map_err(|e| {
+            report_unreadable(&key, &super::parse_problem("a project document", &e));
+            Error::Unreadable
+        })?;
+        // A project created before the index existed (or by the original
+        // service) is listed from the first admin call that reads it. Best
+        // effort: the read stands whether or not the index takes it.
+        if let Err(e) = self.index_project(self.admin()?, project).await {
+            tracing::debug!(error = %e, project_id = %project, "project not indexed yet");
+        }
+        Ok(Some(doc))
     }
 
     /// The type of the project's index; another type than a set or a
@@ -273,7 +254,6 @@ impl Store {
             return Ok(false);
         }
         self.index_add(admin, project, kind, &doc.key_id).await?;
-        self.admin_audit("mint", project, &doc.key_id).await?;
         self.wait_for_replicas(client, connections, &key).await;
         Ok(true)
     }
@@ -308,7 +288,7 @@ impl Store {
     }
 
     /// Sets `fields` (name, JSON value) of an existing key document in one
-    /// atomic `JSON.MSET`, then audits `action`. `false` if there is no such
+    /// atomic `JSON.MSET`. `false` if there is no such
     /// key; `Error::Unreadable` if its document cannot be read (nothing is
     /// written to it then). Fields not named are left as they are, unknown
     /// ones included.
@@ -317,7 +297,6 @@ impl Store {
         project: &ProjectId,
         key_id: &KeyId,
         fields: &[(&str, serde_json::Value)],
-        action: &str,
     ) -> Result<bool> {
         let admin = self.admin()?;
         let key = names::apikey(project.as_str(), key_id.as_str());
@@ -353,7 +332,6 @@ impl Store {
                 .map_err(|e| data_error(&key, e))?;
             Some((client, connections))
         };
-        self.admin_audit(action, project, key_id.as_str()).await?;
         if let Some((client, connections)) = written {
             self.wait_for_replicas(client, connections, &key).await;
         }

@@ -10,6 +10,8 @@
 //! | `apikey:<project_id>:<key_id>` | JSON [`KeyDoc`] |
 //! | `apiprojectkeys:<project_id>` | sorted set of key ids, all score 0 (lexicographic paging); a plain set where the original service wrote it |
 //! | `apimeta:<project_id>:<key_id>` | hash: `usage_count`, `last_used` |
+//! | `operator:<deployment>:<operator_id>` | JSON [`OperatorDoc`] |
+//! | `operators:<deployment>`, `projects:<deployment>` | sorted sets of operator and project ids, all score 0 |
 //! | `audit:keylookup`, `audit:admin` | streams, capped with `MAXLEN ~` |
 //! | `ratelimit:key:<project_id>:<key_id>:<minute>` | right-secret validations this minute |
 //! | `ratelimit:key:<project_id>:<key_id>:bad:<minute>` | wrong-secret attempts this minute |
@@ -47,6 +49,7 @@ mod admin;
 pub mod migrate;
 pub mod model;
 pub mod names;
+mod operators;
 mod usage;
 mod validation;
 
@@ -67,8 +70,12 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::telemetry::metric;
 
-pub use model::{Audit, Effects, KeyDoc, KeyMeta, KeyPage, Lookup, Origin, ProjectDoc, Read};
+pub use model::{
+    AdminAudit, Audit, Effects, KeyDoc, KeyMeta, KeyPage, Lookup, OperatorDoc, Origin, ProjectDoc,
+    Read,
+};
 pub use names::{AUDIT_ADMIN, AUDIT_KEYLOOKUP};
+pub use operators::AdminEntry;
 
 /// Rate-limit counters outlive their minute a little, then expire.
 const COUNTER_TTL_SECS: i64 = 120;
@@ -239,6 +246,8 @@ pub struct Store {
     admin_wait_timeout: Duration,
     /// Anonymous denials' audit budget and the summaries it owes.
     audit_budget: Arc<audit::Budget>,
+    /// The same for admin calls with a token that names no caller.
+    admin_budget: Arc<audit::Budget>,
     /// Passes counted in memory, written to `apimeta` about once a second.
     usage: Arc<usage::Usage>,
     /// Whether first-time validations read `apiverify` (a pepper is set).
@@ -369,6 +378,7 @@ impl Store {
             admin_wait_replicas: config.admin_wait_replicas,
             admin_wait_timeout: config.redis_timeout / 2,
             audit_budget: Arc::new(audit::Budget::new(config.audit_anonymous_per_second)),
+            admin_budget: Arc::new(audit::Budget::admin(config.audit_anonymous_per_second)),
             usage: Arc::default(),
             remembers: !config.verify_peppers.is_empty(),
             flusher: Arc::default(),
@@ -393,6 +403,9 @@ impl Store {
         }
         if let Err(e) = self.flush_summaries(true).await {
             tracing::error!(error = %e, "audit summaries lost at shutdown");
+        }
+        if let Err(e) = self.flush_admin_summaries(true).await {
+            tracing::error!(error = %e, "admin audit summaries lost at shutdown");
         }
         if let Err(e) = self.flush_usage().await {
             tracing::error!(error = %e, "usage counts lost at shutdown");

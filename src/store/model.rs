@@ -187,3 +187,52 @@ pub struct Effects<'a> {
     /// A secret just verified: `HSET apiverify:<p>:<k> field value`.
     pub remember: Option<(&'a str, &'a str)>,
 }
+
+/// The `operator:<deployment>:<operator_id>` document. Holds an Argon2id
+/// hash, so it never leaves the service: answers are built from its other
+/// fields.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub struct OperatorDoc {
+    pub operator_id: String,
+    pub name: String,
+    pub role: crate::access::Role,
+    /// Project ids, or `["*"]`.
+    pub projects: Vec<String>,
+    pub created_at: f64,
+    #[serde(default)]
+    pub expires_at: Option<f64>,
+    /// The actor that created it.
+    #[serde(default)]
+    pub created_by: String,
+    #[serde(default)]
+    pub revoked: bool,
+    #[serde(default)]
+    pub revoked_at: Option<f64>,
+    pub secret_hash: String,
+}
+
+impl std::fmt::Debug for OperatorDoc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorDoc")
+            .field("operator_id", &self.operator_id)
+            .field("role", &self.role)
+            .field("revoked", &self.revoked)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One `audit:admin` entry: who did what to which project and key, and how
+/// it ended. Never holds a token, secret or hash.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminAudit<'a> {
+    /// An operator id, `root`, or `unknown`.
+    pub actor: &'a str,
+    /// `project.create`, `key.mint`, ... (`access::Action::name`).
+    pub action: &'a str,
+    pub project_id: &'a str,
+    pub key_id: &'a str,
+    /// `ok`, `unauthorized`, `forbidden`, `not_found`, `invalid`, `conflict`
+    /// or `error`.
+    pub outcome: &'static str,
+    pub request_id: &'a str,
+}

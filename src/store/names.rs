@@ -54,6 +54,22 @@ pub fn keyset(project: &ProjectId) -> String {
 pub fn meta(project: &str, key_id: &str) -> String {
     format!("apimeta:{project}:{key_id}")
 }
+/// An operator of the deployment named `deployment` (`KEYWARD_CLIENT_NAME`):
+/// operators are a deployment's own, so one deployment's tokens mean nothing
+/// to another's keyward and its Redis user cannot read them.
+pub fn operator(deployment: &str, operator_id: &str) -> String {
+    format!("operator:{deployment}:{operator_id}")
+}
+/// The deployment's operator ids, a sorted set (all score 0).
+pub fn operators(deployment: &str) -> String {
+    format!("operators:{deployment}")
+}
+/// The ids of the projects created through the deployment's admin API (or
+/// read by it since), a sorted set (all score 0): what `GET
+/// /v1/admin/projects` pages through.
+pub fn projects(deployment: &str) -> String {
+    format!("projects:{deployment}")
+}
 /// Digests of secrets verified before, by hash fingerprint (see `hash`).
 pub fn verified(project: &str, key_id: &str) -> String {
     format!("apiverify:{project}:{key_id}")

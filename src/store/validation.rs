@@ -329,6 +329,9 @@ impl Store {
             if let Err(e) = self.flush_summaries(false).await {
                 tracing::warn!(error = %e, "audit summaries not written yet; retrying");
             }
+            if let Err(e) = self.flush_admin_summaries(false).await {
+                tracing::warn!(error = %e, "admin audit summaries not written yet; retrying");
+            }
             if let Err(e) = self.flush_usage().await {
                 tracing::warn!(error = %e, "usage counts not written yet; retrying");
             }

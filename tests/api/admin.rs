@@ -128,9 +128,10 @@ async fn a_minted_key_has_the_documented_format_and_stored_document() {
     .unwrap();
     assert_eq!(members, vec![key.key_id.clone()]);
     let admin_audit = app.audit("audit:admin").await;
-    assert!(admin_audit
-        .iter()
-        .any(|e| e["action"] == "mint" && e["key_id"] == key.key_id));
+    assert!(admin_audit.iter().any(|e| e["action"] == "key.mint"
+        && e["key_id"] == key.key_id
+        && e["actor"] == "root"
+        && e["outcome"] == "ok"));
 }
 
 #[tokio::test]

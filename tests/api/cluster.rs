@@ -461,9 +461,30 @@ async fn client_acls_loaded_on_every_node_isolate_deployments() {
     );
     let lines = [
         String::from_utf8(out.stdout).unwrap().trim().to_owned(),
-        rule(&adm_a, Role::Manager, &[&alpha], &["adm-a-secret".into()]).unwrap(),
-        rule(&gw_b, Role::Validator, &[&beta], &["gw-b-secret".into()]).unwrap(),
-        rule(&adm_b, Role::Manager, &[&beta], &["adm-b-secret".into()]).unwrap(),
+        rule(
+            &adm_a,
+            Role::Manager,
+            &[&alpha],
+            &["adm-a-secret".into()],
+            "test-gateway",
+        )
+        .unwrap(),
+        rule(
+            &gw_b,
+            Role::Validator,
+            &[&beta],
+            &["gw-b-secret".into()],
+            "test-gateway",
+        )
+        .unwrap(),
+        rule(
+            &adm_b,
+            Role::Manager,
+            &[&beta],
+            &["adm-b-secret".into()],
+            "test-gateway",
+        )
+        .unwrap(),
     ];
     // The operator's roll-out: the same file on every node, then ACL LOAD
     // on each (replicas too).

@@ -17,10 +17,34 @@ const ADMIN_PW_B: &str = "admin-b-password";
 /// Rules for two clients: gateway-a/admin-a on `alpha`, gateway-b/admin-b on `beta`.
 fn two_clients() -> String {
     [
-        rule("gw-a", Role::Validator, &["alpha"], &[PW_A.into()]),
-        rule("adm-a", Role::Manager, &["alpha"], &[ADMIN_PW_A.into()]),
-        rule("gw-b", Role::Validator, &["beta"], &[PW_B.into()]),
-        rule("adm-b", Role::Manager, &["beta"], &[ADMIN_PW_B.into()]),
+        rule(
+            "gw-a",
+            Role::Validator,
+            &["alpha"],
+            &[PW_A.into()],
+            "test-gateway",
+        ),
+        rule(
+            "adm-a",
+            Role::Manager,
+            &["alpha"],
+            &[ADMIN_PW_A.into()],
+            "test-gateway",
+        ),
+        rule(
+            "gw-b",
+            Role::Validator,
+            &["beta"],
+            &[PW_B.into()],
+            "test-gateway",
+        ),
+        rule(
+            "adm-b",
+            Role::Manager,
+            &["beta"],
+            &[ADMIN_PW_B.into()],
+            "test-gateway",
+        ),
     ]
     .map(|r| r.expect("valid rule"))
     .join("\n")
@@ -181,6 +205,7 @@ async fn a_password_rotation_accepts_both_during_the_overlap_then_only_the_new()
             Role::Validator,
             &["alpha"],
             &passwords.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            "test-gateway",
         )
         .unwrap();
         let mut acl = std::fs::read_to_string(redis.acl_file()).unwrap();

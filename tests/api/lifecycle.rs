@@ -487,7 +487,10 @@ async fn every_admin_write_is_in_the_admin_audit_stream_with_its_action() {
         .map(|e| e["action"].clone())
         .collect();
 
-    assert_eq!(actions, ["mint", "update", "rotate", "revoke"]);
+    assert_eq!(
+        actions,
+        ["key.mint", "key.update", "key.rotate", "key.revoke"]
+    );
 }
 
 #[tokio::test]

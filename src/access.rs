@@ -1,0 +1,356 @@
+//! Who may do what on the admin API: operator tokens, roles, the projects a
+//! caller covers, and the one decision every admin call goes through.
+//!
+//! A caller is the break-glass root (`KEYWARD_ADMIN_TOKEN`: actor `root`,
+//! `owner` of every project) or an operator, whose token
+//! `kwop.<operator_id>.<secret>` names its document in Redis. The document
+//! is read on every call, so a revoke or an expiry is refused on the very
+//! next call on every instance; the secret is checked against its Argon2id
+//! hash through the hasher's verified-secret cache, so only an instance's
+//! first call with a token pays Argon2id.
+//!
+//! [`Caller::authorize`] is the one decision: a project outside the
+//! caller's list answers exactly as a project that does not exist (the
+//! route's own `404`), and an action the role does not allow within its
+//! projects is `403 insufficient_permission`.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
+
+use crate::error::{Error, Result};
+use crate::hash::{Hasher, Verdict};
+use crate::key::Secret;
+use crate::store::{now, Store};
+
+/// The prefix of every operator token: unlike an API key's `sk-proj.`, so
+/// people and secret scanners can tell them apart.
+pub const TOKEN_PREFIX: &str = "kwop.";
+/// An operator id is `op_` and 12 of `[A-Za-z0-9]`.
+pub const OPERATOR_ID_PREFIX: &str = "op_";
+/// The break-glass token's actor.
+pub const ROOT: &str = "root";
+/// The actor of a call whose token named no valid caller.
+pub const UNKNOWN: &str = "unknown";
+/// "Every project" in a project list.
+pub const ALL_PROJECTS: &str = "*";
+
+/// A role; each includes the one before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Reads projects, keys, activity and the admin audit of its projects.
+    Viewer,
+    /// Also mints, updates, rotates and revokes keys.
+    KeyManager,
+    /// Also creates projects (within its list, or any with `*`).
+    ProjectAdmin,
+    /// Everything, every project, and operators.
+    Owner,
+}
+
+/// What an admin call does: its name in `audit:admin`, and the least role
+/// that may do it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    ProjectCreate,
+    ProjectRead,
+    ProjectList,
+    KeyMint,
+    KeyRead,
+    KeyList,
+    KeyUpdate,
+    KeyRotate,
+    KeyRevoke,
+    ActivityRead,
+    AuditRead,
+    OperatorCreate,
+    OperatorList,
+    OperatorRevoke,
+    Whoami,
+}
+
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::ProjectCreate => "project.create",
+            Action::ProjectRead => "project.read",
+            Action::ProjectList => "project.list",
+            Action::KeyMint => "key.mint",
+            Action::KeyRead => "key.read",
+            Action::KeyList => "key.list",
+            Action::KeyUpdate => "key.update",
+            Action::KeyRotate => "key.rotate",
+            Action::KeyRevoke => "key.revoke",
+            Action::ActivityRead => "activity.read",
+            Action::AuditRead => "audit.read",
+            Action::OperatorCreate => "operator.create",
+            Action::OperatorList => "operator.list",
+            Action::OperatorRevoke => "operator.revoke",
+            Action::Whoami => "whoami",
+        }
+    }
+
+    /// The least role that may do this within its projects.
+    pub fn needs(self) -> Role {
+        match self {
+            Action::ProjectRead
+            | Action::ProjectList
+            | Action::KeyRead
+            | Action::KeyList
+            | Action::ActivityRead
+            | Action::AuditRead
+            | Action::Whoami => Role::Viewer,
+            Action::KeyMint | Action::KeyUpdate | Action::KeyRotate | Action::KeyRevoke => {
+                Role::KeyManager
+            }
+            Action::ProjectCreate => Role::ProjectAdmin,
+            Action::OperatorCreate | Action::OperatorList | Action::OperatorRevoke => Role::Owner,
+        }
+    }
+
+    /// What a project outside the caller's list answers: the route's own
+    /// answer for a project that does not exist.
+    fn not_found(self) -> Error {
+        match self {
+            Action::KeyRead | Action::KeyUpdate | Action::KeyRotate | Action::KeyRevoke => {
+                Error::KeyNotFound
+            }
+            _ => Error::ProjectNotFound,
+        }
+    }
+}
+
+/// The project and key an admin call's input is about: what
+/// [`Caller::authorize`] decides on and the audit entry names.
+pub trait Target {
+    fn project(&self) -> Option<&str> {
+        None
+    }
+    fn key(&self) -> Option<&str> {
+        None
+    }
+}
+
+impl Target for () {}
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The operator id, or `root`.
+    pub actor: String,
+    pub name: String,
+    pub role: Role,
+    /// Project ids, or `["*"]`.
+    pub projects: Vec<String>,
+}
+
+impl Caller {
+    fn root() -> Self {
+        Self {
+            actor: ROOT.into(),
+            name: ROOT.into(),
+            role: Role::Owner,
+            projects: vec![ALL_PROJECTS.into()],
+        }
+    }
+
+    /// Whether the caller covers every project.
+    pub fn covers_all(&self) -> bool {
+        self.role == Role::Owner || self.projects.iter().any(|p| p == ALL_PROJECTS)
+    }
+
+    /// Whether `project` is one of the caller's.
+    pub fn sees(&self, project: &str) -> bool {
+        self.covers_all() || self.projects.iter().any(|p| p == project)
+    }
+
+    /// The one decision: may the caller do `action` on `project` (`None`:
+    /// an action on no single project)?
+    ///
+    /// Outside its projects, the route's `404` (a project the caller may not
+    /// see does not exist for it), except for creating a project, which
+    /// reveals nothing by being refused: `403`. Within them, `403` unless
+    /// the role allows the action.
+    pub fn authorize(&self, action: Action, project: Option<&str>) -> Result<()> {
+        if let Some(project) = project {
+            if !self.sees(project) {
+                return Err(match action {
+                    Action::ProjectCreate => Error::Forbidden,
+                    _ => action.not_found(),
+                });
+            }
+        }
+        if self.role < action.needs() {
+            return Err(Error::Forbidden);
+        }
+        Ok(())
+    }
+}
+
+/// A parsed operator token.
+pub struct Token {
+    pub operator_id: String,
+    pub secret: Secret,
+}
+
+/// Whether `id` is an operator id: `op_` and 12 of `[A-Za-z0-9]`.
+pub fn is_operator_id(id: &str) -> bool {
+    id.strip_prefix(OPERATOR_ID_PREFIX)
+        .is_some_and(|body| body.len() == 12 && body.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+impl Token {
+    /// Parses `kwop.<operator_id>.<secret>`. Never echoes the input.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (operator_id, secret) = s.strip_prefix(TOKEN_PREFIX)?.split_once('.')?;
+        if !is_operator_id(operator_id) {
+            return None;
+        }
+        Some(Self {
+            operator_id: operator_id.to_owned(),
+            secret: Secret::parse(secret).ok()?,
+        })
+    }
+
+    /// The full token, as shown once at creation.
+    pub fn expose(operator_id: &str, secret: &str) -> String {
+        format!("{TOKEN_PREFIX}{operator_id}.{secret}")
+    }
+}
+
+/// The caller behind a bearer token: root, or a live operator whose
+/// secret matches. `Unauthorized` for anything else (unknown, revoked,
+/// expired, wrong secret, unreadable); `Busy`/`Unavailable` when it cannot
+/// be told now.
+pub async fn authenticate(
+    store: &Store,
+    hasher: &Hasher,
+    root: &SecretString,
+    presented: &str,
+) -> Result<Caller> {
+    // Comparing fixed-size digests in constant time leaks neither the
+    // token's bytes nor its length.
+    let digest = Sha256::digest(presented.as_bytes());
+    if bool::from(digest.ct_eq(&Sha256::digest(root.expose_secret().as_bytes()))) {
+        return Ok(Caller::root());
+    }
+    let token = Token::parse(presented).ok_or(Error::Unauthorized)?;
+    let doc = match store.get_operator(&token.operator_id).await {
+        Ok(Some(doc)) => doc,
+        Ok(None) | Err(Error::Unreadable) => return Err(Error::Unauthorized),
+        Err(e) => return Err(e),
+    };
+    if doc.revoked || doc.expires_at.is_some_and(|at| at <= now()) {
+        return Err(Error::Unauthorized);
+    }
+    let cache_key = hasher.operator_cache_key(&token.operator_id, &token.secret);
+    let cached = hasher.cached(&cache_key);
+    if cached.as_deref() != Some(doc.secret_hash.as_str()) {
+        match hasher
+            .verify(&token.secret, &doc.secret_hash, Some(&cache_key))
+            .await?
+        {
+            Verdict::Match => {}
+            Verdict::Mismatch => return Err(Error::Unauthorized),
+            Verdict::Corrupt => {
+                tracing::warn!(
+                    operator_id = %doc.operator_id,
+                    "an operator's stored hash cannot be read; its token is refused"
+                );
+                return Err(Error::Unauthorized);
+            }
+        }
+    }
+    Ok(Caller {
+        actor: doc.operator_id,
+        name: doc.name,
+        role: doc.role,
+        projects: doc.projects,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn operator(role: Role, projects: &[&str]) -> Caller {
+        Caller {
+            actor: "op_abcdefabcdef".into(),
+            name: "n".into(),
+            role,
+            projects: projects.iter().map(|p| (*p).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn roles_include_the_ones_before() {
+        let actions = [
+            Action::KeyRead,
+            Action::KeyMint,
+            Action::ProjectCreate,
+            Action::OperatorCreate,
+        ];
+        let roles = [
+            Role::Viewer,
+            Role::KeyManager,
+            Role::ProjectAdmin,
+            Role::Owner,
+        ];
+        for (r, role) in roles.into_iter().enumerate() {
+            let caller = operator(role, &["alpha"]);
+            for (a, action) in actions.into_iter().enumerate() {
+                let got = caller.authorize(action, Some("alpha"));
+                assert_eq!(got.is_ok(), a <= r, "{role:?} {action:?}: {got:?}");
+                if a > r {
+                    assert!(matches!(got, Err(Error::Forbidden)));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_project_outside_the_list_is_the_routes_not_found_whatever_the_role() {
+        let viewer = operator(Role::Viewer, &["alpha"]);
+        assert!(matches!(
+            viewer.authorize(Action::KeyMint, Some("beta")),
+            Err(Error::ProjectNotFound)
+        ));
+        assert!(matches!(
+            viewer.authorize(Action::KeyRevoke, Some("beta")),
+            Err(Error::KeyNotFound)
+        ));
+        let admin = operator(Role::ProjectAdmin, &["alpha"]);
+        assert!(matches!(
+            admin.authorize(Action::ProjectCreate, Some("beta")),
+            Err(Error::Forbidden)
+        ));
+        assert!(admin
+            .authorize(Action::ProjectCreate, Some("alpha"))
+            .is_ok());
+        let any = operator(Role::ProjectAdmin, &["*"]);
+        assert!(any.authorize(Action::ProjectCreate, Some("beta")).is_ok());
+        assert!(Caller::root()
+            .authorize(Action::OperatorCreate, None)
+            .is_ok());
+    }
+
+    #[test]
+    fn tokens_parse_only_in_their_own_shape() {
+        let secret = "A".repeat(43);
+        let token = Token::expose("op_abcdefABCDEF", &secret);
+        assert!(token.starts_with("kwop.op_"));
+        assert_eq!(Token::parse(&token).unwrap().operator_id, "op_abcdefABCDEF");
+        for bad in [
+            format!("sk-proj.op_abcdefABCDEF.{secret}"),
+            format!("kwop.op_abcdef.{secret}"),
+            "kwop.op_abcdefABCDEF.short".to_owned(),
+            format!("kwop.op_abcdefABCDEF.{secret}.x"),
+            String::new(),
+        ] {
+            assert!(Token::parse(&bad).is_none(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! Admission to the admin API, and its audit trail: the [`Admin`]
+//! extractor every admin handler takes, and the [`audit`] layer around
+//! every admin route.
+//!
+//! `Admin<A, I>` is the one place a call is let in: it names the action
+//! (`A`, a marker of [`act`]), authenticates the bearer token (401), reads
+//! the input `I` (a JSON body, a query or path parameters; 422), and asks
+//! [`Caller::authorize`] about the action on the input's project (404 for a
+//! project outside the caller's list, 403 for a role that may not). A
+//! handler that takes it runs only for a caller that may.
+//!
+//! As it goes it notes who asked for what in a [`Note`] that the `audit`
+//! layer put in the request, and the layer writes one `audit:admin` entry
+//! per call from that note and the answer's status, before the answer
+//! leaves: allowed or refused, with the outcome. A success whose entry
+//! cannot be written is answered `503` (for a mint or a rotation the new
+//! secret is then never shown, and the key holds it unknown to anyone); a
+//! refusal is answered as itself, logged and counted
+//! (`keyward_admin_unaudited_total`).
+
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use validator::Validate;
+
+use super::extract::{ValidatedJson, ValidatedQuery};
+use super::{AppState, REQUEST_ID};
+use crate::access::{self, Action, Caller, Target};
+use crate::error::{Error, Result};
+use crate::store::AdminAudit;
+use crate::telemetry::metric;
+
+/// An action, as a type: `Admin<act::KeyMint, _>`.
+pub trait Act {
+    const ACTION: Action;
+}
+
+/// One marker type per [`Action`].
+pub mod act {
+    use super::{Act, Action};
+
+    macro_rules! acts {
+        ($($name:ident),* $(,)?) => {$(
+            pub struct $name;
+            impl Act for $name {
+                const ACTION: Action = Action::$name;
+            }
+        )*};
+    }
+
+    acts!(
+        ProjectCreate,
+        ProjectRead,
+        ProjectList,
+        KeyMint,
+        KeyRead,
+        KeyList,
+        KeyUpdate,
+        KeyRotate,
+        KeyRevoke,
+        ActivityRead,
+        AuditRead,
+        OperatorCreate,
+        OperatorList,
+        OperatorRevoke,
+        Whoami,
+    );
+}
+
+/// Where an admin call's input comes from.
+pub trait Input {
+    type Value: Target + Send;
+    fn read(
+        req: Request,
+        state: &AppState,
+    ) -> impl std::future::Future<Output = Result<Self::Value>> + Send;
+}
+
+/// A validated JSON body.
+pub struct Body<T>(PhantomData<T>);
+/// A validated query string.
+pub struct Query<T>(PhantomData<T>);
+/// Path parameters.
+pub struct Params<T>(PhantomData<T>);
+/// Nothing.
+pub struct Nothing;
+
+impl<T: DeserializeOwned + Validate + Target + Send> Input for Body<T> {
+    type Value = T;
+    async fn read(req: Request, state: &AppState) -> Result<T> {
+        Ok(ValidatedJson::<T>::from_request(req, state).await?.0)
+    }
+}
+
+impl<T: DeserializeOwned + Validate + Target + Send> Input for Query<T> {
+    type Value = T;
+    async fn read(req: Request, state: &AppState) -> Result<T> {
+        let (mut parts, _) = req.into_parts();
+        Ok(ValidatedQuery::<T>::from_request_parts(&mut parts, state)
+            .await?
+            .0)
+    }
+}
+
+impl<T: DeserializeOwned + Target + Send> Input for Params<T> {
+    type Value = T;
+    async fn read(req: Request, state: &AppState) -> Result<T> {
+        let (mut parts, _) = req.into_parts();
+        let Path(value) = Path::<T>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(|e| Error::InvalidRequest(e.body_text()))?;
+        Ok(value)
+    }
+}
+
+impl Input for Nothing {
+    type Value = ();
+    async fn read(_: Request, _: &AppState) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// An admin call let in: who is calling, and its input.
+pub struct Admin<A, I: Input> {
+    pub caller: Caller,
+    pub input: I::Value,
+    note: Note,
+    action: PhantomData<A>,
+}
+
+impl<A, I: Input> Admin<A, I> {
+    /// The call's note, to name what it made once it has.
+    pub fn note(&self) -> Note {
+        self.note.clone()
+    }
+}
+
+impl<A: Act, I: Input> FromRequest<AppState> for Admin<A, I> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self> {
+        let note = req.extensions().get::<Note>().cloned().unwrap_or_default();
+        note.with(|n| n.action = Some(A::ACTION));
+        let root = state.admin_token.as_ref().ok_or(Error::RouteNotFound)?;
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(Error::Unauthorized)?;
+        let caller =
+            access::authenticate(&state.store, &state.hasher, root, presented.trim()).await?;
+        note.with(|n| n.actor = Some(caller.actor.clone()));
+        let input = I::read(req, state).await?;
+        note.with(|n| {
+            n.project = input.project().unwrap_or_default().to_owned();
+            n.key = input.key().unwrap_or_default().to_owned();
+        });
+        caller.authorize(A::ACTION, input.project())?;
+        Ok(Self {
+            caller,
+            input,
+            note,
+            action: PhantomData,
+        })
+    }
+}
+
+/// What the `audit` layer learns of a call as it is let in.
+#[derive(Clone, Default)]
+pub struct Note(Arc<Mutex<Noted>>);
+
+#[derive(Default)]
+struct Noted {
+    action: Option<Action>,
+    actor: Option<String>,
+    project: String,
+    key: String,
+}
+
+impl Note {
+    /// Names the key the call made (a mint's new key) in its audit entry.
+    pub fn made_key(&self, key_id: &str) {
+        self.with(|n| n.key = key_id.to_owned());
+    }
+
+    fn with(&self, f: impl FnOnce(&mut Noted)) {
+        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+}
+
+/// An answer's outcome in `audit:admin`.
+fn outcome(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        200..=299 => "ok",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        409 => "conflict",
+        400..=499 => "invalid",
+        _ => "error",
+    }
+}
+
+/// The layer around every admin route: one `audit:admin` entry per call.
+pub async fn audit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let note = Note::default();
+    req.extensions_mut().insert(note.clone());
+    let request_id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let response = next.run(req).await;
+    let status = response.status();
+    let outcome = outcome(status);
+    let noted = std::mem::take(&mut *note.0.lock().unwrap_or_else(|e| e.into_inner()));
+    // A call refused before its token was read names no one.
+    let actor = noted.actor.as_deref().unwrap_or(access::UNKNOWN);
+    let entry = AdminAudit {
+        actor,
+        action: noted.action.map_or("unknown", Action::name),
+        project_id: &noted.project,
+        key_id: &noted.key,
+        outcome,
+        request_id: &request_id,
+    };
+    match state.store.write_admin_audit(entry).await {
+        Ok(()) => response,
+        Err(e) => {
+            tracing::error!(error = %e, action = entry.action, outcome, "admin audit entry not written");
+            metrics::counter!(metric::ADMIN_UNAUDITED, "outcome" => outcome).increment(1);
+            if status.is_success() {
+                Error::Unavailable(format!("admin audit entry not written: {e}")).into_response()
+            } else {
+                response
+            }
+        }
+    }
+}

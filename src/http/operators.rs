@@ -1,0 +1,117 @@
+//! Operators, `whoami` and the admin audit trail: owners manage operators;
+//! any caller may ask who it is and read the trail of its projects.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+
+use super::access::{act, Admin, Body, Nothing, Params, Query};
+use super::AppState;
+use crate::error::{ErrorBody, InvalidRequest, PayloadTooLarge, Result};
+use crate::operators::{
+    self, OperatorCreated, OperatorIn, OperatorPath, OperatorRevoked, OperatorsOut, OperatorsQuery,
+    Whoami,
+};
+use crate::trail::{self, AuditOut, AuditQuery};
+
+/// Create an operator (owners only).
+#[utoipa::path(
+    post,
+    path = "/v1/admin/operators",
+    tag = "operators",
+    request_body = OperatorIn,
+    security(("admin_token" = [])),
+    responses(
+        (status = 201, description = "The new operator: `token` is shown once, here, and stored nowhere (only its Argon2id hash)", body = OperatorCreated),
+        (status = 404, description = "`not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = InvalidRequest),
+    )
+)]
+pub async fn create_operator(
+    State(state): State<AppState>,
+    call: Admin<act::OperatorCreate, Body<OperatorIn>>,
+) -> Result<(StatusCode, Json<OperatorCreated>)> {
+    let created = operators::create(&state.store, &state.hasher, &call.caller, call.input).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// List operators, a page at a time (owners only; never a token or hash).
+#[utoipa::path(
+    get,
+    path = "/v1/admin/operators",
+    tag = "operators",
+    params(OperatorsQuery),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "One page of this deployment's operators, in id order, revoked ones included", body = OperatorsOut),
+        (status = 404, description = "`not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
+        (status = 422, response = InvalidRequest),
+    )
+)]
+pub async fn list_operators(
+    State(state): State<AppState>,
+    call: Admin<act::OperatorList, Query<OperatorsQuery>>,
+) -> Result<Json<OperatorsOut>> {
+    Ok(Json(operators::list(&state.store, call.input).await?))
+}
+
+/// Revoke an operator (owners only): its token is refused from its next
+/// call on, on every instance.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/operators/{operator_id}/revoke",
+    tag = "operators",
+    params(("operator_id" = String, Path, description = "The operator's id", pattern = "^op_[A-Za-z0-9]{12}$")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Revoked", body = OperatorRevoked),
+        (status = 404, description = "`operator_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
+    )
+)]
+pub async fn revoke_operator(
+    State(state): State<AppState>,
+    call: Admin<act::OperatorRevoke, Params<OperatorPath>>,
+) -> Result<Json<OperatorRevoked>> {
+    let revoked = operators::revoke(&state.store, &call.input.operator_id).await?;
+    Ok(Json(revoked))
+}
+
+/// Who the bearer token is: an operator, or `root` for `KEYWARD_ADMIN_TOKEN`.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/whoami",
+    tag = "operators",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The caller", body = Whoami),
+        (status = 404, description = "`not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
+    )
+)]
+pub async fn whoami(call: Admin<act::Whoami, Nothing>) -> Json<Whoami> {
+    Json(operators::whoami(call.caller))
+}
+
+/// The admin audit trail, newest first: every admin call, allowed or
+/// refused, of the projects the caller may see.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/audit",
+    tag = "operators",
+    params(AuditQuery),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "One page of entries, newest first. Entries of no project (operators, `whoami`, bad tokens) only for a caller of every project", body = AuditOut),
+        (status = 404, description = "`project_not_found` for a `project_id` outside the caller's projects; `not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
+        (status = 409, description = "`activity_unavailable`: no monitor Redis user (or one that may not read `audit:admin`); the message says how to enable it", body = ErrorBody),
+        (status = 422, response = InvalidRequest),
+    )
+)]
+pub async fn audit(
+    State(state): State<AppState>,
+    call: Admin<act::AuditRead, Query<AuditQuery>>,
+) -> Result<Json<AuditOut>> {
+    Ok(Json(
+        trail::audit(&state.store, &call.caller, call.input).await?,
+    ))
+}

@@ -1,0 +1,250 @@
+//! Operators: create, list and revoke them, and `whoami`. Plain async
+//! functions over the store and the hasher, and the wire types they take
+//! and return. Only owners reach them (see `access`).
+
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::Schema;
+use utoipa::{IntoParams, ToSchema};
+use validator::{Validate, ValidationError};
+
+use crate::access::{Caller, Role, Target, Token, ALL_PROJECTS, OPERATOR_ID_PREFIX};
+use crate::admin::{expires_at_schema, in_future, random_id, random_secret};
+use crate::error::{Error, Result};
+use crate::hash::Hasher;
+use crate::key::{ProjectId, Secret};
+use crate::store::{now, OperatorDoc, Store};
+
+/// Most projects one operator may cover.
+const MAX_PROJECTS: usize = 64;
+/// Operator id collisions are astronomically rare; a few retries are plenty.
+const CREATE_ATTEMPTS: usize = 5;
+
+fn valid_projects(projects: &[String]) -> Result<(), ValidationError> {
+    let fail = |m: &'static str| Err(ValidationError::new("projects").with_message(m.into()));
+    if projects.is_empty() || projects.len() > MAX_PROJECTS {
+        return fail("must hold 1 to 64 project ids, or [\"*\"]");
+    }
+    if projects.iter().any(|p| p == ALL_PROJECTS) {
+        return match projects.len() {
+            1 => Ok(()),
+            _ => fail("\"*\" stands alone: every project"),
+        };
+    }
+    if !projects.iter().all(|p| ProjectId::parse(p).is_ok()) {
+        return fail("each entry must be a project id (1 to 64 of [A-Za-z0-9_-]) or \"*\"");
+    }
+    Ok(())
+}
+
+fn operator_expires_at() -> Schema {
+    expires_at_schema("Unix seconds, in the future; `null` or absent: never expires.")
+}
+
+/// `POST /v1/admin/operators`.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorIn {
+    /// Who the credential is for.
+    #[validate(length(min = 1, max = 200))]
+    #[schema(min_length = 1, max_length = 200, example = "support: Ada")]
+    pub name: String,
+    pub role: Role,
+    /// The projects it covers: 1 to 64 project ids, or `["*"]` (every one).
+    #[validate(custom(function = "valid_projects"))]
+    #[schema(min_items = 1, max_items = 64, example = json!(["alpha"]))]
+    pub projects: Vec<String>,
+    #[validate(custom(function = "in_future"))]
+    #[schema(schema_with = operator_expires_at)]
+    pub expires_at: Option<f64>,
+}
+
+/// An operator as listed: never its token or hash.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OperatorOut {
+    #[schema(example = "op_3xAmPlE0op1x")]
+    pub operator_id: String,
+    pub name: String,
+    pub role: Role,
+    pub projects: Vec<String>,
+    pub created_at: f64,
+    pub expires_at: Option<f64>,
+    /// The actor that created it (`root` or an operator id).
+    pub created_by: String,
+    pub revoked: bool,
+    pub revoked_at: Option<f64>,
+}
+
+/// `201` from `POST /v1/admin/operators`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OperatorCreated {
+    pub operator_id: String,
+    /// The bearer token. Shown once, here, and stored nowhere.
+    #[schema(example = "kwop.op_3xAmPlE0op1x.<secret>")]
+    pub token: String,
+    pub name: String,
+    pub role: Role,
+    pub projects: Vec<String>,
+    pub created_at: f64,
+    pub expires_at: Option<f64>,
+}
+
+/// `GET /v1/admin/operators`'s query.
+#[derive(Debug, Deserialize, Validate, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct OperatorsQuery {
+    /// Operators per page (default 50).
+    #[validate(range(min = 1, max = 100))]
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u64>,
+    /// The previous page's `next`.
+    #[param(pattern = "^op_[A-Za-z0-9]{12}$")]
+    #[validate(custom(function = "operator_id"))]
+    pub cursor: Option<String>,
+}
+
+fn operator_id(id: &str) -> Result<(), ValidationError> {
+    match crate::access::is_operator_id(id) {
+        true => Ok(()),
+        false => Err(ValidationError::new("operator_id")
+            .with_message("must be `op_` and 12 of [A-Za-z0-9]".into())),
+    }
+}
+
+/// `200` from `GET /v1/admin/operators`: one page, in id order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OperatorsOut {
+    pub items: Vec<OperatorOut>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next: Option<String>,
+}
+
+/// `POST /v1/admin/operators/{operator_id}/revoke`'s path.
+#[derive(Debug, Deserialize)]
+pub struct OperatorPath {
+    pub operator_id: String,
+}
+
+// Operators belong to no project: only owners, who cover all of them.
+impl Target for OperatorIn {}
+impl Target for OperatorsQuery {}
+impl Target for OperatorPath {}
+
+/// `200` from `POST /v1/admin/operators/{operator_id}/revoke`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OperatorRevoked {
+    pub operator_id: String,
+    /// Always `true`: from the next call on, on every instance, its token
+    /// is refused.
+    pub revoked: bool,
+}
+
+/// `200` from `GET /v1/admin/whoami`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Whoami {
+    /// The operator id; `root` for `KEYWARD_ADMIN_TOKEN`.
+    pub operator_id: String,
+    pub name: String,
+    pub role: Role,
+    /// Project ids, or `["*"]`.
+    pub projects: Vec<String>,
+}
+
+fn out(doc: OperatorDoc) -> OperatorOut {
+    OperatorOut {
+        operator_id: doc.operator_id,
+        name: doc.name,
+        role: doc.role,
+        projects: doc.projects,
+        created_at: doc.created_at,
+        expires_at: doc.expires_at,
+        created_by: doc.created_by,
+        revoked: doc.revoked,
+        revoked_at: doc.revoked_at,
+    }
+}
+
+pub async fn create(
+    store: &Store,
+    hasher: &Hasher,
+    by: &Caller,
+    input: OperatorIn,
+) -> Result<OperatorCreated> {
+    for _ in 0..CREATE_ATTEMPTS {
+        let operator_id = random_id(OPERATOR_ID_PREFIX)?;
+        let secret = random_secret()?;
+        let parsed = Secret::parse(&secret).map_err(|e| Error::Internal(e.to_string()))?;
+        let doc = OperatorDoc {
+            operator_id: operator_id.clone(),
+            name: input.name.clone(),
+            role: input.role,
+            projects: input.projects.clone(),
+            created_at: now(),
+            expires_at: input.expires_at,
+            created_by: by.actor.clone(),
+            revoked: false,
+            revoked_at: None,
+            secret_hash: hasher.hash(&parsed).await?,
+        };
+        if store.insert_operator(&doc).await? {
+            tracing::info!(operator_id = %operator_id, role = ?doc.role, "operator created");
+            return Ok(OperatorCreated {
+                token: Token::expose(&operator_id, &secret),
+                operator_id,
+                name: doc.name,
+                role: doc.role,
+                projects: doc.projects,
+                created_at: doc.created_at,
+                expires_at: doc.expires_at,
+            });
+        }
+    }
+    Err(Error::Internal("could not find a free operator id".into()))
+}
+
+pub async fn list(store: &Store, query: OperatorsQuery) -> Result<OperatorsOut> {
+    let (docs, next) = store
+        .list_operators(query.cursor.as_deref(), query.limit.unwrap_or(50))
+        .await?;
+    Ok(OperatorsOut {
+        items: docs.into_iter().map(out).collect(),
+        next,
+    })
+}
+
+/// Revokes the operator: its token is refused from its next call on.
+pub async fn revoke(store: &Store, operator_id: &str) -> Result<OperatorRevoked> {
+    if !crate::access::is_operator_id(operator_id) || !store.revoke_operator(operator_id).await? {
+        return Err(Error::OperatorNotFound);
+    }
+    tracing::info!(operator_id, "operator revoked");
+    Ok(OperatorRevoked {
+        operator_id: operator_id.to_owned(),
+        revoked: true,
+    })
+}
+
+pub fn whoami(caller: Caller) -> Whoami {
+    Whoami {
+        operator_id: caller.actor,
+        name: caller.name,
+        role: caller.role,
+        projects: caller.projects,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_project_list_is_ids_or_a_lone_star() {
+        let list =
+            |l: &[&str]| valid_projects(&l.iter().map(|p| (*p).to_owned()).collect::<Vec<_>>());
+        assert!(list(&["alpha", "beta"]).is_ok());
+        assert!(list(&["*"]).is_ok());
+        assert!(list(&[]).is_err());
+        assert!(list(&["*", "alpha"]).is_err());
+        assert!(list(&["al pha"]).is_err());
+    }
+}

@@ -1,0 +1,289 @@
+//! Operators, the projects index and the admin audit trail, with the
+//! `manager` user (the trail is read with the monitor user, like
+//! `activity`).
+//!
+//! Operator documents and both indexes are named after the deployment
+//! (`KEYWARD_CLIENT_NAME`, see `names`), so `keyward acl` can give each
+//! deployment's manager its own and no other.
+
+use std::collections::HashMap;
+
+use fred::prelude::{Pool, Value};
+use fred::prelude::{RedisJsonInterface, SortedSetsInterface, StreamsInterface};
+use fred::types::SetOptions;
+
+use super::{data_error, get_doc, is_noperm, names, now, parse_problem, report_unreadable};
+use super::{send, unavailable, zrange_after, AdminAudit, OperatorDoc, ProjectDoc, Store};
+use crate::error::{Error, Result};
+use crate::key::ProjectId;
+
+const NOT_CONFIGURED: &str = "the admin audit needs a monitor Redis user: set \
+     KEYWARD_MONITOR_REDIS_URL to a user that may XREVRANGE audit:admin \
+     (the ACL template's `ops` user)";
+const NOT_PERMITTED: &str = "the monitor Redis user may not read audit:admin: \
+     grant it `+xrevrange %R~audit:*`, as the ACL template's `ops` user has";
+
+/// One `audit:admin` entry as read: its stream id and its fields.
+pub type AdminEntry = (String, HashMap<String, String>);
+
+impl Store {
+    /// This deployment's name (`KEYWARD_CLIENT_NAME`).
+    pub fn client_name(&self) -> &str {
+        &self.client_name
+    }
+
+    /// Stores a new operator and adds it to the deployment's index; `false`
+    /// if the id is taken (never overwrites).
+    pub async fn insert_operator(&self, doc: &OperatorDoc) -> Result<bool> {
+        let admin = self.admin()?;
+        let key = names::operator(self.client_name(), &doc.operator_id);
+        let json = serde_json::to_string(doc).map_err(|e| Error::Internal(e.to_string()))?;
+        let created: Option<String> = admin
+            .json_set(&key, "$", json, Some(SetOptions::NX))
+            .await
+            .map_err(|e| data_error(&key, e))?;
+        if created.is_none() {
+            return Ok(false);
+        }
+        admin
+            .zadd::<(), _, _>(
+                names::operators(self.client_name()),
+                None,
+                None,
+                false,
+                false,
+                (0.0, doc.operator_id.as_str()),
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(true)
+    }
+
+    /// The operator's document; `None` if there is none (or this
+    /// deployment may not read it). One that cannot be read is
+    /// `Error::Unreadable` (logged).
+    pub async fn get_operator(&self, operator_id: &str) -> Result<Option<OperatorDoc>> {
+        let key = names::operator(self.client_name(), operator_id);
+        let raw: Option<String> = match get_doc(self.admin()?, &key).await {
+            Ok(raw) => raw,
+            Err(e) if is_noperm(&e) => None,
+            Err(e) => return Err(data_error(&key, e)),
+        };
+        raw.map(|raw| operator_doc(&key, &raw).ok_or(Error::Unreadable))
+            .transpose()
+    }
+
+    /// Up to `limit` operators after `cursor`, in id order, and the cursor
+    /// of the next page. One whose document cannot be read is logged and
+    /// left out.
+    pub async fn list_operators(
+        &self,
+        cursor: Option<&str>,
+        limit: u64,
+    ) -> Result<(Vec<OperatorDoc>, Option<String>)> {
+        let admin = self.admin()?;
+        let index = names::operators(self.client_name());
+        let ids = zrange_after(admin, &index, cursor, limit)
+            .await
+            .map_err(|e| data_error(&index, e))?;
+        let next = (ids.len() as u64 >= limit)
+            .then(|| ids.last().cloned())
+            .flatten();
+        let keys: Vec<String> = ids
+            .iter()
+            .map(|id| names::operator(self.client_name(), id))
+            .collect();
+        let docs = read_docs(admin, &keys).await?;
+        let docs = keys
+            .iter()
+            .zip(docs)
+            .filter_map(|(key, raw)| operator_doc(key, &raw?))
+            .collect();
+        Ok((docs, next))
+    }
+
+    /// Marks the operator revoked; `false` if there is no such operator.
+    pub async fn revoke_operator(&self, operator_id: &str) -> Result<bool> {
+        let admin = self.admin()?;
+        let Some(_) = self.get_operator(operator_id).await? else {
+            return Ok(false);
+        };
+        let key = names::operator(self.client_name(), operator_id);
+        let values = vec![
+            (key.as_str(), "$.revoked", "true".to_owned()),
+            (key.as_str(), "$.revoked_at", now().to_string()),
+        ];
+        admin
+            .json_mset::<(), _, _, _>(values)
+            .await
+            .map_err(|e| data_error(&key, e))?;
+        Ok(true)
+    }
+
+    /// Adds `project` to the deployment's projects index (idempotent).
+    pub(super) async fn index_project(&self, admin: &Pool, project: &ProjectId) -> Result<()> {
+        admin
+            .zadd::<(), _, _>(
+                names::projects(self.client_name()),
+                None,
+                None,
+                false,
+                false,
+                (0.0, project.as_str()),
+            )
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Up to `limit` ids of the deployment's projects index after `cursor`,
+    /// in id order, and whether more may follow.
+    pub async fn project_ids(
+        &self,
+        cursor: Option<&str>,
+        limit: u64,
+    ) -> Result<(Vec<String>, bool)> {
+        let index = names::projects(self.client_name());
+        let ids = zrange_after(self.admin()?, &index, cursor, limit)
+            .await
+            .map_err(|e| data_error(&index, e))?;
+        let more = ids.len() as u64 >= limit;
+        Ok((ids, more))
+    }
+
+    /// The documents of those of `ids` that exist and this deployment may
+    /// read, in order; unreadable ones are logged and left out.
+    pub async fn get_projects(&self, ids: &[String]) -> Result<Vec<ProjectDoc>> {
+        let keys: Vec<String> = ids
+            .iter()
+            .filter_map(|id| ProjectId::parse(id).ok())
+            .map(|p| names::project(&p))
+            .collect();
+        let docs = read_docs(self.admin()?, &keys).await?;
+        Ok(keys
+            .iter()
+            .zip(docs)
+            .filter_map(|(key, raw)| {
+                let raw = raw?;
+                serde_json::from_str(&raw)
+                    .map_err(|e| report_unreadable(key, &parse_problem("a project document", &e)))
+                    .ok()
+            })
+            .collect())
+    }
+
+    /// Appends one entry to `audit:admin`, unless it is an `unauthorized`
+    /// call over this second's budget: then it is counted for the second's
+    /// summary entry (see `audit`), written by the flusher.
+    pub async fn write_admin_audit(&self, entry: AdminAudit<'_>) -> Result<()> {
+        if !self.admin_budget.admit(entry.outcome) {
+            return Ok(());
+        }
+        let fields = vec![
+            ("ts", now().to_string()),
+            ("actor", entry.actor.to_owned()),
+            ("action", entry.action.to_owned()),
+            ("project_id", entry.project_id.to_owned()),
+            ("key_id", entry.key_id.to_owned()),
+            ("outcome", entry.outcome.to_owned()),
+            ("request_id", entry.request_id.to_owned()),
+            ("client", self.client_name.clone()),
+        ];
+        self.admin()?
+            .xadd::<(), _, _, _, _>(names::AUDIT_ADMIN, false, self.audit_cap(), "*", fields)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Writes the due summaries of `unauthorized` admin calls over the
+    /// budget, one entry per second: `actor=unknown`, `summary=1`, `second`,
+    /// `count`. Those that cannot be written are kept for the next attempt.
+    pub(super) async fn flush_admin_summaries(&self, all: bool) -> Result<()> {
+        let due = self.admin_budget.take_due(all);
+        if due.is_empty() {
+            return Ok(());
+        }
+        for (i, summary) in due.iter().enumerate() {
+            let fields = vec![
+                ("ts", now().to_string()),
+                ("actor", crate::access::UNKNOWN.to_owned()),
+                ("action", String::new()),
+                ("project_id", String::new()),
+                ("key_id", String::new()),
+                ("outcome", summary.reason.to_owned()),
+                ("request_id", String::new()),
+                ("client", self.client_name.clone()),
+                ("summary", "1".to_owned()),
+                ("second", summary.second.to_string()),
+                ("count", summary.count.to_string()),
+            ];
+            let written: Result<()> = match self.admin() {
+                Ok(admin) => admin
+                    .xadd(names::AUDIT_ADMIN, false, self.audit_cap(), "*", fields)
+                    .await
+                    .map_err(unavailable),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
+                self.admin_budget.put_back(&due[i..]);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Up to `count` entries of `audit:admin` older than the entry `before`
+    /// (from the newest when `None`), newest first, read with the monitor
+    /// user.
+    pub async fn admin_audit_before(
+        &self,
+        before: Option<&str>,
+        count: u64,
+    ) -> Result<Vec<AdminEntry>> {
+        let monitor = self
+            .monitor
+            .as_ref()
+            .ok_or(Error::ActivityUnavailable(NOT_CONFIGURED))?;
+        let end = before.map_or_else(|| "+".to_owned(), |id| format!("({id}"));
+        let page: Vec<AdminEntry> = monitor
+            .xrevrange(names::AUDIT_ADMIN, end.as_str(), "-", Some(count))
+            .await
+            .map_err(|e| match is_noperm(&e) {
+                true => Error::ActivityUnavailable(NOT_PERMITTED),
+                false => unavailable(e),
+            })?;
+        Ok(page)
+    }
+}
+
+/// A pipelined `JSON.GET` of each of `keys`: the text of each, `None` for
+/// one that is missing, may not be read, or is not a JSON document (logged).
+async fn read_docs(admin: &Pool, keys: &[String]) -> Result<Vec<Option<String>>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pipe = admin.next().pipeline();
+    for key in keys {
+        let () = get_doc(&pipe, key).await.map_err(unavailable)?;
+    }
+    let results = send(pipe, keys.len()).await?;
+    let mut docs = Vec::with_capacity(keys.len());
+    for (key, result) in keys.iter().zip(results) {
+        docs.push(match result {
+            Ok(Value::Null) => None,
+            Ok(value) => value.as_str().map(|s| s.into_owned()),
+            Err(e) if is_noperm(&e) => None,
+            Err(e) => match data_error(key, e) {
+                Error::Unreadable => None,
+                other => return Err(other),
+            },
+        });
+    }
+    Ok(docs)
+}
+
+/// Parses an operator document; logged and counted when it cannot be read.
+fn operator_doc(redis_key: &str, raw: &str) -> Option<OperatorDoc> {
+    serde_json::from_str(raw)
+        .map_err(|e| report_unreadable(redis_key, &parse_problem("an operator document", &e)))
+        .ok()
+}

@@ -1,0 +1,188 @@
+//! `GET /v1/admin/audit`: the admin trail (`audit:admin`), newest first,
+//! only of this deployment and of the projects the caller may see.
+//!
+//! The stream is shared by every deployment on a Redis (and by `keyward
+//! migrate`), so entries are kept only when their `client` is this
+//! deployment's `KEYWARD_CLIENT_NAME`, and then when the caller sees their
+//! project; entries of no project (operators, `whoami`, bad tokens) only
+//! for callers who cover every project. It is read with the monitor user,
+//! like `activity`, at most [`SCAN_MAX`] entries per request: `next` then
+//! says where to go on.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use validator::{Validate, ValidationError};
+
+use crate::access::{Caller, Target};
+use crate::admin::project_id as valid_project_id;
+use crate::error::Result;
+use crate::store::{AdminEntry, Store};
+
+/// Stream entries read per round trip.
+const BATCH: u64 = 500;
+/// Stream entries read at most per request.
+pub const SCAN_MAX: usize = 20_000;
+
+fn stream_id(id: &str) -> Result<(), ValidationError> {
+    let ok = id.split_once('-').is_some_and(|(ms, seq)| {
+        [ms, seq]
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit()))
+    });
+    match ok {
+        true => Ok(()),
+        false => Err(ValidationError::new("cursor")
+            .with_message("must be a stream id such as 1700000000000-0".into())),
+    }
+}
+
+/// `GET /v1/admin/audit`'s query.
+#[derive(Debug, Deserialize, Validate, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Only this project's entries.
+    #[validate(custom(function = "valid_project_id"))]
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "alpha")]
+    pub project_id: Option<String>,
+    /// Only this actor's entries: an operator id, `root` or `unknown`.
+    #[validate(length(min = 1, max = 64))]
+    #[param(min_length = 1, max_length = 64, example = "root")]
+    pub actor: Option<String>,
+    /// Entries per page (default 50).
+    #[validate(range(min = 1, max = 200))]
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<u64>,
+    /// The previous page's `next`.
+    #[validate(custom(function = "stream_id"))]
+    #[param(pattern = "^[0-9]{1,20}-[0-9]{1,20}$")]
+    pub cursor: Option<String>,
+}
+
+impl Target for AuditQuery {
+    fn project(&self) -> Option<&str> {
+        self.project_id.as_deref()
+    }
+}
+
+/// One admin call (or a summary standing for `count` refused ones).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditItem {
+    /// The stream entry's id.
+    #[schema(example = "1700000000000-0")]
+    pub id: String,
+    pub ts: f64,
+    /// The operator id, `root`, or `unknown` (a token that names no one);
+    /// `null` for entries of older versions.
+    pub actor: Option<String>,
+    /// `project.create`, `key.mint`, `key.update`, `key.rotate`,
+    /// `key.revoke`, `operator.create`, `operator.revoke`, ...
+    pub action: String,
+    pub project_id: Option<String>,
+    pub key_id: Option<String>,
+    /// `ok`, `unauthorized`, `forbidden`, `not_found`, `invalid`,
+    /// `conflict` or `error`; `null` for entries of older versions.
+    pub outcome: Option<String>,
+    pub request_id: Option<String>,
+    /// How many calls the entry stands for: 1, or a summary's count of
+    /// bad-token calls over the second's budget.
+    pub count: u64,
+}
+
+/// `200` from `GET /v1/admin/audit`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditOut {
+    pub items: Vec<AuditItem>,
+    /// Pass as `cursor` to go on; `null` when the trail is read to its start.
+    pub next: Option<String>,
+}
+
+fn item(id: String, mut fields: HashMap<String, String>) -> AuditItem {
+    let mut take = |name: &str| fields.remove(name).filter(|v| !v.is_empty());
+    let ts = take("ts").and_then(|v| v.parse().ok());
+    // A stream id is the entry's time in milliseconds.
+    let from_id = || {
+        id.split_once('-')
+            .and_then(|(ms, _)| ms.parse::<f64>().ok())
+            .map_or(0.0, |ms| ms / 1000.0)
+    };
+    let count = match take("summary").as_deref() {
+        Some("1") => take("count").and_then(|c| c.parse().ok()).unwrap_or(1),
+        _ => 1,
+    };
+    AuditItem {
+        ts: ts.unwrap_or_else(from_id),
+        actor: take("actor"),
+        action: take("action").unwrap_or_else(|| "unknown".into()),
+        project_id: take("project_id"),
+        key_id: take("key_id"),
+        outcome: take("outcome"),
+        request_id: take("request_id"),
+        count,
+        id,
+    }
+}
+
+/// Whether `caller` may see an entry, and the query keeps it.
+fn shown(
+    caller: &Caller,
+    query: &AuditQuery,
+    deployment: &str,
+    fields: &HashMap<String, String>,
+) -> bool {
+    let field = |name: &str| {
+        fields
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    let visible = match field("project_id") {
+        Some(project) => caller.sees(project),
+        None => caller.covers_all(),
+    };
+    visible
+        && field("client") == Some(deployment)
+        && query
+            .project_id
+            .as_deref()
+            .map_or(true, |p| field("project_id") == Some(p))
+        && query
+            .actor
+            .as_deref()
+            .map_or(true, |a| field("actor") == Some(a))
+}
+
+pub async fn audit(store: &Store, caller: &Caller, query: AuditQuery) -> Result<AuditOut> {
+    let limit = query.limit.unwrap_or(50) as usize;
+    let mut items = Vec::new();
+    let mut cursor = query.cursor.clone();
+    let mut scanned = 0;
+    loop {
+        let page: Vec<AdminEntry> = store.admin_audit_before(cursor.as_deref(), BATCH).await?;
+        let exhausted = (page.len() as u64) < BATCH;
+        for (id, fields) in page {
+            scanned += 1;
+            cursor = Some(id.clone());
+            if shown(caller, &query, store.client_name(), &fields) {
+                items.push(item(id, fields));
+                if items.len() == limit {
+                    return Ok(AuditOut {
+                        items,
+                        next: cursor,
+                    });
+                }
+            }
+        }
+        if exhausted {
+            return Ok(AuditOut { items, next: None });
+        }
+        if scanned >= SCAN_MAX {
+            return Ok(AuditOut {
+                items,
+                next: cursor,
+            });
+        }
+    }
+}
