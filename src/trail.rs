@@ -17,7 +17,8 @@ use validator::{Validate, ValidationError};
 
 use crate::access::{Caller, Target};
 use crate::admin::project_id as valid_project_id;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::key::ProjectId;
 use crate::store::{AdminEntry, Store};
 
 /// Stream entries read per round trip.
@@ -155,6 +156,15 @@ fn shown(
 }
 
 pub async fn audit(store: &Store, caller: &Caller, query: AuditQuery) -> Result<AuditOut> {
+    // A project that does not exist is not found, as one outside the
+    // caller's list is (see `access`): the two must read the same.
+    if let Some(project) = &query.project_id {
+        let project = ProjectId::parse(project).map_err(|_| Error::ProjectNotFound)?;
+        store
+            .get_project(&project)
+            .await?
+            .ok_or(Error::ProjectNotFound)?;
+    }
     let limit = query.limit.unwrap_or(50) as usize;
     let mut items = Vec::new();
     let mut cursor = query.cursor.clone();

@@ -102,7 +102,7 @@ pub async fn whoami(call: Admin<act::Whoami, Nothing>) -> Json<Whoami> {
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "One page of entries, newest first. Entries of no project (operators, `whoami`, bad tokens) only for a caller of every project", body = AuditOut),
-        (status = 404, description = "`project_not_found` for a `project_id` outside the caller's projects; `not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
+        (status = 404, description = "`project_not_found` for a `project_id` that does not exist or is outside the caller's projects; `not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
         (status = 409, description = "`activity_unavailable`: no monitor Redis user (or one that may not read `audit:admin`); the message says how to enable it", body = ErrorBody),
         (status = 422, response = InvalidRequest),
     )

@@ -20,6 +20,7 @@ mod legacy;
 mod lifecycle;
 mod memory;
 mod openapi;
+mod operators;
 mod ops;
 mod proxy;
 mod remember;

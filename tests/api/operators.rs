@@ -1,0 +1,656 @@
+//! Operators and roles (issue #22): every role against every admin route,
+//! in and out of its projects; revocation and expiry on a second instance;
+//! the admin audit trail of a scripted sequence; no token anywhere it
+//! should not be.
+
+use std::io::Read as _;
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{
+    assert_error, eventually, random_id, template_user, Binary, TestApp, TestRedis, ADMIN_TOKEN,
+};
+
+const MONITOR_PASSWORD: &str = "operators-monitor-pw";
+
+/// A keyward whose monitor user is the template's `ops` user (the admin
+/// trail is read with it), on a Redis of its own.
+async fn app() -> TestApp {
+    app_on(redis()).await
+}
+
+fn redis() -> Arc<TestRedis> {
+    Arc::new(TestRedis::start_with_acl(&template_user(
+        "ops",
+        "operators-ops",
+        MONITOR_PASSWORD,
+    )))
+}
+
+async fn app_on(redis: Arc<TestRedis>) -> TestApp {
+    let url = redis.url("operators-ops", MONITOR_PASSWORD);
+    TestApp::spawn_with(redis, move |c| c.monitor_redis_url = Some(url.into())).await
+}
+
+/// An operator made by root: its id and token.
+struct Operator {
+    id: String,
+    token: String,
+}
+
+async fn operator(app: &TestApp, role: &str, projects: &[&str], extra: Value) -> Operator {
+    let mut body =
+        json!({ "name": format!("{role} of {projects:?}"), "role": role, "projects": projects });
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        body.extend(extra.clone());
+    }
+    let r = app.admin_post("/v1/admin/operators", &body).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["role"], role);
+    assert_eq!(v["projects"], json!(projects));
+    let token = v["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("kwop.op_"), "{token}");
+    Operator {
+        id: v["operator_id"].as_str().unwrap().to_owned(),
+        token,
+    }
+}
+
+/// One admin call: method, path, body.
+struct Call {
+    name: &'static str,
+    post: bool,
+    path: String,
+    body: Value,
+}
+
+fn get(name: &'static str, path: String) -> Call {
+    Call {
+        name,
+        post: false,
+        path,
+        body: Value::Null,
+    }
+}
+
+fn post(name: &'static str, path: &str, body: Value) -> Call {
+    Call {
+        name,
+        post: true,
+        path: path.to_owned(),
+        body,
+    }
+}
+
+async fn send(app: &TestApp, call: &Call, token: &str) -> (StatusCode, Value) {
+    let r = match call.post {
+        true => app.post(&call.path, &call.body, Some(token)).await,
+        false => app.get(&call.path, Some(token)).await,
+    };
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Every project-scoped admin call on `project`'s key `key_id`, and the
+/// least role that may make it (0 viewer .. 3 owner).
+fn project_calls(project: &str, key_id: &str) -> Vec<(Call, usize, StatusCode)> {
+    let key = json!({ "project_id": project, "key_id": key_id });
+    let q = format!("project_id={project}&key_id={key_id}");
+    vec![
+        (
+            get("project.read", format!("/v1/admin/projects/{project}")),
+            0,
+            StatusCode::OK,
+        ),
+        (
+            get("key.list", format!("/v1/list-keys?project_id={project}")),
+            0,
+            StatusCode::OK,
+        ),
+        (
+            get("key.read", format!("/v1/get-key?{q}")),
+            0,
+            StatusCode::OK,
+        ),
+        (
+            get("activity", format!("/v1/activity?project_id={project}")),
+            0,
+            StatusCode::OK,
+        ),
+        (
+            get("audit", format!("/v1/admin/audit?project_id={project}")),
+            0,
+            StatusCode::OK,
+        ),
+        (
+            post(
+                "key.mint",
+                "/v1/mint-key",
+                json!({ "project_id": project, "owner": "o", "server_name": "s" }),
+            ),
+            1,
+            StatusCode::CREATED,
+        ),
+        (
+            post("key.update", "/v1/update-key", {
+                let mut k = key.clone();
+                k["owner"] = json!("changed");
+                k
+            }),
+            1,
+            StatusCode::OK,
+        ),
+        (
+            post("key.rotate", "/v1/rotate-key", key.clone()),
+            1,
+            StatusCode::CREATED,
+        ),
+        (
+            post("key.revoke", "/v1/revoke-key", key.clone()),
+            1,
+            StatusCode::OK,
+        ),
+        (
+            // The project exists: a role that may create it hears so.
+            post(
+                "project.create",
+                "/v1/admin/projects",
+                json!({ "project_id": project, "label": "l", "owner": "o" }),
+            ),
+            2,
+            StatusCode::CONFLICT,
+        ),
+    ]
+}
+
+/// The code a project outside the caller's list answers with, per call.
+fn not_found_code(name: &str) -> &'static str {
+    match name {
+        "key.read" | "key.update" | "key.rotate" | "key.revoke" => "key_not_found",
+        _ => "project_not_found",
+    }
+}
+
+const ROLES: [&str; 4] = ["viewer", "key_manager", "project_admin", "owner"];
+
+#[tokio::test]
+async fn every_role_meets_every_admin_route_in_and_out_of_its_projects() {
+    let app = app().await;
+    let alpha = app.project().await;
+    let beta = app.project().await;
+    let missing = random_id("nope");
+
+    for (rank, role) in ROLES.iter().enumerate() {
+        let op = operator(&app, role, &[&alpha], json!({})).await;
+        // Fresh keys for each role: the calls revoke and rotate them.
+        let mine = app.mint(&alpha, json!({})).await;
+        let theirs = app.mint(&beta, json!({})).await;
+
+        for (call, least, allowed) in project_calls(&alpha, &mine.key_id) {
+            let (status, body) = send(&app, &call, &op.token).await;
+            if rank >= least {
+                assert_eq!(
+                    status, allowed,
+                    "{role} {} in its project: {body}",
+                    call.name
+                );
+            } else {
+                assert_eq!(
+                    status,
+                    StatusCode::FORBIDDEN,
+                    "{role} {}: {body}",
+                    call.name
+                );
+                assert_eq!(body["error"]["code"], "insufficient_permission");
+            }
+        }
+
+        // Outside its projects: exactly what a project that does not exist
+        // answers to root (the owner covers every project: it is let in).
+        let outside = project_calls(&beta, &theirs.key_id);
+        let nowhere = project_calls(&missing, "k_missing00000");
+        for ((call, _, allowed), (absent, _, _)) in outside.into_iter().zip(nowhere) {
+            let (status, body) = send(&app, &call, &op.token).await;
+            if *role == "owner" {
+                assert_eq!(
+                    status, allowed,
+                    "owner {} on another project: {body}",
+                    call.name
+                );
+                continue;
+            }
+            if call.name == "project.create" {
+                // Refusing a creation reveals nothing about what exists.
+                assert_eq!(
+                    status,
+                    StatusCode::FORBIDDEN,
+                    "{role} create outside: {body}"
+                );
+                assert_eq!(body["error"]["code"], "insufficient_permission");
+                continue;
+            }
+            assert_eq!(
+                status,
+                StatusCode::NOT_FOUND,
+                "{role} {} outside: {body}",
+                call.name
+            );
+            assert_eq!(
+                body["error"]["code"],
+                not_found_code(call.name),
+                "{}",
+                call.name
+            );
+            let (absent_status, absent_body) = send(&app, &absent, ADMIN_TOKEN).await;
+            assert_eq!(
+                (status, &body),
+                (absent_status, &absent_body),
+                "{role} {}: out of scope must read as missing",
+                call.name
+            );
+        }
+
+        // Operators are the owner's alone; whoami and the project list anyone's.
+        let create = post(
+            "operator.create",
+            "/v1/admin/operators",
+            json!({ "name": "n", "role": "viewer", "projects": [&alpha] }),
+        );
+        let list = get("operator.list", "/v1/admin/operators".into());
+        let revoke = post(
+            "operator.revoke",
+            "/v1/admin/operators/op_000000000000/revoke",
+            Value::Null,
+        );
+        for (call, ok) in [
+            (create, StatusCode::CREATED),
+            (list, StatusCode::OK),
+            (revoke, StatusCode::NOT_FOUND),
+        ] {
+            let (status, body) = send(&app, &call, &op.token).await;
+            match *role == "owner" {
+                true => assert_eq!(status, ok, "owner {}: {body}", call.name),
+                false => {
+                    assert_eq!(
+                        status,
+                        StatusCode::FORBIDDEN,
+                        "{role} {}: {body}",
+                        call.name
+                    );
+                    assert_eq!(body["error"]["code"], "insufficient_permission");
+                }
+            }
+        }
+        let (status, me) = send(&app, &get("whoami", "/v1/admin/whoami".into()), &op.token).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(me["operator_id"], op.id.as_str());
+        assert_eq!(me["role"], *role);
+        assert_eq!(me["projects"], json!([&alpha]));
+        let (status, page) = send(
+            &app,
+            &get("projects", "/v1/admin/projects".into()),
+            &op.token,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let ids: Vec<&str> = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["project_id"].as_str().unwrap())
+            .collect();
+        match *role == "owner" {
+            true => assert!(ids.contains(&alpha.as_str()) && ids.contains(&beta.as_str())),
+            false => assert_eq!(ids, [alpha.as_str()], "{role} sees its project only"),
+        }
+    }
+
+    // A project admin of every project may create any; a key manager of
+    // every project still may not.
+    let any_admin = operator(&app, "project_admin", &["*"], json!({})).await;
+    let created = app
+        .post(
+            "/v1/admin/projects",
+            &json!({ "project_id": random_id("new"), "label": "l", "owner": "o" }),
+            Some(&any_admin.token),
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let any_km = operator(&app, "key_manager", &["*"], json!({})).await;
+    let refused = app
+        .post(
+            "/v1/admin/projects",
+            &json!({ "project_id": random_id("new"), "label": "l", "owner": "o" }),
+            Some(&any_km.token),
+        )
+        .await;
+    assert_error(refused, StatusCode::FORBIDDEN, "insufficient_permission").await;
+
+    // Root is unchanged: whoami says so.
+    let me: Value = app
+        .admin_get("/v1/admin/whoami")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        me,
+        json!({ "operator_id": "root", "name": "root", "role": "owner", "projects": ["*"] })
+    );
+}
+
+#[tokio::test]
+async fn bad_tokens_are_401_on_every_route_and_bad_operator_input_is_422() {
+    let app = app().await;
+    let project = app.project().await;
+    let key = app.mint(&project, json!({})).await;
+    let op = operator(&app, "owner", &["*"], json!({})).await;
+    let (prefix, _) = op.token.rsplit_once('.').unwrap();
+    let wrong_secret = format!("{prefix}.{}", "A".repeat(43));
+    for token in [
+        "nope".to_owned(),
+        wrong_secret,
+        format!("kwop.op_000000000000.{}", "A".repeat(43)),
+        key.api_key.clone(),
+    ] {
+        for (call, _, _) in project_calls(&project, &key.key_id) {
+            let (status, body) = send(&app, &call, &token).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{}: {body}", call.name);
+            assert_eq!(body["error"]["code"], "unauthorized");
+        }
+    }
+    for bad in [
+        json!({ "name": "n", "role": "admin", "projects": ["*"] }),
+        json!({ "name": "n", "role": "viewer", "projects": [] }),
+        json!({ "name": "n", "role": "viewer", "projects": ["*", "a"] }),
+        json!({ "name": "n", "role": "viewer", "projects": ["bad id"] }),
+        json!({ "name": "", "role": "viewer", "projects": ["a"] }),
+        json!({ "name": "n", "role": "viewer", "projects": ["a"], "expires_at": 1.0 }),
+        json!({ "name": "n", "role": "viewer", "projects": ["a"], "token": "x" }),
+    ] {
+        let r = app.post("/v1/admin/operators", &bad, Some(&op.token)).await;
+        assert_error(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_or_expired_operator_is_refused_on_its_next_call_on_another_instance() {
+    let redis = redis();
+    let a = app_on(redis.clone()).await;
+    let b = app_on(redis).await;
+    let project = a.project().await;
+    let doomed = operator(&a, "viewer", &[&project], json!({})).await;
+    // Warm on b: its verified-secret cache now holds the token.
+    assert_eq!(whoami(&b, &doomed.token).await, StatusCode::OK);
+    assert_eq!(whoami(&b, &doomed.token).await, StatusCode::OK);
+
+    let r = a
+        .admin_post(
+            &format!("/v1/admin/operators/{}/revoke", doomed.id),
+            &json!(null),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(whoami(&b, &doomed.token).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(whoami(&a, &doomed.token).await, StatusCode::UNAUTHORIZED);
+    let listed: Value = a
+        .admin_get("/v1/admin/operators")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let entry = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["operator_id"] == doomed.id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(entry["revoked"], true);
+
+    let expires_at = keyward::store::now() + 2.0;
+    let brief = operator(
+        &a,
+        "viewer",
+        &[&project],
+        json!({ "expires_at": expires_at }),
+    )
+    .await;
+    assert_eq!(whoami(&b, &brief.token).await, StatusCode::OK);
+    eventually("the expired operator refused on b", || async {
+        (whoami(&b, &brief.token).await == StatusCode::UNAUTHORIZED).then_some(())
+    })
+    .await;
+    assert!(
+        keyward::store::now() >= expires_at,
+        "refused only once expired"
+    );
+    let r = a.get("/v1/admin/whoami", Some(&brief.token)).await;
+    assert_error(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
+}
+
+async fn whoami(app: &TestApp, token: &str) -> StatusCode {
+    app.get("/v1/admin/whoami", Some(token)).await.status()
+}
+
+/// The admin trail's items for `query`, read as root.
+async fn trail(app: &TestApp, query: &str) -> Vec<Value> {
+    let r = app.admin_get(&format!("/v1/admin/audit?{query}")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    v["items"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn every_admin_call_of_a_script_is_in_the_trail_with_its_actor_and_outcome() {
+    let app = app().await;
+    let alpha = app.project().await;
+    let beta = app.project().await;
+    let km = operator(&app, "key_manager", &[&alpha], json!({})).await;
+    let viewer = operator(&app, "viewer", &[&alpha], json!({})).await;
+
+    let with_id = |id: &str, call: reqwest::RequestBuilder| call.header("x-request-id", id);
+    let mint = json!({ "project_id": &alpha, "owner": "o", "server_name": "s" });
+    let r = with_id(
+        "script-1",
+        app.http
+            .post(app.url("/v1/mint-key"))
+            .bearer_auth(&km.token),
+    )
+    .json(&mint)
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let minted: Value = r.json().await.unwrap();
+    let key_id = minted["key_id"].as_str().unwrap().to_owned();
+    let created = random_id("n");
+    let script: Vec<(&str, Value, StatusCode)> = vec![
+        (
+            "/v1/update-key",
+            json!({ "project_id": &alpha, "key_id": &key_id, "owner": "x" }),
+            StatusCode::OK,
+        ),
+        (
+            "/v1/admin/projects",
+            json!({ "project_id": &created, "label": "l", "owner": "o" }),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "/v1/revoke-key",
+            json!({ "project_id": &beta, "key_id": &key_id }),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/v1/update-key",
+            json!({ "project_id": &alpha }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "/v1/revoke-key",
+            json!({ "project_id": &alpha, "key_id": &key_id }),
+            StatusCode::OK,
+        ),
+    ];
+    for (i, (path, body, status)) in script.iter().enumerate() {
+        let id = format!("script-{}", i + 2);
+        let r = with_id(&id, app.http.post(app.url(path)).bearer_auth(&km.token))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), *status, "{path}");
+    }
+    let bad = app
+        .get("/v1/admin/whoami", Some("kwop.op_000000000000.x"))
+        .await;
+    assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
+
+    // Newest first; everything the key manager did, with its outcome.
+    let mine = trail(&app, &format!("actor={}", km.id)).await;
+    let got: Vec<(&str, &str, &str, &str)> = mine
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap(),
+                e["project_id"].as_str().unwrap_or(""),
+                e["request_id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("key.revoke", "ok", alpha.as_str(), "script-6"),
+            ("key.update", "invalid", "", "script-5"),
+            ("key.revoke", "not_found", beta.as_str(), "script-4"),
+            ("project.create", "forbidden", created.as_str(), "script-3"),
+            ("key.update", "ok", alpha.as_str(), "script-2"),
+            ("key.mint", "ok", alpha.as_str(), "script-1"),
+        ]
+    );
+    assert_eq!(
+        mine[5]["key_id"],
+        key_id.as_str(),
+        "a mint names its new key"
+    );
+    let unknown = trail(&app, "actor=unknown").await;
+    assert!(
+        unknown
+            .iter()
+            .any(|e| e["action"] == "whoami" && e["outcome"] == "unauthorized"),
+        "{unknown:?}"
+    );
+    let root = trail(&app, "actor=root").await;
+    assert!(root
+        .iter()
+        .any(|e| e["action"] == "operator.create" && e["outcome"] == "ok"));
+
+    // A viewer of alpha reads alpha's trail, and nothing of beta or of no
+    // project; beta itself is "not found" to it.
+    let r = app
+        .get("/v1/admin/audit?limit=200", Some(&viewer.token))
+        .await;
+    let seen: Value = r.json().await.unwrap();
+    let items = seen["items"].as_array().unwrap();
+    assert!(!items.is_empty());
+    assert!(
+        items.iter().all(|e| e["project_id"] == alpha.as_str()),
+        "{items:?}"
+    );
+    let r = app
+        .get(
+            &format!("/v1/admin/audit?project_id={beta}"),
+            Some(&viewer.token),
+        )
+        .await;
+    assert_error(r, StatusCode::NOT_FOUND, "project_not_found").await;
+
+    // Paging: a page of one, then the rest from its `next`.
+    let r = app
+        .admin_get(&format!("/v1/admin/audit?actor={}&limit=1", km.id))
+        .await;
+    let first: Value = r.json().await.unwrap();
+    let next = first["next"].as_str().unwrap();
+    let rest = trail(&app, &format!("actor={}&cursor={next}", km.id)).await;
+    assert_eq!(first["items"][0]["id"], mine[0]["id"]);
+    assert_eq!(rest.len(), mine.len() - 1);
+    assert_eq!(rest[0]["id"], mine[1]["id"]);
+}
+
+#[tokio::test]
+async fn no_token_secret_or_hash_reaches_logs_streams_or_lists() {
+    let redis = redis();
+    let bin = Binary::start(&redis, &[("KEYWARD_LOG", "debug")]).await;
+    let r = bin
+        .post(
+            "/v1/admin/operators",
+            &json!({ "name": "n", "role": "owner", "projects": ["*"] }),
+            Some(ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let created: Value = r.json().await.unwrap();
+    let token = created["token"].as_str().unwrap().to_owned();
+    let secret = token.rsplit('.').next().unwrap().to_owned();
+    // Use it, once right and once wrong.
+    let me = bin
+        .http
+        .get(format!("{}/v1/admin/whoami", bin.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::OK);
+    let wrong = format!("{}x", token);
+    let r = bin
+        .http
+        .get(format!("{}/v1/admin/operators", bin.base))
+        .bearer_auth(&wrong)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let listed = bin
+        .http
+        .get(format!("{}/v1/admin/operators", bin.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(listed.contains(created["operator_id"].as_str().unwrap()));
+
+    let ops = redis.ops().await;
+    let stream: Vec<(String, std::collections::HashMap<String, String>)> =
+        fred::prelude::StreamsInterface::xrange(&ops, "audit:admin", "-", "+", None)
+            .await
+            .unwrap();
+    let stream = format!("{stream:?}");
+    let mut bin = bin;
+    let _ = bin.process.0.kill();
+    let mut logs = String::new();
+    bin.process
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert!(logs.contains("operator created"), "the log is read: {logs}");
+    for (what, text) in [("list", &listed), ("audit:admin", &stream), ("log", &logs)] {
+        assert!(!text.contains(&secret), "the secret is in the {what}");
+        assert!(
+            !text.contains(ADMIN_TOKEN),
+            "the admin token is in the {what}"
+        );
+        assert!(!text.contains("$argon2"), "a hash is in the {what}");
+    }
+}
