@@ -301,7 +301,8 @@ fn the_documents_patterns_and_bounds_are_the_validators() {
 /// run reached the answers that matter. The first seed runs every phase;
 /// the others only the seeded ones (fuzzing and stateful chains), with fewer
 /// examples and without the reached-answers check, for breadth at a small
-/// cost.
+/// cost; the last of them as a viewer of the project (an operator token), so
+/// the 403s and 404s of a scoped role are checked against the document too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_nothing_against_a_live_keyward() {
     let app = TestApp::spawn().await;
@@ -331,31 +332,34 @@ async fn schemathesis_finds_nothing_against_a_live_keyward() {
     );
     std::fs::write(dir.join("schemathesis.toml"), config).unwrap();
 
-    // Seed, then what differs from the first run's arguments.
-    let runs: [(&str, &[&str]); 3] = [
-        ("20260613", &["--max-examples", "12"]),
-        (
-            "7",
-            &[
-                "--max-examples",
-                "4",
-                "--phases",
-                "fuzzing,stateful",
-                "--exclude-checks",
-                "keyward_reached",
-            ],
-        ),
-        (
-            "1",
-            &[
-                "--max-examples",
-                "4",
-                "--phases",
-                "fuzzing,stateful",
-                "--exclude-checks",
-                "keyward_reached",
-            ],
-        ),
+    // A viewer of the project: the same document, answered with its 403s
+    // and 404s.
+    let viewer: Value = app
+        .admin_post(
+            "/v1/admin/operators",
+            &json!({ "name": "schemathesis", "role": "viewer", "projects": [&project] }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let viewer = viewer["token"].as_str().unwrap().to_owned();
+
+    // Seed, then what differs from the first run's arguments, then whose
+    // token the admin operations carry.
+    let scoped: &[&str] = &[
+        "--max-examples",
+        "4",
+        "--phases",
+        "fuzzing,stateful",
+        "--exclude-checks",
+        "keyward_reached",
+    ];
+    let runs: [(&str, &[&str], &str); 4] = [
+        ("20260613", &["--max-examples", "12"], ADMIN_TOKEN),
+        ("7", scoped, ADMIN_TOKEN),
+        ("1", scoped, ADMIN_TOKEN),
+        ("22", scoped, &viewer),
     ];
     // For exploring by hand, e.g. `--max-examples 200 --seed 1`: added to
     // the first run only (later options win), and the others are skipped.
@@ -365,11 +369,12 @@ async fn schemathesis_finds_nothing_against_a_live_keyward() {
     } else {
         &runs[..1]
     };
-    for &(seed, args) in runs {
+    for &(seed, args, token) in runs {
         let (base, schema) = (app.url(""), app.url("/openapi.json"));
         let (bin, cwd) = (tools().to_owned(), dir.clone());
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let extra = extra.clone();
+        let token = token.to_owned();
         let report = dir.join(format!("report-{seed}"));
         let started = Instant::now();
         let out = tokio::task::spawn_blocking(move || {
@@ -390,7 +395,7 @@ async fn schemathesis_finds_nothing_against_a_live_keyward() {
                 .args(["--report", "junit", "--report-dir"])
                 .arg(report)
                 .args(extra.split_whitespace())
-                .env("KEYWARD_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
+                .env("KEYWARD_TEST_ADMIN_TOKEN", &token)
                 .env("SCHEMATHESIS_HOOKS", "hooks")
                 .env("PYTHONPATH", repo().join("tests/openapi"))
                 .output()

@@ -654,3 +654,41 @@ async fn no_token_secret_or_hash_reaches_logs_streams_or_lists() {
         assert!(!text.contains("$argon2"), "a hash is in the {what}");
     }
 }
+
+#[tokio::test]
+async fn without_its_audit_entry_a_success_is_503_and_a_refusal_stands() {
+    let app = app().await;
+    let project = app.project().await;
+    let key = app.mint(&project, json!({})).await;
+    let viewer = operator(&app, "viewer", &[&project], json!({})).await;
+    let ops = app.redis().ops().await;
+    // audit:admin of another type: every XADD to it is refused.
+    let raw = |cmd: &'static str, args: &[&str]| {
+        crate::helpers::raw(&ops, cmd, args.iter().map(|a| a.to_string()).collect())
+    };
+    raw("DEL", &["audit:admin"]).await.unwrap();
+    raw("SET", &["audit:admin", "not a stream"]).await.unwrap();
+
+    let get_key = format!("/v1/get-key?project_id={project}&key_id={}", key.key_id);
+    let r = app.admin_get(&get_key).await;
+    assert_error(r, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+    let mint = json!({ "project_id": &project, "owner": "o", "server_name": "s" });
+    let r = app.post("/v1/mint-key", &mint, Some(&viewer.token)).await;
+    assert_error(r, StatusCode::FORBIDDEN, "insufficient_permission").await;
+    let r = app
+        .get("/v1/admin/whoami", Some("kwop.op_000000000000.x"))
+        .await;
+    assert_error(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    let r = app
+        .get(&get_key.replace(&project, "elsewhere"), Some(&viewer.token))
+        .await;
+    assert_error(r, StatusCode::NOT_FOUND, "key_not_found").await;
+
+    // Back to a stream: answered and audited again.
+    raw("DEL", &["audit:admin"]).await.unwrap();
+    let r = app.get(&get_key, Some(&viewer.token)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let entries = trail(&app, &format!("actor={}", viewer.id)).await;
+    assert_eq!(entries.len(), 1, "only the call made since: {entries:?}");
+    assert_eq!(entries[0]["action"], "key.read");
+}
