@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::{
     assert_error, eventually, random_id, template_user, Binary, TestApp, TestRedis, ADMIN_TOKEN,
+    VALIDATOR_PASSWORD,
 };
 
 const MONITOR_PASSWORD: &str = "operators-monitor-pw";
@@ -384,6 +385,16 @@ async fn a_revoked_or_expired_operator_is_refused_on_its_next_call_on_another_in
     let b = app_on(redis).await;
     let project = a.project().await;
     let doomed = operator(&a, "viewer", &[&project], json!({})).await;
+    // Written by the manager, under the deployment's name; the validator
+    // user cannot read it.
+    let validator = a.redis().client("validator", VALIDATOR_PASSWORD).await;
+    let doc = format!("operator:test-gateway:{}", doomed.id);
+    let refused = crate::helpers::raw(&validator, "JSON.GET", vec![doc.clone()]).await;
+    assert!(refused.unwrap_err().starts_with("NOPERM"), "validator read {doc}");
+    let ops = a.redis().ops().await;
+    let stored = crate::helpers::raw(&ops, "JSON.GET", vec![doc]).await.unwrap();
+    let stored = format!("{stored:?}");
+    assert!(stored.contains("$argon2id$") && !stored.contains(doomed.token.rsplit('.').next().unwrap()));
     // Warm on b: its verified-secret cache now holds the token.
     assert_eq!(whoami(&b, &doomed.token).await, StatusCode::OK);
     assert_eq!(whoami(&b, &doomed.token).await, StatusCode::OK);
@@ -691,4 +702,35 @@ async fn without_its_audit_entry_a_success_is_503_and_a_refusal_stands() {
     let entries = trail(&app, &format!("actor={}", viewer.id)).await;
     assert_eq!(entries.len(), 1, "only the call made since: {entries:?}");
     assert_eq!(entries[0]["action"], "key.read");
+}
+
+#[tokio::test]
+async fn a_flood_of_bad_tokens_is_budgeted_and_every_call_is_counted() {
+    let redis = redis();
+    let url = redis.url("operators-ops", MONITOR_PASSWORD);
+    let app = TestApp::spawn_with(redis, move |c| {
+        c.monitor_redis_url = Some(url.into());
+        c.audit_anonymous_per_second = 3;
+    })
+    .await;
+    const FLOOD: u64 = 200;
+    for i in 0..FLOOD {
+        let token = format!("kwop.op_{i:012}.{}", "A".repeat(43));
+        let r = app.get("/v1/admin/whoami", Some(&token)).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    // The entries and the summaries (written about a second later) account
+    // for every call; few are entries of their own.
+    let (own, summarized) = eventually("the flood's summaries", || async {
+        let items = trail(&app, "actor=unknown&limit=200").await;
+        let own = items.iter().filter(|e| e["count"] == 1).count() as u64;
+        let summarized: u64 = items
+            .iter()
+            .filter(|e| e["count"] != 1)
+            .map(|e| e["count"].as_u64().unwrap())
+            .sum();
+        (own + summarized == FLOOD).then_some((own, summarized))
+    })
+    .await;
+    assert!(summarized > 0 && own < FLOOD / 2, "own {own}, summarized {summarized}");
 }
