@@ -19,19 +19,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Projects, through a running keyward's admin API: create, show.
-    ///
-    /// The admin token comes from KEYWARD_ADMIN_TOKEN or
-    /// KEYWARD_ADMIN_TOKEN_FILE, never from an argument. Exit codes: 0 done,
-    /// 1 refused, 2 usage error, 3 keyward or Redis unavailable.
+    /// Projects, through a running keyward's admin API: create, show, list.
+    #[command(after_help = cli::TOKEN_HELP)]
     Project(cli::ProjectArgs),
     /// Keys, through a running keyward's admin API: mint, show, list, update,
     /// rotate, revoke.
-    ///
-    /// The admin token comes from KEYWARD_ADMIN_TOKEN or
-    /// KEYWARD_ADMIN_TOKEN_FILE, never from an argument. Exit codes: 0 done,
-    /// 1 refused, 2 usage error, 3 keyward or Redis unavailable.
+    #[command(after_help = cli::TOKEN_HELP)]
     Key(cli::KeyArgs),
+    /// Operators and their tokens, through a running keyward's admin API
+    /// (owners only): create, list, revoke.
+    #[command(after_help = cli::TOKEN_HELP)]
+    Operator(cli::OperatorArgs),
+    /// Show who the admin token in the environment is: operator id, name,
+    /// role and projects.
+    #[command(after_help = cli::TOKEN_HELP)]
+    Whoami(cli::Target),
+    /// The admin audit trail, newest first: who did what, allowed or
+    /// refused, in the projects the token may see. Needs keyward's monitor
+    /// Redis user (KEYWARD_MONITOR_REDIS_URL).
+    #[command(after_help = cli::TOKEN_HELP)]
+    Audit(cli::AuditArgs),
     /// Read a key from standard input and show whether it validates, and what
     /// a gateway would receive from /v1/auth.
     ///
@@ -86,6 +93,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Project(args) => runtime.block_on(cli::project(args)),
         Command::Key(args) => runtime.block_on(cli::key(args)),
+        Command::Operator(args) => runtime.block_on(cli::operator(args)),
+        Command::Whoami(target) => runtime.block_on(cli::whoami(target)),
+        Command::Audit(args) => runtime.block_on(cli::audit(args)),
         Command::Check(args) => runtime.block_on(cli::check(args)),
         Command::Healthcheck => runtime.block_on(cli::healthcheck()),
         Command::Migrate {

@@ -38,7 +38,8 @@ impl Failure {
 }
 
 /// The admin token from `KEYWARD_ADMIN_TOKEN` or `KEYWARD_ADMIN_TOKEN_FILE`,
-/// as the service reads its own ([`crate::config::secret`]).
+/// as the service reads its own ([`crate::config::secret`]): the root token
+/// or an operator's, the same to the CLI (a bearer token either way).
 fn admin_token(lookup: impl Fn(&str) -> Option<String>) -> Result<SecretString, Failure> {
     match crate::config::secret(lookup, "KEYWARD_ADMIN_TOKEN") {
         Ok(Some(token)) => Ok(token),
@@ -169,7 +170,8 @@ impl Client {
         };
         match (status, code) {
             (StatusCode::UNAUTHORIZED, _) => Failure::Refused(format!(
-                "the admin token was refused ({code}): check KEYWARD_ADMIN_TOKEN"
+                "the admin token was refused ({code}): check KEYWARD_ADMIN_TOKEN \
+                 (an operator's token may have been revoked or have expired)"
             )),
             (StatusCode::NOT_FOUND, "not_found") => Failure::Refused(format!(
                 "{} serves no admin API (not_found): is KEYWARD_ADMIN_TOKEN set where keyward runs?",

@@ -1,7 +1,8 @@
-//! The admin command line: `keyward project create|show`, `keyward key
-//! mint|show|list|update|rotate|revoke` and `keyward check`; and `keyward
-//! healthcheck` (in `healthcheck`), which only asks the local listener for
-//! `/health` and exits 0 or 1.
+//! The admin command line: `keyward project create|show|list`, `keyward key
+//! mint|show|list|update|rotate|revoke`, `keyward operator
+//! create|list|revoke`, `keyward whoami`, `keyward audit` and `keyward
+//! check`; and `keyward healthcheck` (in `healthcheck`), which only asks the
+//! local listener for `/health` and exits 0 or 1.
 //!
 //! A thin client of the HTTP API, exactly like any other (`client`): the
 //! admin API stays the one contract, and its tests cover this too. Output is
@@ -9,14 +10,17 @@
 //!
 //! - The target: `--url`, else `KEYWARD_URL`, else `http://127.0.0.1:8080`.
 //! - The admin token: `KEYWARD_ADMIN_TOKEN` or `KEYWARD_ADMIN_TOKEN_FILE`,
-//!   never a flag (flags land in shell history and `ps`). `check` needs none:
-//!   it reads the key to check from standard input, for the same reason.
+//!   never a flag (flags land in shell history and `ps`); the root token or
+//!   an operator's `kwop.` token, which may do what its role allows
+//!   ([`TOKEN_HELP`]). `check` needs none: it reads the key to check from
+//!   standard input, for the same reason.
 //! - Exit codes, for scripts: 0 success; 1 refused (not found, a validation
-//!   error, an invalid key, a wrong token); 2 usage error (bad arguments, no
-//!   token); 3 keyward or Redis unavailable. Errors are one line on stderr.
-//! - `key mint` and `key rotate` print the new key and nothing else on
-//!   stdout (or the JSON with `--json`), so `KEY=$(keyward key mint ...)`
-//!   works.
+//!   error, an invalid key, a wrong token, a role that may not); 2 usage
+//!   error (bad arguments, no token); 3 keyward or Redis unavailable. Errors
+//!   are one line on stderr.
+//! - `key mint`, `key rotate` and `operator create` print the new key (or
+//!   token) and nothing else on stdout (or the JSON with `--json`), so
+//!   `KEY=$(keyward key mint ...)` works.
 
 mod client;
 mod healthcheck;
@@ -34,13 +38,22 @@ pub use healthcheck::healthcheck;
 /// The documented exit codes.
 pub mod exit {
     pub const SUCCESS: u8 = 0;
-    /// Not found, a validation error, an invalid key, a wrong admin token.
+    /// Not found, a validation error, an invalid key, a wrong admin token,
+    /// a role that may not (`403 insufficient_permission`).
     pub const REFUSED: u8 = 1;
     /// Bad arguments or environment (no admin token, a bad URL).
     pub const USAGE: u8 = 2;
     /// keyward cannot be reached, or it (or its Redis) is unavailable.
     pub const UNAVAILABLE: u8 = 3;
 }
+
+/// The admin commands' `--help` on the token they send.
+pub const TOKEN_HELP: &str = "The token comes from KEYWARD_ADMIN_TOKEN or \
+KEYWARD_ADMIN_TOKEN_FILE, never from an argument: the root token, or an \
+operator's token (kwop.<operator_id>.<secret>, from `keyward operator create`), \
+which may do only what its role allows in its projects. Exit codes: 0 done, \
+1 refused (also a role that may not: insufficient_permission), 2 usage error, \
+3 keyward or Redis unavailable.";
 
 /// Where keyward is, and how to print: shared by every admin command.
 #[derive(Args, Debug, Clone)]
@@ -82,6 +95,12 @@ pub enum ProjectCommand {
     },
     /// Show a project.
     Show { project_id: String },
+    /// List the projects the token may see, following the cursor to the end.
+    List {
+        /// Stop after this many projects.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
+    },
 }
 
 /// `keyward key ...`
@@ -93,7 +112,7 @@ pub struct KeyArgs {
     pub command: KeyCommand,
 }
 
-/// When a key expires: `--expires-at` or `--expires-in`.
+/// When a key or an operator's token expires: `--expires-at` or `--expires-in`.
 #[derive(Args, Debug, Default)]
 pub struct Expiry {
     /// Expiry time: Unix seconds, or UTC as 2027-01-31 or 2027-01-31T12:00:00Z.
@@ -197,6 +216,57 @@ pub enum KeyCommand {
     Revoke { project_id: String, key_id: String },
 }
 
+/// `keyward operator ...`
+#[derive(Args, Debug)]
+pub struct OperatorArgs {
+    #[command(flatten)]
+    pub target: Target,
+    #[command(subcommand)]
+    pub command: OperatorCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OperatorCommand {
+    /// Create an operator. Prints only its token (shown once: store it now).
+    Create {
+        /// Who the token is for (a person, a tool).
+        #[arg(long)]
+        name: String,
+        /// What it may do; each role includes the ones before it.
+        #[arg(long, value_parser = ["viewer", "key_manager", "project_admin", "owner"])]
+        role: String,
+        /// The projects it covers, comma-separated, or '*' for every project.
+        #[arg(long, value_delimiter = ',', required = true)]
+        projects: Vec<String>,
+        #[command(flatten)]
+        expiry: Expiry,
+    },
+    /// List the operators (never a token), following the cursor to the end.
+    List {
+        /// Stop after this many operators.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
+    },
+    /// Revoke an operator: from its next call on, its token is refused.
+    Revoke { operator_id: String },
+}
+
+/// `keyward audit`
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Only this project's entries.
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Only this actor's entries: an operator id, `root` or `unknown`.
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Show the newest this many entries.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: u64,
+}
+
 /// `keyward check`
 #[derive(Args, Debug)]
 pub struct CheckArgs {
@@ -231,6 +301,7 @@ pub async fn project(args: ProjectArgs) -> ExitCode {
     let name = match &args.command {
         ProjectCommand::Create { .. } => "project create",
         ProjectCommand::Show { .. } => "project show",
+        ProjectCommand::List { .. } => "project list",
     };
     finish(name, run_project(args).await)
 }
@@ -245,6 +316,23 @@ pub async fn key(args: KeyArgs) -> ExitCode {
         KeyCommand::Revoke { .. } => "key revoke",
     };
     finish(name, run_key(args).await)
+}
+
+pub async fn operator(args: OperatorArgs) -> ExitCode {
+    let name = match &args.command {
+        OperatorCommand::Create { .. } => "operator create",
+        OperatorCommand::List { .. } => "operator list",
+        OperatorCommand::Revoke { .. } => "operator revoke",
+    };
+    finish(name, run_operator(args).await)
+}
+
+pub async fn whoami(target: Target) -> ExitCode {
+    finish("whoami", run_whoami(target).await)
+}
+
+pub async fn audit(args: AuditArgs) -> ExitCode {
+    finish("audit", run_audit(args).await)
 }
 
 pub async fn check(args: CheckArgs) -> ExitCode {
@@ -288,6 +376,10 @@ async fn run_project(args: ProjectArgs) -> Result<u8, Failure> {
             let project = client.get(&path, &[]).await?;
             print(json_out, &project, render::project);
         }
+        ProjectCommand::List { limit } => {
+            let all = pages(&client, "/v1/admin/projects", &[], 100, limit).await?;
+            print(json_out, &all, render::project_list);
+        }
     }
     Ok(exit::SUCCESS)
 }
@@ -326,7 +418,7 @@ async fn run_key(args: KeyArgs) -> Result<u8, Failure> {
                 body.insert("allowed_cidrs".into(), json!(cidrs));
             }
             let minted = client.post("/v1/mint-key", &Value::Object(body)).await?;
-            print_new_key(json_out, &minted, "minted");
+            print_new_key(json_out, &minted, &minted_note("minted", &minted));
         }
         KeyCommand::Show { project_id, key_id } => {
             let query = [("project_id", project_id), ("key_id", key_id)];
@@ -334,8 +426,9 @@ async fn run_key(args: KeyArgs) -> Result<u8, Failure> {
             print(json_out, &key, render::key);
         }
         KeyCommand::List { project_id, limit } => {
-            let page = list_all(&client, &project_id, limit).await?;
-            print(json_out, &page, render::key_list);
+            let query = [("project_id", project_id)];
+            let all = pages(&client, "/v1/list-keys", &query, 100, limit).await?;
+            print(json_out, &all, render::key_list);
         }
         KeyCommand::Update {
             project_id,
@@ -408,7 +501,7 @@ async fn run_key(args: KeyArgs) -> Result<u8, Failure> {
                 body["grace_seconds"] = json!(grace);
             }
             let rotated = client.post("/v1/rotate-key", &body).await?;
-            print_new_key(json_out, &rotated, "rotated");
+            print_new_key(json_out, &rotated, &minted_note("rotated", &rotated));
         }
         KeyCommand::Revoke { project_id, key_id } => {
             let body = json!({ "project_id": project_id, "key_id": key_id });
@@ -421,52 +514,124 @@ async fn run_key(args: KeyArgs) -> Result<u8, Failure> {
     Ok(exit::SUCCESS)
 }
 
-/// The new key alone on stdout (or the JSON); a note on stderr for a person
-/// at a terminal only, so that `$(...)` and pipes get the key and nothing else.
-fn print_new_key(json_out: bool, answer: &Value, verb: &str) {
+/// The new secret (`api_key` or `token`) alone on stdout (or the JSON);
+/// `note` on stderr for a person at a terminal only, so that `$(...)` and
+/// pipes get the secret and nothing else.
+fn print_new_key(json_out: bool, answer: &Value, note: &str) {
     if json_out {
         println!("{answer}");
         return;
     }
-    println!("{}", answer["api_key"].as_str().unwrap_or_default());
+    let secret = answer["api_key"].as_str().or(answer["token"].as_str());
+    println!("{}", secret.unwrap_or_default());
     if std::io::stderr().is_terminal() {
-        let mut note = format!(
-            "{verb} {} in {}; the key above is shown once, store it now",
-            answer["key_id"].as_str().unwrap_or_default(),
-            answer["project_id"].as_str().unwrap_or_default(),
-        );
-        if let Some(until) = answer["previous_expires_at"].as_f64() {
-            note += &format!(" (the previous secret works until {})", render::time(until));
-        }
         eprintln!("{note}");
     }
 }
 
-/// Every page from the cursor on, up to `limit` keys: `{"items", "next"}`,
+/// The reminder after a mint or a rotation.
+fn minted_note(verb: &str, answer: &Value) -> String {
+    let mut note = format!(
+        "{verb} {} in {}; the key above is shown once, store it now",
+        answer["key_id"].as_str().unwrap_or_default(),
+        answer["project_id"].as_str().unwrap_or_default(),
+    );
+    if let Some(until) = answer["previous_expires_at"].as_f64() {
+        note += &format!(" (the previous secret works until {})", render::time(until));
+    }
+    note
+}
+
+/// Every page of a list endpoint (`{"items", "next"}`, `page` items a
+/// request) from the start, up to `limit` items: `{"items", "next"}`,
 /// `next` set only when `limit` stopped the walk early.
-async fn list_all(client: &Client, project_id: &str, limit: Option<u64>) -> Result<Value, Failure> {
-    const PAGE: u64 = 100;
+async fn pages(
+    client: &Client,
+    path: &str,
+    query: &[(&str, String)],
+    page: u64,
+    limit: Option<u64>,
+) -> Result<Value, Failure> {
     let mut items: Vec<Value> = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let want = limit.map_or(PAGE, |l| (l - items.len() as u64).min(PAGE));
-        let mut query = vec![
-            ("project_id", project_id.to_owned()),
-            ("limit", want.to_string()),
-        ];
+        let want = limit.map_or(page, |l| (l - items.len() as u64).min(page));
+        let mut query = query.to_vec();
+        query.push(("limit", want.to_string()));
         if let Some(cursor) = &cursor {
             query.push(("cursor", cursor.clone()));
         }
-        let page = client.get("/v1/list-keys", &query).await?;
-        if let Some(page_items) = page["items"].as_array() {
+        let answer = client.get(path, &query).await?;
+        if let Some(page_items) = answer["items"].as_array() {
             items.extend(page_items.iter().cloned());
         }
-        cursor = page["next"].as_str().map(str::to_owned);
+        cursor = answer["next"].as_str().map(str::to_owned);
         let full = limit.is_some_and(|l| items.len() as u64 >= l);
         if cursor.is_none() || full {
             return Ok(json!({ "items": items, "next": cursor }));
         }
     }
+}
+
+async fn run_operator(args: OperatorArgs) -> Result<u8, Failure> {
+    let client = Client::admin(&args.target.url)?;
+    let json_out = args.target.json;
+    match args.command {
+        OperatorCommand::Create {
+            name,
+            role,
+            projects,
+            expiry,
+        } => {
+            let mut body = json!({ "name": name, "role": role, "projects": projects });
+            if let Some(at) = expiry.at() {
+                body["expires_at"] = json!(at);
+            }
+            let created = client.post("/v1/admin/operators", &body).await?;
+            let note = format!(
+                "created {} ({} of {}); the token above is shown once, store it now",
+                created["operator_id"].as_str().unwrap_or_default(),
+                created["role"].as_str().unwrap_or_default(),
+                render::projects(&created["projects"]),
+            );
+            print_new_key(json_out, &created, &note);
+        }
+        OperatorCommand::List { limit } => {
+            let all = pages(&client, "/v1/admin/operators", &[], 100, limit).await?;
+            print(json_out, &all, render::operator_list);
+        }
+        OperatorCommand::Revoke { operator_id } => {
+            let path = format!(
+                "/v1/admin/operators/{}/revoke",
+                client::segment(&operator_id)
+            );
+            let answer = client.post(&path, &json!({})).await?;
+            print(json_out, &answer, |_| format!("revoked {operator_id}\n"));
+        }
+    }
+    Ok(exit::SUCCESS)
+}
+
+async fn run_whoami(target: Target) -> Result<u8, Failure> {
+    let client = Client::admin(&target.url)?;
+    let me = client.get("/v1/admin/whoami", &[]).await?;
+    print(target.json, &me, render::whoami);
+    Ok(exit::SUCCESS)
+}
+
+/// The newest `--limit` entries of the admin trail, newest first.
+async fn run_audit(args: AuditArgs) -> Result<u8, Failure> {
+    let client = Client::admin(&args.target.url)?;
+    let mut query = Vec::new();
+    if let Some(project) = args.project {
+        query.push(("project_id", project));
+    }
+    if let Some(actor) = args.actor {
+        query.push(("actor", actor));
+    }
+    let all = pages(&client, "/v1/admin/audit", &query, 200, Some(args.limit)).await?;
+    print(args.target.json, &all, render::audit);
+    Ok(exit::SUCCESS)
 }
 
 /// The key to check, from standard input: the first line, trimmed.

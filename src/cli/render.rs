@@ -249,17 +249,138 @@ pub fn key_list(page: &Value) -> String {
         ],
         &rows,
     );
-    let more = if page["next"].is_string() {
-        " (stopped at --limit; there are more)"
-    } else {
-        ""
-    };
-    out += &format!(
-        "{} key{}{more}\n",
-        items.len(),
-        if items.len() == 1 { "" } else { "s" }
-    );
+    out += &footer(page, "key", "keys", MORE);
     out
+}
+
+/// `3 keys`, and `more` when `--limit` stopped the walk before the end.
+fn footer(page: &Value, one: &str, many: &str, more: &str) -> String {
+    let n = page["items"].as_array().map_or(0, Vec::len);
+    let more = if page["next"].is_string() { more } else { "" };
+    format!("{n} {}{more}\n", if n == 1 { one } else { many })
+}
+
+const MORE: &str = " (stopped at --limit; there are more)";
+
+pub fn project_list(page: &Value) -> String {
+    let items = page["items"].as_array().map_or(&[][..], Vec::as_slice);
+    if items.is_empty() {
+        return "no projects\n".into();
+    }
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|p| {
+            vec![
+                text(&p["project_id"]),
+                text(&p["label"]),
+                text(&p["owner"]),
+                opt_time(&p["created_at"], "-"),
+            ]
+        })
+        .collect();
+    columns(&["PROJECT ID", "LABEL", "OWNER", "CREATED"], &rows)
+        + &footer(page, "project", "projects", MORE)
+}
+
+/// An operator's project list: ids, or `*` for every project.
+pub fn projects(v: &Value) -> String {
+    list(v, "-")
+}
+
+/// `revoked`, `expired` or `active`.
+fn operator_status(o: &Value) -> &'static str {
+    if o["revoked"].as_bool() == Some(true) {
+        "revoked"
+    } else if o["expires_at"].as_f64().is_some_and(|at| at <= now()) {
+        "expired"
+    } else {
+        "active"
+    }
+}
+
+pub fn operator_list(page: &Value) -> String {
+    let items = page["items"].as_array().map_or(&[][..], Vec::as_slice);
+    if items.is_empty() {
+        return "no operators\n".into();
+    }
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|o| {
+            vec![
+                text(&o["operator_id"]),
+                operator_status(o).to_owned(),
+                text(&o["role"]),
+                projects(&o["projects"]),
+                opt_time(&o["expires_at"], "never"),
+                text(&o["created_by"]),
+                opt_time(&o["created_at"], "-"),
+                text(&o["name"]),
+            ]
+        })
+        .collect();
+    let header = [
+        "OPERATOR ID",
+        "STATUS",
+        "ROLE",
+        "PROJECTS",
+        "EXPIRES",
+        "CREATED BY",
+        "CREATED",
+        "NAME",
+    ];
+    columns(&header, &rows) + &footer(page, "operator", "operators", MORE)
+}
+
+pub fn whoami(me: &Value) -> String {
+    pairs(&[
+        ("operator_id", text(&me["operator_id"])),
+        ("name", text(&me["name"])),
+        ("role", text(&me["role"])),
+        ("projects", projects(&me["projects"])),
+    ])
+}
+
+/// The admin trail, newest first; a summary of refused calls shows how
+/// many it stands for.
+pub fn audit(page: &Value) -> String {
+    let items = page["items"].as_array().map_or(&[][..], Vec::as_slice);
+    if items.is_empty() {
+        return "no entries\n".into();
+    }
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|e| {
+            let mut outcome = text(&e["outcome"]);
+            if let Some(count) = e["count"].as_u64().filter(|&c| c > 1) {
+                outcome += &format!(" x{count}");
+            }
+            vec![
+                opt_time(&e["ts"], "-"),
+                text(&e["actor"]),
+                text(&e["action"]),
+                text(&e["project_id"]),
+                text(&e["key_id"]),
+                outcome,
+                text(&e["request_id"]),
+            ]
+        })
+        .collect();
+    let header = [
+        "TIME",
+        "ACTOR",
+        "ACTION",
+        "PROJECT",
+        "KEY",
+        "OUTCOME",
+        "REQUEST ID",
+    ];
+    columns(&header, &rows)
+        + &footer(
+            page,
+            "entry",
+            "entries",
+            " (stopped at --limit; older ones may follow)",
+        )
 }
 
 /// A header name as the gateway documentation spells it.
@@ -392,6 +513,24 @@ mod tests {
         assert!(lines[1].contains("chat:*,files:read"), "{table}");
         assert!(lines[2].contains("k_bbbbbbb2  disabled  Zoë"), "{table}");
         assert_eq!(lines[3], "2 keys");
+    }
+
+    #[test]
+    fn an_audit_summary_shows_how_many_calls_it_stands_for() {
+        let page = json!({"items": [
+            {"id": "1-0", "ts": 0.0, "actor": "unknown", "action": "key.mint", "project_id": null,
+             "key_id": null, "outcome": "unauthorized", "request_id": null, "count": 37},
+        ], "next": "1-0"});
+        let table = audit(&page);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[1],
+            "1970-01-01T00:00:00Z  unknown  key.mint  -        -    unauthorized x37  -"
+        );
+        assert_eq!(
+            lines[2],
+            "1 entry (stopped at --limit; older ones may follow)"
+        );
     }
 
     #[test]

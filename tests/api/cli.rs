@@ -1,5 +1,6 @@
-//! The `keyward` admin command line: the real binary's `project`, `key` and
-//! `check` subcommands against a live keyward on a real Redis. Each test
+//! The `keyward` admin command line: the real binary's `project`, `key`,
+//! `operator`, `whoami`, `audit` and `check` subcommands against a live
+//! keyward on a real Redis. Each test
 //! checks what a script relies on: stdout, one line of error on stderr, and
 //! the exit code (0 done, 1 refused, 2 usage, 3 unavailable).
 
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{free_port, TestApp, TestRedis, ADMIN_TOKEN};
+use crate::helpers::{free_port, template_user, TestApp, TestRedis, ADMIN_TOKEN};
 
 /// One run of the binary: its stdout, stderr and exit code.
 struct Run {
@@ -66,6 +67,11 @@ fn row<'a>(table: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// A table row's cells, for cells without spaces.
+fn fields(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
 /// The binary pointed at `url`, with the admin token in its environment
 /// (and nothing of the test's own KEYWARD_* environment).
 fn keyward(url: &str) -> Command {
@@ -108,6 +114,13 @@ async fn run(mut cmd: Command, stdin: &str) -> Run {
 async fn cli(app: &TestApp, args: &[&str]) -> Run {
     let mut cmd = keyward(&app.url(""));
     cmd.args(args);
+    run(cmd, "").await
+}
+
+/// `keyward <args>` against `app`, with `token` (an operator's) as the admin token.
+async fn cli_as(app: &TestApp, token: &str, args: &[&str]) -> Run {
+    let mut cmd = keyward(&app.url(""));
+    cmd.env("KEYWARD_ADMIN_TOKEN", token).args(args);
     run(cmd, "").await
 }
 
@@ -538,6 +551,204 @@ async fn check_reads_the_key_from_stdin_and_shows_what_a_gateway_receives() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_token_from_operator_create_does_what_its_role_allows_until_revoked() {
+    // The template's `ops` user as the monitor, so `audit` can read the trail.
+    let password = "cli-ops-password";
+    let redis = Arc::new(TestRedis::start_with_acl(&template_user(
+        "ops", "cli-ops", password,
+    )));
+    let monitor = redis.url("cli-ops", password);
+    let app = TestApp::spawn_with(redis, move |c| c.monitor_redis_url = Some(monitor.into())).await;
+    let project = app.project().await;
+    let other = app.project().await;
+
+    // TOKEN=$(keyward operator create ...): the token and a newline, nothing else.
+    let created = cli(
+        &app,
+        &[
+            "operator",
+            "create",
+            "--name",
+            "support: Ada",
+            "--role",
+            "viewer",
+            "--projects",
+            &project,
+            "--expires-in",
+            "1d",
+        ],
+    )
+    .await;
+    assert_eq!(created.ok().lines().count(), 1, "{created}");
+    let token = created.stdout.trim_end().to_owned();
+    let operator_id = token
+        .strip_prefix("kwop.")
+        .and_then(|rest| rest.split_once('.'))
+        .map(|(id, _)| id.to_owned())
+        .unwrap_or_else(|| panic!("kwop.<operator_id>.<secret>: {created}"));
+    let secret = &token[token.rfind('.').unwrap() + 1..];
+
+    // whoami and project list, as the viewer: its role and its one project.
+    let me = cli_as(&app, &token, &["whoami"]).await;
+    for (name, value) in [
+        ("operator_id", operator_id.as_str()),
+        ("name", "support: Ada"),
+        ("role", "viewer"),
+        ("projects", project.as_str()),
+    ] {
+        assert_eq!(row(me.ok(), name), Some(value), "{name} in\n{me}");
+    }
+    let me = cli_as(&app, &token, &["whoami", "--json"]).await.json();
+    assert_eq!(
+        me,
+        json!({ "operator_id": operator_id, "name": "support: Ada", "role": "viewer", "projects": [project] })
+    );
+    let listed = cli_as(&app, &token, &["project", "list"]).await;
+    let lines: Vec<&str> = listed.ok().lines().collect();
+    assert!(lines[0].starts_with("PROJECT ID"), "{listed}");
+    assert!(lines[1].starts_with(&format!("{project} ")), "{listed}");
+    assert_eq!(lines[2..], ["1 project"], "{listed}");
+    let all = cli(&app, &["project", "list", "--json"]).await.json();
+    let ids: Vec<&str> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["project_id"].as_str().unwrap())
+        .collect();
+    let mut both = vec![project.as_str(), other.as_str()];
+    both.sort_unstable();
+    assert_eq!(ids, both, "root sees every project");
+
+    // What the role may not: refused (exit 1) with the server's message,
+    // and the token nowhere in it.
+    let mint = [
+        "key",
+        "mint",
+        &project,
+        "--owner",
+        "a",
+        "--server-name",
+        "s",
+    ];
+    let refused = cli_as(&app, &token, &mint).await;
+    refused.fails(1, "insufficient_permission");
+    assert!(
+        refused.stderr.starts_with("keyward key mint: "),
+        "{refused}"
+    );
+    assert!(!refused.stderr.contains(secret), "{refused}");
+    cli_as(&app, &token, &["operator", "list"])
+        .await
+        .fails(1, "insufficient_permission");
+    // A project outside its list is one that does not exist.
+    cli_as(&app, &token, &["key", "list", &other])
+        .await
+        .fails(1, "project_not_found");
+
+    // operator list: never a token, a secret or a hash.
+    let table = cli(&app, &["operator", "list"]).await;
+    let lines: Vec<&str> = table.ok().lines().collect();
+    assert!(lines[0].starts_with("OPERATOR ID"), "{table}");
+    let cells = fields(lines[1]);
+    assert_eq!(
+        cells[..4],
+        [operator_id.as_str(), "active", "viewer", project.as_str()],
+        "{table}"
+    );
+    assert_eq!(cells[5], "root", "created by: {table}");
+    assert!(lines[1].ends_with("support: Ada"), "{table}");
+    assert_eq!(lines[2], "1 operator", "{table}");
+    let json = cli(&app, &["operator", "list", "--json"]).await;
+    for out in [&table, &json] {
+        assert!(!out.stdout.contains(secret), "{out}");
+        assert!(!out.stdout.contains("kwop."), "{out}");
+        assert!(!out.stdout.contains("argon2"), "{out}");
+        assert!(!out.stdout.contains("hash"), "{out}");
+    }
+    assert_eq!(json.json()["items"][0]["operator_id"], operator_id.as_str());
+
+    // The trail names the operator on each of its calls, newest first.
+    let trail = cli(&app, &["audit", "--actor", &operator_id, "--json"])
+        .await
+        .json();
+    let entries = trail["items"].as_array().unwrap();
+    let calls: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| {
+            assert_eq!(e["actor"], operator_id.as_str(), "{trail}");
+            (
+                e["action"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            ("key.list", "not_found"),
+            ("operator.list", "forbidden"),
+            ("key.mint", "forbidden"),
+            ("project.list", "ok"),
+            ("whoami", "ok"),
+            ("whoami", "ok"),
+        ],
+        "{trail}"
+    );
+    let table = cli(&app, &["audit", "--actor", &operator_id, "--limit", "2"]).await;
+    let lines: Vec<&str> = table.ok().lines().collect();
+    assert!(lines[0].starts_with("TIME "), "{table}");
+    assert!(lines[1].starts_with("20"), "{table}");
+    assert_eq!(
+        fields(lines[1])[1..6],
+        [
+            operator_id.as_str(),
+            "key.list",
+            other.as_str(),
+            "-",
+            "not_found"
+        ],
+        "{table}"
+    );
+    assert_eq!(
+        fields(lines[2])[1..6],
+        [operator_id.as_str(), "operator.list", "-", "-", "forbidden"],
+        "{table}"
+    );
+    assert_eq!(
+        lines[3], "2 entries (stopped at --limit; older ones may follow)",
+        "{table}"
+    );
+    // The viewer reads the trail of its own project only.
+    let mine = cli_as(&app, &token, &["audit", "--json"]).await.json();
+    let mine = mine["items"].as_array().unwrap();
+    assert!(!mine.is_empty());
+    assert!(
+        mine.iter().all(|e| e["project_id"] == project.as_str()),
+        "{mine:?}"
+    );
+
+    // Revoked: refused on its very next call.
+    let revoked = cli(&app, &["operator", "revoke", &operator_id]).await;
+    assert_eq!(revoked.ok(), format!("revoked {operator_id}\n"));
+    let after = cli_as(&app, &token, &["whoami"]).await;
+    after.fails(1, "admin token was refused");
+    assert!(!after.stderr.contains(secret), "{after}");
+    let table = cli(&app, &["operator", "list"]).await;
+    assert!(
+        table
+            .ok()
+            .lines()
+            .nth(1)
+            .unwrap()
+            .contains("  revoked  viewer  "),
+        "{table}"
+    );
+    cli(&app, &["operator", "revoke", "op_NoSuchOper1"])
+        .await
+        .fails(1, "operator_not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_token_comes_only_from_the_environment() {
     let app = TestApp::spawn().await;
     let project = app.project().await;
@@ -605,6 +816,10 @@ async fn exit_3_when_keyward_or_redis_is_down_and_2_on_usage_errors() {
     let app = TestApp::spawn().await;
     let project = app.project().await;
     let key = app.mint(&project, json!({})).await;
+    // Without a monitor Redis user there is no trail to read: says how.
+    cli(&app, &["audit"])
+        .await
+        .fails(1, "KEYWARD_MONITOR_REDIS_URL");
     app.redis().stop();
     cli(&app, &["project", "show", &project])
         .await
@@ -645,6 +860,18 @@ async fn exit_3_when_keyward_or_redis_is_down_and_2_on_usage_errors() {
             "soon",
         ],
         &["project", "create", "alpha"],
+        &[
+            "operator",
+            "create",
+            "--name",
+            "n",
+            "--role",
+            "boss",
+            "--projects",
+            "alpha",
+        ],
+        &["operator", "create", "--name", "n", "--role", "viewer"],
+        &["audit", "--limit", "0"],
     ] {
         let mut cmd = keyward(&down);
         cmd.args(args);
