@@ -5,6 +5,8 @@
 //   #/p/<project>               the project's keys
 //   #/p/<project>/keys/<key>    one key
 //   #/p/<project>/activity      the project's activity
+//   #/p/<project>/audit         the admin log of the project
+//   #/audit                     the admin log
 
 import { ApiError, ROLE_LABELS, loadCaller, me, signIn, signOutCaller, token } from './api.js';
 import { h, field, errorNotice } from './dom.js';
@@ -13,6 +15,7 @@ import { renderProjects } from './projects.js';
 import { renderKeys } from './keys.js';
 import { renderKey } from './key.js';
 import { renderActivity } from './activity.js';
+import { renderAudit } from './audit.js';
 
 const main = document.getElementById('main');
 let leaving = [];
@@ -26,7 +29,7 @@ async function route() {
   for (const fn of leaving.splice(0)) fn();
   closeDialog();
   const signedIn = Boolean(token.get());
-  for (const id of ['signout', 'nav-projects', 'whoami']) document.getElementById(id).hidden = !signedIn;
+  for (const id of ['signout', 'nav-projects', 'nav-audit', 'whoami']) document.getElementById(id).hidden = !signedIn;
   if (!signedIn) {
     renderSignIn();
     return;
@@ -37,8 +40,10 @@ async function route() {
     if (!me()) await loadCaller();
     showCaller();
     if (parts.length === 0) await renderProjects(main);
+    else if (parts[0] === 'audit' && parts.length === 1) await renderAudit(main, null);
     else if (parts[0] === 'p' && parts.length === 2) await renderKeys(main, parts[1]);
     else if (parts[0] === 'p' && parts.length === 3 && parts[2] === 'activity') await renderActivity(main, parts[1], onLeave);
+    else if (parts[0] === 'p' && parts.length === 3 && parts[2] === 'audit') await renderAudit(main, parts[1]);
     else if (parts[0] === 'p' && parts.length === 4 && parts[2] === 'keys') await renderKey(main, parts[1], parts[3]);
     else main.replaceChildren(h('h1', { tabindex: '-1', text: 'Not found' }), h('p', {}, h('a', { href: '#/', text: 'Back to the projects' })));
   } catch (e) {

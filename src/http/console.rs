@@ -74,6 +74,7 @@ const ASSETS: &[Asset] = &[
     asset!("keys.js", JS),
     asset!("key.js", JS),
     asset!("activity.js", JS),
+    asset!("audit.js", JS),
 ];
 
 /// The console's security headers, on every response it makes: name, value,
