@@ -55,10 +55,15 @@ function howToEnable(message) {
     h('h2', { text: 'Activity is not enabled on this deployment' }),
     h('p', { class: 'notice info', text: message }),
     h('p', { text: 'Every validation is written to the audit:keylookup stream in Redis. keyward reads it only with a separate, read-only Redis user, so that the validator and manager users can never read other clients\' traffic. To enable this screen:' }),
-    h('ol', { class: 'steps' },
-      h('li', {}, 'Give the ', h('code', { text: 'ops' }), ' user of the ACL template a password: in ', h('code', { text: 'redis/users.acl' }), ', replace ', h('code', { text: 'user ops off resetpass' }), ' with ', h('code', { text: 'user ops on >PASSWORD' }), ' and run ', h('code', { text: 'ACL LOAD' }), ' (or run ', h('code', { text: 'ACL SETUSER ops on >PASSWORD' }), '). It may only read the audit streams (XRANGE, XREVRANGE, XLEN).'),
-      h('li', {}, 'Start keyward with ', h('code', { text: 'KEYWARD_MONITOR_REDIS_URL=redis://ops:PASSWORD@host:port' }), ' (or ', h('code', { text: 'KEYWARD_MONITOR_REDIS_URL_FILE' }), ').'),
-      h('li', {}, 'Reload this page.')));
+    monitorSteps());
+}
+
+/** How to give keyward its monitor Redis user, which reads the audit streams. */
+export function monitorSteps() {
+  return h('ol', { class: 'steps' },
+    h('li', {}, 'Give the ', h('code', { text: 'ops' }), ' user of the ACL template a password: in ', h('code', { text: 'redis/users.acl' }), ', replace ', h('code', { text: 'user ops off resetpass' }), ' with ', h('code', { text: 'user ops on >PASSWORD' }), ' and run ', h('code', { text: 'ACL LOAD' }), ' (or run ', h('code', { text: 'ACL SETUSER ops on >PASSWORD' }), '). It may only read the audit streams (XRANGE, XREVRANGE, XLEN).'),
+    h('li', {}, 'Start keyward with ', h('code', { text: 'KEYWARD_MONITOR_REDIS_URL=redis://ops:PASSWORD@host:port' }), ' (or ', h('code', { text: 'KEYWARD_MONITOR_REDIS_URL_FILE' }), ').'),
+    h('li', {}, 'Reload this page.'));
 }
 
 function activityView(data) {

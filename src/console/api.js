@@ -1,4 +1,6 @@
-// The admin API on this origin, with the admin token from sessionStorage.
+// The admin API on this origin, with the bearer token from sessionStorage
+// (an operator token, or the deployment's KEYWARD_ADMIN_TOKEN), and who
+// that token is (GET /v1/admin/whoami).
 //
 // The token lives in sessionStorage only: it is never put in a URL, a cookie
 // or localStorage, and it is gone when the tab is closed.
@@ -61,18 +63,58 @@ export async function api(method, path, { query, body, bearer } = {}) {
   return data;
 }
 
+// Who the stored token is: {operator_id, name, role, projects}, read
+// once per page load. Never holds the token.
+let caller = null;
+
+/** The caller, once `loadCaller` or `signIn` has read it; else null. */
+export const me = () => caller;
+
+/** Reads who the stored token is; throws ApiError (401 for a refused token). */
+export async function loadCaller() {
+  caller = await api('GET', '/v1/admin/whoami');
+  return caller;
+}
+
 /**
- * Whether `candidate` is the admin token, without storing it. Asks for a
- * project id that can never exist: the admin check runs first, so the
- * answer is 401 for a wrong token and 404 for the right one.
+ * Signs in with `candidate` if keyward knows it: stores it and resolves to
+ * the caller, or to null (nothing stored) when it is refused.
  */
-export async function checkToken(candidate) {
+export async function signIn(candidate) {
   try {
-    await api('GET', '/v1/admin/projects/%21', { bearer: candidate });
-    return true;
+    caller = await api('GET', '/v1/admin/whoami', { bearer: candidate });
   } catch (e) {
-    if (e instanceof ApiError && e.status === 404) return true;
-    if (e instanceof ApiError && e.status === 401) return false;
+    if (e instanceof ApiError && e.status === 401) return null;
     throw e;
   }
+  token.set(candidate);
+  return caller;
+}
+
+export function signOutCaller() {
+  caller = null;
+  token.clear();
+}
+
+// Each role includes the ones before it.
+const ROLES = ['viewer', 'key_manager', 'project_admin', 'owner'];
+
+export const ROLE_LABELS = {
+  viewer: 'Viewer',
+  key_manager: 'Key manager',
+  project_admin: 'Project admin',
+  owner: 'Owner',
+};
+
+/**
+ * Whether the caller's role includes `role`. Only decides what the console
+ * shows: the server decides what the token may do.
+ */
+export function allows(role) {
+  return caller !== null && ROLES.indexOf(caller.role) >= ROLES.indexOf(role);
+}
+
+/** Whether the caller covers every project (an owner, or `["*"]`). */
+export function coversAll() {
+  return caller !== null && (caller.role === 'owner' || caller.projects.includes('*'));
 }

@@ -5,14 +5,17 @@
 //   #/p/<project>               the project's keys
 //   #/p/<project>/keys/<key>    one key
 //   #/p/<project>/activity      the project's activity
+//   #/p/<project>/audit         the admin log of the project
+//   #/audit                     the admin log
 
-import { ApiError, checkToken, token } from './api.js';
+import { ApiError, ROLE_LABELS, loadCaller, me, signIn, signOutCaller, token } from './api.js';
 import { h, field, errorNotice } from './dom.js';
 import { closeDialog } from './dialogs.js';
 import { renderProjects } from './projects.js';
 import { renderKeys } from './keys.js';
 import { renderKey } from './key.js';
 import { renderActivity } from './activity.js';
+import { renderAudit } from './audit.js';
 
 const main = document.getElementById('main');
 let leaving = [];
@@ -26,8 +29,7 @@ async function route() {
   for (const fn of leaving.splice(0)) fn();
   closeDialog();
   const signedIn = Boolean(token.get());
-  document.getElementById('signout').hidden = !signedIn;
-  document.getElementById('nav-projects').hidden = !signedIn;
+  for (const id of ['signout', 'nav-projects', 'nav-audit', 'whoami']) document.getElementById(id).hidden = !signedIn;
   if (!signedIn) {
     renderSignIn();
     return;
@@ -35,14 +37,18 @@ async function route() {
   const parts = location.hash.replace(/^#\/?/, '').split('/').filter(Boolean).map(decodeURIComponent);
   main.setAttribute('aria-busy', 'true');
   try {
+    if (!me()) await loadCaller();
+    showCaller();
     if (parts.length === 0) await renderProjects(main);
+    else if (parts[0] === 'audit' && parts.length === 1) await renderAudit(main, null);
     else if (parts[0] === 'p' && parts.length === 2) await renderKeys(main, parts[1]);
     else if (parts[0] === 'p' && parts.length === 3 && parts[2] === 'activity') await renderActivity(main, parts[1], onLeave);
+    else if (parts[0] === 'p' && parts.length === 3 && parts[2] === 'audit') await renderAudit(main, parts[1]);
     else if (parts[0] === 'p' && parts.length === 4 && parts[2] === 'keys') await renderKey(main, parts[1], parts[3]);
     else main.replaceChildren(h('h1', { tabindex: '-1', text: 'Not found' }), h('p', {}, h('a', { href: '#/', text: 'Back to the projects' })));
   } catch (e) {
     if (e instanceof ApiError && e.status === 401) {
-      signOut('The admin token was refused: sign in again.');
+      signOut('Your token was refused (revoked or expired?): sign in again.');
       return;
     }
     main.replaceChildren(h('h1', { tabindex: '-1', text: 'Something went wrong' }), errorNotice(e));
@@ -52,8 +58,17 @@ async function route() {
   main.querySelector('h1')?.focus();
 }
 
+// Who is signed in, in the top bar: a name and a role, never the token.
+function showCaller() {
+  const caller = me();
+  const projects = caller.projects.includes('*') ? 'every project' : caller.projects.join(', ');
+  document.getElementById('whoami').replaceChildren(
+    h('span', { class: 'whoami-name', text: caller.name }),
+    h('span', { class: 'badge role', id: 'whoami-role', title: `Projects: ${projects}`, text: ROLE_LABELS[caller.role] ?? caller.role }));
+}
+
 function signOut(message) {
-  token.clear();
+  signOutCaller();
   signInMessage = message;
   if (location.hash && location.hash !== '#/') location.hash = '#/';
   else route();
@@ -75,12 +90,11 @@ function renderSignIn() {
       const candidate = input.value;
       button.disabled = true;
       try {
-        if (await checkToken(candidate)) {
-          token.set(candidate);
+        if (await signIn(candidate)) {
           input.value = '';
           route();
         } else {
-          status.append(h('p', { class: 'notice error', role: 'alert', text: 'This token was refused. Check KEYWARD_ADMIN_TOKEN and try again.' }));
+          status.append(h('p', { class: 'notice error', role: 'alert', text: 'This token was refused: it is unknown, revoked or expired. Check it and try again.' }));
           input.select();
         }
       } catch (e) {
@@ -91,8 +105,8 @@ function renderSignIn() {
     },
   },
   h('h1', { id: 'signin-title', tabindex: '-1', text: 'Sign in' }),
-  h('p', { text: 'Enter the admin token of this keyward (its KEYWARD_ADMIN_TOKEN).' }),
-  field('Admin token', input, 'Kept in this tab only (sessionStorage) and sent only to this server; closing the tab forgets it.'),
+  h('p', { text: 'Enter your operator token (it begins with kwop.) or this keyward\'s KEYWARD_ADMIN_TOKEN.' }),
+  field('Operator or admin token', input, 'Kept in this tab only (sessionStorage) and sent only to this server; closing the tab forgets it.'),
   status,
   h('div', { class: 'actions' }, button));
   main.replaceChildren(form);

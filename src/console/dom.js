@@ -129,5 +129,6 @@ export function projectTabs(projectId, current) {
   const tab = (label, href, name) => h('a', { href, class: name === current ? 'tab current' : 'tab', 'aria-current': name === current ? 'page' : null, text: label });
   return h('nav', { class: 'tabs', 'aria-label': 'Project' },
     tab('Keys', projectHref(projectId), 'keys'),
-    tab('Activity', projectHref(projectId, 'activity'), 'activity'));
+    tab('Activity', projectHref(projectId, 'activity'), 'activity'),
+    tab('Admin log', projectHref(projectId, 'audit'), 'audit'));
 }

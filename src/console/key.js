@@ -1,7 +1,7 @@
-// One key: its details and usage, and update, rotate and revoke, each
-// behind a confirmation.
+// One key: its details and usage, and (from the key_manager role on)
+// update, rotate and revoke, each behind a confirmation.
 
-import { api, ApiError } from './api.js';
+import { api, ApiError, allows } from './api.js';
 import { h, field, timeNode, relative, pageHead, projectHref, keyBadges, errorNotice, toast } from './dom.js';
 import { confirmAction, modal, secretView } from './dialogs.js';
 import { keyFields } from './keys.js';
@@ -39,10 +39,12 @@ export async function renderKey(main, projectId, keyId) {
     h('div', { class: 'grid two' },
       detailsCard(projectId, key, inRotation),
       usageCard(key)),
-    updateCard(projectId, key, rerender),
-    h('div', { class: 'grid two' },
-      rotateCard(projectId, key, rerender),
-      revokeCard(projectId, key, rerender)),
+    ...(allows('key_manager') ? [
+      updateCard(projectId, key, rerender),
+      h('div', { class: 'grid two' },
+        rotateCard(projectId, key, rerender),
+        revokeCard(projectId, key, rerender)),
+    ] : []),
   );
 }
 

@@ -1,7 +1,8 @@
 // A project's keys: paged with the API's cursor, searched on the loaded
-// pages, and minted from a dialog that shows the new key once.
+// pages, and minted (from the key_manager role on) from a dialog that shows
+// the new key once.
 
-import { api } from './api.js';
+import { api, allows } from './api.js';
 import { h, field, timeNode, relative, pageHead, projectHref, projectTabs, keyBadges, errorNotice, toast, words } from './dom.js';
 import { modal, secretView } from './dialogs.js';
 import { openProject } from './projects.js';
@@ -27,7 +28,7 @@ export async function renderKeys(main, projectId) {
     const shown = q ? loaded.filter((k) => k.owner.toLowerCase().includes(q) || k.key_id.toLowerCase().includes(q)) : loaded;
     tbody.replaceChildren(...shown.map((k) => keyRow(projectId, k)));
     if (shown.length === 0) {
-      tbody.append(h('tr', {}, h('td', { colspan: '7', class: 'empty', text: loaded.length ? 'No loaded key matches.' : 'No keys yet: mint one.' })));
+      tbody.append(h('tr', {}, h('td', { colspan: '7', class: 'empty', text: loaded.length ? 'No loaded key matches.' : emptyText })));
     }
     const loadedText = `${loaded.length} key${loaded.length === 1 ? '' : 's'} loaded${next ? ', more available' : ''}`;
     summary.textContent = q ? `${shown.length} of ${loadedText} match "${search.value.trim()}".` : `${loadedText}.`;
@@ -53,7 +54,9 @@ export async function renderKeys(main, projectId) {
   });
   more.addEventListener('click', () => load(false));
 
-  const mint = h('button', {
+  const mayMint = allows('key_manager');
+  const emptyText = mayMint ? 'No keys yet: mint one.' : 'No keys yet.';
+  const mint = mayMint && h('button', {
     type: 'button',
     id: 'mint-open',
     class: 'button primary',

@@ -1,35 +1,14 @@
-// Projects: the ones remembered in this browser, open one by id, create one.
-//
-// The admin API has no "list every project" call (the manager Redis user
-// may not scan the keyspace), so the console remembers the ids of projects
-// opened or created here, in localStorage: ids only, never the token.
+// Projects: the caller's, from GET /v1/admin/projects a page at a time;
+// open one by id (for callers of every project: the list holds only the
+// projects this deployment created or has read); create one (from the
+// project_admin role on).
 
-import { api, ApiError } from './api.js';
+import { api, ApiError, allows, coversAll } from './api.js';
 import { h, field, timeNode, pageHead, projectHref, errorNotice, toast } from './dom.js';
 
-const REMEMBERED = 'keyward.projects';
-const MAX_REMEMBERED = 30;
+const PAGE_SIZE = 50;
 
-export function rememberedProjects() {
-  try {
-    const ids = JSON.parse(localStorage.getItem(REMEMBERED) ?? '[]');
-    return Array.isArray(ids) ? ids.filter((id) => typeof id === 'string') : [];
-  } catch {
-    return [];
-  }
-}
-
-/** Puts `id` first in the remembered list. */
-export function rememberProject(id) {
-  const ids = [id, ...rememberedProjects().filter((other) => other !== id)].slice(0, MAX_REMEMBERED);
-  localStorage.setItem(REMEMBERED, JSON.stringify(ids));
-}
-
-function forgetProject(id) {
-  localStorage.setItem(REMEMBERED, JSON.stringify(rememberedProjects().filter((other) => other !== id)));
-}
-
-/** The project's document, or null if there is none this deployment may read. */
+/** The project's document, or null if there is none this caller may read. */
 export async function loadProject(id) {
   try {
     return await api('GET', `/v1/admin/projects/${encodeURIComponent(id)}`);
@@ -39,59 +18,69 @@ export async function loadProject(id) {
   }
 }
 
-// A project's screen opens here: its document, remembered in this browser,
-// or null after showing that there is no such project.
+// A project's screen opens here: its document, or null after showing that
+// there is no such project.
 export async function openProject(main, id) {
   const project = await loadProject(id);
   if (!project) {
     main.replaceChildren(
       pageHead([['Projects', '#/'], [id]], id),
-      errorNotice({ message: `No project "${id}" that this deployment may read.` }),
+      errorNotice({ message: `No project "${id}" that you may read.` }),
     );
-    return null;
   }
-  rememberProject(id);
   return project;
 }
 
 export async function renderProjects(main) {
-  const list = h('section', { class: 'card', 'aria-labelledby': 'remembered-title' },
-    h('h2', { id: 'remembered-title', text: 'Your projects' }),
-    h('p', { class: 'muted', text: 'Projects opened or created in this browser.' }));
+  let loaded = [];
+  let next = null;
+  const tbody = h('tbody');
+  const summary = h('p', { class: 'muted', id: 'project-summary', role: 'status' });
+  const more = h('button', { type: 'button', id: 'projects-more', class: 'button', text: 'Load more projects', hidden: true });
+  const status = h('div');
+  const load = async () => {
+    status.replaceChildren();
+    try {
+      const page = await api('GET', '/v1/admin/projects', { query: { limit: PAGE_SIZE, cursor: next } });
+      loaded = loaded.concat(page.items);
+      next = page.next;
+    } catch (e) {
+      status.append(errorNotice(e));
+    }
+    tbody.replaceChildren(...loaded.map(projectRow));
+    if (loaded.length === 0) {
+      const hint = allows('project_admin') ? 'No projects yet: create one.' : 'No projects that you may read.';
+      tbody.append(h('tr', {}, h('td', { colspan: '5', class: 'empty', text: hint })));
+    }
+    summary.textContent = `${loaded.length} project${loaded.length === 1 ? '' : 's'}${next ? ' loaded, more available' : ''}.`;
+    more.hidden = !next;
+  };
+  more.addEventListener('click', load);
+
+  const cards = [coversAll() ? openCard() : null, allows('project_admin') ? createCard() : null].filter(Boolean);
   main.replaceChildren(
     pageHead([['Projects']], 'Projects'),
-    h('div', { class: 'grid two' }, openCard(), createCard()),
-    list,
+    ...(cards.length === 2 ? [h('div', { class: 'grid two' }, cards)] : cards),
+    h('section', { class: 'card', 'aria-labelledby': 'projects-title' },
+      h('h2', { id: 'projects-title', text: 'Your projects' }),
+      status,
+      summary,
+      h('div', { class: 'table-wrap' }, h('table', { class: 'list', id: 'project-list' },
+        h('thead', {}, h('tr', {}, ['Project', 'Label', 'Owner', 'Created', ''].map((c) => h('th', { scope: 'col', text: c })))),
+        tbody)),
+      h('div', { class: 'actions start' }, more)),
   );
-  const ids = rememberedProjects();
-  if (ids.length === 0) {
-    list.append(h('p', { class: 'empty', text: 'None yet: open a project by its id or create one.' }));
-    return;
-  }
-  const docs = await Promise.all(ids.map((id) => loadProject(id).catch(() => null)));
-  const rows = ids.map((id, i) => {
-    const doc = docs[i];
-    return h('tr', {},
-      h('td', { 'data-label': 'Project' }, doc ? h('a', { href: projectHref(id), class: 'mono', text: id }) : h('span', { class: 'mono', text: id })),
-      h('td', { 'data-label': 'Label', text: doc ? doc.label : 'not readable by this deployment' }),
-      h('td', { 'data-label': 'Owner', text: doc ? doc.owner : '—' }),
-      h('td', { 'data-label': 'Created' }, doc ? timeNode(doc.created_at) : '—'),
-      h('td', { class: 'row-actions' },
-        doc ? h('a', { class: 'button small', href: projectHref(id, 'activity'), text: 'Activity' }) : null,
-        h('button', {
-          type: 'button',
-          class: 'button small quiet',
-          'aria-label': `Forget ${id}`,
-          text: 'Forget',
-          onclick: () => {
-            forgetProject(id);
-            renderProjects(main);
-          },
-        })));
-  });
-  list.append(h('div', { class: 'table-wrap' }, h('table', { class: 'list', id: 'project-list' },
-    h('thead', {}, h('tr', {}, ['Project', 'Label', 'Owner', 'Created', ''].map((c) => h('th', { scope: 'col', text: c })))),
-    h('tbody', {}, rows))));
+  await load();
+}
+
+function projectRow(p) {
+  return h('tr', { 'data-project-id': p.project_id },
+    h('td', { 'data-label': 'Project' }, h('a', { href: projectHref(p.project_id), class: 'mono', text: p.project_id })),
+    h('td', { 'data-label': 'Label', text: p.label }),
+    h('td', { 'data-label': 'Owner', text: p.owner }),
+    h('td', { 'data-label': 'Created' }, timeNode(p.created_at)),
+    h('td', { class: 'row-actions' },
+      h('a', { class: 'button small', href: projectHref(p.project_id, 'activity'), text: 'Activity' })));
 }
 
 function openCard() {
@@ -99,26 +88,22 @@ function openCard() {
   const status = h('div');
   const form = h('form', {
     class: 'card',
+    id: 'open-project',
     'aria-labelledby': 'open-title',
     onsubmit: async (event) => {
       event.preventDefault();
       status.replaceChildren();
       const id = input.value.trim();
       try {
-        const doc = await loadProject(id);
-        if (!doc) {
-          status.append(errorNotice({ message: `No project "${id}" that this deployment may read.` }));
-          return;
-        }
-        rememberProject(id);
-        location.hash = projectHref(id);
+        if (await loadProject(id)) location.hash = projectHref(id);
+        else status.append(errorNotice({ message: `No project "${id}" that you may read.` }));
       } catch (e) {
         status.append(errorNotice(e));
       }
     },
   },
   h('h2', { id: 'open-title', text: 'Open a project' }),
-  field('Project id', input),
+  field('Project id', input, 'For a project this deployment has not listed yet, e.g. one created elsewhere.'),
   status,
   h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'button', text: 'Open' })));
   return form;
@@ -129,6 +114,7 @@ function createCard() {
   const label = h('input', { name: 'label', required: true, maxlength: '200' });
   const owner = h('input', { name: 'owner', required: true, maxlength: '200' });
   const status = h('div');
+  const within = coversAll() ? '' : ' It must be one of your projects.';
   return h('form', {
     class: 'card',
     id: 'create-project',
@@ -139,7 +125,6 @@ function createCard() {
       const body = { project_id: id.value.trim(), label: label.value.trim(), owner: owner.value.trim() };
       try {
         await api('POST', '/v1/admin/projects', { body });
-        rememberProject(body.project_id);
         toast(`Project ${body.project_id} created.`);
         location.hash = projectHref(body.project_id);
       } catch (e) {
@@ -148,7 +133,7 @@ function createCard() {
     },
   },
   h('h2', { id: 'create-title', text: 'Create a project' }),
-  field('Project id', id, 'Letters, digits, "-" and "_"; it becomes part of every key.'),
+  field('Project id', id, `Letters, digits, "-" and "_"; it becomes part of every key.${within}`),
   field('Label', label),
   field('Owner', owner),
   status,

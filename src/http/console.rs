@@ -3,11 +3,12 @@
 //! and served under `/admin/` only when an admin token is configured.
 //!
 //! The page holds no secret and needs no token to load: it asks the
-//! operator for the admin token, keeps it in `sessionStorage`, and calls the
-//! admin API on this origin with `Authorization: Bearer`. Every response here
-//! carries a strict Content-Security-Policy (scripts and styles from this
-//! origin only, no inline code, no `innerHTML` sinks, requests only to this
-//! origin, no form posts, no framing), `X-Frame-Options: DENY` and
+//! operator for a token (an operator's `kwop.` token or the admin token),
+//! keeps it in `sessionStorage`, and calls the admin API on this origin with
+//! `Authorization: Bearer`. Every response here carries a strict
+//! Content-Security-Policy (scripts and styles from this origin only, no
+//! inline code, no `innerHTML` sinks, requests only to this origin, no form
+//! posts, no framing), `X-Frame-Options: DENY` and
 //! `Referrer-Policy: no-referrer`. Assets are revalidated on every load
 //! (`no-cache` with a content-hash `ETag`), so a new build is picked up at once.
 
@@ -73,6 +74,7 @@ const ASSETS: &[Asset] = &[
     asset!("keys.js", JS),
     asset!("key.js", JS),
     asset!("activity.js", JS),
+    asset!("audit.js", JS),
 ];
 
 /// The console's security headers, on every response it makes: name, value,

@@ -222,14 +222,26 @@ impl Page {
         .await;
     }
 
+    /// The rows of a list (keys, projects, admin log entries), without the
+    /// one that says the list is empty.
     pub async fn rows(&self, table: &str) -> usize {
         self.script(
-            "return document.querySelectorAll(arguments[0] + ' tbody tr[data-key-id]').length;",
+            "return document.querySelectorAll(arguments[0] + ' tbody tr:not(:has(> td.empty))').length;",
             vec![json!(table)],
         )
         .await
         .as_u64()
         .unwrap() as usize
+    }
+
+    /// Whether an element matches `css` now (no waiting).
+    pub async fn has(&self, css: &str) -> bool {
+        self.script(
+            "return document.querySelector(arguments[0]) !== null;",
+            vec![json!(css)],
+        )
+        .await
+            == json!(true)
     }
 
     /// Whether `needle` is anywhere in the document: markup, text, or the
@@ -247,11 +259,17 @@ impl Page {
             == json!(true)
     }
 
+    /// Signs in with the admin token, as `root`.
     pub async fn sign_in(&self, app: &TestApp) {
+        self.sign_in_with(app, ADMIN_TOKEN).await;
+    }
+
+    /// Signs in with `token` and waits for the caller's projects.
+    pub async fn sign_in_with(&self, app: &TestApp, token: &str) {
         self.open(app, "").await;
-        self.fill("#token", ADMIN_TOKEN).await;
+        self.fill("#token", token).await;
         self.click("#signin-submit").await;
-        self.find("#create-project").await;
+        self.until_text("#project-summary", "project").await;
     }
 
     /// A Chrome DevTools command, through chromedriver.

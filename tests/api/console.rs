@@ -743,9 +743,209 @@ fn browser_without_a_monitor_user_the_activity_screen_says_how_to_enable_it() {
             .await;
         page.shot("14-activity-not-enabled", true).await;
 
-        // And the projects screen remembers the project opened here.
+        // The admin log reads with the same monitor user.
+        page.open(&app, "#/audit").await;
+        page.until_text("#audit-unavailable", "KEYWARD_MONITOR_REDIS_URL")
+            .await;
+        assert!(page
+            .text("#audit-unavailable")
+            .await
+            .contains("audit:admin"));
+        page.shot("16-audit-not-enabled", true).await;
+
+        // And the projects screen lists the project.
         page.open(&app, "#/").await;
         page.until_text("#project-list", &project).await;
         page.shot("15-projects", true).await;
+    });
+}
+
+/// An operator made through the API with the admin token: its id and token.
+async fn operator(app: &TestApp, name: &str, role: &str, projects: &[&str]) -> (String, String) {
+    let r = app
+        .admin_post(
+            "/v1/admin/operators",
+            &json!({ "name": name, "role": role, "projects": projects }),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let out: Value = r.json().await.unwrap();
+    let token = out["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("kwop.op_"), "{token}");
+    (out["operator_id"].as_str().unwrap().to_owned(), token)
+}
+
+/// The `data-*` attribute of each row of a list, in order.
+async fn row_ids(page: &crate::browser::Page, table: &str, attr: &str) -> Vec<String> {
+    let ids = page
+        .script(
+            "return [...document.querySelectorAll(arguments[0] + ' tbody tr')] \
+                 .map(tr => tr.getAttribute(arguments[1])).filter(Boolean);",
+            vec![json!(table), json!(attr)],
+        )
+        .await;
+    serde_json::from_value(ids).unwrap()
+}
+
+#[test]
+fn browser_a_viewer_sees_its_one_project_and_its_keys_and_can_change_nothing() {
+    in_browser(|page| async move {
+        let app = TestApp::spawn().await;
+        let mine = app.project().await;
+        let other = app.project().await;
+        let key = app.mint(&mine, json!({ "owner": "carol" })).await;
+        app.mint(&other, json!({})).await;
+        let (_, token) = operator(&app, "support: Ada", "viewer", &[&mine]).await;
+
+        page.sign_in_with(&app, &token).await;
+        page.until_text("#whoami", "support: Ada").await;
+        assert_eq!(page.text("#whoami-role").await, "Viewer");
+        assert!(!page.contains(&token).await, "the token is not in the page");
+        let secret = token.rsplit('.').next().unwrap();
+        assert!(!page.contains(secret).await, "nor its secret");
+        assert_eq!(
+            row_ids(&page, "#project-list", "data-project-id").await,
+            [mine.as_str()],
+            "exactly its project"
+        );
+        for hidden in ["#create-project", "#open-project"] {
+            assert!(!page.has(hidden).await, "{hidden} is shown");
+        }
+        page.shot("17-viewer-projects", true).await;
+
+        page.click(&format!("#project-list a[href='#/p/{mine}']"))
+            .await;
+        page.until_text("#key-summary", "1 key loaded").await;
+        assert!(page.text("#key-list").await.contains(&key.key_id));
+        assert!(!page.has("#mint-open").await, "no mint button");
+        assert!(!page.contains("Mint a key").await);
+        page.shot("18-viewer-keys", true).await;
+
+        page.open(&app, &format!("#/p/{mine}/keys/{}", key.key_id))
+            .await;
+        page.until_text("#key-details", "carol").await;
+        for hidden in ["#update-form", "#rotate-submit", "#revoke-submit"] {
+            assert!(!page.has(hidden).await, "{hidden} is shown");
+        }
+        page.shot("19-viewer-key", true).await;
+
+        // Another project answers as one that does not exist.
+        page.open(&app, &format!("#/p/{other}")).await;
+        page.until_text("main", &format!("No project \"{other}\""))
+            .await;
+    });
+}
+
+#[test]
+fn browser_an_owner_lists_projects_mints_and_reads_who_did_what_in_the_admin_log() {
+    in_browser(|page| async move {
+        let app = app_with_monitor().await;
+        let first = app.project().await;
+        let second = app.project().await;
+        let (viewer, token) = operator(&app, "support: Ada", "viewer", &[&first]).await;
+        // Refused calls: the viewer tries to mint, and a token of no one.
+        let mint = json!({ "project_id": first, "owner": "eve", "server_name": "x" });
+        let r = app.post("/v1/mint-key", &mint, Some(&token)).await;
+        assert_error(r, StatusCode::FORBIDDEN, "insufficient_permission").await;
+        let r = app
+            .get("/v1/admin/whoami", Some("not-a-token-of-anyone"))
+            .await;
+        assert_error(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
+
+        page.sign_in(&app).await;
+        page.until_text("#whoami", "root").await;
+        assert_eq!(page.text("#whoami-role").await, "Owner");
+        let mut projects = [first.clone(), second.clone()];
+        projects.sort();
+        assert_eq!(
+            row_ids(&page, "#project-list", "data-project-id").await,
+            projects
+        );
+        page.find("#create-project").await;
+        page.find("#open-project").await;
+        page.shot("20-owner-projects", true).await;
+
+        page.click(&format!("#project-list a[href='#/p/{first}']"))
+            .await;
+        page.until_text("#key-summary", "0 keys loaded").await;
+        page.click("#mint-open").await;
+        page.fill("#mint-form input[name=owner]", "alice").await;
+        page.fill("#mint-form input[name=server_name]", "checkout-1")
+            .await;
+        page.click("#mint-submit").await;
+        let api_key = page.text("#secret-value").await;
+        assert_eq!(app.validate(&api_key).await.status(), StatusCode::OK);
+        let key_id = api_key.split('.').nth(2).unwrap().to_owned();
+        page.click("#secret-close").await;
+        page.until_text("#key-summary", "1 key loaded").await;
+
+        page.click("#nav-audit").await;
+        page.until_text("#audit-summary", "loaded").await;
+        page.shot("21-admin-log", true).await;
+        // Newest first: what each row says, as the console shows it.
+        let rows = page
+            .script(
+                "return [...document.querySelectorAll('#audit-list tbody tr')] \
+                     .map(tr => [...tr.cells].slice(1, 6).map(td => td.textContent).join(' '));",
+                vec![],
+            )
+            .await;
+        let rows: Vec<String> = serde_json::from_value(rows).unwrap();
+        let at = |row: String| {
+            rows.iter()
+                .position(|r| *r == row)
+                .unwrap_or_else(|| panic!("no row {row:?} in {rows:#?}"))
+        };
+        let minted = at(format!("root key.mint {first} {key_id} ok"));
+        let refused = at("unknown whoami — — unauthorized".into());
+        let forbidden = at(format!("{viewer} key.mint {first} — forbidden"));
+        let created = at("root operator.create — — ok".into());
+        let made = at(format!("root project.create {second} — ok"));
+        assert!(
+            minted < refused && refused < forbidden && forbidden < created && created < made,
+            "newest first: {rows:#?}"
+        );
+        assert!(!page.contains(&token).await && !page.contains(&api_key).await);
+
+        // A project's tab: only that project's entries.
+        page.open(&app, &format!("#/p/{second}/audit")).await;
+        page.find("nav.tabs").await;
+        page.until_text("#audit-summary", "loaded").await;
+        let list = page.text("#audit-list").await;
+        assert!(
+            list.contains("project.create") && !list.contains(&first),
+            "{list}"
+        );
+        page.shot("22-project-admin-log", true).await;
+
+        // Only what one actor did.
+        page.open(&app, "#/audit").await;
+        page.find("#audit-project").await;
+        page.until_text("#audit-summary", "loaded").await;
+        page.fill("#audit-actor", &viewer).await;
+        page.click("#audit-filters button[type=submit]").await;
+        page.until_text("#audit-summary", "1 entry loaded.").await;
+        assert!(page.text("#audit-list").await.contains("forbidden"));
+
+        // Older entries a page at a time, each once.
+        for _ in 0..50 {
+            app.admin_get("/v1/admin/whoami").await;
+        }
+        page.fill("#audit-actor", "").await;
+        page.click("#audit-refresh").await;
+        page.until_text("#audit-summary", "50 entries loaded, older ones available")
+            .await;
+        page.click("#audit-more").await;
+        page.until(
+            "a second page of entries",
+            "return document.querySelectorAll('#audit-list tbody tr').length > 50;",
+            vec![],
+        )
+        .await;
+        let ids = row_ids(&page, "#audit-list", "data-entry-id").await;
+        let unique: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len(), "each entry once");
+        page.until_text("#audit-summary", &format!("{} entries loaded", ids.len()))
+            .await;
     });
 }
