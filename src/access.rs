@@ -132,6 +132,10 @@ pub trait Target {
     fn key(&self) -> Option<&str> {
         None
     }
+    /// The operator an operator call is about.
+    fn operator(&self) -> Option<&str> {
+        None
+    }
 }
 
 impl Target for () {}
@@ -221,6 +225,23 @@ impl Token {
     }
 }
 
+/// A token refused: why, and the operator it names when that operator
+/// exists (revoked, expired, or a wrong secret), for the audit entry.
+#[derive(Debug)]
+pub struct Refused {
+    pub error: Error,
+    pub operator_id: Option<String>,
+}
+
+impl From<Error> for Refused {
+    fn from(error: Error) -> Self {
+        Self {
+            error,
+            operator_id: None,
+        }
+    }
+}
+
 /// The caller behind a bearer token: root, or a live operator whose
 /// secret matches. `Unauthorized` for anything else (unknown, revoked,
 /// expired, wrong secret, unreadable); `Busy`/`Unavailable` when it cannot
@@ -230,7 +251,7 @@ pub async fn authenticate(
     hasher: &Hasher,
     root: &SecretString,
     presented: &str,
-) -> Result<Caller> {
+) -> Result<Caller, Refused> {
     // Comparing fixed-size digests in constant time leaks neither the
     // token's bytes nor its length.
     let digest = Sha256::digest(presented.as_bytes());
@@ -240,27 +261,32 @@ pub async fn authenticate(
     let token = Token::parse(presented).ok_or(Error::Unauthorized)?;
     let doc = match store.get_operator(&token.operator_id).await {
         Ok(Some(doc)) => doc,
-        Ok(None) | Err(Error::Unreadable) => return Err(Error::Unauthorized),
-        Err(e) => return Err(e),
+        Ok(None) | Err(Error::Unreadable) => return Err(Error::Unauthorized.into()),
+        Err(e) => return Err(e.into()),
+    };
+    let refused = |error| Refused {
+        error,
+        operator_id: Some(doc.operator_id.clone()),
     };
     if doc.revoked || doc.expires_at.is_some_and(|at| at <= now()) {
-        return Err(Error::Unauthorized);
+        return Err(refused(Error::Unauthorized));
     }
     let cache_key = hasher.operator_cache_key(&token.operator_id, &token.secret);
     let cached = hasher.cached(&cache_key);
     if cached.as_deref() != Some(doc.secret_hash.as_str()) {
-        match hasher
+        let verdict = hasher
             .verify(&token.secret, &doc.secret_hash, Some(&cache_key))
-            .await?
-        {
+            .await
+            .map_err(refused)?;
+        match verdict {
             Verdict::Match => {}
-            Verdict::Mismatch => return Err(Error::Unauthorized),
+            Verdict::Mismatch => return Err(refused(Error::Unauthorized)),
             Verdict::Corrupt => {
                 tracing::warn!(
                     operator_id = %doc.operator_id,
                     "an operator's stored hash cannot be read; its token is refused"
                 );
-                return Err(Error::Unauthorized);
+                return Err(refused(Error::Unauthorized));
             }
         }
     }

@@ -128,7 +128,11 @@ pub struct OperatorPath {
 // Operators belong to no project: only owners, who cover all of them.
 impl Target for OperatorIn {}
 impl Target for OperatorsQuery {}
-impl Target for OperatorPath {}
+impl Target for OperatorPath {
+    fn operator(&self) -> Option<&str> {
+        Some(&self.operator_id)
+    }
+}
 
 /// `200` from `POST /v1/admin/operators/{operator_id}/revoke`.
 #[derive(Debug, Serialize, ToSchema)]

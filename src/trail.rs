@@ -78,11 +78,15 @@ pub struct AuditItem {
     /// The operator id, `root`, or `unknown` (a token that names no one);
     /// `null` for entries of older versions.
     pub actor: Option<String>,
+    /// The actor's name when it had one (an operator's, `root`).
+    pub actor_name: Option<String>,
     /// `project.create`, `key.mint`, `key.update`, `key.rotate`,
     /// `key.revoke`, `operator.create`, `operator.revoke`, ...
     pub action: String,
     pub project_id: Option<String>,
     pub key_id: Option<String>,
+    /// The operator an `operator.create` or `operator.revoke` is about.
+    pub operator_id: Option<String>,
     /// `ok`, `unauthorized`, `forbidden`, `not_found`, `invalid`,
     /// `conflict` or `error`; `null` for entries of older versions.
     pub outcome: Option<String>,
@@ -116,9 +120,11 @@ fn item(id: String, mut fields: HashMap<String, String>) -> AuditItem {
     AuditItem {
         ts: ts.unwrap_or_else(from_id),
         actor: take("actor"),
+        actor_name: take("actor_name"),
         action: take("action").unwrap_or_else(|| "unknown".into()),
         project_id: take("project_id"),
         key_id: take("key_id"),
+        operator_id: take("operator_id"),
         outcome: take("outcome"),
         request_id: take("request_id"),
         count,

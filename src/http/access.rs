@@ -153,13 +153,22 @@ impl<A: Act, I: Input> FromRequest<AppState> for Admin<A, I> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(Error::Unauthorized)?;
-        let caller =
-            access::authenticate(&state.store, &state.hasher, root, presented.trim()).await?;
-        note.with(|n| n.actor = Some(caller.actor.clone()));
+        let caller = access::authenticate(&state.store, &state.hasher, root, presented.trim())
+            .await
+            .map_err(|refused| {
+                // A refused token of an operator that exists is its call.
+                note.with(|n| n.actor = refused.operator_id);
+                refused.error
+            })?;
+        note.with(|n| {
+            n.actor = Some(caller.actor.clone());
+            n.actor_name = caller.name.clone();
+        });
         let input = I::read(req, state).await?;
         note.with(|n| {
             n.project = input.project().unwrap_or_default().to_owned();
             n.key = input.key().unwrap_or_default().to_owned();
+            n.operator = input.operator().unwrap_or_default().to_owned();
         });
         caller.authorize(A::ACTION, input.project())?;
         Ok(Self {
@@ -179,14 +188,22 @@ pub struct Note(Arc<Mutex<Noted>>);
 struct Noted {
     action: Option<Action>,
     actor: Option<String>,
+    actor_name: String,
     project: String,
     key: String,
+    /// The operator an operator call is about.
+    operator: String,
 }
 
 impl Note {
     /// Names the key the call made (a mint's new key) in its audit entry.
     pub fn made_key(&self, key_id: &str) {
         self.with(|n| n.key = key_id.to_owned());
+    }
+
+    /// Names the operator the call made in its audit entry.
+    pub fn made_operator(&self, operator_id: &str) {
+        self.with(|n| n.operator = operator_id.to_owned());
     }
 
     fn with(&self, f: impl FnOnce(&mut Noted)) {
@@ -228,6 +245,8 @@ pub async fn audit(State(state): State<AppState>, mut req: Request, next: Next) 
         action: noted.action.map_or("unknown", Action::name),
         project_id: &noted.project,
         key_id: &noted.key,
+        operator_id: &noted.operator,
+        actor_name: &noted.actor_name,
         outcome,
         request_id: &request_id,
     };

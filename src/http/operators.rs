@@ -32,7 +32,9 @@ pub async fn create_operator(
     State(state): State<AppState>,
     call: Admin<act::OperatorCreate, Body<OperatorIn>>,
 ) -> Result<(StatusCode, Json<OperatorCreated>)> {
+    let note = call.note();
     let created = operators::create(&state.store, &state.hasher, &call.caller, call.input).await?;
+    note.made_operator(&created.operator_id);
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -56,8 +58,8 @@ pub async fn list_operators(
     Ok(Json(operators::list(&state.store, call.input).await?))
 }
 
-/// Revoke an operator (owners only): its token is refused from its next
-/// call on, on every instance.
+/// Revoke an operator (owners only; no body): its token is refused from its
+/// next call on, on every instance.
 #[utoipa::path(
     post,
     path = "/v1/admin/operators/{operator_id}/revoke",

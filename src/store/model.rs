@@ -231,6 +231,10 @@ pub struct AdminAudit<'a> {
     pub action: &'a str,
     pub project_id: &'a str,
     pub key_id: &'a str,
+    /// The operator an `operator.*` call is about (`""` otherwise).
+    pub operator_id: &'a str,
+    /// The actor's name (`""` when no one).
+    pub actor_name: &'a str,
     /// `ok`, `unauthorized`, `forbidden`, `not_found`, `invalid`, `conflict`
     /// or `error`.
     pub outcome: &'static str,

@@ -181,9 +181,11 @@ impl Store {
         let fields = vec![
             ("ts", now().to_string()),
             ("actor", entry.actor.to_owned()),
+            ("actor_name", entry.actor_name.to_owned()),
             ("action", entry.action.to_owned()),
             ("project_id", entry.project_id.to_owned()),
             ("key_id", entry.key_id.to_owned()),
+            ("operator_id", entry.operator_id.to_owned()),
             ("outcome", entry.outcome.to_owned()),
             ("request_id", entry.request_id.to_owned()),
             ("client", self.client_name.clone()),

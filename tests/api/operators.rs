@@ -390,11 +390,18 @@ async fn a_revoked_or_expired_operator_is_refused_on_its_next_call_on_another_in
     let validator = a.redis().client("validator", VALIDATOR_PASSWORD).await;
     let doc = format!("operator:test-gateway:{}", doomed.id);
     let refused = crate::helpers::raw(&validator, "JSON.GET", vec![doc.clone()]).await;
-    assert!(refused.unwrap_err().starts_with("NOPERM"), "validator read {doc}");
+    assert!(
+        refused.unwrap_err().starts_with("NOPERM"),
+        "validator read {doc}"
+    );
     let ops = a.redis().ops().await;
-    let stored = crate::helpers::raw(&ops, "JSON.GET", vec![doc]).await.unwrap();
+    let stored = crate::helpers::raw(&ops, "JSON.GET", vec![doc])
+        .await
+        .unwrap();
     let stored = format!("{stored:?}");
-    assert!(stored.contains("$argon2id$") && !stored.contains(doomed.token.rsplit('.').next().unwrap()));
+    assert!(
+        stored.contains("$argon2id$") && !stored.contains(doomed.token.rsplit('.').next().unwrap())
+    );
     // Warm on b: its verified-secret cache now holds the token.
     assert_eq!(whoami(&b, &doomed.token).await, StatusCode::OK);
     assert_eq!(whoami(&b, &doomed.token).await, StatusCode::OK);
@@ -520,6 +527,15 @@ async fn every_admin_call_of_a_script_is_in_the_trail_with_its_actor_and_outcome
         .get("/v1/admin/whoami", Some("kwop.op_000000000000.x"))
         .await;
     assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
+    // The key manager's id with a wrong secret: its (refused) call.
+    let (id, _) = km.token.rsplit_once('.').unwrap();
+    let wrong = format!("{id}.{}", "B".repeat(43));
+    let whoami = app
+        .http
+        .get(app.url("/v1/admin/whoami"))
+        .bearer_auth(&wrong);
+    let r = with_id("script-7", whoami).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
     // Newest first; everything the key manager did, with its outcome.
     let mine = trail(&app, &format!("actor={}", km.id)).await;
@@ -537,6 +553,7 @@ async fn every_admin_call_of_a_script_is_in_the_trail_with_its_actor_and_outcome
     assert_eq!(
         got,
         [
+            ("whoami", "unauthorized", "", "script-7"),
             ("key.revoke", "ok", alpha.as_str(), "script-6"),
             ("key.update", "invalid", "", "script-5"),
             ("key.revoke", "not_found", beta.as_str(), "script-4"),
@@ -546,10 +563,12 @@ async fn every_admin_call_of_a_script_is_in_the_trail_with_its_actor_and_outcome
         ]
     );
     assert_eq!(
-        mine[5]["key_id"],
+        mine[6]["key_id"],
         key_id.as_str(),
         "a mint names its new key"
     );
+    let name = format!("key_manager of [{alpha:?}]");
+    assert_eq!(mine[1]["actor_name"], name.as_str());
     let unknown = trail(&app, "actor=unknown").await;
     assert!(
         unknown
@@ -558,9 +577,13 @@ async fn every_admin_call_of_a_script_is_in_the_trail_with_its_actor_and_outcome
         "{unknown:?}"
     );
     let root = trail(&app, "actor=root").await;
-    assert!(root
-        .iter()
-        .any(|e| e["action"] == "operator.create" && e["outcome"] == "ok"));
+    assert!(
+        root.iter().any(|e| e["action"] == "operator.create"
+            && e["outcome"] == "ok"
+            && e["operator_id"] == km.id.as_str()
+            && e["actor_name"] == "root"),
+        "an operator's creation names it: {root:?}"
+    );
 
     // A viewer of alpha reads alpha's trail, and nothing of beta or of no
     // project; beta itself is "not found" to it.
@@ -590,6 +613,16 @@ async fn every_admin_call_of_a_script_is_in_the_trail_with_its_actor_and_outcome
     let next = first["next"].as_str().unwrap();
     let rest = trail(&app, &format!("actor={}&cursor={next}", km.id)).await;
     assert_eq!(first["items"][0]["id"], mine[0]["id"]);
+    let r = app
+        .admin_post(
+            &format!("/v1/admin/operators/{}/revoke", viewer.id),
+            &Value::Null,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let revoked = trail(&app, "actor=root&limit=1").await;
+    assert_eq!(revoked[0]["action"], "operator.revoke");
+    assert_eq!(revoked[0]["operator_id"], viewer.id.as_str());
     assert_eq!(rest.len(), mine.len() - 1);
     assert_eq!(rest[0]["id"], mine[1]["id"]);
 }
@@ -732,5 +765,8 @@ async fn a_flood_of_bad_tokens_is_budgeted_and_every_call_is_counted() {
         (own + summarized == FLOOD).then_some((own, summarized))
     })
     .await;
-    assert!(summarized > 0 && own < FLOOD / 2, "own {own}, summarized {summarized}");
+    assert!(
+        summarized > 0 && own < FLOOD / 2,
+        "own {own}, summarized {summarized}"
+    );
 }
