@@ -1341,3 +1341,53 @@ async fn each_master_failing_over_in_turn_never_passes_a_refused_key() {
         "the matrix has a valid key"
     );
 }
+
+#[tokio::test]
+async fn operators_work_across_the_shards_and_a_revoke_holds_on_every_instance() {
+    let _shared = EXCLUSIVE.read().await;
+    let c = cluster();
+    let a = c.app(|_| {}).await;
+    let b = c.app(|_| {}).await;
+    let project = a.project().await;
+    let r = a
+        .admin_post(
+            "/v1/admin/operators",
+            &json!({ "name": "n", "role": "key_manager", "projects": [&project] }),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let op: Value = r.json().await.unwrap();
+    let token = op["token"].as_str().unwrap();
+    let mint = json!({ "project_id": &project, "owner": "o", "server_name": "s" });
+    let r = b.post("/v1/mint-key", &mint, Some(token)).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let projects: Value = b
+        .get("/v1/admin/projects", Some(token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(projects["items"][0]["project_id"], project.as_str());
+    let listed: Value = a
+        .admin_get("/v1/admin/operators?limit=100")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|o| o["operator_id"] == op["operator_id"]));
+
+    let revoke = format!(
+        "/v1/admin/operators/{}/revoke",
+        op["operator_id"].as_str().unwrap()
+    );
+    assert_eq!(
+        a.admin_post(&revoke, &Value::Null).await.status(),
+        StatusCode::OK
+    );
+    let r = b.post("/v1/mint-key", &mint, Some(token)).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
