@@ -15,10 +15,10 @@ use std::time::Instant;
 use fred::clients::Client;
 use fred::prelude::{Error as FredError, HashesInterface, KeysInterface, StreamsInterface, Value};
 use fred::types::ExpireOptions;
-use futures::future::OptionFuture;
+use futures::future::{join_all, OptionFuture};
 
 use super::{
-    get_doc, is_wrongtype, key_doc, names, now, report_unreadable, send, unavailable, Store,
+    get_doc, is_wrongtype, key_doc, names, now, report_unreadable, unavailable, Store,
     COUNTER_TTL_SECS,
 };
 use super::{Audit, Effects, Lookup, Read};
@@ -31,7 +31,7 @@ use crate::telemetry::metric;
 type Reply = std::result::Result<Value, FredError>;
 
 /// Awaits commands sent together, timing their round trip.
-async fn together<F: Future>(commands: F) -> F::Output {
+pub(super) async fn together<F: Future>(commands: F) -> F::Output {
     let started = Instant::now();
     let replies = commands.await;
     metrics::histogram!(metric::REDIS_ROUNDTRIP).record(started.elapsed().as_secs_f64());
@@ -258,49 +258,36 @@ impl Store {
     }
 
     /// Writes the anonymous-denial summaries that are due (see `audit`):
-    /// those of seconds that are over, or all of them when `all`. Summaries
-    /// that cannot be written are kept for the next attempt.
+    /// those of seconds that are over, or all of them when `all`. Each is a
+    /// single `XADD`, sent together, not a fred `Pipeline`, for the reason
+    /// `flush_usage` gives; a summary Redis did not take is kept for the
+    /// next attempt, so none that Redis took is written twice.
     pub async fn flush_summaries(&self, all: bool) -> Result<()> {
         let due = self.audit_budget.take_due(all);
         if due.is_empty() {
             return Ok(());
         }
-        let pipe = self.pool.next().pipeline();
-        for summary in &due {
-            if let Err(e) = self.queue_summary(&pipe, summary).await {
-                self.audit_budget.put_back(&due);
-                return Err(e);
+        let client = self.pool.next();
+        let writes = due.iter().map(|summary| self.xadd_summary(client, summary));
+        let replies = together(join_all(writes)).await;
+        let mut error = None;
+        let mut failed = Vec::new();
+        for (summary, reply) in due.into_iter().zip(replies) {
+            if let Err(e) = reply {
+                error.get_or_insert(e);
+                failed.push(summary);
             }
-        }
-        let results = match send(pipe, due.len()).await {
-            Ok(results) => results,
-            Err(e) => {
-                self.audit_budget.put_back(&due);
-                return Err(e);
-            }
-        };
-        // Put back exactly those that failed: none is written twice.
-        let failed: Vec<Summary> = due
-            .iter()
-            .zip(&results)
-            .filter(|(_, r)| r.is_err())
-            .map(|(s, _)| *s)
-            .collect();
-        if failed.is_empty() {
-            return Ok(());
         }
         self.audit_budget.put_back(&failed);
-        Err(Error::Unavailable(format!(
-            "{} audit summaries not written",
-            failed.len()
-        )))
+        error.map_or(Ok(()), |e| Err(unavailable(e)))
     }
 
-    async fn queue_summary(
-        &self,
-        pipe: &fred::clients::Pipeline<fred::clients::Client>,
+    /// `XADD` of one anonymous-denial summary.
+    fn xadd_summary<'a>(
+        &'a self,
+        client: &'a Client,
         summary: &Summary,
-    ) -> Result<()> {
+    ) -> impl Future<Output = Reply> + 'a {
         let fields = vec![
             ("ts", now().to_string()),
             ("project_id", String::new()),
@@ -314,9 +301,7 @@ impl Store {
         ];
         // Summaries name no key: they go where a key-less entry goes.
         let stream = names::audit_keylookup("", "", self.audit_shards);
-        pipe.xadd::<(), _, _, _, _>(stream, false, self.keylookup_cap(), "*", fields)
-            .await
-            .map_err(unavailable)
+        client.xadd(stream, false, self.keylookup_cap(), "*", fields)
     }
 
     /// The flusher task: summaries of each second, and the usage counted

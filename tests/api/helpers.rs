@@ -709,6 +709,20 @@ impl Binary {
         }
     }
 
+    /// As [`TestApp::usage_is`], through this process's admin API.
+    pub async fn usage_is(&self, project: &str, key_id: &str, want: u64) -> Value {
+        let url = format!(
+            "{}/v1/get-key?project_id={project}&key_id={key_id}",
+            self.base
+        );
+        eventually(&format!("usage_count {want}"), || async {
+            let r = self.http.get(&url).bearer_auth(ADMIN_TOKEN).send().await;
+            let got: Value = r.ok()?.json().await.ok()?;
+            (got["usage_count"] == want).then_some(got)
+        })
+        .await
+    }
+
     /// This process's `/metrics` text.
     pub async fn metrics_text(&self) -> String {
         self.http

@@ -1,0 +1,121 @@
+//! The writes a validation leaves behind, under faults: the usage the
+//! store's flusher writes to `apimeta`. Each fault is real: the
+//! validator user's ACL cut down while keyward runs (`ACL SETUSER`), or
+//! Redis killed. Each test waits for the event that shows the write was
+//! tried and refused (`ACL LOG`, or keyward's error count) before it ends
+//! the fault, then polls for the state Redis must be left in.
+
+use std::collections::HashMap;
+
+use fred::prelude::Pool;
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{eventually, raw, set_validator_selectors, Binary, TestRedis};
+
+/// How often Redis refused the validator user `object`: a command, or the
+/// key it was refused on when another selector allows the command (`ACL
+/// LOG` groups repeated refusals into one entry with a count).
+async fn refusals(ops: &Pool, object: &str) -> i64 {
+    let log = raw(ops, "ACL", vec!["LOG".into()]).await.unwrap();
+    let entries: Vec<HashMap<String, fred::types::Value>> = log.convert().unwrap();
+    let is = |e: &HashMap<String, fred::types::Value>, field: &str, want: &str| {
+        e.get(field).and_then(|v| v.as_string()).as_deref() == Some(want)
+    };
+    entries
+        .iter()
+        .filter(|e| is(e, "username", "validator") && is(e, "object", object))
+        .filter_map(|e| e.get("count")?.as_i64())
+        .sum()
+}
+
+/// Waits until Redis has refused the validator `object` `times` times.
+async fn refused(ops: &Pool, object: &str, times: i64) {
+    eventually(&format!("{object} refused {times} times"), || async {
+        (refusals(ops, object).await >= times).then_some(())
+    })
+    .await
+}
+
+/// Validates `api_key` `n` times on `app`, each a 200.
+async fn pass(app: &Binary, api_key: &str, n: usize) {
+    for _ in 0..n {
+        assert_eq!(app.validate(api_key).await, StatusCode::OK);
+    }
+}
+
+/// The validator's selectors without the one on `apimeta`.
+fn without_apimeta(selector: &str) -> Option<String> {
+    (!selector.starts_with("~apimeta:")).then(|| selector.to_owned())
+}
+
+fn restored(selector: &str) -> Option<String> {
+    Some(selector.to_owned())
+}
+
+#[tokio::test]
+async fn fault_usage_that_redis_refuses_is_kept_and_written_once_when_taken() {
+    let redis = TestRedis::start();
+    let app = Binary::start(&redis, &[]).await;
+    let key = app.mint("alpha", json!({})).await;
+    let ops = redis.ops().await;
+    pass(&app, &key.api_key, 1).await;
+    app.usage_is("alpha", &key.key_id, 1).await;
+
+    // HINCRBY and HSET refused: nothing written, and tried again.
+    set_validator_selectors(&redis, without_apimeta).await;
+    let before = keyward::store::now();
+    pass(&app, &key.api_key, 5).await;
+    refused(&ops, "hincrby", 2).await;
+    let held = app.usage_is("alpha", &key.key_id, 1).await;
+    assert!(held["last_used"].as_f64().unwrap() < before, "{held}");
+    set_validator_selectors(&redis, restored).await;
+    let got = app.usage_is("alpha", &key.key_id, 6).await;
+    assert!(got["last_used"].as_f64().unwrap() >= before, "{got}");
+
+    // HSET alone refused: the count goes in once, the time is tried again.
+    let meta = format!("apimeta:alpha:{}", key.key_id);
+    set_validator_selectors(&redis, |s| match s.starts_with("~apimeta:") {
+        true => Some(s.replace(" +hset", "")),
+        false => Some(s.to_owned()),
+    })
+    .await;
+    let before = keyward::store::now();
+    pass(&app, &key.api_key, 3).await;
+    refused(&ops, &meta, 2).await;
+    let held = app.usage_is("alpha", &key.key_id, 9).await;
+    assert!(held["last_used"].as_f64().unwrap() < before, "{held}");
+    set_validator_selectors(&redis, restored).await;
+    eventually("last_used written", || async {
+        let got = app.usage_is("alpha", &key.key_id, 9).await;
+        (got["last_used"].as_f64().unwrap() >= before).then_some(())
+    })
+    .await;
+    pass(&app, &key.api_key, 1).await;
+    app.usage_is("alpha", &key.key_id, 10).await;
+}
+
+#[tokio::test]
+async fn fault_usage_pending_through_a_redis_outage_is_written_exactly_once() {
+    let redis = TestRedis::start();
+    let app = Binary::start(&redis, &[]).await;
+    let key = app.mint("alpha", json!({})).await;
+    let ops = redis.ops().await;
+    // Held back (refused) first, so that uses are pending when Redis dies.
+    set_validator_selectors(&redis, without_apimeta).await;
+    pass(&app, &key.api_key, 4).await;
+    refused(&ops, "hincrby", 1).await;
+
+    redis.stop();
+    let errors = app.metric("keyward_redis_errors_total").await;
+    eventually("flushes failing while Redis is down", || async {
+        let now = app.metric("keyward_redis_errors_total").await;
+        (now >= errors + 3.0).then_some(())
+    })
+    .await;
+    // Back from its AOF, with the ACL file's rules: apimeta may be written.
+    redis.restart();
+    app.usage_is("alpha", &key.key_id, 4).await;
+    pass(&app, &key.api_key, 1).await;
+    app.usage_is("alpha", &key.key_id, 5).await;
+}
