@@ -1,5 +1,6 @@
 //! The writes a validation leaves behind, under faults: the usage the
-//! store's flusher writes to `apimeta`. Each fault is real: the
+//! store's flusher writes to `apimeta`, and a counted use settled after a
+//! 503. Each fault is real: the
 //! validator user's ACL cut down while keyward runs (`ACL SETUSER`), or
 //! Redis killed. Each test waits for the event that shows the write was
 //! tried and refused (`ACL LOG`, or keyward's error count) before it ends
@@ -11,7 +12,7 @@ use fred::prelude::Pool;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{eventually, raw, set_validator_selectors, Binary, TestRedis};
+use crate::helpers::{eventually, raw, set_validator_selectors, Binary, TestApp, TestRedis};
 
 /// How often Redis refused the validator user `object`: a command, or the
 /// key it was refused on when another selector allows the command (`ACL
@@ -118,4 +119,100 @@ async fn fault_usage_pending_through_a_redis_outage_is_written_exactly_once() {
     app.usage_is("alpha", &key.key_id, 4).await;
     pass(&app, &key.api_key, 1).await;
     app.usage_is("alpha", &key.key_id, 5).await;
+}
+
+/// Every use counter of `key_id` (not the wrong-secret ones): its value and TTL.
+async fn counters(ops: &Pool, project: &str, key_id: &str) -> Vec<(i64, i64)> {
+    let pattern = format!("ratelimit:key:{project}:{key_id}:*");
+    let names: Vec<String> = raw(ops, "KEYS", vec![pattern])
+        .await
+        .unwrap()
+        .convert()
+        .unwrap();
+    let mut found = Vec::new();
+    for name in names.into_iter().filter(|n| !n.contains(":bad:")) {
+        let value = raw(ops, "GET", vec![name.clone()]).await.unwrap();
+        let ttl = raw(ops, "TTL", vec![name]).await.unwrap();
+        found.push((value.convert().unwrap(), ttl.as_i64().unwrap()));
+    }
+    found
+}
+
+/// The sum of `key_id`'s use counters, if every one of them expires.
+async fn settled_count(ops: &Pool, project: &str, key_id: &str) -> Option<i64> {
+    let found = counters(ops, project, key_id).await;
+    found
+        .iter()
+        .all(|&(_, ttl)| ttl > 0)
+        .then(|| found.iter().map(|&(n, _)| n).sum())
+}
+
+#[tokio::test]
+async fn fault_a_use_counted_before_a_503_is_settled_once_redis_takes_it() {
+    let redis = std::sync::Arc::new(TestRedis::start());
+    let closed = TestApp::spawn_with(redis.clone(), |_| {}).await;
+    let open = Binary::start(&redis, &[("KEYWARD_FAILSAFE", "open")]).await;
+    let project = closed.project().await;
+    let a = closed.mint(&project, json!({})).await;
+    let b = closed.mint(&project, json!({})).await;
+    assert_eq!(closed.status(&a.api_key).await, StatusCode::OK);
+    assert_eq!(open.validate(&b.api_key).await, StatusCode::OK);
+    // The counters start again, so the next use opens a window.
+    let ops = redis.ops().await;
+    for key in [&a, &b] {
+        let pattern = format!("ratelimit:key:{project}:{}:*", key.key_id);
+        let names: Vec<String> = raw(&ops, "KEYS", vec![pattern])
+            .await
+            .unwrap()
+            .convert()
+            .unwrap();
+        for name in names {
+            raw(&ops, "DEL", vec![name]).await.unwrap();
+        }
+    }
+
+    // INCR still works; the audit entry, DECR and EXPIRE are refused: each
+    // pass is counted, then answered 503 (closed) or failsafe 200 (open),
+    // and neither can take the use back or give its window an expiry.
+    set_validator_selectors(&redis, |s| match s {
+        s if s.contains("+xadd") => None,
+        s if s.starts_with("~ratelimit:") => Some(s.replace(" +decr +expire", "")),
+        s => Some(s.to_owned()),
+    })
+    .await;
+    for _ in 0..3 {
+        let r = closed.validate(&a.api_key).await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = json!({ "api_key": b.api_key });
+        let r = open.post("/v1/validate-key", &body, None).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["x-keyward-failsafe"], "open");
+    }
+    refused(&ops, "decr", 3).await;
+    refused(&ops, "expire", 6).await;
+    for (key, counted) in [(&a, "503s"), (&b, "failsafe 200s")] {
+        let found = counters(&ops, &project, &key.key_id).await;
+        let sum: i64 = found.iter().map(|&(n, _)| n).sum();
+        assert_eq!(sum, 3, "{counted} counted: {found:?}");
+        assert!(found.iter().all(|&(_, ttl)| ttl == -1), "{found:?}");
+    }
+
+    // Once Redis takes them: the 503s' uses taken back, the failsafe 200s'
+    // kept, and every window expires.
+    set_validator_selectors(&redis, restored).await;
+    for (key, want) in [(&a, 0), (&b, 3)] {
+        eventually(&format!("{} settled at {want}", key.key_id), || async {
+            (settled_count(&ops, &project, &key.key_id).await == Some(want)).then_some(())
+        })
+        .await;
+    }
+    let r = closed.validate(&a.api_key).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let limit: u64 = r.headers()["x-ratelimit-limit"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let remaining = r.headers()["x-ratelimit-remaining"].to_str().unwrap();
+    assert_eq!(remaining, (limit - 1).to_string(), "the 503s used none");
 }
