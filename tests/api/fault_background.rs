@@ -1,6 +1,6 @@
 //! The writes a validation leaves behind, under faults: the usage the
-//! store's flusher writes to `apimeta`, and a counted use settled after a
-//! 503. Each fault is real: the
+//! store's flusher writes to `apimeta`, a counted use settled after a 503,
+//! and a verified secret's digest in `apiverify`. Each fault is real: the
 //! validator user's ACL cut down while keyward runs (`ACL SETUSER`), or
 //! Redis killed. Each test waits for the event that shows the write was
 //! tried and refused (`ACL LOG`, or keyward's error count) before it ends
@@ -215,4 +215,50 @@ async fn fault_a_use_counted_before_a_503_is_settled_once_redis_takes_it() {
         .unwrap();
     let remaining = r.headers()["x-ratelimit-remaining"].to_str().unwrap();
     assert_eq!(remaining, (limit - 1).to_string(), "the 503s used none");
+}
+
+#[tokio::test]
+async fn fault_a_verified_digest_redis_refuses_leaves_the_answer_as_it_was() {
+    let redis = TestRedis::start();
+    let pepper = redis.dir.join("pepper");
+    std::fs::write(&pepper, "fault-background-pepper-0123456789abcdef\n").unwrap();
+    let pepper = [("KEYWARD_VERIFY_PEPPER_FILE", pepper.to_str().unwrap())];
+    let first = Binary::start(&redis, &pepper).await;
+    let key = first.mint("alpha", json!({})).await;
+    let ops = redis.ops().await;
+
+    set_validator_selectors(&redis, |s| match s.starts_with("~apiverify:") {
+        true => Some(s.replace(" +hset", "")),
+        false => Some(s.to_owned()),
+    })
+    .await;
+    let r = first
+        .post("/v1/validate-key", &json!({ "api_key": key.api_key }), None)
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers().get("x-keyward-failsafe").is_none());
+    refused(&ops, &format!("apiverify:alpha:{}", key.key_id), 1).await;
+    let audit: Vec<(String, HashMap<String, String>)> =
+        fred::prelude::StreamsInterface::xrange(&ops, "audit:keylookup", "-", "+", None)
+            .await
+            .unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|(_, e)| e["key_id"] == key.key_id && e["result"] == "ok"),
+        "the pass has its audit entry"
+    );
+    // This instance's cache has the secret all the same.
+    pass(&first, &key.api_key, 1).await;
+    assert_eq!(first.metric("keyward_argon2_runs_total").await, 2.0);
+
+    // Nothing was remembered: a new instance verifies with Argon2id, and
+    // remembers it now that Redis takes it.
+    set_validator_selectors(&redis, restored).await;
+    let second = Binary::start(&redis, &pepper).await;
+    pass(&second, &key.api_key, 1).await;
+    assert_eq!(second.metric("keyward_argon2_runs_total").await, 1.0);
+    let third = Binary::start(&redis, &pepper).await;
+    pass(&third, &key.api_key, 1).await;
+    assert_eq!(third.metric("keyward_argon2_runs_total").await, 0.0);
 }
