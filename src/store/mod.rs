@@ -55,8 +55,8 @@ mod validation;
 
 use fred::clients::{Client, Pipeline};
 use fred::prelude::{
-    Builder, ClientLike, Config as FredConfig, Error as FredError, Pool, ReconnectPolicy,
-    RedisJsonInterface, SortedSetsInterface, StreamsInterface, Value,
+    Builder, ClientLike, Config as FredConfig, Error as FredError, ErrorKind, Pool,
+    ReconnectPolicy, RedisJsonInterface, SortedSetsInterface, StreamsInterface, Value,
 };
 use fred::types::config::{ClusterDiscoveryPolicy, ServerConfig};
 use fred::types::sorted_sets::{ZRange, ZRangeBound, ZRangeKind, ZSort};
@@ -95,6 +95,18 @@ fn unavailable(e: FredError) -> Error {
 /// Whether Redis refused a command under this user's ACL.
 fn is_noperm(e: &FredError) -> bool {
     e.details().starts_with("NOPERM")
+}
+
+/// Whether Redis answered a command with an error (`NOPERM`, `OOM`,
+/// `READONLY`, ...), so it did not run; not a failure whose outcome is
+/// unknown (a timeout, a connection lost), after which it may have.
+fn is_refused(e: &FredError) -> bool {
+    let code = e.details().split(' ').next().unwrap_or_default();
+    !matches!(
+        e.kind(),
+        ErrorKind::Timeout | ErrorKind::IO | ErrorKind::Canceled
+    ) && !code.is_empty()
+        && code.bytes().all(|b| b.is_ascii_uppercase())
 }
 
 /// Whether a command met a key of another type than it works on. Redis says
@@ -250,9 +262,12 @@ pub struct Store {
     admin_budget: Arc<audit::Budget>,
     /// Passes counted in memory, written to `apimeta` about once a second.
     usage: Arc<usage::Usage>,
+    /// What the use counters are owed, sent again by the flusher.
+    unsettled: Arc<validation::Unsettled>,
     /// Whether first-time validations read `apiverify` (a pepper is set).
     remembers: bool,
-    /// Writes the summaries and the usage every second; stopped when the last handle
+    /// Writes the summaries, the usage and what the counters are owed every
+    /// second; stopped when the last handle
     /// to the store (other than the flusher's own) is dropped, or by `quit`.
     flusher: Arc<Flusher>,
 }
@@ -380,6 +395,7 @@ impl Store {
             audit_budget: Arc::new(audit::Budget::new(config.audit_anonymous_per_second)),
             admin_budget: Arc::new(audit::Budget::admin(config.audit_anonymous_per_second)),
             usage: Arc::default(),
+            unsettled: Arc::default(),
             remembers: !config.verify_peppers.is_empty(),
             flusher: Arc::default(),
         };
@@ -409,6 +425,9 @@ impl Store {
         }
         if let Err(e) = self.flush_usage().await {
             tracing::error!(error = %e, "usage counts lost at shutdown");
+        }
+        if let Err(e) = self.settle_owed().await {
+            tracing::error!(error = %e, "counted uses left unsettled at shutdown");
         }
         for pool in [Some(&self.pool), self.admin.as_ref(), self.monitor.as_ref()]
             .into_iter()

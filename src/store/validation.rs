@@ -9,16 +9,18 @@
 //! commands are already queued, which cost a system call, and a wake-up of
 //! Redis, per command (ARCHITECTURE.md has the measurement).
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use fred::clients::Client;
 use fred::prelude::{Error as FredError, HashesInterface, KeysInterface, StreamsInterface, Value};
 use fred::types::ExpireOptions;
-use futures::future::OptionFuture;
+use futures::future::{join_all, OptionFuture};
 
 use super::{
-    get_doc, is_wrongtype, key_doc, names, now, report_unreadable, send, unavailable, Store,
+    get_doc, is_refused, is_wrongtype, key_doc, names, now, report_unreadable, unavailable, Store,
     COUNTER_TTL_SECS,
 };
 use super::{Audit, Effects, Lookup, Read};
@@ -31,7 +33,7 @@ use crate::telemetry::metric;
 type Reply = std::result::Result<Value, FredError>;
 
 /// Awaits commands sent together, timing their round trip.
-async fn together<F: Future>(commands: F) -> F::Output {
+pub(super) async fn together<F: Future>(commands: F) -> F::Output {
     let started = Instant::now();
     let replies = commands.await;
     metrics::histogram!(metric::REDIS_ROUNDTRIP).record(started.elapsed().as_secs_f64());
@@ -51,6 +53,63 @@ fn counter(reply: Reply) -> Result<u64> {
         .convert::<Option<u64>>()
         .map(Option::unwrap_or_default)
         .map_err(|e| Error::Unavailable(format!("a counter is not a number: {e}")))
+}
+
+/// Use counters owed a `DECR` (a counted use to take back) or an expiry:
+/// what a validation's writes could not settle, by counter, with the
+/// `DECR`s owed. The flusher sends them again until Redis takes them.
+#[derive(Default)]
+pub struct Unsettled(Mutex<HashMap<String, u32>>);
+
+impl Unsettled {
+    fn owed(&self) -> MutexGuard<'_, HashMap<String, u32>> {
+        // Plain counts, consistent after every statement.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn owe(&self, counter: String, decrs: u32) {
+        *self.owed().entry(counter).or_default() += decrs;
+    }
+
+    fn take(&self) -> HashMap<String, u32> {
+        std::mem::take(&mut *self.owed())
+    }
+}
+
+/// Takes `decrs` counted uses back from `counter` (`DECR`) and makes sure
+/// it expires (`EXPIRE NX`: a TTL already set stands); what Redis did not
+/// take is owed to `unsettled`, and the first failure returned. A `DECR`
+/// Redis refused did not run and is owed; one whose answer was lost (a
+/// timeout, a connection lost) may have run, and is not sent again: taking a
+/// use back twice would let the key past its limit, while a use too many
+/// only refuses sooner, until its window ends.
+async fn settle(
+    client: &Client,
+    unsettled: &Unsettled,
+    counter: String,
+    decrs: u32,
+) -> Option<FredError> {
+    let (taken, expiry) = futures::join!(
+        join_all((0..decrs).map(|_| client.decr::<Value, _>(&counter))),
+        expire_nx(client, &counter),
+    );
+    let mut first = None;
+    let mut owed = 0;
+    for e in taken.into_iter().filter_map(Result::err) {
+        owed += u32::from(is_refused(&e));
+        first.get_or_insert(e);
+    }
+    let expires = match expiry {
+        Ok(_) => true,
+        Err(e) => {
+            first.get_or_insert(e);
+            false
+        }
+    };
+    if owed > 0 || !expires {
+        unsettled.owe(counter, owed);
+    }
+    first
 }
 
 impl Store {
@@ -128,7 +187,8 @@ impl Store {
     /// undone use and a verified secret's digest.
     /// Nothing to write is no round trip. `Err` when the audit entry was due
     /// and not written; the other writes are bookkeeping, so their failure
-    /// is logged and counted, not answered.
+    /// is logged and counted, not answered, and what the use counters did
+    /// not take is owed to the flusher (see [`Unsettled`]).
     pub async fn finish(&self, effects: Effects<'_>) -> Result<()> {
         let Effects {
             audit,
@@ -168,6 +228,14 @@ impl Store {
             )
         })
         .await;
+        // What the counters did not take is owed (see `Unsettled`).
+        let decr_owed = matches!(&decr, Some(Err(e)) if is_refused(e));
+        if let Some(used) = used.filter(|_| decr_owed || matches!(expire, Some(Err(_)))) {
+            self.unsettled.owe(used, u32::from(decr_owed));
+        }
+        if let Some(bad) = bad.filter(|_| matches!(expire_bad, Some(Err(_)))) {
+            self.unsettled.owe(bad, 0);
+        }
         let bookkeeping = [
             ("the new window's expiry", expire),
             ("undoing a refused use", decr),
@@ -206,8 +274,9 @@ impl Store {
 
     /// After a validation that ended without `finish`'s round trip (or
     /// whose round trip failed): in the background, takes back a use that
-    /// was counted (`undo`) and makes sure its window expires. Best effort,
-    /// and never in the answer's way: Redis was just failing.
+    /// was counted (`undo`) and makes sure its window expires; what Redis
+    /// does not take now, the flusher sends again (see [`settle`]). Never in
+    /// the answer's way: Redis was just failing.
     pub fn settle_in_background(
         &self,
         project: &ProjectId,
@@ -216,16 +285,33 @@ impl Store {
         undo: bool,
     ) {
         let used = names::used(project.as_str(), key_id.as_str(), minute);
-        let client = self.pool.next().clone();
+        let (client, unsettled) = (self.pool.next().clone(), self.unsettled.clone());
         tokio::spawn(async move {
-            let (decr, expire) = futures::join!(
-                OptionFuture::from(undo.then(|| client.decr::<Value, _>(&used))),
-                expire_nx(&client, &used),
-            );
-            if let (Some(Err(e)), _) | (_, Err(e)) = (decr, expire) {
-                tracing::warn!(error = %e, "a counted use was not settled: Redis is still failing");
+            let failed = together(settle(&client, &unsettled, used, u32::from(undo))).await;
+            if let Some(e) = failed {
+                let e = unavailable(e);
+                tracing::warn!(error = %e, "a counted use is not settled yet: Redis is failing");
             }
         });
+    }
+
+    /// Sends again what settles and finishes could not write to the use
+    /// counters (see [`Unsettled`]).
+    pub(super) async fn settle_owed(&self) -> Result<()> {
+        let owed = self.unsettled.take();
+        if owed.is_empty() {
+            return Ok(());
+        }
+        let client = self.pool.next();
+        let settles = owed
+            .into_iter()
+            .map(|(counter, decrs)| settle(client, &self.unsettled, counter, decrs));
+        let failed = together(join_all(settles)).await;
+        failed
+            .into_iter()
+            .flatten()
+            .next()
+            .map_or(Ok(()), |e| Err(unavailable(e)))
     }
 
     /// `XADD` of a validation's audit entry to its stream.
@@ -258,49 +344,36 @@ impl Store {
     }
 
     /// Writes the anonymous-denial summaries that are due (see `audit`):
-    /// those of seconds that are over, or all of them when `all`. Summaries
-    /// that cannot be written are kept for the next attempt.
+    /// those of seconds that are over, or all of them when `all`. Each is a
+    /// single `XADD`, sent together, not a fred `Pipeline`, for the reason
+    /// `flush_usage` gives; a summary Redis did not take is kept for the
+    /// next attempt, so none that Redis took is written twice.
     pub async fn flush_summaries(&self, all: bool) -> Result<()> {
         let due = self.audit_budget.take_due(all);
         if due.is_empty() {
             return Ok(());
         }
-        let pipe = self.pool.next().pipeline();
-        for summary in &due {
-            if let Err(e) = self.queue_summary(&pipe, summary).await {
-                self.audit_budget.put_back(&due);
-                return Err(e);
+        let client = self.pool.next();
+        let writes = due.iter().map(|summary| self.xadd_summary(client, summary));
+        let replies = together(join_all(writes)).await;
+        let mut error = None;
+        let mut failed = Vec::new();
+        for (summary, reply) in due.into_iter().zip(replies) {
+            if let Err(e) = reply {
+                error.get_or_insert(e);
+                failed.push(summary);
             }
-        }
-        let results = match send(pipe, due.len()).await {
-            Ok(results) => results,
-            Err(e) => {
-                self.audit_budget.put_back(&due);
-                return Err(e);
-            }
-        };
-        // Put back exactly those that failed: none is written twice.
-        let failed: Vec<Summary> = due
-            .iter()
-            .zip(&results)
-            .filter(|(_, r)| r.is_err())
-            .map(|(s, _)| *s)
-            .collect();
-        if failed.is_empty() {
-            return Ok(());
         }
         self.audit_budget.put_back(&failed);
-        Err(Error::Unavailable(format!(
-            "{} audit summaries not written",
-            failed.len()
-        )))
+        error.map_or(Ok(()), |e| Err(unavailable(e)))
     }
 
-    async fn queue_summary(
-        &self,
-        pipe: &fred::clients::Pipeline<fred::clients::Client>,
+    /// `XADD` of one anonymous-denial summary.
+    fn xadd_summary<'a>(
+        &'a self,
+        client: &'a Client,
         summary: &Summary,
-    ) -> Result<()> {
+    ) -> impl Future<Output = Reply> + 'a {
         let fields = vec![
             ("ts", now().to_string()),
             ("project_id", String::new()),
@@ -314,13 +387,11 @@ impl Store {
         ];
         // Summaries name no key: they go where a key-less entry goes.
         let stream = names::audit_keylookup("", "", self.audit_shards);
-        pipe.xadd::<(), _, _, _, _>(stream, false, self.keylookup_cap(), "*", fields)
-            .await
-            .map_err(unavailable)
+        client.xadd(stream, false, self.keylookup_cap(), "*", fields)
     }
 
     /// The flusher task: summaries of each second, and the usage counted
-    /// in it, about a second later.
+    /// in it, about a second later; and what the use counters are owed.
     pub(super) async fn flush_every_second(self) {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -334,6 +405,9 @@ impl Store {
             }
             if let Err(e) = self.flush_usage().await {
                 tracing::warn!(error = %e, "usage counts not written yet; retrying");
+            }
+            if let Err(e) = self.settle_owed().await {
+                tracing::warn!(error = %e, "counted uses not settled yet; retrying");
             }
         }
     }

@@ -19,7 +19,8 @@ use serde_json::{json, Value};
 use fred::prelude::Pool;
 
 use crate::helpers::{
-    free_port, random_id, raw, wrong_secret, Binary, TestApp, TestRedis, ADMIN_TOKEN,
+    free_port, random_id, raw, set_validator_selectors, wrong_secret, Binary, TestApp, TestRedis,
+    ADMIN_TOKEN,
 };
 use crate::proxy::Proxy;
 
@@ -449,28 +450,6 @@ impl Fixture {
             .to_owned()
     }
 
-    /// The validator user's ACL rule from the shipped template, with
-    /// `edit` applied to its selectors.
-    async fn set_validator_selectors(&self, edit: impl Fn(&str) -> Option<String>) {
-        let template = std::fs::read_to_string(self.redis.acl_file()).unwrap();
-        let line = template
-            .lines()
-            .find(|l| l.starts_with("user validator "))
-            .unwrap();
-        let mut args = vec!["validator".to_owned(), "clearselectors".to_owned()];
-        for selector in line.split('(').skip(1) {
-            let selector = selector.split(')').next().unwrap();
-            if let Some(selector) = edit(selector) {
-                args.push(format!("({selector})"));
-            }
-        }
-        let mut args_with_setuser = vec!["SETUSER".to_owned()];
-        args_with_setuser.extend(args);
-        raw(&self.redis.ops().await, "ACL", args_with_setuser)
-            .await
-            .unwrap();
-    }
-
     fn counter_keys(&self) -> Vec<String> {
         let p = &self.project;
         let m = minute_now();
@@ -505,12 +484,13 @@ impl Fixture {
                 run("REPLICAOF", &["127.0.0.1", &nowhere]).await.unwrap();
             }
             Fault::NoXadd => {
-                self.set_validator_selectors(|s| (!s.contains("+xadd")).then(|| s.to_owned()))
-                    .await
+                set_validator_selectors(&self.redis, |s| {
+                    (!s.contains("+xadd")).then(|| s.to_owned())
+                })
+                .await
             }
             Fault::NoIncr => {
-                self.set_validator_selectors(|s| Some(s.replace(" +incr", "")))
-                    .await
+                set_validator_selectors(&self.redis, |s| Some(s.replace(" +incr", ""))).await
             }
             Fault::CounterWrongType => {
                 for key in self.counter_keys() {
@@ -552,7 +532,7 @@ impl Fixture {
                 run("REPLICAOF", &["NO", "ONE"]).await.unwrap();
             }
             Fault::NoXadd | Fault::NoIncr => {
-                self.set_validator_selectors(|s| Some(s.to_owned())).await
+                set_validator_selectors(&self.redis, |s| Some(s.to_owned())).await
             }
             Fault::CounterWrongType => {
                 for key in self.counter_keys() {

@@ -295,6 +295,29 @@ pub async fn raw(
         .map_err(|e| e.details().to_owned())
 }
 
+/// Gives the validator user the selectors of its rule in `redis`'s ACL file
+/// (the shipped template), each passed through `edit` (`None` drops it), as
+/// a fault made while keyward runs; `|s| Some(s.to_owned())` restores them.
+pub async fn set_validator_selectors(redis: &TestRedis, edit: impl Fn(&str) -> Option<String>) {
+    let template = std::fs::read_to_string(redis.acl_file()).unwrap();
+    let line = template
+        .lines()
+        .find(|l| l.starts_with("user validator "))
+        .unwrap();
+    let mut args = vec![
+        "SETUSER".to_owned(),
+        "validator".to_owned(),
+        "clearselectors".to_owned(),
+    ];
+    for selector in line.split('(').skip(1) {
+        let selector = selector.split(')').next().unwrap();
+        if let Some(selector) = edit(selector) {
+            args.push(format!("({selector})"));
+        }
+    }
+    raw(&redis.ops().await, "ACL", args).await.unwrap();
+}
+
 /// A test's configuration: keyward on `redis_url` (as the validator) and
 /// `admin_redis_url` (as the manager), cheap Argon2id, admin on, a 500 ms
 /// Redis deadline.
@@ -684,6 +707,20 @@ impl Binary {
             api_key: v["api_key"].as_str().unwrap().to_owned(),
             key_id: v["key_id"].as_str().unwrap().to_owned(),
         }
+    }
+
+    /// As [`TestApp::usage_is`], through this process's admin API.
+    pub async fn usage_is(&self, project: &str, key_id: &str, want: u64) -> Value {
+        let url = format!(
+            "{}/v1/get-key?project_id={project}&key_id={key_id}",
+            self.base
+        );
+        eventually(&format!("usage_count {want}"), || async {
+            let r = self.http.get(&url).bearer_auth(ADMIN_TOKEN).send().await;
+            let got: Value = r.ok()?.json().await.ok()?;
+            (got["usage_count"] == want).then_some(got)
+        })
+        .await
     }
 
     /// This process's `/metrics` text.
