@@ -130,10 +130,12 @@ pub fn rule(
             let counters = patterns("ratelimit:key:", &projects, ":*");
             let meta = patterns("apimeta:", &projects, ":*");
             let verified = patterns("apiverify:", &projects, ":*");
+            let credits = patterns("apicredits:", &projects, ":*");
             let _ = write!(
                 line,
-                " ({docs} +json.get) ({counters} +get +incr +decr +expire) ({meta} +hincrby +hset) \
-                 ({verified} +hgetall +hset) (%W~audit:keylookup %W~audit:keylookup:* +xadd)"
+                " ({docs} +json.get) ({counters} +get +incr +incrby +decr +decrby +expire) \
+                 ({meta} +hincrby +hset) ({verified} +hgetall +hset) \
+                 ({credits} +set +incrby +decrby) (%W~audit:keylookup %W~audit:keylookup:* +xadd)"
             );
         }
         Role::Manager => {
@@ -147,9 +149,11 @@ pub fn rule(
                 patterns("apiprojectkeys:", &projects, "")
             );
             let meta = patterns("apimeta:", &projects, ":*").replace('~', "%R~");
+            let credits = patterns("apicredits:", &projects, ":*");
             let _ = write!(
                 line,
-                " ({docs} +json.get +json.set +json.mset +exists) ({sets} {INDEX_COMMANDS}) ({meta} +hmget) (%W~audit:admin +xadd)"
+                " ({docs} +json.get +json.set +json.mset +exists) ({sets} {INDEX_COMMANDS}) ({meta} +hmget) \
+                 ({credits} +get +set +incrby) (%W~audit:admin +xadd)"
             );
         }
     }

@@ -21,6 +21,8 @@
 //! - [`key`]: the `sk-proj.<project>.<key_id>.<secret>` format, pure.
 //! - [`scope`]: what a key may do, and how granted scopes match, pure; with
 //!   a scope list's validation rule and OpenAPI schema.
+//! - [`plan`]: usage plans, pure: windows on UTC boundaries, credits and
+//!   their refills, with their validation rules and OpenAPI schemas.
 //! - [`net`]: what an IP address and a network may look like, pure; with a
 //!   network list's validation rule and both OpenAPI schemas.
 //! - [`hash`]: Argon2id, its blocking-pool cap and the verified-secret cache.
@@ -58,6 +60,7 @@ pub mod migrate;
 pub mod net;
 pub mod openapi;
 pub mod operators;
+pub mod plan;
 pub mod scope;
 pub mod store;
 pub mod telemetry;

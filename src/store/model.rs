@@ -71,6 +71,13 @@ pub struct KeyDoc {
     pub previous_expires_at: Option<f64>,
     #[serde(default)]
     pub updated_at: Option<f64>,
+    /// Windows besides the minute's (see `plan`); none by default.
+    #[serde(default)]
+    pub limits: Vec<crate::plan::Limit>,
+    /// `None`: unlimited. The balance is a counter of its own
+    /// (`names::credits`); the document keeps the refill.
+    #[serde(default)]
+    pub credits: Option<crate::plan::CreditsDoc>,
     /// Not stored: set on the placeholder a listing returns for a key whose
     /// document cannot be read (only `key_id` and `project_id` are real;
     /// it reads as disabled because it cannot validate).

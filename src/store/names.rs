@@ -80,6 +80,16 @@ pub fn used(project: &str, key_id: &str, minute: u64) -> String {
 pub fn bad(project: &str, key_id: &str, minute: u64) -> String {
     format!("ratelimit:key:{project}:{key_id}:bad:{minute}")
 }
+/// The use counter of one of a key's plan windows (`plan::Window::name`:
+/// `s<n>`, `h<n>`, `d<n>`, `mo<yyyymm>`; the minute's is [`used`]).
+pub fn window(project: &str, key_id: &str, window: &str) -> String {
+    format!("ratelimit:key:{project}:{key_id}:{window}")
+}
+/// A key's credit balance: for credits that refill, one per refill
+/// interval (`period` the interval's window name), else `period` `once`.
+pub fn credits(project: &str, key_id: &str, period: &str) -> String {
+    format!("apicredits:{project}:{key_id}:{period}")
+}
 
 /// `keyward migrate`'s working keys while it converts a project's plain-set
 /// index: the old set, moved aside (every id is in the index or here until

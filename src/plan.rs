@@ -1,0 +1,223 @@
+//! Usage plans, pure: a key's windows (`limits`) and prepaid `credits`,
+//! the fixed UTC windows they count in, and their validation rules and
+//! OpenAPI schemas. No I/O: the store spends them, `validate` decides.
+//!
+//! A window is fixed on UTC boundaries: a second, a minute, an hour, a day
+//! (from midnight), a calendar month (from the 1st). Each window of a key is
+//! a counter named after the window's index, so a new window starts from
+//! zero by itself and an old one expires. Credits that refill do the same:
+//! each refill interval has its own counter, created with the refill amount
+//! by the first request of the interval (`SET NX`), so the refill happens
+//! exactly once however many instances race for it.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use validator::ValidationError;
+
+/// Most windows one key may have.
+pub const MAX_LIMITS: usize = 8;
+/// The largest cost one request may have.
+pub const MAX_COST: u64 = 1_000_000;
+/// The largest limit, credit amount or balance: Redis counts in i64.
+pub const MAX_AMOUNT: u64 = i64::MAX as u64;
+
+/// A window's length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Per {
+    Second,
+    Minute,
+    Hour,
+    Day,
+    Month,
+}
+
+/// One window of a key: at most `limit` (spent by each request's cost) per
+/// `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Limit {
+    pub per: Per,
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
+    pub limit: u64,
+}
+
+/// How often credits refill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Interval {
+    Day,
+    Month,
+}
+
+impl Interval {
+    pub fn per(self) -> Per {
+        match self {
+            Interval::Day => Per::Day,
+            Interval::Month => Per::Month,
+        }
+    }
+}
+
+/// A refill: `remaining` is set to `amount` once at the start of each
+/// interval (UTC midnight, the 1st of the month).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Refill {
+    pub interval: Interval,
+    #[schema(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
+    pub amount: u64,
+}
+
+/// A key's credits as mint and update take them, and get/list show them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Credits {
+    /// Credits left now (in this refill interval).
+    #[schema(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
+    pub remaining: u64,
+    /// `null`: no refill.
+    pub refill: Option<Refill>,
+}
+
+/// What the key document keeps of its credits: the refill only. The balance
+/// is a counter of its own (see `store::names::credits`), spent with
+/// `DECRBY`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CreditsDoc {
+    #[serde(default)]
+    pub refill: Option<Refill>,
+}
+
+impl CreditsDoc {
+    /// The balance's period now: the refill interval's window (its name,
+    /// and the seconds until the next refill), or `once` with no refill.
+    pub fn period(&self, now: f64) -> (String, Option<u64>) {
+        match self.refill {
+            Some(refill) => {
+                let w = refill.interval.per().window(now);
+                (w.name, Some(w.ends_in))
+            }
+            None => ("once".to_owned(), None),
+        }
+    }
+}
+
+/// A window in time: its name (part of its counter's name) and the seconds
+/// until it ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    pub name: String,
+    pub ends_in: u64,
+}
+
+/// Days since 1970-01-01 to (year, month 1..=12) (Howard Hinnant's
+/// `civil_from_days`).
+fn civil(days: i64) -> (i64, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month)
+}
+
+/// (year, month) to days since 1970-01-01 of its 1st (`days_from_civil`).
+fn days_of(year: i64, month: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+impl Per {
+    /// The window of this length that `now` (Unix seconds) is in.
+    pub fn window(self, now: f64) -> Window {
+        let secs = now.max(0.0) as u64;
+        let fixed = |len: u64, tag: &str| Window {
+            name: format!("{tag}{}", secs / len),
+            ends_in: len - secs % len,
+        };
+        match self {
+            Per::Second => fixed(1, "s"),
+            Per::Minute => fixed(60, "m"),
+            Per::Hour => fixed(3_600, "h"),
+            Per::Day => fixed(86_400, "d"),
+            Per::Month => {
+                let (year, month) = civil((secs / 86_400) as i64);
+                let (next_year, next_month) = match month {
+                    12 => (year + 1, 1),
+                    m => (year, m + 1),
+                };
+                let end = days_of(next_year, next_month) as u64 * 86_400;
+                Window {
+                    name: format!("mo{year:04}{month:02}"),
+                    ends_in: end - secs,
+                }
+            }
+        }
+    }
+}
+
+pub fn valid_limits(limits: &[Limit]) -> Result<(), ValidationError> {
+    let fail = |m: &'static str| Err(ValidationError::new("limits").with_message(m.into()));
+    if limits.len() > MAX_LIMITS {
+        return fail("at most 8 windows");
+    }
+    if limits.iter().any(|l| l.limit == 0 || l.limit > MAX_AMOUNT) {
+        return fail("each limit must be 1 to 9223372036854775807");
+    }
+    Ok(())
+}
+
+pub fn valid_credits(credits: &Credits) -> Result<(), ValidationError> {
+    let too_big =
+        credits.remaining > MAX_AMOUNT || credits.refill.is_some_and(|r| r.amount > MAX_AMOUNT);
+    match too_big {
+        true => Err(ValidationError::new("credits")
+            .with_message("remaining and amount must be at most 9223372036854775807".into())),
+        false => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_windows_start_on_utc_boundaries() {
+        // 2026-12-01T22:59:59Z
+        let t = 1_796_165_999.5;
+        assert_eq!(Per::Second.window(t).ends_in, 1);
+        assert_eq!(Per::Minute.window(t).ends_in, 1);
+        assert_eq!(Per::Hour.window(t).ends_in, 1);
+        assert_eq!(Per::Day.window(t).ends_in, 3_601);
+        assert_eq!(Per::Minute.window(t).name, "m29936099");
+        assert_ne!(Per::Minute.window(t).name, Per::Minute.window(t + 1.0).name);
+    }
+
+    #[test]
+    fn a_month_is_the_calendar_month() {
+        let dec_1 = days_of(2026, 12) as f64 * 86_400.0;
+        let w = Per::Month.window(dec_1);
+        assert_eq!(w.name, "mo202612");
+        assert_eq!(w.ends_in, 31 * 86_400);
+        assert_eq!(Per::Month.window(dec_1 - 1.0).name, "mo202611");
+        let feb_2028 = days_of(2028, 2) as f64 * 86_400.0;
+        assert_eq!(
+            Per::Month.window(feb_2028).ends_in,
+            29 * 86_400,
+            "leap year"
+        );
+        for days in [0, 59, 365, 10_957, 20_000, 60_000] {
+            let (y, m) = civil(days);
+            assert!(days_of(y, m) <= days && days < days_of(y, m) + 31);
+        }
+    }
+}
