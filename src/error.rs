@@ -41,6 +41,10 @@ pub enum Error {
     /// The key is over its per-minute limit.
     #[error("rate limit exceeded, retry in {retry_after} s")]
     RateLimited { limit: u64, retry_after: u64 },
+    /// Not enough credits left for the request's cost; `retry_after`: the
+    /// seconds until they refill, if they do.
+    #[error("not enough credits left")]
+    CreditsExhausted { retry_after: Option<u64> },
     /// Missing or wrong admin token.
     #[error("missing or invalid admin token")]
     Unauthorized,
@@ -94,7 +98,7 @@ pub struct ErrorObject {
     /// The stable machine code; each response documents which it can carry.
     #[schema(value_type = String, example = "invalid_key")]
     #[schema(
-        pattern = "^(invalid_request|payload_too_large|invalid_key|insufficient_scope|rate_limited|unauthorized|insufficient_permission|project_not_found|key_not_found|operator_not_found|not_found|method_not_allowed|project_exists|activity_unavailable|key_disabled|unreadable_data|unavailable|busy|internal)$"
+        pattern = "^(invalid_request|payload_too_large|invalid_key|insufficient_scope|rate_limited|credits_exhausted|unauthorized|insufficient_permission|project_not_found|key_not_found|operator_not_found|not_found|method_not_allowed|project_exists|activity_unavailable|key_disabled|unreadable_data|unavailable|busy|internal)$"
     )]
     pub code: &'static str,
     /// Human-readable; never carries a key, a secret or server-side detail.
@@ -113,7 +117,9 @@ impl Error {
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::InvalidKey | Error::Unauthorized => StatusCode::UNAUTHORIZED,
             Error::InsufficientScope { .. } | Error::Forbidden => StatusCode::FORBIDDEN,
-            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::RateLimited { .. } | Error::CreditsExhausted { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Error::ProjectNotFound
             | Error::KeyNotFound
             | Error::OperatorNotFound
@@ -136,6 +142,7 @@ impl Error {
             Error::InvalidKey => "invalid_key",
             Error::InsufficientScope { .. } => "insufficient_scope",
             Error::RateLimited { .. } => "rate_limited",
+            Error::CreditsExhausted { .. } => "credits_exhausted",
             Error::Unauthorized => "unauthorized",
             Error::Forbidden => "insufficient_permission",
             Error::ProjectNotFound => "project_not_found",
@@ -179,6 +186,11 @@ impl IntoResponse for Error {
                 headers.insert("x-ratelimit-limit", HeaderValue::from(*limit));
                 headers.insert("x-ratelimit-remaining", HeaderValue::from(0u64));
                 headers.insert("x-ratelimit-reset", HeaderValue::from(*retry_after));
+            }
+            Error::CreditsExhausted {
+                retry_after: Some(retry_after),
+            } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             Error::Busy | Error::Unavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(1u64));
@@ -298,7 +310,10 @@ pub struct RateLimited;
 
 impl ToResponse<'static> for RateLimited {
     fn response() -> Documented {
-        let description = "`rate_limited`: the key is over its per-minute limit.";
+        let description = "`rate_limited`: the request's cost would take the key over its\n\
+            per-minute limit or one of its `limits` (the headers are that window's);\n\
+            `credits_exhausted`: the key has fewer credits left than the cost (only\n\
+            `Retry-After`, to the next refill, and only when the credits refill).";
         error_response(
             "RateLimited",
             description,
@@ -306,12 +321,12 @@ impl ToResponse<'static> for RateLimited {
                 (
                     "Retry-After",
                     u64::schema(),
-                    "Seconds until the key's window resets",
+                    "Seconds until the window resets, or until the credits refill",
                 ),
                 (
                     "X-RateLimit-Limit",
                     u64::schema(),
-                    "The key's validations per minute",
+                    "The limit of the window that refused the request",
                 ),
                 ("X-RateLimit-Remaining", u64::schema(), "Always 0 here"),
                 (
@@ -419,6 +434,7 @@ mod tests {
                 limit: 1,
                 retry_after: 1,
             },
+            Error::CreditsExhausted { retry_after: None },
             Error::Unauthorized,
             Error::Forbidden,
             Error::ProjectNotFound,
@@ -442,6 +458,7 @@ mod tests {
                 | Error::InvalidKey
                 | Error::InsufficientScope { .. }
                 | Error::RateLimited { .. }
+                | Error::CreditsExhausted { .. }
                 | Error::Unauthorized
                 | Error::Forbidden
                 | Error::ProjectNotFound

@@ -137,6 +137,28 @@ fn days_of(year: i64, month: u32) -> i64 {
 }
 
 impl Per {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Per::Second => "second",
+            Per::Minute => "minute",
+            Per::Hour => "hour",
+            Per::Day => "day",
+            Per::Month => "month",
+        }
+    }
+
+    /// How long a window's counter is kept: the window and two minutes.
+    pub fn ttl(self) -> i64 {
+        let longest = match self {
+            Per::Second => 1,
+            Per::Minute => 60,
+            Per::Hour => 3_600,
+            Per::Day => 86_400,
+            Per::Month => 31 * 86_400,
+        };
+        longest + 120
+    }
+
     /// The window of this length that `now` (Unix seconds) is in.
     pub fn window(self, now: f64) -> Window {
         let secs = now.max(0.0) as u64;

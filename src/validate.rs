@@ -50,12 +50,13 @@ use crate::config::{Config, Failsafe};
 use crate::error::{Error, Result};
 use crate::hash::{Hasher, Hashes, Matched};
 use crate::key::ApiKey;
+use crate::plan::Per;
 use crate::scope;
-use crate::store::{now, Audit, Effects, KeyDoc, Lookup, Origin, Store};
+use crate::store::{names, now, Audit, Effects, KeyDoc, Lookup, Origin, Owed, Spend, Store};
 use crate::telemetry::metric;
 
 /// One validation request, from either endpoint.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
     /// The presented key, as received (may be anything).
     pub api_key: &'a str,
@@ -65,6 +66,9 @@ pub struct Request<'a> {
     pub client_ip: Option<IpAddr>,
     /// The gateway's original request, written to the audit entry.
     pub origin: Option<Origin<'a>>,
+    /// What the request weighs: each window and the credits are spent by
+    /// it (0 checks everything and spends nothing; see `plan`).
+    pub cost: u64,
 }
 
 /// What a gateway needs to route a request with a valid key.
@@ -77,6 +81,8 @@ pub struct Validated {
     pub metadata: serde_json::Value,
     pub expires_at: Option<f64>,
     pub scopes: Vec<String>,
+    /// Credits left after this request; `null`: unlimited.
+    pub credits_remaining: Option<i64>,
     #[serde(skip)]
     pub rate: RateInfo,
     /// Accepted under `KEYWARD_FAILSAFE=open` without a complete check.
@@ -110,6 +116,8 @@ pub enum Reason {
     /// The key's document in Redis cannot be read.
     Unreadable,
     RateLimited,
+    /// Not enough credits left for the request's cost.
+    CreditsExhausted,
     FailsafeOpen,
 }
 
@@ -128,6 +136,7 @@ impl Reason {
             Reason::InsufficientScope => "insufficient_scope",
             Reason::Unreadable => "unreadable",
             Reason::RateLimited => "rate_limited",
+            Reason::CreditsExhausted => "credits_exhausted",
             Reason::FailsafeOpen => "failsafe_open",
         }
     }
@@ -136,7 +145,7 @@ impl Reason {
     pub fn result(self) -> &'static str {
         match self {
             Reason::Ok | Reason::PreviousSecret | Reason::FailsafeOpen => "ok",
-            Reason::RateLimited => "rate_limited",
+            Reason::RateLimited | Reason::CreditsExhausted => "rate_limited",
             _ => "denied",
         }
     }
@@ -190,6 +199,34 @@ struct Decision {
     /// A secret verified just now: the digest to remember it by in Redis
     /// (`apiverify` field and value), with a pepper configured.
     remember: Option<(String, String)>,
+    /// What the plan's counters spent, if the key has a plan.
+    plan: Planned,
+}
+
+/// What spending a key's plan (its `limits` besides the minute's, and its
+/// credits) did: what each counter is owed if the request passes (a new
+/// window's expiry) and if it does not (the spend taken back).
+#[derive(Debug, Default)]
+struct Planned {
+    keep: Vec<(String, Owed)>,
+    undo: Vec<(String, Owed)>,
+    /// The credits left after this request; `None`: unlimited.
+    credits: Option<i64>,
+    /// The plan window that refused the request.
+    window: Option<&'static str>,
+    /// Credits short: seconds until they refill, if they do.
+    refill_in: Option<u64>,
+}
+
+/// The largest counter a window may reach with this request and pass:
+/// with a cost, `limit` (the count includes it); with none, under `limit`
+/// (a full window refuses even a request that spends nothing).
+fn within(count: i64, cost: u64, limit: u64) -> bool {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    match cost {
+        0 => count < limit,
+        _ => count <= limit,
+    }
 }
 
 #[derive(Debug)]
@@ -209,6 +246,7 @@ impl Decision {
             rate: RateInfo::default(),
             count,
             remember: None,
+            plan: Planned::default(),
         }
     }
 
@@ -232,6 +270,8 @@ struct Incomplete {
     error: Error,
     doc: Option<Box<KeyDoc>>,
     counted: bool,
+    /// The plan's counters spent on the way.
+    plan: Box<Planned>,
 }
 
 #[derive(Clone)]
@@ -265,7 +305,7 @@ impl Validator {
         };
         match self.decide(req, &key, minute, reset).await {
             Ok(decision) => self.finish(req, Some(&key), minute, decision).await,
-            Err(incomplete) => self.failsafe(&key, minute, incomplete),
+            Err(incomplete) => self.failsafe(&key, minute, req.cost, incomplete),
         }
     }
 
@@ -279,21 +319,29 @@ impl Validator {
         reset: u64,
     ) -> Result<Decision, Incomplete> {
         let (project, key_id) = (&key.project_id, &key.key_id);
+        let cost = req.cost;
         let cache_key = self.hasher.cache_key(key);
         let cached = self.hasher.cached(&cache_key);
-        let read = match cached {
-            Some(_) => self.store.read_counting(project, key_id, minute).await,
-            None => self.store.read(project, key_id, minute).await,
+        // A use is counted in round trip 1 for a secret the cache knows, and
+        // only with a cost: spending nothing counts nothing.
+        let counting = cached.is_some() && cost > 0;
+        let read = match counting {
+            true => {
+                let read = self.store.read_counting(project, key_id, minute, cost);
+                read.await
+            }
+            false => self.store.read(project, key_id, minute).await,
         };
-        let count = match cached {
-            Some(_) => read.used.as_ref().ok().copied(),
-            None => None,
+        let count = match counting {
+            true => read.used.as_ref().ok().copied(),
+            false => None,
         };
         let refuse = move |reason| Ok(Decision::refuse(reason, count));
         let incomplete = move |error, doc| Incomplete {
             error,
             doc,
             counted: count.is_some(),
+            plan: Box::default(),
         };
         let doc = match read.doc.map_err(|e| incomplete(e, None))? {
             Lookup::Found(doc) => doc,
@@ -320,10 +368,11 @@ impl Validator {
                 Some(matched) => (matched, None),
                 None => {
                     let before = match count {
-                        Some(count) => Ok(count.saturating_sub(1)),
+                        Some(count) => Ok(count.saturating_sub(cost)),
                         None => read.used.as_ref().copied(),
                     };
-                    if before.is_ok_and(|used| used >= limit) {
+                    let fits = |used: u64| within((used + cost) as i64, cost, limit);
+                    if before.is_ok_and(|used| !fits(used)) {
                         // Already over the limit this minute: no hashing.
                         return Ok(Decision::rate_limited(limit, reset, count));
                     }
@@ -357,9 +406,9 @@ impl Validator {
             tracing::debug!(missing, "required scope not granted");
             return done(Decision::refuse(Reason::InsufficientScope, count));
         }
-        let used = match cached {
-            Some(_) => read.used,
-            None => self.store.count_use(project, key_id, minute).await,
+        let used = match (cost, cached) {
+            (0, _) | (_, Some(_)) => read.used,
+            (_, None) => self.store.count_use(project, key_id, minute, cost).await,
         };
         let used = match used {
             Ok(used) => used,
@@ -372,23 +421,171 @@ impl Validator {
                 _ => return Err(incomplete(error, Some(doc))),
             },
         };
-        let count = Some(used);
-        if used > limit {
+        let count = (cost > 0).then_some(used);
+        if !within(used as i64, cost, limit) {
             // Lost the race for the last use of this window.
             return done(Decision::rate_limited(limit, reset, count));
         }
-        let rate = RateInfo {
+        let mut rate = RateInfo {
             limit,
-            remaining: limit - used,
+            remaining: limit.saturating_sub(used),
             reset,
         };
+        let plan = match self.spend_plan(key, &doc, cost, used, &mut rate).await {
+            Ok(plan) => plan,
+            Err((error, plan)) => {
+                return Err(Incomplete {
+                    plan: Box::new(plan),
+                    ..incomplete(error, Some(doc))
+                })
+            }
+        };
+        let refused = match (plan.window, plan.refill_in, plan.credits) {
+            (Some(_), _, _) => Some(Reason::RateLimited),
+            (None, _, Some(credits)) if !within(-credits, cost, 0) => {
+                Some(Reason::CreditsExhausted)
+            }
+            _ => None,
+        };
+        if let Some(reason) = refused {
+            let refusal = Decision {
+                rate,
+                plan,
+                ..Decision::refuse(reason, count)
+            };
+            return done(refusal);
+        }
         let verdict = Verdict::Pass { doc, reason };
         done(Decision {
             verdict,
             rate,
             count,
             remember: None,
+            plan,
         })
+    }
+
+    /// Spends the key's plan, if it has one, in one round trip: each of its
+    /// windows but the minute's (`INCRBY cost`) and its credits (`DECRBY
+    /// cost`, after creating a refill interval's balance with `SET NX`).
+    /// The minute's windows are checked against `used`, the minute counter
+    /// already spent. `rate` becomes the window nearest to exhaustion, or
+    /// the one that refused. A refusal is `window` or credits short; either
+    /// way every counter spent is owed its spend back (`undo`).
+    async fn spend_plan(
+        &self,
+        key: &ApiKey,
+        doc: &KeyDoc,
+        cost: u64,
+        used: u64,
+        rate: &mut RateInfo,
+    ) -> Result<Planned, (Error, Planned)> {
+        let mut planned = Planned::default();
+        if doc.limits.is_empty() && doc.credits.is_none() {
+            return Ok(planned);
+        }
+        let (project, key_id) = (key.project_id.as_str(), key.key_id.as_str());
+        let now = now();
+        let mut windows = Vec::new();
+        let mut spends = Vec::new();
+        for limit in &doc.limits {
+            let window = limit.per.window(now);
+            if limit.per == Per::Minute {
+                // The minute's counter, spent already.
+                windows.push((*limit, window, None));
+                continue;
+            }
+            windows.push((*limit, window.clone(), Some(spends.len())));
+            spends.push(Spend {
+                counter: names::window(project, key_id, &window.name),
+                delta: cost as i64,
+                init: None,
+            });
+        }
+        let credits = doc.credits.map(|credits| {
+            let (period, refill_in) = credits.period(now);
+            let init = credits.refill.map(|r| {
+                let amount = i64::try_from(r.amount).unwrap_or(i64::MAX);
+                (amount, refill_in.unwrap_or(0) as i64 + 120)
+            });
+            spends.push(Spend {
+                counter: names::credits(project, key_id, &period),
+                delta: -(cost as i64),
+                init,
+            });
+            (spends.len() - 1, refill_in)
+        });
+        let answers = self.store.spend(&spends).await;
+        // What each counter is owed either way.
+        let mut error = None;
+        for (spend, answer) in spends.iter().zip(&answers) {
+            match answer {
+                Ok(_) if spend.delta == 0 => {}
+                Ok(_) => planned.undo.push((
+                    spend.counter.clone(),
+                    Owed {
+                        add: -spend.delta,
+                        expire: None,
+                    },
+                )),
+                Err(e) => {
+                    error.get_or_insert_with(|| Error::Unavailable(e.to_string()));
+                }
+            }
+        }
+        let mut nearest: Option<RateInfo> = None;
+        for (limit, window, spent) in windows {
+            let count = match spent {
+                None => used as i64,
+                Some(i) => match &answers[i] {
+                    Ok(count) => *count,
+                    Err(_) => continue,
+                },
+            };
+            if let Some(i) = spent.filter(|_| cost > 0 && count == cost as i64) {
+                // A new window: it expires after its end.
+                let expire = Some(limit.per.ttl());
+                planned
+                    .keep
+                    .push((spends[i].counter.clone(), Owed { add: 0, expire }));
+                if let Some(undo) = planned
+                    .undo
+                    .iter_mut()
+                    .find(|(c, _)| *c == spends[i].counter)
+                {
+                    undo.1.expire = expire;
+                }
+            }
+            let info = RateInfo {
+                limit: limit.limit,
+                remaining: limit.limit.saturating_sub(count.max(0) as u64),
+                reset: window.ends_in,
+            };
+            if planned.window.is_none() && !within(count, cost, limit.limit) {
+                planned.window = Some(limit.per.as_str());
+                *rate = RateInfo {
+                    remaining: 0,
+                    ..info
+                };
+            }
+            if nearest.map_or(true, |n| info.remaining < n.remaining) {
+                nearest = Some(info);
+            }
+        }
+        if let Some((i, refill_in)) = credits {
+            if let Ok(balance) = answers[i] {
+                planned.credits = Some(balance);
+                planned.refill_in = refill_in;
+            }
+        }
+        if let Some(error) = error {
+            return Err((error, planned));
+        }
+        match nearest {
+            Some(n) if planned.window.is_none() && n.remaining < rate.remaining => *rate = n,
+            _ => {}
+        }
+        Ok(planned)
     }
 
     /// The only writes of a validation, in one round trip: the audit entry
@@ -406,6 +603,7 @@ impl Validator {
             rate,
             count,
             remember,
+            plan,
         } = decision;
         let (reason, pass) = match &verdict {
             Verdict::Pass { reason, .. } => (*reason, true),
@@ -420,12 +618,18 @@ impl Validator {
                 result: reason.result(),
                 reason: reason.as_str(),
                 origin: req.origin,
+                cost: req.cost,
+                window: plan.window,
             },
             minute,
-            new_window: count == Some(1),
+            new_window: count.is_some() && count == Some(req.cost),
             bad_secret: reason == Reason::BadSecret,
-            undo_use: count.is_some() && !pass,
+            undo_use: match pass {
+                false => count.map_or(0, |_| req.cost),
+                true => 0,
+            },
             remember: remember.as_ref().map(|(f, v)| (f.as_str(), v.as_str())),
+            plan: if pass { &plan.keep } else { &plan.undo },
         };
         let written = self.store.finish(effects).await;
         match (verdict, written) {
@@ -436,6 +640,7 @@ impl Validator {
                 }
                 Ok(Validated {
                     rate,
+                    credits_remaining: plan.credits,
                     ..validated(*doc)
                 })
             }
@@ -443,10 +648,11 @@ impl Validator {
                 let incomplete = Incomplete {
                     error,
                     doc: Some(doc),
-                    counted: true,
+                    counted: count.is_some(),
+                    plan: Box::new(plan),
                 };
                 match key {
-                    Some(key) => self.failsafe(key, minute, incomplete),
+                    Some(key) => self.failsafe(key, minute, req.cost, incomplete),
                     None => Err(incomplete.error),
                 }
             }
@@ -464,6 +670,9 @@ impl Validator {
                         limit: rate.limit,
                         retry_after: rate.reset,
                     },
+                    Reason::CreditsExhausted => Error::CreditsExhausted {
+                        retry_after: plan.refill_in,
+                    },
                     Reason::InsufficientScope => Error::InsufficientScope {
                         required: req.required_scopes.join(" "),
                     },
@@ -477,18 +686,28 @@ impl Validator {
     /// a 200 marked failsafe (with the document's data if it was read):
     /// counted, logged, not audited. A use counted on the way is taken back
     /// unless the answer is a 200, and its window made to expire.
-    fn failsafe(&self, key: &ApiKey, minute: u64, incomplete: Incomplete) -> Result<Validated> {
+    fn failsafe(
+        &self,
+        key: &ApiKey,
+        minute: u64,
+        cost: u64,
+        incomplete: Incomplete,
+    ) -> Result<Validated> {
         let Incomplete {
             error,
             doc,
             counted,
+            plan,
         } = incomplete;
         let open = self.failsafe == Failsafe::Open && matches!(error, Error::Unavailable(_));
         if counted {
             let (project, key_id) = (&key.project_id, &key.key_id);
+            let undo = if open { 0 } else { cost };
             self.store
-                .settle_in_background(project, key_id, minute, !open);
+                .settle_in_background(project, key_id, minute, undo);
         }
+        let owed = if open { plan.keep } else { plan.undo };
+        self.store.settle_plan_in_background(owed);
         if !open {
             return Err(error);
         }
@@ -540,6 +759,7 @@ fn validated(doc: KeyDoc) -> Validated {
         metadata: doc.metadata,
         expires_at: doc.expires_at,
         scopes: doc.scopes,
+        credits_remaining: None,
         rate: RateInfo::default(),
         failsafe: false,
     }

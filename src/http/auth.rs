@@ -26,6 +26,23 @@ const MAX_METADATA_BYTES: usize = 4096;
 const MAX_AUDIT_PATH: usize = 256;
 
 const REQUIRED_SCOPES: &str = "x-keyward-required-scopes";
+const COST: &str = "x-keyward-cost";
+
+/// `X-Keyward-Cost`: 1 to 6 digits, or `1000000` (the document's pattern);
+/// absent: 1.
+fn cost(headers: &HeaderMap) -> Result<u64> {
+    let Some(value) = headers.get(COST) else {
+        return Ok(1);
+    };
+    let text = value.to_str().unwrap_or_default();
+    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    match text.parse::<u64>() {
+        Ok(cost) if digits && (text.len() <= 6 || text == "1000000") => Ok(cost),
+        _ => Err(Error::InvalidRequest(
+            "X-Keyward-Cost: must be an integer from 0 to 1000000".into(),
+        )),
+    }
+}
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
@@ -111,6 +128,7 @@ fn origin<'a>(headers: &'a HeaderMap, method: &'a Method, uri: &'a Uri) -> Origi
     operation_id = "forward_auth",
     params(
         ("X-Keyward-Required-Scopes" = Option<String>, Header, pattern = "^(?:[ \\t,]*(?:[A-Za-z0-9_.:/*-]{1,128}(?:[ \\t]*,[ \\t,]*[A-Za-z0-9_.:/*-]{1,128}){0,63}[ \\t,]*)?|.*[^\\t\\x20-\\x7E].*)$", description = "Scopes the route requires, comma-separated (spaces around items and empty items are ignored; at most 64 scopes of 1 to 128 characters of `[A-Za-z0-9_.:/*-]`, else 422); every one must be granted. A value with a byte outside visible ASCII is ignored, as if absent"),
+        ("X-Keyward-Cost" = Option<String>, Header, pattern = "^(?:[0-9]{1,6}|1000000)$", description = "What the request weighs, 0 to 1000000 (default 1): each of the key's windows and its credits are spent by it; 0 checks everything and spends nothing"),
         ("X-Forwarded-Method" = Option<String>, Header, description = "The original request's method, for the audit entry (Traefik, Caddy)"),
         ("X-Forwarded-Uri" = Option<String>, Header, description = "The original request's URI; its path is audited (Traefik, Caddy)"),
         ("X-Original-Method" = Option<String>, Header, description = "The original request's method (nginx recipe)"),
@@ -126,14 +144,15 @@ fn origin<'a>(headers: &'a HeaderMap, method: &'a Method, uri: &'a Uri) -> Origi
             ("X-Keyward-Server-Name" = String, description = "The key's server name"),
             ("X-Keyward-Scopes" = String, description = "The key's scopes, comma-separated (empty for none)"),
             ("X-Keyward-Metadata" = String, description = "The key's metadata as JSON, base64url without padding; absent when null or over 4 KiB"),
-            ("X-RateLimit-Limit" = u64, description = "The key's validations per minute"),
-            ("X-RateLimit-Remaining" = u64, description = "Validations left in this minute"),
-            ("X-RateLimit-Reset" = u64, description = "Seconds until the window resets"),
+            ("X-RateLimit-Limit" = u64, description = "The limit of the key's window nearest to exhaustion (its minute's, or one of its `limits`)"),
+            ("X-RateLimit-Remaining" = u64, description = "What is left in that window"),
+            ("X-RateLimit-Reset" = u64, description = "Seconds until that window resets"),
+            ("X-Keyward-Credits-Remaining" = i64, description = "The key's credits left after this request; absent when unlimited"),
             ("X-Keyward-Failsafe" = String, description = "`open`: accepted under `KEYWARD_FAILSAFE=open` without a complete check, because Redis did not answer a read a pass needs or did not take its audit entry (no read refused the key); not audited, and no `X-RateLimit-*` headers"),
         )),
         (status = 401, response = inline(crate::error::InvalidKey)),
         (status = 403, response = inline(crate::error::InsufficientScope)),
-        (status = 422, description = "`invalid_request`: a malformed `X-Keyward-Required-Scopes`", body = crate::error::ErrorBody),
+        (status = 422, description = "`invalid_request`: a malformed `X-Keyward-Required-Scopes` or `X-Keyward-Cost`", body = crate::error::ErrorBody),
         (status = 429, response = inline(crate::error::RateLimited)),
         (status = 503, response = inline(crate::error::Unavailable)),
     )
@@ -172,6 +191,7 @@ async fn check(
         required_scopes: &required_scopes,
         client_ip: client_ip(headers, &state.client_ip_header),
         origin: Some(origin(headers, method, uri)),
+        cost: cost(headers)?,
     };
     state.validator.validate(&request).await
 }
@@ -198,6 +218,9 @@ fn allow(v: &Validated) -> Response {
         }
     }
     super::validate::rate_headers(headers, v);
+    if let Some(credits) = v.credits_remaining {
+        headers.insert("x-keyward-credits-remaining", HeaderValue::from(credits));
+    }
     response
 }
 

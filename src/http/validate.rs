@@ -30,6 +30,16 @@ pub struct ValidateIn {
     /// The caller's address, for keys bound to networks.
     #[schema(inline, value_type = Option<crate::net::IpDoc>)]
     pub client_ip: Option<IpAddr>,
+    /// What the request weighs: each of the key's windows and its credits
+    /// are spent by it (default 1; 0 checks everything and spends nothing).
+    #[serde(default = "one")]
+    #[validate(range(max = 1_000_000))]
+    #[schema(minimum = 0, maximum = 1_000_000, default = 1)]
+    pub cost: u64,
+}
+
+fn one() -> u64 {
+    1
 }
 
 /// Validate a key.
@@ -44,9 +54,9 @@ pub struct ValidateIn {
     request_body = ValidateIn,
     responses(
         (status = 200, description = "The key is valid (and grants every required scope)", body = Validated, headers(
-            ("X-RateLimit-Limit" = u64, description = "The key's validations per minute"),
-            ("X-RateLimit-Remaining" = u64, description = "Validations left in this minute"),
-            ("X-RateLimit-Reset" = u64, description = "Seconds until the window resets"),
+            ("X-RateLimit-Limit" = u64, description = "The limit of the key's window nearest to exhaustion (its minute's, or one of its `limits`)"),
+            ("X-RateLimit-Remaining" = u64, description = "What is left in that window"),
+            ("X-RateLimit-Reset" = u64, description = "Seconds until that window resets"),
             ("X-Keyward-Failsafe" = String, description = "`open`: accepted under `KEYWARD_FAILSAFE=open` without a complete check, because Redis did not answer a read a pass needs or did not take its audit entry (no read refused the key); not audited, and no `X-RateLimit-*` headers"),
         )),
         (status = 401, response = crate::error::InvalidKey),
@@ -67,6 +77,7 @@ pub async fn validate_key(
         required_scopes: &body.scopes,
         client_ip: body.client_ip,
         origin: None,
+        cost: body.cost,
     };
     let validated = state.validator.validate(&request).await?;
     let mut response = Json(&validated).into_response();

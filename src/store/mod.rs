@@ -76,6 +76,7 @@ pub use model::{
 };
 pub use names::{AUDIT_ADMIN, AUDIT_KEYLOOKUP};
 pub use operators::AdminEntry;
+pub use validation::{Owed, Spend};
 
 /// Rate-limit counters outlive their minute a little, then expire.
 const COUNTER_TTL_SECS: i64 = 120;

@@ -160,6 +160,11 @@ pub struct Audit<'a> {
     pub reason: &'static str,
     /// The gateway's original request, for forward-auth validations.
     pub origin: Option<Origin<'a>>,
+    /// What the request weighed (`cost`, default 1).
+    pub cost: u64,
+    /// The plan window that refused it (`rate_limited` by one of `limits`):
+    /// `second`, `minute`, `hour`, `day` or `month`.
+    pub window: Option<&'static str>,
 }
 
 /// The request a gateway asked about: method and path (never the query).
@@ -189,10 +194,14 @@ pub struct Effects<'a> {
     pub new_window: bool,
     /// A wrong secret: `INCR` and `EXPIRE NX` of the wrong-secret counter.
     pub bad_secret: bool,
-    /// A refusal of a use already counted: `DECR` takes it back.
-    pub undo_use: bool,
+    /// A refusal of a use already counted: `DECRBY` takes back this much
+    /// (its cost); 0: nothing to take back.
+    pub undo_use: u64,
     /// A secret just verified: `HSET apiverify:<p>:<k> field value`.
     pub remember: Option<(&'a str, &'a str)>,
+    /// A plan's counters (see `plan`): what each is owed, a spend to take
+    /// back (a refusal) and a new window's expiry.
+    pub plan: &'a [(String, crate::store::Owed)],
 }
 
 /// The `operator:<deployment>:<operator_id>` document. Holds an Argon2id

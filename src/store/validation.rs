@@ -45,6 +45,27 @@ fn expire_nx<'a>(client: &'a Client, counter: &'a str) -> impl Future<Output = R
     client.expire(counter, COUNTER_TTL_SECS, Some(ExpireOptions::NX))
 }
 
+/// `INCRBY counter delta`, or `GET` for a delta of 0.
+fn spend_one<'a>(client: &'a Client, s: &'a Spend) -> impl Future<Output = Reply> + 'a {
+    let counter = s.counter.as_str();
+    async move {
+        match s.delta {
+            0 => client.get::<Value, _>(counter).await,
+            delta => client.incr_by::<Value, _>(counter, delta).await,
+        }
+    }
+}
+
+/// A plan counter's answer: a count or a balance, which may be negative
+/// (missing: 0).
+fn balance(reply: Reply) -> Result<i64> {
+    reply
+        .map_err(unavailable)?
+        .convert::<Option<i64>>()
+        .map(Option::unwrap_or_default)
+        .map_err(|e| Error::Unavailable(format!("a counter is not a number: {e}")))
+}
+
 /// The answer of a counter command (`INCR`, or `GET` of a counter that may
 /// be missing: 0); a failure is a 503 if the decision needs it.
 fn counter(reply: Reply) -> Result<u64> {
@@ -55,61 +76,91 @@ fn counter(reply: Reply) -> Result<u64> {
         .map_err(|e| Error::Unavailable(format!("a counter is not a number: {e}")))
 }
 
-/// Use counters owed a `DECR` (a counted use to take back) or an expiry:
-/// what a validation's writes could not settle, by counter, with the
-/// `DECR`s owed. The flusher sends them again until Redis takes them.
+/// What a counter is owed: an `INCRBY` (a counted use to take back from a
+/// window, negative; credits to give back, positive) and an expiry (its TTL
+/// in seconds, set with `NX`: one already set stands).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Owed {
+    pub add: i64,
+    pub expire: Option<i64>,
+}
+
+/// Counters owed what a validation's writes could not settle (see
+/// [`Owed`]). The flusher sends them again until Redis takes them.
 #[derive(Default)]
-pub struct Unsettled(Mutex<HashMap<String, u32>>);
+pub struct Unsettled(Mutex<HashMap<String, Owed>>);
 
 impl Unsettled {
-    fn owed(&self) -> MutexGuard<'_, HashMap<String, u32>> {
+    fn owed(&self) -> MutexGuard<'_, HashMap<String, Owed>> {
         // Plain counts, consistent after every statement.
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn owe(&self, counter: String, decrs: u32) {
-        *self.owed().entry(counter).or_default() += decrs;
+    fn owe(&self, counter: String, owed: Owed) {
+        let mut all = self.owed();
+        let entry = all.entry(counter).or_default();
+        entry.add += owed.add;
+        entry.expire = entry.expire.or(owed.expire);
     }
 
-    fn take(&self) -> HashMap<String, u32> {
+    fn take(&self) -> HashMap<String, Owed> {
         std::mem::take(&mut *self.owed())
     }
 }
 
-/// Takes `decrs` counted uses back from `counter` (`DECR`) and makes sure
-/// it expires (`EXPIRE NX`: a TTL already set stands); what Redis did not
-/// take is owed to `unsettled`, and the first failure returned. A `DECR`
-/// Redis refused did not run and is owed; one whose answer was lost (a
-/// timeout, a connection lost) may have run, and is not sent again: taking a
-/// use back twice would let the key past its limit, while a use too many
-/// only refuses sooner, until its window ends.
+/// Gives `counter` what it is owed: `DECRBY` (a use taken back) or
+/// `INCRBY` (credits given back), and `EXPIRE NX`. What Redis
+/// did not take is owed to `unsettled` again, and the first failure
+/// returned. An `INCRBY` Redis refused did not run and is owed; one whose
+/// answer was lost (a timeout, a connection lost) may have run, and is not
+/// sent again: taking a use back twice would let the key past its limit,
+/// while a use too many only refuses sooner, until its window ends (and
+/// credits not given back are the safe side of a refusal).
 async fn settle(
     client: &Client,
     unsettled: &Unsettled,
     counter: String,
-    decrs: u32,
+    owed: Owed,
 ) -> Option<FredError> {
-    let (taken, expiry) = futures::join!(
-        join_all((0..decrs).map(|_| client.decr::<Value, _>(&counter))),
-        expire_nx(client, &counter),
+    let (added, expiry) = futures::join!(
+        OptionFuture::from((owed.add != 0).then(|| async {
+            match owed.add {
+                back if back < 0 => client.decr_by::<Value, _>(&counter, -back).await,
+                add => client.incr_by::<Value, _>(&counter, add).await,
+            }
+        })),
+        OptionFuture::from(owed.expire.map(|ttl| client.expire::<Value, _>(
+            &counter,
+            ttl,
+            Some(ExpireOptions::NX)
+        ))),
     );
     let mut first = None;
-    let mut owed = 0;
-    for e in taken.into_iter().filter_map(Result::err) {
-        owed += u32::from(is_refused(&e));
+    let mut again = Owed::default();
+    if let Some(Err(e)) = added {
+        if is_refused(&e) {
+            again.add = owed.add;
+        }
         first.get_or_insert(e);
     }
-    let expires = match expiry {
-        Ok(_) => true,
-        Err(e) => {
-            first.get_or_insert(e);
-            false
-        }
-    };
-    if owed > 0 || !expires {
-        unsettled.owe(counter, owed);
+    if let Some(Err(e)) = expiry {
+        again.expire = owed.expire;
+        first.get_or_insert(e);
+    }
+    if again != Owed::default() {
+        unsettled.owe(counter, again);
     }
     first
+}
+
+/// One of a plan's counters, spent in [`Store::spend`]: a window's
+/// (`delta` the cost) or the credit balance (`delta` minus the cost, and
+/// `init` the refill that creates the interval's balance: value and TTL).
+#[derive(Debug, Clone)]
+pub struct Spend {
+    pub counter: String,
+    pub delta: i64,
+    pub init: Option<(i64, i64)>,
 }
 
 impl Store {
@@ -146,14 +197,20 @@ impl Store {
     /// Round trip 1 for a secret verified before: the key's document, and
     /// this use counted against this minute's window (`INCR`); `used` is the
     /// count including it (1: a new window, whose expiry `finish` sets).
-    pub async fn read_counting(&self, project: &ProjectId, key_id: &KeyId, minute: u64) -> Read {
+    pub async fn read_counting(
+        &self,
+        project: &ProjectId,
+        key_id: &KeyId,
+        minute: u64,
+        cost: u64,
+    ) -> Read {
         let client = self.pool.next();
         let doc_key = names::apikey(project.as_str(), key_id.as_str());
         let used_key = names::used(project.as_str(), key_id.as_str(), minute);
         let (doc, used) = together(async {
             futures::join!(
                 get_doc(client, &doc_key),
-                client.incr::<Value, _>(&used_key),
+                client.incr_by::<Value, _>(&used_key, cost as i64),
             )
         })
         .await;
@@ -176,9 +233,42 @@ impl Store {
     /// (`INCR`) and returns the count including it (1: a new window, whose
     /// expiry `finish` sets). The INCR's own result decides the 429, so the
     /// decision is exact under any concurrency.
-    pub async fn count_use(&self, project: &ProjectId, key_id: &KeyId, minute: u64) -> Result<u64> {
+    pub async fn count_use(
+        &self,
+        project: &ProjectId,
+        key_id: &KeyId,
+        minute: u64,
+        cost: u64,
+    ) -> Result<u64> {
         let used_key = names::used(project.as_str(), key_id.as_str(), minute);
-        counter(together(self.pool.next().incr::<Value, _>(&used_key)).await)
+        let client = self.pool.next();
+        counter(together(client.incr_by::<Value, _>(&used_key, cost as i64)).await)
+    }
+
+    /// Spends a plan's counters in one round trip: each `INCRBY delta` (a
+    /// `GET` for a delta of 0: spending nothing creates nothing), after the
+    /// `SET NX` with its TTL of a balance that refills. Each answer (the
+    /// count or balance after it) on its own.
+    pub async fn spend(&self, spends: &[Spend]) -> Vec<Result<i64>> {
+        let client = self.pool.next();
+        let replies = together(join_all(spends.iter().map(|s| async move {
+            if let Some((value, ttl)) = s.init {
+                let set = client.set::<Value, _, _>(
+                    &s.counter,
+                    value,
+                    Some(fred::types::Expiration::EX(ttl)),
+                    Some(fred::types::SetOptions::NX),
+                    false,
+                );
+                // Sent before the spend on the same connection: it runs first.
+                let (set, spent) = futures::join!(set, spend_one(client, s));
+                set.and(spent)
+            } else {
+                spend_one(client, s).await
+            }
+        })))
+        .await;
+        replies.into_iter().map(balance).collect()
     }
 
     /// The last round trip of a validation, its only writes: `effects`'
@@ -197,13 +287,19 @@ impl Store {
             bad_secret,
             undo_use,
             remember,
+            plan,
         } = effects;
         let (project, key_id) = (audit.project_id, audit.key_id);
         let entry = self.audit_budget.admit(audit.reason).then_some(audit);
-        let used = (new_window || undo_use).then(|| names::used(project, key_id, minute));
+        let used = (new_window || undo_use > 0).then(|| names::used(project, key_id, minute));
         let bad = bad_secret.then(|| names::bad(project, key_id, minute));
         let verified = remember.map(|r| (names::verified(project, key_id), r));
-        if entry.is_none() && used.is_none() && bad.is_none() && verified.is_none() {
+        if entry.is_none()
+            && used.is_none()
+            && bad.is_none()
+            && verified.is_none()
+            && plan.is_empty()
+        {
             return Ok(());
         }
         let client = self.pool.next();
@@ -216,8 +312,8 @@ impl Store {
                 ),
                 OptionFuture::from(
                     used.as_ref()
-                        .filter(|_| undo_use)
-                        .map(|k| client.decr::<Value, _>(k))
+                        .filter(|_| undo_use > 0)
+                        .map(|k| client.decr_by::<Value, _>(k, undo_use as i64))
                 ),
                 OptionFuture::from(bad.as_ref().map(|k| client.incr::<Value, _>(k))),
                 OptionFuture::from(bad.as_ref().map(|k| expire_nx(client, k))),
@@ -228,13 +324,34 @@ impl Store {
             )
         })
         .await;
+        let plan_replies = match plan.is_empty() {
+            true => Vec::new(),
+            false => {
+                join_all(plan.iter().map(|(counter, owed)| {
+                    settle(client, &self.unsettled, counter.to_string(), *owed)
+                }))
+                .await
+            }
+        };
         // What the counters did not take is owed (see `Unsettled`).
         let decr_owed = matches!(&decr, Some(Err(e)) if is_refused(e));
         if let Some(used) = used.filter(|_| decr_owed || matches!(expire, Some(Err(_)))) {
-            self.unsettled.owe(used, u32::from(decr_owed));
+            let owed = Owed {
+                add: if decr_owed { -(undo_use as i64) } else { 0 },
+                expire: matches!(expire, Some(Err(_))).then_some(COUNTER_TTL_SECS),
+            };
+            self.unsettled.owe(used, owed);
         }
         if let Some(bad) = bad.filter(|_| matches!(expire_bad, Some(Err(_)))) {
-            self.unsettled.owe(bad, 0);
+            let owed = Owed {
+                add: 0,
+                expire: Some(COUNTER_TTL_SECS),
+            };
+            self.unsettled.owe(bad, owed);
+        }
+        if let Some(e) = plan_replies.into_iter().flatten().next() {
+            let e = unavailable(e);
+            tracing::warn!(error = %e, "validation bookkeeping not written: a plan's counters (owed)");
         }
         let bookkeeping = [
             ("the new window's expiry", expire),
@@ -272,6 +389,29 @@ impl Store {
         self.usage.add(project.as_str(), key_id.as_str(), now());
     }
 
+    /// In the background, gives a plan's counters what they are owed (see
+    /// [`Owed`]): what the flusher sends again when Redis does not take it.
+    pub fn settle_plan_in_background(&self, plan: Vec<(String, Owed)>) {
+        if plan.is_empty() {
+            return;
+        }
+        let (client, unsettled) = (self.pool.next().clone(), self.unsettled.clone());
+        tokio::spawn(async move {
+            let settles = plan
+                .into_iter()
+                .map(|(counter, owed)| settle(&client, &unsettled, counter, owed));
+            if let Some(e) = together(join_all(settles))
+                .await
+                .into_iter()
+                .flatten()
+                .next()
+            {
+                let e = unavailable(e);
+                tracing::warn!(error = %e, "a plan's counters are not settled yet: Redis is failing");
+            }
+        });
+    }
+
     /// After a validation that ended without `finish`'s round trip (or
     /// whose round trip failed): in the background, takes back a use that
     /// was counted (`undo`) and makes sure its window expires; what Redis
@@ -282,12 +422,16 @@ impl Store {
         project: &ProjectId,
         key_id: &KeyId,
         minute: u64,
-        undo: bool,
+        undo: u64,
     ) {
         let used = names::used(project.as_str(), key_id.as_str(), minute);
         let (client, unsettled) = (self.pool.next().clone(), self.unsettled.clone());
+        let owed = Owed {
+            add: -(undo as i64),
+            expire: Some(COUNTER_TTL_SECS),
+        };
         tokio::spawn(async move {
-            let failed = together(settle(&client, &unsettled, used, u32::from(undo))).await;
+            let failed = together(settle(&client, &unsettled, used, owed)).await;
             if let Some(e) = failed {
                 let e = unavailable(e);
                 tracing::warn!(error = %e, "a counted use is not settled yet: Redis is failing");
@@ -305,7 +449,7 @@ impl Store {
         let client = self.pool.next();
         let settles = owed
             .into_iter()
-            .map(|(counter, decrs)| settle(client, &self.unsettled, counter, decrs));
+            .map(|(counter, owed)| settle(client, &self.unsettled, counter, owed));
         let failed = together(join_all(settles)).await;
         failed
             .into_iter()
@@ -328,6 +472,10 @@ impl Store {
             ("reason", audit.reason.to_owned()),
             ("client", self.client_name.clone()),
         ];
+        fields.push(("cost", audit.cost.to_string()));
+        if let Some(window) = audit.window {
+            fields.push(("window", window.to_owned()));
+        }
         if let Some(origin) = audit.origin {
             fields.push(("method", origin.method.to_owned()));
             fields.push(("path", origin.path.to_owned()));

@@ -171,12 +171,14 @@ async fn fault_a_use_counted_before_a_503_is_settled_once_redis_takes_it() {
         }
     }
 
-    // INCR still works; the audit entry, DECR and EXPIRE are refused: each
+    // INCRBY still works; the audit entry, DECRBY and EXPIRE are refused: each
     // pass is counted, then answered 503 (closed) or failsafe 200 (open),
     // and neither can take the use back or give its window an expiry.
     set_validator_selectors(&redis, |s| match s {
         s if s.contains("+xadd") => None,
-        s if s.starts_with("~ratelimit:") => Some(s.replace(" +decr +expire", "")),
+        s if s.starts_with("~ratelimit:") => Some(s.replace(" +decr +decrby +expire", "")),
+        // DECRBY refused everywhere, so `ACL LOG` names the command.
+        s if s.starts_with("~apicredits:") => Some(s.replace(" +decrby", "")),
         s => Some(s.to_owned()),
     })
     .await;
@@ -188,7 +190,7 @@ async fn fault_a_use_counted_before_a_503_is_settled_once_redis_takes_it() {
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.headers()["x-keyward-failsafe"], "open");
     }
-    refused(&ops, "decr", 3).await;
+    refused(&ops, "decrby", 3).await;
     refused(&ops, "expire", 6).await;
     for (key, counted) in [(&a, "503s"), (&b, "failsafe 200s")] {
         let found = counters(&ops, &project, &key.key_id).await;

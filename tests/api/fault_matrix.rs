@@ -490,7 +490,8 @@ impl Fixture {
                 .await
             }
             Fault::NoIncr => {
-                set_validator_selectors(&self.redis, |s| Some(s.replace(" +incr", ""))).await
+                set_validator_selectors(&self.redis, |s| Some(s.replace(" +incr +incrby", "")))
+                    .await
             }
             Fault::CounterWrongType => {
                 for key in self.counter_keys() {

@@ -210,7 +210,7 @@ async fn a_warm_success_is_three_commands_and_its_window_still_expires() {
     let calls = command_calls(&ops).await;
     let of = |c: &str| calls.get(c).copied().unwrap_or(0);
     assert_eq!(of("json.get"), n, "{calls:?}");
-    assert_eq!(of("incr"), n, "{calls:?}");
+    assert_eq!(of("incrby"), n, "{calls:?}");
     assert_eq!(of("xadd"), n, "{calls:?}");
     // EXPIRE only when an INCR opened a window: at most once here, twice
     // if the validations straddled a minute.

@@ -30,7 +30,7 @@ async fn a_valid_key_returns_its_routing_data_rate_headers_and_an_ok_audit() {
         json!({
             "project_id": project, "key_id": key.key_id, "owner": "alice",
             "server_name": "api-1", "metadata": { "tier": "gold" }, "expires_at": null,
-            "scopes": []
+            "scopes": [], "credits_remaining": null
         })
     );
     let audit = app.last_audit(&key.key_id).await;
@@ -38,6 +38,7 @@ async fn a_valid_key_returns_its_routing_data_rate_headers_and_an_ok_audit() {
     assert_eq!(audit["reason"], "ok");
     assert_eq!(audit["project_id"], project);
     assert_eq!(audit["client"], "test-gateway");
+    assert_eq!(audit["cost"], "1");
     assert!(audit["ts"].parse::<f64>().unwrap() > 1.7e9);
 }
 
