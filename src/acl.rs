@@ -135,7 +135,7 @@ pub fn rule(
                 line,
                 " ({docs} +json.get) ({counters} +get +incr +incrby +decr +decrby +expire) \
                  ({meta} +hincrby +hset) ({verified} +hgetall +hset) \
-                 ({credits} +set +incrby +decrby) (%W~audit:keylookup %W~audit:keylookup:* +xadd)"
+                 ({credits} +get +set +incrby +decrby) (%W~audit:keylookup %W~audit:keylookup:* +xadd)"
             );
         }
         Role::Manager => {

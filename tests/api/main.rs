@@ -23,6 +23,7 @@ mod memory;
 mod openapi;
 mod operators;
 mod ops;
+mod plan_spend;
 mod proxy;
 mod remember;
 mod unix;

@@ -1,0 +1,372 @@
+//! Usage plans on the validation path (issue #23): windows and credits
+//! spent by each request's cost, exactly, and refusals that spend nothing.
+//! Plans are written straight into the key documents here, as an admin
+//! would through mint and update.
+
+use std::sync::Arc;
+
+use futures::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{raw, TestApp, TestRedis};
+use keyward::plan::{CreditsDoc, Interval, Per, Refill};
+
+/// Gives the key `limits` and credits (`remaining`, with `refill` if any):
+/// the document's fields and the current period's balance.
+async fn plan(
+    app: &TestApp,
+    project: &str,
+    key_id: &str,
+    limits: Value,
+    credits: Option<(i64, Option<Refill>)>,
+) {
+    let ops = app.redis().ops().await;
+    let doc = format!("apikey:{project}:{key_id}");
+    let set = |path: &str, value: Value| {
+        raw(
+            &ops,
+            "JSON.SET",
+            vec![doc.clone(), path.into(), value.to_string()],
+        )
+    };
+    set("$.limits", limits).await.unwrap();
+    if let Some((remaining, refill)) = credits {
+        set("$.credits", json!({ "refill": refill })).await.unwrap();
+        let counter = balance_key(project, key_id, refill);
+        raw(&ops, "SET", vec![counter, remaining.to_string()])
+            .await
+            .unwrap();
+    }
+}
+
+fn balance_key(project: &str, key_id: &str, refill: Option<Refill>) -> String {
+    let (period, _) = CreditsDoc { refill }.period(keyward::store::now());
+    format!("apicredits:{project}:{key_id}:{period}")
+}
+
+async fn get(app: &TestApp, key: &str) -> Option<i64> {
+    let ops = app.redis().ops().await;
+    let v = raw(&ops, "GET", vec![key.to_owned()]).await.unwrap();
+    v.as_str().map(|s| s.parse().unwrap())
+}
+
+fn minute_key(project: &str, key_id: &str) -> String {
+    let minute = keyward::store::now() as u64 / 60;
+    format!("ratelimit:key:{project}:{key_id}:{minute}")
+}
+
+fn window_key(project: &str, key_id: &str, per: Per) -> String {
+    let w = per.window(keyward::store::now());
+    format!("ratelimit:key:{project}:{key_id}:{}", w.name)
+}
+
+async fn validate(app: &TestApp, api_key: &str, cost: u64) -> reqwest::Response {
+    app.post(
+        "/v1/validate-key",
+        &json!({ "api_key": api_key, "cost": cost }),
+        None,
+    )
+    .await
+}
+
+async fn code(r: reqwest::Response) -> (StatusCode, Value) {
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn credits_running_out_spend_no_window_and_a_full_window_spends_no_credits() {
+    let app = TestApp::spawn().await;
+    let project = app.project().await;
+    let key = app.mint(&project, json!({})).await;
+    plan(
+        &app,
+        &project,
+        &key.key_id,
+        json!([{ "per": "hour", "limit": 100 }]),
+        Some((3, None)),
+    )
+    .await;
+    let mut answers = Vec::new();
+    for _ in 0..5 {
+        answers.push(code(validate(&app, &key.api_key, 1).await).await);
+    }
+    let ok: Vec<i64> = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::OK)
+        .map(|(_, b)| b["credits_remaining"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ok, [2, 1, 0]);
+    for (status, body) in &answers[3..] {
+        assert_eq!(*status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(body["error"]["code"], "credits_exhausted");
+    }
+    assert_eq!(
+        get(&app, &balance_key(&project, &key.key_id, None)).await,
+        Some(0)
+    );
+    assert_eq!(
+        get(&app, &window_key(&project, &key.key_id, Per::Hour)).await,
+        Some(3)
+    );
+    assert_eq!(get(&app, &minute_key(&project, &key.key_id)).await, Some(3));
+    let audit = app.last_audit(&key.key_id).await;
+    assert_eq!(
+        (audit["reason"].as_str(), audit["cost"].as_str()),
+        ("credits_exhausted", "1")
+    );
+
+    // A full day window: refused without spending credits.
+    let other = app.mint(&project, json!({})).await;
+    plan(
+        &app,
+        &project,
+        &other.key_id,
+        json!([{ "per": "day", "limit": 2 }]),
+        Some((10, None)),
+    )
+    .await;
+    for _ in 0..2 {
+        assert_eq!(
+            validate(&app, &other.api_key, 1).await.status(),
+            StatusCode::OK
+        );
+    }
+    let r = validate(&app, &other.api_key, 1).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let reset: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        reset,
+        Per::Day.window(keyward::store::now()).ends_in,
+        "until the day ends"
+    );
+    assert_eq!(r.headers()["x-ratelimit-limit"], "2");
+    let (_, body) = code(r).await;
+    assert_eq!(body["error"]["code"], "rate_limited");
+    let audit = app.last_audit(&other.key_id).await;
+    assert_eq!(
+        (audit["reason"].as_str(), audit["window"].as_str()),
+        ("rate_limited", "day")
+    );
+    assert_eq!(
+        get(&app, &balance_key(&project, &other.key_id, None)).await,
+        Some(8)
+    );
+    assert_eq!(
+        get(&app, &window_key(&project, &other.key_id, Per::Day)).await,
+        Some(2)
+    );
+    assert_eq!(
+        get(&app, &minute_key(&project, &other.key_id)).await,
+        Some(2)
+    );
+}
+
+#[tokio::test]
+async fn forty_simultaneous_requests_for_ten_credits_pass_exactly_ten() {
+    let app = TestApp::spawn().await;
+    let project = app.project().await;
+    let key = app.mint(&project, json!({})).await;
+    plan(
+        &app,
+        &project,
+        &key.key_id,
+        json!([{ "per": "month", "limit": 1000 }]),
+        Some((10, None)),
+    )
+    .await;
+    // Cost 0 verifies the secret (and spends nothing), so the race is warm.
+    let r = validate(&app, &key.api_key, 0).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(code(r).await.1["credits_remaining"], 10);
+    let answers = join_all((0..40).map(|_| validate(&app, &key.api_key, 1))).await;
+    let passed = answers
+        .iter()
+        .filter(|r| r.status() == StatusCode::OK)
+        .count();
+    assert_eq!(passed, 10);
+    assert!(answers
+        .iter()
+        .all(|r| [StatusCode::OK, StatusCode::TOO_MANY_REQUESTS].contains(&r.status())));
+    assert_eq!(
+        get(&app, &balance_key(&project, &key.key_id, None)).await,
+        Some(0)
+    );
+    assert_eq!(
+        get(&app, &window_key(&project, &key.key_id, Per::Month)).await,
+        Some(10)
+    );
+    assert_eq!(
+        get(&app, &minute_key(&project, &key.key_id)).await,
+        Some(10)
+    );
+}
+
+#[tokio::test]
+async fn cost_zero_checks_and_spends_nothing_and_a_bad_cost_is_422() {
+    let app = TestApp::spawn().await;
+    let project = app.project().await;
+    let key = app.mint(&project, json!({})).await;
+    plan(
+        &app,
+        &project,
+        &key.key_id,
+        json!([{ "per": "hour", "limit": 5 }]),
+        Some((2, None)),
+    )
+    .await;
+    for _ in 0..3 {
+        let (status, body) = code(validate(&app, &key.api_key, 0).await).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["credits_remaining"], 2);
+    }
+    assert_eq!(
+        get(&app, &window_key(&project, &key.key_id, Per::Hour)).await,
+        None
+    );
+    assert_eq!(get(&app, &minute_key(&project, &key.key_id)).await, None);
+    // Weighted: 2 spends both credits; then cost 0 hears there are none.
+    let (status, body) = code(validate(&app, &key.api_key, 2).await).await;
+    assert_eq!(
+        (status, body["credits_remaining"].as_i64()),
+        (StatusCode::OK, Some(0))
+    );
+    let (status, body) = code(validate(&app, &key.api_key, 0).await).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(body["error"]["code"], "credits_exhausted");
+    assert_eq!(
+        get(&app, &window_key(&project, &key.key_id, Per::Hour)).await,
+        Some(2)
+    );
+    for bad in [json!(-1), json!(1_000_001), json!("1"), json!(1.5)] {
+        let r = app
+            .post(
+                "/v1/validate-key",
+                &json!({ "api_key": key.api_key, "cost": bad }),
+                None,
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "cost {bad}");
+    }
+    // A key without a plan: unlimited credits, as before.
+    let plain = app.mint(&project, json!({})).await;
+    let (status, body) = code(validate(&app, &plain.api_key, 7).await).await;
+    assert_eq!(
+        (status, body["credits_remaining"].clone()),
+        (StatusCode::OK, Value::Null)
+    );
+    assert_eq!(
+        get(&app, &minute_key(&project, &plain.key_id)).await,
+        Some(7)
+    );
+}
+
+#[tokio::test]
+async fn forward_auth_spends_x_keyward_cost_and_says_what_is_left() {
+    let app = TestApp::spawn().await;
+    let project = app.project().await;
+    let key = app.mint(&project, json!({})).await;
+    plan(
+        &app,
+        &project,
+        &key.key_id,
+        json!([{ "per": "day", "limit": 50 }]),
+        Some((10, None)),
+    )
+    .await;
+    let auth = |cost: &str| {
+        app.http
+            .get(app.url("/v1/auth"))
+            .bearer_auth(&key.api_key)
+            .header("x-keyward-cost", cost)
+            .send()
+    };
+    let r = auth("3").await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["x-keyward-credits-remaining"], "7");
+    // The window nearest to exhaustion: the credits aside, the day's 50
+    // (47 left) is nearer than the minute's 100.
+    assert_eq!(r.headers()["x-ratelimit-limit"], "50");
+    assert_eq!(r.headers()["x-ratelimit-remaining"], "47");
+    let r = auth("8").await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    for bad in ["-1", "1000001", "0123456", "+5", "x", ""] {
+        let r = auth(bad).await.unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "X-Keyward-Cost: {bad:?}"
+        );
+    }
+    assert_eq!(
+        get(&app, &balance_key(&project, &key.key_id, None)).await,
+        Some(7)
+    );
+    assert_eq!(
+        get(&app, &window_key(&project, &key.key_id, Per::Day)).await,
+        Some(3)
+    );
+}
+
+#[tokio::test]
+async fn a_refill_happens_exactly_once_with_three_instances_racing_for_it() {
+    let redis = Arc::new(TestRedis::start());
+    let apps = [
+        TestApp::spawn_with(redis.clone(), |_| {}).await,
+        TestApp::spawn_with(redis.clone(), |_| {}).await,
+        TestApp::spawn_with(redis, |_| {}).await,
+    ];
+    let project = apps[0].project().await;
+    let key = apps[0].mint(&project, json!({})).await;
+    let refill = Refill {
+        interval: Interval::Day,
+        amount: 20,
+    };
+    plan(
+        &apps[0],
+        &project,
+        &key.key_id,
+        json!([]),
+        Some((0, Some(refill))),
+    )
+    .await;
+    // The interval has not been spent yet: its balance does not exist, and
+    // the first request of each instance creates it (`SET NX`).
+    let ops = apps[0].redis().ops().await;
+    let counter = balance_key(&project, &key.key_id, Some(refill));
+    raw(&ops, "DEL", vec![counter.clone()]).await.unwrap();
+    for app in &apps {
+        // Warm each instance's verified-secret cache without spending.
+        assert_eq!(
+            validate(app, &key.api_key, 0).await.status(),
+            StatusCode::OK
+        );
+    }
+    raw(&ops, "DEL", vec![counter.clone()]).await.unwrap();
+    let api_key = key.api_key.as_str();
+    let racing = apps
+        .iter()
+        .flat_map(|app| (0..15).map(move |_| validate(app, api_key, 1)));
+    let answers = join_all(racing).await;
+    let passed = answers
+        .iter()
+        .filter(|r| r.status() == StatusCode::OK)
+        .count();
+    assert_eq!(passed, 20, "one refill of 20, however many instances race");
+    assert_eq!(get(&apps[0], &counter).await, Some(0));
+    let ttl = raw(&ops, "TTL", vec![counter])
+        .await
+        .unwrap()
+        .as_i64()
+        .unwrap();
+    let day_left = Per::Day.window(keyward::store::now()).ends_in as i64;
+    assert!(
+        ttl > 0 && ttl <= day_left + 120,
+        "the interval's balance expires after it: {ttl}"
+    );
+}
