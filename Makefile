@@ -51,7 +51,8 @@ PERF_DATA := target/load-profile.perf.data
 profile:
 	bash redis/local.sh install wrk perf
 	RUSTFLAGS="-C force-frame-pointers=yes" CARGO_TARGET_DIR=target/profile \
-		KEYWARD_BENCH_PROFILE=1 cargo bench --locked --bench load
+		KEYWARD_BENCH_PROFILE=1 KEYWARD_BENCH_SCENARIO=$${KEYWARD_BENCH_SCENARIO:-warm} \
+		cargo bench --locked --bench load
 	@for args in "--no-children --percent-limit 1" "--no-children --sort dso --percent-limit 1" \
 		"--children --percent-limit 5"; do \
 		echo "perf report $$args"; \

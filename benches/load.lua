@@ -30,6 +30,8 @@ function init(args)
     "usage: -- KEYS_FILE validate|auth|once THREADS")
   local keys = {}
   for line in io.lines(file) do
+    -- Keys are pasted into JSON bodies and headers as they are.
+    assert(not line:find("[^%w._-]"), "a key holds characters outside [A-Za-z0-9._-]")
     if line ~= "" then keys[#keys + 1] = line end
   end
   local json = { ["Content-Type"] = "application/json" }

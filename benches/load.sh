@@ -6,16 +6,23 @@
 #
 #   benches/load.sh BENCH_BINARY
 #
-# The binary gets KEYWARD_BENCH_DIR (the temp dir), KEYWARD_BENCH_REDIS_URL
-# and KEYWARD_BENCH_ADMIN_REDIS_URL (the validator's and the manager's), and
-# KEYWARD_BENCH_REDIS_PORTS and _PIDS (for benches/measure.sh). With
+# The binary gets KEYWARD_BENCH_DIR (the temp dir), KEYWARD_BENCH_REDIS_PORTS
+# and _PIDS (for benches/measure.sh), and the environment of the keyward it
+# starts: the caller's KEYWARD_* settings (reported as overrides), then the
+# Redis URLs (the validator's and the manager's), a random admin token, warn
+# logs and, for the restart scenario, a pepper file. With
 # KEYWARD_BENCH_BASE=DIR (benches/compare.sh), the Redis users come from
-# DIR/redis/users.acl.
+# DIR/redis/users.acl. keyward's log ends up in the temp dir; its last lines
+# are printed at the end.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bench="$1" cluster="${KEYWARD_BENCH_CLUSTER:-0}"
 dir="$(mktemp -d "${TMPDIR:-/tmp}/keyward-load.XXXXXXXX")"
 stop() {
+  if [[ -s "$dir/keyward.log" ]]; then
+    echo "keyward logged at warn or above; last lines:"
+    tail -n 20 "$dir/keyward.log"
+  fi
   if [[ "$cluster" == 1 ]]; then
     bash redis/local.sh cluster-stop "$dir/cluster" 2>/dev/null
   else
@@ -51,8 +58,24 @@ fi
 echo "keyward load benchmark ($({ wrk -v 2>&1 || true; } | head -n 1 | cut -d' ' -f1-2), benches/load.lua)"
 echo "  machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
 echo "  Redis: $redis, pids $pids"
+
+# What the bench sets itself replaces the caller's value; secret files would
+# clash with the secrets set here.
+own='^KEYWARD_(LISTEN|REDIS_URL|ADMIN_REDIS_URL|ADMIN_TOKEN|LOG|.*_FILE)$'
+for var in $(compgen -e | grep -E "$own"); do unset "$var"; done
+overrides="$(for var in $(compgen -e | grep '^KEYWARD_' | grep -v '^KEYWARD_BENCH_' | sort); do
+  printf ' %s=%s' "$var" "${!var}"
+done)"
+if [[ -n "$overrides" ]]; then
+  echo "  keyward configuration: NOT the defaults:$overrides"
+else
+  echo "  keyward configuration: defaults (no KEYWARD_* overrides inherited)"
+fi
 # shellcheck disable=SC2059 # the URL is the format
-KEYWARD_BENCH_DIR="$dir" KEYWARD_BENCH_REDIS_PORTS="$ports" KEYWARD_BENCH_REDIS_PIDS="$pids" \
-  KEYWARD_BENCH_REDIS_URL="$(printf "$url" "validator:$vpw")" \
-  KEYWARD_BENCH_ADMIN_REDIS_URL="$(printf "$url" "manager:$mpw")" \
-  "$bench"
+KEYWARD_REDIS_URL="$(printf "$url" "validator:$vpw")" KEYWARD_ADMIN_REDIS_URL="$(printf "$url" "manager:$mpw")"
+export KEYWARD_REDIS_URL KEYWARD_ADMIN_REDIS_URL KEYWARD_ADMIN_TOKEN="$(pw)" KEYWARD_LOG=warn
+if [[ "${KEYWARD_BENCH_SCENARIO:-}" == restart ]]; then
+  (umask 077 && echo "$(pw)$(pw)" >"$dir/pepper")
+  export KEYWARD_VERIFY_PEPPER_FILE="$dir/pepper"
+fi
+KEYWARD_BENCH_DIR="$dir" KEYWARD_BENCH_REDIS_PORTS="$ports" KEYWARD_BENCH_REDIS_PIDS="$pids" "$bench"

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # benches/measure.sh ADDR KEYWARD_PID RUN...: for benches/load.rs, one wrk per
 # RUN ("MODE KEYS_FILE CONNECTIONS SECONDS", as benches/load.lua takes them),
-# all at once, and what they cost. Prints each run's figures (load.lua's JSON
-# line); for a cluster, a line per node (role, CPU and commands per
-# validation, which audit streams of KEYWARD_BENCH_STREAMS it holds) and the
-# busiest master's; last, a JSON line: CPU seconds of keyward, Redis (every
+# all at once, and what they cost. Prints, for a cluster, a line per node
+# (role, CPU and commands per validation, which audit streams of
+# KEYWARD_BENCH_STREAMS it holds) and the busiest master's; last, a JSON line:
+# each run's figures (load.lua's JSON), CPU seconds of keyward, Redis (every
 # pid of KEYWARD_BENCH_REDIS_PIDS), wrk and the rest of the machine, wall
 # seconds, keyward's peak RSS in KiB. With KEYWARD_BENCH_PROFILE=1, perf
 # records keyward while wrk runs.
@@ -33,6 +33,7 @@ counts() {
   done
 }
 
+sleep 0.5 # what ran before settles
 # Resets VmHWM, so that it is this run's peak (Linux >= 4.0).
 echo 5 2>/dev/null >"/proc/$kw/clear_refs" && hwm="" || hwm=null
 before="$(counts)" start="$(date +%s%N)"
@@ -49,11 +50,11 @@ wrk_ticks="$(
   awk '{ print $16 + $17 }' "/proc/$BASHPID/stat"
 )"
 wall="$(($(date +%s%N) - start))" after="$(counts)"
-requests=0
+requests=0 runs=""
 for ((i = 1; i <= $#; i++)); do
   figures="$(tail -n 1 "$out.$i")"
   [[ "$figures" == "{"* ]] || { cat "$out.$i" >&2; exit 1; }
-  echo "$figures"
+  runs+="${runs:+,}$figures"
   requests=$((requests + $(sed 's/.*"requests":\([0-9]*\).*/\1/' <<<"$figures")))
 done
 nodes=""
@@ -68,7 +69,7 @@ done
 [[ -n "$hwm" ]] || hwm="$(awk '/^VmHWM:/ { print $2 }' "/proc/$kw/status")"
 
 paste <(echo "$before") <(echo "$after") | awk -v hz="$(getconf CLK_TCK)" -v wall="$wall" \
-  -v wrk="$wrk_ticks" -v n="${#pids[@]}" -v hwm="$hwm" -v per="$requests" -v nodes="$nodes" '
+  -v wrk="$wrk_ticks" -v n="${#pids[@]}" -v hwm="$hwm" -v per="$requests" -v nodes="$nodes" -v runs="$runs" '
   { d[NR] = $2 - $1 }
   END {
     wall /= 1e9; wrk /= hz; kw = d[1] / hz; per = per > 0 ? per : 1
@@ -84,6 +85,6 @@ paste <(echo "$before") <(echo "$after") | awk -v hz="$(getconf CLK_TCK)" -v wal
     }
     if (top > 0) printf "    busiest master %d: %.0f%% of a core at %.0f validations/s, so a core at ~%.0f/s\n",
       port, top * 100 / wall, per / wall, per / top
-    printf "{\"cpu\":[%f,%f,%f,%f],\"wall\":%f,\"rss_kib\":%s}\n", kw, rd, wrk,
-      (other > 0 ? other : 0), wall, hwm
+    printf "{\"runs\":[%s],\"cpu\":[%f,%f,%f,%f],\"wall\":%f,\"rss_kib\":%s}\n", runs, kw, rd,
+      wrk, (other > 0 ? other : 0), wall, hwm
   }'

@@ -109,6 +109,25 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// For counts that may be absent or `null`: JSON Schema's integers include
+/// `5.0`, so a whole number written with a fraction is the integer it is.
+fn whole<'de, D>(d: D) -> std::result::Result<Option<u64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Option::<serde_json::Number>::deserialize(d)?
+        .map(|n| crate::plan::count(&n).ok_or_else(|| crate::plan::not_a_count(&n)))
+        .transpose()
+}
+
+/// [`whole`] for a field where absent is `None` and `null` is `Some(None)`.
+fn nullable_whole<'de, D>(d: D) -> std::result::Result<Option<Option<u64>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    whole(d).map(Some)
+}
+
 fn parse<T>(r: std::result::Result<T, crate::key::KeyError>) -> Result<T> {
     r.map_err(|e| Error::InvalidRequest(e.to_string()))
 }
@@ -151,6 +170,7 @@ pub struct MintIn {
     #[schema(schema_with = mint_expires_at)]
     pub expires_at: Option<f64>,
     /// Validations per minute; `null` or absent: the deployment's default.
+    #[serde(default, deserialize_with = "whole")]
     #[validate(range(min = 1, max = MAX_RATE_LIMIT))]
     #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub rate_limit_per_minute: Option<u64>,
@@ -228,7 +248,7 @@ pub struct UpdateIn {
     #[schema(schema_with = update_expires_at)]
     pub expires_at: Option<Option<f64>>,
     /// `null`: back to the deployment's default.
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "nullable_whole")]
     #[validate(range(min = 1, max = MAX_RATE_LIMIT))]
     #[schema(value_type = Option<u64>, minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub rate_limit_per_minute: Option<Option<u64>>,
@@ -256,6 +276,7 @@ pub struct RotateIn {
     pub key_id: String,
     /// How long the previous secret keeps working, in seconds (default a
     /// day, at most a week; `0` ends it now).
+    #[serde(default, deserialize_with = "whole")]
     #[validate(range(max = 604_800))]
     #[schema(minimum = 0, maximum = 604_800)]
     pub grace_seconds: Option<u64>,

@@ -51,7 +51,8 @@ pub const ADMIN_TOKEN: &str = "admin_token";
             Every error has the body `{\"error\": {\"code\", \"message\"}}`; every response \
             carries `X-Request-Id` (the caller's, or a new one). A path that exists answers \
             other methods with `405 method_not_allowed`, and an unknown path is \
-            `404 not_found`. Integers are written without a fraction (`1`, not `1.0`).",
+            `404 not_found`. keyward writes integers without a fraction (`1`, not `1.0`), and \
+            takes them so in query strings; in JSON request bodies either spelling is taken.",
         license(name = "MIT OR Apache-2.0"),
     ),
     components(responses(

@@ -38,6 +38,7 @@ pub enum Per {
 #[serde(deny_unknown_fields)]
 pub struct Limit {
     pub per: Per,
+    #[serde(deserialize_with = "whole")]
     #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub limit: u64,
 }
@@ -65,6 +66,7 @@ impl Interval {
 #[serde(deny_unknown_fields)]
 pub struct Refill {
     pub interval: Interval,
+    #[serde(deserialize_with = "whole")]
     #[schema(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub amount: u64,
 }
@@ -74,6 +76,7 @@ pub struct Refill {
 #[serde(deny_unknown_fields)]
 pub struct Credits {
     /// Credits left now (in this refill interval).
+    #[serde(deserialize_with = "whole")]
     #[schema(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub remaining: u64,
     /// `null`: no refill.
@@ -185,6 +188,32 @@ impl Per {
             }
         }
     }
+}
+
+/// A JSON number as a count: an integer of 0 or more, also when written
+/// with a zero fraction (`5.0`: JSON Schema's integers include it).
+pub fn count(n: &serde_json::Number) -> Option<u64> {
+    match (n.as_u64(), n.as_f64()) {
+        (Some(u), _) => Some(u),
+        // Below 2^64, so the conversion is exact.
+        (None, Some(f)) if f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&f) => {
+            Some(f as u64)
+        }
+        _ => None,
+    }
+}
+
+pub fn not_a_count<E: serde::de::Error>(n: &serde_json::Number) -> E {
+    E::invalid_value(
+        serde::de::Unexpected::Other(&n.to_string()),
+        &"a whole number, 0 or more",
+    )
+}
+
+/// Deserializes a required count (see [`count`]).
+pub fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    count(&n).ok_or_else(|| not_a_count(&n))
 }
 
 pub fn valid_limits(limits: &[Limit]) -> Result<(), ValidationError> {

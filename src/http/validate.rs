@@ -32,7 +32,7 @@ pub struct ValidateIn {
     pub client_ip: Option<IpAddr>,
     /// What the request weighs: each of the key's windows and its credits
     /// are spent by it (default 1; 0 checks everything and spends nothing).
-    #[serde(default = "one")]
+    #[serde(default = "one", deserialize_with = "crate::plan::whole")]
     #[validate(range(max = 1_000_000))]
     #[schema(minimum = 0, maximum = 1_000_000, default = 1)]
     pub cost: u64,

@@ -123,7 +123,7 @@ async fn settle(
     owed: Owed,
 ) -> Option<FredError> {
     let (added, expiry) = futures::join!(
-        OptionFuture::from((owed.add != 0).then(|| async {
+        OptionFuture::from((owed.add != 0).then_some(async {
             match owed.add {
                 back if back < 0 => client.decr_by::<Value, _>(&counter, -back).await,
                 add => client.incr_by::<Value, _>(&counter, add).await,

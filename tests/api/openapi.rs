@@ -290,15 +290,18 @@ fn the_documents_patterns_and_bounds_are_the_validators() {
     assert!(!at(floor) && at(now + 3600.0));
 }
 
-/// schemathesis over every operation, with fixed seeds and a bounded
-/// number of examples per operation. `tests/openapi/schemathesis.toml` sets
-/// the phases and the admin token (per security scheme); this test adds two
+/// schemathesis over every operation, with every check (schema-valid data
+/// accepted, schema-invalid data refused, undeclared methods, ...), fixed
+/// seeds and a bounded number of examples per operation.
+/// `tests/openapi/schemathesis.toml` sets the phases, the admin token (per
+/// security scheme) and that `/v1/auth` takes every method; this test adds two
 /// live keys minted for the run, so that validation's success answers are
 /// checked too: one for `/v1/auth` (scoped, with metadata, a non-ASCII owner
 /// and a low rate limit, so 200, 403 and 429 all happen) and one that
 /// `validate-key` bodies use half of the time. `tests/openapi/hooks.py`
 /// adds two checks: the headers are exactly the documented ones, and the
-/// run reached the answers that matter. The first seed runs every phase;
+/// run reached the answers that matter; and it moves expiry times on as the
+/// run goes, since "in the future" moves too. The first seed runs every phase;
 /// the others only the seeded ones (fuzzing and stateful chains), with fewer
 /// examples and without the reached-answers check, for breadth at a small
 /// cost; the last two with operator tokens, an owner's and a viewer's of the
@@ -397,12 +400,7 @@ async fn schemathesis_finds_nothing_against_a_live_keyward() {
                 .args(["--seed", seed])
                 .args(&args)
                 .args(["--workers", "1", "--no-color"])
-                .args([
-                    "--checks",
-                    "not_a_server_error,status_code_conformance,content_type_conformance,\
-                     response_schema_conformance,response_headers_conformance,\
-                     keyward_headers,keyward_reached",
-                ])
+                .args(["--checks", "all"])
                 .args(["--report", "junit", "--report-dir"])
                 .arg(report)
                 .args(extra.split_whitespace())
@@ -421,5 +419,28 @@ async fn schemathesis_finds_nothing_against_a_live_keyward() {
             "schemathesis --seed {seed}: {}",
             text(&out)
         );
+    }
+}
+
+#[test]
+fn integers_written_with_a_zero_fraction_are_integers() {
+    // JSON Schema's integers include `5.0`; so do the validators'.
+    let counts = |n: Value| {
+        let mint = json!({"project_id": "p", "owner": "o", "server_name": "s", "rate_limit_per_minute": n});
+        let rotate = json!({"project_id": "p", "key_id": "k_3xAmPlE0key1", "grace_seconds": n});
+        let update =
+            json!({"project_id": "p", "key_id": "k_3xAmPlE0key1", "rate_limit_per_minute": n});
+        let mint =
+            serde_json::from_value::<keyward::admin::MintIn>(mint).map(|m| m.rate_limit_per_minute);
+        let rotate =
+            serde_json::from_value::<keyward::admin::RotateIn>(rotate).map(|r| r.grace_seconds);
+        let update = serde_json::from_value::<keyward::admin::UpdateIn>(update);
+        let update = update.map(|u| u.rate_limit_per_minute.flatten());
+        [mint.ok(), rotate.ok(), update.ok()]
+    };
+    assert_eq!(counts(json!(5.0)), [Some(Some(5)); 3]);
+    assert_eq!(counts(json!(5)), [Some(Some(5)); 3]);
+    for refused in [json!(5.5), json!(-1), json!(-1.0), json!("5"), json!(1e20)] {
+        assert_eq!(counts(refused.clone()), [None; 3], "{refused}");
     }
 }
