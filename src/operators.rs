@@ -3,6 +3,7 @@
 //! and return. Only owners reach them (see `access`).
 
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
 use utoipa::openapi::Schema;
 use utoipa::{IntoParams, ToSchema};
 use validator::{Validate, ValidationError};
@@ -36,6 +37,32 @@ fn valid_projects(projects: &[String]) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// `valid_projects` as a schema: `["*"]`, or 1 to 64 project ids.
+fn projects_schema() -> Schema {
+    let ids = ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[A-Za-z0-9_-]{1,64}$")),
+        )
+        .min_items(Some(1))
+        .max_items(Some(MAX_PROJECTS));
+    let all = ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some([ALL_PROJECTS])),
+        )
+        .min_items(Some(1))
+        .max_items(Some(1));
+    OneOfBuilder::new()
+        .item(ids)
+        .item(all)
+        .description(Some("1 to 64 project ids, or `[\"*\"]`: every project"))
+        .examples([serde_json::json!(["alpha"])])
+        .into()
+}
+
 fn operator_expires_at() -> Schema {
     expires_at_schema("Unix seconds, in the future; `null` or absent: never expires.")
 }
@@ -51,7 +78,7 @@ pub struct OperatorIn {
     pub role: Role,
     /// The projects it covers: 1 to 64 project ids, or `["*"]` (every one).
     #[validate(custom(function = "valid_projects"))]
-    #[schema(min_items = 1, max_items = 64, example = json!(["alpha"]))]
+    #[schema(schema_with = projects_schema)]
     pub projects: Vec<String>,
     #[validate(custom(function = "in_future"))]
     #[schema(schema_with = operator_expires_at)]

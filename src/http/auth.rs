@@ -128,7 +128,7 @@ fn origin<'a>(headers: &'a HeaderMap, method: &'a Method, uri: &'a Uri) -> Origi
     operation_id = "forward_auth",
     params(
         ("X-Keyward-Required-Scopes" = Option<String>, Header, pattern = "^(?:[ \\t,]*(?:[A-Za-z0-9_.:/*-]{1,128}(?:[ \\t]*,[ \\t,]*[A-Za-z0-9_.:/*-]{1,128}){0,63}[ \\t,]*)?|.*[^\\t\\x20-\\x7E].*)$", description = "Scopes the route requires, comma-separated (spaces around items and empty items are ignored; at most 64 scopes of 1 to 128 characters of `[A-Za-z0-9_.:/*-]`, else 422); every one must be granted. A value with a byte outside visible ASCII is ignored, as if absent"),
-        ("X-Keyward-Cost" = Option<String>, Header, pattern = "^(?:[0-9]{1,6}|1000000)$", description = "What the request weighs, 0 to 1000000 (default 1): each of the key's windows and its credits are spent by it; 0 checks everything and spends nothing"),
+        ("X-Keyward-Cost" = Option<String>, Header, nullable = false, pattern = "^(?:[0-9]{1,6}|1000000)$", description = "What the request weighs, 0 to 1000000 (default 1): each of the key's windows and its credits are spent by it; 0 checks everything and spends nothing"),
         ("X-Forwarded-Method" = Option<String>, Header, description = "The original request's method, for the audit entry (Traefik, Caddy)"),
         ("X-Forwarded-Uri" = Option<String>, Header, description = "The original request's URI; its path is audited (Traefik, Caddy)"),
         ("X-Original-Method" = Option<String>, Header, description = "The original request's method (nginx recipe)"),
