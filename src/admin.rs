@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::hash::Hasher;
 use crate::key::{ApiKey, KeyId, ProjectId, Secret};
 use crate::net::{cidr, valid_cidrs, NetworkDoc};
+use crate::plan::{valid_credits, valid_limits, Credits, CreditsDoc, Limit};
 use crate::scope::{valid_scopes, ScopeDoc};
 use crate::store::{now, KeyDoc, KeyMeta, ProjectDoc, Store};
 
@@ -76,6 +77,10 @@ fn update_expires_at() -> Schema {
 /// The largest rate limit, the document's `int64` maximum: Redis counts
 /// with signed 64-bit integers, so no larger limit could ever be reached.
 const MAX_RATE_LIMIT: u64 = i64::MAX as u64;
+
+/// A refill interval's balance counter outlives its interval by this much
+/// (for clocks a little behind), then expires.
+const CREDITS_MARGIN_SECS: u64 = 120;
 
 /// The longest grace period a rotation may give the previous secret: a week.
 pub const MAX_GRACE_SECONDS: u64 = 604_800;
@@ -164,6 +169,15 @@ pub struct MintIn {
     #[validate(custom(function = "valid_cidrs"))]
     #[schema(value_type = Option<Vec<NetworkDoc>>, min_items = 1, max_items = 64, example = json!(["10.0.0.0/8"]))]
     pub allowed_cidrs: Option<Vec<String>>,
+    /// Windows, each counted apart from `rate_limit_per_minute`'s; at most 8
+    /// (default none).
+    #[serde(default)]
+    #[validate(custom(function = "valid_limits"))]
+    #[schema(max_items = 8, example = json!([{"per": "second", "limit": 10}, {"per": "day", "limit": 50000}]))]
+    pub limits: Vec<Limit>,
+    /// Prepaid credits; `null` or absent: unlimited.
+    #[validate(custom(function = "valid_credits"))]
+    pub credits: Option<Credits>,
 }
 
 /// `201` from `POST /v1/mint-key`.
@@ -242,6 +256,19 @@ pub struct UpdateIn {
     #[validate(custom(function = "valid_cidrs"))]
     #[schema(value_type = Option<Vec<NetworkDoc>>, min_items = 1, max_items = 64)]
     pub allowed_cidrs: Option<Option<Vec<String>>>,
+    /// Replaces the key's windows (at most 8; each counted apart from
+    /// `rate_limit_per_minute`'s); `[]` or `null` removes them.
+    #[serde(default, deserialize_with = "nullable")]
+    #[validate(custom(function = "valid_limits"))]
+    #[schema(value_type = Option<Vec<Limit>>, max_items = 8)]
+    pub limits: Option<Option<Vec<Limit>>>,
+    /// Sets the key's credits outright: `remaining` becomes the balance of
+    /// the current refill interval (or for good, without a refill); `null`:
+    /// unlimited.
+    #[serde(default, deserialize_with = "nullable")]
+    #[validate(custom(function = "valid_credits"))]
+    #[schema(value_type = Option<Credits>)]
+    pub credits: Option<Option<Credits>>,
 }
 
 /// `POST /v1/rotate-key`.
@@ -306,6 +333,12 @@ pub struct KeyOut {
     pub rate_limit_per_minute: Option<u64>,
     pub scopes: Vec<String>,
     pub allowed_cidrs: Option<Vec<String>>,
+    /// Windows, each counted apart from `rate_limit_per_minute`'s.
+    #[schema(max_items = 8)]
+    pub limits: Vec<Limit>,
+    /// `null`: unlimited. `remaining` is the balance now, in the current
+    /// refill interval (its full `amount` until the interval's first use).
+    pub credits: Option<Credits>,
     /// While a rotation's grace period lasts, when the previous secret stops
     /// working; otherwise `null`.
     pub previous_expires_at: Option<f64>,
@@ -479,9 +512,17 @@ pub async fn mint(store: &Store, hasher: &Hasher, input: MintIn) -> Result<MintO
             rate_limit_per_minute: input.rate_limit_per_minute,
             scopes: input.scopes.clone(),
             allowed_cidrs: allowed_cidrs.clone(),
+            limits: input.limits.clone(),
+            credits: input.credits.map(|c| CreditsDoc { refill: c.refill }),
             ..KeyDoc::default()
         };
         if store.insert_key(&project, &doc).await? {
+            // After the document: a key id that turned out to be taken
+            // never has its balance overwritten. Until it is written the
+            // key is known to no one (its secret is not shown yet).
+            if let Some(credits) = &input.credits {
+                set_balance(store, &project, &key.key_id, credits).await?;
+            }
             tracing::info!(project_id = %project, key_id = %key.key_id, "key minted");
             return Ok(MintOut {
                 api_key: key.expose(),
@@ -524,10 +565,40 @@ pub async fn get_key(store: &Store, input: KeyRef) -> Result<KeyOut> {
     Ok(key_out(load(store, &project, &key_id).await?))
 }
 
+/// Writes `credits.remaining` as the balance of the current period (`SET`):
+/// for credits that refill, the current interval's counter, expiring a
+/// little after the interval ends; without a refill, `once`, for good.
+async fn set_balance(
+    store: &Store,
+    project: &ProjectId,
+    key_id: &KeyId,
+    credits: &Credits,
+) -> Result<()> {
+    let doc = CreditsDoc {
+        refill: credits.refill,
+    };
+    let (period, ends_in) = doc.period(now());
+    let ttl = ends_in.map(|s| s + CREDITS_MARGIN_SECS);
+    store
+        .set_credits(project, key_id, &period, credits.remaining, ttl)
+        .await
+}
+
 /// Changes the named properties of a key; never its secret, `created_at`,
-/// usage or `disabled`. Every field is set in one atomic write.
+/// usage or `disabled`. Every field of the document is set in one atomic
+/// write; new credits' balance is written just before it (once the key is
+/// known to exist), so no validation in between finds the new period's
+/// counter missing.
 pub async fn update(store: &Store, input: UpdateIn) -> Result<KeyOut> {
     let (project, key_id) = key_ref(&input.project_id, &input.key_id)?;
+    if let Some(Some(credits)) = &input.credits {
+        load(store, &project, &key_id).await?;
+        set_balance(store, &project, &key_id, credits).await?;
+    }
+    let limits = input.limits.map(Option::unwrap_or_default);
+    let credits = input
+        .credits
+        .map(|c| c.map(|c| CreditsDoc { refill: c.refill }));
     let fields: Vec<(&str, serde_json::Value)> = [
         ("owner", to_json(input.owner.map(Some))),
         ("server_name", to_json(input.server_name.map(Some))),
@@ -539,6 +610,8 @@ pub async fn update(store: &Store, input: UpdateIn) -> Result<KeyOut> {
         ),
         ("scopes", to_json(input.scopes.map(Some))),
         ("allowed_cidrs", to_json(input.allowed_cidrs.map(canonical))),
+        ("limits", to_json(limits)),
+        ("credits", to_json(credits)),
         ("updated_at", Some(json!(now()))),
     ]
     .into_iter()
@@ -615,7 +688,18 @@ pub async fn list(store: &Store, query: ListQuery) -> Result<ListOut> {
 
 fn key_out((doc, meta): (KeyDoc, KeyMeta)) -> KeyOut {
     let previous_expires_at = doc.previous_hash(now()).and(doc.previous_expires_at);
+    // A refill interval no validation has started yet holds its full
+    // amount; credits without refill have no balance until one is written.
+    let credits = doc.credits.map(|c| Credits {
+        remaining: match meta.credits {
+            Some(balance) => balance.max(0) as u64,
+            None => c.refill.map_or(0, |r| r.amount),
+        },
+        refill: c.refill,
+    });
     KeyOut {
+        limits: doc.limits,
+        credits,
         rate_limit_per_minute: doc.rate_limit_per_minute,
         scopes: doc.scopes,
         allowed_cidrs: doc.allowed_cidrs,

@@ -14,12 +14,12 @@ use fred::prelude::{
     HashesInterface, KeysInterface, Pool, RedisJsonInterface, SetsInterface, SortedSetsInterface,
     Value,
 };
-use fred::types::{ClusterHash, SetOptions};
+use fred::types::{ClusterHash, Expiration, SetOptions};
 use fred::util::redis_keyslot;
 use std::collections::HashMap;
 
 use super::{data_error, is_noperm, is_wrongtype, key_doc, names, report_unreadable};
-use super::{get_doc, send, unavailable, zrange_after, Store};
+use super::{get_doc, now, send, unavailable, zrange_after, Store};
 use super::{KeyDoc, KeyMeta, KeyPage, ProjectDoc};
 use crate::error::{Error, Result};
 use crate::key::{KeyId, ProjectId};
@@ -62,7 +62,15 @@ fn meta_from(fields: Vec<Option<String>>) -> KeyMeta {
     KeyMeta {
         usage_count: field(0).and_then(|v| v.parse().ok()).unwrap_or(0),
         last_used: field(1).and_then(|v| v.parse().ok()),
+        credits: None,
     }
+}
+
+/// A credit counter's answer to `INCRBY` or `GET` that is not a number:
+/// logged, and read as no credits.
+fn unreadable_balance(redis_key: &str) -> Error {
+    report_unreadable(redis_key, "a credit balance is not an integer");
+    Error::Unreadable
 }
 
 /// Queues a key's document and its usage (`apimeta`) on `pipe`: what
@@ -284,7 +292,87 @@ impl Store {
         let Some(raw) = raw else { return Ok(None) };
         let doc = key_doc(&doc_key, &raw).ok_or(Error::Unreadable)?;
         let meta = meta.map_err(unavailable)?.convert().unwrap_or_default();
-        Ok(Some((doc, meta_from(meta))))
+        let mut key = [(doc, meta_from(meta))];
+        self.read_credits(admin, project, &[key_id.as_str()], &mut key)
+            .await?;
+        let [key] = key;
+        Ok(Some(key))
+    }
+
+    /// Reads the current period's credit balance of those of `keys` (whose
+    /// ids are `ids`) that have credits into their `KeyMeta`, in one round
+    /// trip; none when no key has credits (the period is the document's, so
+    /// this cannot ride with the document's read). A balance that is not a
+    /// number is logged and read as 0.
+    async fn read_credits(
+        &self,
+        admin: &Pool,
+        project: &ProjectId,
+        ids: &[&str],
+        keys: &mut [(KeyDoc, KeyMeta)],
+    ) -> Result<()> {
+        let at = now();
+        let wanted: Vec<(usize, String)> = keys
+            .iter()
+            .zip(ids)
+            .enumerate()
+            .filter_map(|(i, ((doc, _), id))| {
+                let (period, _) = doc.credits?.period(at);
+                Some((i, names::credits(project.as_str(), id, &period)))
+            })
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let pipe = admin.next().pipeline();
+        for (_, key) in &wanted {
+            let () = pipe.get(key).await.map_err(unavailable)?;
+        }
+        let results = send(pipe, wanted.len()).await?;
+        for ((i, key), result) in wanted.iter().zip(results) {
+            let balance = match result {
+                Ok(Value::Null) => None,
+                Ok(value) => match value.convert::<i64>() {
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        let _ = unreadable_balance(key);
+                        Some(0)
+                    }
+                },
+                Err(e) if is_wrongtype(&e) => {
+                    let _ = unreadable_balance(key);
+                    Some(0)
+                }
+                Err(e) => return Err(unavailable(e)),
+            };
+            keys[*i].1.credits = balance;
+        }
+        Ok(())
+    }
+
+    /// Sets a key's credit balance for `period` (`SET`), expiring in `ttl`
+    /// seconds, or never (any expiry it had is cleared).
+    pub async fn set_credits(
+        &self,
+        project: &ProjectId,
+        key_id: &KeyId,
+        period: &str,
+        balance: u64,
+        ttl: Option<u64>,
+    ) -> Result<()> {
+        let admin = self.admin()?;
+        let key = names::credits(project.as_str(), key_id.as_str(), period);
+        let balance = i64::try_from(balance)
+            .map_err(|_| Error::InvalidRequest("credits above 9223372036854775807".into()))?;
+        let expire = ttl.map(|s| Expiration::EX(i64::try_from(s).unwrap_or(i64::MAX)));
+        let client = admin.next();
+        let connections = client.connection_ids();
+        let () = client
+            .set(&key, balance, expire, None, false)
+            .await
+            .map_err(unavailable)?;
+        self.wait_for_replicas(client, connections, &key).await;
+        Ok(())
     }
 
     /// Sets `fields` (name, JSON value) of an existing key document in one
@@ -364,6 +452,7 @@ impl Store {
         }
         let results = send(pipe, 2 * ids.len()).await?;
         let mut keys = Vec::with_capacity(ids.len());
+        let mut listed = Vec::with_capacity(ids.len());
         for (id, pair) in ids.iter().zip(results.chunks(2)) {
             let [doc, meta] = pair else { break };
             let doc_key = names::apikey(project.as_str(), id);
@@ -390,7 +479,10 @@ impl Store {
                 .convert()
                 .unwrap_or_default();
             keys.push((doc, meta_from(meta)));
+            listed.push(id.as_str());
         }
+        self.read_credits(admin, project, &listed, &mut keys)
+            .await?;
         Ok(KeyPage { keys, next })
     }
 
