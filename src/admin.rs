@@ -1,5 +1,6 @@
 //! Admin operations: create, read and list projects; mint, inspect,
-//! update, rotate, revoke and list keys.
+//! update, rotate, revoke and list keys, and add to (or take from) a key's
+//! credits.
 //!
 //! Plain async functions over the store and the hasher, and the wire types
 //! they take and return (validated by `validator` at the HTTP edge). This is
@@ -10,7 +11,7 @@ use rand::TryRngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::openapi::schema::{KnownFormat, SchemaFormat, SchemaType};
-use utoipa::openapi::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::{ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::{IntoParams, ToSchema};
 use validator::{Validate, ValidationError};
 
@@ -19,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::hash::Hasher;
 use crate::key::{ApiKey, KeyId, ProjectId, Secret};
 use crate::net::{cidr, valid_cidrs, NetworkDoc};
-use crate::plan::{valid_credits, valid_limits, Credits, CreditsDoc, Limit};
+use crate::plan::{valid_credits, valid_limits, Credits, CreditsDoc, Limit, MAX_AMOUNT};
 use crate::scope::{valid_scopes, ScopeDoc};
 use crate::store::{now, KeyDoc, KeyMeta, ProjectDoc, Store};
 
@@ -81,6 +82,34 @@ const MAX_RATE_LIMIT: u64 = i64::MAX as u64;
 /// A refill interval's balance counter outlives its interval by this much
 /// (for clocks a little behind), then expires.
 const CREDITS_MARGIN_SECS: u64 = 120;
+
+/// add-credits' `amount`: a non-zero integer of at most
+/// 9223372036854775807 either way.
+fn amount_schema() -> Schema {
+    let range = |min: i64, max: i64| {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+            .minimum(Some(min))
+            .maximum(Some(max))
+    };
+    OneOfBuilder::new()
+        .item(range(-(MAX_AMOUNT as i64), -1))
+        .item(range(1, MAX_AMOUNT as i64))
+        .description(Some(
+            "Credits to add (negative: to take away); not 0, at most 9223372036854775807 either way.",
+        ))
+        .into()
+}
+
+fn non_zero(amount: i64) -> Result<(), ValidationError> {
+    match amount {
+        0 => Err(ValidationError::new("amount").with_message("must not be 0".into())),
+        i64::MIN => Err(ValidationError::new("amount")
+            .with_message("must be at least -9223372036854775807".into())),
+        _ => Ok(()),
+    }
+}
 
 /// The longest grace period a rotation may give the previous secret: a week.
 pub const MAX_GRACE_SECONDS: u64 = 604_800;
@@ -271,6 +300,30 @@ pub struct UpdateIn {
     pub credits: Option<Option<Credits>>,
 }
 
+/// `POST /v1/add-credits`.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddCreditsIn {
+    #[validate(custom(function = "project_id"))]
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "alpha")]
+    pub project_id: String,
+    #[validate(custom(function = "key_id"))]
+    #[schema(pattern = "^k_[A-Za-z0-9]{7,254}$", example = "k_3xAmPlE0key1")]
+    pub key_id: String,
+    #[validate(custom(function = "non_zero"))]
+    #[schema(schema_with = amount_schema)]
+    pub amount: i64,
+}
+
+/// `200` from `POST /v1/add-credits`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AddCreditsOut {
+    /// The balance of the current refill interval (or for good, without a
+    /// refill) after the change.
+    #[schema(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
+    pub remaining: u64,
+}
+
 /// `POST /v1/rotate-key`.
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -391,7 +444,7 @@ macro_rules! key_target {
     )*};
 }
 
-key_target!(KeyRef, UpdateIn, RotateIn);
+key_target!(KeyRef, UpdateIn, RotateIn, AddCreditsIn);
 
 /// `GET /v1/admin/projects/{project_id}`'s path.
 #[derive(Debug, Deserialize)]
@@ -666,6 +719,44 @@ pub async fn rotate(store: &Store, hasher: &Hasher, input: RotateIn) -> Result<R
         project_id: key.project_id.to_string(),
         key_id: key.key_id.to_string(),
         previous_expires_at,
+    })
+}
+
+/// Adds `amount` to the key's balance (a negative amount takes credits
+/// away), for credits that refill in the current interval (started with
+/// the refill amount if no validation started it yet, exactly as the first
+/// validation would). A balance never goes below 0 through here: a change
+/// that would take it there is taken back (`422`); a validation meanwhile
+/// may see the lowered balance and be refused.
+pub async fn add_credits(store: &Store, input: AddCreditsIn) -> Result<AddCreditsOut> {
+    let (project, key_id) = key_ref(&input.project_id, &input.key_id)?;
+    let (doc, _) = load(store, &project, &key_id).await?;
+    let Some(credits) = doc.credits else {
+        return Err(Error::InvalidRequest(
+            "the key has no credits (unlimited); set credits with update-key".into(),
+        ));
+    };
+    let (period, ends_in) = credits.period(now());
+    let start = credits
+        .refill
+        .zip(ends_in)
+        .map(|(refill, ends_in)| (refill.amount, ends_in + CREDITS_MARGIN_SECS));
+    let amount = input.amount;
+    let balance = store
+        .add_credits(&project, &key_id, &period, start, amount)
+        .await?;
+    if balance < 0 {
+        store
+            .add_credits(&project, &key_id, &period, None, -amount)
+            .await?;
+        return Err(Error::InvalidRequest(format!(
+            "would leave fewer than 0 credits ({} left)",
+            balance.saturating_sub(amount).max(0)
+        )));
+    }
+    tracing::info!(project_id = %project, key_id = %key_id, amount, "credits added");
+    Ok(AddCreditsOut {
+        remaining: balance as u64,
     })
 }
 

@@ -375,6 +375,56 @@ impl Store {
         Ok(())
     }
 
+    /// Adds `amount` to a key's balance for `period` (`INCRBY`) and answers
+    /// the new balance. With `start` (a refill's amount and the counter's
+    /// expiry), first creates the period's counter with it when it is not
+    /// there yet (`SET NX`), in the same round trip.
+    pub async fn add_credits(
+        &self,
+        project: &ProjectId,
+        key_id: &KeyId,
+        period: &str,
+        start: Option<(u64, u64)>,
+        amount: i64,
+    ) -> Result<i64> {
+        let admin = self.admin()?;
+        let key = names::credits(project.as_str(), key_id.as_str(), period);
+        let client = admin.next();
+        let connections = client.connection_ids();
+        let pipe = client.pipeline();
+        if let Some((balance, ttl)) = start {
+            let balance = i64::try_from(balance).unwrap_or(i64::MAX);
+            let expire = Expiration::EX(i64::try_from(ttl).unwrap_or(i64::MAX));
+            let () = pipe
+                .set(&key, balance, Some(expire), Some(SetOptions::NX), false)
+                .await
+                .map_err(unavailable)?;
+        }
+        let () = pipe.incr_by(&key, amount).await.map_err(unavailable)?;
+        let expected = 1 + usize::from(start.is_some());
+        let mut results = send(pipe, expected).await?;
+        let added = results.pop().unwrap_or(Ok(Value::Null));
+        if let Some(Err(e)) = results.pop() {
+            return Err(unavailable(e));
+        }
+        let balance = match added {
+            Ok(value) => value
+                .convert::<i64>()
+                .map_err(|_| unreadable_balance(&key))?,
+            Err(e) if e.details().contains("overflow") => {
+                return Err(Error::InvalidRequest(
+                    "would leave more than 9223372036854775807 credits".into(),
+                ))
+            }
+            Err(e) if e.details().contains("not an integer") || is_wrongtype(&e) => {
+                return Err(unreadable_balance(&key))
+            }
+            Err(e) => return Err(unavailable(e)),
+        };
+        self.wait_for_replicas(client, connections, &key).await;
+        Ok(balance)
+    }
+
     /// Sets `fields` (name, JSON value) of an existing key document in one
     /// atomic `JSON.MSET`. `false` if there is no such
     /// key; `Error::Unreadable` if its document cannot be read (nothing is
