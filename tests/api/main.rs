@@ -23,6 +23,7 @@ mod memory;
 mod openapi;
 mod operators;
 mod ops;
+mod plans;
 mod proxy;
 mod remember;
 mod unix;
