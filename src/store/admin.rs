@@ -66,12 +66,8 @@ fn meta_from(fields: Vec<Option<String>>) -> KeyMeta {
     }
 }
 
-/// A credit counter's answer to `INCRBY` or `GET` that is not a number:
-/// logged, and read as no credits.
-fn unreadable_balance(redis_key: &str) -> Error {
-    report_unreadable(redis_key, "a credit balance is not an integer");
-    Error::Unreadable
-}
+/// What a credit counter holds when it is not an integer, for the log.
+const NOT_A_BALANCE: &str = "a credit balance is not an integer";
 
 /// Queues a key's document and its usage (`apimeta`) on `pipe`: what
 /// `get-key` and every `list-keys` item show.
@@ -331,21 +327,15 @@ impl Store {
         let results = send(pipe, wanted.len()).await?;
         for ((i, key), result) in wanted.iter().zip(results) {
             let balance = match result {
-                Ok(Value::Null) => None,
-                Ok(value) => match value.convert::<i64>() {
-                    Ok(n) => Some(n),
-                    Err(_) => {
-                        let _ = unreadable_balance(key);
-                        Some(0)
-                    }
-                },
-                Err(e) if is_wrongtype(&e) => {
-                    let _ = unreadable_balance(key);
-                    Some(0)
-                }
+                Ok(Value::Null) => continue, // no counter (yet)
+                Ok(value) => value.convert::<i64>().ok(),
+                Err(e) if is_wrongtype(&e) => None,
                 Err(e) => return Err(unavailable(e)),
             };
-            keys[*i].1.credits = balance;
+            keys[*i].1.credits = Some(balance.unwrap_or_else(|| {
+                report_unreadable(key, NOT_A_BALANCE);
+                0
+            }));
         }
         Ok(())
     }
@@ -408,16 +398,18 @@ impl Store {
             return Err(unavailable(e));
         }
         let balance = match added {
-            Ok(value) => value
-                .convert::<i64>()
-                .map_err(|_| unreadable_balance(&key))?,
+            Ok(value) => value.convert::<i64>().map_err(|_| {
+                report_unreadable(&key, NOT_A_BALANCE);
+                Error::Unreadable
+            })?,
             Err(e) if e.details().contains("overflow") => {
                 return Err(Error::InvalidRequest(
                     "would leave more than 9223372036854775807 credits".into(),
                 ))
             }
             Err(e) if e.details().contains("not an integer") || is_wrongtype(&e) => {
-                return Err(unreadable_balance(&key))
+                report_unreadable(&key, NOT_A_BALANCE);
+                return Err(Error::Unreadable);
             }
             Err(e) => return Err(unavailable(e)),
         };

@@ -310,6 +310,22 @@ async fn add_credits_adds_and_takes_but_never_below_zero() {
         .map(|e| e["outcome"].as_str())
         .collect();
     assert_eq!(entries, ["ok", "ok", "invalid"]);
+
+    // A balance that is not a number reads as none left, and cannot be
+    // added to.
+    let ops = app.redis().ops().await;
+    let counter = format!("apicredits:{project}:{}:once", once.key_id);
+    let () = ops.set(&counter, "abc", None, None, false).await.unwrap();
+    assert_eq!(
+        app.key(&project, &once.key_id).await["credits"]["remaining"],
+        0
+    );
+    assert_error(
+        app.add_credits(&project, &once.key_id, 5).await,
+        StatusCode::CONFLICT,
+        "unreadable_data",
+    )
+    .await;
 }
 
 #[tokio::test]
