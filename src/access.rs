@@ -43,7 +43,7 @@ pub const ALL_PROJECTS: &str = "*";
 pub enum Role {
     /// Reads projects, keys, activity and the admin audit of its projects.
     Viewer,
-    /// Also mints, updates, rotates and revokes keys.
+    /// Also mints, updates, rotates and revokes keys, and adds credits.
     KeyManager,
     /// Also creates projects (within its list, or any with `*`).
     ProjectAdmin,
@@ -64,6 +64,7 @@ pub enum Action {
     KeyUpdate,
     KeyRotate,
     KeyRevoke,
+    KeyAddCredits,
     ActivityRead,
     AuditRead,
     OperatorCreate,
@@ -84,6 +85,7 @@ impl Action {
             Action::KeyUpdate => "key.update",
             Action::KeyRotate => "key.rotate",
             Action::KeyRevoke => "key.revoke",
+            Action::KeyAddCredits => "key.add_credits",
             Action::ActivityRead => "activity.read",
             Action::AuditRead => "audit.read",
             Action::OperatorCreate => "operator.create",
@@ -103,9 +105,11 @@ impl Action {
             | Action::ActivityRead
             | Action::AuditRead
             | Action::Whoami => Role::Viewer,
-            Action::KeyMint | Action::KeyUpdate | Action::KeyRotate | Action::KeyRevoke => {
-                Role::KeyManager
-            }
+            Action::KeyMint
+            | Action::KeyUpdate
+            | Action::KeyRotate
+            | Action::KeyRevoke
+            | Action::KeyAddCredits => Role::KeyManager,
             Action::ProjectCreate => Role::ProjectAdmin,
             Action::OperatorCreate | Action::OperatorList | Action::OperatorRevoke => Role::Owner,
         }
@@ -115,9 +119,11 @@ impl Action {
     /// answer for a project that does not exist.
     fn not_found(self) -> Error {
         match self {
-            Action::KeyRead | Action::KeyUpdate | Action::KeyRotate | Action::KeyRevoke => {
-                Error::KeyNotFound
-            }
+            Action::KeyRead
+            | Action::KeyUpdate
+            | Action::KeyRotate
+            | Action::KeyRevoke
+            | Action::KeyAddCredits => Error::KeyNotFound,
             _ => Error::ProjectNotFound,
         }
     }

@@ -1,5 +1,6 @@
 //! Admin operations: create, read and list projects; mint, inspect,
-//! update, rotate, revoke and list keys.
+//! update, rotate, revoke and list keys, and add to (or take from) a key's
+//! credits.
 //!
 //! Plain async functions over the store and the hasher, and the wire types
 //! they take and return (validated by `validator` at the HTTP edge). This is
@@ -10,7 +11,7 @@ use rand::TryRngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::openapi::schema::{KnownFormat, SchemaFormat, SchemaType};
-use utoipa::openapi::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::{ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::{IntoParams, ToSchema};
 use validator::{Validate, ValidationError};
 
@@ -19,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::hash::Hasher;
 use crate::key::{ApiKey, KeyId, ProjectId, Secret};
 use crate::net::{cidr, valid_cidrs, NetworkDoc};
+use crate::plan::{valid_credits, valid_limits, Credits, CreditsDoc, Limit, MAX_AMOUNT};
 use crate::scope::{valid_scopes, ScopeDoc};
 use crate::store::{now, KeyDoc, KeyMeta, ProjectDoc, Store};
 
@@ -76,6 +78,38 @@ fn update_expires_at() -> Schema {
 /// The largest rate limit, the document's `int64` maximum: Redis counts
 /// with signed 64-bit integers, so no larger limit could ever be reached.
 const MAX_RATE_LIMIT: u64 = i64::MAX as u64;
+
+/// A refill interval's balance counter outlives its interval by this much
+/// (for clocks a little behind), then expires.
+const CREDITS_MARGIN_SECS: u64 = 120;
+
+/// add-credits' `amount`: a non-zero integer of at most
+/// 9223372036854775807 either way.
+fn amount_schema() -> Schema {
+    let range = |min: i64, max: i64| {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+            .minimum(Some(min))
+            .maximum(Some(max))
+    };
+    OneOfBuilder::new()
+        .item(range(-(MAX_AMOUNT as i64), -1))
+        .item(range(1, MAX_AMOUNT as i64))
+        .description(Some(
+            "Credits to add (negative: to take away); not 0, at most 9223372036854775807 either way.",
+        ))
+        .into()
+}
+
+fn non_zero(amount: i64) -> Result<(), ValidationError> {
+    match amount {
+        0 => Err(ValidationError::new("amount").with_message("must not be 0".into())),
+        i64::MIN => Err(ValidationError::new("amount")
+            .with_message("must be at least -9223372036854775807".into())),
+        _ => Ok(()),
+    }
+}
 
 /// The longest grace period a rotation may give the previous secret: a week.
 pub const MAX_GRACE_SECONDS: u64 = 604_800;
@@ -184,6 +218,15 @@ pub struct MintIn {
     #[validate(custom(function = "valid_cidrs"))]
     #[schema(value_type = Option<Vec<NetworkDoc>>, min_items = 1, max_items = 64, example = json!(["10.0.0.0/8"]))]
     pub allowed_cidrs: Option<Vec<String>>,
+    /// Windows, each counted apart from `rate_limit_per_minute`'s; at most 8
+    /// (default none).
+    #[serde(default)]
+    #[validate(custom(function = "valid_limits"))]
+    #[schema(max_items = 8, example = json!([{"per": "second", "limit": 10}, {"per": "day", "limit": 50000}]))]
+    pub limits: Vec<Limit>,
+    /// Prepaid credits; `null` or absent: unlimited.
+    #[validate(custom(function = "valid_credits"))]
+    pub credits: Option<Credits>,
 }
 
 /// `201` from `POST /v1/mint-key`.
@@ -262,6 +305,43 @@ pub struct UpdateIn {
     #[validate(custom(function = "valid_cidrs"))]
     #[schema(value_type = Option<Vec<NetworkDoc>>, min_items = 1, max_items = 64)]
     pub allowed_cidrs: Option<Option<Vec<String>>>,
+    /// Replaces the key's windows (at most 8; each counted apart from
+    /// `rate_limit_per_minute`'s); `[]` or `null` removes them.
+    #[serde(default, deserialize_with = "nullable")]
+    #[validate(custom(function = "valid_limits"))]
+    #[schema(value_type = Option<Vec<Limit>>, max_items = 8)]
+    pub limits: Option<Option<Vec<Limit>>>,
+    /// Sets the key's credits outright: `remaining` becomes the balance of
+    /// the current refill interval (or for good, without a refill); `null`:
+    /// unlimited.
+    #[serde(default, deserialize_with = "nullable")]
+    #[validate(custom(function = "valid_credits"))]
+    #[schema(value_type = Option<Credits>)]
+    pub credits: Option<Option<Credits>>,
+}
+
+/// `POST /v1/add-credits`.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddCreditsIn {
+    #[validate(custom(function = "project_id"))]
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "alpha")]
+    pub project_id: String,
+    #[validate(custom(function = "key_id"))]
+    #[schema(pattern = "^k_[A-Za-z0-9]{7,254}$", example = "k_3xAmPlE0key1")]
+    pub key_id: String,
+    #[validate(custom(function = "non_zero"))]
+    #[schema(schema_with = amount_schema)]
+    pub amount: i64,
+}
+
+/// `200` from `POST /v1/add-credits`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AddCreditsOut {
+    /// The balance of the current refill interval (or for good, without a
+    /// refill) after the change.
+    #[schema(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
+    pub remaining: u64,
 }
 
 /// `POST /v1/rotate-key`.
@@ -327,6 +407,12 @@ pub struct KeyOut {
     pub rate_limit_per_minute: Option<u64>,
     pub scopes: Vec<String>,
     pub allowed_cidrs: Option<Vec<String>>,
+    /// Windows, each counted apart from `rate_limit_per_minute`'s.
+    #[schema(max_items = 8)]
+    pub limits: Vec<Limit>,
+    /// `null`: unlimited. `remaining` is the balance now, in the current
+    /// refill interval (its full `amount` until the interval's first use).
+    pub credits: Option<Credits>,
     /// While a rotation's grace period lasts, when the previous secret stops
     /// working; otherwise `null`.
     pub previous_expires_at: Option<f64>,
@@ -379,7 +465,7 @@ macro_rules! key_target {
     )*};
 }
 
-key_target!(KeyRef, UpdateIn, RotateIn);
+key_target!(KeyRef, UpdateIn, RotateIn, AddCreditsIn);
 
 /// `GET /v1/admin/projects/{project_id}`'s path.
 #[derive(Debug, Deserialize)]
@@ -500,9 +586,17 @@ pub async fn mint(store: &Store, hasher: &Hasher, input: MintIn) -> Result<MintO
             rate_limit_per_minute: input.rate_limit_per_minute,
             scopes: input.scopes.clone(),
             allowed_cidrs: allowed_cidrs.clone(),
+            limits: input.limits.clone(),
+            credits: input.credits.map(|c| CreditsDoc { refill: c.refill }),
             ..KeyDoc::default()
         };
         if store.insert_key(&project, &doc).await? {
+            // After the document: a key id that turned out to be taken
+            // never has its balance overwritten. Until it is written the
+            // key is known to no one (its secret is not shown yet).
+            if let Some(credits) = &input.credits {
+                set_balance(store, &project, &key.key_id, credits).await?;
+            }
             tracing::info!(project_id = %project, key_id = %key.key_id, "key minted");
             return Ok(MintOut {
                 api_key: key.expose(),
@@ -545,10 +639,40 @@ pub async fn get_key(store: &Store, input: KeyRef) -> Result<KeyOut> {
     Ok(key_out(load(store, &project, &key_id).await?))
 }
 
+/// Writes `credits.remaining` as the balance of the current period (`SET`):
+/// for credits that refill, the current interval's counter, expiring a
+/// little after the interval ends; without a refill, `once`, for good.
+async fn set_balance(
+    store: &Store,
+    project: &ProjectId,
+    key_id: &KeyId,
+    credits: &Credits,
+) -> Result<()> {
+    let doc = CreditsDoc {
+        refill: credits.refill,
+    };
+    let (period, ends_in) = doc.period(now());
+    let ttl = ends_in.map(|s| s + CREDITS_MARGIN_SECS);
+    store
+        .set_credits(project, key_id, &period, credits.remaining, ttl)
+        .await
+}
+
 /// Changes the named properties of a key; never its secret, `created_at`,
-/// usage or `disabled`. Every field is set in one atomic write.
+/// usage or `disabled`. Every field of the document is set in one atomic
+/// write; new credits' balance is written just before it (once the key is
+/// known to exist), so no validation in between finds the new period's
+/// counter missing.
 pub async fn update(store: &Store, input: UpdateIn) -> Result<KeyOut> {
     let (project, key_id) = key_ref(&input.project_id, &input.key_id)?;
+    if let Some(Some(credits)) = &input.credits {
+        load(store, &project, &key_id).await?;
+        set_balance(store, &project, &key_id, credits).await?;
+    }
+    let limits = input.limits.map(Option::unwrap_or_default);
+    let credits = input
+        .credits
+        .map(|c| c.map(|c| CreditsDoc { refill: c.refill }));
     let fields: Vec<(&str, serde_json::Value)> = [
         ("owner", to_json(input.owner.map(Some))),
         ("server_name", to_json(input.server_name.map(Some))),
@@ -560,6 +684,8 @@ pub async fn update(store: &Store, input: UpdateIn) -> Result<KeyOut> {
         ),
         ("scopes", to_json(input.scopes.map(Some))),
         ("allowed_cidrs", to_json(input.allowed_cidrs.map(canonical))),
+        ("limits", to_json(limits)),
+        ("credits", to_json(credits)),
         ("updated_at", Some(json!(now()))),
     ]
     .into_iter()
@@ -617,6 +743,44 @@ pub async fn rotate(store: &Store, hasher: &Hasher, input: RotateIn) -> Result<R
     })
 }
 
+/// Adds `amount` to the key's balance (a negative amount takes credits
+/// away), for credits that refill in the current interval (started with
+/// the refill amount if no validation started it yet, exactly as the first
+/// validation would). A balance never goes below 0 through here: a change
+/// that would take it there is taken back (`422`); a validation meanwhile
+/// may see the lowered balance and be refused.
+pub async fn add_credits(store: &Store, input: AddCreditsIn) -> Result<AddCreditsOut> {
+    let (project, key_id) = key_ref(&input.project_id, &input.key_id)?;
+    let (doc, _) = load(store, &project, &key_id).await?;
+    let Some(credits) = doc.credits else {
+        return Err(Error::InvalidRequest(
+            "the key has no credits (unlimited); set credits with update-key".into(),
+        ));
+    };
+    let (period, ends_in) = credits.period(now());
+    let start = credits
+        .refill
+        .zip(ends_in)
+        .map(|(refill, ends_in)| (refill.amount, ends_in + CREDITS_MARGIN_SECS));
+    let amount = input.amount;
+    let balance = store
+        .add_credits(&project, &key_id, &period, start, amount)
+        .await?;
+    if balance < 0 {
+        store
+            .add_credits(&project, &key_id, &period, None, -amount)
+            .await?;
+        return Err(Error::InvalidRequest(format!(
+            "would leave fewer than 0 credits ({} left)",
+            balance.saturating_sub(amount).max(0)
+        )));
+    }
+    tracing::info!(project_id = %project, key_id = %key_id, amount, "credits added");
+    Ok(AddCreditsOut {
+        remaining: balance as u64,
+    })
+}
+
 pub async fn list(store: &Store, query: ListQuery) -> Result<ListOut> {
     let project = parse(ProjectId::parse(&query.project_id))?;
     let cursor = query.cursor.as_deref().map(KeyId::parse).transpose();
@@ -636,7 +800,18 @@ pub async fn list(store: &Store, query: ListQuery) -> Result<ListOut> {
 
 fn key_out((doc, meta): (KeyDoc, KeyMeta)) -> KeyOut {
     let previous_expires_at = doc.previous_hash(now()).and(doc.previous_expires_at);
+    // A refill interval no validation has started yet holds its full
+    // amount; credits without refill have no balance until one is written.
+    let credits = doc.credits.map(|c| Credits {
+        remaining: match meta.credits {
+            Some(balance) => balance.max(0) as u64,
+            None => c.refill.map_or(0, |r| r.amount),
+        },
+        refill: c.refill,
+    });
     KeyOut {
+        limits: doc.limits,
+        credits,
         rate_limit_per_minute: doc.rate_limit_per_minute,
         scopes: doc.scopes,
         allowed_cidrs: doc.allowed_cidrs,

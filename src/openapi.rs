@@ -37,7 +37,7 @@ pub const ADMIN_TOKEN: &str = "admin_token";
             Validation: `POST /v1/validate-key`, and forward auth for gateways at `/v1/auth` \
             (any method; the key in `Authorization: Bearer` or `X-API-Key`).\n\n\
             The admin API (`/v1/admin/*`, `/v1/mint-key`, `/v1/get-key`, `/v1/update-key`, \
-            `/v1/rotate-key`, `/v1/revoke-key`, `/v1/list-keys`, `/v1/activity`) and the \
+            `/v1/rotate-key`, `/v1/revoke-key`, `/v1/list-keys`, `/v1/add-credits`, `/v1/activity`) and the \
             admin console (`/admin/`) exist only when the service runs with `KEYWARD_ADMIN_TOKEN` \
             set; otherwise every one of their routes answers `404 not_found`. They take \
             `Authorization: Bearer <token>`: `KEYWARD_ADMIN_TOKEN` (the break-glass owner, actor \

@@ -63,6 +63,7 @@ pub mod act {
         KeyUpdate,
         KeyRotate,
         KeyRevoke,
+        KeyAddCredits,
         ActivityRead,
         AuditRead,
         OperatorCreate,

@@ -12,8 +12,8 @@ use utoipa::ToResponse;
 use super::access::{act, Admin, Body, Params, Query};
 use super::AppState;
 use crate::admin::{
-    self, KeyOut, KeyRef, ListOut, ListQuery, MintIn, MintOut, ProjectIn, ProjectPath, ProjectsOut,
-    ProjectsQuery, Revoked, RotateIn, RotateOut, UpdateIn,
+    self, AddCreditsIn, AddCreditsOut, KeyOut, KeyRef, ListOut, ListQuery, MintIn, MintOut,
+    ProjectIn, ProjectPath, ProjectsOut, ProjectsQuery, Revoked, RotateIn, RotateOut, UpdateIn,
 };
 use crate::error::{
     ErrorBody, Forbidden, InvalidRequest, MethodNotAllowed, PayloadTooLarge, Result, Unauthorized,
@@ -102,6 +102,7 @@ pub async fn get_project(
             ("UpdateKey" = (operation_id = "update_key", request_body = json!({"project_id": "$response.body#/project_id", "key_id": "$response.body#/key_id"}))),
             ("RotateKey" = (operation_id = "rotate_key", request_body = json!({"project_id": "$response.body#/project_id", "key_id": "$response.body#/key_id"}))),
             ("RevokeKey" = (operation_id = "revoke_key", request_body = json!({"project_id": "$response.body#/project_id", "key_id": "$response.body#/key_id"}))),
+            ("AddCredits" = (operation_id = "add_credits", request_body = json!({"project_id": "$response.body#/project_id", "key_id": "$response.body#/key_id"}))),
             ("ListKeys" = (operation_id = "list_keys", parameters(("project_id" = "$response.body#/project_id")))),
         )),
         (status = 404, description = "`project_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
@@ -231,6 +232,28 @@ pub async fn rotate_key(
 ) -> Result<(StatusCode, Json<RotateOut>)> {
     let rotated = admin::rotate(&state.store, &state.hasher, call.input).await?;
     Ok((StatusCode::CREATED, Json(rotated)))
+}
+
+/// Add credits to a key's balance, or take some away.
+#[utoipa::path(
+    post,
+    path = "/v1/add-credits",
+    tag = "admin",
+    request_body = AddCreditsIn,
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The balance after the change (of the current refill interval, for credits that refill)", body = AddCreditsOut),
+        (status = 404, description = "`key_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
+        (status = 409, description = "`unreadable_data`: what Redis holds for it cannot be read (the log names the Redis key)", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, description = "`invalid_request`: a malformed body; the key has no credits (unlimited: set them with update-key); the change would leave fewer than 0 credits (nothing changes) or more than 9223372036854775807", body = ErrorBody),
+    )
+)]
+pub async fn add_credits(
+    State(state): State<AppState>,
+    call: Admin<act::KeyAddCredits, Body<AddCreditsIn>>,
+) -> Result<Json<AddCreditsOut>> {
+    Ok(Json(admin::add_credits(&state.store, call.input).await?))
 }
 
 /// List the projects the caller may see, a page at a time (pass `next` as

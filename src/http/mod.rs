@@ -112,6 +112,7 @@ fn routes() -> Routes {
         .routes(routes!(admin::get_key))
         .routes(routes!(admin::update_key))
         .routes(routes!(admin::rotate_key))
+        .routes(routes!(admin::add_credits))
         .routes(routes!(admin::list_keys))
         .routes(routes!(admin::list_projects))
         .routes(routes!(activity::activity))

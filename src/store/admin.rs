@@ -14,12 +14,12 @@ use fred::prelude::{
     HashesInterface, KeysInterface, Pool, RedisJsonInterface, SetsInterface, SortedSetsInterface,
     Value,
 };
-use fred::types::{ClusterHash, SetOptions};
+use fred::types::{ClusterHash, Expiration, SetOptions};
 use fred::util::redis_keyslot;
 use std::collections::HashMap;
 
 use super::{data_error, is_noperm, is_wrongtype, key_doc, names, report_unreadable};
-use super::{get_doc, send, unavailable, zrange_after, Store};
+use super::{get_doc, now, send, unavailable, zrange_after, Store};
 use super::{KeyDoc, KeyMeta, KeyPage, ProjectDoc};
 use crate::error::{Error, Result};
 use crate::key::{KeyId, ProjectId};
@@ -62,8 +62,12 @@ fn meta_from(fields: Vec<Option<String>>) -> KeyMeta {
     KeyMeta {
         usage_count: field(0).and_then(|v| v.parse().ok()).unwrap_or(0),
         last_used: field(1).and_then(|v| v.parse().ok()),
+        credits: None,
     }
 }
+
+/// What a credit counter holds when it is not an integer, for the log.
+const NOT_A_BALANCE: &str = "a credit balance is not an integer";
 
 /// Queues a key's document and its usage (`apimeta`) on `pipe`: what
 /// `get-key` and every `list-keys` item show.
@@ -284,7 +288,133 @@ impl Store {
         let Some(raw) = raw else { return Ok(None) };
         let doc = key_doc(&doc_key, &raw).ok_or(Error::Unreadable)?;
         let meta = meta.map_err(unavailable)?.convert().unwrap_or_default();
-        Ok(Some((doc, meta_from(meta))))
+        let mut key = [(doc, meta_from(meta))];
+        self.read_credits(admin, project, &[key_id.as_str()], &mut key)
+            .await?;
+        let [key] = key;
+        Ok(Some(key))
+    }
+
+    /// Reads the current period's credit balance of those of `keys` (whose
+    /// ids are `ids`) that have credits into their `KeyMeta`, in one round
+    /// trip; none when no key has credits (the period is the document's, so
+    /// this cannot ride with the document's read). A balance that is not a
+    /// number is logged and read as 0.
+    async fn read_credits(
+        &self,
+        admin: &Pool,
+        project: &ProjectId,
+        ids: &[&str],
+        keys: &mut [(KeyDoc, KeyMeta)],
+    ) -> Result<()> {
+        let at = now();
+        let wanted: Vec<(usize, String)> = keys
+            .iter()
+            .zip(ids)
+            .enumerate()
+            .filter_map(|(i, ((doc, _), id))| {
+                let (period, _) = doc.credits?.period(at);
+                Some((i, names::credits(project.as_str(), id, &period)))
+            })
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let pipe = admin.next().pipeline();
+        for (_, key) in &wanted {
+            let () = pipe.get(key).await.map_err(unavailable)?;
+        }
+        let results = send(pipe, wanted.len()).await?;
+        for ((i, key), result) in wanted.iter().zip(results) {
+            let balance = match result {
+                Ok(Value::Null) => continue, // no counter (yet)
+                Ok(value) => value.convert::<i64>().ok(),
+                Err(e) if is_wrongtype(&e) => None,
+                Err(e) => return Err(unavailable(e)),
+            };
+            keys[*i].1.credits = Some(balance.unwrap_or_else(|| {
+                report_unreadable(key, NOT_A_BALANCE);
+                0
+            }));
+        }
+        Ok(())
+    }
+
+    /// Sets a key's credit balance for `period` (`SET`), expiring in `ttl`
+    /// seconds, or never (any expiry it had is cleared).
+    pub async fn set_credits(
+        &self,
+        project: &ProjectId,
+        key_id: &KeyId,
+        period: &str,
+        balance: u64,
+        ttl: Option<u64>,
+    ) -> Result<()> {
+        let admin = self.admin()?;
+        let key = names::credits(project.as_str(), key_id.as_str(), period);
+        let balance = i64::try_from(balance)
+            .map_err(|_| Error::InvalidRequest("credits above 9223372036854775807".into()))?;
+        let expire = ttl.map(|s| Expiration::EX(i64::try_from(s).unwrap_or(i64::MAX)));
+        let client = admin.next();
+        let connections = client.connection_ids();
+        let () = client
+            .set(&key, balance, expire, None, false)
+            .await
+            .map_err(unavailable)?;
+        self.wait_for_replicas(client, connections, &key).await;
+        Ok(())
+    }
+
+    /// Adds `amount` to a key's balance for `period` (`INCRBY`) and answers
+    /// the new balance. With `start` (a refill's amount and the counter's
+    /// expiry), first creates the period's counter with it when it is not
+    /// there yet (`SET NX`), in the same round trip.
+    pub async fn add_credits(
+        &self,
+        project: &ProjectId,
+        key_id: &KeyId,
+        period: &str,
+        start: Option<(u64, u64)>,
+        amount: i64,
+    ) -> Result<i64> {
+        let admin = self.admin()?;
+        let key = names::credits(project.as_str(), key_id.as_str(), period);
+        let client = admin.next();
+        let connections = client.connection_ids();
+        let pipe = client.pipeline();
+        if let Some((balance, ttl)) = start {
+            let balance = i64::try_from(balance).unwrap_or(i64::MAX);
+            let expire = Expiration::EX(i64::try_from(ttl).unwrap_or(i64::MAX));
+            let () = pipe
+                .set(&key, balance, Some(expire), Some(SetOptions::NX), false)
+                .await
+                .map_err(unavailable)?;
+        }
+        let () = pipe.incr_by(&key, amount).await.map_err(unavailable)?;
+        let expected = 1 + usize::from(start.is_some());
+        let mut results = send(pipe, expected).await?;
+        let added = results.pop().unwrap_or(Ok(Value::Null));
+        if let Some(Err(e)) = results.pop() {
+            return Err(unavailable(e));
+        }
+        let balance = match added {
+            Ok(value) => value.convert::<i64>().map_err(|_| {
+                report_unreadable(&key, NOT_A_BALANCE);
+                Error::Unreadable
+            })?,
+            Err(e) if e.details().contains("overflow") => {
+                return Err(Error::InvalidRequest(
+                    "would leave more than 9223372036854775807 credits".into(),
+                ))
+            }
+            Err(e) if e.details().contains("not an integer") || is_wrongtype(&e) => {
+                report_unreadable(&key, NOT_A_BALANCE);
+                return Err(Error::Unreadable);
+            }
+            Err(e) => return Err(unavailable(e)),
+        };
+        self.wait_for_replicas(client, connections, &key).await;
+        Ok(balance)
     }
 
     /// Sets `fields` (name, JSON value) of an existing key document in one
@@ -364,6 +494,7 @@ impl Store {
         }
         let results = send(pipe, 2 * ids.len()).await?;
         let mut keys = Vec::with_capacity(ids.len());
+        let mut listed = Vec::with_capacity(ids.len());
         for (id, pair) in ids.iter().zip(results.chunks(2)) {
             let [doc, meta] = pair else { break };
             let doc_key = names::apikey(project.as_str(), id);
@@ -390,7 +521,10 @@ impl Store {
                 .convert()
                 .unwrap_or_default();
             keys.push((doc, meta_from(meta)));
+            listed.push(id.as_str());
         }
+        self.read_credits(admin, project, &listed, &mut keys)
+            .await?;
         Ok(KeyPage { keys, next })
     }
 

@@ -15,6 +15,7 @@
 //! | `audit:keylookup`, `audit:admin` | streams, capped with `MAXLEN ~` |
 //! | `ratelimit:key:<project_id>:<key_id>:<minute>` | right-secret validations this minute |
 //! | `ratelimit:key:<project_id>:<key_id>:bad:<minute>` | wrong-secret attempts this minute |
+//! | `apicredits:<project_id>:<key_id>:<period>` | a key's credit balance: per refill interval (`d<n>`, `mo<yyyymm>`), or `once` |
 //!
 //! JSON documents are read at the root path, so `JSON.GET` returns the
 //! document itself rather than the one-element array a `$` path returns.

@@ -117,11 +117,14 @@ impl std::fmt::Debug for KeyDoc {
     }
 }
 
-/// The `apimeta:<project_id>:<key_id>` hash.
+/// The `apimeta:<project_id>:<key_id>` hash, and the key's credit balance.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct KeyMeta {
     pub usage_count: u64,
     pub last_used: Option<f64>,
+    /// The current period's `apicredits` counter as read (`None`: missing,
+    /// or not read: the key has no credits; `Some(0)` when unreadable).
+    pub credits: Option<i64>,
 }
 
 /// What `JSON.GET` of a key document found.

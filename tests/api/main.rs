@@ -24,6 +24,7 @@ mod openapi;
 mod operators;
 mod ops;
 mod plan_spend;
+mod plans;
 mod proxy;
 mod remember;
 mod unix;
