@@ -331,6 +331,7 @@ pub struct AddCreditsIn {
     #[schema(pattern = "^k_[A-Za-z0-9]{7,254}$", example = "k_3xAmPlE0key1")]
     pub key_id: String,
     #[validate(custom(function = "non_zero"))]
+    #[serde(deserialize_with = "crate::plan::whole_signed")]
     #[schema(schema_with = amount_schema)]
     pub amount: i64,
 }
@@ -747,13 +748,13 @@ pub async fn rotate(store: &Store, hasher: &Hasher, input: RotateIn) -> Result<R
 /// away), for credits that refill in the current interval (started with
 /// the refill amount if no validation started it yet, exactly as the first
 /// validation would). A balance never goes below 0 through here: a change
-/// that would take it there is taken back (`422`); a validation meanwhile
+/// that would take it there is taken back (`409 credits_conflict`); a validation meanwhile
 /// may see the lowered balance and be refused.
 pub async fn add_credits(store: &Store, input: AddCreditsIn) -> Result<AddCreditsOut> {
     let (project, key_id) = key_ref(&input.project_id, &input.key_id)?;
     let (doc, _) = load(store, &project, &key_id).await?;
     let Some(credits) = doc.credits else {
-        return Err(Error::InvalidRequest(
+        return Err(Error::CreditsConflict(
             "the key has no credits (unlimited); set credits with update-key".into(),
         ));
     };
@@ -770,7 +771,7 @@ pub async fn add_credits(store: &Store, input: AddCreditsIn) -> Result<AddCredit
         store
             .add_credits(&project, &key_id, &period, None, -amount)
             .await?;
-        return Err(Error::InvalidRequest(format!(
+        return Err(Error::CreditsConflict(format!(
             "would leave fewer than 0 credits ({} left)",
             balance.saturating_sub(amount).max(0)
         )));

@@ -70,6 +70,10 @@ pub enum Error {
     /// The operation needs an enabled key.
     #[error("the key is disabled")]
     KeyDisabled,
+    /// add-credits cannot apply to the key as it is: unlimited credits, or
+    /// a balance the change would take below 0 or past the largest.
+    #[error("{0}")]
+    CreditsConflict(String),
     /// What keyward found in Redis is not what it can read (the log names
     /// the Redis key).
     #[error("stored data for this request cannot be read; see the service log")]
@@ -98,7 +102,7 @@ pub struct ErrorObject {
     /// The stable machine code; each response documents which it can carry.
     #[schema(value_type = String, example = "invalid_key")]
     #[schema(
-        pattern = "^(invalid_request|payload_too_large|invalid_key|insufficient_scope|rate_limited|credits_exhausted|unauthorized|insufficient_permission|project_not_found|key_not_found|operator_not_found|not_found|method_not_allowed|project_exists|activity_unavailable|key_disabled|unreadable_data|unavailable|busy|internal)$"
+        pattern = "^(invalid_request|payload_too_large|invalid_key|insufficient_scope|rate_limited|credits_exhausted|unauthorized|insufficient_permission|project_not_found|key_not_found|operator_not_found|not_found|method_not_allowed|project_exists|activity_unavailable|key_disabled|credits_conflict|unreadable_data|unavailable|busy|internal)$"
     )]
     pub code: &'static str,
     /// Human-readable; never carries a key, a secret or server-side detail.
@@ -126,6 +130,7 @@ impl Error {
             | Error::RouteNotFound => StatusCode::NOT_FOUND,
             Error::ProjectExists
             | Error::KeyDisabled
+            | Error::CreditsConflict(_)
             | Error::Unreadable
             | Error::ActivityUnavailable(_) => StatusCode::CONFLICT,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -153,6 +158,7 @@ impl Error {
             Error::ProjectExists => "project_exists",
             Error::ActivityUnavailable(_) => "activity_unavailable",
             Error::KeyDisabled => "key_disabled",
+            Error::CreditsConflict(_) => "credits_conflict",
             Error::Unreadable => "unreadable_data",
             Error::Unavailable(_) => "unavailable",
             Error::Busy => "busy",
@@ -445,6 +451,7 @@ mod tests {
             Error::ProjectExists,
             Error::ActivityUnavailable(""),
             Error::KeyDisabled,
+            Error::CreditsConflict(String::new()),
             Error::Unreadable,
             Error::Unavailable(String::new()),
             Error::Busy,
@@ -469,6 +476,7 @@ mod tests {
                 | Error::ProjectExists
                 | Error::ActivityUnavailable(_)
                 | Error::KeyDisabled
+                | Error::CreditsConflict(_)
                 | Error::Unreadable
                 | Error::Unavailable(_)
                 | Error::Busy

@@ -216,6 +216,24 @@ pub fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     count(&n).ok_or_else(|| not_a_count(&n))
 }
 
+/// Deserializes a signed whole number, also when written with a zero
+/// fraction (`-5.0`).
+pub fn whole_signed<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    let exact = |f: f64| {
+        f.fract() == 0.0 && (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f)
+    };
+    match (n.as_i64(), n.as_f64()) {
+        (Some(i), _) => Ok(i),
+        // Within i64, so the conversion is exact.
+        (None, Some(f)) if exact(f) => Ok(f as i64),
+        _ => Err(serde::de::Error::invalid_value(
+            serde::de::Unexpected::Other(&n.to_string()),
+            &"a whole number",
+        )),
+    }
+}
+
 pub fn valid_limits(limits: &[Limit]) -> Result<(), ValidationError> {
     let fail = |m: &'static str| Err(ValidationError::new("limits").with_message(m.into()));
     if limits.len() > MAX_LIMITS {

@@ -244,9 +244,9 @@ pub async fn rotate_key(
     responses(
         (status = 200, description = "The balance after the change (of the current refill interval, for credits that refill)", body = AddCreditsOut),
         (status = 404, description = "`key_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
-        (status = 409, description = "`unreadable_data`: what Redis holds for it cannot be read (the log names the Redis key)", body = ErrorBody),
+        (status = 409, description = "`credits_conflict`: the key has no credits (unlimited: set them with update-key), or the change would leave fewer than 0 credits or more than 9223372036854775807 (nothing changes); `unreadable_data`: what Redis holds for it cannot be read (the log names the Redis key)", body = ErrorBody),
         (status = 413, response = PayloadTooLarge),
-        (status = 422, description = "`invalid_request`: a malformed body; the key has no credits (unlimited: set them with update-key); the change would leave fewer than 0 credits (nothing changes) or more than 9223372036854775807", body = ErrorBody),
+        (status = 422, response = InvalidRequest),
     )
 )]
 pub async fn add_credits(

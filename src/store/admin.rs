@@ -403,7 +403,7 @@ impl Store {
                 Error::Unreadable
             })?,
             Err(e) if e.details().contains("overflow") => {
-                return Err(Error::InvalidRequest(
+                return Err(Error::CreditsConflict(
                     "would leave more than 9223372036854775807 credits".into(),
                 ))
             }

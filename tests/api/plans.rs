@@ -240,8 +240,8 @@ async fn add_credits_adds_and_takes_but_never_below_zero() {
     );
     let body = assert_error(
         app.add_credits(&project, &once.key_id, -1).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_request",
+        StatusCode::CONFLICT,
+        "credits_conflict",
     )
     .await;
     let message = body["error"]["message"].as_str().unwrap();
@@ -275,7 +275,7 @@ async fn add_credits_adds_and_takes_but_never_below_zero() {
     assert!(*ttl > day_ends_in() && *ttl <= day_ends_in() + 121, "{ttl}");
     // Past the largest balance Redis holds: refused, nothing changes.
     let r = app.add_credits(&project, &daily.key_id, i64::MAX).await;
-    assert_error(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+    assert_error(r, StatusCode::CONFLICT, "credits_conflict").await;
     assert_eq!(
         app.key(&project, &daily.key_id).await["credits"]["remaining"],
         70
@@ -289,8 +289,8 @@ async fn add_credits_adds_and_takes_but_never_below_zero() {
     let unlimited = app.mint(&project, json!({})).await;
     let body = assert_error(
         app.add_credits(&project, &unlimited.key_id, 5).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_request",
+        StatusCode::CONFLICT,
+        "credits_conflict",
     )
     .await;
     let message = body["error"]["message"].as_str().unwrap();
@@ -309,7 +309,7 @@ async fn add_credits_adds_and_takes_but_never_below_zero() {
         .filter(|e| e["action"] == "key.add_credits" && e["key_id"] == once.key_id)
         .map(|e| e["outcome"].as_str())
         .collect();
-    assert_eq!(entries, ["ok", "ok", "invalid"]);
+    assert_eq!(entries, ["ok", "ok", "conflict"]);
 
     // A balance that is not a number reads as none left, and cannot be
     // added to.
