@@ -2,24 +2,21 @@
 //! their figures. README's "Performance" says what each command, row and
 //! column means and which `KEYWARD_BENCH_*` variables tune it.
 //!
-//! benches/load.sh starts Redis and sets keyward's environment for this
-//! binary (which, started without it, runs load.sh on itself); measure.sh
-//! runs wrk and reads CPU and memory. Targets are printed, never asserted:
-//! only a failed setup fails the run.
-
-use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+//! benches/load.sh starts Redis and sets keyward's environment for this binary (which, started
+//! without it, runs load.sh on itself); measure.sh runs wrk and reads CPU and memory. Targets
+//! are printed, never asserted: only a failed setup fails the run.
 
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
 use keyward::Config;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
-
 type Res<T> = Result<T, String>;
 
 /// Connections of the cold storm; clients of the restart scenario.
@@ -58,9 +55,8 @@ async fn main() -> ExitCode {
     ExitCode::from(u8::from(outcome.is_err()))
 }
 
-/// The `KEYWARD_BENCH_*` variables (README's "Performance" says what each
-/// does; `_SECONDS` defaults to 10, 5 for the cold storm), and load.sh's
-/// directory for this run's files. The binary takes no arguments.
+/// The `KEYWARD_BENCH_*` variables (README's "Performance": `_SECONDS` defaults to 10, 5 for
+/// the cold storm), and load.sh's directory for this run's files. No arguments.
 #[derive(clap::Parser)]
 struct Knobs {
     #[arg(long, env = "KEYWARD_BENCH_SECONDS", value_parser = clap::value_parser!(u64).range(1..=600))]
@@ -178,11 +174,16 @@ impl Stack {
         Ok(stack)
     }
 
-    /// Mints `n` keys (limit 10^8/min) through the admin API, each its own
-    /// secret and Argon2id hash at the configured cost; writes them to `file`.
+    /// Mints `n` keys (10^8/min, plus `KEYWARD_BENCH_PLAN`'s fields: a usage plan); writes them to `file`.
     async fn mint(&self, n: usize, file: &Path) -> Res<Vec<String>> {
-        let body = json!({ "project_id": PROJECT, "owner": "load", "server_name": "bench",
+        let mut body = json!({ "project_id": PROJECT, "owner": "load", "server_name": "bench",
             "rate_limit_per_minute": 100_000_000u64 });
+        let plan = std::env::var("KEYWARD_BENCH_PLAN").unwrap_or_else(|_| "{}".into());
+        let plan: Value =
+            serde_json::from_str(&plan).map_err(|e| format!("KEYWARD_BENCH_PLAN: {e}"))?;
+        if let (Some(b), Some(p)) = (body.as_object_mut(), plan.as_object()) {
+            b.extend(p.clone());
+        }
         let mint = |_| async {
             let minted = self.admin_post("/v1/mint-key", &body).await?;
             Ok::<_, String>(minted["api_key"].as_str().ok_or("no api_key")?.to_owned())
