@@ -198,6 +198,7 @@ impl Client {
         &self,
         key: &str,
         scopes: &[String],
+        cost: Option<u64>,
         client_ip: Option<(&str, String)>,
     ) -> Result<Value, Failure> {
         let mut request = self
@@ -208,6 +209,9 @@ impl Client {
             .header("X-Forwarded-Uri", "/keyward-check");
         if !scopes.is_empty() {
             request = request.header("X-Keyward-Required-Scopes", scopes.join(","));
+        }
+        if let Some(cost) = cost {
+            request = request.header("X-Keyward-Cost", cost);
         }
         if let Some((name, ip)) = client_ip {
             request = request.header(name, ip);

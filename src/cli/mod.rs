@@ -1,5 +1,5 @@
 //! The admin command line: `keyward project create|show|list`, `keyward key
-//! mint|show|list|update|rotate|revoke`, `keyward operator
+//! mint|show|list|update|add-credits|rotate|revoke`, `keyward operator
 //! create|list|revoke`, `keyward whoami`, `keyward audit` and `keyward
 //! check`; and `keyward healthcheck` (in `healthcheck`), which only asks the
 //! local listener for `/health` and exits 0 or 1.
@@ -31,6 +31,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use serde_json::{json, Map, Value};
+
+use crate::plan::{Credits, Limit, Refill, MAX_AMOUNT, MAX_COST};
 
 pub use client::{Client, Failure};
 pub use healthcheck::healthcheck;
@@ -155,6 +157,17 @@ pub enum KeyCommand {
         /// A network the key may be used from (CIDR or address); repeat for more.
         #[arg(long = "cidr")]
         cidrs: Vec<String>,
+        /// A window: at most N per second, minute, hour, day or month (UTC),
+        /// e.g. --limit second=10 --limit day=50000; repeat for more (up to 8).
+        #[arg(long = "limit", value_name = "PER=N", value_parser = render::parse_limit)]
+        limits: Vec<Limit>,
+        /// Prepaid credits, each request spending its cost (default: unlimited).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(..=MAX_AMOUNT))]
+        credits: Option<u64>,
+        /// Set the credits to AMOUNT at the start of each UTC day or month,
+        /// e.g. --refill day=500 (only with --credits).
+        #[arg(long, value_name = "INTERVAL=AMOUNT", value_parser = render::parse_refill, requires = "credits")]
+        refill: Option<Refill>,
     },
     /// Show a key (never its secret).
     Show { project_id: String, key_id: String },
@@ -202,6 +215,30 @@ pub enum KeyCommand {
         /// Remove the network restriction.
         #[arg(long)]
         any_network: bool,
+        /// Replace the windows with these (PER=N, e.g. day=50000); repeat for more.
+        #[arg(long = "limit", value_name = "PER=N", value_parser = render::parse_limit, conflicts_with = "no_limits")]
+        limits: Vec<Limit>,
+        /// Remove every window.
+        #[arg(long)]
+        no_limits: bool,
+        /// Set the credits to N outright (and the refill to --refill's, or none).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(..=MAX_AMOUNT), conflicts_with = "unlimited_credits")]
+        credits: Option<u64>,
+        /// With --credits: set them to AMOUNT at the start of each UTC day or month.
+        #[arg(long, value_name = "INTERVAL=AMOUNT", value_parser = render::parse_refill, requires = "credits")]
+        refill: Option<Refill>,
+        /// Remove the credits: the key is no longer limited by them.
+        #[arg(long)]
+        unlimited_credits: bool,
+    },
+    /// Add credits to a key's balance (a negative AMOUNT takes them away).
+    /// Prints the balance.
+    AddCredits {
+        project_id: String,
+        key_id: String,
+        /// Not 0; negative to take credits away (e.g. -5).
+        #[arg(allow_negative_numbers = true, value_parser = render::parse_amount)]
+        amount: i64,
     },
     /// Give a key a new secret, keeping its id. Prints only the new key.
     Rotate {
@@ -282,6 +319,10 @@ pub struct CheckArgs {
     /// The client's address, for keys bound to networks.
     #[arg(long)]
     pub client_ip: Option<std::net::IpAddr>,
+    /// What the check weighs, 0 to 1000000 (default 1): it spends the key's
+    /// windows and credits by this much; 0 checks without spending.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(..=MAX_COST))]
+    pub cost: Option<u64>,
     /// The header keyward reads the client's address from (its
     /// KEYWARD_CLIENT_IP_HEADER).
     #[arg(
@@ -312,6 +353,7 @@ pub async fn key(args: KeyArgs) -> ExitCode {
         KeyCommand::Show { .. } => "key show",
         KeyCommand::List { .. } => "key list",
         KeyCommand::Update { .. } => "key update",
+        KeyCommand::AddCredits { .. } => "key add-credits",
         KeyCommand::Rotate { .. } => "key rotate",
         KeyCommand::Revoke { .. } => "key revoke",
     };
@@ -397,6 +439,9 @@ async fn run_key(args: KeyArgs) -> Result<u8, Failure> {
             rate_limit,
             scopes,
             cidrs,
+            limits,
+            credits,
+            refill,
         } => {
             let mut body = Map::new();
             body.insert("project_id".into(), json!(project_id));
@@ -416,6 +461,12 @@ async fn run_key(args: KeyArgs) -> Result<u8, Failure> {
             }
             if !cidrs.is_empty() {
                 body.insert("allowed_cidrs".into(), json!(cidrs));
+            }
+            if !limits.is_empty() {
+                body.insert("limits".into(), json!(limits));
+            }
+            if let Some(remaining) = credits {
+                body.insert("credits".into(), json!(Credits { remaining, refill }));
             }
             let minted = client.post("/v1/mint-key", &Value::Object(body)).await?;
             print_new_key(json_out, &minted, &minted_note("minted", &minted));
@@ -445,6 +496,11 @@ async fn run_key(args: KeyArgs) -> Result<u8, Failure> {
             no_scopes,
             cidrs,
             any_network,
+            limits,
+            no_limits,
+            credits,
+            refill,
+            unlimited_credits,
         } => {
             let mut fields = Map::new();
             let mut set = |name: &str, value: Value| {
@@ -479,6 +535,14 @@ async fn run_key(args: KeyArgs) -> Result<u8, Failure> {
             } else if any_network {
                 set("allowed_cidrs", Value::Null);
             }
+            if !limits.is_empty() || no_limits {
+                set("limits", json!(limits));
+            }
+            if let Some(remaining) = credits {
+                set("credits", json!(Credits { remaining, refill }));
+            } else if unlimited_credits {
+                set("credits", Value::Null);
+            }
             if fields.is_empty() {
                 return Err(Failure::Usage(
                     "nothing to update: name at least one field (see --help)".into(),
@@ -490,6 +554,20 @@ async fn run_key(args: KeyArgs) -> Result<u8, Failure> {
                 .post("/v1/update-key", &Value::Object(fields))
                 .await?;
             print(json_out, &key, render::key);
+        }
+        KeyCommand::AddCredits {
+            project_id,
+            key_id,
+            amount,
+        } => {
+            let body = json!({ "project_id": project_id, "key_id": key_id, "amount": amount });
+            let answer = client.post("/v1/add-credits", &body).await?;
+            print(json_out, &answer, |a| {
+                format!(
+                    "{key_id} in {project_id}: {} credits left\n",
+                    a["remaining"]
+                )
+            });
         }
         KeyCommand::Rotate {
             project_id,
@@ -662,6 +740,7 @@ async fn run_check(args: CheckArgs) -> Result<u8, Failure> {
         .forward_auth(
             &key,
             &args.scopes,
+            args.cost,
             args.client_ip
                 .map(|ip| (args.client_ip_header.as_str(), ip.to_string())),
         )

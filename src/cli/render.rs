@@ -1,4 +1,4 @@
-//! Tables for people, and the time arguments they type.
+//! Tables for people, and the time and plan arguments they type.
 //!
 //! Each renderer takes the API's JSON, as `--json` prints it, so the two
 //! outputs can never disagree about what keyward answered.
@@ -6,6 +6,7 @@
 use base64::Engine;
 use serde_json::Value;
 
+use crate::plan::{Interval, Limit, Per, Refill, MAX_AMOUNT};
 use crate::store::now;
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
@@ -109,6 +110,78 @@ pub fn parse_duration(s: &str) -> Result<f64, String> {
     Ok(n as f64 * unit)
 }
 
+/// `NAME=N`: the name, and N as a whole number from `min` to [`MAX_AMOUNT`].
+fn name_and_count<'a>(s: &'a str, min: u64, expected: &str) -> Result<(&'a str, u64), String> {
+    let bad = || format!("{s:?}: expected {expected}");
+    let (name, n) = s.split_once('=').ok_or_else(bad)?;
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    (min..=MAX_AMOUNT)
+        .contains(&n)
+        .then_some((name, n))
+        .ok_or_else(bad)
+}
+
+/// `--limit`: `PER=N`, e.g. `second=10` or `day=50000`.
+pub fn parse_limit(s: &str) -> Result<Limit, String> {
+    const PERS: [Per; 5] = [Per::Second, Per::Minute, Per::Hour, Per::Day, Per::Month];
+    let expected = "PER=N, PER second, minute, hour, day or month and N 1 or more, like day=50000";
+    let (name, limit) = name_and_count(s, 1, expected)?;
+    let per = PERS.into_iter().find(|p| p.as_str() == name);
+    per.map(|per| Limit { per, limit })
+        .ok_or_else(|| format!("{s:?}: expected {expected}"))
+}
+
+/// `--refill`: `INTERVAL=AMOUNT`, e.g. `day=500` or `month=100000`.
+pub fn parse_refill(s: &str) -> Result<Refill, String> {
+    let expected = "INTERVAL=AMOUNT, INTERVAL day or month, like day=500";
+    let (name, amount) = name_and_count(s, 0, expected)?;
+    let interval = [Interval::Day, Interval::Month]
+        .into_iter()
+        .find(|i| i.per().as_str() == name);
+    interval
+        .map(|interval| Refill { interval, amount })
+        .ok_or_else(|| format!("{s:?}: expected {expected}"))
+}
+
+/// `key add-credits`' amount: a whole number, not 0, negative to take away.
+pub fn parse_amount(s: &str) -> Result<i64, String> {
+    let max = MAX_AMOUNT as i64;
+    match s.parse::<i64>() {
+        Ok(n) if n != 0 && (-max..=max).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{s:?}: expected a whole number other than 0 (negative to take credits away)"
+        )),
+    }
+}
+
+/// A key's windows, `day=50000 second=10`, in the API's order.
+fn limits(v: &Value, none: &str) -> String {
+    match v.as_array() {
+        Some(windows) if !windows.is_empty() => windows
+            .iter()
+            .map(|w| format!("{}={}", text(&w["per"]), text(&w["limit"])))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => none.into(),
+    }
+}
+
+/// A key's credits: `480`, or `480/500 day` when they refill (to 500 each day).
+fn credits(v: &Value) -> String {
+    if v.is_null() {
+        return "unlimited".into();
+    }
+    let remaining = text(&v["remaining"]);
+    match v["refill"].as_object() {
+        Some(refill) => format!(
+            "{remaining}/{} {}",
+            text(&refill["amount"]),
+            text(&refill["interval"])
+        ),
+        None => remaining,
+    }
+}
+
 fn opt_time(v: &Value, none: &str) -> String {
     v.as_f64().map_or_else(|| none.to_owned(), time)
 }
@@ -200,6 +273,8 @@ pub fn key(k: &Value) -> String {
                 .as_u64()
                 .map_or("(default)".into(), |n| format!("{n}/min")),
         ),
+        ("limits", limits(&k["limits"], "(none)")),
+        ("credits", credits(&k["credits"])),
         ("expires_at", opt_time(&k["expires_at"], "never")),
         ("metadata", text(&k["metadata"])),
         ("created_at", opt_time(&k["created_at"], "-")),
@@ -230,6 +305,8 @@ pub fn key_list(page: &Value) -> String {
                 text(&k["owner"]),
                 text(&k["server_name"]),
                 list(&k["scopes"], "-"),
+                limits(&k["limits"], "-"),
+                credits(&k["credits"]),
                 opt_time(&k["expires_at"], "never"),
                 text(&k["usage_count"]),
                 opt_time(&k["last_used"], "never"),
@@ -243,6 +320,8 @@ pub fn key_list(page: &Value) -> String {
             "OWNER",
             "SERVER",
             "SCOPES",
+            "LIMITS",
+            "CREDITS",
             "EXPIRES",
             "USES",
             "LAST USED",
@@ -405,7 +484,7 @@ fn header_name(name: &str) -> String {
 
 /// Where a header goes in the listing: identity first, as the README lists them.
 fn header_rank(name: &str) -> usize {
-    const ORDER: [&str; 12] = [
+    const ORDER: [&str; 13] = [
         "x-keyward-project-id",
         "x-keyward-key-id",
         "x-keyward-owner",
@@ -415,6 +494,7 @@ fn header_rank(name: &str) -> usize {
         "x-ratelimit-limit",
         "x-ratelimit-remaining",
         "x-ratelimit-reset",
+        "x-keyward-credits-remaining",
         "x-keyward-failsafe",
         "retry-after",
         "www-authenticate",
@@ -513,6 +593,35 @@ mod tests {
         assert!(lines[1].contains("chat:*,files:read"), "{table}");
         assert!(lines[2].contains("k_bbbbbbb2  disabled  Zoë"), "{table}");
         assert_eq!(lines[3], "2 keys");
+    }
+
+    #[test]
+    fn plan_arguments_parse_and_windows_and_credits_print_compactly() {
+        let day = parse_limit("day=50000").unwrap();
+        assert_eq!((day.per, day.limit), (Per::Day, 50_000));
+        assert_eq!(parse_limit("second=1").unwrap().per, Per::Second);
+        for bad in [
+            "week=5", "day=0", "day=", "day", "=5", "day=-1", "day=1.5", "Day=5",
+        ] {
+            assert!(parse_limit(bad).is_err(), "{bad}");
+        }
+        let refill = parse_refill("month=0").unwrap();
+        assert_eq!((refill.interval, refill.amount), (Interval::Month, 0));
+        for bad in ["hour=5", "day=-1", "day"] {
+            assert!(parse_refill(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_amount("-5").unwrap(), -5);
+        for bad in ["0", "-0", "1.5", "-9223372036854775808", "x"] {
+            assert!(parse_amount(bad).is_err(), "{bad}");
+        }
+
+        let windows = json!([{"per": "day", "limit": 50000}, {"per": "second", "limit": 10}]);
+        assert_eq!(limits(&windows, "-"), "day=50000 second=10");
+        assert_eq!(limits(&json!([]), "(none)"), "(none)");
+        let daily = json!({"remaining": 480, "refill": {"interval": "day", "amount": 500}});
+        assert_eq!(credits(&daily), "480/500 day");
+        assert_eq!(credits(&json!({"remaining": 7, "refill": null})), "7");
+        assert_eq!(credits(&Value::Null), "unlimited");
     }
 
     #[test]

@@ -478,6 +478,175 @@ async fn key_update_rotate_and_revoke_change_what_validation_sees() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_mint_and_update_set_windows_and_credits_that_show_list_and_check_see() {
+    let app = TestApp::spawn().await;
+    let project = app.project().await;
+
+    let minted = cli(
+        &app,
+        &[
+            "key",
+            "mint",
+            &project,
+            "--owner",
+            "alice",
+            "--server-name",
+            "api-1",
+            "--limit",
+            "second=10",
+            "--limit",
+            "day=50000",
+            "--credits",
+            "500",
+            "--refill",
+            "day=500",
+            "--json",
+        ],
+    )
+    .await
+    .json();
+    let api_key = minted["api_key"].as_str().unwrap().to_owned();
+    let id = minted["key_id"].as_str().unwrap().to_owned();
+    let id = id.as_str();
+
+    let shown = cli(&app, &["key", "show", &project, id, "--json"])
+        .await
+        .json();
+    assert_eq!(
+        shown["limits"],
+        json!([{"per": "second", "limit": 10}, {"per": "day", "limit": 50000}])
+    );
+    assert_eq!(
+        shown["credits"],
+        json!({"remaining": 500, "refill": {"interval": "day", "amount": 500}})
+    );
+    let table = cli(&app, &["key", "show", &project, id]).await;
+    assert_eq!(
+        row(table.ok(), "limits"),
+        Some("second=10 day=50000"),
+        "{table}"
+    );
+    assert_eq!(
+        row(&table.stdout, "credits"),
+        Some("500/500 day"),
+        "{table}"
+    );
+
+    // update: --limit replaces the windows, --credits sets the balance outright.
+    let updated = cli(
+        &app,
+        &[
+            "key",
+            "update",
+            &project,
+            id,
+            "--limit",
+            "hour=100",
+            "--credits",
+            "7",
+            "--json",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(updated["limits"], json!([{"per": "hour", "limit": 100}]));
+    assert_eq!(updated["credits"], json!({"remaining": 7, "refill": null}));
+
+    // check --cost spends that much; --cost 0 checks and spends nothing.
+    let spent = check(&app, &api_key, &["--cost", "2", "--json"])
+        .await
+        .json();
+    assert_eq!(spent["headers"]["x-keyward-credits-remaining"], "5");
+    let free = check(&app, &api_key, &["--cost", "0"]).await;
+    assert!(
+        free.ok().contains("  X-Keyward-Credits-Remaining: 5\n"),
+        "{free}"
+    );
+    check(&app, &api_key, &["--cost", "6"])
+        .await
+        .fails(1, "credits_exhausted");
+    let listed = cli(&app, &["key", "list", &project]).await;
+    let lines: Vec<&str> = listed.ok().lines().collect();
+    assert!(
+        lines[0].contains("  SCOPES  LIMITS    CREDITS  EXPIRES"),
+        "{listed}"
+    );
+    assert_eq!(fields(lines[1])[4..7], ["-", "hour=100", "5"], "{listed}");
+
+    // --no-limits and --unlimited-credits clear them.
+    let cleared = cli(
+        &app,
+        &[
+            "key",
+            "update",
+            &project,
+            id,
+            "--no-limits",
+            "--unlimited-credits",
+            "--json",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(cleared["limits"], json!([]));
+    assert!(cleared["credits"].is_null());
+    let table = cli(&app, &["key", "show", &project, id]).await;
+    assert_eq!(row(table.ok(), "limits"), Some("(none)"), "{table}");
+    assert_eq!(row(&table.stdout, "credits"), Some("unlimited"), "{table}");
+    check(&app, &api_key, &["--cost", "6"]).await.ok();
+
+    // What only the API knows is refused by it: a ninth window.
+    let mut nine = vec!["key", "update", &project, id];
+    nine.extend(["--limit", "day=1"].repeat(9));
+    cli(&app, &nine).await.fails(1, "at most 8 windows");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_add_credits_moves_the_balance_both_ways_and_prints_it() {
+    let app = TestApp::spawn().await;
+    let project = app.project().await;
+    let key = app
+        .mint(
+            &project,
+            json!({ "credits": {"remaining": 10, "refill": null} }),
+        )
+        .await;
+    let id = key.key_id.as_str();
+
+    let added = cli(&app, &["key", "add-credits", &project, id, "20"]).await;
+    assert_eq!(added.ok(), format!("{id} in {project}: 30 credits left\n"));
+    // A negative amount, as clap would otherwise take for a flag.
+    let taken = cli(&app, &["key", "add-credits", &project, id, "-5", "--json"])
+        .await
+        .json();
+    assert_eq!(taken, json!({ "remaining": 25 }));
+    let shown = cli(&app, &["key", "show", &project, id, "--json"])
+        .await
+        .json();
+    assert_eq!(shown["credits"], json!({"remaining": 25, "refill": null}));
+
+    // Refusals: exit 1 with the server's message; the balance is untouched.
+    cli(&app, &["key", "add-credits", &project, id, "-26"])
+        .await
+        .fails(
+            1,
+            "would leave fewer than 0 credits (25 left) (credits_conflict)",
+        );
+    let unlimited = app.mint(&project, json!({})).await;
+    cli(
+        &app,
+        &["key", "add-credits", &project, &unlimited.key_id, "5"],
+    )
+    .await
+    .fails(1, "credits_conflict");
+    cli(&app, &["key", "add-credits", &project, "k_NoSuchKey0", "5"])
+        .await
+        .fails(1, "key_not_found");
+    let shown = cli(&app, &["key", "show", &project, id]).await;
+    assert_eq!(row(shown.ok(), "credits"), Some("25"), "{shown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_reads_the_key_from_stdin_and_shows_what_a_gateway_receives() {
     let app = TestApp::spawn().await;
     let project = app.project().await;
@@ -872,6 +1041,94 @@ async fn exit_3_when_keyward_or_redis_is_down_and_2_on_usage_errors() {
         ],
         &["operator", "create", "--name", "n", "--role", "viewer"],
         &["audit", "--limit", "0"],
+        &[
+            "key",
+            "mint",
+            "alpha",
+            "--owner",
+            "a",
+            "--server-name",
+            "s",
+            "--limit",
+            "week=5",
+        ],
+        &[
+            "key",
+            "mint",
+            "alpha",
+            "--owner",
+            "a",
+            "--server-name",
+            "s",
+            "--limit",
+            "day=0",
+        ],
+        &[
+            "key",
+            "mint",
+            "alpha",
+            "--owner",
+            "a",
+            "--server-name",
+            "s",
+            "--limit",
+            "day",
+        ],
+        &[
+            "key",
+            "mint",
+            "alpha",
+            "--owner",
+            "a",
+            "--server-name",
+            "s",
+            "--refill",
+            "day=5",
+        ],
+        &[
+            "key",
+            "mint",
+            "alpha",
+            "--owner",
+            "a",
+            "--server-name",
+            "s",
+            "--credits",
+            "5",
+            "--refill",
+            "hour=5",
+        ],
+        &[
+            "key",
+            "update",
+            "alpha",
+            "k_aaaaaaa1",
+            "--limit",
+            "day=5",
+            "--no-limits",
+        ],
+        &[
+            "key",
+            "update",
+            "alpha",
+            "k_aaaaaaa1",
+            "--credits",
+            "5",
+            "--unlimited-credits",
+        ],
+        &[
+            "key",
+            "update",
+            "alpha",
+            "k_aaaaaaa1",
+            "--refill",
+            "month=5",
+        ],
+        &["key", "update", "alpha", "k_aaaaaaa1", "--credits", "-1"],
+        &["key", "add-credits", "alpha", "k_aaaaaaa1", "0"],
+        &["key", "add-credits", "alpha", "k_aaaaaaa1", "1.5"],
+        &["key", "add-credits", "alpha", "k_aaaaaaa1"],
+        &["check", "--cost", "1000001"],
     ] {
         let mut cmd = keyward(&down);
         cmd.args(args);
