@@ -1,4 +1,4 @@
-// One key: its details and usage, and (from the key_manager role on)
+// One key: its details, plan and usage, and (from the key_manager role on)
 // update, rotate and revoke, each behind a confirmation.
 
 import { api, ApiError, allows } from './api.js';
@@ -6,6 +6,7 @@ import { h, field, timeNode, relative, pageHead, projectHref, keyBadges, errorNo
 import { confirmAction, modal, secretView } from './dialogs.js';
 import { keyFields } from './keys.js';
 import { loadProject } from './projects.js';
+import { describeCredits, describeLimits } from './plan.js';
 
 const FIELD_LABELS = {
   owner: 'owner',
@@ -15,6 +16,8 @@ const FIELD_LABELS = {
   expires_at: 'expiry',
   allowed_cidrs: 'allowed networks',
   metadata: 'metadata',
+  limits: 'windows',
+  credits: 'credits',
 };
 
 export async function renderKey(main, projectId, keyId) {
@@ -59,6 +62,8 @@ function detailsCard(projectId, key, inRotation) {
       row('Server name', key.server_name || none('—')),
       row('Scopes', key.scopes.length ? h('span', { class: 'chips' }, key.scopes.map((s) => h('code', { class: 'chip', text: s }))) : none('none')),
       row('Rate limit', key.rate_limit_per_minute === null ? none('deployment default') : `${key.rate_limit_per_minute.toLocaleString()} per minute`),
+      row('Windows', h('span', { id: 'key-limits' }, describeLimits(key.limits) ?? none('none'))),
+      row('Credits', h('span', { id: 'key-credits', class: key.credits ? null : 'muted', text: describeCredits(key.credits) })),
       row('Allowed networks', key.allowed_cidrs ? h('span', { class: 'chips' }, key.allowed_cidrs.map((c) => h('code', { class: 'chip', text: c }))) : none('anywhere')),
       row('Expires', key.expires_at ? timeNode(key.expires_at) : none('never')),
       row('Created', timeNode(key.created_at)),
