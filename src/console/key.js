@@ -1,11 +1,12 @@
-// One key: its details and usage, and (from the key_manager role on)
-// update, rotate and revoke, each behind a confirmation.
+// One key: its details, plan and usage, and (from the key_manager role on)
+// add credits, and update, rotate and revoke, each behind a confirmation.
 
 import { api, ApiError, allows } from './api.js';
 import { h, field, timeNode, relative, pageHead, projectHref, keyBadges, errorNotice, toast } from './dom.js';
 import { confirmAction, modal, secretView } from './dialogs.js';
 import { keyFields } from './keys.js';
 import { loadProject } from './projects.js';
+import { describeCredits, describeLimits } from './plan.js';
 
 const FIELD_LABELS = {
   owner: 'owner',
@@ -15,6 +16,8 @@ const FIELD_LABELS = {
   expires_at: 'expiry',
   allowed_cidrs: 'allowed networks',
   metadata: 'metadata',
+  limits: 'windows',
+  credits: 'credits',
 };
 
 export async function renderKey(main, projectId, keyId) {
@@ -37,7 +40,7 @@ export async function renderKey(main, projectId, keyId) {
   main.replaceChildren(
     pageHead([['Projects', '#/'], [project?.label ?? projectId, projectHref(projectId)], [keyId]], [h('span', { class: 'mono-title', text: keyId }), ' ', keyBadges(key)]),
     h('div', { class: 'grid two' },
-      detailsCard(projectId, key, inRotation),
+      detailsCard(projectId, key, inRotation, rerender),
       usageCard(key)),
     ...(allows('key_manager') ? [
       updateCard(projectId, key, rerender),
@@ -48,7 +51,7 @@ export async function renderKey(main, projectId, keyId) {
   );
 }
 
-function detailsCard(projectId, key, inRotation) {
+function detailsCard(projectId, key, inRotation, rerender) {
   const row = (label, value) => [h('dt', { text: label }), h('dd', {}, value)];
   const none = (text) => h('span', { class: 'muted', text });
   return h('section', { class: 'card', 'aria-labelledby': 'details-title' },
@@ -59,6 +62,18 @@ function detailsCard(projectId, key, inRotation) {
       row('Server name', key.server_name || none('—')),
       row('Scopes', key.scopes.length ? h('span', { class: 'chips' }, key.scopes.map((s) => h('code', { class: 'chip', text: s }))) : none('none')),
       row('Rate limit', key.rate_limit_per_minute === null ? none('deployment default') : `${key.rate_limit_per_minute.toLocaleString()} per minute`),
+      row('Windows', h('span', { id: 'key-limits' }, describeLimits(key.limits) ?? none('none'))),
+      row('Credits', h('span', { class: 'with-action' },
+        h('span', { id: 'key-credits', class: key.credits ? null : 'muted', text: describeCredits(key.credits) }),
+        key.credits && allows('key_manager') ? h('button', {
+          type: 'button',
+          id: 'add-credits-open',
+          class: 'button small',
+          text: 'Add credits',
+          onclick: async () => {
+            if (await addCreditsDialog(projectId, key)) await rerender();
+          },
+        }) : null)),
       row('Allowed networks', key.allowed_cidrs ? h('span', { class: 'chips' }, key.allowed_cidrs.map((c) => h('code', { class: 'chip', text: c }))) : none('anywhere')),
       row('Expires', key.expires_at ? timeNode(key.expires_at) : none('never')),
       row('Created', timeNode(key.created_at)),
@@ -122,6 +137,51 @@ function updateCard(projectId, key, rerender) {
   ...nodes,
   status,
   h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'button primary', id: 'update-submit', text: 'Save changes' })));
+}
+
+/** The add-credits dialog; resolves to true if the balance changed. */
+function addCreditsDialog(projectId, key) {
+  let changed = false;
+  return modal((ctl) => {
+    const amount = h('input', { type: 'number', name: 'amount', step: '1', required: true, inputmode: 'numeric' });
+    const balance = h('span', { id: 'credits-balance', text: describeCredits(key.credits) });
+    const status = h('div', { id: 'add-credits-status' });
+    const close = h('button', { type: 'button', id: 'add-credits-close', class: 'button quiet', onclick: () => ctl.close(), text: 'Cancel' });
+    const form = h('form', {
+      id: 'add-credits-form',
+      onsubmit: async (event) => {
+        event.preventDefault();
+        status.replaceChildren();
+        const value = Number(amount.value);
+        if (!Number.isSafeInteger(value) || value === 0) {
+          status.append(errorNotice({ message: 'The amount must be a whole number other than 0.' }));
+          return;
+        }
+        try {
+          const out = await api('POST', '/v1/add-credits', { body: { project_id: projectId, key_id: key.key_id, amount: value } });
+          changed = true;
+          const credits = { ...key.credits, remaining: out.remaining };
+          balance.textContent = describeCredits(credits);
+          const done = value > 0 ? `Added ${value.toLocaleString()}` : `Took away ${(-value).toLocaleString()}`;
+          status.append(h('p', { class: 'notice info', role: 'status', text: `${done}: ${out.remaining.toLocaleString()} left now.` }));
+          amount.value = '';
+          close.textContent = 'Close';
+          toast(`Key ${key.key_id}: ${out.remaining.toLocaleString()} credits left.`);
+        } catch (e) {
+          status.append(errorNotice(e));
+        }
+      },
+    },
+    h('p', {}, 'Credits: ', balance, '.'),
+    field('Amount', amount, key.credits.refill
+      ? 'Negative to take credits away. Changes the balance until the next refill.'
+      : 'Negative to take credits away.'),
+    status,
+    h('div', { class: 'actions' },
+      close,
+      h('button', { type: 'submit', class: 'button primary', id: 'add-credits-submit', text: 'Add credits' })));
+    return [h('h2', { id: 'dialog-title', text: `Add credits to ${key.key_id}` }), form];
+  }).then(() => changed);
 }
 
 function rotateCard(projectId, key, rerender) {

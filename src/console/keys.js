@@ -6,6 +6,7 @@ import { api, allows } from './api.js';
 import { h, field, timeNode, relative, pageHead, projectHref, projectTabs, keyBadges, errorNotice, toast, words } from './dom.js';
 import { modal, secretView } from './dialogs.js';
 import { openProject } from './projects.js';
+import { describeCredits, planFields } from './plan.js';
 
 const PAGE_SIZES = [10, 25, 50, 100];
 let pageSize = 25;
@@ -28,7 +29,7 @@ export async function renderKeys(main, projectId) {
     const shown = q ? loaded.filter((k) => k.owner.toLowerCase().includes(q) || k.key_id.toLowerCase().includes(q)) : loaded;
     tbody.replaceChildren(...shown.map((k) => keyRow(projectId, k)));
     if (shown.length === 0) {
-      tbody.append(h('tr', {}, h('td', { colspan: '7', class: 'empty', text: loaded.length ? 'No loaded key matches.' : emptyText })));
+      tbody.append(h('tr', {}, h('td', { colspan: '8', class: 'empty', text: loaded.length ? 'No loaded key matches.' : emptyText })));
     }
     const loadedText = `${loaded.length} key${loaded.length === 1 ? '' : 's'} loaded${next ? ', more available' : ''}`;
     summary.textContent = q ? `${shown.length} of ${loadedText} match "${search.value.trim()}".` : `${loadedText}.`;
@@ -76,7 +77,7 @@ export async function renderKeys(main, projectId) {
       status,
       summary,
       h('div', { class: 'table-wrap' }, h('table', { class: 'list', id: 'key-list' },
-        h('thead', {}, h('tr', {}, ['Key id', 'Owner', 'Server', 'Status', 'Usage', 'Last used', 'Expires'].map((c) => h('th', { scope: 'col', text: c })))),
+        h('thead', {}, h('tr', {}, ['Key id', 'Owner', 'Server', 'Status', 'Usage', 'Credits', 'Last used', 'Expires'].map((c) => h('th', { scope: 'col', text: c })))),
         tbody)),
       h('div', { class: 'actions start' }, more)),
   );
@@ -95,6 +96,8 @@ function keyRow(projectId, k) {
     h('td', { 'data-label': 'Server', text: k.server_name }),
     h('td', { 'data-label': 'Status' }, keyBadges(k)),
     h('td', { 'data-label': 'Usage', class: 'num', text: k.usage_count.toLocaleString() }),
+    h('td', { 'data-label': 'Credits', class: 'num', title: describeCredits(k.credits) },
+      k.credits ? k.credits.remaining.toLocaleString() : h('span', { class: 'muted', text: 'unlimited' })),
     h('td', { 'data-label': 'Last used', title: k.last_used ? relative(k.last_used) : null }, k.last_used ? relative(k.last_used) : h('span', { class: 'muted', text: 'never' })),
     h('td', { 'data-label': 'Expires' }, k.expires_at ? timeNode(k.expires_at) : h('span', { class: 'muted', text: 'never' })));
 }
@@ -102,8 +105,9 @@ function keyRow(projectId, k) {
 /**
  * The fields a key can be given at mint and changed by update, as inputs,
  * pre-filled from `key` when given. `read(onlyChanged)` turns them into API
- * fields (null for a cleared optional one), only those edited since the
- * form was built when `onlyChanged`, or throws an Error with a message.
+ * fields (null for a cleared optional one, `[]` for no windows), only those
+ * edited since the form was built when `onlyChanged`, or throws an Error
+ * with a message.
  */
 export function keyFields(key) {
   const inputs = {
@@ -115,6 +119,7 @@ export function keyFields(key) {
     allowed_cidrs: h('input', { autocomplete: 'off', spellcheck: 'false', value: (key?.allowed_cidrs ?? []).join(' ') }),
     metadata: h('textarea', { rows: '3', spellcheck: 'false', value: key && key.metadata !== null ? JSON.stringify(key.metadata, null, 2) : '' }),
   };
+  const plan = planFields(key);
   const initial = Object.fromEntries(Object.entries(inputs).map(([name, el]) => {
     el.name = name;
     return [name, el.value];
@@ -150,9 +155,10 @@ export function keyFields(key) {
       field('Expires at (local time)', inputs.expires_at, 'Empty: never.')),
     field('Allowed networks', inputs.allowed_cidrs, 'CIDRs separated by spaces, e.g. 10.0.0.0/8. Empty: anywhere.'),
     field('Metadata (JSON)', inputs.metadata, 'Empty: none.'),
+    ...plan.nodes,
   ];
   const read = (onlyChanged = false) => {
-    const out = {};
+    const out = plan.read(onlyChanged);
     for (const [name, el] of Object.entries(inputs)) {
       if (!onlyChanged || el.value !== initial[name]) out[name] = parse[name](el.value);
     }
@@ -187,10 +193,11 @@ function mintDialog(projectId) {
           return;
         }
         // Mint takes no nulls for what it would default anyway.
-        for (const name of ['rate_limit_per_minute', 'expires_at', 'allowed_cidrs']) {
+        for (const name of ['rate_limit_per_minute', 'expires_at', 'allowed_cidrs', 'credits']) {
           if (body[name] === null) delete body[name];
         }
         if (body.metadata === null) delete body.metadata;
+        if (body.limits.length === 0) delete body.limits;
         try {
           const out = await api('POST', '/v1/mint-key', { body });
           minted = true;

@@ -73,6 +73,7 @@ const ASSETS: &[Asset] = &[
     asset!("projects.js", JS),
     asset!("keys.js", JS),
     asset!("key.js", JS),
+    asset!("plan.js", JS),
     asset!("activity.js", JS),
     asset!("audit.js", JS),
 ];

@@ -651,6 +651,116 @@ fn browser_key_detail_updates_rotates_and_revokes_behind_confirmations() {
 }
 
 #[test]
+fn browser_a_key_minted_with_windows_and_credits_shows_them_takes_credits_and_clears_them() {
+    in_browser(|page| async move {
+        let app = TestApp::spawn().await;
+        let project = app.project().await;
+        page.sign_in(&app).await;
+        page.open(&app, &format!("#/p/{project}")).await;
+        page.until_text("#key-summary", "0 keys loaded").await;
+
+        // Two windows, and credits that refill every month (a day's refill
+        // could fall in the middle of the test).
+        page.click("#mint-open").await;
+        page.fill("#mint-form input[name=owner]", "alice").await;
+        page.fill("#mint-form input[name=server_name]", "llm-gateway")
+            .await;
+        for (row, (limit, per)) in [("10", "second"), ("50000", "day")].iter().enumerate() {
+            page.click("#mint-form button[name=add-limit]").await;
+            let row = format!("#mint-form .limit-row:nth-child({})", row + 1);
+            page.fill(&format!("{row} input[name=limit]"), limit).await;
+            let select = page.find(&format!("{row} select[name=per]")).await;
+            select.select_by_value(per).await.unwrap();
+        }
+        page.fill("#mint-form input[name=credits_remaining]", "480")
+            .await;
+        let refill = page.find("#mint-form select[name=refill_interval]").await;
+        refill.select_by_value("month").await.unwrap();
+        page.fill("#mint-form input[name=refill_amount]", "500")
+            .await;
+        page.shot("23-mint-form-plan", false).await;
+        page.click("#mint-submit").await;
+        let api_key = page.text("#secret-value").await;
+        let key_id = api_key.split('.').nth(2).unwrap().to_owned();
+        page.click("#secret-close").await;
+        let row = format!("#key-list tr[data-key-id='{key_id}']");
+        page.until_text(&row, "480").await;
+        let get = || async {
+            let path = format!("/v1/get-key?project_id={project}&key_id={key_id}");
+            app.admin_get(&path).await.json::<Value>().await.unwrap()
+        };
+        let doc = get().await;
+        assert_eq!(
+            doc["limits"],
+            json!([{ "per": "second", "limit": 10 }, { "per": "day", "limit": 50000 }])
+        );
+        assert_eq!(
+            doc["credits"],
+            json!({ "remaining": 480, "refill": { "interval": "month", "amount": 500 } })
+        );
+
+        // A request of cost 5 spends them; the key screen says what is left.
+        let body = json!({ "api_key": api_key, "cost": 5 });
+        let r = app.post("/v1/validate-key", &body, None).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        page.click(&format!("{row} a")).await;
+        page.until_text("#key-limits", "10 per second, 50,000 per day")
+            .await;
+        page.until_text("#key-credits", "475 left, refilled to 500 every month")
+            .await;
+        page.shot("24-key-plan", true).await;
+
+        // Add credits: the dialog shows the new balance.
+        page.click("#add-credits-open").await;
+        page.fill("#add-credits-form input[name=amount]", "25")
+            .await;
+        page.click("#add-credits-submit").await;
+        page.until_text("#add-credits-status", "Added 25: 500 left now.")
+            .await;
+        page.until_text("#credits-balance", "500 left").await;
+        // Taking away more than is left is refused, and changes nothing.
+        page.fill("#add-credits-form input[name=amount]", "-600")
+            .await;
+        page.click("#add-credits-submit").await;
+        page.until_text("#add-credits-status", "fewer than 0 credits (500 left)")
+            .await;
+        assert!(page
+            .text("#add-credits-status")
+            .await
+            .contains("credits_conflict"));
+        page.shot("25-add-credits-refused", false).await;
+        assert_eq!(get().await["credits"]["remaining"], 500);
+        page.click("#add-credits-close").await;
+        page.until_text("#key-credits", "500 left").await;
+
+        // Edit: one window fewer, and no credits (unlimited).
+        page.click("#update-form .limit-row:nth-child(2) button[name=remove-limit]")
+            .await;
+        page.find("#update-form input[name=credits_remaining]")
+            .await
+            .clear()
+            .await
+            .unwrap();
+        let refill = page.find("#update-form select[name=refill_interval]").await;
+        refill.select_by_value("").await.unwrap();
+        page.click("#update-submit").await;
+        page.until_text("dialog", "Change the windows").await;
+        let confirm = page.text("dialog").await;
+        assert!(
+            confirm.contains("Change the credits") && !confirm.contains("owner"),
+            "{confirm}"
+        );
+        page.click("#confirm-button").await;
+        page.until_text("#key-credits", "unlimited").await;
+        assert_eq!(page.text("#key-limits").await, "10 per second");
+        assert!(!page.has("#add-credits-open").await, "nothing to add to");
+        let doc = get().await;
+        assert_eq!(doc["limits"], json!([{ "per": "second", "limit": 10 }]));
+        assert_eq!(doc["credits"], Value::Null);
+    });
+}
+
+#[test]
 fn browser_the_activity_screen_charts_recent_validations_with_a_monitor_user() {
     in_browser(|page| async move {
         let app = app_with_monitor().await;
@@ -793,7 +903,12 @@ fn browser_a_viewer_sees_its_one_project_and_its_keys_and_can_change_nothing() {
         let app = TestApp::spawn().await;
         let mine = app.project().await;
         let other = app.project().await;
-        let key = app.mint(&mine, json!({ "owner": "carol" })).await;
+        let plan = json!({
+            "owner": "carol",
+            "limits": [{ "per": "minute", "limit": 100 }],
+            "credits": { "remaining": 7, "refill": null },
+        });
+        let key = app.mint(&mine, plan).await;
         app.mint(&other, json!({})).await;
         let (_, token) = operator(&app, "support: Ada", "viewer", &[&mine]).await;
 
@@ -824,7 +939,14 @@ fn browser_a_viewer_sees_its_one_project_and_its_keys_and_can_change_nothing() {
         page.open(&app, &format!("#/p/{mine}/keys/{}", key.key_id))
             .await;
         page.until_text("#key-details", "carol").await;
-        for hidden in ["#update-form", "#rotate-submit", "#revoke-submit"] {
+        assert_eq!(page.text("#key-limits").await, "100 per minute");
+        assert_eq!(page.text("#key-credits").await, "7 left");
+        for hidden in [
+            "#update-form",
+            "#rotate-submit",
+            "#revoke-submit",
+            "#add-credits-open",
+        ] {
             assert!(!page.has(hidden).await, "{hidden} is shown");
         }
         page.shot("19-viewer-key", true).await;
