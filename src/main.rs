@@ -132,8 +132,21 @@ fn usage_error(e: clap::Error) -> ExitCode {
         return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
     }
     let text = e.to_string();
-    let first = text.lines().next().unwrap_or_default();
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or_default();
     let first = first.strip_prefix("error: ").unwrap_or(first);
+    // "...were not provided:" is followed by the indented arguments it means.
+    let named: Vec<&str> = match first.ends_with(':') {
+        true => lines
+            .take_while(|l| l.starts_with("  "))
+            .map(str::trim)
+            .collect(),
+        false => Vec::new(),
+    };
+    let first = match named.is_empty() {
+        true => first.to_owned(),
+        false => format!("{first} {}", named.join(", ")),
+    };
     eprintln!("keyward: {first} (see --help)");
     ExitCode::from(2)
 }
