@@ -51,50 +51,62 @@ pub enum Role {
     Owner,
 }
 
-/// What an admin call does: its name in `audit:admin`, and the least role
-/// that may do it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    ProjectCreate,
-    ProjectRead,
-    ProjectList,
-    KeyMint,
-    KeyRead,
-    KeyList,
-    KeyUpdate,
-    KeyRotate,
-    KeyRevoke,
-    KeyAddCredits,
-    ActivityRead,
-    AuditRead,
-    OperatorCreate,
-    OperatorList,
-    OperatorRevoke,
-    Whoami,
+/// Every action, once: its variant, its name in `audit:admin`, and its
+/// marker type in [`act`] (`Admin<act::KeyMint, _>` in `http`).
+macro_rules! actions {
+    ($($variant:ident = $name:literal),* $(,)?) => {
+        /// What an admin call does: its name in `audit:admin`, and the least
+        /// role that may do it.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Action {
+            $($variant),*
+        }
+
+        impl Action {
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Action::$variant => $name),*
+                }
+            }
+        }
+
+        /// One marker type per [`Action`].
+        pub mod act {
+            $(
+                pub struct $variant;
+                impl super::Act for $variant {
+                    const ACTION: super::Action = super::Action::$variant;
+                }
+            )*
+        }
+    };
 }
 
-impl Action {
-    pub fn name(self) -> &'static str {
-        match self {
-            Action::ProjectCreate => "project.create",
-            Action::ProjectRead => "project.read",
-            Action::ProjectList => "project.list",
-            Action::KeyMint => "key.mint",
-            Action::KeyRead => "key.read",
-            Action::KeyList => "key.list",
-            Action::KeyUpdate => "key.update",
-            Action::KeyRotate => "key.rotate",
-            Action::KeyRevoke => "key.revoke",
-            Action::KeyAddCredits => "key.add_credits",
-            Action::ActivityRead => "activity.read",
-            Action::AuditRead => "audit.read",
-            Action::OperatorCreate => "operator.create",
-            Action::OperatorList => "operator.list",
-            Action::OperatorRevoke => "operator.revoke",
-            Action::Whoami => "whoami",
-        }
-    }
+/// An action, as a type.
+pub trait Act {
+    const ACTION: Action;
+}
 
+actions!(
+    ProjectCreate = "project.create",
+    ProjectRead = "project.read",
+    ProjectList = "project.list",
+    KeyMint = "key.mint",
+    KeyRead = "key.read",
+    KeyList = "key.list",
+    KeyUpdate = "key.update",
+    KeyRotate = "key.rotate",
+    KeyRevoke = "key.revoke",
+    KeyAddCredits = "key.add_credits",
+    ActivityRead = "activity.read",
+    AuditRead = "audit.read",
+    OperatorCreate = "operator.create",
+    OperatorList = "operator.list",
+    OperatorRevoke = "operator.revoke",
+    Whoami = "whoami",
+);
+
+impl Action {
     /// The least role that may do this within its projects.
     pub fn needs(self) -> Role {
         match self {

@@ -3,7 +3,7 @@
 //! every admin route.
 //!
 //! `Admin<A, I>` is the one place a call is let in: it names the action
-//! (`A`, a marker of [`act`]), authenticates the bearer token (401), reads
+//! (`A`, a marker of `access::act`), authenticates the bearer token (401), reads
 //! the input `I` (a JSON body, a query or path parameters; 422), and asks
 //! [`Caller::authorize`] about the action on the input's project (404 for a
 //! project outside the caller's list, 403 for a role that may not). A
@@ -30,48 +30,10 @@ use validator::Validate;
 
 use super::extract::{ValidatedJson, ValidatedQuery};
 use super::{AppState, REQUEST_ID};
-use crate::access::{self, Action, Caller, Target};
+use crate::access::{self, Act, Action, Caller, Target};
 use crate::error::{Error, Result};
 use crate::store::AdminAudit;
 use crate::telemetry::metric;
-
-/// An action, as a type: `Admin<act::KeyMint, _>`.
-pub trait Act {
-    const ACTION: Action;
-}
-
-/// One marker type per [`Action`].
-pub mod act {
-    use super::{Act, Action};
-
-    macro_rules! acts {
-        ($($name:ident),* $(,)?) => {$(
-            pub struct $name;
-            impl Act for $name {
-                const ACTION: Action = Action::$name;
-            }
-        )*};
-    }
-
-    acts!(
-        ProjectCreate,
-        ProjectRead,
-        ProjectList,
-        KeyMint,
-        KeyRead,
-        KeyList,
-        KeyUpdate,
-        KeyRotate,
-        KeyRevoke,
-        KeyAddCredits,
-        ActivityRead,
-        AuditRead,
-        OperatorCreate,
-        OperatorList,
-        OperatorRevoke,
-        Whoami,
-    );
-}
 
 /// Where an admin call's input comes from.
 pub trait Input {

@@ -4,8 +4,9 @@
 use axum::extract::State;
 use axum::Json;
 
-use super::access::{act, Admin, Query};
+use super::access::{Admin, Query};
 use super::AppState;
+use crate::access::act;
 use crate::activity::{self, ActivityOut, ActivityQuery};
 use crate::error::{ErrorBody, InvalidRequest, Result};
 

@@ -9,8 +9,9 @@ use utoipa::openapi::path::Operation;
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::ToResponse;
 
-use super::access::{act, Admin, Body, Params, Query};
+use super::access::{Admin, Body, Params, Query};
 use super::AppState;
+use crate::access::act;
 use crate::admin::{
     self, AddCreditsIn, AddCreditsOut, KeyOut, KeyRef, ListOut, ListQuery, MintIn, MintOut,
     ProjectIn, ProjectPath, ProjectsOut, ProjectsQuery, Revoked, RotateIn, RotateOut, UpdateIn,

@@ -5,8 +5,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 
-use super::access::{act, Admin, Body, Nothing, Params, Query};
+use super::access::{Admin, Body, Nothing, Params, Query};
 use super::AppState;
+use crate::access::act;
 use crate::error::{ErrorBody, InvalidRequest, PayloadTooLarge, Result};
 use crate::operators::{
     self, OperatorCreated, OperatorIn, OperatorPath, OperatorRevoked, OperatorsOut, OperatorsQuery,
