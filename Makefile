@@ -6,7 +6,7 @@ KEYWARD_PORT ?= 8080
 # The revision `make load-compare` measures this tree against.
 BASE ?= 196fbe3
 
-.PHONY: run test check bench load load-restart load-compare profile clean-run
+.PHONY: run test check bench load load-restart load-compare load-unix profile clean-run
 
 ## Install what is missing, start Redis Stack and keyward, mint a demo key.
 run:
@@ -43,6 +43,12 @@ load-restart:
 load-compare:
 	bash redis/local.sh install wrk
 	bash benches/compare.sh $(BASE)
+
+## Warm C=64 with this tree's keyward on Redis over TCP and over its Unix
+## socket (redis+unix://), alternating for KEYWARD_BENCH_ROUNDS rounds.
+load-unix:
+	bash redis/local.sh install wrk
+	bash benches/compare.sh --unix
 
 ## Warm C=64 under `perf record -g`; prints the top of `perf report`: by
 ## symbol, by library, and with callees (the frame-pointer build in

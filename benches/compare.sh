@@ -7,6 +7,10 @@
 # the targets.
 #
 #   benches/compare.sh [REV]          REV defaults to 196fbe3
+#   benches/compare.sh --unix         make load-unix: this tree's keyward on Redis
+#                                     over TCP ("base") and over its Unix socket
+#                                     (KEYWARD_BENCH_REDIS=unix, "new"): ratios
+#                                     unix/tcp, no targets
 #
 # <rev> is built once, in a git worktree of its own (removed after the build)
 # with its own CARGO_TARGET_DIR, target/compare/<sha>/target; its binary is
@@ -22,12 +26,20 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 rev="${1:-196fbe3}" rounds="${KEYWARD_BENCH_ROUNDS:-3}"
 [[ "$rounds" =~ ^[1-9][0-9]?$ ]] || die "KEYWARD_BENCH_ROUNDS must be a whole number in 1..99"
 [[ "${KEYWARD_BENCH_CLUSTER:-}" != 1 ]] || die "compare mode runs on one Redis: unset KEYWARD_BENCH_CLUSTER"
-sha="$(git rev-parse --verify --quiet "${rev}^{commit}")" || die "unknown revision: $rev"
-short="${sha:0:12}"
-dir="$PWD/target/compare/$short"
-bin="$dir/keyward"
+# Each side's name in the rows and how it runs: (base, new).
+if [[ "$rev" == --unix ]]; then
+  names=(tcp unix) runs=(KEYWARD_BENCH_REDIS=tcp KEYWARD_BENCH_REDIS=unix)
+else
+  sha="$(git rev-parse --verify --quiet "${rev}^{commit}")" || die "unknown revision: $rev"
+  short="${sha:0:12}"
+  dir="$PWD/target/compare/$short"
+  bin="$dir/keyward"
+  names=("base $rev" new) runs=(KEYWARD_BENCH_BASE="$dir" KEYWARD_BENCH_REDIS=tcp)
+fi
 
-if [[ ! -x "$bin" ]]; then
+if [[ "$rev" == --unix ]]; then
+  log "this tree over TCP (base) and over Redis's Unix socket (new)"
+elif [[ ! -x "$bin" ]]; then
   tree="$dir/src"
   mkdir -p "$dir"
   # A worktree left by an interrupted build: remove it first (--force on add
@@ -45,11 +57,13 @@ else
   log "using $bin (built earlier from $short)"
 fi
 
-# The base's own ACL template, which benches/load.sh renders.
-mkdir -p "$dir/redis"
-git show "$sha:redis/users.acl" >"$dir/redis/users.acl"
-cp redis/local.sh "$dir/redis/local.sh"
-log "base: $rev = $sha"
+if [[ "$rev" != --unix ]]; then
+  # The base's own ACL template, which benches/load.sh renders.
+  mkdir -p "$dir/redis"
+  git show "$sha:redis/users.acl" >"$dir/redis/users.acl"
+  cp redis/local.sh "$dir/redis/local.sh"
+  log "base: $rev = $sha"
+fi
 cargo bench --locked --bench load --no-run
 
 out="$(mktemp -d)"
@@ -57,23 +71,24 @@ trap 'rm -rf "$out"' EXIT
 for ((round = 1; round <= rounds; round++)); do
   if ((round % 2)); then sides=(base new); else sides=(new base); fi
   for side in "${sides[@]}"; do
-    base=()
-    if [[ "$side" == base ]]; then base=(KEYWARD_BENCH_BASE="$dir"); fi
-    env -u KEYWARD_BENCH_BASE "${base[@]}" KEYWARD_BENCH_SCENARIO=warm \
+    i=0; [[ "$side" == base ]] || i=1
+    env -u KEYWARD_BENCH_BASE -u KEYWARD_BENCH_REDIS "${runs[$i]}" KEYWARD_BENCH_SCENARIO=warm \
       cargo bench --locked --bench load >"$out/run" 2>&1 || { cat "$out/run" >&2; die "round $round, $side failed"; }
     # The first run's header once; then each run's row, named after its side.
     ((round > 1)) || [[ "$side" == new ]] || sed -n '/^keyward load/,/^scenario/p' "$out/run"
     row="$(grep '^warm C=' "$out/run")"
-    label="$round: $side"; [[ "$side" == new ]] || label+=" $rev"
-    printf '%-32s%s\n' "$label" "${row:32}"
+    printf '%-32s%s\n' "$round: ${names[$i]}" "${row:32}"
     echo "$side $round ${row:32}" >>"$out/rows"
   done
 done
 
 # Each column's decimals and whether a ratio new/base means something, as in
 # benches/load.rs's COLS.
-awk -v rev="$rev" '
-  BEGIN { split("0 3 3 0 1 1 2 0 0 0 0 1", dec, " "); split("1 1 1 0 1 1 1 0 0 0 0 0", ratio, " ") }
+awk -v base="${names[0]}" -v new="${names[1]}" -v targets="$([[ "$rev" == --unix ]] || echo 1)" '
+  BEGIN {
+    split("0 3 3 0 1 1 2 0 0 0 0 1", dec, " "); split("1 1 1 0 1 1 1 0 0 0 0 0", ratio, " ")
+    ratio_name = (base ~ /^base / ? "new/base" : new "/" base)
+  }
   { for (i = 1; i <= 12; i++) v[$1, $2, i] = $(i + 3); c = $3; rounds = $2 > rounds ? $2 : rounds }
   function line(name, c, cell,   s, i) {
     s = sprintf("%-32s %3s", name, c)
@@ -96,7 +111,7 @@ awk -v rev="$rev" '
   END {
     for (r = 1; r <= rounds; r++) {
       for (i = 1; i <= 12; i++) { b[i] = v["base", r, i]; n[i] = v["new", r, i] }
-      ratios(r ": new/base", b, n)
+      ratios(r ": " ratio_name, b, n)
     }
     print "medians of " rounds " round(s) (non-200: the sum)"
     for (i = 1; i <= 12; i++) {
@@ -104,7 +119,8 @@ awk -v rev="$rev" '
       bs[i] = B[i] == "?" ? "?" : sprintf("%." dec[i] "f", B[i])
       ns[i] = N[i] == "?" ? "?" : sprintf("%." dec[i] "f", N[i])
     }
-    line("median base " rev, c, bs); line("median new", c, ns); ratios("median new/base", B, N)
+    line("median " base, c, bs); line("median " new, c, ns); ratios("median " ratio_name, B, N)
+    if (!targets) exit
     print "targets (reported, not asserted; medians)"
     target("throughput new/base >= 2", N[1] / B[1], N[1] / B[1] >= 2)
     target("new: p99 < 10 ms", N[3], N[3] < 10)

@@ -12,11 +12,21 @@
 # Redis URLs (the validator's and the manager's), a random admin token, warn
 # logs and, for the restart scenario, a pepper file. With
 # KEYWARD_BENCH_BASE=DIR (benches/compare.sh), the Redis users come from
-# DIR/redis/users.acl. keyward's log ends up in the temp dir; its last lines
-# are printed at the end.
+# DIR/redis/users.acl. With KEYWARD_BENCH_REDIS=unix (one node only), both
+# URLs name Redis's Unix socket (redis+unix://), not its TCP port. keyward's
+# log ends up in the temp dir; its last lines are printed at the end.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-bench="$1" cluster="${KEYWARD_BENCH_CLUSTER:-0}"
+bench="$1" cluster="${KEYWARD_BENCH_CLUSTER:-0}" over="${KEYWARD_BENCH_REDIS:-tcp}"
+case "$over" in
+  tcp) unix=() ;;
+  unix) unix=(unix) ;;
+  *) echo "load.sh: KEYWARD_BENCH_REDIS=$over: tcp or unix" >&2; exit 1 ;;
+esac
+if [[ "$cluster" == 1 && "$over" == unix ]]; then
+  echo "load.sh: KEYWARD_BENCH_REDIS=unix needs one node: unset KEYWARD_BENCH_CLUSTER" >&2
+  exit 1
+fi
 dir="$(mktemp -d "${TMPDIR:-/tmp}/keyward-load.XXXXXXXX")"
 stop() {
   if [[ -s "$dir/keyward.log" ]]; then
@@ -42,7 +52,7 @@ for attempt in 1 2 3; do
   if [[ "$cluster" == 1 ]]; then
     seeds="$(bash redis/local.sh cluster-start "$port" "$dir/cluster" "$dir/users.acl" 2>>"$dir/local.log")" && break
   else
-    bash redis/local.sh start "$port" "$dir" "$dir/users.acl" >/dev/null 2>>"$dir/local.log" && break
+    bash redis/local.sh start "$port" "$dir" "$dir/users.acl" "${unix[@]}" >/dev/null 2>>"$dir/local.log" && break
   fi
   ((attempt < 3)) || { cat "$dir/local.log" >&2; exit 1; }
 done
@@ -50,9 +60,13 @@ if [[ "$cluster" == 1 ]]; then
   url="redis-cluster://%s@$seeds" ports="$(seq -s ' ' "$port" $((port + 5)))"
   pids="$(for p in $ports; do cat "$dir/cluster/$p/redis.pid"; done | xargs)"
   redis="a cluster of 3 masters with 1 replica each (redis/local.sh cluster-start)"
+elif [[ "$over" == unix ]]; then
+  # fred's syntax: with credentials a host is required, and ignored.
+  url="redis+unix://%s@localhost$dir/redis.sock" ports="$port" pids="$(cat "$dir/redis.pid")"
+  redis="one node (redis/local.sh start), over its Unix socket"
 else
   url="redis://%s@127.0.0.1:$port" ports="$port" pids="$(cat "$dir/redis.pid")"
-  redis="one node (redis/local.sh start)"
+  redis="one node (redis/local.sh start), over TCP"
 fi
 
 echo "keyward load benchmark ($({ wrk -v 2>&1 || true; } | head -n 1 | cut -d' ' -f1-2), benches/load.lua)"

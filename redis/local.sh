@@ -3,7 +3,8 @@
 #
 #   redis/local.sh install [wrk] [perf]           install redis-server, RedisJSON and faketime, and the benches' tools (idempotent)
 #   redis/local.sh module-path                    print the absolute path of rejson.so
-#   redis/local.sh start PORT DIR ACLFILE         start a daemonized redis on 127.0.0.1:PORT
+#   redis/local.sh start PORT DIR ACLFILE [unix]  start a daemonized redis on 127.0.0.1:PORT (and with
+#                                                 `unix` on the Unix socket DIR/redis.sock too, mode 700)
 #   redis/local.sh stop DIR                       stop the redis started with DIR
 #   redis/local.sh acl VALIDATOR_PW MANAGER_PW OUTFILE   render redis/users.acl
 #   redis/local.sh cluster-start BASEPORT DIR ACLFILE   a Redis Cluster on 127.0.0.1:BASEPORT..BASEPORT+5
@@ -117,8 +118,8 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 pid_running() { [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null; }
 
 cmd_start() {
-  [[ $# -eq 3 ]] || die "usage: $0 start PORT DIR ACLFILE"
-  local port="$1" dir="$2" aclfile="$3"
+  [[ $# -eq 3 || ($# -eq 4 && "$4" == unix) ]] || die "usage: $0 start PORT DIR ACLFILE [unix]"
+  local port="$1" dir="$2" aclfile="$3" unix=()
   [[ "$port" =~ ^[0-9]+$ ]] || die "PORT must be a number: $port"
   [[ -f "$aclfile" ]] || die "ACL file not found: $aclfile"
   if port_open "$port"; then die "port $port is already in use"; fi
@@ -129,6 +130,7 @@ cmd_start() {
   dir="$(cd "$dir" && pwd)"
   aclfile="$(cd "$(dirname "$aclfile")" && pwd)/$(basename "$aclfile")"
   local logfile="$dir/redis.log" pidfile="$dir/redis.pid"
+  [[ $# -eq 3 ]] || unix=(--unixsocket "$dir/redis.sock" --unixsocketperm 700)
   rm -f "$pidfile"
   : >"$logfile"
 
@@ -136,7 +138,7 @@ cmd_start() {
     --bind 127.0.0.1 --port "$port" --protected-mode yes \
     --daemonize yes --pidfile "$pidfile" --logfile "$logfile" --dir "$dir" \
     --loadmodule "$module" --aclfile "$aclfile" \
-    --appendonly no --save "" >&2 \
+    --appendonly no --save "" "${unix[@]}" >&2 \
     || die "redis-server failed to start; log tail:"$'\n'"$(tail -n 20 "$logfile" 2>/dev/null)"
 
   # Poll until ready (the default user is off, so PING would need auth: check

@@ -8,6 +8,11 @@
 //! write. fred 10.1 flushes after each command of a `Pipeline` unless more
 //! commands are already queued, which cost a system call, and a wake-up of
 //! Redis, per command (ARCHITECTURE.md has the measurement).
+//!
+//! Each command's future is boxed (`Box::pin`): a fred 10.1 command future
+//! is about 10 KB, and a future holds inline every future it may await, so
+//! unboxed they made a validation's future 61 KB, which each `.await` and
+//! axum's boxing of the handler copied whole.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -175,12 +180,12 @@ impl Store {
         let verified_key = names::verified(project.as_str(), key_id.as_str());
         let (doc, used, bad, remembered) = together(async {
             futures::join!(
-                get_doc(client, &doc_key),
-                client.get::<Value, _>(&used_key),
-                client.get::<Value, _>(&bad_key),
+                Box::pin(get_doc(client, &doc_key)),
+                Box::pin(client.get::<Value, _>(&used_key)),
+                Box::pin(client.get::<Value, _>(&bad_key)),
                 OptionFuture::from(
                     self.remembers
-                        .then(|| client.hgetall::<Remembered, _>(&verified_key))
+                        .then(|| Box::pin(client.hgetall::<Remembered, _>(&verified_key)))
                 ),
             )
         })
@@ -209,8 +214,8 @@ impl Store {
         let used_key = names::used(project.as_str(), key_id.as_str(), minute);
         let (doc, used) = together(async {
             futures::join!(
-                get_doc(client, &doc_key),
-                client.incr_by::<Value, _>(&used_key, cost as i64),
+                Box::pin(get_doc(client, &doc_key)),
+                Box::pin(client.incr_by::<Value, _>(&used_key, cost as i64)),
             )
         })
         .await;
@@ -226,7 +231,7 @@ impl Store {
     pub async fn used(&self, project: &ProjectId, key_id: &KeyId, minute: u64) -> Result<u64> {
         let client = self.pool.next();
         let used_key = names::used(project.as_str(), key_id.as_str(), minute);
-        counter(together(client.get::<Value, _>(&used_key)).await)
+        counter(together(Box::pin(client.get::<Value, _>(&used_key))).await)
     }
 
     /// Counts a right-secret validation against this minute's window
@@ -242,7 +247,7 @@ impl Store {
     ) -> Result<u64> {
         let used_key = names::used(project.as_str(), key_id.as_str(), minute);
         let client = self.pool.next();
-        counter(together(client.incr_by::<Value, _>(&used_key, cost as i64)).await)
+        counter(together(Box::pin(client.incr_by::<Value, _>(&used_key, cost as i64))).await)
     }
 
     /// Spends a plan's counters in one round trip: each `INCRBY delta` (a
@@ -308,19 +313,19 @@ impl Store {
                 OptionFuture::from(
                     used.as_ref()
                         .filter(|_| new_window)
-                        .map(|k| client.expire::<Value, _>(k, COUNTER_TTL_SECS, None))
+                        .map(|k| Box::pin(client.expire::<Value, _>(k, COUNTER_TTL_SECS, None)))
                 ),
                 OptionFuture::from(
                     used.as_ref()
                         .filter(|_| undo_use > 0)
-                        .map(|k| client.decr_by::<Value, _>(k, undo_use as i64))
+                        .map(|k| Box::pin(client.decr_by::<Value, _>(k, undo_use as i64)))
                 ),
-                OptionFuture::from(bad.as_ref().map(|k| client.incr::<Value, _>(k))),
-                OptionFuture::from(bad.as_ref().map(|k| expire_nx(client, k))),
+                OptionFuture::from(bad.as_ref().map(|k| Box::pin(client.incr::<Value, _>(k)))),
+                OptionFuture::from(bad.as_ref().map(|k| Box::pin(expire_nx(client, k)))),
                 OptionFuture::from(verified.as_ref().map(|(k, (field, value))| {
-                    client.hset::<Value, _, _>(k, (*field, *value))
+                    Box::pin(client.hset::<Value, _, _>(k, (*field, *value)))
                 })),
-                OptionFuture::from(entry.map(|a| self.xadd_audit(client, a))),
+                OptionFuture::from(entry.map(|a| Box::pin(self.xadd_audit(client, a)))),
             )
         })
         .await;
