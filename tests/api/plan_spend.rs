@@ -386,18 +386,23 @@ fn libfaketime() -> String {
 }
 
 #[tokio::test]
-async fn a_day_and_a_month_ending_open_new_windows_and_refill_credits_once() {
+async fn a_day_and_a_month_ending_open_new_windows_and_refill_credits_once_across_instances() {
     use crate::helpers::{eventually, Binary};
     let redis = TestRedis::start();
-    // keyward's clock starts ten seconds before 2027-02-01T00:00:00Z, the
-    // end of a day and of a month, and runs on from there (its timers do
-    // not: the monotonic clock is left alone).
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"));
-    cmd.env("LD_PRELOAD", libfaketime())
-        .env("FAKETIME", "@2027-01-31 23:59:50")
-        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        .env("TZ", "UTC");
-    let bin = Binary::start_with(cmd, &redis, &[]).await;
+    // Three instances whose clocks start ten seconds before
+    // 2027-02-01T00:00:00Z, the end of a day and of a month, each when its
+    // process starts, and run on from there (their timers do not: the
+    // monotonic clock is left alone).
+    let mut bins = Vec::new();
+    for _ in 0..3 {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"));
+        cmd.env("LD_PRELOAD", libfaketime())
+            .env("FAKETIME", "@2027-01-31 23:59:50")
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .env("TZ", "UTC");
+        bins.push(Binary::start_with(cmd, &redis, &[]).await);
+    }
+    let bin = &bins[0];
     let project = "boundary";
     let day = bin.mint(project, json!({})).await;
     let month = bin.mint(project, json!({})).await;
@@ -459,30 +464,33 @@ async fn a_day_and_a_month_ending_open_new_windows_and_refill_credits_once() {
         "the day ends within seconds: {retry}"
     );
 
-    // After it: a new day window, and the month's credits refilled, once.
-    eventually("the new day", || async {
-        let r = bin
-            .post("/v1/validate-key", &body(&day.api_key), None)
-            .await;
-        (r.status() == StatusCode::OK).then_some(())
-    })
-    .await;
-    let r = bin
-        .post("/v1/validate-key", &body(&day.api_key), None)
+    // After it, on each instance (cost 0 spends nothing: the full day
+    // window refuses it until the new day): a new day window...
+    let check = json!({ "api_key": &day.api_key, "cost": 0 });
+    for bin in &bins {
+        eventually("the new day", || async {
+            let r = bin.post("/v1/validate-key", &check, None).await;
+            (r.status() == StatusCode::OK).then_some(())
+        })
         .await;
-    assert_eq!(r.status(), StatusCode::OK, "two in the new day");
-    let r = bin
-        .post("/v1/validate-key", &body(&day.api_key), None)
-        .await;
-    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-    let mut passed = 0;
-    for _ in 0..5 {
-        let r = bin
-            .post("/v1/validate-key", &body(&month.api_key), None)
-            .await;
-        passed += u32::from(r.status() == StatusCode::OK);
     }
-    assert_eq!(passed, 2, "refilled to 2 once, in February");
+    for _ in 0..2 {
+        let r = bin.post("/v1/validate-key", &body(&day.api_key), None).await;
+        assert_eq!(r.status(), StatusCode::OK, "two in the new day");
+    }
+    let r = bin.post("/v1/validate-key", &body(&day.api_key), None).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    // ...and the month's credits refilled once, the three racing for it.
+    let racing = bins.iter().flat_map(|bin| {
+        let body = body(&month.api_key);
+        (0..5).map(move |_| {
+            let body = body.clone();
+            async move { bin.post("/v1/validate-key", &body, None).await.status() }
+        })
+    });
+    let answers = join_all(racing).await;
+    let passed = answers.iter().filter(|s| **s == StatusCode::OK).count();
+    assert_eq!(passed, 2, "refilled to 2 once, in February: {answers:?}");
     let pattern = format!("apicredits:{project}:{}:*", month.key_id);
     let balances: Vec<String> = raw(&ops, "KEYS", vec![pattern])
         .await
