@@ -475,10 +475,14 @@ async fn a_day_and_a_month_ending_open_new_windows_and_refill_credits_once_acros
         .await;
     }
     for _ in 0..2 {
-        let r = bin.post("/v1/validate-key", &body(&day.api_key), None).await;
+        let r = bin
+            .post("/v1/validate-key", &body(&day.api_key), None)
+            .await;
         assert_eq!(r.status(), StatusCode::OK, "two in the new day");
     }
-    let r = bin.post("/v1/validate-key", &body(&day.api_key), None).await;
+    let r = bin
+        .post("/v1/validate-key", &body(&day.api_key), None)
+        .await;
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
     // ...and the month's credits refilled once, the three racing for it.
     let racing = bins.iter().flat_map(|bin| {
