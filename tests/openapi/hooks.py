@@ -21,11 +21,21 @@ import schemathesis
 TRANSPORT = {"content-type", "content-length", "date", "connection", "transfer-encoding", "keep-alive"}
 
 
-def promised(case, status):
+def error_code(response):
+    try:
+        return response.json()["error"]["code"]
+    except Exception:
+        return None
+
+
+def promised(case, status, response=None):
+    code = error_code(response) if response is not None else None
     names = {"x-request-id"}
-    if status in (401, 403):
+    # A role's refusal (insufficient_permission) is not an auth challenge.
+    if status == 401 or (status == 403 and code != "insufficient_permission"):
         names.add("www-authenticate")
-    if status in (429, 503):
+    # Credits that never refill have no time to retry after.
+    if status == 503 or (status == 429 and code != "credits_exhausted"):
         names.add("retry-after")
     if case.operation.path.startswith("/v1/auth"):
         names.add("cache-control")
@@ -45,7 +55,7 @@ def keyward_headers(ctx, response, case):
         raise AssertionError(
             f"{case.operation.label} {response.status_code}: undocumented response headers {undocumented}"
         )
-    missing = sorted(promised(case, response.status_code) - present)
+    missing = sorted(promised(case, response.status_code, response) - present)
     if missing:
         raise AssertionError(f"{case.operation.label} {response.status_code}: missing headers {missing}")
     return True
