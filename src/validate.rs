@@ -495,12 +495,20 @@ impl Validator {
                 windows.push((*limit, window, None));
                 continue;
             }
-            windows.push((*limit, window.clone(), Some(spends.len())));
-            spends.push(Spend {
-                counter: names::window(project, key_id, &window.name),
-                delta: cost as i64,
-                init: None,
-            });
+            // Two limits on one length share its counter, spent once.
+            let counter = names::window(project, key_id, &window.name);
+            let i = match spends.iter().position(|s: &Spend| s.counter == counter) {
+                Some(i) => i,
+                None => {
+                    spends.push(Spend {
+                        counter,
+                        delta: cost as i64,
+                        init: None,
+                    });
+                    spends.len() - 1
+                }
+            };
+            windows.push((*limit, window, Some(i)));
         }
         let credits = doc.credits.map(|credits| {
             let (period, refill_in) = credits.period(now);
@@ -529,7 +537,10 @@ impl Validator {
                     },
                 )),
                 Err(e) => {
-                    error.get_or_insert_with(|| Error::Unavailable(e.to_string()));
+                    error.get_or_insert_with(|| match e {
+                        Error::Unavailable(detail) => Error::Unavailable(detail.clone()),
+                        other => Error::Unavailable(other.to_string()),
+                    });
                 }
             }
         }
@@ -542,7 +553,11 @@ impl Validator {
                     Err(_) => continue,
                 },
             };
-            if let Some(i) = spent.filter(|_| cost > 0 && count == cost as i64) {
+            let opened = |i: &usize| {
+                let counter = &spends[*i].counter;
+                cost > 0 && count == cost as i64 && !planned.keep.iter().any(|(c, _)| c == counter)
+            };
+            if let Some(i) = spent.filter(opened) {
                 // A new window: it expires after its end.
                 let expire = Some(limit.per.ttl());
                 planned

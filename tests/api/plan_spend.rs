@@ -511,3 +511,30 @@ async fn a_day_and_a_month_ending_open_new_windows_and_refill_credits_once_acros
         ]
     );
 }
+
+#[tokio::test]
+async fn two_limits_on_one_length_share_its_counter() {
+    let app = TestApp::spawn().await;
+    let project = app.project().await;
+    let key = app.mint(&project, json!({})).await;
+    let limits = json!([{ "per": "hour", "limit": 5 }, { "per": "hour", "limit": 3 }]);
+    plan(&app, &project, &key.key_id, limits, None).await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(validate(&app, &key.api_key, 1).await.status());
+    }
+    let ok = StatusCode::OK;
+    assert_eq!(statuses, [ok, ok, ok, StatusCode::TOO_MANY_REQUESTS]);
+    let hour = window_key(&project, &key.key_id, Per::Hour);
+    assert_eq!(get(&app, &hour).await, Some(3), "spent once per request");
+    let ops = app.redis().ops().await;
+    let ttl = raw(&ops, "TTL", vec![hour])
+        .await
+        .unwrap()
+        .as_i64()
+        .unwrap();
+    assert!(
+        ttl > 0 && ttl <= Per::Hour.ttl(),
+        "the window expires: {ttl}"
+    );
+}
