@@ -195,6 +195,20 @@ pub struct Config {
         value_parser = query_param()
     )]
     pub auth_query_param: Option<String>,
+    /// Forward auth: take a request's cost from `X-Keyward-Cost` (`true`).
+    /// Off by default: behind a gateway that passes its clients' headers
+    /// through, clients would choose their own cost (0 spends nothing).
+    /// Turn it on only where the gateway sets or removes the header on every
+    /// request. Off, a well-formed header is ignored (cost 1).
+    #[arg(
+        long,
+        env = "KEYWARD_AUTH_COST_HEADER",
+        value_name = "BOOL",
+        default_value = "false",
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub auth_cost_header: bool,
     /// Validations per minute for keys without their own limit (at least 1).
     #[arg(
         long,

@@ -102,6 +102,7 @@ pub async fn run(
         client_ip_header: axum::http::HeaderName::from_bytes(config.client_ip_header.as_bytes())
             .map_err(|_| Error::Internal("KEYWARD_CLIENT_IP_HEADER is not a header name".into()))?,
         auth_query_param: config.auth_query_param.clone(),
+        auth_cost_header: config.auth_cost_header,
     });
     if config.failsafe == config::Failsafe::Open {
         tracing::warn!("KEYWARD_FAILSAFE=open: while Redis is unreachable, well-formed keys are ACCEPTED WITHOUT VERIFICATION");

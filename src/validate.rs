@@ -488,6 +488,9 @@ impl Validator {
         let now = now();
         let mut windows = Vec::new();
         let mut spends = Vec::new();
+        // Each spend's counter's lifetime, which whatever it is owed keeps
+        // (an `EXPIRE NX`): a retried take-back never leaves one without.
+        let mut ttls: Vec<Option<i64>> = Vec::new();
         for limit in &doc.limits {
             let window = limit.per.window(now);
             if limit.per == Per::Minute {
@@ -505,6 +508,7 @@ impl Validator {
                         delta: cost as i64,
                         init: None,
                     });
+                    ttls.push(Some(limit.per.ttl()));
                     spends.len() - 1
                 }
             };
@@ -521,22 +525,34 @@ impl Validator {
                 delta: -(cost as i64),
                 init,
             });
+            ttls.push(init.map(|(_, ttl)| ttl));
             (spends.len() - 1, refill_in)
         });
         let answers = self.store.spend(&spends).await;
         // What each counter is owed either way.
         let mut error = None;
-        for (spend, answer) in spends.iter().zip(&answers) {
+        for ((spend, answer), ttl) in spends.iter().zip(&answers).zip(&ttls) {
             match answer {
                 Ok(_) if spend.delta == 0 => {}
                 Ok(_) => planned.undo.push((
                     spend.counter.clone(),
                     Owed {
                         add: -spend.delta,
-                        expire: None,
+                        expire: *ttl,
                     },
                 )),
                 Err(e) => {
+                    // Its answer lost, the spend may have run: whatever
+                    // happens, the counter expires.
+                    let expire_only = (
+                        spend.counter.clone(),
+                        Owed {
+                            add: 0,
+                            expire: *ttl,
+                        },
+                    );
+                    planned.keep.push(expire_only.clone());
+                    planned.undo.push(expire_only);
                     error.get_or_insert_with(|| match e {
                         Error::Unavailable(detail) => Error::Unavailable(detail.clone()),
                         other => Error::Unavailable(other.to_string()),

@@ -29,15 +29,18 @@ const REQUIRED_SCOPES: &str = "x-keyward-required-scopes";
 const COST: &str = "x-keyward-cost";
 
 /// `X-Keyward-Cost`: 1 to 6 digits, or `1000000` (the document's pattern);
-/// absent: 1.
-fn cost(headers: &HeaderMap) -> Result<u64> {
+/// absent, or not `honoured` (`KEYWARD_AUTH_COST_HEADER`): 1. A malformed
+/// value is a 422 either way.
+fn cost(headers: &HeaderMap, honoured: bool) -> Result<u64> {
     let Some(value) = headers.get(COST) else {
         return Ok(1);
     };
     let text = value.to_str().unwrap_or_default();
     let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
     match text.parse::<u64>() {
-        Ok(cost) if digits && (text.len() <= 6 || text == "1000000") => Ok(cost),
+        Ok(cost) if digits && (text.len() <= 6 || text == "1000000") => {
+            Ok(if honoured { cost } else { 1 })
+        }
         _ => Err(Error::InvalidRequest(
             "X-Keyward-Cost: must be an integer from 0 to 1000000".into(),
         )),
@@ -128,7 +131,7 @@ fn origin<'a>(headers: &'a HeaderMap, method: &'a Method, uri: &'a Uri) -> Origi
     operation_id = "forward_auth",
     params(
         ("X-Keyward-Required-Scopes" = Option<String>, Header, pattern = "^(?:[ \\t,]*(?:[A-Za-z0-9_.:/*-]{1,128}(?:[ \\t]*,[ \\t,]*[A-Za-z0-9_.:/*-]{1,128}){0,63}[ \\t,]*)?|.*[^\\t\\x20-\\x7E].*)$", description = "Scopes the route requires, comma-separated (spaces around items and empty items are ignored; at most 64 scopes of 1 to 128 characters of `[A-Za-z0-9_.:/*-]`, else 422); every one must be granted. A value with a byte outside visible ASCII is ignored, as if absent"),
-        ("X-Keyward-Cost" = Option<String>, Header, nullable = false, pattern = "^(?:[0-9]{1,6}|1000000)$", description = "What the request weighs, 0 to 1000000 (default 1): each of the key's windows and its credits are spent by it; 0 checks everything and spends nothing"),
+        ("X-Keyward-Cost" = Option<String>, Header, nullable = false, pattern = "^(?:[0-9]{1,6}|1000000)$", description = "What the request weighs, 0 to 1000000 (default 1): each of the key's windows and its credits are spent by it; 0 checks everything and spends nothing. Honoured only with `KEYWARD_AUTH_COST_HEADER=true` (the gateway must then set or remove it on every request); otherwise a well-formed value is ignored (cost 1). A malformed value is 422 either way"),
         ("X-Forwarded-Method" = Option<String>, Header, description = "The original request's method, for the audit entry (Traefik, Caddy)"),
         ("X-Forwarded-Uri" = Option<String>, Header, description = "The original request's URI; its path is audited (Traefik, Caddy)"),
         ("X-Original-Method" = Option<String>, Header, description = "The original request's method (nginx recipe)"),
@@ -191,7 +194,7 @@ async fn check(
         required_scopes: &required_scopes,
         client_ip: client_ip(headers, &state.client_ip_header),
         origin: Some(origin(headers, method, uri)),
-        cost: cost(headers)?,
+        cost: cost(headers, state.auth_cost_header)?,
     };
     state.validator.validate(&request).await
 }

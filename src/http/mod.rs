@@ -80,6 +80,8 @@ pub struct App {
     pub client_ip_header: HeaderName,
     /// Forward auth: the query parameter a key may come in, if enabled.
     pub auth_query_param: Option<String>,
+    /// Forward auth: whether `X-Keyward-Cost` is honoured.
+    pub auth_cost_header: bool,
 }
 
 pub type AppState = Arc<App>;

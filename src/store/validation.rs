@@ -266,8 +266,13 @@ impl Store {
                     false,
                 );
                 // Sent before the spend on the same connection: it runs first.
+                // The spend's own answer says what it did; a refused `SET`
+                // (the interval's balance not created) shows in it.
                 let (set, spent) = futures::join!(set, spend_one(client, s));
-                set.and(spent)
+                if let Err(e) = set {
+                    tracing::warn!(error = %e, "a refill interval's balance not created");
+                }
+                spent
             } else {
                 spend_one(client, s).await
             }

@@ -479,7 +479,9 @@ async fn key_update_rotate_and_revoke_change_what_validation_sees() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_mint_and_update_set_windows_and_credits_that_show_list_and_check_see() {
-    let app = TestApp::spawn().await;
+    // `check --cost` is forward auth's X-Keyward-Cost, honoured when on.
+    let redis = std::sync::Arc::new(crate::helpers::TestRedis::start());
+    let app = TestApp::spawn_with(redis, |c| c.auth_cost_header = true).await;
     let project = app.project().await;
 
     let minted = cli(

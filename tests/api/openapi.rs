@@ -440,6 +440,10 @@ fn integers_written_with_a_zero_fraction_are_integers() {
     };
     assert_eq!(counts(json!(5.0)), [Some(Some(5)); 3]);
     assert_eq!(counts(json!(5)), [Some(Some(5)); 3]);
+    // Parsed exactly (serde_json's float_roundtrip): a fast parse read this
+    // as ...059.25, not a whole number.
+    let big: Value = serde_json::from_str("1930318414343059.0").unwrap();
+    assert_eq!(counts(big), [Some(Some(1_930_318_414_343_059)); 3]);
     for refused in [json!(5.5), json!(-1), json!(-1.0), json!("5"), json!(1e20)] {
         assert_eq!(counts(refused.clone()), [None; 3], "{refused}");
     }

@@ -268,7 +268,8 @@ async fn cost_zero_checks_and_spends_nothing_and_a_bad_cost_is_422() {
 
 #[tokio::test]
 async fn forward_auth_spends_x_keyward_cost_and_says_what_is_left() {
-    let app = TestApp::spawn().await;
+    let redis = Arc::new(TestRedis::start());
+    let app = TestApp::spawn_with(redis, |c| c.auth_cost_header = true).await;
     let project = app.project().await;
     let key = app.mint(&project, json!({})).await;
     plan(
