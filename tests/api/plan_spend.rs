@@ -51,6 +51,16 @@ async fn get(app: &TestApp, key: &str) -> Option<i64> {
     v.as_str().map(|s| s.parse().unwrap())
 }
 
+/// A key's counters: its balance (credits without a refill), its `per`
+/// window's and its minute's.
+async fn spent(app: &TestApp, project: &str, key_id: &str, per: Per) -> [Option<i64>; 3] {
+    [
+        get(app, &balance_key(project, key_id, None)).await,
+        get(app, &window_key(project, key_id, per)).await,
+        get(app, &minute_key(project, key_id)).await,
+    ]
+}
+
 fn minute_key(project: &str, key_id: &str) -> String {
     let minute = keyward::store::now() as u64 / 60;
     format!("ratelimit:key:{project}:{key_id}:{minute}")
@@ -154,16 +164,8 @@ async fn credits_running_out_spend_no_window_and_a_full_window_spends_no_credits
         ("rate_limited", "day")
     );
     assert_eq!(
-        get(&app, &balance_key(&project, &other.key_id, None)).await,
-        Some(8)
-    );
-    assert_eq!(
-        get(&app, &window_key(&project, &other.key_id, Per::Day)).await,
-        Some(2)
-    );
-    assert_eq!(
-        get(&app, &minute_key(&project, &other.key_id)).await,
-        Some(2)
+        spent(&app, &project, &other.key_id, Per::Day).await,
+        [Some(8), Some(2), Some(2)]
     );
 }
 
@@ -194,16 +196,8 @@ async fn forty_simultaneous_requests_for_ten_credits_pass_exactly_ten() {
         .iter()
         .all(|r| [StatusCode::OK, StatusCode::TOO_MANY_REQUESTS].contains(&r.status())));
     assert_eq!(
-        get(&app, &balance_key(&project, &key.key_id, None)).await,
-        Some(0)
-    );
-    assert_eq!(
-        get(&app, &window_key(&project, &key.key_id, Per::Month)).await,
-        Some(10)
-    );
-    assert_eq!(
-        get(&app, &minute_key(&project, &key.key_id)).await,
-        Some(10)
+        spent(&app, &project, &key.key_id, Per::Month).await,
+        [Some(0), Some(10), Some(10)]
     );
 }
 
