@@ -533,3 +533,31 @@ async fn two_limits_on_one_length_share_its_counter() {
         "the window expires: {ttl}"
     );
 }
+
+#[tokio::test]
+async fn without_keyward_auth_cost_header_a_clients_cost_is_ignored() {
+    // The default: a gateway may pass its clients' headers through, so
+    // X-Keyward-Cost can neither lower nor raise what a request spends.
+    let app = TestApp::spawn().await;
+    let project = app.project().await;
+    let key = app.mint(&project, json!({})).await;
+    plan(&app, &project, &key.key_id, json!([]), Some((10, None))).await;
+    let auth = |cost: &'static str| {
+        app.http
+            .get(app.url("/v1/auth"))
+            .bearer_auth(&key.api_key)
+            .header("x-keyward-cost", cost)
+            .send()
+    };
+    for cost in ["0", "5"] {
+        assert_eq!(auth(cost).await.unwrap().status(), StatusCode::OK);
+    }
+    let balance = get(&app, &balance_key(&project, &key.key_id, None)).await;
+    assert_eq!(balance, Some(8), "1 each");
+    let r = auth("x").await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "malformed either way"
+    );
+}
