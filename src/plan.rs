@@ -114,27 +114,28 @@ pub struct Window {
     pub ends_in: u64,
 }
 
-/// Days since 1970-01-01 to (year, month 1..=12) (Howard Hinnant's
-/// `civil_from_days`).
-fn civil(days: i64) -> (i64, u32) {
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
+/// Howard Hinnant's `civil_from_days`.
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month)
+    (year, month, day)
 }
 
-/// (year, month) to days since 1970-01-01 of its 1st (`days_from_civil`).
-fn days_of(year: i64, month: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5;
+/// (year, month, day) to days since 1970-01-01; `days_from_civil`.
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year.rem_euclid(400);
+    let mp = i64::from((month + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
 }
@@ -175,12 +176,12 @@ impl Per {
             Per::Hour => fixed(3_600, "h"),
             Per::Day => fixed(86_400, "d"),
             Per::Month => {
-                let (year, month) = civil((secs / 86_400) as i64);
+                let (year, month, _) = civil_from_days((secs / 86_400) as i64);
                 let (next_year, next_month) = match month {
                     12 => (year + 1, 1),
                     m => (year, m + 1),
                 };
-                let end = days_of(next_year, next_month) as u64 * 86_400;
+                let end = days_from_civil(next_year, next_month, 1) as u64 * 86_400;
                 Window {
                     name: format!("mo{year:04}{month:02}"),
                     ends_in: end - secs,
@@ -273,20 +274,21 @@ mod tests {
 
     #[test]
     fn a_month_is_the_calendar_month() {
-        let dec_1 = days_of(2026, 12) as f64 * 86_400.0;
+        let dec_1 = days_from_civil(2026, 12, 1) as f64 * 86_400.0;
         let w = Per::Month.window(dec_1);
         assert_eq!(w.name, "mo202612");
         assert_eq!(w.ends_in, 31 * 86_400);
         assert_eq!(Per::Month.window(dec_1 - 1.0).name, "mo202611");
-        let feb_2028 = days_of(2028, 2) as f64 * 86_400.0;
+        let feb_2028 = days_from_civil(2028, 2, 1) as f64 * 86_400.0;
         assert_eq!(
             Per::Month.window(feb_2028).ends_in,
             29 * 86_400,
             "leap year"
         );
         for days in [0, 59, 365, 10_957, 20_000, 60_000] {
-            let (y, m) = civil(days);
-            assert!(days_of(y, m) <= days && days < days_of(y, m) + 31);
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+            assert!(days_from_civil(y, m, 1) <= days && days < days_from_civil(y, m, 1) + 31);
         }
     }
 }
