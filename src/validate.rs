@@ -574,18 +574,12 @@ impl Validator {
                 cost > 0 && count == cost as i64 && !planned.keep.iter().any(|(c, _)| c == counter)
             };
             if let Some(i) = spent.filter(opened) {
-                // A new window: it expires after its end.
-                let expire = Some(limit.per.ttl());
+                // A new window: it expires after its end (its take-back,
+                // in `undo`, carries the same expiry).
+                let expire = ttls[i];
                 planned
                     .keep
                     .push((spends[i].counter.clone(), Owed { add: 0, expire }));
-                if let Some(undo) = planned
-                    .undo
-                    .iter_mut()
-                    .find(|(c, _)| *c == spends[i].counter)
-                {
-                    undo.1.expire = expire;
-                }
             }
             let info = RateInfo {
                 limit: limit.limit,
