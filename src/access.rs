@@ -41,11 +41,13 @@ pub const ALL_PROJECTS: &str = "*";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
-    /// Reads projects, keys, activity and the admin audit of its projects.
+    /// Reads projects, keys, activity, webhooks and the admin audit of its
+    /// projects.
     Viewer,
     /// Also mints, updates, rotates and revokes keys, and adds credits.
     KeyManager,
-    /// Also creates projects (within its list, or any with `*`).
+    /// Also creates projects (within its list, or any with `*`), and manages
+    /// the webhooks of its projects.
     ProjectAdmin,
     /// Everything, every project, and operators.
     Owner,
@@ -104,6 +106,11 @@ actions!(
     OperatorList = "operator.list",
     OperatorRevoke = "operator.revoke",
     Whoami = "whoami",
+    WebhookCreate = "webhook.create",
+    WebhookList = "webhook.list",
+    WebhookDelete = "webhook.delete",
+    WebhookTest = "webhook.test",
+    WebhookDeliveries = "webhook.deliveries",
 );
 
 impl Action {
@@ -116,13 +123,18 @@ impl Action {
             | Action::KeyList
             | Action::ActivityRead
             | Action::AuditRead
+            | Action::WebhookList
+            | Action::WebhookDeliveries
             | Action::Whoami => Role::Viewer,
             Action::KeyMint
             | Action::KeyUpdate
             | Action::KeyRotate
             | Action::KeyRevoke
             | Action::KeyAddCredits => Role::KeyManager,
-            Action::ProjectCreate => Role::ProjectAdmin,
+            Action::ProjectCreate
+            | Action::WebhookCreate
+            | Action::WebhookDelete
+            | Action::WebhookTest => Role::ProjectAdmin,
             Action::OperatorCreate | Action::OperatorList | Action::OperatorRevoke => Role::Owner,
         }
     }

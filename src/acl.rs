@@ -131,11 +131,17 @@ pub fn rule(
             let meta = patterns("apimeta:", &projects, ":*");
             let verified = patterns("apiverify:", &projects, ":*");
             let credits = patterns("apicredits:", &projects, ":*");
+            let markers = format!(
+                "{} {}",
+                patterns("apievent:", &projects, ":*"),
+                patterns("apinet:", &projects, ":*")
+            );
             let _ = write!(
                 line,
                 " ({docs} +json.get) ({counters} +get +incr +incrby +decr +decrby +expire) \
                  ({meta} +hincrby +hset) ({verified} +hgetall +hset) \
-                 ({credits} +get +set +incrby +decrby) (%W~audit:keylookup %W~audit:keylookup:* +xadd)"
+                 ({credits} +get +set +incrby +decrby) ({markers} +set) \
+                 (%W~audit:keylookup %W~audit:keylookup:* %W~webhookevents:{deployment} +xadd)"
             );
         }
         Role::Manager => {
@@ -150,10 +156,16 @@ pub fn rule(
             );
             let meta = patterns("apimeta:", &projects, ":*").replace('~', "%R~");
             let credits = patterns("apicredits:", &projects, ":*");
+            let markers = patterns("apievent:", &projects, ":*");
+            let d = deployment;
             let _ = write!(
                 line,
                 " ({docs} +json.get +json.set +json.mset +exists) ({sets} {INDEX_COMMANDS}) ({meta} +hmget) \
-                 ({credits} +get +set +incrby) (%W~audit:admin +xadd)"
+                 ({credits} +get +set +incrby) (%W~audit:admin +xadd) ({markers} +set) \
+                 (~webhook:{d}:* +json.get +json.set +json.mset +del) \
+                 (~webhooks:{d} ~webhookretry:{d} +zadd +zrange +zrangebyscore +zrem) \
+                 (~webhookevents:{d} ~webhookqueue:{d} +xadd +xgroup|create +xreadgroup +xautoclaim +xack +xdel) \
+                 (~webhookdeliveries:{d}:* +xadd +xrevrange +expire)"
             );
         }
     }
@@ -243,7 +255,7 @@ mod tests {
         );
         assert!(!line.contains("json.set") && !line.contains("+del") && !line.contains("xrange"));
         assert!(
-            line.contains("(%W~audit:keylookup %W~audit:keylookup:* +xadd)"),
+            line.contains("(%W~audit:keylookup %W~audit:keylookup:* %W~webhookevents:d +xadd)"),
             "append-only, to the one stream or its shards: {line}"
         );
         assert!(
@@ -264,6 +276,12 @@ mod tests {
         assert!(line.contains("(%R~apimeta:alpha:* +hmget)"));
         assert!(line.contains("(%W~audit:admin +xadd)"));
         assert!(!line.contains("audit:keylookup"));
+        assert!(line.contains("(~webhook:d:* +json.get +json.set +json.mset +del)"));
+        assert!(line.contains("(~apievent:alpha:* +set)"));
+        assert!(
+            !line.contains("apinet:"),
+            "only validations see networks: {line}"
+        );
     }
 
     #[test]

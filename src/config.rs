@@ -385,6 +385,59 @@ pub struct Config {
         value_parser = choice::<Failsafe>()
     )]
     pub failsafe: Failsafe,
+    /// Webhooks: days before a key's expiry that `key.expiring` is sent,
+    /// once per key and expiry (1 to 3650).
+    #[arg(
+        long,
+        env = "KEYWARD_EXPIRY_NOTICE_DAYS",
+        value_name = "DAYS",
+        default_value_t = 7,
+        value_parser = number::<u64>(1..=3650)
+    )]
+    pub expiry_notice_days: u64,
+    /// Webhooks: a key's network (its client address's /24, or /64 for
+    /// IPv6) unseen for this many days is `key.new_network` (1 to 3650).
+    #[arg(
+        long,
+        env = "KEYWARD_NEW_NETWORK_DAYS",
+        value_name = "DAYS",
+        default_value_t = 30,
+        value_parser = number::<u64>(1..=3650)
+    )]
+    pub new_network_days: u64,
+    /// Webhooks: how long one delivery attempt may take, in milliseconds
+    /// (1 to 300000).
+    #[arg(
+        long = "webhook-timeout-ms",
+        env = "KEYWARD_WEBHOOK_TIMEOUT_MS",
+        value_name = "MS",
+        default_value = "15000",
+        value_parser = millis(1..=300_000)
+    )]
+    pub webhook_timeout: Duration,
+    /// Webhooks: the waits before each retry of a failed delivery, e.g.
+    /// `5s,5m,30m,2h,5h,10h,10h` (units `ms`, `s`, `m`, `h`; 1 to 50 of
+    /// them); after the last retry fails the message is given up.
+    #[arg(
+        long,
+        env = "KEYWARD_WEBHOOK_RETRY_SCHEDULE",
+        value_name = "LIST",
+        default_value = "5s,5m,30m,2h,5h,10h,10h",
+        value_parser = setting(parse_schedule)
+    )]
+    pub webhook_retry_schedule: Schedule,
+    /// Webhooks: allow endpoints on loopback, private, link-local and other
+    /// internal addresses (for tests and internal receivers). Off, such a
+    /// URL is refused when registered and again at each delivery.
+    #[arg(
+        long,
+        env = "KEYWARD_WEBHOOK_ALLOW_PRIVATE",
+        value_name = "BOOL",
+        default_value = "false",
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub webhook_allow_private: bool,
     /// How logs are written (to stderr).
     #[arg(
         long,
@@ -739,6 +792,43 @@ where
         }
         Some(Box::new(self.choices.iter().cloned()))
     }
+}
+
+/// `KEYWARD_WEBHOOK_RETRY_SCHEDULE`: the waits before each retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule(pub Vec<Duration>);
+
+/// `5s,5m,30m,2h`: 1 to 50 durations, each a whole number and a unit
+/// (`ms`, `s`, `m`, `h`), at most a day.
+fn parse_schedule(text: &str) -> Result<Schedule, String> {
+    let waits = text
+        .split(',')
+        .map(|item| {
+            let item = item.trim();
+            let split = item
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(item.len());
+            let (n, unit) = item.split_at(split);
+            let n: u64 = n
+                .parse()
+                .map_err(|_| format!("{item:?} is not a number and a unit"))?;
+            let ms = match unit {
+                "ms" => Some(n),
+                "s" => n.checked_mul(1_000),
+                "m" => n.checked_mul(60_000),
+                "h" => n.checked_mul(3_600_000),
+                _ => return Err(format!("{item:?}: the unit must be ms, s, m or h")),
+            };
+            match ms {
+                Some(ms) if ms <= 86_400_000 => Ok(Duration::from_millis(ms)),
+                _ => Err(format!("{item:?} is longer than a day")),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if waits.len() > 50 {
+        return Err("at most 50 retries".into());
+    }
+    Ok(Schedule(waits))
 }
 
 /// An integer in `range` (surrounding whitespace ignored).

@@ -57,6 +57,8 @@ pub enum Error {
     KeyNotFound,
     #[error("operator not found")]
     OperatorNotFound,
+    #[error("webhook not found")]
+    WebhookNotFound,
     #[error("no such route")]
     RouteNotFound,
     #[error("method not allowed for this route")]
@@ -102,7 +104,7 @@ pub struct ErrorObject {
     /// The stable machine code; each response documents which it can carry.
     #[schema(value_type = String, example = "invalid_key")]
     #[schema(
-        pattern = "^(invalid_request|payload_too_large|invalid_key|insufficient_scope|rate_limited|credits_exhausted|unauthorized|insufficient_permission|project_not_found|key_not_found|operator_not_found|not_found|method_not_allowed|project_exists|activity_unavailable|key_disabled|credits_conflict|unreadable_data|unavailable|busy|internal)$"
+        pattern = "^(invalid_request|payload_too_large|invalid_key|insufficient_scope|rate_limited|credits_exhausted|unauthorized|insufficient_permission|project_not_found|key_not_found|operator_not_found|webhook_not_found|not_found|method_not_allowed|project_exists|activity_unavailable|key_disabled|credits_conflict|unreadable_data|unavailable|busy|internal)$"
     )]
     pub code: &'static str,
     /// Human-readable; never carries a key, a secret or server-side detail.
@@ -127,6 +129,7 @@ impl Error {
             Error::ProjectNotFound
             | Error::KeyNotFound
             | Error::OperatorNotFound
+            | Error::WebhookNotFound
             | Error::RouteNotFound => StatusCode::NOT_FOUND,
             Error::ProjectExists
             | Error::KeyDisabled
@@ -153,6 +156,7 @@ impl Error {
             Error::ProjectNotFound => "project_not_found",
             Error::KeyNotFound => "key_not_found",
             Error::OperatorNotFound => "operator_not_found",
+            Error::WebhookNotFound => "webhook_not_found",
             Error::RouteNotFound => "not_found",
             Error::MethodNotAllowed => "method_not_allowed",
             Error::ProjectExists => "project_exists",
@@ -446,6 +450,7 @@ mod tests {
             Error::ProjectNotFound,
             Error::KeyNotFound,
             Error::OperatorNotFound,
+            Error::WebhookNotFound,
             Error::RouteNotFound,
             Error::MethodNotAllowed,
             Error::ProjectExists,
@@ -471,6 +476,7 @@ mod tests {
                 | Error::ProjectNotFound
                 | Error::KeyNotFound
                 | Error::OperatorNotFound
+                | Error::WebhookNotFound
                 | Error::RouteNotFound
                 | Error::MethodNotAllowed
                 | Error::ProjectExists

@@ -66,6 +66,7 @@ pub mod store;
 pub mod telemetry;
 pub mod trail;
 pub mod validate;
+pub mod webhook;
 
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;
@@ -103,6 +104,7 @@ pub async fn run(
             .map_err(|_| Error::Internal("KEYWARD_CLIENT_IP_HEADER is not a header name".into()))?,
         auth_query_param: config.auth_query_param.clone(),
         auth_cost_header: config.auth_cost_header,
+        webhook_allow_private: config.webhook_allow_private,
     });
     if config.failsafe == config::Failsafe::Open {
         tracing::warn!("KEYWARD_FAILSAFE=open: while Redis is unreachable, well-formed keys are ACCEPTED WITHOUT VERIFICATION");
@@ -141,6 +143,13 @@ pub async fn run(
             }
         })
     });
+    // Only with the manager user: the endpoints and their secrets are its.
+    let deliverer = match config.admin_token.is_some() && config.admin_redis_url.is_some() {
+        true => Some(tokio::spawn(
+            webhook::deliver::Deliverer::new(store.clone(), &config)?.run(),
+        )),
+        false => None,
+    };
     let metrics_server = listeners.metrics.map(|listener| {
         tracing::info!(addr = ?listener.local_addr().ok(), "serving /metrics separately");
         let app = http::metrics_router(state.clone());
@@ -168,6 +177,9 @@ pub async fn run(
         task.abort();
     }
     upkeep.abort();
+    if let Some(task) = deliverer {
+        task.abort();
+    }
     if let Some(task) = sampler {
         task.abort();
     }

@@ -31,6 +31,71 @@ pub fn cidr(c: &str) -> Option<String> {
         .map(|net| net.to_string())
 }
 
+/// Whether `ip` is not a public unicast address: loopback, private,
+/// link-local, shared (CGNAT), unspecified, broadcast, multicast,
+/// documentation, benchmarking, reserved, or IPv6's unique-local, or an
+/// IPv4 address mapped or translated into IPv6 that is one of those. A
+/// webhook may not target one (`KEYWARD_WEBHOOK_ALLOW_PRIVATE`).
+pub fn is_internal(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    const V4: &[&str] = &[
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.88.99.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/3",
+    ];
+    const V6: &[&str] = &[
+        "::/128",
+        "::1/128",
+        "64:ff9b:1::/48",
+        "100::/64",
+        "2001::/23",
+        "2001:db8::/32",
+        "2002::/16",
+        "fc00::/7",
+        "fe80::/10",
+        "fec0::/10",
+        "ff00::/8",
+    ];
+    let inside = |nets: &[&str], ip: IpAddr| {
+        nets.iter()
+            .filter_map(|n| n.parse::<ipnet::IpNet>().ok())
+            .any(|n| n.contains(&ip))
+    };
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => inside(V4, IpAddr::V4(v4)),
+        IpAddr::V6(v6) => {
+            // NAT64 (64:ff9b::/96) carries an IPv4 address in its last 32 bits.
+            let [a, b, _, _, _, _, c, d] = v6.segments();
+            if a == 0x64 && b == 0xff9b && v6.segments()[2..6] == [0; 4] {
+                let v4 = std::net::Ipv4Addr::from((u32::from(c) << 16) | u32::from(d));
+                return inside(V4, IpAddr::V4(v4));
+            }
+            inside(V6, IpAddr::V6(v6))
+        }
+    }
+}
+
+/// The network an address is counted in for `key.new_network`: its /24
+/// (IPv4, an IPv4-mapped address included) or its /64 (IPv6).
+pub fn network_of(ip: std::net::IpAddr) -> ipnet::IpNet {
+    let ip = ip.to_canonical();
+    let prefix = if ip.is_ipv4() { 24 } else { 64 };
+    ipnet::IpNet::new(ip, prefix)
+        .map(|n| n.trunc())
+        .unwrap_or_else(|_| ipnet::IpNet::from(ip))
+}
+
 /// An IPv4 address as std parses it: four decimal octets of 0 to 255,
 /// without leading zeros.
 const IPV4: &str = "(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}\
@@ -118,5 +183,50 @@ impl utoipa::PartialSchema for NetworkDoc {
 impl ToSchema for NetworkDoc {
     fn name() -> std::borrow::Cow<'static, str> {
         "Network".into()
+    }
+}
+
+#[cfg(test)]
+mod internal_tests {
+    use super::*;
+
+    #[test]
+    fn internal_addresses_are_told_from_public_ones() {
+        for internal in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.20.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "64:ff9b::a00:1",
+        ] {
+            assert!(is_internal(internal.parse().unwrap()), "{internal}");
+        }
+        for public in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "2606:4700:4700::1111",
+            "::ffff:1.1.1.1",
+        ] {
+            assert!(!is_internal(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[test]
+    fn networks_are_a_slash_24_or_a_slash_64() {
+        let net = |s: &str| network_of(s.parse().unwrap()).to_string();
+        assert_eq!(net("203.0.113.77"), "203.0.113.0/24");
+        assert_eq!(net("::ffff:203.0.113.77"), "203.0.113.0/24");
+        assert_eq!(net("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::/64");
     }
 }

@@ -70,6 +70,7 @@ pub const ADMIN_TOKEN: &str = "admin_token";
         (name = "validation", description = "Is this key valid, for what, and for whom?"),
         (name = "admin", description = "Projects and keys. Only with an admin token configured."),
         (name = "operators", description = "Operators, `whoami` and the admin audit trail. Only with an admin token configured."),
+        (name = "webhooks", description = "Signed event delivery (Standard Webhooks) for key changes and anomalies. Only with an admin token configured."),
         (name = "ops", description = "Health, readiness, metrics and this document."),
         (name = "console", description = "The admin console's page and assets. Only with an admin token configured."),
     )

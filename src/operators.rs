@@ -20,7 +20,7 @@ const MAX_PROJECTS: usize = 64;
 /// Operator id collisions are astronomically rare; a few retries are plenty.
 const CREATE_ATTEMPTS: usize = 5;
 
-fn valid_projects(projects: &[String]) -> Result<(), ValidationError> {
+pub(crate) fn valid_projects(projects: &[String]) -> Result<(), ValidationError> {
     let fail = |m: &'static str| Err(ValidationError::new("projects").with_message(m.into()));
     if projects.is_empty() || projects.len() > MAX_PROJECTS {
         return fail("must hold 1 to 64 project ids, or [\"*\"]");
@@ -38,7 +38,7 @@ fn valid_projects(projects: &[String]) -> Result<(), ValidationError> {
 }
 
 /// `valid_projects` as a schema: `["*"]`, or 1 to 64 project ids.
-fn projects_schema() -> Schema {
+pub(crate) fn projects_schema() -> Schema {
     let ids = ArrayBuilder::new()
         .items(
             ObjectBuilder::new()

@@ -115,6 +115,17 @@ pub struct Window {
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
+/// Unix seconds as RFC 3339 in UTC with milliseconds,
+/// `2026-12-02T05:40:01.123Z` (webhook events' `timestamp`).
+pub fn rfc3339(secs: f64) -> String {
+    let ms = (secs.max(0.0) * 1000.0).round() as i64;
+    let (days, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    let (year, month, day) = civil_from_days(days);
+    let (h, m) = (ms_of_day / 3_600_000, ms_of_day / 60_000 % 60);
+    let (s, milli) = (ms_of_day / 1000 % 60, ms_of_day % 1000);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
+}
+
 /// Howard Hinnant's `civil_from_days`.
 pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -258,6 +269,12 @@ pub fn valid_credits(credits: &Credits) -> Result<(), ValidationError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn timestamps_are_rfc3339_in_utc() {
+        assert_eq!(rfc3339(0.0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_796_189_401.123_4), "2026-12-02T05:30:01.123Z");
+    }
     use super::*;
 
     #[test]

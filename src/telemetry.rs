@@ -53,6 +53,12 @@ pub mod metric {
     pub const ADMIN_UNAUDITED: &str = "keyward_admin_unaudited_total";
     /// Histogram: Redis pipeline round-trip time in seconds. Updated only in `store`.
     pub const REDIS_ROUNDTRIP: &str = "keyward_redis_roundtrip_seconds";
+    /// Webhook delivery attempts, by `result` (`delivered`, `retry`,
+    /// `given_up`, `gone`, `dropped`).
+    pub const WEBHOOK_ATTEMPTS: &str = "keyward_webhook_attempts_total";
+    /// Webhook events Redis did not take, by `type` (the answer or the
+    /// admin change stands; see ARCHITECTURE.md, "Webhooks").
+    pub const EVENTS_LOST: &str = "keyward_webhook_events_lost_total";
 }
 
 /// Latency buckets in seconds: sub-millisecond warm validations up to

@@ -54,6 +54,7 @@ use crate::plan::Per;
 use crate::scope;
 use crate::store::{names, now, Audit, Effects, KeyDoc, Lookup, Origin, Owed, Spend, Store};
 use crate::telemetry::metric;
+use crate::webhook::signal::{Refusal, Signals};
 
 /// One validation request, from either endpoint.
 #[derive(Debug, Clone, Copy)]
@@ -201,6 +202,9 @@ struct Decision {
     remember: Option<(String, String)>,
     /// What the plan's counters spent, if the key has a plan.
     plan: Planned,
+    /// The key's wrong secrets this minute before this request, as read
+    /// (for `key.secret_attack`).
+    bad_before: Option<u64>,
 }
 
 /// What spending a key's plan (its `limits` besides the minute's, and its
@@ -247,6 +251,7 @@ impl Decision {
             count,
             remember: None,
             plan: Planned::default(),
+            bad_before: None,
         }
     }
 
@@ -281,6 +286,8 @@ pub struct Validator {
     default_rate_limit: u64,
     bad_secret_hashes_per_minute: u64,
     failsafe: Failsafe,
+    /// What webhooks hear of validations.
+    signals: Arc<Signals>,
 }
 
 impl Validator {
@@ -291,6 +298,7 @@ impl Validator {
             default_rate_limit: config.default_rate_limit,
             bad_secret_hashes_per_minute: config.bad_secret_hashes_per_minute,
             failsafe: config.failsafe,
+            signals: Arc::new(Signals::new(config)),
         }
     }
 
@@ -336,6 +344,7 @@ impl Validator {
             true => read.used.as_ref().ok().copied(),
             false => None,
         };
+        let bad_before = read.bad.as_ref().ok().copied();
         let refuse = move |reason| Ok(Decision::refuse(reason, count));
         let incomplete = move |error, doc| Incomplete {
             error,
@@ -396,7 +405,12 @@ impl Validator {
         let reason = match matched {
             Matched::Current => Reason::Ok,
             Matched::Previous => Reason::PreviousSecret,
-            Matched::Neither => return refuse(Reason::BadSecret),
+            Matched::Neither => {
+                return Ok(Decision {
+                    bad_before,
+                    ..Decision::refuse(Reason::BadSecret, count)
+                })
+            }
             Matched::Corrupt => {
                 self.store.report_corrupt_hash(project, key_id);
                 return refuse(Reason::Unreadable);
@@ -462,6 +476,7 @@ impl Validator {
             count,
             remember: None,
             plan,
+            bad_before: None,
         })
     }
 
@@ -629,6 +644,7 @@ impl Validator {
             count,
             remember,
             plan,
+            bad_before,
         } = decision;
         let (reason, pass) = match &verdict {
             Verdict::Pass { reason, .. } => (*reason, true),
@@ -636,6 +652,10 @@ impl Validator {
         };
         let (project_id, key_id) =
             key.map_or(("", ""), |k| (k.project_id.as_str(), k.key_id.as_str()));
+        let probe = match (pass, key) {
+            (true, Some(key)) => self.signals.network_probe(key, req.client_ip),
+            _ => None,
+        };
         let effects = Effects {
             audit: Audit {
                 project_id,
@@ -655,13 +675,19 @@ impl Validator {
             },
             remember: remember.as_ref().map(|(f, v)| (f.as_str(), v.as_str())),
             plan: if pass { &plan.keep } else { &plan.undo },
+            network: probe.as_ref().map(|(name, ttl)| (name.as_str(), *ttl)),
         };
         let written = self.store.finish(effects).await;
         match (verdict, written) {
-            (Verdict::Pass { doc, .. }, Ok(())) => {
+            (Verdict::Pass { doc, .. }, Ok(finished)) => {
                 tally(reason);
                 if let Some(key) = key {
                     self.store.count_usage(&key.project_id, &key.key_id);
+                    if finished.new_network {
+                        self.signals
+                            .new_network(&self.store, key, req.client_ip)
+                            .await;
+                    }
                 }
                 Ok(Validated {
                     rate,
@@ -683,6 +709,24 @@ impl Validator {
             }
             (Verdict::Refuse(_), written) => {
                 tally(reason);
+                let refusal = match reason {
+                    Reason::RateLimited => Some(Refusal::RateLimited {
+                        window: plan.window.unwrap_or("minute"),
+                        limit: rate.limit,
+                        reset: rate.reset,
+                    }),
+                    Reason::BadSecret => Some(Refusal::BadSecret {
+                        before: bad_before,
+                        reset: window(now()).1,
+                    }),
+                    Reason::CreditsExhausted => Some(Refusal::CreditsExhausted {
+                        refill_in: plan.refill_in,
+                    }),
+                    _ => None,
+                };
+                if let (Some(refusal), Some(key)) = (refusal, key) {
+                    self.signals.refused(&self.store, key, refusal).await;
+                }
                 if let Err(e) = written {
                     unaudited(reason);
                     tracing::warn!(

@@ -34,6 +34,7 @@ use crate::access::{self, Act, Action, Caller, Target};
 use crate::error::{Error, Result};
 use crate::store::AdminAudit;
 use crate::telemetry::metric;
+use crate::webhook::{Event, EventType};
 
 /// Where an admin call's input comes from.
 pub trait Input {
@@ -187,7 +188,20 @@ fn outcome(status: StatusCode) -> &'static str {
     }
 }
 
-/// The layer around every admin route: one `audit:admin` entry per call.
+/// The webhook event a successful admin action is, if any: a key's
+/// change (adding credits is an update).
+fn key_event(action: Action) -> Option<EventType> {
+    match action {
+        Action::KeyMint => Some(EventType::KeyCreated),
+        Action::KeyUpdate | Action::KeyAddCredits => Some(EventType::KeyUpdated),
+        Action::KeyRotate => Some(EventType::KeyRotated),
+        Action::KeyRevoke => Some(EventType::KeyRevoked),
+        _ => None,
+    }
+}
+
+/// The layer around every admin route: one `audit:admin` entry per call,
+/// and with a key's change its webhook event, in the same round trip.
 pub async fn audit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let note = Note::default();
     req.extensions_mut().insert(note.clone());
@@ -213,7 +227,16 @@ pub async fn audit(State(state): State<AppState>, mut req: Request, next: Next) 
         outcome,
         request_id: &request_id,
     };
-    match state.store.write_admin_audit(entry).await {
+    let event = status
+        .is_success()
+        .then(|| noted.action.and_then(key_event))
+        .flatten()
+        .map(|kind| {
+            Event::key(kind, &noted.project, &noted.key)
+                .with("actor", actor)
+                .with("action", entry.action)
+        });
+    match state.store.write_admin_audit(entry, event.as_ref()).await {
         Ok(()) => response,
         Err(e) => {
             tracing::error!(error = %e, action = entry.action, outcome, "admin audit entry not written");

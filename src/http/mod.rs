@@ -23,6 +23,7 @@ mod extract;
 mod operators;
 mod ops;
 mod validate;
+mod webhooks;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,6 +83,8 @@ pub struct App {
     pub auth_query_param: Option<String>,
     /// Forward auth: whether `X-Keyward-Cost` is honoured.
     pub auth_cost_header: bool,
+    /// Whether webhook endpoints may be internal addresses.
+    pub webhook_allow_private: bool,
 }
 
 pub type AppState = Arc<App>;
@@ -122,7 +125,11 @@ fn routes() -> Routes {
         .routes(routes!(operators::list_operators))
         .routes(routes!(operators::revoke_operator))
         .routes(routes!(operators::whoami))
-        .routes(routes!(operators::audit));
+        .routes(routes!(operators::audit))
+        .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))
+        .routes(routes!(webhooks::delete_webhook))
+        .routes(routes!(webhooks::test_webhook))
+        .routes(routes!(webhooks::deliveries));
     operations(admin.get_openapi_mut()).for_each(admin::common_responses);
     let mut console = OpenApiRouter::default()
         .routes(routes!(console::redirect))

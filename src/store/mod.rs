@@ -53,6 +53,7 @@ pub mod names;
 mod operators;
 mod usage;
 mod validation;
+mod webhooks;
 
 use fred::clients::{Client, Pipeline};
 use fred::prelude::{
@@ -72,8 +73,8 @@ use crate::error::{Error, Result};
 use crate::telemetry::metric;
 
 pub use model::{
-    AdminAudit, Audit, Effects, KeyDoc, KeyMeta, KeyPage, Lookup, OperatorDoc, Origin, ProjectDoc,
-    Read,
+    AdminAudit, Audit, Effects, Finished, KeyDoc, KeyMeta, KeyPage, Lookup, OperatorDoc, Origin,
+    ProjectDoc, Read, WebhookDoc,
 };
 pub use names::{AUDIT_ADMIN, AUDIT_KEYLOOKUP};
 pub use operators::AdminEntry;

@@ -205,6 +205,16 @@ pub struct Effects<'a> {
     /// A plan's counters (see `plan`): what each is owed, a spend to take
     /// back (a refusal) and a new window's expiry.
     pub plan: &'a [(String, crate::store::Owed)],
+    /// A success's network probe for `key.new_network` (see
+    /// `webhook::signal`): `SET name 1 EX ttl GET`.
+    pub network: Option<(&'a str, u64)>,
+}
+
+/// What the finish round trip learnt besides the audit entry's fate.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Finished {
+    /// The network probe found no use from that network lately.
+    pub new_network: bool,
 }
 
 /// The `operator:<deployment>:<operator_id>` document. Holds an Argon2id
@@ -258,4 +268,34 @@ pub struct AdminAudit<'a> {
     /// or `error`.
     pub outcome: &'static str,
     pub request_id: &'a str,
+}
+
+/// The `webhook:<deployment>:<webhook_id>` document. Holds the signing
+/// secret, so it never leaves the service but once, at registration.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct WebhookDoc {
+    pub webhook_id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub projects: Vec<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub secret: String,
+    pub created_at: f64,
+    #[serde(default)]
+    pub created_by: String,
+    #[serde(default)]
+    pub disabled: bool,
+    #[serde(default)]
+    pub disabled_at: Option<f64>,
+}
+
+impl std::fmt::Debug for WebhookDoc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookDoc")
+            .field("webhook_id", &self.webhook_id)
+            .field("url", &self.url)
+            .field("disabled", &self.disabled)
+            .finish_non_exhaustive()
+    }
 }

@@ -91,6 +91,45 @@ pub fn credits(project: &str, key_id: &str, period: &str) -> String {
     format!("apicredits:{project}:{key_id}:{period}")
 }
 
+/// A webhook endpoint of the deployment (its document holds the secret).
+pub fn webhook(deployment: &str, webhook_id: &str) -> String {
+    format!("webhook:{deployment}:{webhook_id}")
+}
+/// The deployment's webhook ids, a sorted set (all score 0).
+pub fn webhooks(deployment: &str) -> String {
+    format!("webhooks:{deployment}")
+}
+/// Events not yet fanned out to endpoints, a stream with the consumer
+/// group [`WEBHOOK_GROUP`].
+pub fn webhook_events(deployment: &str) -> String {
+    format!("webhookevents:{deployment}")
+}
+/// Messages (an event for one endpoint) due for an attempt, a stream with
+/// the consumer group [`WEBHOOK_GROUP`].
+pub fn webhook_queue(deployment: &str) -> String {
+    format!("webhookqueue:{deployment}")
+}
+/// Messages waiting for a retry, a sorted set scored by when (Unix ms).
+pub fn webhook_retries(deployment: &str) -> String {
+    format!("webhookretry:{deployment}")
+}
+/// An endpoint's recent delivery attempts, a capped stream.
+pub fn webhook_deliveries(deployment: &str, webhook_id: &str) -> String {
+    format!("webhookdeliveries:{deployment}:{webhook_id}")
+}
+/// The consumer group of the events and the queue.
+pub const WEBHOOK_GROUP: &str = "keyward";
+/// That an event about a key was sent for this window (`SET NX EX`, its
+/// lifetime the window's): `kind` such as `rate_limited:minute`.
+pub fn key_event(project: &str, key_id: &str, kind: &str) -> String {
+    format!("apievent:{project}:{key_id}:{kind}")
+}
+/// That a key was used from `network` (a /24 or /64) lately
+/// (`KEYWARD_NEW_NETWORK_DAYS`).
+pub fn key_network(project: &str, key_id: &str, network: &str) -> String {
+    format!("apinet:{project}:{key_id}:{network}")
+}
+
 /// `keyward migrate`'s working keys while it converts a project's plain-set
 /// index: the old set, moved aside (every id is in the index or here until
 /// the conversion ends), and the sorted set being built. Project ids have no

@@ -173,11 +173,36 @@ impl Store {
 
     /// Appends one entry to `audit:admin`, unless it is an `unauthorized`
     /// call over this second's budget: then it is counted for the second's
-    /// summary entry (see `audit`), written by the flusher.
-    pub async fn write_admin_audit(&self, entry: AdminAudit<'_>) -> Result<()> {
+    /// summary entry (see `audit`), written by the flusher. With `event`
+    /// (a key change's webhook event), the event goes in the same round
+    /// trip; one Redis does not take is logged and counted, and the call's
+    /// answer stands.
+    pub async fn write_admin_audit(
+        &self,
+        entry: AdminAudit<'_>,
+        event: Option<&crate::webhook::Event>,
+    ) -> Result<()> {
         if !self.admin_budget.admit(entry.outcome) {
             return Ok(());
         }
+        let (written, emitted) = super::validation::together(async {
+            futures::join!(
+                Box::pin(self.xadd_admin_audit(entry)),
+                futures::future::OptionFuture::from(
+                    event.map(|e| Box::pin(self.emit_as_manager(e)))
+                ),
+            )
+        })
+        .await;
+        if let (Some(Err(e)), Some(event)) = (emitted, event) {
+            metrics::counter!(crate::telemetry::metric::EVENTS_LOST, "type" => event.kind.as_str())
+                .increment(1);
+            tracing::warn!(event = event.kind.as_str(), error = %e, "webhook event not written: Redis did not take it");
+        }
+        written
+    }
+
+    async fn xadd_admin_audit(&self, entry: AdminAudit<'_>) -> Result<()> {
         let fields = vec![
             ("ts", now().to_string()),
             ("actor", entry.actor.to_owned()),

@@ -21,14 +21,14 @@ use std::time::Instant;
 
 use fred::clients::Client;
 use fred::prelude::{Error as FredError, HashesInterface, KeysInterface, StreamsInterface, Value};
-use fred::types::ExpireOptions;
+use fred::types::{Expiration, ExpireOptions};
 use futures::future::{join_all, OptionFuture};
 
 use super::{
     get_doc, is_refused, is_wrongtype, key_doc, names, now, report_unreadable, unavailable, Store,
     COUNTER_TTL_SECS,
 };
-use super::{Audit, Effects, Lookup, Read};
+use super::{Audit, Effects, Finished, Lookup, Read};
 use crate::audit::Summary;
 use crate::error::{Error, Result};
 use crate::hash::Remembered;
@@ -289,7 +289,7 @@ impl Store {
     /// and not written; the other writes are bookkeeping, so their failure
     /// is logged and counted, not answered, and what the use counters did
     /// not take is owed to the flusher (see [`Unsettled`]).
-    pub async fn finish(&self, effects: Effects<'_>) -> Result<()> {
+    pub async fn finish(&self, effects: Effects<'_>) -> Result<Finished> {
         let Effects {
             audit,
             minute,
@@ -298,6 +298,7 @@ impl Store {
             undo_use,
             remember,
             plan,
+            network,
         } = effects;
         let (project, key_id) = (audit.project_id, audit.key_id);
         let entry = self.audit_budget.admit(audit.reason).then_some(audit);
@@ -309,11 +310,12 @@ impl Store {
             && bad.is_none()
             && verified.is_none()
             && plan.is_empty()
+            && network.is_none()
         {
-            return Ok(());
+            return Ok(Finished::default());
         }
         let client = self.pool.next();
-        let (expire, decr, incr_bad, expire_bad, hset, entry) = together(async {
+        let (expire, decr, incr_bad, expire_bad, hset, probe, entry) = together(async {
             futures::join!(
                 OptionFuture::from(
                     used.as_ref()
@@ -329,6 +331,10 @@ impl Store {
                 OptionFuture::from(bad.as_ref().map(|k| Box::pin(expire_nx(client, k)))),
                 OptionFuture::from(verified.as_ref().map(|(k, (field, value))| {
                     Box::pin(client.hset::<Value, _, _>(k, (*field, *value)))
+                })),
+                OptionFuture::from(network.map(|(name, ttl)| {
+                    let ttl = Some(Expiration::EX(ttl as i64));
+                    Box::pin(client.set::<Option<String>, _, _>(name, "1", ttl, None, true))
                 })),
                 OptionFuture::from(entry.map(|a| Box::pin(self.xadd_audit(client, a)))),
             )
@@ -376,6 +382,12 @@ impl Store {
                 tracing::warn!(error = %e, "validation bookkeeping not written: {what}");
             }
         }
+        if let Some(Err(e)) = &probe {
+            tracing::warn!(error = %e, "validation bookkeeping not written: the network probe");
+        }
+        let finished = Finished {
+            new_network: matches!(probe, Some(Ok(None))),
+        };
         match entry {
             Some(Err(e)) if crate::audit::is_anonymous(audit.reason) => {
                 // Not lost: counted into its second's summary, which the
@@ -390,7 +402,7 @@ impl Store {
                 Err(unavailable(e))
             }
             Some(Err(e)) => Err(unavailable(e)),
-            _ => Ok(()),
+            _ => Ok(finished),
         }
     }
 

@@ -1,0 +1,128 @@
+//! Webhook endpoints: register, list, delete, test, and read their recent
+//! deliveries. A caller sees and manages only endpoints whose projects it
+//! covers (see `webhook`).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+
+use super::access::{Admin, Body, Nothing, Params, Query};
+use super::AppState;
+use crate::access::act;
+use crate::error::{ErrorBody, InvalidRequest, PayloadTooLarge, Result};
+use crate::webhook::{
+    self, DeliveriesOut, DeliveriesQuery, TestQueued, WebhookCreated, WebhookDeleted, WebhookIn,
+    WebhookPath, WebhooksOut,
+};
+
+/// Register an endpoint: events of the given types and projects are posted
+/// to it, signed (Standard Webhooks).
+#[utoipa::path(
+    post,
+    path = "/v1/admin/webhooks",
+    tag = "webhooks",
+    request_body = WebhookIn,
+    security(("admin_token" = [])),
+    responses(
+        (status = 201, description = "The endpoint: `secret` is shown once, here", body = WebhookCreated),
+        (status = 404, description = "`not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = InvalidRequest),
+    )
+)]
+pub async fn create_webhook(
+    State(state): State<AppState>,
+    call: Admin<act::WebhookCreate, Body<WebhookIn>>,
+) -> Result<(StatusCode, Json<WebhookCreated>)> {
+    let created = webhook::create(
+        &state.store,
+        &call.caller,
+        call.input,
+        state.webhook_allow_private,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// List the endpoints of the caller's projects (never a secret).
+#[utoipa::path(
+    get,
+    path = "/v1/admin/webhooks",
+    tag = "webhooks",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Every endpoint whose projects the caller covers, in id order", body = WebhooksOut),
+        (status = 404, description = "`not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
+    )
+)]
+pub async fn list_webhooks(
+    State(state): State<AppState>,
+    call: Admin<act::WebhookList, Nothing>,
+) -> Result<Json<WebhooksOut>> {
+    Ok(Json(webhook::list(&state.store, &call.caller).await?))
+}
+
+/// Delete an endpoint: nothing more is sent to it.
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/webhooks/{webhook_id}",
+    tag = "webhooks",
+    params(("webhook_id" = String, Path, description = "The endpoint's id", pattern = "^wh_[A-Za-z0-9]{12}$")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Deleted", body = WebhookDeleted),
+        (status = 404, description = "`webhook_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
+    )
+)]
+pub async fn delete_webhook(
+    State(state): State<AppState>,
+    call: Admin<act::WebhookDelete, Params<WebhookPath>>,
+) -> Result<Json<WebhookDeleted>> {
+    let deleted = webhook::delete(&state.store, &call.caller, &call.input.webhook_id).await?;
+    Ok(Json(deleted))
+}
+
+/// Send a `webhook.test` event to the endpoint (no body).
+#[utoipa::path(
+    post,
+    path = "/v1/admin/webhooks/{webhook_id}/test",
+    tag = "webhooks",
+    params(("webhook_id" = String, Path, description = "The endpoint's id", pattern = "^wh_[A-Za-z0-9]{12}$")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 202, description = "Queued: delivered like any other message (see its deliveries)", body = TestQueued),
+        (status = 404, description = "`webhook_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
+    )
+)]
+pub async fn test_webhook(
+    State(state): State<AppState>,
+    call: Admin<act::WebhookTest, Params<WebhookPath>>,
+) -> Result<(StatusCode, Json<TestQueued>)> {
+    let queued = webhook::test(&state.store, &call.caller, &call.input.webhook_id).await?;
+    Ok((StatusCode::ACCEPTED, Json(queued)))
+}
+
+/// The endpoint's recent delivery attempts, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/webhooks/{webhook_id}/deliveries",
+    tag = "webhooks",
+    params(
+        ("webhook_id" = String, Path, description = "The endpoint's id", pattern = "^wh_[A-Za-z0-9]{12}$"),
+        DeliveriesQuery,
+    ),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Up to `limit` attempts (the last 500 are kept)", body = DeliveriesOut),
+        (status = 404, description = "`webhook_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
+        (status = 422, response = InvalidRequest),
+    )
+)]
+pub async fn deliveries(
+    State(state): State<AppState>,
+    Path(webhook_id): Path<String>,
+    call: Admin<act::WebhookDeliveries, Query<DeliveriesQuery>>,
+) -> Result<Json<DeliveriesOut>> {
+    let out = webhook::deliveries(&state.store, &call.caller, &webhook_id, call.input).await?;
+    Ok(Json(out))
+}

@@ -1,0 +1,570 @@
+//! Webhooks: signed events for key changes and anomalies, delivered at
+//! least once.
+//!
+//! An event is appended to the deployment's events stream by whoever sees
+//! it happen: the admin layer (`key.created`, ...), written with the call's
+//! `audit:admin` entry; the validation path (`key.rate_limited`, ...; see
+//! [`signal`]); the expiry sweep (`key.expiring`). Instances with the
+//! manager user run [`deliver`]: they fan each event out to the endpoints
+//! that want it, one message per endpoint, and post each message signed
+//! ([`sign`]), retrying on `KEYWARD_WEBHOOK_RETRY_SCHEDULE`. Everything
+//! pending lives in Redis (see `store::webhooks`), so any such instance
+//! delivers, and one that dies leaves its messages to the others.
+//!
+//! This file: the event types, an event, the endpoints' admin functions and
+//! their wire types, and where an endpoint may point (no internal address
+//! without `KEYWARD_WEBHOOK_ALLOW_PRIVATE`).
+
+pub mod deliver;
+pub mod sign;
+pub mod signal;
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+use utoipa::openapi::Schema;
+use utoipa::{IntoParams, ToSchema};
+use validator::{Validate, ValidationError};
+
+use crate::access::{Caller, Target, ALL_PROJECTS};
+use crate::admin::random_id;
+use crate::error::{Error, Result};
+use crate::store::{now, Store, WebhookDoc};
+
+/// A webhook id is `wh_` and 12 of `[A-Za-z0-9]`.
+pub const WEBHOOK_ID_PREFIX: &str = "wh_";
+/// Most event types or projects one endpoint may name.
+const MAX_LIST: usize = 64;
+
+/// Every event type, once: its variant and its `type` on the wire.
+macro_rules! event_types {
+    ($($variant:ident = $name:literal),* $(,)?) => {
+        /// What happened.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum EventType {
+            $($variant),*
+        }
+
+        impl EventType {
+            pub const ALL: &'static [EventType] = &[$(EventType::$variant),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(EventType::$variant => $name),*
+                }
+            }
+        }
+    };
+}
+
+event_types!(
+    KeyCreated = "key.created",
+    KeyUpdated = "key.updated",
+    KeyRotated = "key.rotated",
+    KeyRevoked = "key.revoked",
+    KeyExpiring = "key.expiring",
+    KeyRateLimited = "key.rate_limited",
+    KeySecretAttack = "key.secret_attack",
+    KeyNewNetwork = "key.new_network",
+    KeyCreditsExhausted = "key.credits_exhausted",
+    WebhookTest = "webhook.test",
+);
+
+impl EventType {
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|t| t.as_str() == name)
+    }
+}
+
+/// One event: its type, when, and what it is about (`data`, which always
+/// holds `project_id` and `key_id` for a key's event). Never a secret, a
+/// hash or a full key.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub kind: EventType,
+    pub at: f64,
+    pub project_id: String,
+    pub key_id: String,
+    pub data: Map<String, Value>,
+}
+
+impl Event {
+    /// An event about `project_id`'s `key_id`, now.
+    pub fn key(kind: EventType, project_id: &str, key_id: &str) -> Self {
+        let mut data = Map::new();
+        data.insert("project_id".into(), project_id.into());
+        data.insert("key_id".into(), key_id.into());
+        Self {
+            kind,
+            at: now(),
+            project_id: project_id.to_owned(),
+            key_id: key_id.to_owned(),
+            data,
+        }
+    }
+
+    /// With one more field in `data`.
+    pub fn with(mut self, field: &str, value: impl Into<Value>) -> Self {
+        self.data.insert(field.to_owned(), value.into());
+        self
+    }
+
+    /// The body every endpoint receives: `{"type", "timestamp", "data"}`.
+    pub fn body(kind: &str, at: f64, data: &Value) -> String {
+        serde_json::json!({
+            "type": kind,
+            "timestamp": crate::plan::rfc3339(at),
+            "data": data,
+        })
+        .to_string()
+    }
+}
+
+fn valid_events(events: &[String]) -> Result<(), ValidationError> {
+    let fail = |m: &'static str| Err(ValidationError::new("events").with_message(m.into()));
+    match events {
+        [] => fail("must name 1 to 64 event types, or [\"*\"]"),
+        [all] if all == "*" => Ok(()),
+        _ if events.len() > MAX_LIST => fail("at most 64 event types"),
+        _ if events.iter().any(|e| e == "*") => fail("\"*\" stands alone: every event type"),
+        _ if events.iter().all(|e| EventType::parse(e).is_some()) => Ok(()),
+        _ => fail("each entry must be an event type (see the `events` schema) or \"*\""),
+    }
+}
+
+/// `valid_events` as a schema: `["*"]`, or 1 to 64 event types.
+fn events_schema() -> Schema {
+    let names: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+    let listed = ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(names)),
+        )
+        .min_items(Some(1))
+        .max_items(Some(MAX_LIST));
+    let all = ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(["*"])),
+        )
+        .min_items(Some(1))
+        .max_items(Some(1));
+    OneOfBuilder::new()
+        .item(listed)
+        .item(all)
+        .description(Some("The event types sent, or `[\"*\"]`: every one"))
+        .examples([serde_json::json!(["key.revoked", "key.secret_attack"])])
+        .into()
+}
+
+fn valid_url(url: &str) -> Result<(), ValidationError> {
+    match endpoint_url(url) {
+        Ok(_) => Ok(()),
+        Err(problem) => Err(ValidationError::new("url").with_message(problem.into())),
+    }
+}
+
+/// The parsed URL of an endpoint: `http` or `https`, a host, no user
+/// information. Says why not, safe to show.
+pub fn endpoint_url(url: &str) -> Result<reqwest::Url, &'static str> {
+    let parsed = reqwest::Url::parse(url).map_err(|_| "must be an absolute http(s) URL")?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err("must be an http or https URL");
+    }
+    if parsed.host_str().map_or(true, str::is_empty) {
+        return Err("must name a host");
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("must not carry a user name or password");
+    }
+    Ok(parsed)
+}
+
+/// Refuses an endpoint whose host is, or resolves to, an internal address
+/// (unless `allow_private`): a literal address is checked as it is, a name
+/// by every address it resolves to now (delivery checks again, as a name
+/// may resolve differently later).
+pub async fn check_destination(url: &reqwest::Url, allow_private: bool) -> Result<()> {
+    if allow_private {
+        return Ok(());
+    }
+    let refused = || {
+        Error::InvalidRequest(
+            "url: resolves to a loopback, private, link-local or otherwise internal address \
+             (KEYWARD_WEBHOOK_ALLOW_PRIVATE=true allows it)"
+                .into(),
+        )
+    };
+    let addrs = destination_addrs(url)
+        .await
+        .map_err(|problem| Error::InvalidRequest(format!("url: {problem}")))?;
+    if addrs.is_empty() || addrs.iter().any(|ip| crate::net::is_internal(*ip)) {
+        return Err(refused());
+    }
+    Ok(())
+}
+
+/// Every address `url`'s host is or resolves to.
+async fn destination_addrs(url: &reqwest::Url) -> Result<Vec<IpAddr>, &'static str> {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => Ok(vec![IpAddr::V4(ip)]),
+        Some(url::Host::Ipv6(ip)) => Ok(vec![IpAddr::V6(ip)]),
+        Some(url::Host::Domain(name)) => {
+            let port = url.port_or_known_default().unwrap_or(443);
+            let found = tokio::net::lookup_host((name, port))
+                .await
+                .map_err(|_| "the host name does not resolve")?;
+            Ok(found.map(|a| a.ip()).collect())
+        }
+        None => Err("must name a host"),
+    }
+}
+
+/// `POST /v1/admin/webhooks`.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookIn {
+    /// Where events are posted: an `http` or `https` URL, which may not be
+    /// (or resolve to) an internal address unless
+    /// `KEYWARD_WEBHOOK_ALLOW_PRIVATE=true`.
+    #[validate(length(min = 1, max = 2048), custom(function = "valid_url"))]
+    #[schema(
+        min_length = 1,
+        max_length = 2048,
+        example = "https://hooks.example.com/keyward"
+    )]
+    pub url: String,
+    /// The event types sent: 1 to 64 of them, or `["*"]`.
+    #[validate(custom(function = "valid_events"))]
+    #[schema(schema_with = events_schema)]
+    pub events: Vec<String>,
+    /// Whose events: 1 to 64 project ids, or `["*"]` (every project).
+    #[validate(custom(function = "crate::operators::valid_projects"))]
+    #[schema(schema_with = crate::operators::projects_schema)]
+    pub projects: Vec<String>,
+    #[validate(length(max = 500))]
+    #[schema(max_length = 500, example = "billing sync")]
+    pub description: Option<String>,
+}
+
+/// An endpoint as listed: never its secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookOut {
+    #[schema(example = "wh_3xAmPlE0wh1x")]
+    pub webhook_id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub projects: Vec<String>,
+    pub description: Option<String>,
+    pub created_at: f64,
+    /// The actor that registered it (`root` or an operator id).
+    pub created_by: String,
+    /// Disabled after the endpoint answered `410 Gone`: nothing more is sent.
+    pub disabled: bool,
+    pub disabled_at: Option<f64>,
+}
+
+/// `201` from `POST /v1/admin/webhooks`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookCreated {
+    #[serde(flatten)]
+    pub webhook: WebhookOut,
+    /// The signing secret (Standard Webhooks: `whsec_` and base64). Shown
+    /// once, here; it is never listed.
+    #[schema(example = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMfKQ9r8GKYo=")]
+    pub secret: String,
+}
+
+/// `200` from `GET /v1/admin/webhooks`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhooksOut {
+    pub items: Vec<WebhookOut>,
+}
+
+/// A path naming one endpoint.
+#[derive(Debug, Deserialize)]
+pub struct WebhookPath {
+    pub webhook_id: String,
+}
+
+/// `200` from `DELETE /v1/admin/webhooks/{webhook_id}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookDeleted {
+    pub webhook_id: String,
+    /// Always `true`: nothing more is sent to it, pending messages included.
+    pub deleted: bool,
+}
+
+/// `202` from `POST /v1/admin/webhooks/{webhook_id}/test`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestQueued {
+    pub webhook_id: String,
+    /// The `webhook-id` the `webhook.test` message is sent with.
+    #[schema(example = "msg_1733100000000-0_wh_3xAmPlE0wh1x")]
+    pub message_id: String,
+}
+
+/// `GET /v1/admin/webhooks/{webhook_id}/deliveries`'s query.
+#[derive(Debug, Deserialize, Validate, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeliveriesQuery {
+    /// Attempts to return, newest first (default 50).
+    #[validate(range(min = 1, max = 200))]
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<u64>,
+}
+
+/// One delivery attempt.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Delivery {
+    /// The message's `webhook-id`, the same for each attempt of it.
+    pub message_id: String,
+    pub event_type: String,
+    /// 1 for the first attempt.
+    pub attempt: u64,
+    /// Unix seconds of the attempt.
+    pub at: f64,
+    /// The endpoint's answer; `null` when there was none (see `error`).
+    pub status_code: Option<u16>,
+    /// What went wrong without an answer (timeout, connection, refused
+    /// address), or why a message was not sent.
+    pub error: Option<String>,
+    /// A 2xx answer.
+    pub delivered: bool,
+    /// Unix seconds of the next attempt, if there is one.
+    pub next_attempt: Option<f64>,
+    /// No more attempts: the schedule is over, the endpoint answered `410`,
+    /// or it was disabled or deleted.
+    pub given_up: bool,
+}
+
+/// `200` from `GET /v1/admin/webhooks/{webhook_id}/deliveries`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveriesOut {
+    pub items: Vec<Delivery>,
+}
+
+// Endpoints belong to the projects they name; `covers` decides (see below).
+impl Target for WebhookIn {}
+impl Target for WebhookPath {}
+impl Target for DeliveriesQuery {}
+
+/// Whether the caller covers every project the endpoint names: only then
+/// may it see or manage the endpoint, whose events are those projects'.
+fn covers(caller: &Caller, projects: &[String]) -> bool {
+    match projects {
+        [all] if all == ALL_PROJECTS => caller.covers_all(),
+        _ => projects.iter().all(|p| caller.sees(p)),
+    }
+}
+
+fn out(doc: WebhookDoc) -> WebhookOut {
+    WebhookOut {
+        webhook_id: doc.webhook_id,
+        url: doc.url,
+        events: doc.events,
+        projects: doc.projects,
+        description: doc.description,
+        created_at: doc.created_at,
+        created_by: doc.created_by,
+        disabled: doc.disabled,
+        disabled_at: doc.disabled_at,
+    }
+}
+
+/// Registers an endpoint for projects the caller covers (else 403).
+pub async fn create(
+    store: &Store,
+    caller: &Caller,
+    input: WebhookIn,
+    allow_private: bool,
+) -> Result<WebhookCreated> {
+    if !covers(caller, &input.projects) {
+        return Err(Error::Forbidden);
+    }
+    let url = endpoint_url(&input.url).map_err(|p| Error::InvalidRequest(format!("url: {p}")))?;
+    check_destination(&url, allow_private).await?;
+    for _ in 0..5 {
+        let doc = WebhookDoc {
+            webhook_id: random_id(WEBHOOK_ID_PREFIX)?,
+            url: input.url.clone(),
+            events: input.events.clone(),
+            projects: input.projects.clone(),
+            description: input.description.clone(),
+            secret: sign::new_secret()?,
+            created_at: now(),
+            created_by: caller.actor.clone(),
+            disabled: false,
+            disabled_at: None,
+        };
+        if store.insert_webhook(&doc).await? {
+            tracing::info!(webhook_id = %doc.webhook_id, "webhook registered");
+            let secret = doc.secret.clone();
+            return Ok(WebhookCreated {
+                webhook: out(doc),
+                secret,
+            });
+        }
+    }
+    Err(Error::Internal("could not find a free webhook id".into()))
+}
+
+/// The endpoints whose projects the caller covers, in id order.
+pub async fn list(store: &Store, caller: &Caller) -> Result<WebhooksOut> {
+    let docs = store.list_webhooks().await?;
+    Ok(WebhooksOut {
+        items: docs
+            .into_iter()
+            .filter(|d| covers(caller, &d.projects))
+            .map(out)
+            .collect(),
+    })
+}
+
+/// The endpoint, if it exists and the caller covers its projects: else
+/// `webhook_not_found`, the same for both.
+async fn visible(store: &Store, caller: &Caller, webhook_id: &str) -> Result<WebhookDoc> {
+    if !is_webhook_id(webhook_id) {
+        return Err(Error::WebhookNotFound);
+    }
+    match store.get_webhook(webhook_id).await? {
+        Some(doc) if covers(caller, &doc.projects) => Ok(doc),
+        _ => Err(Error::WebhookNotFound),
+    }
+}
+
+pub async fn delete(store: &Store, caller: &Caller, webhook_id: &str) -> Result<WebhookDeleted> {
+    visible(store, caller, webhook_id).await?;
+    store.delete_webhook(webhook_id).await?;
+    tracing::info!(webhook_id, "webhook deleted");
+    Ok(WebhookDeleted {
+        webhook_id: webhook_id.to_owned(),
+        deleted: true,
+    })
+}
+
+/// Queues a `webhook.test` message for the endpoint alone.
+pub async fn test(store: &Store, caller: &Caller, webhook_id: &str) -> Result<TestQueued> {
+    let doc = visible(store, caller, webhook_id).await?;
+    let mut data = Map::new();
+    data.insert("webhook_id".into(), doc.webhook_id.clone().into());
+    let body = Event::body(EventType::WebhookTest.as_str(), now(), &Value::Object(data));
+    let message_id = format!("msg_{}", random_id("")?);
+    store
+        .enqueue(&deliver::Message {
+            message_id: message_id.clone(),
+            webhook_id: doc.webhook_id.clone(),
+            event_type: EventType::WebhookTest.as_str().to_owned(),
+            body,
+            attempt: 1,
+        })
+        .await?;
+    Ok(TestQueued {
+        webhook_id: doc.webhook_id,
+        message_id,
+    })
+}
+
+pub async fn deliveries(
+    store: &Store,
+    caller: &Caller,
+    webhook_id: &str,
+    query: DeliveriesQuery,
+) -> Result<DeliveriesOut> {
+    visible(store, caller, webhook_id).await?;
+    let items = store
+        .deliveries(webhook_id, query.limit.unwrap_or(50))
+        .await?;
+    Ok(DeliveriesOut { items })
+}
+
+/// Whether `id` is a webhook id: `wh_` and 12 of `[A-Za-z0-9]`.
+pub fn is_webhook_id(id: &str) -> bool {
+    id.strip_prefix(WEBHOOK_ID_PREFIX)
+        .is_some_and(|body| body.len() == 12 && body.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// Whether an endpoint wants this event.
+pub fn wants(doc: &WebhookDoc, kind: &str, project_id: &str) -> bool {
+    let any = |list: &[String], item: &str| list.iter().any(|e| e == "*" || e == item);
+    !doc.disabled && any(&doc.events, kind) && any(&doc.projects, project_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_lists_are_known_types_or_a_lone_star() {
+        let list =
+            |l: &[&str]| valid_events(&l.iter().map(|p| (*p).to_owned()).collect::<Vec<_>>());
+        assert!(list(&["key.revoked", "key.new_network"]).is_ok());
+        assert!(list(&["*"]).is_ok());
+        assert!(list(&[]).is_err());
+        assert!(list(&["*", "key.revoked"]).is_err());
+        assert!(list(&["key.nope"]).is_err());
+    }
+
+    #[test]
+    fn only_plain_http_urls_are_endpoints() {
+        assert!(endpoint_url("https://hooks.example.com/x?y=1").is_ok());
+        assert!(endpoint_url("http://127.0.0.1:9000/").is_ok());
+        for bad in [
+            "ftp://example.com/",
+            "file:///etc/passwd",
+            "https://u:p@example.com/",
+            "/relative",
+            "gopher://x",
+        ] {
+            assert!(endpoint_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn internal_destinations_are_refused_unless_allowed() {
+        for url in [
+            "http://127.0.0.1:9/",
+            "http://[::1]:9/",
+            "http://10.0.0.1/",
+            "http://169.254.169.254/latest",
+            "http://localhost:9/",
+        ] {
+            let parsed = endpoint_url(url).unwrap();
+            assert!(check_destination(&parsed, false).await.is_err(), "{url}");
+            assert!(check_destination(&parsed, true).await.is_ok(), "{url}");
+        }
+        let public = endpoint_url("http://93.184.215.14/").unwrap();
+        assert!(check_destination(&public, false).await.is_ok());
+    }
+
+    #[test]
+    fn an_endpoint_wants_its_types_and_projects() {
+        let doc = |events: &[&str], projects: &[&str]| WebhookDoc {
+            events: events.iter().map(|s| (*s).to_owned()).collect(),
+            projects: projects.iter().map(|s| (*s).to_owned()).collect(),
+            ..WebhookDoc::default()
+        };
+        assert!(wants(&doc(&["*"], &["*"]), "key.revoked", "alpha"));
+        assert!(wants(
+            &doc(&["key.revoked"], &["alpha"]),
+            "key.revoked",
+            "alpha"
+        ));
+        assert!(!wants(
+            &doc(&["key.revoked"], &["alpha"]),
+            "key.created",
+            "alpha"
+        ));
+        assert!(!wants(&doc(&["*"], &["beta"]), "key.revoked", "alpha"));
+        let disabled = WebhookDoc {
+            disabled: true,
+            ..doc(&["*"], &["*"])
+        };
+        assert!(!wants(&disabled, "key.revoked", "alpha"));
+    }
+}
