@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 
 use fred::prelude::{
-    KeysInterface, Pool, RedisJsonInterface, SortedSetsInterface, StreamsInterface,
+    KeysInterface, Pool, RedisJsonInterface, SortedSetsInterface, StreamsInterface, Value,
 };
 use fred::types::{Expiration, SetOptions};
 
@@ -340,11 +340,16 @@ async fn next_entries(
         .map_err(|e| data_error(stream, e))?;
     let room = count.saturating_sub(entries.len() as u64);
     if room > 0 {
-        let new: HashMap<String, Vec<Entry>> = admin
-            .xreadgroup_map(group, consumer, Some(room), None, false, stream, ">")
+        // Nil when nothing is new.
+        let new: Value = admin
+            .xreadgroup(group, consumer, Some(room), None, false, stream, ">")
             .await
             .map_err(|e| data_error(stream, e))?;
-        entries.extend(new.into_values().flatten());
+        if !new.is_null() {
+            let new: HashMap<String, Vec<Entry>> =
+                new.into_xread_response().map_err(unavailable)?;
+            entries.extend(new.into_values().flatten());
+        }
     }
     Ok(entries)
 }

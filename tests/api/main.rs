@@ -29,3 +29,4 @@ mod proxy;
 mod remember;
 mod unix;
 mod validate;
+mod webhooks;
