@@ -98,7 +98,7 @@ pub fn network_of(ip: std::net::IpAddr) -> ipnet::IpNet {
 
 /// An IPv4 address as std parses it: four decimal octets of 0 to 255,
 /// without leading zeros.
-const IPV4: &str = "(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}\
+pub(crate) const IPV4: &str = "(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}\
     (?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
 
 /// An IPv6 address as std parses it (RFC 4291 section 2.2, as RFC 3986's

@@ -25,7 +25,10 @@
 //! the counter change (the new window's `EXPIRE`, the wrong-secret count,
 //! or taking back the use of any refusal) and a new secret's digest; then
 //! the metric, the usage count of a 200 (written about a second later by
-//! the store's flusher) and the answer.
+//! the store's flusher) and the answer. For a success with a client address
+//! the round trip also carries `webhook::signal`'s network probe; a
+//! refusal webhooks hear about (a 429, a wrong-secret flood, credits
+//! short) and a new network write their event after it, before the answer.
 //!
 //! When Redis fails: a read Redis did not answer, with no read refusing the
 //! key, is incomplete: 503 under `KEYWARD_FAILSAFE=closed`, a 200 marked

@@ -38,6 +38,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(600);
 const SWEEP_PAGE: u64 = 100;
 /// The longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
+/// Why a message of a deleted endpoint is dropped.
+const DELETED: &str = "the endpoint was deleted";
 /// Who the posts say they are from.
 const USER_AGENT: &str = concat!("keyward-webhooks/", env!("CARGO_PKG_VERSION"));
 
@@ -240,7 +242,7 @@ impl Deliverer {
             return;
         };
         let outcome = match self.store.get_webhook(&message.webhook_id).await {
-            Ok(None) => Outcome::Dropped("the endpoint was deleted"),
+            Ok(None) => Outcome::Dropped(DELETED),
             Ok(Some(doc)) if doc.disabled => Outcome::Dropped("the endpoint is disabled"),
             Ok(Some(doc)) => self.post(&doc, &message).await,
             Err(Error::Unreadable) => Outcome::Dropped("the endpoint's document cannot be read"),
@@ -292,7 +294,8 @@ impl Deliverer {
             } => {
                 delivery.status_code = status;
                 delivery.error = error;
-                match self.schedule.get(message.attempt as usize - 1) {
+                let waits = (message.attempt as usize).saturating_sub(1);
+                match self.schedule.get(waits) {
                     Some(wait) => {
                         let wait =
                             (*wait).max(retry_after.unwrap_or_default().min(MAX_RETRY_AFTER));
@@ -315,12 +318,17 @@ impl Deliverer {
             }
         };
         metrics::counter!(metric::WEBHOOK_ATTEMPTS, "result" => result).increment(1);
-        // What became of the message is written before its entry is done.
-        if let Err(e) = self
-            .store
-            .record_delivery(&message.webhook_id, &delivery)
-            .await
-        {
+        // What became of the message is written before its entry is done
+        // (not for a deleted endpoint, whose attempts are going away).
+        let recorded = match delivery.error.as_deref() == Some(DELETED) {
+            true => Ok(()),
+            false => {
+                self.store
+                    .record_delivery(&message.webhook_id, &delivery)
+                    .await
+            }
+        };
+        if let Err(e) = recorded {
             tracing::warn!(error = %e, "webhook attempt not added to the deliveries");
         }
         self.store.done_message(id).await

@@ -161,11 +161,53 @@ fn events_schema() -> Schema {
         .into()
 }
 
+/// What an endpoint URL may look like, as the OpenAPI document states it
+/// and the validator holds it: `http` or `https`, a host name (its last
+/// label starting with a letter) or an IPv4 address, an optional port, a
+/// path and a query of URL characters; no user information, no fragment.
+/// Everything it matches parses as a URL with that host.
+pub fn url_pattern() -> String {
+    let label = "[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*";
+    let last = "[A-Za-z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)*";
+    let port =
+        "(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})";
+    let chars = "[A-Za-z0-9._~%!$&'()*+,;=:@/-]";
+    format!(
+        "^[Hh][Tt][Tt][Pp][Ss]?://(?:(?:{label}\\.)*{last}|{ipv4})(?::{port})?(?:/{chars}*)?(?:\\?(?:{chars}|\\?)*)?$",
+        ipv4 = crate::net::IPV4,
+    )
+}
+
+fn url_regex() -> &'static regex::Regex {
+    static URL: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(&url_pattern()).expect("the URL pattern compiles")
+    });
+    &URL
+}
+
 fn valid_url(url: &str) -> Result<(), ValidationError> {
+    let fail = |m: &'static str| Err(ValidationError::new("url").with_message(m.into()));
+    if !url_regex().is_match(url) {
+        return fail("must be an http(s) URL: a host name or IPv4 address, an optional port, a path and a query (no user information, no fragment)");
+    }
     match endpoint_url(url) {
         Ok(_) => Ok(()),
-        Err(problem) => Err(ValidationError::new("url").with_message(problem.into())),
+        Err(problem) => fail(problem),
     }
+}
+
+fn url_schema() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(2048))
+        .pattern(Some(url_pattern()))
+        .description(Some(
+            "Where events are posted: an `http` or `https` URL, which may not be (or resolve to) \
+             an internal address unless `KEYWARD_WEBHOOK_ALLOW_PRIVATE=true`.",
+        ))
+        .examples([serde_json::json!("https://hooks.example.com/keyward")])
+        .into()
 }
 
 /// The parsed URL of an endpoint: `http` or `https`, a host, no user
@@ -184,10 +226,15 @@ pub fn endpoint_url(url: &str) -> Result<reqwest::Url, &'static str> {
     Ok(parsed)
 }
 
+/// How long registration waits for a name to resolve.
+const RESOLVE_FOR: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Refuses an endpoint whose host is, or resolves to, an internal address
 /// (unless `allow_private`): a literal address is checked as it is, a name
-/// by every address it resolves to now (delivery checks again, as a name
-/// may resolve differently later).
+/// by every address it resolves to now. A name that does not resolve now
+/// (or not within 2 s) is accepted: its DNS may not exist yet, and
+/// delivery checks each address again at every attempt, as a name may
+/// resolve differently later.
 pub async fn check_destination(url: &reqwest::Url, allow_private: bool) -> Result<()> {
     if allow_private {
         return Ok(());
@@ -199,28 +246,26 @@ pub async fn check_destination(url: &reqwest::Url, allow_private: bool) -> Resul
                 .into(),
         )
     };
-    let addrs = destination_addrs(url)
-        .await
-        .map_err(|problem| Error::InvalidRequest(format!("url: {problem}")))?;
-    if addrs.is_empty() || addrs.iter().any(|ip| crate::net::is_internal(*ip)) {
+    let addrs = destination_addrs(url).await;
+    if addrs.iter().any(|ip| crate::net::is_internal(*ip)) {
         return Err(refused());
     }
     Ok(())
 }
 
-/// Every address `url`'s host is or resolves to.
-async fn destination_addrs(url: &reqwest::Url) -> Result<Vec<IpAddr>, &'static str> {
+/// Every address `url`'s host is or resolves to now (none if it does not).
+async fn destination_addrs(url: &reqwest::Url) -> Vec<IpAddr> {
     match url.host() {
-        Some(url::Host::Ipv4(ip)) => Ok(vec![IpAddr::V4(ip)]),
-        Some(url::Host::Ipv6(ip)) => Ok(vec![IpAddr::V6(ip)]),
+        Some(url::Host::Ipv4(ip)) => vec![IpAddr::V4(ip)],
+        Some(url::Host::Ipv6(ip)) => vec![IpAddr::V6(ip)],
         Some(url::Host::Domain(name)) => {
             let port = url.port_or_known_default().unwrap_or(443);
-            let found = tokio::net::lookup_host((name, port))
-                .await
-                .map_err(|_| "the host name does not resolve")?;
-            Ok(found.map(|a| a.ip()).collect())
+            match tokio::time::timeout(RESOLVE_FOR, tokio::net::lookup_host((name, port))).await {
+                Ok(Ok(found)) => found.map(|a| a.ip()).collect(),
+                _ => Vec::new(),
+            }
         }
-        None => Err("must name a host"),
+        None => Vec::new(),
     }
 }
 
@@ -232,11 +277,7 @@ pub struct WebhookIn {
     /// (or resolve to) an internal address unless
     /// `KEYWARD_WEBHOOK_ALLOW_PRIVATE=true`.
     #[validate(length(min = 1, max = 2048), custom(function = "valid_url"))]
-    #[schema(
-        min_length = 1,
-        max_length = 2048,
-        example = "https://hooks.example.com/keyward"
-    )]
+    #[schema(schema_with = url_schema)]
     pub url: String,
     /// The event types sent: 1 to 64 of them, or `["*"]`.
     #[validate(custom(function = "valid_events"))]
@@ -566,5 +607,38 @@ mod tests {
             ..doc(&["*"], &["*"])
         };
         assert!(!wants(&disabled, "key.revoked", "alpha"));
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn the_url_pattern_accepts_only_urls_with_a_host() {
+        for good in [
+            "https://hooks.example.com/keyward",
+            "http://127.0.0.1:9/hook?x=1&y=%20",
+            "http://a/",
+            "HTTPS://EXAMPLE.COM:65535",
+            "http://0x1.a/p",
+            "http://1.example",
+        ] {
+            assert!(valid_url(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "http://1.2.3.999/",
+            "http://[::1]/",
+            "http://xn--a/",
+            "http://a:0/",
+            "http://a:65536/",
+            "http://u@a/",
+            "http://a/#frag",
+            "http://a b/",
+            "ftp://a/",
+            "0000",
+        ] {
+            assert!(valid_url(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -9,10 +9,12 @@ and 403, `Retry-After` on 429 and 503, `Cache-Control` on `/v1/auth`.
 cannot say so; this check holds the service to it instead.)
 
 `before_call`: a generated `expires_at` above the document's bound is moved
-as far past the moment it is sent (see below).
+as far past the moment it is sent (see below); a webhook's http(s) URL is
+pointed at 127.0.0.1:9, so deliveries never leave the machine.
 """
 
 import time
+from urllib.parse import urlsplit
 
 import schemathesis
 
@@ -107,6 +109,15 @@ class keyward_reached:
 # the bound stays, and stays in the past.
 @schemathesis.hook
 def before_call(ctx, case, kwargs):
+    url = case.body.get("url") if isinstance(case.body, dict) else None
+    if isinstance(url, str) and url.lower().startswith(("http://", "https://")):
+        # Tests only talk to loopback: the run's keyward allows it
+        # (KEYWARD_WEBHOOK_ALLOW_PRIVATE), and port 9 refuses.
+        try:
+            local = urlsplit(url)._replace(netloc="127.0.0.1:9").geturl()
+            case.body = {**case.body, "url": local}
+        except ValueError:
+            pass
     at = case.body.get("expires_at") if isinstance(case.body, dict) else None
     if isinstance(at, (int, float)) and not isinstance(at, bool):
         schemas = case.operation.schema.raw_schema["components"]["schemas"]
