@@ -30,6 +30,11 @@ enum Command {
     /// (owners only): create, list, revoke.
     #[command(after_help = cli::TOKEN_HELP)]
     Operator(cli::OperatorArgs),
+    /// Webhook endpoints of the token's projects, through a running
+    /// keyward's admin API: add, list, test, remove, deliveries (add, test
+    /// and remove need project_admin).
+    #[command(after_help = cli::TOKEN_HELP)]
+    Webhook(cli::WebhookArgs),
     /// Show who the admin token in the environment is: operator id, name,
     /// role and projects.
     #[command(after_help = cli::TOKEN_HELP)]
@@ -94,6 +99,7 @@ fn main() -> ExitCode {
         Command::Project(args) => runtime.block_on(cli::project(args)),
         Command::Key(args) => runtime.block_on(cli::key(args)),
         Command::Operator(args) => runtime.block_on(cli::operator(args)),
+        Command::Webhook(args) => runtime.block_on(cli::webhook(args)),
         Command::Whoami(target) => runtime.block_on(cli::whoami(target)),
         Command::Audit(args) => runtime.block_on(cli::audit(args)),
         Command::Check(args) => runtime.block_on(cli::check(args)),

@@ -123,6 +123,11 @@ impl Client {
         self.send(request).await
     }
 
+    pub async fn delete(&self, path: &str) -> Result<Value, Failure> {
+        let request = self.authorized(self.http.delete(self.url(path)));
+        self.send(request).await
+    }
+
     fn unreachable(&self, e: &reqwest::Error) -> Failure {
         // reqwest's own message ("error sending request for url ...") hides
         // the cause, which is the innermost source ("Connection refused").

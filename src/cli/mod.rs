@@ -1,8 +1,9 @@
 //! The admin command line: `keyward project create|show|list`, `keyward key
 //! mint|show|list|update|add-credits|rotate|revoke`, `keyward operator
-//! create|list|revoke`, `keyward whoami`, `keyward audit` and `keyward
-//! check`; and `keyward healthcheck` (in `healthcheck`), which only asks the
-//! local listener for `/health` and exits 0 or 1.
+//! create|list|revoke`, `keyward webhook add|list|test|remove|deliveries`,
+//! `keyward whoami`, `keyward audit` and `keyward check`; and `keyward
+//! healthcheck` (in `healthcheck`), which only asks the local listener for
+//! `/health` and exits 0 or 1.
 //!
 //! A thin client of the HTTP API, exactly like any other (`client`): the
 //! admin API stays the one contract, and its tests cover this too. Output is
@@ -20,7 +21,9 @@
 //!   are one line on stderr.
 //! - `key mint`, `key rotate` and `operator create` print the new key (or
 //!   token) and nothing else on stdout (or the JSON with `--json`), so
-//!   `KEY=$(keyward key mint ...)` works.
+//!   `KEY=$(keyward key mint ...)` works. `webhook add` prints the new
+//!   endpoint's id and signing secret, a row each (`webhook_id`, `secret`);
+//!   `webhook test` prints only the message id it queued.
 
 mod client;
 mod healthcheck;
@@ -288,6 +291,55 @@ pub enum OperatorCommand {
     Revoke { operator_id: String },
 }
 
+/// `keyward webhook ...`
+#[derive(Args, Debug)]
+pub struct WebhookArgs {
+    #[command(flatten)]
+    pub target: Target,
+    #[command(subcommand)]
+    pub command: WebhookCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WebhookCommand {
+    /// Register an endpoint: the events named, of the projects named, are
+    /// posted to it signed (Standard Webhooks). Prints its id and its
+    /// signing secret (shown once: store it now).
+    Add {
+        /// Where events are posted: an http or https URL, which may not be
+        /// (or resolve to) an internal address unless keyward runs with
+        /// KEYWARD_WEBHOOK_ALLOW_PRIVATE=true. (An argument, not --url:
+        /// --url is keyward's own.)
+        #[arg(value_name = "ENDPOINT_URL")]
+        endpoint: String,
+        /// The event types sent, comma-separated (e.g.
+        /// key.revoked,key.secret_attack), or '*' for every one.
+        #[arg(long, value_delimiter = ',', default_value = "*")]
+        events: Vec<String>,
+        /// Whose events: project ids, comma-separated, or '*' for every project.
+        #[arg(long, value_delimiter = ',', default_value = "*")]
+        projects: Vec<String>,
+        /// What the endpoint is for (up to 500 characters).
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List the endpoints of the token's projects (never a secret).
+    List,
+    /// Queue a webhook.test message to the endpoint. Prints only its
+    /// message id (see `deliveries` for what became of it).
+    Test { webhook_id: String },
+    /// Delete an endpoint: nothing more is sent to it, pending messages
+    /// included.
+    Remove { webhook_id: String },
+    /// The endpoint's recent delivery attempts, newest first.
+    Deliveries {
+        webhook_id: String,
+        /// Show this many attempts, 1 to 200 (default 50).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=200))]
+        limit: Option<u64>,
+    },
+}
+
 /// `keyward audit`
 #[derive(Args, Debug)]
 pub struct AuditArgs {
@@ -367,6 +419,17 @@ pub async fn operator(args: OperatorArgs) -> ExitCode {
         OperatorCommand::Revoke { .. } => "operator revoke",
     };
     finish(name, run_operator(args).await)
+}
+
+pub async fn webhook(args: WebhookArgs) -> ExitCode {
+    let name = match &args.command {
+        WebhookCommand::Add { .. } => "webhook add",
+        WebhookCommand::List => "webhook list",
+        WebhookCommand::Test { .. } => "webhook test",
+        WebhookCommand::Remove { .. } => "webhook remove",
+        WebhookCommand::Deliveries { .. } => "webhook deliveries",
+    };
+    finish(name, run_webhook(args).await)
 }
 
 pub async fn whoami(target: Target) -> ExitCode {
@@ -602,6 +665,11 @@ fn print_new_key(json_out: bool, answer: &Value, note: &str) {
     }
     let secret = answer["api_key"].as_str().or(answer["token"].as_str());
     println!("{}", secret.unwrap_or_default());
+    note_at_terminal(note);
+}
+
+/// `note` on stderr, for a person at a terminal only.
+fn note_at_terminal(note: &str) {
     if std::io::stderr().is_terminal() {
         eprintln!("{note}");
     }
@@ -685,6 +753,62 @@ async fn run_operator(args: OperatorArgs) -> Result<u8, Failure> {
             );
             let answer = client.post(&path, &json!({})).await?;
             print(json_out, &answer, |_| format!("revoked {operator_id}\n"));
+        }
+    }
+    Ok(exit::SUCCESS)
+}
+
+async fn run_webhook(args: WebhookArgs) -> Result<u8, Failure> {
+    let client = Client::admin(&args.target.url)?;
+    let json_out = args.target.json;
+    let path = |webhook_id: &str, rest: &str| {
+        format!("/v1/admin/webhooks/{}{rest}", client::segment(webhook_id))
+    };
+    match args.command {
+        WebhookCommand::Add {
+            endpoint,
+            events,
+            projects,
+            description,
+        } => {
+            let mut body = json!({ "url": endpoint, "events": events, "projects": projects });
+            if let Some(description) = description {
+                body["description"] = json!(description);
+            }
+            let created = client.post("/v1/admin/webhooks", &body).await?;
+            print(json_out, &created, render::webhook_created);
+            if !json_out {
+                note_at_terminal(&format!(
+                    "registered {} (events {} of projects {}); the secret above is shown once, store it now",
+                    created["webhook_id"].as_str().unwrap_or_default(),
+                    render::projects(&created["events"]),
+                    render::projects(&created["projects"]),
+                ));
+            }
+        }
+        WebhookCommand::List => {
+            let all = client.get("/v1/admin/webhooks", &[]).await?;
+            print(json_out, &all, render::webhook_list);
+        }
+        WebhookCommand::Test { webhook_id } => {
+            let queued = client.post(&path(&webhook_id, "/test"), &json!({})).await?;
+            print(json_out, &queued, |q| {
+                format!("{}\n", q["message_id"].as_str().unwrap_or_default())
+            });
+        }
+        WebhookCommand::Remove { webhook_id } => {
+            let answer = client.delete(&path(&webhook_id, "")).await?;
+            print(json_out, &answer, |_| format!("removed {webhook_id}\n"));
+        }
+        WebhookCommand::Deliveries { webhook_id, limit } => {
+            let query: Vec<(&str, String)> = limit
+                .map(|l| ("limit", l.to_string()))
+                .into_iter()
+                .collect();
+            let answer = client
+                .get(&path(&webhook_id, "/deliveries"), &query)
+                .await?;
+            print(json_out, &answer, render::deliveries);
         }
     }
     Ok(exit::SUCCESS)

@@ -384,6 +384,87 @@ pub fn operator_list(page: &Value) -> String {
     columns(&header, &rows) + &footer(page, "operator", "operators", MORE)
 }
 
+/// A new endpoint: its id and its signing secret, a row each.
+pub fn webhook_created(w: &Value) -> String {
+    pairs(&[
+        ("webhook_id", text(&w["webhook_id"])),
+        ("secret", text(&w["secret"])),
+    ])
+}
+
+pub fn webhook_list(page: &Value) -> String {
+    let items = page["items"].as_array().map_or(&[][..], Vec::as_slice);
+    if items.is_empty() {
+        return "no webhooks\n".into();
+    }
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|w| {
+            let status = match w["disabled"].as_bool() {
+                Some(true) => "disabled",
+                _ => "active",
+            };
+            vec![
+                text(&w["webhook_id"]),
+                status.to_owned(),
+                text(&w["url"]),
+                list(&w["events"], "-"),
+                projects(&w["projects"]),
+                opt_time(&w["created_at"], "-"),
+                text(&w["description"]),
+            ]
+        })
+        .collect();
+    let header = [
+        "WEBHOOK ID",
+        "STATUS",
+        "URL",
+        "EVENTS",
+        "PROJECTS",
+        "CREATED",
+        "DESCRIPTION",
+    ];
+    columns(&header, &rows) + &footer(page, "webhook", "webhooks", "")
+}
+
+/// An endpoint's delivery attempts, newest first: what became of each
+/// (`delivered`, `given up`, or when it is tried again) and the answer
+/// (`HTTP 503`) or what went wrong without one.
+pub fn deliveries(page: &Value) -> String {
+    let items = page["items"].as_array().map_or(&[][..], Vec::as_slice);
+    if items.is_empty() {
+        return "no deliveries\n".into();
+    }
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|d| {
+            let next = if d["delivered"].as_bool() == Some(true) {
+                "delivered".to_owned()
+            } else if d["given_up"].as_bool() == Some(true) {
+                "given up".to_owned()
+            } else {
+                opt_time(&d["next_attempt"], "-")
+            };
+            let result = match (d["status_code"].as_u64(), d["error"].as_str()) {
+                (Some(code), Some(error)) => format!("HTTP {code}: {error}"),
+                (Some(code), None) => format!("HTTP {code}"),
+                (None, Some(error)) => error.to_owned(),
+                (None, None) => "-".to_owned(),
+            };
+            vec![
+                opt_time(&d["at"], "-"),
+                text(&d["message_id"]),
+                text(&d["event_type"]),
+                text(&d["attempt"]),
+                next,
+                result,
+            ]
+        })
+        .collect();
+    let header = ["TIME", "MESSAGE ID", "EVENT", "ATTEMPT", "NEXT", "RESULT"];
+    columns(&header, &rows) + &footer(page, "attempt", "attempts", "")
+}
+
 pub fn whoami(me: &Value) -> String {
     pairs(&[
         ("operator_id", text(&me["operator_id"])),
@@ -614,6 +695,65 @@ mod tests {
             lines[2],
             "1 entry (stopped at --limit; older ones may follow)"
         );
+    }
+
+    #[test]
+    fn webhooks_and_their_deliveries_are_tables() {
+        let created = json!({"webhook_id": "wh_aaaaaaaaaaa1", "secret": "whsec_c2VjcmV0", "url": "https://h.example/x"});
+        assert_eq!(
+            webhook_created(&created),
+            "webhook_id  wh_aaaaaaaaaaa1\nsecret      whsec_c2VjcmV0\n"
+        );
+
+        let page = json!({"items": [
+            {"webhook_id": "wh_aaaaaaaaaaa1", "url": "https://h.example/x", "events": ["*"], "projects": ["alpha", "beta"],
+             "description": "billing sync", "created_at": 0.0, "created_by": "root", "disabled": false, "disabled_at": null},
+            {"webhook_id": "wh_bbbbbbbbbbb2", "url": "https://h.example/y", "events": ["key.revoked"], "projects": ["*"],
+             "description": null, "created_at": 0.0, "created_by": "root", "disabled": true, "disabled_at": 1.0},
+        ]});
+        let table = webhook_list(&page);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[0].starts_with("WEBHOOK ID       STATUS    URL"),
+            "{table}"
+        );
+        assert_eq!(
+            lines[1],
+            "wh_aaaaaaaaaaa1  active    https://h.example/x  *            alpha,beta  1970-01-01T00:00:00Z  billing sync"
+        );
+        assert!(
+            lines[2].starts_with("wh_bbbbbbbbbbb2  disabled  "),
+            "{table}"
+        );
+        assert!(lines[2].ends_with("  -"), "{table}");
+        assert_eq!(lines[3], "2 webhooks");
+        assert_eq!(webhook_list(&json!({"items": []})), "no webhooks\n");
+
+        let attempts = json!({"items": [
+            {"message_id": "msg_2", "event_type": "webhook.test", "attempt": 2, "at": 0.0, "status_code": 503,
+             "error": null, "delivered": false, "next_attempt": null, "given_up": true},
+            {"message_id": "msg_1", "event_type": "key.revoked", "attempt": 1, "at": 0.0, "status_code": null,
+             "error": "connection failed", "delivered": false, "next_attempt": 5.0, "given_up": false},
+            {"message_id": "msg_0", "event_type": "key.created", "attempt": 1, "at": 0.0, "status_code": 204,
+             "error": null, "delivered": true, "next_attempt": null, "given_up": false},
+        ]});
+        let table = deliveries(&attempts);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("TIME  "), "{table}");
+        assert!(
+            lines[1].ends_with("  2        given up              HTTP 503"),
+            "{table}"
+        );
+        assert!(
+            lines[2].ends_with("  1        1970-01-01T00:00:05Z  connection failed"),
+            "{table}"
+        );
+        assert!(
+            lines[3].ends_with("  delivered             HTTP 204"),
+            "{table}"
+        );
+        assert_eq!(lines[4], "3 attempts");
+        assert_eq!(deliveries(&json!({"items": []})), "no deliveries\n");
     }
 
     #[test]

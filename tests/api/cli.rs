@@ -1,8 +1,8 @@
 //! The `keyward` admin command line: the real binary's `project`, `key`,
-//! `operator`, `whoami`, `audit` and `check` subcommands against a live
-//! keyward on a real Redis. Each test
-//! checks what a script relies on: stdout, one line of error on stderr, and
-//! the exit code (0 done, 1 refused, 2 usage, 3 unavailable).
+//! `operator`, `webhook`, `whoami`, `audit` and `check` subcommands against
+//! a live keyward on a real Redis. Each test checks what a script relies
+//! on: stdout, one line of error on stderr, and the exit code (0 done,
+//! 1 refused, 2 usage, 3 unavailable).
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
@@ -917,6 +917,171 @@ async fn an_operator_token_from_operator_create_does_what_its_role_allows_until_
     cli(&app, &["operator", "revoke", "op_NoSuchOper1"])
         .await
         .fails(1, "operator_not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_from_webhook_add_is_listed_tested_shows_its_deliveries_and_is_removed() {
+    // Nothing listens there: each delivery fails to connect.
+    let endpoint = format!("http://127.0.0.1:{}/", free_port());
+
+    // An internal address is refused like any other 422 (exit 1), unless
+    // keyward runs with KEYWARD_WEBHOOK_ALLOW_PRIVATE.
+    let strict = TestApp::spawn().await;
+    let refused = cli(&strict, &["webhook", "add", &endpoint]).await;
+    refused.fails(1, "invalid_request");
+    assert!(
+        refused.stderr.starts_with("keyward webhook add: url: "),
+        "{refused}"
+    );
+    assert!(
+        refused.stderr.contains("KEYWARD_WEBHOOK_ALLOW_PRIVATE"),
+        "{refused}"
+    );
+    assert_eq!(
+        cli(&strict, &["webhook", "list"]).await.ok(),
+        "no webhooks\n"
+    );
+    drop(strict);
+
+    let redis = Arc::new(TestRedis::start());
+    let app = TestApp::spawn_with(redis, |c| c.webhook_allow_private = true).await;
+    let project = app.project().await;
+
+    // The id and the secret, a row each; the secret is shown only here.
+    let added = cli(
+        &app,
+        &[
+            "webhook",
+            "add",
+            &endpoint,
+            "--events",
+            "webhook.test,key.revoked",
+            "--projects",
+            &project,
+            "--description",
+            "billing sync",
+        ],
+    )
+    .await;
+    let table = added.ok();
+    assert_eq!(table.lines().count(), 2, "{added}");
+    let webhook_id = row(table, "webhook_id").unwrap().to_owned();
+    let secret = row(table, "secret").unwrap().to_owned();
+    assert!(webhook_id.starts_with("wh_"), "{added}");
+    assert!(secret.starts_with("whsec_"), "{added}");
+    // --json: the whole body; --events and --projects default to every one.
+    let other = cli(&app, &["webhook", "add", &endpoint, "--json"])
+        .await
+        .json();
+    assert_eq!(other["events"], json!(["*"]), "{other}");
+    assert_eq!(other["projects"], json!(["*"]), "{other}");
+    assert_eq!(other["url"], endpoint.as_str(), "{other}");
+    assert_eq!(other["created_by"], "root", "{other}");
+    assert!(other["secret"].as_str().unwrap().starts_with("whsec_"));
+    let other_id = other["webhook_id"].as_str().unwrap().to_owned();
+    let removed = cli(&app, &["webhook", "remove", &other_id, "--json"])
+        .await
+        .json();
+    assert_eq!(removed, json!({ "webhook_id": other_id, "deleted": true }));
+
+    // list: never a secret.
+    let listed = cli(&app, &["webhook", "list"]).await;
+    let lines: Vec<&str> = listed.ok().lines().collect();
+    assert!(lines[0].starts_with("WEBHOOK ID"), "{listed}");
+    assert_eq!(
+        fields(lines[1])[..5],
+        [
+            webhook_id.as_str(),
+            "active",
+            endpoint.as_str(),
+            "webhook.test,key.revoked",
+            project.as_str()
+        ],
+        "{listed}"
+    );
+    assert!(fields(lines[1])[5].starts_with("20"), "created: {listed}");
+    assert!(lines[1].ends_with("  billing sync"), "{listed}");
+    assert_eq!(lines[2..], ["1 webhook"], "{listed}");
+    let json = cli(&app, &["webhook", "list", "--json"]).await;
+    for out in [&listed, &json] {
+        assert!(!out.stdout.contains(&secret), "{out}");
+        assert!(!out.stdout.contains("whsec_"), "{out}");
+        assert!(!out.stdout.contains("secret"), "{out}");
+    }
+    assert_eq!(json.json()["items"][0]["webhook_id"], webhook_id.as_str());
+
+    // MSG=$(keyward webhook test ...): the message id and a newline.
+    let tested = cli(&app, &["webhook", "test", &webhook_id]).await;
+    assert_eq!(tested.ok().lines().count(), 1, "{tested}");
+    let message_id = tested.stdout.trim_end().to_owned();
+    assert!(message_id.starts_with("msg_"), "{tested}");
+
+    // The delivery worker tries it within a tick or two; nothing answers.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let attempt = loop {
+        let shown = cli(&app, &["webhook", "deliveries", &webhook_id]).await;
+        let first = shown
+            .ok()
+            .lines()
+            .find(|l| fields(l).get(1) == Some(&message_id.as_str()) && fields(l)[3] == "1")
+            .map(str::to_owned);
+        if let Some(line) = first {
+            assert!(shown.stdout.starts_with("TIME "), "{shown}");
+            break line;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no attempt of {message_id}: {shown}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
+    let cells = fields(&attempt);
+    assert!(cells[0].starts_with("20"), "{attempt}");
+    assert_eq!(cells[2], "webhook.test", "{attempt}");
+    // Retried later (the next attempt's time), the error last.
+    assert!(cells[4].starts_with("20"), "{attempt}");
+    assert!(attempt.ends_with("  connection failed"), "{attempt}");
+    let json = cli(
+        &app,
+        &[
+            "webhook",
+            "deliveries",
+            &webhook_id,
+            "--limit",
+            "1",
+            "--json",
+        ],
+    )
+    .await
+    .json();
+    let items = json["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{json}");
+    assert_eq!(items[0]["message_id"], message_id.as_str(), "{json}");
+    assert_eq!(items[0]["delivered"], false, "{json}");
+    assert_eq!(items[0]["status_code"], Value::Null, "{json}");
+    assert_eq!(items[0]["error"], "connection failed", "{json}");
+
+    // Removed: no longer listed, and gone for every command.
+    let removed = cli(&app, &["webhook", "remove", &webhook_id]).await;
+    assert_eq!(removed.ok(), format!("removed {webhook_id}\n"));
+    assert_eq!(cli(&app, &["webhook", "list"]).await.ok(), "no webhooks\n");
+    for command in ["remove", "test", "deliveries"] {
+        cli(&app, &["webhook", command, &webhook_id])
+            .await
+            .fails(1, "webhook_not_found");
+    }
+
+    // Usage errors, before anything is sent: exit 2.
+    for args in [
+        &["webhook", "add"][..],
+        &["webhook", "deliveries", &webhook_id, "--limit", "0"],
+        &["webhook", "deliveries", &webhook_id, "--limit", "201"],
+        &["webhook", "test"],
+    ] {
+        let out = cli(&app, args).await;
+        assert_eq!(out.code, Some(2), "{args:?}: {out}");
+        assert_eq!(out.stderr.lines().count(), 1, "{args:?}: {out}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
