@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use fred::prelude::{
     KeysInterface, Pool, RedisJsonInterface, SortedSetsInterface, StreamsInterface,
 };
-use fred::types::{Expiration, SetOptions};
+use fred::types::{Expiration, SetOptions, Value};
 
 use super::{data_error, get_doc, is_noperm, names, parse_problem, report_unreadable};
 use super::{unavailable, Store, WebhookDoc};
@@ -340,11 +340,18 @@ async fn next_entries(
         .map_err(|e| data_error(stream, e))?;
     let room = count.saturating_sub(entries.len() as u64);
     if room > 0 {
-        let new: HashMap<String, Vec<Entry>> = admin
-            .xreadgroup_map(group, consumer, Some(room), None, false, stream, ">")
+        // Nothing new is a nil reply, which `xreadgroup_map` cannot read
+        // as a map: read the reply as it is, and only a non-nil one so.
+        let reply: Value = admin
+            .xreadgroup(group, consumer, Some(room), None, false, stream, ">")
             .await
             .map_err(|e| data_error(stream, e))?;
-        entries.extend(new.into_values().flatten());
+        if !reply.is_null() {
+            let new: HashMap<String, Vec<Entry>> = reply
+                .into_xread_response()
+                .map_err(|e| data_error(stream, e))?;
+            entries.extend(new.into_values().flatten());
+        }
     }
     Ok(entries)
 }
