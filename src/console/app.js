@@ -7,6 +7,8 @@
 //   #/p/<project>/activity      the project's activity
 //   #/p/<project>/audit         the admin log of the project
 //   #/audit                     the admin log
+//   #/webhooks                  the webhook endpoints
+//   #/webhooks/<webhook>        one endpoint and its deliveries
 
 import { ApiError, ROLE_LABELS, loadCaller, me, signIn, signOutCaller, token } from './api.js';
 import { h, field, errorNotice } from './dom.js';
@@ -16,6 +18,7 @@ import { renderKeys } from './keys.js';
 import { renderKey } from './key.js';
 import { renderActivity } from './activity.js';
 import { renderAudit } from './audit.js';
+import { renderWebhooks, renderWebhook } from './webhooks.js';
 
 const main = document.getElementById('main');
 let leaving = [];
@@ -29,7 +32,7 @@ async function route() {
   for (const fn of leaving.splice(0)) fn();
   closeDialog();
   const signedIn = Boolean(token.get());
-  for (const id of ['signout', 'nav-projects', 'nav-audit', 'whoami']) document.getElementById(id).hidden = !signedIn;
+  for (const id of ['signout', 'nav-projects', 'nav-audit', 'nav-webhooks', 'whoami']) document.getElementById(id).hidden = !signedIn;
   if (!signedIn) {
     renderSignIn();
     return;
@@ -41,6 +44,8 @@ async function route() {
     showCaller();
     if (parts.length === 0) await renderProjects(main);
     else if (parts[0] === 'audit' && parts.length === 1) await renderAudit(main, null);
+    else if (parts[0] === 'webhooks' && parts.length === 1) await renderWebhooks(main);
+    else if (parts[0] === 'webhooks' && parts.length === 2) await renderWebhook(main, parts[1], onLeave);
     else if (parts[0] === 'p' && parts.length === 2) await renderKeys(main, parts[1]);
     else if (parts[0] === 'p' && parts.length === 3 && parts[2] === 'activity') await renderActivity(main, parts[1], onLeave);
     else if (parts[0] === 'p' && parts.length === 3 && parts[2] === 'audit') await renderAudit(main, parts[1]);

@@ -1,4 +1,5 @@
-// The one modal <dialog>: confirmations, forms, and a new key shown once.
+// The one modal <dialog>: confirmations, forms, and a new key (or another
+// secret) shown once.
 //
 // Whatever a dialog showed is removed from the DOM when it closes (by a
 // button, by Escape or by navigating away), so a secret it showed is gone
@@ -70,18 +71,19 @@ export function confirmAction({ title, message, details = [], confirmLabel, dang
 }
 
 /**
- * The content that shows a new key once: a warning, the key, a copy
+ * The content that shows a new key (or another secret: `what` it is, and
+ * `why` nobody can show it later) once: a warning, the secret, a copy
  * button and a close button. Closing the dialog removes it.
  */
-export function secretView(ctl, { title, apiKey, note }) {
-  const value = h('code', { id: 'secret-value', class: 'secret-value', text: apiKey });
+export function secretView(ctl, { title, secret, note, what = 'key', why = 'keyward stores only its hash, so nobody can show it to you later.' }) {
+  const value = h('code', { id: 'secret-value', class: 'secret-value', text: secret });
   const status = h('span', { class: 'copy-status', role: 'status', 'aria-live': 'polite' });
   const copy = async () => {
     try {
       await navigator.clipboard.writeText(value.textContent);
       status.textContent = 'Copied.';
     } catch {
-      // No clipboard API (e.g. plain http to a remote host): select the key
+      // No clipboard API (e.g. plain http to a remote host): select it
       // so that the operator can copy it with the keyboard.
       const range = document.createRange();
       range.selectNodeContents(value);
@@ -94,13 +96,13 @@ export function secretView(ctl, { title, apiKey, note }) {
   return [
     h('h2', { id: 'dialog-title', text: title }),
     h('p', { class: 'notice warn' },
-      h('strong', { text: 'Copy this key now: you will not see it again. ' }),
-      'keyward stores only its hash, so nobody can show it to you later.'),
+      h('strong', { text: `Copy this ${what} now: you will not see it again. ` }),
+      why),
     note ? h('p', { text: note }) : null,
     h('div', { class: 'secret' }, value),
     h('div', { class: 'actions' },
       status,
-      h('button', { type: 'button', id: 'secret-copy', class: 'button', onclick: copy, text: 'Copy key' }),
+      h('button', { type: 'button', id: 'secret-copy', class: 'button', onclick: copy, text: `Copy ${what}` }),
       h('button', { type: 'button', id: 'secret-close', class: 'button primary', onclick: () => ctl.close(), text: 'I have stored it, close' })),
   ];
 }

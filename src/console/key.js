@@ -206,7 +206,7 @@ function rotateCard(projectId, key, rerender) {
         toast(`Key ${key.key_id} rotated.`);
         await modal((ctl) => secretView(ctl, {
           title: `New secret for ${out.key_id}`,
-          apiKey: out.api_key,
+          secret: out.api_key,
           note: 'The previous key keeps validating until its grace period ends.',
         }));
         await rerender();

@@ -204,7 +204,7 @@ function mintDialog(projectId) {
           toast(`Key ${out.key_id} minted.`);
           ctl.replace(...secretView(ctl, {
             title: `New key ${out.key_id}`,
-            apiKey: out.api_key,
+            secret: out.api_key,
             note: `For ${body.owner} on ${body.server_name}.`,
           }));
         } catch (e) {

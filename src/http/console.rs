@@ -76,6 +76,7 @@ const ASSETS: &[Asset] = &[
     asset!("plan.js", JS),
     asset!("activity.js", JS),
     asset!("audit.js", JS),
+    asset!("webhooks.js", JS),
 ];
 
 /// The console's security headers, on every response it makes: name, value,

@@ -93,6 +93,7 @@ async fn console_files_carry_the_security_headers_and_are_revalidated() {
         ("/admin/", "text/html; charset=utf-8"),
         ("/admin/app.js", "text/javascript; charset=utf-8"),
         ("/admin/activity.js", "text/javascript; charset=utf-8"),
+        ("/admin/webhooks.js", "text/javascript; charset=utf-8"),
         ("/admin/style.css", "text/css; charset=utf-8"),
         ("/admin/favicon.svg", "image/svg+xml"),
     ];
@@ -1069,5 +1070,137 @@ fn browser_an_owner_lists_projects_mints_and_reads_who_did_what_in_the_admin_log
         assert_eq!(unique.len(), ids.len(), "each entry once");
         page.until_text("#audit-summary", &format!("{} entries loaded", ids.len()))
             .await;
+    });
+}
+
+#[test]
+fn browser_a_webhook_endpoint_is_added_with_its_secret_shown_once_tested_and_deleted() {
+    in_browser(|page| async move {
+        let redis = Arc::new(TestRedis::start());
+        // Port 9 of the loopback: nothing listens, so each attempt fails
+        // with a connection error.
+        let app = TestApp::spawn_with(redis, |c| c.webhook_allow_private = true).await;
+        let url = "http://127.0.0.1:9/hook";
+
+        page.sign_in(&app).await;
+        page.click("#nav-webhooks").await;
+        page.until_text("#webhook-summary", "0 endpoints.").await;
+        page.shot("26-webhooks-empty", true).await;
+
+        page.click("#webhook-add-open").await;
+        page.fill("#webhook-form input[name=url]", url).await;
+        page.click("#webhook-all-events").await;
+        for event in ["key.revoked", "webhook.test"] {
+            page.click(&format!("#webhook-form input[value='{event}']"))
+                .await;
+        }
+        page.fill("#webhook-form input[name=description]", "billing sync")
+            .await;
+        page.shot("27-webhook-form", false).await;
+        page.click("#webhook-submit").await;
+
+        let secret = page.text("#secret-value").await;
+        assert!(secret.starts_with("whsec_"), "{secret}");
+        let dialog = page.text("dialog").await;
+        assert!(dialog.contains("you will not see it again"), "{dialog}");
+        assert_eq!(page.text("#secret-copy").await, "Copy signing secret");
+        page.shot("28-webhook-secret-once", false).await;
+        page.click("#secret-close").await;
+        page.until_text("#webhook-summary", "1 endpoint.").await;
+        assert!(
+            !page.contains(&secret).await,
+            "the secret is gone from the DOM"
+        );
+        let encoded = secret.trim_start_matches("whsec_");
+        assert!(!page.contains(encoded).await, "all of it");
+
+        let listed: Value = app
+            .admin_get("/v1/admin/webhooks")
+            .await
+            .json()
+            .await
+            .unwrap();
+        let endpoint = &listed["items"][0];
+        assert_eq!(endpoint["url"], url);
+        assert_eq!(endpoint["events"], json!(["key.revoked", "webhook.test"]));
+        assert_eq!(endpoint["projects"], json!(["*"]));
+        assert_eq!(endpoint["description"], "billing sync");
+        let id = endpoint["webhook_id"].as_str().unwrap().to_owned();
+        assert_eq!(
+            row_ids(&page, "#webhook-list", "data-webhook-id").await,
+            [id.as_str()]
+        );
+        let row = page.text("#webhook-list tbody tr").await;
+        assert!(
+            row.contains(url) && row.contains("key.revoked, webhook.test"),
+            "{row}"
+        );
+        page.shot("29-webhooks-one", true).await;
+
+        page.click(&format!("#webhook-list a[href='#/webhooks/{id}']"))
+            .await;
+        page.until_text("#delivery-summary", "0 attempts").await;
+        page.click("#webhook-test").await;
+        page.until_text("#webhook-status", "Test queued").await;
+        let message_id = page.text("#webhook-status code").await;
+        assert!(message_id.starts_with("msg_"), "{message_id}");
+        // The worker's first attempt shows without a reload.
+        page.until(
+            "the test's failed attempt in the deliveries",
+            "const tr = document.querySelector(`#delivery-list tr[data-message-id='${arguments[0]}'][data-attempt='1']`); \
+             return !!tr && tr.textContent.includes('webhook.test') \
+                 && tr.textContent.includes('Failed') && tr.textContent.includes('connection failed');",
+            vec![json!(message_id)],
+        )
+        .await;
+        let deliveries: Value = app
+            .admin_get(&format!("/v1/admin/webhooks/{id}/deliveries?limit=10"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let first = deliveries["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["message_id"] == message_id.as_str() && d["attempt"] == 1)
+            .unwrap_or_else(|| panic!("no first attempt in {deliveries}"));
+        assert_eq!(first["event_type"], "webhook.test");
+        assert_eq!(first["delivered"], false);
+        assert_eq!(first["status_code"], Value::Null);
+        page.shot("30-webhook-deliveries", true).await;
+
+        page.click("#webhook-delete").await;
+        page.click("#confirm-button").await;
+        page.until_text("#webhook-summary", "0 endpoints.").await;
+        let listed: Value = app
+            .admin_get("/v1/admin/webhooks")
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(listed["items"], json!([]), "deleted");
+
+        // A viewer sees its project's endpoints and their deliveries, and
+        // neither adds, tests nor deletes.
+        let project = app.project().await;
+        let body = json!({ "url": url, "events": ["*"], "projects": [project] });
+        let r = app.admin_post("/v1/admin/webhooks", &body).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let created: Value = r.json().await.unwrap();
+        let theirs = created["webhook_id"].as_str().unwrap();
+        let (_, token) = operator(&app, "support: Ada", "viewer", &[&project]).await;
+        page.click("#signout").await;
+        page.sign_in_with(&app, &token).await;
+        page.click("#nav-webhooks").await;
+        page.until_text("#webhook-summary", "1 endpoint.").await;
+        assert!(!page.has("#webhook-add-open").await, "an add button");
+        page.click(&format!("#webhook-list a[href='#/webhooks/{theirs}']"))
+            .await;
+        page.until_text("#delivery-summary", "attempt").await;
+        for hidden in ["#webhook-test", "#webhook-delete"] {
+            assert!(!page.has(hidden).await, "{hidden} is shown");
+        }
+        assert!(page.text("#webhook-details").await.contains(&project));
     });
 }
