@@ -35,28 +35,9 @@ impl Store {
     /// Stores a new operator and adds it to the deployment's index; `false`
     /// if the id is taken (never overwrites).
     pub async fn insert_operator(&self, doc: &OperatorDoc) -> Result<bool> {
-        let admin = self.admin()?;
         let key = names::operator(self.client_name(), &doc.operator_id);
-        let json = serde_json::to_string(doc).map_err(|e| Error::Internal(e.to_string()))?;
-        let created: Option<String> = admin
-            .json_set(&key, "$", json, Some(SetOptions::NX))
-            .await
-            .map_err(|e| data_error(&key, e))?;
-        if created.is_none() {
-            return Ok(false);
-        }
-        admin
-            .zadd::<(), _, _>(
-                names::operators(self.client_name()),
-                None,
-                None,
-                false,
-                false,
-                (0.0, doc.operator_id.as_str()),
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(true)
+        let index = names::operators(self.client_name());
+        insert_indexed(self.admin()?, &key, doc, &index, &doc.operator_id).await
     }
 
     /// The operator's document; `None` if there is none (or this
@@ -64,13 +45,7 @@ impl Store {
     /// `Error::Unreadable` (logged).
     pub async fn get_operator(&self, operator_id: &str) -> Result<Option<OperatorDoc>> {
         let key = names::operator(self.client_name(), operator_id);
-        let raw: Option<String> = match get_doc(self.admin()?, &key).await {
-            Ok(raw) => raw,
-            Err(e) if is_noperm(&e) => None,
-            Err(e) => return Err(data_error(&key, e)),
-        };
-        raw.map(|raw| operator_doc(&key, &raw).ok_or(Error::Unreadable))
-            .transpose()
+        read_owned(self.admin()?, &key, operator_doc).await
     }
 
     /// Up to `limit` operators after `cursor`, in id order, and the cursor
@@ -280,6 +255,47 @@ impl Store {
             })?;
         Ok(page)
     }
+}
+
+/// Stores `doc` at `key` unless the key exists (`false`), then adds `id`
+/// to the sorted set `index` (score 0): a deployment's operators and
+/// webhooks.
+pub(super) async fn insert_indexed<T: serde::Serialize>(
+    admin: &Pool,
+    key: &str,
+    doc: &T,
+    index: &str,
+    id: &str,
+) -> Result<bool> {
+    let json = serde_json::to_string(doc).map_err(|e| Error::Internal(e.to_string()))?;
+    let created: Option<String> = admin
+        .json_set(key, "$", json, Some(SetOptions::NX))
+        .await
+        .map_err(|e| data_error(key, e))?;
+    if created.is_none() {
+        return Ok(false);
+    }
+    admin
+        .zadd::<(), _, _>(index, None, None, false, false, (0.0, id))
+        .await
+        .map_err(unavailable)?;
+    Ok(true)
+}
+
+/// The document at `key`, read with `parse`; `None` if there is none (or
+/// this deployment may not read it), `Error::Unreadable` if `parse` cannot.
+pub(super) async fn read_owned<T>(
+    admin: &Pool,
+    key: &str,
+    parse: fn(&str, &str) -> Option<T>,
+) -> Result<Option<T>> {
+    let raw: Option<String> = match get_doc(admin, key).await {
+        Ok(raw) => raw,
+        Err(e) if is_noperm(&e) => None,
+        Err(e) => return Err(data_error(key, e)),
+    };
+    raw.map(|raw| parse(key, &raw).ok_or(Error::Unreadable))
+        .transpose()
 }
 
 /// A pipelined `JSON.GET` of each of `keys`: the text of each, `None` for

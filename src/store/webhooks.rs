@@ -19,7 +19,8 @@ use fred::prelude::{
 };
 use fred::types::{Expiration, SetOptions};
 
-use super::{data_error, get_doc, is_noperm, names, parse_problem, report_unreadable};
+use super::operators::{insert_indexed, read_owned};
+use super::{data_error, names, parse_problem, report_unreadable};
 use super::{unavailable, Store, WebhookDoc};
 use crate::error::{Error, Result};
 use crate::webhook::deliver::Message;
@@ -37,42 +38,16 @@ pub type Entry = (String, HashMap<String, String>);
 impl Store {
     /// Stores a new endpoint and indexes it; `false` if the id is taken.
     pub async fn insert_webhook(&self, doc: &WebhookDoc) -> Result<bool> {
-        let admin = self.admin()?;
         let key = names::webhook(self.client_name(), &doc.webhook_id);
-        let json = serde_json::to_string(doc).map_err(|e| Error::Internal(e.to_string()))?;
-        let created: Option<String> = admin
-            .json_set(&key, "$", json, Some(SetOptions::NX))
-            .await
-            .map_err(|e| data_error(&key, e))?;
-        if created.is_none() {
-            return Ok(false);
-        }
         let index = names::webhooks(self.client_name());
-        admin
-            .zadd::<(), _, _>(
-                index,
-                None,
-                None,
-                false,
-                false,
-                (0.0, doc.webhook_id.as_str()),
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(true)
+        insert_indexed(self.admin()?, &key, doc, &index, &doc.webhook_id).await
     }
 
     /// The endpoint's document; `None` if there is none. One that cannot be
     /// read is `Error::Unreadable` (logged).
     pub async fn get_webhook(&self, webhook_id: &str) -> Result<Option<WebhookDoc>> {
         let key = names::webhook(self.client_name(), webhook_id);
-        let raw: Option<String> = match get_doc(self.admin()?, &key).await {
-            Ok(raw) => raw,
-            Err(e) if is_noperm(&e) => None,
-            Err(e) => return Err(data_error(&key, e)),
-        };
-        raw.map(|raw| webhook_doc(&key, &raw).ok_or(Error::Unreadable))
-            .transpose()
+        read_owned(self.admin()?, &key, webhook_doc).await
     }
 
     /// Every endpoint, in id order; unreadable ones are logged and left out.
