@@ -164,7 +164,7 @@ pub fn rule(
                  ({credits} +get +set +incrby) (%W~audit:admin +xadd) ({markers} +set) \
                  (~webhook:{d}:* +json.get +json.set +json.mset +del) \
                  (~webhooks:{d} ~webhookretry:{d} +zadd +zrange +zrangebyscore +zrem) \
-                 (~webhookevents:{d} ~webhookqueue:{d} +xadd +xgroup|create +xreadgroup +xautoclaim +xack +xdel) \
+                 (~webhookevents:{d} ~webhookqueue:{d} +xadd +xlen +xgroup|create +xreadgroup +xautoclaim +xack +xdel) \
                  (~webhookdeliveries:{d}:* +xadd +xrevrange +expire)"
             );
         }

@@ -305,7 +305,11 @@ async fn next_entries(
     count: u64,
     stale_ms: u64,
 ) -> Result<Vec<Entry>> {
-    if count == 0 {
+    // Entries are deleted once done, so an empty stream has nothing new or
+    // pending: one cheap command per idle tick, and the group is left as
+    // it is.
+    let len: u64 = admin.xlen(stream).await.map_err(|e| data_error(stream, e))?;
+    if count == 0 || len == 0 {
         return Ok(Vec::new());
     }
     let group = names::WEBHOOK_GROUP;

@@ -437,10 +437,12 @@ async fn migrate(redis: &TestRedis, extra: &[&str]) -> (i32, String, String) {
 }
 
 /// Every key and its `DUMP` serialization: equal dumps, equal data.
+/// Every key's `DUMP` but the webhook delivery's streams, which the
+/// keyward instance beside the migration reads (and so changes) as it runs.
 async fn dump(ops: &Pool) -> BTreeMap<String, String> {
     let keys: Vec<String> = cmd(ops, "KEYS", &["*"]).await.convert().unwrap();
     let mut all = BTreeMap::new();
-    for key in keys {
+    for key in keys.into_iter().filter(|k| !k.starts_with("webhook")) {
         let value = cmd(ops, "DUMP", &[&key]).await;
         all.insert(key, format!("{value:?}"));
     }
