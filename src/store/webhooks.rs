@@ -308,7 +308,10 @@ async fn next_entries(
     // Entries are deleted once done, so an empty stream has nothing new or
     // pending: one cheap command per idle tick, and the group is left as
     // it is.
-    let len: u64 = admin.xlen(stream).await.map_err(|e| data_error(stream, e))?;
+    let len: u64 = admin
+        .xlen(stream)
+        .await
+        .map_err(|e| data_error(stream, e))?;
     if count == 0 || len == 0 {
         return Ok(Vec::new());
     }
