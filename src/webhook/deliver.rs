@@ -28,6 +28,8 @@ use crate::telemetry::metric;
 
 /// How often the worker looks for work.
 const TICK: Duration = Duration::from_millis(250);
+/// How often a lasting fault is logged.
+const QUIET: Duration = Duration::from_secs(30);
 /// Attempts running at once per instance.
 const IN_FLIGHT: usize = 32;
 /// Events fanned out per tick.
@@ -147,19 +149,27 @@ impl Deliverer {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut grouped = false;
         let mut next_sweep = tokio::time::Instant::now();
+        // A fault lasting longer than a tick is logged every QUIET at most.
+        let mut warned: Option<tokio::time::Instant> = None;
+        let mut warn = |e: &Error| {
+            if warned.map_or(true, |at| at.elapsed() >= QUIET) {
+                warned = Some(tokio::time::Instant::now());
+                tracing::warn!(error = %e, "webhook delivery: Redis did not answer or refused; trying again");
+            }
+        };
         loop {
             tick.tick().await;
             if !grouped {
                 match self.store.webhook_groups().await {
                     Ok(()) => grouped = true,
                     Err(e) => {
-                        tracing::warn!(error = %e, "webhook streams not ready");
+                        warn(&e);
                         continue;
                     }
                 }
             }
             if let Err(e) = self.once().await {
-                tracing::warn!(error = %e, "webhook delivery: Redis did not answer; trying again");
+                warn(&e);
             }
             if tokio::time::Instant::now() >= next_sweep {
                 next_sweep += SWEEP_EVERY;
