@@ -687,9 +687,11 @@ impl Validator {
                 if let Some(key) = key {
                     self.store.count_usage(&key.project_id, &key.key_id);
                     if finished.new_network {
-                        self.signals
-                            .new_network(&self.store, key, req.client_ip)
-                            .await;
+                        // Boxed, as every Redis command here is: its futures
+                        // are large, and held inline they would grow the whole
+                        // validation's future, copied at each `.await`.
+                        let signal = self.signals.new_network(&self.store, key, req.client_ip);
+                        Box::pin(signal).await;
                     }
                 }
                 Ok(Validated {
@@ -728,7 +730,7 @@ impl Validator {
                     _ => None,
                 };
                 if let (Some(refusal), Some(key)) = (refusal, key) {
-                    self.signals.refused(&self.store, key, refusal).await;
+                    Box::pin(self.signals.refused(&self.store, key, refusal)).await;
                 }
                 if let Err(e) = written {
                     unaudited(reason);
