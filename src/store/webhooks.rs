@@ -147,15 +147,7 @@ impl Store {
             names::webhook_events(self.client_name()),
             names::webhook_queue(self.client_name()),
         ] {
-            let created: std::result::Result<(), _> = admin
-                .xgroup_create(&stream, names::WEBHOOK_GROUP, "0", true)
-                .await;
-            match created {
-                Err(e) if !e.details().starts_with("BUSYGROUP") => {
-                    return Err(data_error(&stream, e))
-                }
-                _ => {}
-            }
+            create_group(admin, &stream).await?;
         }
         Ok(())
     }
@@ -316,10 +308,19 @@ async fn next_entries(
         return Ok(Vec::new());
     }
     let group = names::WEBHOOK_GROUP;
-    let (_, mut entries): (String, Vec<Entry>) = admin
+    let claimed: std::result::Result<(String, Vec<Entry>), _> = admin
         .xautoclaim_values(stream, group, consumer, stale_ms, "0-0", Some(count), false)
-        .await
-        .map_err(|e| data_error(stream, e))?;
+        .await;
+    let (_, mut entries) = match claimed {
+        // The group went with Redis's data (a restart without persistence,
+        // a flush) and the stream is back: the group is made again, from
+        // its start, and read on the next tick.
+        Err(e) if e.details().starts_with("NOGROUP") => {
+            create_group(admin, stream).await?;
+            return Ok(Vec::new());
+        }
+        claimed => claimed.map_err(|e| data_error(stream, e))?,
+    };
     let room = count.saturating_sub(entries.len() as u64);
     if room > 0 {
         // Nil when nothing is new.
@@ -334,6 +335,18 @@ async fn next_entries(
         }
     }
     Ok(entries)
+}
+
+/// Creates the group of `stream` from its start (and the stream, if
+/// missing); a group that exists is left as it is.
+async fn create_group(admin: &Pool, stream: &str) -> Result<()> {
+    let created: std::result::Result<(), _> = admin
+        .xgroup_create(stream, names::WEBHOOK_GROUP, "0", true)
+        .await;
+    match created {
+        Err(e) if !e.details().starts_with("BUSYGROUP") => Err(data_error(stream, e)),
+        _ => Ok(()),
+    }
 }
 
 async fn done(admin: &Pool, stream: &str, id: &str) -> Result<()> {

@@ -299,21 +299,25 @@ pub async fn raw(
 /// (the shipped template), each passed through `edit` (`None` drops it), as
 /// a fault made while keyward runs; `|s| Some(s.to_owned())` restores them.
 pub async fn set_validator_selectors(redis: &TestRedis, edit: impl Fn(&str) -> Option<String>) {
+    set_user_selectors(redis, "validator", |s| edit(s).into_iter().collect()).await
+}
+
+/// As [`set_validator_selectors`], for any `user` of the ACL file, and
+/// `edit` may turn one selector into several (or none).
+pub async fn set_user_selectors(redis: &TestRedis, user: &str, edit: impl Fn(&str) -> Vec<String>) {
     let template = std::fs::read_to_string(redis.acl_file()).unwrap();
     let line = template
         .lines()
-        .find(|l| l.starts_with("user validator "))
-        .unwrap();
+        .find(|l| l.starts_with(&format!("user {user} ")))
+        .unwrap_or_else(|| panic!("no `{user}` user in the ACL file"));
     let mut args = vec![
         "SETUSER".to_owned(),
-        "validator".to_owned(),
+        user.to_owned(),
         "clearselectors".to_owned(),
     ];
     for selector in line.split('(').skip(1) {
         let selector = selector.split(')').next().unwrap();
-        if let Some(selector) = edit(selector) {
-            args.push(format!("({selector})"));
-        }
+        args.extend(edit(selector).into_iter().map(|s| format!("({s})")));
     }
     raw(&redis.ops().await, "ACL", args).await.unwrap();
 }

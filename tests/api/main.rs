@@ -29,4 +29,5 @@ mod proxy;
 mod remember;
 mod unix;
 mod validate;
+mod webhook_faults;
 mod webhooks;

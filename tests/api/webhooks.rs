@@ -1,6 +1,7 @@
 //! Webhooks end to end: a real receiver (`tests/webhooks/receiver.py`)
 //! checks every signature with the Standard Webhooks reference library
-//! from PyPI, not our code, and answers what each test scripts.
+//! from PyPI, not our code, and answers what each test scripts (`Receiver`,
+//! shared with `webhook_faults`).
 
 use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
@@ -27,7 +28,7 @@ fn python() -> &'static str {
 }
 
 /// The receiver, on a loopback port, killed on drop.
-struct Receiver {
+pub(crate) struct Receiver {
     base: String,
     http: reqwest::Client,
     _process: KillOnDrop,
@@ -45,7 +46,7 @@ mod tempdir {
 }
 
 impl Receiver {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let dir = std::env::temp_dir().join(random_id("keyward-receiver-"));
         std::fs::create_dir_all(&dir).unwrap();
         let port_file = dir.join("port");
@@ -69,13 +70,19 @@ impl Receiver {
         }
     }
 
-    fn url(&self, name: &str) -> String {
+    pub(crate) fn url(&self, name: &str) -> String {
         format!("{}/hook/{name}", self.base)
     }
 
     /// Scripts `name`: its secret, the statuses to answer in turn (then
     /// 200), and how long each answer waits.
-    async fn script(&self, name: &str, secret: &str, statuses: &[u16], delays_ms: &[u64]) {
+    pub(crate) async fn script(
+        &self,
+        name: &str,
+        secret: &str,
+        statuses: &[u16],
+        delays_ms: &[u64],
+    ) {
         let body = json!({"secret": secret, "script": statuses, "delays_ms": delays_ms});
         let r = self
             .http
@@ -88,14 +95,19 @@ impl Receiver {
     }
 
     /// What `name` received, in order.
-    async fn seen(&self, name: &str) -> Vec<Value> {
+    pub(crate) async fn seen(&self, name: &str) -> Vec<Value> {
         let url = format!("{}/control/{name}", self.base);
         let r = self.http.get(url).send().await.unwrap();
         r.json::<Vec<Value>>().await.unwrap()
     }
 
     /// Waits up to `secs` until `name` received something `ok` accepts.
-    async fn wait_for(&self, name: &str, secs: u64, ok: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    pub(crate) async fn wait_for(
+        &self,
+        name: &str,
+        secs: u64,
+        ok: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             let seen = self.seen(name).await;
@@ -109,11 +121,11 @@ impl Receiver {
 }
 
 /// The event bodies `seen` holds of `kind`.
-fn of_type<'a>(seen: &'a [Value], kind: &str) -> Vec<&'a Value> {
+pub(crate) fn of_type<'a>(seen: &'a [Value], kind: &str) -> Vec<&'a Value> {
     seen.iter().filter(|r| body(r)["type"] == kind).collect()
 }
 
-fn body(record: &Value) -> Value {
+pub(crate) fn body(record: &Value) -> Value {
     serde_json::from_str(record["body"].as_str().unwrap()).unwrap()
 }
 
