@@ -684,6 +684,9 @@ impl Validator {
         match (verdict, written) {
             (Verdict::Pass { doc, .. }, Ok(finished)) => {
                 tally(reason);
+                if let Some((name, _)) = probe {
+                    self.signals.probed(name);
+                }
                 if let Some(key) = key {
                     self.store.count_usage(&key.project_id, &key.key_id);
                     if finished.new_network {

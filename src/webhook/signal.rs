@@ -80,8 +80,14 @@ impl Signals {
         if self.fresh(&name) {
             return None;
         }
-        self.memo.insert(name.clone(), now() + SEEN_FOR);
         Some((name, self.network_ttl))
+    }
+
+    /// The probe `name` went out with a success that was answered: this
+    /// instance need not send it again within the hour. (A validation that
+    /// ended otherwise, a failsafe answer, probes again next time.)
+    pub fn probed(&self, name: String) {
+        self.memo.insert(name, now() + SEEN_FOR);
     }
 
     /// A success whose probe found the network new: `key.new_network`.
