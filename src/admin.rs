@@ -831,7 +831,8 @@ fn key_out((doc, meta): (KeyDoc, KeyMeta)) -> KeyOut {
     }
 }
 
-fn os_bytes<const N: usize>() -> Result<[u8; N]> {
+/// `N` bytes from the OS CSPRNG: ids, secrets, webhook secrets.
+pub(crate) fn os_bytes<const N: usize>() -> Result<[u8; N]> {
     let mut bytes = [0u8; N];
     OsRng
         .try_fill_bytes(&mut bytes)

@@ -170,9 +170,7 @@ impl Store {
         })
         .await;
         if let (Some(Err(e)), Some(event)) = (emitted, event) {
-            metrics::counter!(crate::telemetry::metric::EVENTS_LOST, "type" => event.kind.as_str())
-                .increment(1);
-            tracing::warn!(event = event.kind.as_str(), error = %e, "webhook event not written: Redis did not take it");
+            crate::webhook::lost(event.kind, &e);
         }
         written
     }
@@ -300,7 +298,7 @@ pub(super) async fn read_owned<T>(
 
 /// A pipelined `JSON.GET` of each of `keys`: the text of each, `None` for
 /// one that is missing, may not be read, or is not a JSON document (logged).
-async fn read_docs(admin: &Pool, keys: &[String]) -> Result<Vec<Option<String>>> {
+pub(super) async fn read_docs(admin: &Pool, keys: &[String]) -> Result<Vec<Option<String>>> {
     if keys.is_empty() {
         return Ok(Vec::new());
     }

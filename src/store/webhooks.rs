@@ -19,7 +19,7 @@ use fred::prelude::{
 };
 use fred::types::{Expiration, SetOptions};
 
-use super::operators::{insert_indexed, read_owned};
+use super::operators::{insert_indexed, read_docs, read_owned};
 use super::{data_error, names, parse_problem, report_unreadable};
 use super::{unavailable, Store, WebhookDoc};
 use crate::error::{Error, Result};
@@ -58,15 +58,16 @@ impl Store {
             .zrange(&index, 0, -1, None, false, None, false)
             .await
             .map_err(|e| data_error(&index, e))?;
-        let mut docs = Vec::with_capacity(ids.len());
-        for id in ids {
-            match self.get_webhook(&id).await {
-                Ok(Some(doc)) => docs.push(doc),
-                Ok(None) | Err(Error::Unreadable) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(docs)
+        let keys: Vec<String> = ids
+            .iter()
+            .map(|id| names::webhook(self.client_name(), id))
+            .collect();
+        let docs = read_docs(admin, &keys).await?;
+        Ok(keys
+            .iter()
+            .zip(docs)
+            .filter_map(|(key, raw)| webhook_doc(key, &raw?))
+            .collect())
     }
 
     /// Removes the endpoint: its messages still pending are dropped when

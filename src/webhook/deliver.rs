@@ -482,10 +482,8 @@ fn describe(e: &reqwest::Error) -> String {
 const INTERNAL: &str = "the host resolves only to internal addresses";
 
 fn literal_allowed(url: &reqwest::Url, allow_private: bool) -> Result<(), String> {
-    let ip = match url.host() {
-        Some(url::Host::Ipv4(ip)) => std::net::IpAddr::V4(ip),
-        Some(url::Host::Ipv6(ip)) => std::net::IpAddr::V6(ip),
-        _ => return Ok(()),
+    let Some(ip) = super::literal_ip(url) else {
+        return Ok(());
     };
     match allow_private || !crate::net::is_internal(ip) {
         true => Ok(()),

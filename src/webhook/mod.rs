@@ -253,11 +253,21 @@ pub async fn check_destination(url: &reqwest::Url, allow_private: bool) -> Resul
     Ok(())
 }
 
+/// The address `url`'s host is, if it is one (not a name).
+pub fn literal_ip(url: &reqwest::Url) -> Option<IpAddr> {
+    match url.host()? {
+        url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
+        url::Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
+        url::Host::Domain(_) => None,
+    }
+}
+
 /// Every address `url`'s host is or resolves to now (none if it does not).
 async fn destination_addrs(url: &reqwest::Url) -> Vec<IpAddr> {
+    if let Some(ip) = literal_ip(url) {
+        return vec![ip];
+    }
     match url.host() {
-        Some(url::Host::Ipv4(ip)) => vec![IpAddr::V4(ip)],
-        Some(url::Host::Ipv6(ip)) => vec![IpAddr::V6(ip)],
         Some(url::Host::Domain(name)) => {
             let port = url.port_or_known_default().unwrap_or(443);
             match tokio::time::timeout(RESOLVE_FOR, tokio::net::lookup_host((name, port))).await {
@@ -265,7 +275,7 @@ async fn destination_addrs(url: &reqwest::Url) -> Vec<IpAddr> {
                 _ => Vec::new(),
             }
         }
-        None => Vec::new(),
+        _ => Vec::new(),
     }
 }
 
@@ -522,6 +532,13 @@ pub async fn deliveries(
         .deliveries(webhook_id, query.limit.unwrap_or(50))
         .await?;
     Ok(DeliveriesOut { items })
+}
+
+/// An event Redis did not take: logged and counted; the answer or the
+/// change it belongs to stands.
+pub fn lost(kind: EventType, e: &Error) {
+    metrics::counter!(crate::telemetry::metric::EVENTS_LOST, "type" => kind.as_str()).increment(1);
+    tracing::warn!(event = kind.as_str(), error = %e, "webhook event not written: Redis did not take it");
 }
 
 /// Whether `id` is a webhook id: `wh_` and 12 of `[A-Za-z0-9]`.

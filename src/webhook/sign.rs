@@ -7,7 +7,7 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// The prefix of every endpoint secret.
 pub const SECRET_PREFIX: &str = "whsec_";
@@ -16,11 +16,7 @@ const SECRET_BYTES: usize = 32;
 
 /// A new endpoint secret from the OS CSPRNG: `whsec_` and 32 bytes in base64.
 pub fn new_secret() -> Result<String> {
-    use rand::TryRngCore as _;
-    let mut bytes = [0u8; SECRET_BYTES];
-    rand::rngs::OsRng
-        .try_fill_bytes(&mut bytes)
-        .map_err(|e| Error::Internal(format!("OS random source: {e}")))?;
+    let bytes: [u8; SECRET_BYTES] = crate::admin::os_bytes()?;
     Ok(format!("{SECRET_PREFIX}{}", STANDARD.encode(bytes)))
 }
 

@@ -24,7 +24,6 @@ use super::{Event, EventType};
 use crate::config::Config;
 use crate::key::ApiKey;
 use crate::store::{names, now, Store};
-use crate::telemetry::metric;
 
 /// How long the memo trusts that a key was seen from a network.
 const SEEN_FOR: f64 = 3600.0;
@@ -101,7 +100,7 @@ impl Signals {
         )
         .with("network", network);
         if let Err(e) = store.emit(&event).await {
-            lost(event.kind, &e);
+            super::lost(event.kind, &e);
         }
     }
 
@@ -152,13 +151,7 @@ impl Signals {
             Ok(_) => {
                 self.memo.insert(marker, now() + ttl as f64);
             }
-            Err(e) => lost(event.kind, &e),
+            Err(e) => super::lost(event.kind, &e),
         }
     }
-}
-
-/// An event Redis did not take: logged and counted, the answer stands.
-fn lost(kind: EventType, e: &crate::Error) {
-    metrics::counter!(metric::EVENTS_LOST, "type" => kind.as_str()).increment(1);
-    tracing::warn!(event = kind.as_str(), error = %e, "webhook event not written: Redis did not take it");
 }
