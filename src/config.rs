@@ -265,12 +265,19 @@ pub struct Config {
         value_parser = millis(1..)
     )]
     pub redis_timeout: Duration,
-    /// Connections in each Redis user's pool (at least 1).
+    /// Connections in each Redis user's pool, by default one per two cores
+    /// (at least 1).
+    ///
+    /// Each connection has one fred router task that writes every command
+    /// queued since its last write at once, so fewer connections carry
+    /// larger batches: cheaper for Redis and for keyward per validation (the
+    /// README's Performance section has the measurement). One router task
+    /// carries the commands of about two cores' validations.
     #[arg(
         long,
         env = "KEYWARD_REDIS_POOL_SIZE",
         value_name = "N",
-        default_value_t = 4,
+        default_value_t = cores().div_ceil(2),
         value_parser = number::<usize>(1..)
     )]
     pub redis_pool_size: usize,
@@ -950,6 +957,7 @@ mod tests {
         assert_eq!(c.audit_anonymous_per_second, 20);
         assert_eq!(c.audit_shards, 1);
         assert_eq!(c.worker_threads, cores());
+        assert_eq!(c.redis_pool_size, cores().div_ceil(2));
         assert_eq!(c.admin_wait_replicas, 0);
         assert_eq!(c.redis_timeout, Duration::from_secs(1));
         assert_eq!(
