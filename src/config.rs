@@ -271,8 +271,8 @@ pub struct Config {
     /// Each connection has one fred router task that writes every command
     /// queued since its last write at once, so fewer connections carry
     /// larger batches: cheaper for Redis and for keyward per validation (the
-    /// README's Performance section has the measurement). One router task
-    /// carries the commands of about two cores' validations.
+    /// README's Performance section has the measurement). A router task runs
+    /// on one thread at a time, hence one per two cores.
     #[arg(
         long,
         env = "KEYWARD_REDIS_POOL_SIZE",
