@@ -12,28 +12,14 @@ use fred::prelude::Pool;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{eventually, raw, set_validator_selectors, Binary, TestApp, TestRedis};
-
-/// How often Redis refused the validator user `object`: a command, or the
-/// key it was refused on when another selector allows the command (`ACL
-/// LOG` groups repeated refusals into one entry with a count).
-async fn refusals(ops: &Pool, object: &str) -> i64 {
-    let log = raw(ops, "ACL", vec!["LOG".into()]).await.unwrap();
-    let entries: Vec<HashMap<String, fred::types::Value>> = log.convert().unwrap();
-    let is = |e: &HashMap<String, fred::types::Value>, field: &str, want: &str| {
-        e.get(field).and_then(|v| v.as_string()).as_deref() == Some(want)
-    };
-    entries
-        .iter()
-        .filter(|e| is(e, "username", "validator") && is(e, "object", object))
-        .filter_map(|e| e.get("count")?.as_i64())
-        .sum()
-}
+use crate::helpers::{
+    eventually, raw, refusals, set_validator_selectors, Binary, TestApp, TestRedis,
+};
 
 /// Waits until Redis has refused the validator `object` `times` times.
 async fn refused(ops: &Pool, object: &str, times: i64) {
     eventually(&format!("{object} refused {times} times"), || async {
-        (refusals(ops, object).await >= times).then_some(())
+        (refusals(ops, "validator", object).await >= times).then_some(())
     })
     .await
 }

@@ -295,6 +295,24 @@ pub async fn raw(
         .map_err(|e| e.details().to_owned())
 }
 
+/// How often Redis refused `user` on `object`: a command, or the key it was
+/// refused on when another selector allows the command (`ACL LOG` groups
+/// repeated refusals into one entry with a count).
+pub async fn refusals(ops: &Pool, user: &str, object: &str) -> i64 {
+    let log = raw(ops, "ACL", vec!["LOG".into()]).await.unwrap();
+    let entries: Vec<std::collections::HashMap<String, fred::types::Value>> =
+        log.convert().unwrap();
+    let is =
+        |e: &std::collections::HashMap<String, fred::types::Value>, field: &str, want: &str| {
+            e.get(field).and_then(|v| v.as_string()).as_deref() == Some(want)
+        };
+    entries
+        .iter()
+        .filter(|e| is(e, "username", user) && is(e, "object", object))
+        .filter_map(|e| e.get("count")?.as_i64())
+        .sum()
+}
+
 /// Gives the validator user the selectors of its rule in `redis`'s ACL file
 /// (the shipped template), each passed through `edit` (`None` drops it), as
 /// a fault made while keyward runs; `|s| Some(s.to_owned())` restores them.

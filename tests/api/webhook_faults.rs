@@ -18,7 +18,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    eventually, raw, set_user_selectors, set_validator_selectors, Binary, TestRedis, ADMIN_TOKEN,
+    eventually, raw, refusals, set_user_selectors, set_validator_selectors, Binary, TestRedis,
+    ADMIN_TOKEN,
 };
 use crate::webhooks::{body, of_type, Receiver};
 
@@ -130,21 +131,6 @@ impl Keyward {
 async fn int(ops: &Pool, cmd: &'static str, args: &[&str]) -> i64 {
     let args = args.iter().map(|a| a.to_string()).collect();
     raw(ops, cmd, args).await.unwrap().as_i64().unwrap_or(0)
-}
-
-/// How often Redis refused `user` on `object` (a command, or the key it
-/// was refused on when another selector allows the command).
-async fn refusals(ops: &Pool, user: &str, object: &str) -> i64 {
-    let log = raw(ops, "ACL", vec!["LOG".into()]).await.unwrap();
-    let entries: Vec<HashMap<String, fred::types::Value>> = log.convert().unwrap();
-    let is = |e: &HashMap<String, fred::types::Value>, field: &str, want: &str| {
-        e.get(field).and_then(|v| v.as_string()).as_deref() == Some(want)
-    };
-    entries
-        .iter()
-        .filter(|e| is(e, "username", user) && is(e, "object", object))
-        .filter_map(|e| e.get("count")?.as_i64())
-        .sum()
 }
 
 /// The `audit:keylookup` entries of `key_id`.
