@@ -198,6 +198,73 @@ where
     client.json_get(key, NO_FMT, NO_FMT, NO_FMT, ROOT)
 }
 
+/// Stores `doc` at `key` unless the key exists (`false`), then adds `id`
+/// to the sorted set `index` (score 0): a deployment's operators and
+/// webhooks.
+async fn insert_indexed<T: serde::Serialize>(
+    admin: &Pool,
+    key: &str,
+    doc: &T,
+    index: &str,
+    id: &str,
+) -> Result<bool> {
+    let json = serde_json::to_string(doc).map_err(|e| Error::Internal(e.to_string()))?;
+    let created: Option<String> = admin
+        .json_set(key, "$", json, Some(fred::types::SetOptions::NX))
+        .await
+        .map_err(|e| data_error(key, e))?;
+    if created.is_none() {
+        return Ok(false);
+    }
+    admin
+        .zadd::<(), _, _>(index, None, None, false, false, (0.0, id))
+        .await
+        .map_err(unavailable)?;
+    Ok(true)
+}
+
+/// The document at `key`, read with `parse`; `None` if there is none (or
+/// this deployment may not read it), `Error::Unreadable` if `parse` cannot.
+async fn read_owned<T>(
+    admin: &Pool,
+    key: &str,
+    parse: fn(&str, &str) -> Option<T>,
+) -> Result<Option<T>> {
+    let raw: Option<String> = match get_doc(admin, key).await {
+        Ok(raw) => raw,
+        Err(e) if is_noperm(&e) => None,
+        Err(e) => return Err(data_error(key, e)),
+    };
+    raw.map(|raw| parse(key, &raw).ok_or(Error::Unreadable))
+        .transpose()
+}
+
+/// A pipelined `JSON.GET` of each of `keys`: the text of each, `None` for
+/// one that is missing, may not be read, or is not a JSON document (logged).
+async fn read_docs(admin: &Pool, keys: &[String]) -> Result<Vec<Option<String>>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pipe = admin.next().pipeline();
+    for key in keys {
+        let () = get_doc(&pipe, key).await.map_err(unavailable)?;
+    }
+    let results = send(pipe, keys.len()).await?;
+    let mut docs = Vec::with_capacity(keys.len());
+    for (key, result) in keys.iter().zip(results) {
+        docs.push(match result {
+            Ok(Value::Null) => None,
+            Ok(value) => value.as_str().map(|s| s.into_owned()),
+            Err(e) if is_noperm(&e) => None,
+            Err(e) => match data_error(key, e) {
+                Error::Unreadable => None,
+                other => return Err(other),
+            },
+        });
+    }
+    Ok(docs)
+}
+
 /// `ZRANGE key (after +inf BYLEX LIMIT 0 limit`: up to `limit` members of a
 /// sorted set whose scores are all 0, in id order, after `after` (from the
 /// start when `None`). Index paging, in admin and migrate alike.

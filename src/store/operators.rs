@@ -8,12 +8,12 @@
 
 use std::collections::HashMap;
 
-use fred::prelude::{Pool, Value};
+use fred::prelude::Pool;
 use fred::prelude::{RedisJsonInterface, SortedSetsInterface, StreamsInterface};
-use fred::types::SetOptions;
 
-use super::{data_error, get_doc, is_noperm, names, now, parse_problem, report_unreadable};
-use super::{send, unavailable, zrange_after, AdminAudit, OperatorDoc, ProjectDoc, Store};
+use super::{data_error, insert_indexed, is_noperm, names, now, parse_problem, read_docs};
+use super::{read_owned, report_unreadable};
+use super::{unavailable, zrange_after, AdminAudit, OperatorDoc, ProjectDoc, Store};
 use crate::error::{Error, Result};
 use crate::key::ProjectId;
 
@@ -253,73 +253,6 @@ impl Store {
             })?;
         Ok(page)
     }
-}
-
-/// Stores `doc` at `key` unless the key exists (`false`), then adds `id`
-/// to the sorted set `index` (score 0): a deployment's operators and
-/// webhooks.
-pub(super) async fn insert_indexed<T: serde::Serialize>(
-    admin: &Pool,
-    key: &str,
-    doc: &T,
-    index: &str,
-    id: &str,
-) -> Result<bool> {
-    let json = serde_json::to_string(doc).map_err(|e| Error::Internal(e.to_string()))?;
-    let created: Option<String> = admin
-        .json_set(key, "$", json, Some(SetOptions::NX))
-        .await
-        .map_err(|e| data_error(key, e))?;
-    if created.is_none() {
-        return Ok(false);
-    }
-    admin
-        .zadd::<(), _, _>(index, None, None, false, false, (0.0, id))
-        .await
-        .map_err(unavailable)?;
-    Ok(true)
-}
-
-/// The document at `key`, read with `parse`; `None` if there is none (or
-/// this deployment may not read it), `Error::Unreadable` if `parse` cannot.
-pub(super) async fn read_owned<T>(
-    admin: &Pool,
-    key: &str,
-    parse: fn(&str, &str) -> Option<T>,
-) -> Result<Option<T>> {
-    let raw: Option<String> = match get_doc(admin, key).await {
-        Ok(raw) => raw,
-        Err(e) if is_noperm(&e) => None,
-        Err(e) => return Err(data_error(key, e)),
-    };
-    raw.map(|raw| parse(key, &raw).ok_or(Error::Unreadable))
-        .transpose()
-}
-
-/// A pipelined `JSON.GET` of each of `keys`: the text of each, `None` for
-/// one that is missing, may not be read, or is not a JSON document (logged).
-pub(super) async fn read_docs(admin: &Pool, keys: &[String]) -> Result<Vec<Option<String>>> {
-    if keys.is_empty() {
-        return Ok(Vec::new());
-    }
-    let pipe = admin.next().pipeline();
-    for key in keys {
-        let () = get_doc(&pipe, key).await.map_err(unavailable)?;
-    }
-    let results = send(pipe, keys.len()).await?;
-    let mut docs = Vec::with_capacity(keys.len());
-    for (key, result) in keys.iter().zip(results) {
-        docs.push(match result {
-            Ok(Value::Null) => None,
-            Ok(value) => value.as_str().map(|s| s.into_owned()),
-            Err(e) if is_noperm(&e) => None,
-            Err(e) => match data_error(key, e) {
-                Error::Unreadable => None,
-                other => return Err(other),
-            },
-        });
-    }
-    Ok(docs)
 }
 
 /// Parses an operator document; logged and counted when it cannot be read.

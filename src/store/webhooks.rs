@@ -19,8 +19,9 @@ use fred::prelude::{
 };
 use fred::types::{Expiration, SetOptions};
 
-use super::operators::{insert_indexed, read_docs, read_owned};
-use super::{data_error, names, parse_problem, report_unreadable};
+use super::{
+    data_error, insert_indexed, names, parse_problem, read_docs, read_owned, report_unreadable,
+};
 use super::{unavailable, Store, WebhookDoc};
 use crate::error::{Error, Result};
 use crate::webhook::deliver::Message;
@@ -298,6 +299,9 @@ async fn next_entries(
     count: u64,
     stale_ms: u64,
 ) -> Result<Vec<Entry>> {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
     // Entries are deleted once done, so an empty stream has nothing new or
     // pending: one cheap command per idle tick, and the group is left as
     // it is.
@@ -305,7 +309,7 @@ async fn next_entries(
         .xlen(stream)
         .await
         .map_err(|e| data_error(stream, e))?;
-    if count == 0 || len == 0 {
+    if len == 0 {
         return Ok(Vec::new());
     }
     let group = names::WEBHOOK_GROUP;
