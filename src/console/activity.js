@@ -3,7 +3,7 @@
 // GET /v1/activity. Without a monitor Redis user, how to enable it.
 
 import { api, ApiError } from './api.js';
-import { h, svg, fmtClock, fmtTime, pageHead, projectHref, projectTabs, errorNotice } from './dom.js';
+import { h, svg, fmtClock, fmtTime, pageHead, projectHref, projectTabs, errorNotice, listTable } from './dom.js';
 import { openProject } from './projects.js';
 import { projectMeta } from './keys.js';
 
@@ -85,9 +85,7 @@ function activityView(data) {
     h('h2', { id: 'recent-title', text: 'Recent validations' }),
     data.recent.length === 0
       ? h('p', { class: 'empty', text: 'No validation of this project\'s keys in the last hour.' })
-      : h('div', { class: 'table-wrap' }, h('table', { class: 'list', id: 'recent-list' },
-        h('thead', {}, h('tr', {}, ['Time', 'Key id', 'Result', 'Reason', 'Request', 'Gateway'].map((c) => h('th', { scope: 'col', text: c })))),
-        h('tbody', {}, data.recent.map(recentRow))))));
+      : listTable('recent-list', ['Time', 'Key id', 'Result', 'Reason', 'Request', 'Gateway'], h('tbody', {}, data.recent.map(recentRow)))));
   return nodes;
 }
 

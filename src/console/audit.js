@@ -3,7 +3,7 @@
 // server decides). Without a monitor Redis user, how to enable it.
 
 import { api, ApiError } from './api.js';
-import { h, field, fmtTime, relative, pageHead, projectHref, projectTabs, errorNotice } from './dom.js';
+import { h, field, fmtTime, relative, pageHead, projectHref, projectTabs, errorNotice, listTable } from './dom.js';
 import { monitorSteps } from './activity.js';
 import { openProject } from './projects.js';
 import { projectMeta } from './keys.js';
@@ -83,9 +83,7 @@ export async function renderAudit(main, projectId) {
     filters,
     status,
     summary,
-    h('div', { class: 'table-wrap' }, h('table', { class: 'list', id: 'audit-list' },
-      h('thead', {}, h('tr', {}, ['Time', 'Actor', 'Action', 'Project', 'Key', 'Outcome', 'Request'].map((c) => h('th', { scope: 'col', text: c })))),
-      tbody)),
+    listTable('audit-list', ['Time', 'Actor', 'Action', 'Project', 'Key', 'Outcome', 'Request'], tbody),
     h('div', { class: 'actions start' }, more)));
 
   const refresh = h('button', { type: 'button', class: 'button', id: 'audit-refresh', text: 'Refresh', onclick: () => load(true) });

@@ -112,6 +112,13 @@ export function keyBadges(key, now = Date.now() / 1000) {
   return h('span', { class: 'badges' }, badges.map(([label, kind]) => h('span', { class: `badge ${kind}`, text: label })));
 }
 
+/** A list screen's table: its column headers, then the rows in `tbody`. */
+export function listTable(id, columns, tbody) {
+  return h('div', { class: 'table-wrap' }, h('table', { class: 'list', id },
+    h('thead', {}, h('tr', {}, columns.map((c) => h('th', { scope: 'col', text: c })))),
+    tbody));
+}
+
 /** The page's heading row: breadcrumbs, then the title (text or nodes). */
 export function pageHead(crumbs, title, ...extra) {
   const trail = h('nav', { class: 'crumbs', 'aria-label': 'Breadcrumbs' },

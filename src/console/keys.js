@@ -3,7 +3,7 @@
 // the new key once.
 
 import { api, allows } from './api.js';
-import { h, field, timeNode, relative, pageHead, projectHref, projectTabs, keyBadges, errorNotice, toast, words } from './dom.js';
+import { h, field, timeNode, relative, pageHead, projectHref, projectTabs, keyBadges, errorNotice, toast, words, listTable } from './dom.js';
 import { modal, secretView } from './dialogs.js';
 import { openProject } from './projects.js';
 import { describeCredits, planFields } from './plan.js';
@@ -76,9 +76,7 @@ export async function renderKeys(main, projectId) {
         field('Keys per page', size)),
       status,
       summary,
-      h('div', { class: 'table-wrap' }, h('table', { class: 'list', id: 'key-list' },
-        h('thead', {}, h('tr', {}, ['Key id', 'Owner', 'Server', 'Status', 'Usage', 'Credits', 'Last used', 'Expires'].map((c) => h('th', { scope: 'col', text: c })))),
-        tbody)),
+      listTable('key-list', ['Key id', 'Owner', 'Server', 'Status', 'Usage', 'Credits', 'Last used', 'Expires'], tbody),
       h('div', { class: 'actions start' }, more)),
   );
   await load(true);

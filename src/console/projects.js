@@ -4,7 +4,7 @@
 // project_admin role on).
 
 import { api, ApiError, allows, coversAll } from './api.js';
-import { h, field, timeNode, pageHead, projectHref, errorNotice, toast } from './dom.js';
+import { h, field, timeNode, pageHead, projectHref, errorNotice, toast, listTable } from './dom.js';
 
 const PAGE_SIZE = 50;
 
@@ -65,9 +65,7 @@ export async function renderProjects(main) {
       h('h2', { id: 'projects-title', text: 'Your projects' }),
       status,
       summary,
-      h('div', { class: 'table-wrap' }, h('table', { class: 'list', id: 'project-list' },
-        h('thead', {}, h('tr', {}, ['Project', 'Label', 'Owner', 'Created', ''].map((c) => h('th', { scope: 'col', text: c })))),
-        tbody)),
+      listTable('project-list', ['Project', 'Label', 'Owner', 'Created', ''], tbody),
       h('div', { class: 'actions start' }, more)),
   );
   await load();

@@ -4,7 +4,7 @@
 // secret shown once), send it a webhook.test, and delete it.
 
 import { api, ApiError, allows, coversAll, me } from './api.js';
-import { h, field, timeNode, relative, pageHead, errorNotice, toast, words } from './dom.js';
+import { h, field, timeNode, relative, pageHead, errorNotice, toast, words, listTable } from './dom.js';
 import { confirmAction, modal, secretView } from './dialogs.js';
 
 const EVENT_TYPES = [
@@ -65,9 +65,7 @@ export async function renderWebhooks(main) {
       h('h2', { id: 'webhooks-title', text: 'Endpoints' }),
       status,
       summary,
-      h('div', { class: 'table-wrap' }, h('table', { class: 'list', id: 'webhook-list' },
-        h('thead', {}, h('tr', {}, ['Endpoint', 'URL', 'Events', 'Projects', 'Status', 'Created'].map((c) => h('th', { scope: 'col', text: c })))),
-        tbody))),
+      listTable('webhook-list', ['Endpoint', 'URL', 'Events', 'Projects', 'Status', 'Created'], tbody)),
   );
   await load();
 }
@@ -211,9 +209,7 @@ export async function renderWebhook(main, webhookId, onLeave) {
       h('h2', { id: 'deliveries-title', text: 'Recent deliveries' }),
       status,
       summary,
-      h('div', { class: 'table-wrap' }, h('table', { class: 'list', id: 'delivery-list' },
-        h('thead', {}, h('tr', {}, ['Time', 'Event', 'Attempt', 'Result', 'Answer', 'Message'].map((c) => h('th', { scope: 'col', text: c })))),
-        tbody))),
+      listTable('delivery-list', ['Time', 'Event', 'Attempt', 'Result', 'Answer', 'Message'], tbody)),
   );
   await tick();
 }
