@@ -37,9 +37,9 @@ const INDEX_COMMANDS: &str = "+zadd +zrange +type +sadd +smembers";
 /// healthy?) on each new connection and `CLUSTER SLOTS` for the slot map
 /// (no `ASKING`: keyward has fred follow no redirection, see `store`). A
 /// Redis outside a cluster refuses these subcommands anyway, so one rule
-/// fits both.
+/// fits both. And `TIME`: Redis's clock is the deployment's (`store::now`).
 const CONNECT: &str =
-    "+ping +hello +auth +client|setname +client|id +info +cluster|info +cluster|slots";
+    "+ping +hello +auth +client|setname +client|id +info +time +cluster|info +cluster|slots";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AclError {

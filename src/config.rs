@@ -71,8 +71,13 @@ pub const CLIENT_IP_HEADER: &str = "X-Forwarded-For";
 pub enum Failsafe {
     /// 503: every 200 was decided on a document just read, and is audited.
     Closed,
-    /// 200 marked `X-Keyward-Failsafe: open`, counted and logged, not
-    /// audited (a refusal Redis answered still stands).
+    /// "Last known good": 200 marked `X-Keyward-Failsafe: open` only for a
+    /// key whose exact secret this instance answered 200 within
+    /// `KEYWARD_FAILSAFE_MAX_AGE` and has not refused since (with the
+    /// document it read then), or whose document was just read and secret
+    /// just verified; counted, logged, and audited once Redis is back as a
+    /// summary per key. Everything else 503; a refusal Redis answered still
+    /// stands.
     Open,
 }
 
@@ -392,6 +397,18 @@ pub struct Config {
         value_parser = choice::<Failsafe>()
     )]
     pub failsafe: Failsafe,
+    /// Under `KEYWARD_FAILSAFE=open`: how long, in seconds, a 200 this
+    /// instance answered may stand in for a key while Redis cannot be read
+    /// (1 to 86400): a key revoked through another instance can pass here
+    /// for at most this long, and only while Redis cannot be read.
+    #[arg(
+        long = "failsafe-max-age",
+        env = "KEYWARD_FAILSAFE_MAX_AGE",
+        value_name = "SECONDS",
+        default_value_t = 300,
+        value_parser = number::<u64>(1..=86_400)
+    )]
+    pub failsafe_max_age: u64,
     /// Webhooks: days before a key's expiry that `key.expiring` is sent,
     /// once per key and expiry (1 to 3650).
     #[arg(

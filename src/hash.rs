@@ -58,6 +58,8 @@ type HmacSha256 = Hmac<Sha256>;
 pub struct Hasher {
     /// Parameters for newly minted hashes.
     params: Params,
+    /// The largest (m, t, p) a stored hash may ask for (see [`MAX_MEMORY_KIB`]).
+    bounds: (u32, u32, u32),
     /// Permits for running plus queued verifications; none left means busy.
     admitted: Arc<Semaphore>,
     /// Permits for running verifications.
@@ -113,6 +115,32 @@ pub enum Matched {
     Corrupt,
 }
 
+/// What a presented secret's free checks say, before any Argon2id run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Screen {
+    /// This process verified the secret against that hash before (the
+    /// cache), or an instance of the deployment did (a remembered digest).
+    Known(Matched),
+    /// The tags say the secret is none of the key's: refused for free.
+    Wrong,
+    /// A tag says the secret can be the key's: worth an Argon2id run
+    /// whatever the wrong-secret budget says (it is the holder's, but for a
+    /// 32-bit tag collision).
+    Tagged,
+    /// No tag says either way (a key written without tags): only the
+    /// wrong-secret budget bounds what wrong secrets cost.
+    Untagged,
+}
+
+/// The largest Argon2id parameters a stored hash may ask for, whatever the
+/// deployment's own (which raise them when larger): 256 MiB, 16 passes, 16
+/// lanes. A hash beyond them is unreadable, never run: one stored
+/// `m=4294967295` would abort the process, a `t=4294967295` hold a permit
+/// for good.
+pub const MAX_MEMORY_KIB: u32 = 256 * 1024;
+pub const MAX_ITERATIONS: u32 = 16;
+pub const MAX_PARALLELISM: u32 = 16;
+
 /// Bytes of each SHA-256 kept in a tag: 32 bits tells two secrets apart
 /// with certainty for practical purposes and says nothing useful about a
 /// secret of 190+ bits.
@@ -130,6 +158,11 @@ impl Hasher {
             .then(|| moka::sync::Cache::new(config.verify_cache_entries));
         let blocks = params.block_count();
         Ok(Self {
+            bounds: (
+                a.memory_kib.max(MAX_MEMORY_KIB),
+                a.iterations.max(MAX_ITERATIONS),
+                a.parallelism.max(MAX_PARALLELISM),
+            ),
             params,
             admitted: Arc::new(Semaphore::new(
                 config.argon2_concurrency + config.argon2_queue,
@@ -208,7 +241,7 @@ impl Hasher {
         phc: &str,
         cache_key: Option<&CacheKey>,
     ) -> Result<Verdict> {
-        if PasswordHash::new(phc).is_err() {
+        if !self.acceptable(phc) {
             return Ok(Verdict::Corrupt);
         }
         let owned_secret = secret.clone();
@@ -225,26 +258,6 @@ impl Hasher {
             self.keep(cache_key, phc);
         }
         Ok(Verdict::Match)
-    }
-
-    /// Which of a key's hashes the cached verification `cached` (from
-    /// [`Hasher::cached`]) matched: `current`, or `previous` during a
-    /// rotation's grace period. `None` when the key carries neither any more
-    /// (re-keyed, or the grace period over): the entry is forgotten, and the
-    /// secret must be verified afresh.
-    pub fn cached_match(
-        &self,
-        cache_key: &CacheKey,
-        cached: Option<&str>,
-        hashes: Hashes<'_>,
-    ) -> Option<Matched> {
-        let cached = cached?;
-        let Some((_, matched)) = hashes.each().find(|(phc, _)| *phc == cached) else {
-            self.forget(cache_key);
-            return None;
-        };
-        metrics::counter!(metric::VERIFY_CACHE_HITS).increment(1);
-        Some(matched)
     }
 
     /// Caches that the secret behind `cache_key` matched `phc`.
@@ -329,59 +342,100 @@ impl Hasher {
         None
     }
 
+    /// Whether `phc` is a PHC string argon2 can read whose parameters are
+    /// within this deployment's bounds (see [`MAX_MEMORY_KIB`]); pure, no
+    /// Argon2id. A hash that is not is never run.
+    pub fn acceptable(&self, phc: &str) -> bool {
+        let Ok(hash) = PasswordHash::new(phc) else {
+            return false;
+        };
+        let Ok(params) = Params::try_from(&hash) else {
+            return false;
+        };
+        let (m, t, p) = self.bounds;
+        params.m_cost() <= m && params.t_cost() <= t && params.p_cost() <= p
+    }
+
+    /// What the free checks say of a presented secret, in this order: the
+    /// cache (this process verified it against one of `hashes`; an entry
+    /// for a hash the key no longer carries is forgotten), a digest
+    /// `remembered` holds (an instance of the deployment verified it; the
+    /// second value is what to write again when the digest was made with an
+    /// older pepper), then the tags. No Argon2id.
+    pub fn screen(
+        &self,
+        key: &ApiKey,
+        cache_key: &CacheKey,
+        cached: Option<&str>,
+        hashes: Hashes<'_>,
+        remembered: &Remembered,
+    ) -> (Screen, Option<(String, String)>) {
+        if let Some(cached) = cached {
+            match hashes.each().find(|(phc, _)| *phc == cached) {
+                Some((_, matched)) => {
+                    metrics::counter!(metric::VERIFY_CACHE_HITS).increment(1);
+                    return (Screen::Known(matched), None);
+                }
+                None => self.forget(cache_key),
+            }
+        }
+        if let Some((matched, stale)) = self.recall(key, cache_key, hashes, remembered) {
+            let remember = stale.then(|| self.remember(key, hashes, matched));
+            return (Screen::Known(matched), remember.flatten());
+        }
+        let screen = match Self::candidates(&key.secret, hashes).is_empty() {
+            true => Screen::Wrong,
+            false if Self::tagged(&key.secret, hashes) => Screen::Tagged,
+            false => Screen::Untagged,
+        };
+        (screen, None)
+    }
+
+    /// Whether a tag names `secret` as one of `hashes`' secrets.
+    fn tagged(secret: &Secret, hashes: Hashes<'_>) -> bool {
+        let previous = hashes.previous.into_iter();
+        std::iter::once(hashes.current)
+            .chain(previous)
+            .any(|(phc, tag)| Self::tag_matches(tag, secret, phc) == Some(true))
+    }
+
+    /// The hashes `secret` can belong to, by their tags: a hash whose tag
+    /// says no is left out, and a tag that says yes leaves out the other.
+    fn candidates<'a>(secret: &Secret, hashes: Hashes<'a>) -> Vec<(&'a str, Matched)> {
+        let current = Self::tag_matches(hashes.current.1, secret, hashes.current.0);
+        let previous = hashes
+            .previous
+            .map(|(phc, tag)| Self::tag_matches(tag, secret, phc));
+        let mut candidates = Vec::with_capacity(2);
+        if current != Some(false) && previous != Some(Some(true)) {
+            candidates.push((hashes.current.0, Matched::Current));
+        }
+        if let (Some((phc, _)), Some(prev)) = (hashes.previous, previous) {
+            if prev != Some(false) && current != Some(true) {
+                candidates.push((phc, Matched::Previous));
+            }
+        }
+        candidates
+    }
+
     /// Which of a key's hashes a secret this process has not verified
-    /// matches, and what to remember of it in Redis: a digest `remembered`
-    /// holds (no Argon2id; written again if made with an older pepper);
-    /// else, unless `flooded` (the key's wrong secrets this minute are at
-    /// their limit: `Neither` without hashing), Argon2id.
-    pub async fn verify_first(
+    /// matches, by Argon2id against the hashes its tags allow (a wrong
+    /// secret costs at most one run; a match is cached under `cache_key`),
+    /// and what to remember of it in Redis.
+    pub async fn verify_key(
         &self,
         key: &ApiKey,
         cache_key: &CacheKey,
         hashes: Hashes<'_>,
-        remembered: &Remembered,
-        flooded: bool,
     ) -> Result<(Matched, Option<(String, String)>)> {
-        if let Some((matched, stale)) = self.recall(key, cache_key, hashes, remembered) {
-            let remember = stale.then(|| self.remember(key, hashes, matched));
-            return Ok((matched, remember.flatten()));
-        }
-        if flooded {
-            return Ok((Matched::Neither, None));
-        }
-        let matched = self.verify_key(&key.secret, cache_key, hashes).await?;
-        Ok((matched, self.remember(key, hashes, matched)))
-    }
-
-    /// Which of a key's hashes `secret` matches, by Argon2id (caching a
-    /// match under `cache_key`). During a rotation the tags pick the one
-    /// hash worth a run, so a wrong secret costs at most one.
-    pub async fn verify_key(
-        &self,
-        secret: &Secret,
-        cache_key: &CacheKey,
-        hashes: Hashes<'_>,
-    ) -> Result<Matched> {
-        let Hashes { current, previous } = hashes;
-        let mut candidates = vec![(current.0, Matched::Current)];
-        if let Some(previous) = previous {
-            let cur = Self::tag_matches(current.1, secret, current.0);
-            let prev = Self::tag_matches(previous.1, secret, previous.0);
-            if cur == Some(false) || prev == Some(true) {
-                candidates.clear();
-            }
-            if prev != Some(false) && cur != Some(true) {
-                candidates.push((previous.0, Matched::Previous));
-            }
-        }
-        for (phc, matched) in candidates {
-            match self.verify(secret, phc, Some(cache_key)).await? {
-                Verdict::Match => return Ok(matched),
+        for (phc, matched) in Self::candidates(&key.secret, hashes) {
+            match self.verify(&key.secret, phc, Some(cache_key)).await? {
+                Verdict::Match => return Ok((matched, self.remember(key, hashes, matched))),
                 Verdict::Mismatch => {}
-                Verdict::Corrupt => return Ok(Matched::Corrupt),
+                Verdict::Corrupt => return Ok((Matched::Corrupt, None)),
             }
         }
-        Ok(Matched::Neither)
+        Ok((Matched::Neither, None))
     }
 
     /// The tag stored beside the hash `phc` of `secret`:

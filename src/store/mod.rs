@@ -62,8 +62,9 @@ use fred::prelude::{
 };
 use fred::types::config::{ClusterDiscoveryPolicy, ServerConfig};
 use fred::types::sorted_sets::{ZRange, ZRangeBound, ZRangeKind, ZSort};
-use fred::types::FromValue;
+use fred::types::{ClusterHash, CustomCommand, FromValue};
 use secrecy::ExposeSecret;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -302,12 +303,28 @@ async fn zrange_after(
         .await
 }
 
-/// Unix seconds now: keyward's one clock (the audit budget's seconds and
-/// the CLI's times read it too).
-pub fn now() -> f64 {
+/// How far Redis's clock is ahead of this machine's, in microseconds, as
+/// last measured (`Store::measure_clock`, every second; 0 until then).
+static CLOCK_OFFSET_MICROS: AtomicI64 = AtomicI64::new(0);
+/// Whether the last measurement worked (its failures are logged once).
+static CLOCK_MEASURED: AtomicBool = AtomicBool::new(false);
+
+/// This machine's Unix seconds.
+fn local_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Unix seconds now on Redis's clock: keyward's one clock, the same for
+/// every instance of a deployment, so expiry, a rotation's grace and the
+/// windows are decided alike by all of them whatever their own clocks say.
+/// It is this machine's clock plus the offset last measured against Redis's
+/// `TIME` (at start, then every second; the last one stands while Redis
+/// cannot be read). The audit budget's seconds and the CLI's times read it
+/// too.
+pub fn now() -> f64 {
+    local_now() + CLOCK_OFFSET_MICROS.load(Ordering::Relaxed) as f64 / 1e6
 }
 
 #[derive(Clone)]
@@ -334,6 +351,9 @@ pub struct Store {
     usage: Arc<usage::Usage>,
     /// What the use counters are owed, sent again by the flusher.
     unsettled: Arc<validation::Unsettled>,
+    /// Failsafe 200s not audited yet, by (project, key id): (count, first,
+    /// last), written as summaries by the flusher.
+    failsafes: Arc<validation::Failsafes>,
     /// Whether first-time validations read `apiverify` (a pepper is set).
     remembers: bool,
     /// Writes the summaries, the usage and what the counters are owed every
@@ -466,9 +486,13 @@ impl Store {
             admin_budget: Arc::new(audit::Budget::admin(config.audit_anonymous_per_second)),
             usage: Arc::default(),
             unsettled: Arc::default(),
+            failsafes: Arc::default(),
             remembers: !config.verify_peppers.is_empty(),
             flusher: Arc::default(),
         };
+        if store.measure_clock().await.is_err() || !CLOCK_MEASURED.load(Ordering::Relaxed) {
+            tracing::warn!("Redis's clock not read (TIME refused?): this machine's stands in");
+        }
         // The task's own handle carries no abort guard, so the store's
         // handles going away (or `quit`) stops it.
         let task = tokio::spawn(store.clone().flush_every_second());
@@ -499,12 +523,42 @@ impl Store {
         if let Err(e) = self.settle_owed().await {
             tracing::error!(error = %e, "counted uses left unsettled at shutdown");
         }
+        if let Err(e) = self.flush_failsafes().await {
+            tracing::error!(error = %e, "failsafe answers' audit summaries lost at shutdown");
+        }
         for pool in [Some(&self.pool), self.admin.as_ref(), self.monitor.as_ref()]
             .into_iter()
             .flatten()
         {
             let _ = pool.quit().await;
         }
+    }
+
+    /// Measures Redis's clock against this machine's (`TIME`, halfway
+    /// through its round trip) for [`now`].
+    pub async fn measure_clock(&self) -> Result<()> {
+        let time = CustomCommand::new_static("TIME", ClusterHash::Random, false);
+        let before = local_now();
+        let answer: Result<(String, String)> = self
+            .pool
+            .custom(time, Vec::<String>::new())
+            .await
+            .map_err(unavailable);
+        let after = local_now();
+        let redis = answer.and_then(|(secs, micros)| {
+            let parse = |s: &str| s.parse::<i64>().map_err(|e| Error::Unavailable(e.to_string()));
+            Ok(parse(&secs)? as f64 + parse(&micros)? as f64 / 1e6)
+        });
+        let was = CLOCK_MEASURED.swap(redis.is_ok(), Ordering::Relaxed);
+        let redis = match redis {
+            Ok(redis) => redis,
+            // Logged when it starts failing; the flusher says the rest.
+            Err(e) if was => return Err(e),
+            Err(_) => return Ok(()),
+        };
+        let offset = redis - (before + after) / 2.0;
+        CLOCK_OFFSET_MICROS.store((offset * 1e6) as i64, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Whether Redis answers this deployment's validator user.

@@ -158,6 +158,10 @@ async fn settle(
     first
 }
 
+/// Failsafe 200s not audited yet, by (project, key id): (count, first,
+/// last), written as summaries by the flusher.
+pub(super) type Failsafes = Mutex<HashMap<(String, String), (u64, f64, f64)>>;
+
 /// One of a plan's counters, spent in [`Store::spend`]: a window's
 /// (`delta` the cost) or the credit balance (`delta` minus the cost, and
 /// `init` the refill that creates the interval's balance: value and TTL).
@@ -506,11 +510,68 @@ impl Store {
         client.xadd(stream, false, self.keylookup_cap(), "*", fields)
     }
 
-    /// Logs and counts a key whose stored hash is not a PHC string, found
-    /// while verifying a secret (the document itself parsed).
-    pub fn report_corrupt_hash(&self, project: &ProjectId, key_id: &KeyId) {
-        let redis_key = names::apikey(project.as_str(), key_id.as_str());
-        report_unreadable(&redis_key, "secret_hash is not an Argon2 PHC string");
+    /// Logs and counts a key document refused as unreadable for what it
+    /// holds (it parsed, but is not to be trusted): `problem` names what.
+    pub fn report_unreadable_key(&self, project: &str, key_id: &str, problem: &str) {
+        report_unreadable(&names::apikey(project, key_id), problem);
+    }
+
+    /// A 200 answered under `KEYWARD_FAILSAFE=open` for `project`/`key_id`,
+    /// without its own audit entry: the flusher writes one summary entry
+    /// per key (`reason` `failsafe_open`, with `count`, `first` and `last`)
+    /// once Redis takes it.
+    pub fn failsafe_admitted(&self, project: &ProjectId, key_id: &KeyId) {
+        let mut pending = self.failsafes.lock().unwrap_or_else(|e| e.into_inner());
+        let at = now();
+        let entry = pending
+            .entry((project.as_str().to_owned(), key_id.as_str().to_owned()))
+            .or_insert((0, at, at));
+        entry.0 += 1;
+        entry.2 = at;
+    }
+
+    /// Writes the failsafe admissions' summaries (see
+    /// [`Store::failsafe_admitted`]); one Redis did not take is kept for the
+    /// next attempt.
+    pub async fn flush_failsafes(&self) -> Result<()> {
+        let due: Vec<_> = std::mem::take(
+            &mut *self.failsafes.lock().unwrap_or_else(|e| e.into_inner()),
+        )
+        .into_iter()
+        .collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        let client = self.pool.next();
+        let writes = due.iter().map(|((project, key_id), (count, first, last))| {
+            let fields = vec![
+                ("ts", now().to_string()),
+                ("project_id", project.clone()),
+                ("key_id", key_id.clone()),
+                ("result", "ok".to_owned()),
+                ("reason", "failsafe_open".to_owned()),
+                ("client", self.client_name.clone()),
+                ("summary", "1".to_owned()),
+                ("count", count.to_string()),
+                ("first", first.to_string()),
+                ("last", last.to_string()),
+            ];
+            let stream = names::audit_keylookup(project, key_id, self.audit_shards);
+            client.xadd::<Value, _, _, _, _>(stream, false, self.keylookup_cap(), "*", fields)
+        });
+        let replies = together(join_all(writes)).await;
+        let mut error = None;
+        let mut pending = self.failsafes.lock().unwrap_or_else(|e| e.into_inner());
+        for ((name, (count, first, last)), reply) in due.into_iter().zip(replies) {
+            if let Err(e) = reply {
+                error.get_or_insert(e);
+                let entry = pending.entry(name).or_insert((0, first, last));
+                entry.0 += count;
+                entry.1 = entry.1.min(first);
+                entry.2 = entry.2.max(last);
+            }
+        }
+        error.map_or(Ok(()), |e| Err(unavailable(e)))
     }
 
     /// Writes the anonymous-denial summaries that are due (see `audit`):
@@ -578,6 +639,12 @@ impl Store {
             }
             if let Err(e) = self.settle_owed().await {
                 tracing::warn!(error = %e, "counted uses not settled yet; retrying");
+            }
+            if let Err(e) = self.flush_failsafes().await {
+                tracing::warn!(error = %e, "failsafe answers' audit summaries not written yet; retrying");
+            }
+            if let Err(e) = self.measure_clock().await {
+                tracing::warn!(error = %e, "Redis's clock not read: the last offset stands");
             }
         }
     }

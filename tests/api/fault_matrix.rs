@@ -3,9 +3,14 @@
 //!
 //! The rules: a key that a Redis read refused is never 200, in either mode;
 //! a 200 without `X-Keyward-Failsafe` (the only kind fail-closed gives) has
-//! its audit entry; under `KEYWARD_FAILSAFE=open` a key no read refused is a
-//! 200 marked failsafe, counted; nothing is ever a 500; and keyward recovers
-//! by itself when the fault ends (the time it took is printed).
+//! its audit entry; under `KEYWARD_FAILSAFE=open` a 200 marked failsafe,
+//! counted, goes only to a valid key whose document was read and secret
+//! matched just now (writes failing), or, with reads failing, to the one
+//! key this instance answered 200 lately and has not refused since (the
+//! warm valid key: the revoked, expired, over-limit and scoped ones were
+//! refused before the fault); everything else is a 503; nothing is ever a
+//! 500; and keyward recovers by itself when the fault ends (the time it
+//! took is printed).
 //!
 //! One test per fault, each with its own Redis and two keywards on it, one
 //! per mode. A master failover on a cluster is in `cluster.rs`.
@@ -88,7 +93,7 @@ pub enum Expect {
     /// 200, no failsafe header; an audit entry is written.
     Pass,
     /// 200 with `X-Keyward-Failsafe: open`; `doc_read`: with the key's own
-    /// routing data (its document was read).
+    /// routing data (a document read now, or the one of its last 200).
     Failsafe { doc_read: bool },
     /// The key's own refusal.
     Refused(StatusCode, &'static str),
@@ -127,12 +132,10 @@ impl Probe {
         if fault.reads_work() && refusal != Expect::Pass {
             return refusal; // A read refused it: that stands.
         }
-        if open {
-            Expect::Failsafe {
-                doc_read: fault.reads_work(),
-            }
-        } else {
-            Expect::Unavailable
+        // Reads failing: only the last known good stands in.
+        match open && (fault.reads_work() || self.kind == Kind::ValidWarm) {
+            true => Expect::Failsafe { doc_read: true },
+            false => Expect::Unavailable,
         }
     }
 }
@@ -621,13 +624,10 @@ impl Probe {
     /// What this key may get while a Redis node is away (some reads and
     /// writes fail, others work): its own answer, or what a fault gives.
     pub fn during_outage(&self, open: bool) -> Vec<Expect> {
-        let unread = match open {
-            true => Expect::Failsafe { doc_read: false },
-            false => Expect::Unavailable,
-        };
-        let mut allowed = vec![self.refusal(), unread];
-        // Read and allowed, with the count or the audit entry missing: the
-        // over-limit key's counter may be on the node that is away.
+        let mut allowed = vec![self.refusal(), Expect::Unavailable];
+        // Read and allowed, with the count or the audit entry missing (the
+        // over-limit key's counter may be on the node that is away), or not
+        // read and standing in as the last known good (the warm key).
         if open
             && matches!(
                 self.kind,

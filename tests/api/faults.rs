@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{assert_error, raw, Binary, TestApp, TestRedis};
+use crate::helpers::{assert_error, raw, wrong_secret, Binary, TestApp, TestRedis};
 
 #[tokio::test]
 async fn a_redis_outage_under_load_never_admits_a_revoked_key_or_loses_an_audit_entry() {
@@ -183,32 +183,82 @@ async fn sigterm_finishes_cleanly_with_exit_code_0() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// Issue #30, finding 1: under `KEYWARD_FAILSAFE=open`, with Redis away, a
+/// 200 only for a secret this instance answered 200 lately and has not
+/// refused since, with the document it read then; every other key (unknown,
+/// wrong secret, never verified, revoked, lacking the route's scope) is a
+/// 503. The admissions reach the audit stream once Redis is back, and the
+/// stand-in ends after `KEYWARD_FAILSAFE_MAX_AGE`.
 #[tokio::test]
-async fn failsafe_open_admits_well_formed_keys_while_redis_is_down_and_says_so() {
+async fn failsafe_open_admits_only_what_this_instance_verified_lately_and_audits_it_later() {
+    let max_age = 4;
     let app = TestApp::spawn_with(Arc::new(TestRedis::start()), |c| {
         c.failsafe = keyward::config::Failsafe::Open;
+        c.failsafe_max_age = max_age;
     })
     .await;
     let project = app.project().await;
-    let key = app.mint(&project, json!({})).await;
-    assert!(app
-        .validate(&key.api_key)
-        .await
-        .headers()
-        .get("x-keyward-failsafe")
-        .is_none());
+    let good = app.mint(&project, json!({ "scopes": ["read"] })).await;
+    let cold = app.mint(&project, json!({})).await;
+    let revoked = app.mint(&project, json!({})).await;
+    let scoped = |key: &str, scopes: &[&str]| json!({ "api_key": key, "scopes": scopes });
+    for key in [&good, &revoked] {
+        assert_eq!(app.status(&key.api_key).await, StatusCode::OK);
+    }
+    let r = app.post("/v1/validate-key", &scoped(&good.api_key, &["read"]), None).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    app.revoke(&project, &revoked.key_id).await;
+    assert_eq!(app.status(&revoked.api_key).await, StatusCode::UNAUTHORIZED);
+    let mut unknown: Vec<&str> = good.api_key.split('.').collect();
+    unknown[2] = "k_nobodyknows";
+    let unknown = unknown.join(".");
+    let answered = std::time::Instant::now();
 
     app.redis().stop();
-    let r = app.validate(&key.api_key).await;
+    let r = app.validate(&good.api_key).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["x-keyward-failsafe"], "open");
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(
-        (body["project_id"].as_str(), body["key_id"].as_str()),
-        (Some(project.as_str()), Some(key.key_id.as_str()))
+        (body["project_id"].as_str(), body["key_id"].as_str(), body["owner"].as_str()),
+        (Some(project.as_str()), Some(good.key_id.as_str()), Some("alice")),
+        "the identity of the document read then"
     );
-    // A malformed key is still refused.
+    let r = app.post("/v1/validate-key", &scoped(&good.api_key, &["read"]), None).await;
+    assert_eq!(r.status(), StatusCode::OK, "a scope the document granted");
+    for (what, body) in [
+        ("an unknown key id", json!({ "api_key": unknown })),
+        ("a wrong secret", json!({ "api_key": wrong_secret(&good.api_key) })),
+        ("a key never verified here", json!({ "api_key": cold.api_key })),
+        ("a key refused since", json!({ "api_key": revoked.api_key })),
+        ("a scope the document lacks", scoped(&good.api_key, &["write"])),
+    ] {
+        let r = app.post("/v1/validate-key", &body, None).await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "{what}");
+        assert!(r.headers().get("x-keyward-failsafe").is_none(), "{what}");
+    }
     assert_ne!(app.validate("garbage").await.status(), StatusCode::OK);
+
+    // Redis back: the two admissions are audited, as one summary.
+    app.redis().restart();
+    let summary = crate::helpers::eventually("the failsafe summary", || async {
+        app.audit("audit:keylookup")
+            .await
+            .into_iter()
+            .find(|e| e["reason"] == "failsafe_open" && e["key_id"] == good.key_id)
+    })
+    .await;
+    assert_eq!(summary["result"], "ok");
+    assert_eq!(summary["count"], "2");
+    assert_eq!(summary["project_id"], project);
+
+    // Past the bound, nothing stands in any more.
+    let left = Duration::from_secs(max_age + 1).saturating_sub(answered.elapsed());
+    tokio::time::sleep(left).await;
+    app.redis().stop();
+    let r = app.validate(&good.api_key).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "older than the bound");
+    app.redis().restart();
 }
 
 #[tokio::test]

@@ -95,6 +95,20 @@ fn switch_on(line: &str, user: &str, name: &str, password: &str) -> Option<Strin
     Some(format!("user {name} on >{password}{rules}"))
 }
 
+/// libfaketime, which `redis/local.sh install` installs.
+pub fn libfaketime() -> String {
+    let found = Command::new("sh")
+        .args(["-c", "ls /usr/lib/*/faketime/libfaketime.so.1 | head -n1"])
+        .output()
+        .expect("sh");
+    let path = String::from_utf8_lossy(&found.stdout).trim().to_owned();
+    assert!(
+        !path.is_empty(),
+        "libfaketime not installed: run redis/local.sh install"
+    );
+    path
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -123,6 +137,9 @@ pub struct TestRedis {
     pub dir: PathBuf,
     /// A Unix socket Redis listens on too, if asked for.
     socket: Option<PathBuf>,
+    /// libfaketime's `FAKETIME` for Redis's clock (keyward's clock is
+    /// Redis's), if asked for.
+    faketime: Option<String>,
     child: Mutex<Option<Child>>,
 }
 
@@ -138,7 +155,22 @@ impl TestRedis {
         Self::create("", true)
     }
 
+    /// A Redis whose clock starts at `faketime` (libfaketime's `@YYYY-MM-DD
+    /// hh:mm:ss`, UTC) and runs on from there: the deployment's clock.
+    pub fn start_at(faketime: &str) -> Self {
+        let mut redis = Self::new("", false);
+        redis.faketime = Some(faketime.to_owned());
+        redis.spawn();
+        redis
+    }
+
     fn create(extra_acl: &str, unix_socket: bool) -> Self {
+        let redis = Self::new(extra_acl, unix_socket);
+        redis.spawn();
+        redis
+    }
+
+    fn new(extra_acl: &str, unix_socket: bool) -> Self {
         // In memory where there is a tmpfs: the test Redis fsyncs every
         // write (below), and on a busy host's disk one fsync could outlast
         // the tests' 500 ms Redis deadline (a stray 503). A tmpfs keeps the
@@ -154,14 +186,13 @@ impl TestRedis {
         let acl = render_acl(&[])
             + &format!("\nuser test-inspector on >{OPS_PASSWORD} ~* &* +@all\n{extra_acl}\n");
         std::fs::write(dir.join("users.acl"), acl).unwrap();
-        let redis = TestRedis {
+        TestRedis {
             port: free_port(),
             socket: unix_socket.then(|| dir.join("redis.sock")),
+            faketime: None,
             dir,
             child: Mutex::new(None),
-        };
-        redis.spawn();
-        redis
+        }
     }
 
     pub fn start() -> Self {
@@ -173,7 +204,15 @@ impl TestRedis {
     }
 
     fn spawn(&self) {
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        if let Some(faketime) = &self.faketime {
+            command
+                .env("LD_PRELOAD", libfaketime())
+                .env("FAKETIME", faketime)
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                .env("TZ", "UTC");
+        }
+        let child = command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--loadmodule", rejson()])
             .arg("--aclfile")

@@ -102,15 +102,40 @@ async fn a_wrong_secret_flood_costs_bounded_argon2_and_the_holder_keeps_getting_
         );
     }
 
+    // A key keyward minted has a tag: its wrong secrets are refused free.
     let runs = app.metric(RUNS).await - before;
-    // 3 per key per minute; a minute boundary during the test allows 3 more.
+    assert_eq!(runs, 0.0, "{runs} Argon2id runs for 40 wrong secrets");
+
+    // Without its tag (a key another tool wrote), the wrong-secret budget
+    // bounds them: 3 per key per minute, and a minute boundary during the
+    // test allows 3 more.
+    let key = app
+        .mint("alpha", json!({ "rate_limit_per_minute": 1000 }))
+        .await;
+    let doc = format!("apikey:alpha:{}", key.key_id);
+    let ops = redis.ops().await;
+    raw(&ops, "JSON.DEL", vec![doc, "$.secret_tag".into()])
+        .await
+        .unwrap();
+    assert_eq!(app.validate(&key.api_key).await, StatusCode::OK);
+    let before = app.metric(RUNS).await;
+    for n in 0..40 {
+        assert_eq!(
+            app.validate(&wrong(&key.api_key, n)).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(app.validate(&key.api_key).await, StatusCode::OK);
+    }
+    let runs = app.metric(RUNS).await - before;
     assert!(
         (3.0..=6.0).contains(&runs),
-        "{runs} Argon2id runs for 40 wrong secrets"
+        "{runs} Argon2id runs for 40 wrong secrets of an untagged key"
     );
+    // Every one of the holder's 80 validations, its first of the second key
+    // aside, was a cache hit.
     assert_eq!(
         app.metric("keyward_verify_cache_hits_total").await - cache_hits,
-        40.0
+        80.0
     );
 }
 

@@ -366,28 +366,15 @@ async fn a_refill_happens_exactly_once_with_three_instances_racing_for_it() {
     );
 }
 
-/// libfaketime, which `redis/local.sh install` installs.
-fn libfaketime() -> String {
-    let found = std::process::Command::new("sh")
-        .args(["-c", "ls /usr/lib/*/faketime/libfaketime.so.1 | head -n1"])
-        .output()
-        .expect("sh");
-    let path = String::from_utf8_lossy(&found.stdout).trim().to_owned();
-    assert!(
-        !path.is_empty(),
-        "libfaketime not installed: run redis/local.sh install"
-    );
-    path
-}
-
 #[tokio::test]
 async fn a_day_and_a_month_ending_open_new_windows_and_refill_credits_once_across_instances() {
-    use crate::helpers::{eventually, Binary};
-    let redis = TestRedis::start();
-    // Three instances whose clocks start ten seconds before
-    // 2027-02-01T00:00:00Z, the end of a day and of a month, each when its
-    // process starts, and run on from there (their timers do not: the
-    // monotonic clock is left alone).
+    use crate::helpers::{eventually, libfaketime, Binary};
+    // A deployment whose clock (Redis's) starts ten seconds before
+    // 2027-02-01T00:00:00Z, the end of a day and of a month, and runs on
+    // from there; three instances whose own clocks are faked the same way
+    // at their own starts (seconds apart): Redis's clock decides. Timers
+    // do not move: the monotonic clock is left alone.
+    let redis = TestRedis::start_at("@2027-01-31 23:59:50");
     let mut bins = Vec::new();
     for _ in 0..3 {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"));
