@@ -409,6 +409,18 @@ pub struct Config {
         value_parser = number::<u64>(1..=86_400)
     )]
     pub failsafe_max_age: u64,
+    /// How far, in milliseconds, this instance's clock may be from Redis's
+    /// (`TIME`, measured every second): past it the instance is not ready
+    /// and answers every validation 503, so expiry and a rotation's grace
+    /// are never decided on a clock that is off (1 ms to 10 years).
+    #[arg(
+        long = "max-clock-skew-ms",
+        env = "KEYWARD_MAX_CLOCK_SKEW_MS",
+        value_name = "MS",
+        default_value = "2000",
+        value_parser = millis(1..=315_360_000_000)
+    )]
+    pub max_clock_skew: Duration,
     /// Webhooks: days before a key's expiry that `key.expiring` is sent,
     /// once per key and expiry (1 to 3650).
     #[arg(

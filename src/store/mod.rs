@@ -303,28 +303,25 @@ async fn zrange_after(
         .await
 }
 
-/// How far Redis's clock is ahead of this machine's, in microseconds, as
-/// last measured (`Store::measure_clock`, every second; 0 until then).
-static CLOCK_OFFSET_MICROS: AtomicI64 = AtomicI64::new(0);
-/// Whether the last measurement worked (its failures are logged once).
-static CLOCK_MEASURED: AtomicBool = AtomicBool::new(false);
-
-/// This machine's Unix seconds.
-fn local_now() -> f64 {
+/// Unix seconds now: keyward's one clock (the audit budget's seconds and
+/// the CLI's times read it too). The store measures it against Redis's
+/// `TIME` (see [`Store::clock_skew`]): past `KEYWARD_MAX_CLOCK_SKEW_MS`, an
+/// instance is not ready and answers no validation, so no instance decides
+/// expiry or a rotation's grace on a clock of its own.
+pub fn now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// Unix seconds now on Redis's clock: keyward's one clock, the same for
-/// every instance of a deployment, so expiry, a rotation's grace and the
-/// windows are decided alike by all of them whatever their own clocks say.
-/// It is this machine's clock plus the offset last measured against Redis's
-/// `TIME` (at start, then every second; the last one stands while Redis
-/// cannot be read). The audit budget's seconds and the CLI's times read it
-/// too.
-pub fn now() -> f64 {
-    local_now() + CLOCK_OFFSET_MICROS.load(Ordering::Relaxed) as f64 / 1e6
+/// How far this machine's clock is from Redis's, as last measured.
+#[derive(Default)]
+struct Skew {
+    /// Microseconds this clock is ahead of Redis's (negative: behind).
+    micros: AtomicI64,
+    /// Whether a measurement has worked yet (`TIME` may be refused by an
+    /// older ACL: the skew is then unknown, and logged once).
+    measured: AtomicBool,
 }
 
 #[derive(Clone)]
@@ -351,6 +348,9 @@ pub struct Store {
     usage: Arc<usage::Usage>,
     /// What the use counters are owed, sent again by the flusher.
     unsettled: Arc<validation::Unsettled>,
+    /// This machine's clock against Redis's (`KEYWARD_MAX_CLOCK_SKEW_MS`).
+    skew: Arc<Skew>,
+    max_skew: Duration,
     /// Failsafe 200s not audited yet, by (project, key id): (count, first,
     /// last), written as summaries by the flusher.
     failsafes: Arc<validation::Failsafes>,
@@ -487,11 +487,13 @@ impl Store {
             usage: Arc::default(),
             unsettled: Arc::default(),
             failsafes: Arc::default(),
+            skew: Arc::default(),
+            max_skew: config.max_clock_skew,
             remembers: !config.verify_peppers.is_empty(),
             flusher: Arc::default(),
         };
-        if store.measure_clock().await.is_err() || !CLOCK_MEASURED.load(Ordering::Relaxed) {
-            tracing::warn!("Redis's clock not read (TIME refused?): this machine's stands in");
+        if let Err(e) = store.measure_clock().await {
+            tracing::warn!(error = %e, "Redis's clock not read (TIME refused?): this clock's skew is unknown");
         }
         // The task's own handle carries no abort guard, so the store's
         // handles going away (or `quit`) stops it.
@@ -534,31 +536,49 @@ impl Store {
         }
     }
 
-    /// Measures Redis's clock against this machine's (`TIME`, halfway
-    /// through its round trip) for [`now`].
+    /// Measures this machine's clock against Redis's `TIME` (read halfway
+    /// through its round trip); the flusher does so every second.
     pub async fn measure_clock(&self) -> Result<()> {
         let time = CustomCommand::new_static("TIME", ClusterHash::Random, false);
-        let before = local_now();
-        let answer: Result<(String, String)> = self
+        let before = now();
+        let answer: (String, String) = self
             .pool
             .custom(time, Vec::<String>::new())
             .await
-            .map_err(unavailable);
-        let after = local_now();
-        let redis = answer.and_then(|(secs, micros)| {
-            let parse = |s: &str| s.parse::<i64>().map_err(|e| Error::Unavailable(e.to_string()));
-            Ok(parse(&secs)? as f64 + parse(&micros)? as f64 / 1e6)
-        });
-        let was = CLOCK_MEASURED.swap(redis.is_ok(), Ordering::Relaxed);
-        let redis = match redis {
-            Ok(redis) => redis,
-            // Logged when it starts failing; the flusher says the rest.
-            Err(e) if was => return Err(e),
-            Err(_) => return Ok(()),
+            .map_err(unavailable)?;
+        let after = now();
+        let parse = |s: &str| {
+            s.parse::<i64>()
+                .map_err(|e| Error::Unavailable(format!("TIME: {e}")))
         };
-        let offset = redis - (before + after) / 2.0;
-        CLOCK_OFFSET_MICROS.store((offset * 1e6) as i64, Ordering::Relaxed);
+        let redis = parse(&answer.0)? as f64 + parse(&answer.1)? as f64 / 1e6;
+        let ahead = (before + after) / 2.0 - redis;
+        let was = self.clock_skew().is_ok();
+        self.skew
+            .micros
+            .store((ahead * 1e6) as i64, Ordering::Relaxed);
+        self.skew.measured.store(true, Ordering::Relaxed);
+        match (was, self.clock_skew()) {
+            (true, Err(e)) => tracing::error!(error = %e, "not ready: every validation is 503"),
+            (false, Ok(())) => tracing::info!(
+                ahead,
+                "this instance's clock is back within KEYWARD_MAX_CLOCK_SKEW_MS of Redis's"
+            ),
+            _ => {}
+        }
         Ok(())
+    }
+
+    /// `Err` (503, saying by how much) when this machine's clock is further
+    /// from Redis's than `KEYWARD_MAX_CLOCK_SKEW_MS`, as last measured.
+    pub fn clock_skew(&self) -> Result<()> {
+        let ahead = self.skew.micros.load(Ordering::Relaxed) as f64 / 1e6;
+        match ahead.abs() <= self.max_skew.as_secs_f64() {
+            true => Ok(()),
+            false => Err(Error::Unavailable(format!(
+                "this instance's clock is {ahead:+.3} s off Redis's, past KEYWARD_MAX_CLOCK_SKEW_MS"
+            ))),
+        }
     }
 
     /// Whether Redis answers this deployment's validator user.
@@ -569,6 +589,7 @@ impl Store {
     /// Whether Redis answers every user this deployment is configured with.
     pub async fn ping_all(&self) -> Result<()> {
         self.ping().await?;
+        self.clock_skew()?;
         for pool in [&self.admin, &self.monitor].into_iter().flatten() {
             pool.ping::<()>(None).await.map_err(unavailable)?;
         }

@@ -534,11 +534,10 @@ impl Store {
     /// [`Store::failsafe_admitted`]); one Redis did not take is kept for the
     /// next attempt.
     pub async fn flush_failsafes(&self) -> Result<()> {
-        let due: Vec<_> = std::mem::take(
-            &mut *self.failsafes.lock().unwrap_or_else(|e| e.into_inner()),
-        )
-        .into_iter()
-        .collect();
+        let due: Vec<_> =
+            std::mem::take(&mut *self.failsafes.lock().unwrap_or_else(|e| e.into_inner()))
+                .into_iter()
+                .collect();
         if due.is_empty() {
             return Ok(());
         }
@@ -643,8 +642,12 @@ impl Store {
             if let Err(e) = self.flush_failsafes().await {
                 tracing::warn!(error = %e, "failsafe answers' audit summaries not written yet; retrying");
             }
-            if let Err(e) = self.measure_clock().await {
-                tracing::warn!(error = %e, "Redis's clock not read: the last offset stands");
+            let measured = self
+                .skew
+                .measured
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if let (Err(e), true) = (self.measure_clock().await, measured) {
+                tracing::warn!(error = %e, "Redis's clock not read: the last skew stands");
             }
         }
     }

@@ -198,6 +198,8 @@ impl Validator {
             let malformed = Run::refused(Reason::Malformed);
             return self.finish(req, None, minute, malformed).await;
         };
+        // A clock off Redis's would decide expiry and grace on its own.
+        self.store.clock_skew()?;
         let cache_key = self.hasher.cache_key(&key);
         let run = self.decide(req, &key, &cache_key, now, minute).await;
         let presented = Some((&key, &cache_key));
@@ -253,7 +255,9 @@ impl Validator {
         let (screen, acceptable) = match hashes {
             Some(hashes) => {
                 let acceptable = self.hasher.acceptable(hashes.current.0)
-                    && hashes.previous.map_or(true, |(phc, _)| self.hasher.acceptable(phc));
+                    && hashes
+                        .previous
+                        .map_or(true, |(phc, _)| self.hasher.acceptable(phc));
                 let remembered = &read.remembered;
                 let (screen, remember) =
                     self.hasher
@@ -641,7 +645,11 @@ impl Validator {
             self.store
                 .settle_in_background(project, key_id, minute, undo);
         }
-        let owed = if admitted { run.plan.keep } else { run.plan.undo };
+        let owed = if admitted {
+            run.plan.keep
+        } else {
+            run.plan.undo
+        };
         self.store.settle_plan_in_background(owed);
         let Some(doc) = stand_in else {
             if open {
@@ -695,4 +703,3 @@ fn validated(doc: KeyDoc) -> Validated {
         failsafe: false,
     }
 }
-

@@ -392,7 +392,10 @@ pub fn judge(f: &Facts<'_>) -> Next {
 enum Spent {
     Refused(Next),
     Incomplete,
-    Passed { rate: RateInfo, credits: Option<i64> },
+    Passed {
+        rate: RateInfo,
+        credits: Option<i64>,
+    },
 }
 
 /// The plan's answers: the first window (in the document's order) whose
@@ -513,7 +516,11 @@ mod tests {
     fn counts_costs_and_balances_at_their_extremes_do_not_overflow() {
         assert!(!within(-i128::from(i64::MIN), 1, 0), "i64::MIN credits");
         assert!(within(-i128::from(i64::MAX), 1, 0));
-        assert!(!within(i128::from(u64::MAX) + i128::from(u64::MAX), u64::MAX, u64::MAX));
+        assert!(!within(
+            i128::from(u64::MAX) + i128::from(u64::MAX),
+            u64::MAX,
+            u64::MAX
+        ));
         assert!(within(i128::from(u64::MAX), u64::MAX, u64::MAX));
         assert!(!within(5, 0, 5) && within(5, 1, 5));
     }

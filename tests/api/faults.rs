@@ -205,7 +205,9 @@ async fn failsafe_open_admits_only_what_this_instance_verified_lately_and_audits
     for key in [&good, &revoked] {
         assert_eq!(app.status(&key.api_key).await, StatusCode::OK);
     }
-    let r = app.post("/v1/validate-key", &scoped(&good.api_key, &["read"]), None).await;
+    let r = app
+        .post("/v1/validate-key", &scoped(&good.api_key, &["read"]), None)
+        .await;
     assert_eq!(r.status(), StatusCode::OK);
     app.revoke(&project, &revoked.key_id).await;
     assert_eq!(app.status(&revoked.api_key).await, StatusCode::UNAUTHORIZED);
@@ -220,18 +222,37 @@ async fn failsafe_open_admits_only_what_this_instance_verified_lately_and_audits
     assert_eq!(r.headers()["x-keyward-failsafe"], "open");
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(
-        (body["project_id"].as_str(), body["key_id"].as_str(), body["owner"].as_str()),
-        (Some(project.as_str()), Some(good.key_id.as_str()), Some("alice")),
+        (
+            body["project_id"].as_str(),
+            body["key_id"].as_str(),
+            body["owner"].as_str()
+        ),
+        (
+            Some(project.as_str()),
+            Some(good.key_id.as_str()),
+            Some("alice")
+        ),
         "the identity of the document read then"
     );
-    let r = app.post("/v1/validate-key", &scoped(&good.api_key, &["read"]), None).await;
+    let r = app
+        .post("/v1/validate-key", &scoped(&good.api_key, &["read"]), None)
+        .await;
     assert_eq!(r.status(), StatusCode::OK, "a scope the document granted");
     for (what, body) in [
         ("an unknown key id", json!({ "api_key": unknown })),
-        ("a wrong secret", json!({ "api_key": wrong_secret(&good.api_key) })),
-        ("a key never verified here", json!({ "api_key": cold.api_key })),
+        (
+            "a wrong secret",
+            json!({ "api_key": wrong_secret(&good.api_key) }),
+        ),
+        (
+            "a key never verified here",
+            json!({ "api_key": cold.api_key }),
+        ),
         ("a key refused since", json!({ "api_key": revoked.api_key })),
-        ("a scope the document lacks", scoped(&good.api_key, &["write"])),
+        (
+            "a scope the document lacks",
+            scoped(&good.api_key, &["write"]),
+        ),
     ] {
         let r = app.post("/v1/validate-key", &body, None).await;
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "{what}");
@@ -257,7 +278,11 @@ async fn failsafe_open_admits_only_what_this_instance_verified_lately_and_audits
     tokio::time::sleep(left).await;
     app.redis().stop();
     let r = app.validate(&good.api_key).await;
-    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "older than the bound");
+    assert_eq!(
+        r.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "older than the bound"
+    );
     app.redis().restart();
 }
 

@@ -137,9 +137,6 @@ pub struct TestRedis {
     pub dir: PathBuf,
     /// A Unix socket Redis listens on too, if asked for.
     socket: Option<PathBuf>,
-    /// libfaketime's `FAKETIME` for Redis's clock (keyward's clock is
-    /// Redis's), if asked for.
-    faketime: Option<String>,
     child: Mutex<Option<Child>>,
 }
 
@@ -155,22 +152,7 @@ impl TestRedis {
         Self::create("", true)
     }
 
-    /// A Redis whose clock starts at `faketime` (libfaketime's `@YYYY-MM-DD
-    /// hh:mm:ss`, UTC) and runs on from there: the deployment's clock.
-    pub fn start_at(faketime: &str) -> Self {
-        let mut redis = Self::new("", false);
-        redis.faketime = Some(faketime.to_owned());
-        redis.spawn();
-        redis
-    }
-
     fn create(extra_acl: &str, unix_socket: bool) -> Self {
-        let redis = Self::new(extra_acl, unix_socket);
-        redis.spawn();
-        redis
-    }
-
-    fn new(extra_acl: &str, unix_socket: bool) -> Self {
         // In memory where there is a tmpfs: the test Redis fsyncs every
         // write (below), and on a busy host's disk one fsync could outlast
         // the tests' 500 ms Redis deadline (a stray 503). A tmpfs keeps the
@@ -186,13 +168,14 @@ impl TestRedis {
         let acl = render_acl(&[])
             + &format!("\nuser test-inspector on >{OPS_PASSWORD} ~* &* +@all\n{extra_acl}\n");
         std::fs::write(dir.join("users.acl"), acl).unwrap();
-        TestRedis {
+        let redis = TestRedis {
             port: free_port(),
             socket: unix_socket.then(|| dir.join("redis.sock")),
-            faketime: None,
             dir,
             child: Mutex::new(None),
-        }
+        };
+        redis.spawn();
+        redis
     }
 
     pub fn start() -> Self {
@@ -204,15 +187,7 @@ impl TestRedis {
     }
 
     fn spawn(&self) {
-        let mut command = Command::new("redis-server");
-        if let Some(faketime) = &self.faketime {
-            command
-                .env("LD_PRELOAD", libfaketime())
-                .env("FAKETIME", faketime)
-                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-                .env("TZ", "UTC");
-        }
-        let child = command
+        let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--loadmodule", rejson()])
             .arg("--aclfile")

@@ -15,6 +15,7 @@ mod forward_auth;
 mod fuzz;
 mod gateways;
 mod helpers;
+mod hostile;
 mod hot_path;
 mod isolation;
 mod legacy;

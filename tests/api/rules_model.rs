@@ -115,7 +115,11 @@ fn world() -> impl Strategy<Value = World> {
         any::<u8>().prop_map(|n| n % 10 == 0),
     );
     let secret = (
-        prop_oneof![Just(SecretIs::Current), Just(SecretIs::Previous), Just(SecretIs::Wrong)],
+        prop_oneof![
+            Just(SecretIs::Current),
+            Just(SecretIs::Previous),
+            Just(SecretIs::Wrong)
+        ],
         0u8..4,
         any::<bool>(),
         any::<u8>().prop_map(|n| n % 15 == 0),
@@ -129,7 +133,15 @@ fn world() -> impl Strategy<Value = World> {
         any::<u8>().prop_map(|n| n % 3 == 0),
     );
     let plan = (
-        proptest::collection::vec((0u8..4, 0u64..5, 0u64..6, any::<u8>().prop_map(|n| n % 6 == 0)), 0..3),
+        proptest::collection::vec(
+            (
+                0u8..4,
+                0u64..5,
+                0u64..6,
+                any::<u8>().prop_map(|n| n % 6 == 0),
+            ),
+            0..3,
+        ),
         proptest::option::weighted(0.4, (-2i64..4, any::<u8>().prop_map(|n| n % 6 == 0))),
     );
     (doc, scopes, limits, secret, failures, plan).prop_map(
@@ -271,7 +283,11 @@ fn model(w: &World) -> Expected {
     }
     let counted_in_read = w.cached && cost > 0;
     let from_read = counted_in_read || cost == 0;
-    let fails = if from_read { w.used_fails } else { w.count_fails };
+    let fails = if from_read {
+        w.used_fails
+    } else {
+        w.count_fails
+    };
     if fails {
         if w.recount_fails {
             return Incomplete;
@@ -339,9 +355,10 @@ fn refusing_fact(w: &World) -> bool {
     let limit = w.own_limit.unwrap_or(w.default_limit);
     let counted = !w.used_fails && !w.count_fails;
     let minute = counted && over(w.used_before as i64 + w.cost as i64, w.cost, limit);
-    let windows = w.windows.iter().any(|&(per, l, b, fails)| {
-        per != 1 && !fails && over(b as i64 + w.cost as i64, w.cost, l)
-    });
+    let windows = w
+        .windows
+        .iter()
+        .any(|&(per, l, b, fails)| per != 1 && !fails && over(b as i64 + w.cost as i64, w.cost, l));
     let credits = w.credits.is_some_and(|(balance, fails)| {
         let after = balance - w.cost as i64;
         !fails && if w.cost > 0 { after < 0 } else { after <= 0 }
@@ -384,9 +401,15 @@ fn judged(w: &World) -> Outcome {
     };
     let client_ip: Option<IpAddr> = w.client_known.then(|| {
         let inside = w.networks.unwrap_or(true);
-        if inside { "10.1.2.3" } else { "192.0.2.1" }.parse().unwrap()
+        if inside { "10.1.2.3" } else { "192.0.2.1" }
+            .parse()
+            .unwrap()
     });
-    let required: Vec<String> = w.required.iter().map(|&r| REQUIRABLE[r].to_owned()).collect();
+    let required: Vec<String> = w
+        .required
+        .iter()
+        .map(|&r| REQUIRABLE[r].to_owned())
+        .collect();
     let matched = match w.secret {
         SecretIs::Current => Matched::Current,
         SecretIs::Previous => Matched::Previous,
@@ -403,7 +426,11 @@ fn judged(w: &World) -> Outcome {
         now: NOW,
         default_limit: w.default_limit,
         flood_limit: w.flood,
-        doc: if w.doc_fails { Err(Failed) } else { Ok(&lookup) },
+        doc: if w.doc_fails {
+            Err(Failed)
+        } else {
+            Ok(&lookup)
+        },
         hashes_acceptable: w.hashes_ok,
         screen: match w.free {
             Free::Known => Screen::Known(matched),
@@ -528,9 +555,13 @@ fn the_failsafe_admits_only_a_recent_unrefused_pass_whose_document_allows_the_re
                 let required: Vec<String> =
                     required.iter().map(|&r| REQUIRABLE[r].to_owned()).collect();
                 let ip: Option<IpAddr> = Some(
-                    if inside.unwrap_or(true) { "10.9.9.9" } else { "198.51.100.1" }
-                        .parse()
-                        .unwrap(),
+                    if inside.unwrap_or(true) {
+                        "10.9.9.9"
+                    } else {
+                        "198.51.100.1"
+                    }
+                    .parse()
+                    .unwrap(),
                 );
                 let (mono, max_age) = (20.0, 10.0);
                 let entry = rules::Known {
@@ -546,9 +577,9 @@ fn the_failsafe_admits_only_a_recent_unrefused_pass_whose_document_allows_the_re
                     &required,
                     ip,
                 );
-                let scopes_ok = required.iter().all(|r| {
-                    granted.iter().any(|&g| grants(GRANTABLE[g], r))
-                });
+                let scopes_ok = required
+                    .iter()
+                    .all(|r| granted.iter().any(|&g| grants(GRANTABLE[g], r)));
                 let expected = known
                     && mono - f64::from(answered) <= max_age
                     && !matches!(refused, Some(r) if r >= answered)
