@@ -412,7 +412,7 @@ pub struct Config {
     /// How far, in milliseconds, this instance's clock may be from Redis's
     /// (`TIME`, measured every second): past it the instance is not ready
     /// and answers every validation 503, so expiry and a rotation's grace
-    /// are never decided on a clock that is off (1 ms to 10 years).
+    /// are never decided on a clock that is off (1 to 315360000000).
     #[arg(
         long = "max-clock-skew-ms",
         env = "KEYWARD_MAX_CLOCK_SKEW_MS",

@@ -9,7 +9,9 @@
 //!   `http::access` lets each admin call in (token, role, projects) and
 //!   writes its `audit:admin` entry.
 //! - [`validate`]: the validation pipeline (parse, load, check, verify,
-//!   scopes, rate limit, audit). [`admin`]: projects; mint, inspect, update,
+//!   scopes, rate limit, audit): `validate::rules`, every rule that can
+//!   refuse a key as a pure function, and the I/O around them; under
+//!   `KEYWARD_FAILSAFE=open`, the last known good. [`admin`]: projects; mint, inspect, update,
 //!   rotate, revoke and list keys. [`activity`]: a project's recent
 //!   validations and its validations per minute, for the console.
 //!   [`operators`]: create, list and revoke operators. [`trail`]: the admin

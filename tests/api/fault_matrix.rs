@@ -434,7 +434,19 @@ impl Fixture {
             .await
             .iter()
             .filter(|e| e["result"] == "ok" && valid.contains(&e["key_id"].as_str()))
+            .filter(|e| !e.contains_key("summary"))
             .count()
+    }
+
+    /// How many failsafe answers the summaries in the audit stream count.
+    async fn audited_failsafe(&self) -> u64 {
+        self.closed
+            .audit("audit:keylookup")
+            .await
+            .iter()
+            .filter(|e| e["reason"] == "failsafe_open" && e.contains_key("summary"))
+            .map(|e| e["count"].parse::<u64>().unwrap())
+            .sum()
     }
 
     fn key_id(&self, kind: Kind) -> &str {
@@ -704,6 +716,12 @@ async fn matrix(fault: Fault) {
         (failsafe as f64, refusals as f64),
         "{fault:?}: unaudited answers counted (failsafe, refusals)"
     );
+
+    // Every failsafe answer reaches the audit stream once Redis takes it.
+    crate::helpers::eventually("the failsafe answers' summaries", || async {
+        (f.audited_failsafe().await == failsafe as u64).then_some(())
+    })
+    .await;
 
     // After the fault: every key as before, every pass audited.
     let ok_before = f.audited_ok().await;
