@@ -42,7 +42,7 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::key::ProjectId;
+use crate::key::{KeyId, ProjectId};
 use crate::store::migrate::{Doc, Kind, Migrator};
 use crate::store::names;
 
@@ -70,8 +70,9 @@ pub struct Report {
 /// Runs the migration (a dry run unless `apply`), printing what it finds to
 /// `out` and, on a terminal, progress to stderr.
 pub async fn run(m: &Migrator, apply: bool, out: &mut dyn Write) -> Result<Report> {
+    // Key names and index members come from Redis: anyone's text.
     let mut say = |line: String| {
-        let _ = writeln!(out, "{line}");
+        let _ = writeln!(out, "{}", crate::cli::safe(&line));
     };
     say(if apply {
         "keyward migrate: applying".into()
@@ -180,7 +181,23 @@ async fn migrate_project(
     ] {
         ids.extend(m.members(&key, kind).await?);
     }
-    let ids: Vec<String> = ids.into_iter().collect();
+    // Members that are not key ids (anyone may have added them) cannot
+    // name a key: reported, never copied (see `copy`) nor read as keys.
+    let (ids, junk): (Vec<String>, Vec<String>) =
+        ids.into_iter().partition(|id| KeyId::parse(id).is_ok());
+    if !junk.is_empty() {
+        let shown: Vec<&str> = junk.iter().take(5).map(String::as_str).collect();
+        say(format!(
+            "{index}: {} members are not key ids; skipped, never copied: {}{}",
+            junk.len(),
+            shown.join(", "),
+            if junk.len() > shown.len() {
+                ", ..."
+            } else {
+                ""
+            }
+        ));
+    }
     report.keys += ids.len() as u64;
     let mut progress = Progress::new(project.as_str(), ids.len());
     let mut fields: BTreeMap<String, u64> = BTreeMap::new();
@@ -304,7 +321,8 @@ fn stuck(key: &str, why: &str) -> Error {
 /// Adds every id of `from` to the sorted set `to`; `false` if `to` turned
 /// out to be something else (a plain set appeared there).
 async fn copy(m: &Migrator, from: &str, kind: &Kind, to: &str) -> Result<bool> {
-    let ids = m.members(from, kind).await?;
+    let mut ids = m.members(from, kind).await?;
+    ids.retain(|id| KeyId::parse(id).is_ok());
     for chunk in ids.chunks(1_000) {
         if m.add_sorted(to, chunk).await?.is_none() {
             return Ok(false);

@@ -28,6 +28,7 @@
 mod client;
 mod healthcheck;
 mod render;
+pub use render::safe;
 
 use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
@@ -448,7 +449,7 @@ fn finish(name: &str, result: Result<u8, Failure>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {
-            eprintln!("keyward {name}: {}", failure.message());
+            eprintln!("keyward {name}: {}", render::safe(failure.message()));
             ExitCode::from(failure.exit_code())
         }
     }
@@ -664,7 +665,7 @@ fn print_new_key(json_out: bool, answer: &Value, note: &str) {
         return;
     }
     let secret = answer["api_key"].as_str().or(answer["token"].as_str());
-    println!("{}", secret.unwrap_or_default());
+    println!("{}", render::safe(secret.unwrap_or_default()));
     note_at_terminal(note);
 }
 

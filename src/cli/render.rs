@@ -160,11 +160,40 @@ fn opt_time(v: &Value, none: &str) -> String {
     v.as_f64().map_or_else(|| none.to_owned(), time)
 }
 
+/// Text from a server or from Redis, made safe to print on a terminal:
+/// control characters (C0 with line breaks and tabs, DEL, C1: escape
+/// sequences, carriage returns that redraw a row, OSC 52 clipboard writes)
+/// and the invisible characters that reorder or hide text (bidirectional
+/// overrides and isolates, marks, line and paragraph separators) become
+/// `\u{..}`. Everything else prints as it is.
+pub fn safe(s: &str) -> std::borrow::Cow<'_, str> {
+    let hostile = |c: char| {
+        c.is_control()
+            || matches!(
+                c,
+                '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}'
+            )
+            || ('\u{202a}'..='\u{202e}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)
+    };
+    if !s.chars().any(hostile) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match hostile(c) {
+            true => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            false => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 fn text(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => safe(s).into_owned(),
         Value::Null => "-".into(),
-        other => other.to_string(),
+        other => safe(&other.to_string()).into_owned(),
     }
 }
 
@@ -445,10 +474,10 @@ pub fn deliveries(page: &Value) -> String {
             } else {
                 opt_time(&d["next_attempt"], "-")
             };
-            let result = match (d["status_code"].as_u64(), d["error"].as_str()) {
+            let result = match (d["status_code"].as_u64(), d["error"].as_str().map(safe)) {
                 (Some(code), Some(error)) => format!("HTTP {code}: {error}"),
                 (Some(code), None) => format!("HTTP {code}"),
-                (None, Some(error)) => error.to_owned(),
+                (None, Some(error)) => error.into_owned(),
                 (None, None) => "-".to_owned(),
             };
             vec![
@@ -563,7 +592,7 @@ pub fn error_summary(outcome: &Value) -> String {
     match outcome["error"]["code"].as_str() {
         Some(code) => format!(
             "HTTP {status} {code}: {}",
-            outcome["error"]["message"].as_str().unwrap_or_default()
+            safe(outcome["error"]["message"].as_str().unwrap_or_default())
         ),
         None => format!("HTTP {status}"),
     }
@@ -586,14 +615,14 @@ pub fn check(outcome: &Value) -> String {
     headers.sort_by_key(|(name, _)| (header_rank(name), name.as_str()));
     for (name, value) in headers {
         let value = value.as_str().unwrap_or_default();
-        out += &format!("  {}: {value}\n", header_name(name));
+        out += &format!("  {}: {}\n", safe(&header_name(name)), safe(value));
         if name == "x-keyward-metadata" {
             let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .decode(value)
                 .ok()
                 .and_then(|bytes| String::from_utf8(bytes).ok());
             if let Some(json) = decoded {
-                out += &format!("    (the metadata, decoded: {json})\n");
+                out += &format!("    (the metadata, decoded: {})\n", safe(&json));
             }
         }
     }

@@ -11,6 +11,7 @@ use utoipa::ToResponse;
 
 use super::access::{Admin, Body, Params, Query};
 use super::AppState;
+use super::ShownOnce;
 use crate::access::act;
 use crate::admin::{
     self, AddCreditsIn, AddCreditsOut, KeyOut, KeyRef, ListOut, ListQuery, MintIn, MintOut,
@@ -115,11 +116,11 @@ pub async fn get_project(
 pub async fn mint_key(
     State(state): State<AppState>,
     call: Admin<act::KeyMint, Body<MintIn>>,
-) -> Result<(StatusCode, Json<MintOut>)> {
+) -> Result<ShownOnce<MintOut>> {
     let note = call.note();
     let minted = admin::mint(&state.store, &state.hasher, call.input).await?;
     note.made_key(&minted.key_id);
-    Ok((StatusCode::CREATED, Json(minted)))
+    Ok(ShownOnce(minted))
 }
 
 /// Revoke a key (sets `disabled: true`).
@@ -230,9 +231,9 @@ pub async fn update_key(
 pub async fn rotate_key(
     State(state): State<AppState>,
     call: Admin<act::KeyRotate, Body<RotateIn>>,
-) -> Result<(StatusCode, Json<RotateOut>)> {
+) -> Result<ShownOnce<RotateOut>> {
     let rotated = admin::rotate(&state.store, &state.hasher, call.input).await?;
-    Ok((StatusCode::CREATED, Json(rotated)))
+    Ok(ShownOnce(rotated))
 }
 
 /// Add credits to a key's balance, or take some away.

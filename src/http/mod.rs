@@ -56,6 +56,23 @@ use crate::store::Store;
 use crate::telemetry::metric;
 use crate::validate::Validator;
 
+/// A `201 Created` whose body holds a secret shown this once (a key, an
+/// operator token, a webhook's signing secret): `Cache-Control: no-store`,
+/// so no cache or proxy on the way keeps it.
+pub struct ShownOnce<T>(pub T);
+
+impl<T: serde::Serialize> IntoResponse for ShownOnce<T> {
+    fn into_response(self) -> Response {
+        let no_store = [(axum::http::header::CACHE_CONTROL, "no-store")];
+        (
+            axum::http::StatusCode::CREATED,
+            no_store,
+            axum::Json(self.0),
+        )
+            .into_response()
+    }
+}
+
 /// The request id header: taken from the caller or generated, and echoed.
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 

@@ -2,11 +2,11 @@
 //! any caller may ask who it is and read the trail of its projects.
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::Json;
 
 use super::access::{Admin, Body, Nothing, Params, Query};
 use super::AppState;
+use super::ShownOnce;
 use crate::access::act;
 use crate::error::{ErrorBody, InvalidRequest, PayloadTooLarge, Result};
 use crate::operators::{
@@ -32,11 +32,11 @@ use crate::trail::{self, AuditOut, AuditQuery};
 pub async fn create_operator(
     State(state): State<AppState>,
     call: Admin<act::OperatorCreate, Body<OperatorIn>>,
-) -> Result<(StatusCode, Json<OperatorCreated>)> {
+) -> Result<ShownOnce<OperatorCreated>> {
     let note = call.note();
     let created = operators::create(&state.store, &state.hasher, &call.caller, call.input).await?;
     note.made_operator(&created.operator_id);
-    Ok((StatusCode::CREATED, Json(created)))
+    Ok(ShownOnce(created))
 }
 
 /// List operators, a page at a time (owners only; never a token or hash).

@@ -8,6 +8,7 @@ use axum::Json;
 
 use super::access::{Admin, Body, Nothing, Params, Query};
 use super::AppState;
+use super::ShownOnce;
 use crate::access::act;
 use crate::error::{ErrorBody, InvalidRequest, PayloadTooLarge, Result};
 use crate::webhook::{
@@ -33,7 +34,7 @@ use crate::webhook::{
 pub async fn create_webhook(
     State(state): State<AppState>,
     call: Admin<act::WebhookCreate, Body<WebhookIn>>,
-) -> Result<(StatusCode, Json<WebhookCreated>)> {
+) -> Result<ShownOnce<WebhookCreated>> {
     let created = webhook::create(
         &state.store,
         &call.caller,
@@ -41,7 +42,7 @@ pub async fn create_webhook(
         state.webhook_allow_private,
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(created)))
+    Ok(ShownOnce(created))
 }
 
 /// List the endpoints of the caller's projects (never a secret).

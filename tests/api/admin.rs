@@ -247,3 +247,40 @@ async fn without_an_admin_token_admin_routes_are_not_served() {
     )
     .await;
 }
+
+/// Issue #37, finding 7: every answer that carries a secret shown once (a
+/// minted or rotated key, an operator's token, a webhook's signing secret)
+/// says `Cache-Control: no-store`; answers without one say nothing of it.
+#[tokio::test]
+async fn answers_carrying_a_secret_are_never_to_be_stored_by_a_cache() {
+    let app = TestApp::spawn().await;
+    let project = app.project().await;
+    let no_store = |r: &reqwest::Response| {
+        r.headers()
+            .get("cache-control")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let mint = json!({ "project_id": project, "owner": "alice", "server_name": "api-1" });
+    let r = app.admin_post("/v1/mint-key", &mint).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(no_store(&r).as_deref(), Some("no-store"), "mint");
+    let key_id = r.json::<Value>().await.unwrap()["key_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rotate = json!({ "project_id": project, "key_id": key_id });
+    let r = app.admin_post("/v1/rotate-key", &rotate).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(no_store(&r).as_deref(), Some("no-store"), "rotate");
+    let operator = json!({ "name": "ci", "role": "viewer", "projects": [project] });
+    let r = app.admin_post("/v1/admin/operators", &operator).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(no_store(&r).as_deref(), Some("no-store"), "operator");
+    let hook = json!({ "url": "https://hooks.example.com/keyward", "events": ["*"], "projects": [project] });
+    let r = app.admin_post("/v1/admin/webhooks", &hook).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
+    let r = app.admin_post("/v1/admin/webhooks", &hook).await;
+    assert_eq!(no_store(&r).as_deref(), Some("no-store"), "webhook");
+    let get = format!("/v1/get-key?project_id={project}&key_id={key_id}");
+    assert_eq!(no_store(&app.admin_get(&get).await), None);
+}

@@ -1310,3 +1310,41 @@ async fn exit_3_when_keyward_or_redis_is_down_and_2_on_usage_errors() {
     cmd.args(["key", "list", "alpha"]);
     run(cmd, "").await.fails(2, "not an http");
 }
+
+/// Issue #37, finding 2: text stored in Redis (by a key manager, another
+/// tool, anyone) reaches the terminal escaped: no escape sequence, carriage
+/// return, bell or bidirectional override from the server is ever printed
+/// as it is, in tables and plain output alike; `--json` stays the server's
+/// JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_text_cannot_forge_a_terminal_row_or_write_the_clipboard() {
+    let app = TestApp::spawn().await;
+    let project = app.project().await;
+    let key = app.mint(&project, json!({})).await;
+    let hostile = "\u{1b}[2K\r| k_forged | disabled |\u{1b}]52;c;ZXZpbA==\u{7}\u{202e}evil";
+    let ops = app.redis().ops().await;
+    let doc = format!("apikey:{project}:{}", key.key_id);
+    for path in ["$.owner", "$.server_name", "$.metadata"] {
+        let value = serde_json::to_string(hostile).unwrap();
+        crate::helpers::raw(&ops, "JSON.SET", vec![doc.clone(), path.into(), value])
+            .await
+            .unwrap();
+    }
+    let forged = |out: &str| {
+        out.chars()
+            .any(|c| c.is_control() && c != '\n' || ('\u{202a}'..='\u{202e}').contains(&c))
+    };
+    for args in [
+        vec!["key", "list", project.as_str()],
+        vec!["key", "show", project.as_str(), key.key_id.as_str()],
+    ] {
+        let out = cli(&app, &args).await;
+        let out = out.ok();
+        assert!(!forged(out), "{args:?} printed hostile text raw:\n{out:?}");
+        assert!(out.contains(r"\u{1b}[2K\u{d}"), "{args:?}: {out}");
+    }
+    let json = cli(&app, &["key", "list", project.as_str(), "--json"])
+        .await
+        .json();
+    assert_eq!(json["keys"][0]["owner"], hostile, "JSON output stays JSON");
+}

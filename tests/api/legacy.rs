@@ -1147,3 +1147,39 @@ async fn pipelined(addr: std::net::SocketAddr, bodies: Vec<String>) -> BTreeMap<
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
+
+/// Issue #37, finding 2: `keyward migrate` prints what it finds in Redis
+/// escaped (no escape sequence, bell or carriage return reaches the
+/// terminal), and index members that are not key ids are reported and
+/// never copied, so the migrated index lists as before (no 409 page).
+#[tokio::test]
+async fn migrate_escapes_hostile_names_and_copies_no_member_that_is_not_a_key_id() {
+    let redis = Arc::new(TestRedis::start());
+    enable_migrator(&redis).await;
+    let app = TestApp::spawn_with(redis.clone(), |_| {}).await;
+    let ops = redis.ops().await;
+    let (project, keys) = legacy_project_with_keys(&ops, 2).await;
+    let index = format!("apiprojectkeys:{project}");
+    let junk = ["\u{1b}]52;c;ZXZpbA==\u{7}", "k_\u{1b}[2K\rforged"];
+    for member in junk {
+        cmd(&ops, "SADD", &[&index, member]).await;
+    }
+    let raw_text = |out: &str| out.chars().any(|c| c.is_control() && c != '\n');
+    for apply in [false, true] {
+        let extra: &[&str] = if apply { &["--apply"] } else { &[] };
+        let (code, out, err) = migrate(&redis, extra).await;
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(!raw_text(&out), "printed raw: {out:?}");
+        assert!(
+            out.contains(&format!("{index}: 2 members are not key ids")),
+            "{out}"
+        );
+    }
+    let members = zset_members(&ops, &index).await;
+    assert_eq!(
+        members.keys().cloned().collect::<Vec<_>>(),
+        sorted(keys.iter().map(|k| k.key_id.clone())),
+        "only key ids copied"
+    );
+    assert_eq!(ids_of(&walk(&app, &project, 1).await).len(), 2);
+}
