@@ -372,13 +372,14 @@ pub struct Config {
     #[arg(skip)]
     pub verify_peppers: Vec<SecretString>,
     /// Wrong secrets per key per minute that may cost an Argon2id run; past
-    /// it, 401 without hashing.
+    /// it, 401 without hashing (at least 1: with none, no key's secret could
+    /// ever be verified the first time).
     #[arg(
         long,
         env = "KEYWARD_BAD_SECRET_HASHES_PER_MINUTE",
         value_name = "N",
         default_value_t = 10,
-        value_parser = number::<u64>(..)
+        value_parser = number::<u64>(1..)
     )]
     pub bad_secret_hashes_per_minute: u64,
     /// What a validation answers when Redis did not answer a read a pass
