@@ -770,3 +770,30 @@ async fn a_flood_of_bad_tokens_is_budgeted_and_every_call_is_counted() {
         "own {own}, summarized {summarized}"
     );
 }
+
+#[tokio::test]
+async fn webhook_urls_are_listed_without_their_credentials_below_project_admin() {
+    let app = app().await;
+    let alpha = app.project().await;
+    let url = "https://93.184.215.14:8443/in?token=s3cret";
+    let body = json!({ "url": url, "events": ["*"], "projects": [&alpha] });
+    let r = app.admin_post("/v1/admin/webhooks", &body).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let listed = |token: String| {
+        let app = &app;
+        async move {
+            let r = app.get("/v1/admin/webhooks", Some(&token)).await;
+            assert_eq!(r.status(), StatusCode::OK);
+            let v: Value = r.json().await.unwrap();
+            v["items"][0]["url"].as_str().unwrap().to_owned()
+        }
+    };
+    for role in ["viewer", "key_manager"] {
+        let op = operator(&app, role, &[&alpha], json!({})).await;
+        let shown = listed(op.token).await;
+        assert_eq!(shown, "https://93.184.215.14:8443/in?***", "{role}");
+    }
+    let admin = operator(&app, "project_admin", &[&alpha], json!({})).await;
+    assert_eq!(listed(admin.token).await, url);
+    assert_eq!(listed(ADMIN_TOKEN.to_owned()).await, url);
+}
