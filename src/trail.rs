@@ -26,16 +26,22 @@ const BATCH: u64 = 500;
 /// Stream entries read at most per request.
 pub const SCAN_MAX: usize = 20_000;
 
+/// A cursor is an entry's stream id: two 64-bit numbers, and never `0-0`,
+/// the first id there is, which has no entry before it (Redis refuses the
+/// range "older than `0-0`").
 fn stream_id(id: &str) -> Result<(), ValidationError> {
-    let ok = id.split_once('-').is_some_and(|(ms, seq)| {
-        [ms, seq]
-            .iter()
-            .all(|p| !p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit()))
-    });
+    let number = |p: &str| match p.bytes().all(|b| b.is_ascii_digit()) {
+        true => p.parse::<u64>().ok(),
+        false => None,
+    };
+    let ok = id
+        .split_once('-')
+        .and_then(|(ms, seq)| Some((number(ms)?, number(seq)?)))
+        .is_some_and(|id| id != (0, 0));
     match ok {
         true => Ok(()),
         false => Err(ValidationError::new("cursor")
-            .with_message("must be a stream id such as 1700000000000-0".into())),
+            .with_message("must be a stream id after 0-0, such as 1700000000000-0".into())),
     }
 }
 
@@ -87,6 +93,10 @@ pub struct AuditItem {
     pub key_id: Option<String>,
     /// The operator an `operator.create` or `operator.revoke` is about.
     pub operator_id: Option<String>,
+    /// The existing operator a refused token named (a wrong secret, or a
+    /// revoked or expired operator's token): claimed, not proven, so the
+    /// entry's `actor` is `unknown`.
+    pub claimed_operator: Option<String>,
     /// `ok`, `unauthorized`, `forbidden`, `not_found`, `invalid`,
     /// `conflict` or `error`; `null` for entries of older versions.
     pub outcome: Option<String>,
@@ -125,6 +135,7 @@ fn item(id: String, mut fields: HashMap<String, String>) -> AuditItem {
         project_id: take("project_id"),
         key_id: take("key_id"),
         operator_id: take("operator_id"),
+        claimed_operator: take("claimed_operator"),
         outcome: take("outcome"),
         request_id: take("request_id"),
         count,
@@ -199,6 +210,34 @@ pub async fn audit(store: &Store, caller: &Caller, query: AuditQuery) -> Result<
                 items,
                 next: cursor,
             });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_is_a_stream_id_redis_can_read_back_from() {
+        for good in [
+            "1700000000000-0",
+            "0-1",
+            "18446744073709551615-18446744073709551615",
+        ] {
+            assert!(stream_id(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "0-0",
+            "00-000",
+            "18446744073709551616-0",
+            "1-+1",
+            "1700000000000",
+            "-1",
+            "1-",
+            "a-1",
+        ] {
+            assert!(stream_id(bad).is_err(), "{bad}");
         }
     }
 }

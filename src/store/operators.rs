@@ -192,6 +192,7 @@ impl Store {
             .xadd::<(), _, _, _, _>(names::AUDIT_ADMIN, false, self.audit_cap(), "*", fields)
             .await
             .map_err(unavailable)
+            ("claimed_operator", entry.claimed_operator.to_owned()),
     }
 
     /// Writes the due summaries of `unauthorized` admin calls over the

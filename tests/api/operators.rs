@@ -527,7 +527,7 @@ async fn every_admin_call_of_a_script_is_in_the_trail_with_its_actor_and_outcome
         .get("/v1/admin/whoami", Some("kwop.op_000000000000.x"))
         .await;
     assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
-    // The key manager's id with a wrong secret: its (refused) call.
+    // The key manager's id with a wrong secret: claimed, not its call.
     let (id, _) = km.token.rsplit_once('.').unwrap();
     let wrong = format!("{id}.{}", "B".repeat(43));
     let whoami = app
@@ -553,7 +553,6 @@ async fn every_admin_call_of_a_script_is_in_the_trail_with_its_actor_and_outcome
     assert_eq!(
         got,
         [
-            ("whoami", "unauthorized", "", "script-7"),
             ("key.revoke", "ok", alpha.as_str(), "script-6"),
             ("key.update", "invalid", "", "script-5"),
             ("key.revoke", "not_found", beta.as_str(), "script-4"),
@@ -563,17 +562,18 @@ async fn every_admin_call_of_a_script_is_in_the_trail_with_its_actor_and_outcome
         ]
     );
     assert_eq!(
-        mine[6]["key_id"],
+        mine[5]["key_id"],
         key_id.as_str(),
         "a mint names its new key"
     );
     let name = format!("key_manager of [{alpha:?}]");
-    assert_eq!(mine[1]["actor_name"], name.as_str());
+    assert_eq!(mine[0]["actor_name"], name.as_str());
     let unknown = trail(&app, "actor=unknown").await;
     assert!(
-        unknown
-            .iter()
-            .any(|e| e["action"] == "whoami" && e["outcome"] == "unauthorized"),
+        unknown.iter().any(|e| e["action"] == "whoami"
+            && e["outcome"] == "unauthorized"
+            && e["request_id"] == "script-7"
+            && e["claimed_operator"] == km.id.as_str()),
         "{unknown:?}"
     );
     let root = trail(&app, "actor=root").await;
@@ -796,4 +796,53 @@ async fn webhook_urls_are_listed_without_their_credentials_below_project_admin()
     let admin = operator(&app, "project_admin", &[&alpha], json!({})).await;
     assert_eq!(listed(admin.token).await, url);
     assert_eq!(listed(ADMIN_TOKEN.to_owned()).await, url);
+}
+
+#[tokio::test]
+async fn a_wrong_secret_for_a_real_operator_is_audited_as_claimed_never_as_its_actor() {
+    let app = app().await;
+    let alpha = app.project().await;
+    let op = operator(&app, "viewer", &[&alpha], json!({})).await;
+    let (prefix, _) = op.token.rsplit_once('.').unwrap();
+    let forged = format!("{prefix}.{}", "A".repeat(43));
+    let r = app
+        .http
+        .get(app.url("/v1/admin/whoami"))
+        .bearer_auth(&forged)
+        .header("x-request-id", "forged-1")
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
+
+    let as_actor = trail(&app, &format!("actor={}", op.id)).await;
+    assert!(as_actor.is_empty(), "written as the operator: {as_actor:?}");
+    let unknown = trail(&app, "actor=unknown").await;
+    let entry = unknown
+        .iter()
+        .find(|e| e["request_id"] == "forged-1")
+        .unwrap_or_else(|| panic!("no entry: {unknown:?}"));
+    assert_eq!(entry["claimed_operator"], op.id.as_str(), "{entry}");
+    assert_eq!(entry["outcome"], "unauthorized");
+    assert!(entry["actor_name"].is_null(), "{entry}");
+}
+
+#[tokio::test]
+async fn a_bad_audit_cursor_is_422_never_a_redis_error() {
+    let app = app().await;
+    for cursor in ["0-0", "00-000", "18446744073709551616-0", "1-x"] {
+        let r = app
+            .admin_get(&format!("/v1/admin/audit?cursor={cursor}"))
+            .await;
+        let body = assert_error(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("cursor: "),
+            "{cursor}: {body}"
+        );
+    }
+    let r = app.admin_get("/v1/admin/audit?cursor=0-1").await;
+    assert_eq!(r.status(), StatusCode::OK);
 }
