@@ -97,6 +97,7 @@ pub async fn run(
         validator: validate::Validator::new(store.clone(), hasher.clone(), &config),
         store: store.clone(),
         hasher,
+        operator_hasher: access::legacy_hasher(&config)?,
         admin_token: config.admin_token.clone(),
         metrics: metrics.clone(),
         request_timeout: config.request_timeout,

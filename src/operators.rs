@@ -1,6 +1,5 @@
 //! Operators: create, list and revoke them, and `whoami`. Plain async
-//! functions over the store and the hasher, and the wire types they take
-//! and return. Only owners reach them (see `access`).
+//! functions over the store, and the wire types they take and return. Only owners reach them (see `access`).
 
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
@@ -8,10 +7,9 @@ use utoipa::openapi::Schema;
 use utoipa::{IntoParams, ToSchema};
 use validator::{Validate, ValidationError};
 
-use crate::access::{Caller, Role, Target, Token, ALL_PROJECTS, OPERATOR_ID_PREFIX};
+use crate::access::{token_digest, Caller, Role, Target, Token, ALL_PROJECTS, OPERATOR_ID_PREFIX};
 use crate::admin::{expires_at_schema, in_future, random_id, random_secret};
 use crate::error::{Error, Result};
-use crate::hash::Hasher;
 use crate::key::{ProjectId, Secret};
 use crate::store::{now, OperatorDoc, Store};
 
@@ -77,6 +75,7 @@ pub struct OperatorIn {
     pub name: String,
     pub role: Role,
     /// The projects it covers: 1 to 64 project ids, or `["*"]` (every one).
+    /// An `owner` covers every project: its list must be `["*"]` (else 422).
     #[validate(custom(function = "valid_projects"))]
     #[schema(schema_with = projects_schema)]
     pub projects: Vec<String>,
@@ -186,7 +185,7 @@ fn out(doc: OperatorDoc) -> OperatorOut {
         operator_id: doc.operator_id,
         name: doc.name,
         role: doc.role,
-        projects: doc.projects,
+        projects: crate::access::covered(doc.role, doc.projects),
         created_at: doc.created_at,
         expires_at: doc.expires_at,
         created_by: doc.created_by,
@@ -195,12 +194,12 @@ fn out(doc: OperatorDoc) -> OperatorOut {
     }
 }
 
-pub async fn create(
-    store: &Store,
-    hasher: &Hasher,
-    by: &Caller,
-    input: OperatorIn,
-) -> Result<OperatorCreated> {
+pub async fn create(store: &Store, by: &Caller, input: OperatorIn) -> Result<OperatorCreated> {
+    if input.role == Role::Owner && input.projects != [ALL_PROJECTS] {
+        return Err(Error::InvalidRequest(
+            "projects: an owner covers every project: must be [\"*\"]".into(),
+        ));
+    }
     for _ in 0..CREATE_ATTEMPTS {
         let operator_id = random_id(OPERATOR_ID_PREFIX)?;
         let secret = random_secret()?;
@@ -215,7 +214,7 @@ pub async fn create(
             created_by: by.actor.clone(),
             revoked: false,
             revoked_at: None,
-            secret_hash: hasher.hash(&parsed).await?,
+            secret_hash: token_digest(&parsed),
         };
         if store.insert_operator(&doc).await? {
             tracing::info!(operator_id = %operator_id, role = ?doc.role, "operator created");

@@ -117,14 +117,15 @@ impl<A: Act, I: Input> FromRequest<AppState> for Admin<A, I> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(Error::Unauthorized)?;
-        let caller = access::authenticate(&state.store, &state.hasher, root, presented.trim())
-            .await
-            .map_err(|refused| {
-                // A refused token names an operator, but proves nothing: the
-                // actor stays unknown, the operator is only claimed.
-                note.with(|n| n.claimed_operator = refused.operator_id.unwrap_or_default());
-                refused.error
-            })?;
+        let caller =
+            access::authenticate(&state.store, &state.operator_hasher, root, presented.trim())
+                .await
+                .map_err(|refused| {
+                    // A refused token names an operator, but proves nothing: the
+                    // actor stays unknown, the operator is only claimed.
+                    note.with(|n| n.claimed_operator = refused.operator_id.unwrap_or_default());
+                    refused.error
+                })?;
         note.with(|n| {
             n.actor = Some(caller.actor.clone());
             n.actor_name = caller.name.clone();

@@ -71,6 +71,9 @@ pub struct App {
     pub store: Store,
     /// Argon2id, for minting.
     pub hasher: Arc<Hasher>,
+    /// Argon2id for operator tokens stored before digests, with capacity
+    /// of its own (see `access`).
+    pub operator_hasher: Hasher,
     /// The admin bearer token; `None` means admin routes are not served.
     pub admin_token: Option<SecretString>,
     /// Renders `/metrics`.

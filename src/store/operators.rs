@@ -77,6 +77,18 @@ impl Store {
         Ok((docs, next))
     }
 
+    /// Replaces the operator's stored secret hash (an Argon2id one, by its
+    /// digest: see `access`).
+    pub async fn set_operator_hash(&self, operator_id: &str, secret_hash: &str) -> Result<()> {
+        let key = names::operator(self.client_name(), operator_id);
+        let value =
+            serde_json::to_string(secret_hash).map_err(|e| Error::Internal(e.to_string()))?;
+        self.admin()?
+            .json_mset::<(), _, _, _>(vec![(key.as_str(), "$.secret_hash", value)])
+            .await
+            .map_err(|e| data_error(&key, e))
+    }
+
     /// Marks the operator revoked; `false` if there is no such operator.
     pub async fn revoke_operator(&self, operator_id: &str) -> Result<bool> {
         let admin = self.admin()?;
@@ -180,6 +192,7 @@ impl Store {
             ("ts", now().to_string()),
             ("actor", entry.actor.to_owned()),
             ("actor_name", entry.actor_name.to_owned()),
+            ("claimed_operator", entry.claimed_operator.to_owned()),
             ("action", entry.action.to_owned()),
             ("project_id", entry.project_id.to_owned()),
             ("key_id", entry.key_id.to_owned()),
@@ -192,7 +205,6 @@ impl Store {
             .xadd::<(), _, _, _, _>(names::AUDIT_ADMIN, false, self.audit_cap(), "*", fields)
             .await
             .map_err(unavailable)
-            ("claimed_operator", entry.claimed_operator.to_owned()),
     }
 
     /// Writes the due summaries of `unauthorized` admin calls over the

@@ -186,7 +186,11 @@ async fn every_role_meets_every_admin_route_in_and_out_of_its_projects() {
     let missing = random_id("nope");
 
     for (rank, role) in ROLES.iter().enumerate() {
-        let op = operator(&app, role, &[&alpha], json!({})).await;
+        let projects = match *role {
+            "owner" => ["*"],
+            _ => [alpha.as_str()],
+        };
+        let op = operator(&app, role, &projects, json!({})).await;
         // Fresh keys for each role: the calls revoke and rotate them.
         let mine = app.mint(&alpha, json!({})).await;
         let theirs = app.mint(&beta, json!({})).await;
@@ -290,7 +294,7 @@ async fn every_role_meets_every_admin_route_in_and_out_of_its_projects() {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(me["operator_id"], op.id.as_str());
         assert_eq!(me["role"], *role);
-        assert_eq!(me["projects"], json!([&alpha]));
+        assert_eq!(me["projects"], json!(projects));
         let (status, page) = send(
             &app,
             &get("projects", "/v1/admin/projects".into()),
@@ -372,9 +376,14 @@ async fn bad_tokens_are_401_on_every_route_and_bad_operator_input_is_422() {
         json!({ "name": "", "role": "viewer", "projects": ["a"] }),
         json!({ "name": "n", "role": "viewer", "projects": ["a"], "expires_at": 1.0 }),
         json!({ "name": "n", "role": "viewer", "projects": ["a"], "token": "x" }),
+        json!({ "name": "n", "role": "owner", "projects": ["alpha"] }),
     ] {
         let r = app.post("/v1/admin/operators", &bad, Some(&op.token)).await;
-        assert_error(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+        let body = assert_error(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+        if bad["role"] == "owner" {
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(message.starts_with("projects: "), "{message}");
+        }
     }
 }
 
@@ -400,7 +409,7 @@ async fn a_revoked_or_expired_operator_is_refused_on_its_next_call_on_another_in
         .unwrap();
     let stored = format!("{stored:?}");
     assert!(
-        stored.contains("$argon2id$") && !stored.contains(doomed.token.rsplit('.').next().unwrap())
+        stored.contains("sha256:") && !stored.contains(doomed.token.rsplit('.').next().unwrap())
     );
     // Warm on b: its verified-secret cache now holds the token.
     assert_eq!(whoami(&b, &doomed.token).await, StatusCode::OK);
@@ -845,4 +854,104 @@ async fn a_bad_audit_cursor_is_422_never_a_redis_error() {
     }
     let r = app.admin_get("/v1/admin/audit?cursor=0-1").await;
     assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// An operator's id and the secret of its token.
+fn token_parts(token: &str) -> (&str, &str) {
+    let (prefix, secret) = token.rsplit_once('.').unwrap();
+    (prefix.trim_start_matches("kwop."), secret)
+}
+
+#[tokio::test]
+async fn wrong_operator_tokens_never_take_the_argon2id_capacity_key_validation_needs() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    // A slow Argon2id with one run at a time and a queue of one: a handful
+    // of unauthenticated callers holding it would make validations `busy`.
+    let argon2 = keyward::config::Argon2Params {
+        memory_kib: 8192,
+        iterations: 2,
+        parallelism: 1,
+    };
+    let app = TestApp::spawn_with(redis(), move |c| {
+        c.argon2 = argon2;
+        c.argon2_concurrency = 1;
+        c.argon2_queue = 1;
+    })
+    .await;
+    let project = app.project().await;
+    let mut keys = Vec::new();
+    for _ in 0..6 {
+        keys.push(app.mint(&project, json!({})).await);
+    }
+    let fresh = operator(&app, "viewer", &[&project], json!({})).await;
+    // An operator stored as before: its secret's Argon2id PHC string.
+    let old = operator(&app, "viewer", &[&project], json!({})).await;
+    let (old_id, old_secret) = token_parts(&old.token);
+    let mut config = crate::helpers::test_config("redis://x".into(), "redis://x".into());
+    config.argon2 = argon2;
+    let phc = keyward::hash::Hasher::new(&config)
+        .unwrap()
+        .hash(&keyward::key::Secret::parse(old_secret).unwrap())
+        .await
+        .unwrap();
+    assert!(phc.starts_with("$argon2id$"));
+    let doc_key = format!("operator:test-gateway:{old_id}");
+    let ops = app.redis().ops().await;
+    let set = crate::helpers::raw(
+        &ops,
+        "JSON.SET",
+        vec![
+            doc_key.clone(),
+            "$.secret_hash".into(),
+            json!(phc).to_string(),
+        ],
+    );
+    set.await.unwrap();
+
+    // Callers with made-up secrets for both operators, without pause.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut flood = Vec::new();
+    for i in 0..16 {
+        let (http, stop, sent) = (app.http.clone(), stop.clone(), sent.clone());
+        let target = if i % 2 == 0 { &fresh.id } else { &old.id };
+        let wrong = format!("kwop.{target}.{}", "W".repeat(43));
+        let whoami = app.url("/v1/admin/whoami");
+        flood.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let r = http.get(&whoami).bearer_auth(&wrong).send().await.unwrap();
+                let status = r.status();
+                assert!(
+                    status == StatusCode::UNAUTHORIZED || status == StatusCode::SERVICE_UNAVAILABLE,
+                    "{status}"
+                );
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    eventually("the flood under way", || async {
+        (sent.load(Ordering::Relaxed) >= 50).then_some(())
+    })
+    .await;
+    for key in &keys {
+        let r = app.validate(&key.api_key).await;
+        let status = r.status();
+        assert_eq!(status, StatusCode::OK, "{}", r.text().await.unwrap());
+    }
+    stop.store(true, Ordering::Relaxed);
+    for task in flood {
+        task.await.unwrap();
+    }
+
+    // The old-format operator still gets in, and is stored as a digest
+    // from then on; the new one was never Argon2id.
+    assert_eq!(whoami(&app, &old.token).await, StatusCode::OK);
+    assert_eq!(whoami(&app, &fresh.token).await, StatusCode::OK);
+    let stored = crate::helpers::raw(&ops, "JSON.GET", vec![doc_key, "$.secret_hash".into()])
+        .await
+        .unwrap();
+    let stored: Vec<String> = serde_json::from_str(&stored.as_string().unwrap()).unwrap();
+    assert!(stored[0].starts_with("sha256:"), "{stored:?}");
+    assert_eq!(whoami(&app, &old.token).await, StatusCode::OK);
 }
