@@ -2,8 +2,10 @@
 //! functions over the store, and the wire types they take and return. Only owners reach them (see `access`).
 
 use serde::{Deserialize, Serialize};
-use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
-use utoipa::openapi::Schema;
+use utoipa::openapi::schema::{
+    AdditionalProperties, ArrayBuilder, ObjectBuilder, OneOfBuilder, Type,
+};
+use utoipa::openapi::{RefOr, Schema};
 use utoipa::{IntoParams, ToSchema};
 use validator::{Validate, ValidationError};
 
@@ -45,20 +47,24 @@ pub(crate) fn projects_schema() -> Schema {
         )
         .min_items(Some(1))
         .max_items(Some(MAX_PROJECTS));
-    let all = ArrayBuilder::new()
+    OneOfBuilder::new()
+        .item(ids)
+        .item(every_project())
+        .description(Some("1 to 64 project ids, or `[\"*\"]`: every project"))
+        .examples([serde_json::json!(["alpha"])])
+        .into()
+}
+
+/// `["*"]`: every project.
+fn every_project() -> ArrayBuilder {
+    ArrayBuilder::new()
         .items(
             ObjectBuilder::new()
                 .schema_type(Type::String)
                 .enum_values(Some([ALL_PROJECTS])),
         )
         .min_items(Some(1))
-        .max_items(Some(1));
-    OneOfBuilder::new()
-        .item(ids)
-        .item(all)
-        .description(Some("1 to 64 project ids, or `[\"*\"]`: every project"))
-        .examples([serde_json::json!(["alpha"])])
-        .into()
+        .max_items(Some(1))
 }
 
 fn operator_expires_at() -> Schema {
@@ -66,22 +72,67 @@ fn operator_expires_at() -> Schema {
 }
 
 /// `POST /v1/admin/operators`.
-#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[derive(Debug, Deserialize, Validate)]
 #[serde(deny_unknown_fields)]
 pub struct OperatorIn {
     /// Who the credential is for.
     #[validate(length(min = 1, max = 200))]
-    #[schema(min_length = 1, max_length = 200, example = "support: Ada")]
     pub name: String,
     pub role: Role,
     /// The projects it covers: 1 to 64 project ids, or `["*"]` (every one).
-    /// An `owner` covers every project: its list must be `["*"]` (else 422).
+    /// An `owner` covers every project: its list must be `["*"]` (else 422,
+    /// in `create`).
     #[validate(custom(function = "valid_projects"))]
-    #[schema(schema_with = projects_schema)]
     pub projects: Vec<String>,
     #[validate(custom(function = "in_future"))]
-    #[schema(schema_with = operator_expires_at)]
     pub expires_at: Option<f64>,
+}
+
+/// `OperatorIn` as a schema: one object for the roles of a project list and
+/// one for `owner`, whose list is `["*"]` and nothing else.
+impl utoipa::PartialSchema for OperatorIn {
+    fn schema() -> RefOr<Schema> {
+        let body = |roles: &[Role], projects: Schema| {
+            let roles = roles.iter().filter_map(|r| serde_json::to_value(r).ok());
+            ObjectBuilder::new()
+                .property(
+                    "name",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .min_length(Some(1))
+                        .max_length(Some(200))
+                        .description(Some("Who the credential is for."))
+                        .examples([serde_json::json!("support: Ada")]),
+                )
+                .required("name")
+                .property(
+                    "role",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some(roles)),
+                )
+                .required("role")
+                .property("projects", projects)
+                .required("projects")
+                .property("expires_at", operator_expires_at())
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        };
+        let scoped = [Role::Viewer, Role::KeyManager, Role::ProjectAdmin];
+        OneOfBuilder::new()
+            .item(body(&scoped, projects_schema()))
+            .item(body(&[Role::Owner], every_project().into()))
+            .description(Some(
+                "A new operator: a role and the projects it covers; an `owner` covers every \
+                 project, so its `projects` is `[\"*\"]`.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for OperatorIn {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "OperatorIn".into()
+    }
 }
 
 /// An operator as listed: never its token or hash.
