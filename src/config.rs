@@ -76,6 +76,21 @@ pub enum Failsafe {
     Open,
 }
 
+/// Forward auth: which headers name the original request (its method and
+/// path, for the audit entry). Only those are read, so a client's copies of
+/// the others mean nothing; the gateway must set or remove the trusted ones
+/// on every request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OriginalHeaders {
+    /// `X-Forwarded-Method` and `X-Forwarded-Uri` (Caddy, Traefik, Kong).
+    XForwarded,
+    /// `X-Original-Method` and `X-Original-URI` (nginx `auth_request`).
+    XOriginal,
+    /// Neither: the check request's own method and path after `/v1/auth`
+    /// (Envoy `ext_authz` with `path_prefix`).
+    Envoy,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -195,6 +210,19 @@ pub struct Config {
         value_parser = query_param()
     )]
     pub auth_query_param: Option<String>,
+    /// Forward auth: the headers that name the original request for the
+    /// audit entry: `x-forwarded` (`X-Forwarded-Method`/`-Uri`: Caddy,
+    /// Traefik, Kong), `x-original` (`X-Original-Method`/`-URI`: nginx), or
+    /// `envoy` (the check request's own method and path). The others are
+    /// ignored; the gateway must overwrite or remove the trusted ones.
+    #[arg(
+        long,
+        env = "KEYWARD_AUTH_ORIGINAL_HEADERS",
+        value_enum,
+        default_value_t = OriginalHeaders::XForwarded,
+        value_parser = choice::<OriginalHeaders>()
+    )]
+    pub auth_original_headers: OriginalHeaders,
     /// Forward auth: take a request's cost from `X-Keyward-Cost` (`true`).
     /// Off by default: behind a gateway that passes its clients' headers
     /// through, clients would choose their own cost (0 spends nothing).

@@ -86,6 +86,8 @@ pub struct App {
     pub auth_query_param: Option<String>,
     /// Forward auth: whether `X-Keyward-Cost` is honoured.
     pub auth_cost_header: bool,
+    /// Forward auth: the headers that name the original request.
+    pub auth_original_headers: crate::config::OriginalHeaders,
     /// Whether webhook endpoints may be internal addresses.
     pub webhook_allow_private: bool,
 }
