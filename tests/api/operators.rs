@@ -837,6 +837,48 @@ async fn a_wrong_secret_for_a_real_operator_is_audited_as_claimed_never_as_its_a
 }
 
 #[tokio::test]
+async fn a_flood_of_wrong_secrets_for_one_operator_is_summarized_under_its_claimed_id() {
+    let redis = redis();
+    let url = redis.url("operators-ops", MONITOR_PASSWORD);
+    let app = TestApp::spawn_with(redis, move |c| {
+        c.monitor_redis_url = Some(url.into());
+        c.audit_anonymous_per_second = 3;
+    })
+    .await;
+    let alpha = app.project().await;
+    let op = operator(&app, "viewer", &[&alpha], json!({})).await;
+    let (id, _) = token_parts(&op.token);
+    let forged = format!("kwop.{id}.{}", "F".repeat(43));
+    const FLOOD: u64 = 100;
+    for _ in 0..FLOOD {
+        let r = app.get("/v1/admin/whoami", Some(&forged)).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    // Entries of their own and the summaries (about a second later) all
+    // name the operator as claimed, never as the actor.
+    let (own, summarized) = eventually("the flood's summaries", || async {
+        let items = trail(&app, "actor=unknown&limit=200").await;
+        let claimed: Vec<&Value> = items
+            .iter()
+            .filter(|e| e["claimed_operator"] == op.id.as_str())
+            .collect();
+        let own = claimed.iter().filter(|e| e["count"] == 1).count() as u64;
+        let summarized: u64 = claimed
+            .iter()
+            .filter(|e| e["count"] != 1)
+            .map(|e| e["count"].as_u64().unwrap())
+            .sum();
+        (own + summarized == FLOOD).then_some((own, summarized))
+    })
+    .await;
+    assert!(
+        summarized > 0 && own < FLOOD / 2,
+        "own {own}, summarized {summarized}"
+    );
+    assert!(trail(&app, &format!("actor={}", op.id)).await.is_empty());
+}
+
+#[tokio::test]
 async fn a_bad_audit_cursor_is_422_never_a_redis_error() {
     let app = app().await;
     for cursor in ["0-0", "00-000", "18446744073709551616-0", "1-x"] {
