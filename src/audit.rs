@@ -156,6 +156,19 @@ impl Budget {
     }
 
     pub fn admit_at(&self, reason: &'static str, second: u64) -> bool {
+        self.admit_into(reason, second, |state, second| {
+            *state.pending.entry((second, reason)).or_default() += 1;
+        })
+    }
+
+    /// Whether a denial gets an entry of its own; if not, `count` counts it
+    /// in the second it fell in.
+    fn admit_into(
+        &self,
+        reason: &'static str,
+        second: u64,
+        count: impl FnOnce(&mut State, u64),
+    ) -> bool {
         if !self.anonymous.contains(&reason) {
             return true;
         }
@@ -163,7 +176,7 @@ impl Budget {
         let Err(second) = state.take(second, self.per_second) else {
             return true;
         };
-        *state.pending.entry((second, reason)).or_default() += 1;
+        count(&mut state, second);
         false
     }
 
@@ -174,18 +187,12 @@ impl Budget {
     }
 
     pub fn admit_claimed_at(&self, reason: &'static str, operator: &str, second: u64) -> bool {
-        if !self.anonymous.contains(&reason) {
-            return true;
-        }
-        let mut state = self.state();
-        let Err(second) = state.take(second, self.per_second) else {
-            return true;
-        };
-        *state
-            .claimed
-            .entry((second, operator.to_owned()))
-            .or_default() += 1;
-        false
+        self.admit_into(reason, second, |state, second| {
+            *state
+                .claimed
+                .entry((second, operator.to_owned()))
+                .or_default() += 1;
+        })
     }
 
     /// [`Budget::take_due`] for the [`Claimed`] summaries.
