@@ -400,8 +400,8 @@ pub struct Config {
     #[arg(skip)]
     pub verify_peppers: Vec<SecretString>,
     /// Wrong secrets per key per minute that may cost an Argon2id run; past
-    /// it, 401 without hashing (at least 1: with none, no key's secret could
-    /// ever be verified the first time).
+    /// it, 401 without hashing. Zero would refuse every secret not yet
+    /// verified, so it is refused (at least 1).
     #[arg(
         long,
         env = "KEYWARD_BAD_SECRET_HASHES_PER_MINUTE",
