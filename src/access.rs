@@ -5,9 +5,16 @@
 //! `owner` of every project) or an operator, whose token
 //! `kwop.<operator_id>.<secret>` names its document in Redis. The document
 //! is read on every call, so a revoke or an expiry is refused on the very
-//! next call on every instance; the secret is checked against its Argon2id
-//! hash through the hasher's verified-secret cache, so only an instance's
-//! first call with a token pays Argon2id.
+//! next call on every instance.
+//!
+//! The secret is 258 random bits, so a slow hash would protect nothing: the
+//! document holds `sha256:` and the hex SHA-256 of the secret, compared in
+//! constant time, and checking a token costs no Argon2id, whoever sends it.
+//! Documents written before that hold an Argon2id PHC string: those are
+//! checked by a hasher of their own ([`legacy_hasher`]: one run at a time,
+//! [`LEGACY_QUEUE`] waiting, then `503 busy`), which never takes a permit
+//! key validation needs, and the first success re-writes the document with
+//! the digest, so each such operator pays Argon2id once.
 //!
 //! [`Caller::authorize`] is the one decision: a project outside the
 //! caller's list answers exactly as a project that does not exist (the
@@ -20,6 +27,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::hash::{Hasher, Verdict};
 use crate::key::Secret;
@@ -36,6 +44,34 @@ pub const ROOT: &str = "root";
 pub const UNKNOWN: &str = "unknown";
 /// "Every project" in a project list.
 pub const ALL_PROJECTS: &str = "*";
+/// How an operator document's `secret_hash` starts when it holds the
+/// token's digest: `sha256:<64 hex digits>`.
+pub const DIGEST_PREFIX: &str = "sha256:";
+/// Checks of Argon2id-stored operator tokens that may wait for the one
+/// running; past them, `503 busy`.
+pub const LEGACY_QUEUE: usize = 2;
+
+/// What an operator document stores for its token's secret.
+pub fn token_digest(secret: &Secret) -> String {
+    format!(
+        "{DIGEST_PREFIX}{}",
+        hex::encode(Sha256::digest(secret.expose()))
+    )
+}
+
+/// The hasher for operator documents stored with Argon2id: the configured
+/// parameters, but one run at a time, [`LEGACY_QUEUE`] waiting and a small
+/// cache, all its own, so nobody presenting tokens can take key
+/// validation's Argon2id capacity.
+pub fn legacy_hasher(config: &Config) -> Result<Hasher> {
+    Hasher::new(&Config {
+        argon2_concurrency: 1,
+        argon2_queue: LEGACY_QUEUE,
+        verify_cache_entries: config.verify_cache_entries.min(1024),
+        verify_peppers: Vec::new(),
+        ..config.clone()
+    })
+}
 
 /// A role; each includes the one before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
@@ -224,6 +260,16 @@ impl Caller {
     }
 }
 
+/// The projects a role with this stored list covers: an owner's are every
+/// project, whatever an older document says (creation refuses any other
+/// list), so `whoami` and the list say what the owner may do.
+pub fn covered(role: Role, projects: Vec<String>) -> Vec<String> {
+    match role {
+        Role::Owner => vec![ALL_PROJECTS.into()],
+        _ => projects,
+    }
+}
+
 /// A parsed operator token.
 pub struct Token {
     pub operator_id: String,
@@ -275,10 +321,11 @@ impl From<Error> for Refused {
 /// The caller behind a bearer token: root, or a live operator whose
 /// secret matches. `Unauthorized` for anything else (unknown, revoked,
 /// expired, wrong secret, unreadable); `Busy`/`Unavailable` when it cannot
-/// be told now.
+/// be told now. `legacy` checks documents stored with Argon2id (see
+/// [`legacy_hasher`]).
 pub async fn authenticate(
     store: &Store,
-    hasher: &Hasher,
+    legacy: &Hasher,
     root: &SecretString,
     presented: &str,
 ) -> Result<Caller, Refused> {
@@ -301,36 +348,63 @@ pub async fn authenticate(
     if doc.revoked || doc.expires_at.is_some_and(|at| at <= now()) {
         return Err(refused(Error::Unauthorized));
     }
-    let cache_key = hasher.operator_cache_key(&token.operator_id, &token.secret);
-    let cached = hasher.cached(&cache_key);
-    if cached.as_deref() != Some(doc.secret_hash.as_str()) {
-        let verdict = hasher
-            .verify(&token.secret, &doc.secret_hash, Some(&cache_key))
+    if doc.secret_hash.starts_with(DIGEST_PREFIX) {
+        let digest = token_digest(&token.secret);
+        if !bool::from(digest.as_bytes().ct_eq(doc.secret_hash.as_bytes())) {
+            return Err(refused(Error::Unauthorized));
+        }
+    } else {
+        check_legacy(store, legacy, &token, &doc.secret_hash)
             .await
             .map_err(refused)?;
-        match verdict {
-            Verdict::Match => {}
-            Verdict::Mismatch => return Err(refused(Error::Unauthorized)),
-            Verdict::Corrupt => {
-                tracing::warn!(
-                    operator_id = %doc.operator_id,
-                    "an operator's stored hash cannot be read; its token is refused"
-                );
-                return Err(refused(Error::Unauthorized));
-            }
-        }
     }
     Ok(Caller {
         actor: doc.operator_id,
         name: doc.name,
         role: doc.role,
-        projects: doc.projects,
+        projects: covered(doc.role, doc.projects),
     })
+}
+
+/// Checks `token` against an Argon2id `phc` on the legacy hasher, and on
+/// a match stores the digest instead (a failed write is logged: the next
+/// call tries again).
+async fn check_legacy(store: &Store, legacy: &Hasher, token: &Token, phc: &str) -> Result<()> {
+    let cache_key = legacy.operator_cache_key(&token.operator_id, &token.secret);
+    if legacy.cached(&cache_key).as_deref() != Some(phc) {
+        match legacy.verify(&token.secret, phc, Some(&cache_key)).await? {
+            Verdict::Match => {}
+            Verdict::Mismatch => return Err(Error::Unauthorized),
+            Verdict::Corrupt => {
+                tracing::warn!(
+                    operator_id = %token.operator_id,
+                    "an operator's stored hash cannot be read; its token is refused"
+                );
+                return Err(Error::Unauthorized);
+            }
+        }
+    }
+    let digest = token_digest(&token.secret);
+    if let Err(e) = store.set_operator_hash(&token.operator_id, &digest).await {
+        tracing::warn!(operator_id = %token.operator_id, error = %e, "an operator's Argon2id hash was not replaced by its digest");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_is_stored_as_the_hex_sha256_of_its_secret() {
+        let secret = Secret::parse(&"A".repeat(43)).unwrap();
+        let digest = token_digest(&secret);
+        assert_eq!(digest.len(), DIGEST_PREFIX.len() + 64);
+        assert_eq!(
+            digest,
+            format!("sha256:{}", hex::encode(Sha256::digest("A".repeat(43))))
+        );
+    }
 
     fn operator(role: Role, projects: &[&str]) -> Caller {
         Caller {

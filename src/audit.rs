@@ -52,6 +52,17 @@ pub struct Summary {
     pub count: u64,
 }
 
+/// Refused admin calls past the budget whose token named an existing
+/// operator (see `access::Refused`), in one second: summarized per operator,
+/// so the summary still says whose token was tried. There are only as many
+/// as there are operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub second: u64,
+    pub operator: String,
+    pub count: u64,
+}
+
 /// The admin API's anonymous outcome: a call whose bearer token names no
 /// caller. Anyone can send those too, so `audit:admin` budgets them the
 /// same way (a budget of its own, summaries in `audit:admin`).
@@ -74,6 +85,41 @@ struct State {
     written: u64,
     /// (second, reason) -> denials summarized, not yet handed to the flusher.
     pending: BTreeMap<(u64, &'static str), u64>,
+    /// (second, claimed operator) -> the same, for [`Claimed`].
+    claimed: BTreeMap<(u64, String), u64>,
+}
+
+impl State {
+    /// Takes one of `second`'s `per_second` places; the second counted in
+    /// when there is none left.
+    fn take(&mut self, second: u64, per_second: u64) -> Result<(), u64> {
+        // A thread that read the clock just before another one's new second
+        // counts in that new second: a window never reopens.
+        let second = second.max(self.second);
+        if self.second != second {
+            self.second = second;
+            self.written = 0;
+        }
+        if self.written < per_second {
+            self.written += 1;
+            return Ok(());
+        }
+        Err(second)
+    }
+}
+
+/// The entries of `pending` of seconds before `now` (all of them when
+/// `all`), taken out.
+fn due<K: Ord + Default>(
+    pending: &mut BTreeMap<(u64, K), u64>,
+    now: u64,
+    all: bool,
+) -> BTreeMap<(u64, K), u64> {
+    let keep = match all {
+        true => BTreeMap::new(),
+        false => pending.split_off(&(now, K::default())),
+    };
+    std::mem::replace(pending, keep)
 }
 
 impl Budget {
@@ -110,23 +156,70 @@ impl Budget {
     }
 
     pub fn admit_at(&self, reason: &'static str, second: u64) -> bool {
+        self.admit_into(reason, second, |state, second| {
+            *state.pending.entry((second, reason)).or_default() += 1;
+        })
+    }
+
+    /// Whether a denial gets an entry of its own; if not, `count` counts it
+    /// in the second it fell in.
+    fn admit_into(
+        &self,
+        reason: &'static str,
+        second: u64,
+        count: impl FnOnce(&mut State, u64),
+    ) -> bool {
         if !self.anonymous.contains(&reason) {
             return true;
         }
         let mut state = self.state();
-        // A thread that read the clock just before another one's new second
-        // counts in that new second: a window never reopens.
-        let second = second.max(state.second);
-        if state.second != second {
-            state.second = second;
-            state.written = 0;
-        }
-        if state.written < self.per_second {
-            state.written += 1;
+        let Err(second) = state.take(second, self.per_second) else {
             return true;
-        }
-        *state.pending.entry((second, reason)).or_default() += 1;
+        };
+        count(&mut state, second);
         false
+    }
+
+    /// [`Budget::admit`] for a refusal whose token named `operator`: past
+    /// the budget it is counted for that operator's [`Claimed`] summary.
+    pub fn admit_claimed(&self, reason: &'static str, operator: &str) -> bool {
+        self.admit_claimed_at(reason, operator, now() as u64)
+    }
+
+    pub fn admit_claimed_at(&self, reason: &'static str, operator: &str, second: u64) -> bool {
+        self.admit_into(reason, second, |state, second| {
+            *state
+                .claimed
+                .entry((second, operator.to_owned()))
+                .or_default() += 1;
+        })
+    }
+
+    /// [`Budget::take_due`] for the [`Claimed`] summaries.
+    pub fn take_claimed_due(&self, all: bool) -> Vec<Claimed> {
+        self.take_claimed_due_at(now() as u64, all)
+    }
+
+    pub fn take_claimed_due_at(&self, now: u64, all: bool) -> Vec<Claimed> {
+        due(&mut self.state().claimed, now, all)
+            .into_iter()
+            .map(|((second, operator), count)| Claimed {
+                second,
+                operator,
+                count,
+            })
+            .collect()
+    }
+
+    /// Hands back [`Claimed`] summaries that could not be written.
+    pub fn put_back_claimed(&self, summaries: &[Claimed]) {
+        let mut state = self.state();
+        for s in summaries {
+            *state
+                .claimed
+                .entry((s.second, s.operator.clone()))
+                .or_default() += s.count;
+        }
     }
 
     /// Takes the summaries of seconds that are over (before `now`), or of
@@ -136,13 +229,7 @@ impl Budget {
     }
 
     pub fn take_due_at(&self, now: u64, all: bool) -> Vec<Summary> {
-        let mut state = self.state();
-        let keep = if all {
-            BTreeMap::new()
-        } else {
-            state.pending.split_off(&(now, ""))
-        };
-        std::mem::replace(&mut state.pending, keep)
+        due(&mut self.state().pending, now, all)
             .into_iter()
             .map(|((second, reason), count)| Summary {
                 second,
@@ -233,6 +320,34 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn refusals_naming_an_operator_share_the_budget_and_are_summarized_per_operator() {
+        let budget = Budget::admin(2);
+        assert!(budget.admit_claimed_at("unauthorized", "op_a", 50));
+        assert!(budget.admit_at("unauthorized", 50));
+        for operator in ["op_a", "op_a", "op_b"] {
+            assert!(!budget.admit_claimed_at("unauthorized", operator, 50));
+        }
+        assert!(!budget.admit_at("unauthorized", 50));
+        assert!(
+            budget.admit_claimed_at("ok", "op_a", 50),
+            "only refusals count"
+        );
+        let due = budget.take_claimed_due_at(51, false);
+        let claimed = |operator: &str, count| Claimed {
+            second: 50,
+            operator: operator.into(),
+            count,
+        };
+        assert_eq!(due, vec![claimed("op_a", 2), claimed("op_b", 1)]);
+        budget.put_back_claimed(&due[1..]);
+        assert_eq!(
+            budget.take_claimed_due_at(51, true),
+            vec![claimed("op_b", 1)]
+        );
+        assert_eq!(budget.take_due_at(51, true).len(), 1, "the anonymous one");
     }
 
     #[test]

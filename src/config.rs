@@ -81,6 +81,21 @@ pub enum Failsafe {
     Open,
 }
 
+/// Forward auth: which headers name the original request (its method and
+/// path, for the audit entry). Only those are read, so a client's copies of
+/// the others mean nothing; the gateway must set or remove the trusted ones
+/// on every request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OriginalHeaders {
+    /// `X-Forwarded-Method` and `X-Forwarded-Uri` (Caddy, Traefik, Kong).
+    XForwarded,
+    /// `X-Original-Method` and `X-Original-URI` (nginx `auth_request`).
+    XOriginal,
+    /// Neither: the check request's own method and path after `/v1/auth`
+    /// (Envoy `ext_authz` with `path_prefix`).
+    Envoy,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -200,6 +215,19 @@ pub struct Config {
         value_parser = query_param()
     )]
     pub auth_query_param: Option<String>,
+    /// Forward auth: the headers that name the original request for the
+    /// audit entry: `x-forwarded` (`X-Forwarded-Method`/`-Uri`: Caddy,
+    /// Traefik, Kong), `x-original` (`X-Original-Method`/`-URI`: nginx), or
+    /// `envoy` (the check request's own method and path). The others are
+    /// ignored; the gateway must overwrite or remove the trusted ones.
+    #[arg(
+        long,
+        env = "KEYWARD_AUTH_ORIGINAL_HEADERS",
+        value_enum,
+        default_value_t = OriginalHeaders::XForwarded,
+        value_parser = choice::<OriginalHeaders>()
+    )]
+    pub auth_original_headers: OriginalHeaders,
     /// Forward auth: take a request's cost from `X-Keyward-Cost` (`true`).
     /// Off by default: behind a gateway that passes its clients' headers
     /// through, clients would choose their own cost (0 spends nothing).
@@ -377,13 +405,14 @@ pub struct Config {
     #[arg(skip)]
     pub verify_peppers: Vec<SecretString>,
     /// Wrong secrets per key per minute that may cost an Argon2id run; past
-    /// it, 401 without hashing.
+    /// it, 401 without hashing. Zero would refuse every secret not yet
+    /// verified, so it is refused (at least 1).
     #[arg(
         long,
         env = "KEYWARD_BAD_SECRET_HASHES_PER_MINUTE",
         value_name = "N",
         default_value_t = 10,
-        value_parser = number::<u64>(..)
+        value_parser = number::<u64>(1..)
     )]
     pub bad_secret_hashes_per_minute: u64,
     /// What a validation answers when Redis did not answer a read a pass

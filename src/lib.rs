@@ -99,6 +99,7 @@ pub async fn run(
         validator: validate::Validator::new(store.clone(), hasher.clone(), &config),
         store: store.clone(),
         hasher,
+        operator_hasher: access::legacy_hasher(&config)?,
         admin_token: config.admin_token.clone(),
         metrics: metrics.clone(),
         request_timeout: config.request_timeout,
@@ -106,6 +107,7 @@ pub async fn run(
             .map_err(|_| Error::Internal("KEYWARD_CLIENT_IP_HEADER is not a header name".into()))?,
         auth_query_param: config.auth_query_param.clone(),
         auth_cost_header: config.auth_cost_header,
+        auth_original_headers: config.auth_original_headers,
         webhook_allow_private: config.webhook_allow_private,
     });
     if config.failsafe == config::Failsafe::Open {

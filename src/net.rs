@@ -33,8 +33,10 @@ pub fn cidr(c: &str) -> Option<String> {
 
 /// Whether `ip` is not a public unicast address: loopback, private,
 /// link-local, shared (CGNAT), unspecified, broadcast, multicast,
-/// documentation, benchmarking, reserved, or IPv6's unique-local, or an
-/// IPv4 address mapped or translated into IPv6 that is one of those. A
+/// documentation, benchmarking, reserved, or IPv6's unique-local, an IPv4
+/// address mapped or NAT64-translated into IPv6 that is one of those, or
+/// any IPv4-compatible (`::/96`) or IPv4-translated (`::ffff:0:0:0/96`)
+/// address, public or not: nothing public is reached by those. A
 /// webhook may not target one (`KEYWARD_WEBHOOK_ALLOW_PRIVATE`).
 pub fn is_internal(ip: std::net::IpAddr) -> bool {
     use std::net::IpAddr;
@@ -55,8 +57,10 @@ pub fn is_internal(ip: std::net::IpAddr) -> bool {
         "224.0.0.0/3",
     ];
     const V6: &[&str] = &[
-        "::/128",
-        "::1/128",
+        // IPv4-compatible (`::a.b.c.d`, deprecated), with `::` and `::1`.
+        "::/96",
+        // IPv4-translated (`::ffff:0:a.b.c.d`, RFC 2765).
+        "::ffff:0:0:0/96",
         "64:ff9b:1::/48",
         "100::/64",
         "2001::/23",
@@ -209,6 +213,12 @@ mod internal_tests {
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
             "64:ff9b::a00:1",
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "::1.1.1.1",
+            "::ffff:0:127.0.0.1",
+            "::ffff:0:169.254.169.254",
+            "::ffff:0:1.1.1.1",
         ] {
             assert!(is_internal(internal.parse().unwrap()), "{internal}");
         }

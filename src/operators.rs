@@ -1,17 +1,17 @@
 //! Operators: create, list and revoke them, and `whoami`. Plain async
-//! functions over the store and the hasher, and the wire types they take
-//! and return. Only owners reach them (see `access`).
+//! functions over the store, and the wire types they take and return. Only owners reach them (see `access`).
 
 use serde::{Deserialize, Serialize};
-use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
-use utoipa::openapi::Schema;
+use utoipa::openapi::schema::{
+    AdditionalProperties, ArrayBuilder, ObjectBuilder, OneOfBuilder, Type,
+};
+use utoipa::openapi::{RefOr, Schema};
 use utoipa::{IntoParams, ToSchema};
 use validator::{Validate, ValidationError};
 
-use crate::access::{Caller, Role, Target, Token, ALL_PROJECTS, OPERATOR_ID_PREFIX};
+use crate::access::{token_digest, Caller, Role, Target, Token, ALL_PROJECTS, OPERATOR_ID_PREFIX};
 use crate::admin::{expires_at_schema, in_future, random_id, random_secret};
 use crate::error::{Error, Result};
-use crate::hash::Hasher;
 use crate::key::{ProjectId, Secret};
 use crate::store::{now, OperatorDoc, Store};
 
@@ -47,20 +47,24 @@ pub(crate) fn projects_schema() -> Schema {
         )
         .min_items(Some(1))
         .max_items(Some(MAX_PROJECTS));
-    let all = ArrayBuilder::new()
+    OneOfBuilder::new()
+        .item(ids)
+        .item(every_project())
+        .description(Some("1 to 64 project ids, or `[\"*\"]`: every project"))
+        .examples([serde_json::json!(["alpha"])])
+        .into()
+}
+
+/// `["*"]`: every project.
+fn every_project() -> ArrayBuilder {
+    ArrayBuilder::new()
         .items(
             ObjectBuilder::new()
                 .schema_type(Type::String)
                 .enum_values(Some([ALL_PROJECTS])),
         )
         .min_items(Some(1))
-        .max_items(Some(1));
-    OneOfBuilder::new()
-        .item(ids)
-        .item(all)
-        .description(Some("1 to 64 project ids, or `[\"*\"]`: every project"))
-        .examples([serde_json::json!(["alpha"])])
-        .into()
+        .max_items(Some(1))
 }
 
 fn operator_expires_at() -> Schema {
@@ -68,21 +72,67 @@ fn operator_expires_at() -> Schema {
 }
 
 /// `POST /v1/admin/operators`.
-#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[derive(Debug, Deserialize, Validate)]
 #[serde(deny_unknown_fields)]
 pub struct OperatorIn {
     /// Who the credential is for.
     #[validate(length(min = 1, max = 200))]
-    #[schema(min_length = 1, max_length = 200, example = "support: Ada")]
     pub name: String,
     pub role: Role,
     /// The projects it covers: 1 to 64 project ids, or `["*"]` (every one).
+    /// An `owner` covers every project: its list must be `["*"]` (else 422,
+    /// in `create`).
     #[validate(custom(function = "valid_projects"))]
-    #[schema(schema_with = projects_schema)]
     pub projects: Vec<String>,
     #[validate(custom(function = "in_future"))]
-    #[schema(schema_with = operator_expires_at)]
     pub expires_at: Option<f64>,
+}
+
+/// `OperatorIn` as a schema: one object for the roles of a project list and
+/// one for `owner`, whose list is `["*"]` and nothing else.
+impl utoipa::PartialSchema for OperatorIn {
+    fn schema() -> RefOr<Schema> {
+        let body = |roles: &[Role], projects: Schema| {
+            let roles = roles.iter().filter_map(|r| serde_json::to_value(r).ok());
+            ObjectBuilder::new()
+                .property(
+                    "name",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .min_length(Some(1))
+                        .max_length(Some(200))
+                        .description(Some("Who the credential is for."))
+                        .examples([serde_json::json!("support: Ada")]),
+                )
+                .required("name")
+                .property(
+                    "role",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some(roles)),
+                )
+                .required("role")
+                .property("projects", projects)
+                .required("projects")
+                .property("expires_at", operator_expires_at())
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        };
+        let scoped = [Role::Viewer, Role::KeyManager, Role::ProjectAdmin];
+        OneOfBuilder::new()
+            .item(body(&scoped, projects_schema()))
+            .item(body(&[Role::Owner], every_project().into()))
+            .description(Some(
+                "A new operator: a role and the projects it covers; an `owner` covers every \
+                 project, so its `projects` is `[\"*\"]`.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for OperatorIn {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "OperatorIn".into()
+    }
 }
 
 /// An operator as listed: never its token or hash.
@@ -186,7 +236,7 @@ fn out(doc: OperatorDoc) -> OperatorOut {
         operator_id: doc.operator_id,
         name: doc.name,
         role: doc.role,
-        projects: doc.projects,
+        projects: crate::access::covered(doc.role, doc.projects),
         created_at: doc.created_at,
         expires_at: doc.expires_at,
         created_by: doc.created_by,
@@ -195,12 +245,12 @@ fn out(doc: OperatorDoc) -> OperatorOut {
     }
 }
 
-pub async fn create(
-    store: &Store,
-    hasher: &Hasher,
-    by: &Caller,
-    input: OperatorIn,
-) -> Result<OperatorCreated> {
+pub async fn create(store: &Store, by: &Caller, input: OperatorIn) -> Result<OperatorCreated> {
+    if input.role == Role::Owner && input.projects != [ALL_PROJECTS] {
+        return Err(Error::InvalidRequest(
+            "projects: an owner covers every project: must be [\"*\"]".into(),
+        ));
+    }
     for _ in 0..CREATE_ATTEMPTS {
         let operator_id = random_id(OPERATOR_ID_PREFIX)?;
         let secret = random_secret()?;
@@ -215,7 +265,7 @@ pub async fn create(
             created_by: by.actor.clone(),
             revoked: false,
             revoked_at: None,
-            secret_hash: hasher.hash(&parsed).await?,
+            secret_hash: token_digest(&parsed),
         };
         if store.insert_operator(&doc).await? {
             tracing::info!(operator_id = %operator_id, role = ?doc.role, "operator created");

@@ -26,16 +26,20 @@ const BATCH: u64 = 500;
 /// Stream entries read at most per request.
 pub const SCAN_MAX: usize = 20_000;
 
+/// A cursor is an entry's stream id as Redis writes it (no leading zeros,
+/// each part under 10^19, so within 64 bits), and never `0-0`, the first id
+/// there is: Redis refuses the range "older than `0-0`". The query's
+/// `#[param(pattern)]` spells the same literal (a test checks).
+const CURSOR_PATTERN: &str = "^(?:[1-9][0-9]{0,18}-(?:0|[1-9][0-9]{0,18})|0-[1-9][0-9]{0,18})$";
+
 fn stream_id(id: &str) -> Result<(), ValidationError> {
-    let ok = id.split_once('-').is_some_and(|(ms, seq)| {
-        [ms, seq]
-            .iter()
-            .all(|p| !p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit()))
+    static CURSOR: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(CURSOR_PATTERN).expect("the cursor pattern compiles")
     });
-    match ok {
+    match CURSOR.is_match(id) {
         true => Ok(()),
         false => Err(ValidationError::new("cursor")
-            .with_message("must be a stream id such as 1700000000000-0".into())),
+            .with_message("must be a stream id after 0-0, such as 1700000000000-0".into())),
     }
 }
 
@@ -58,7 +62,7 @@ pub struct AuditQuery {
     pub limit: Option<u64>,
     /// The previous page's `next`.
     #[validate(custom(function = "stream_id"))]
-    #[param(pattern = "^[0-9]{1,20}-[0-9]{1,20}$")]
+    #[param(pattern = "^(?:[1-9][0-9]{0,18}-(?:0|[1-9][0-9]{0,18})|0-[1-9][0-9]{0,18})$")]
     pub cursor: Option<String>,
 }
 
@@ -87,6 +91,10 @@ pub struct AuditItem {
     pub key_id: Option<String>,
     /// The operator an `operator.create` or `operator.revoke` is about.
     pub operator_id: Option<String>,
+    /// The existing operator a refused token named (a wrong secret, or a
+    /// revoked or expired operator's token): claimed, not proven, so the
+    /// entry's `actor` is `unknown`.
+    pub claimed_operator: Option<String>,
     /// `ok`, `unauthorized`, `forbidden`, `not_found`, `invalid`,
     /// `conflict` or `error`; `null` for entries of older versions.
     pub outcome: Option<String>,
@@ -125,6 +133,7 @@ fn item(id: String, mut fields: HashMap<String, String>) -> AuditItem {
         project_id: take("project_id"),
         key_id: take("key_id"),
         operator_id: take("operator_id"),
+        claimed_operator: take("claimed_operator"),
         outcome: take("outcome"),
         request_id: take("request_id"),
         count,
@@ -200,5 +209,44 @@ pub async fn audit(store: &Store, caller: &Caller, query: AuditQuery) -> Result<
                 next: cursor,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_is_a_stream_id_redis_can_read_back_from() {
+        for good in ["1700000000000-0", "0-1", "9999999999999999999-7"] {
+            assert!(stream_id(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "0-0",
+            "00-000",
+            "01-1",
+            "18446744073709551616-0",
+            "10000000000000000000-0",
+            "1-+1",
+            "1700000000000",
+            "-1",
+            "1-",
+            "a-1",
+        ] {
+            assert!(stream_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_documents_cursor_pattern_is_the_validators() {
+        let doc = crate::http::openapi().unwrap();
+        let param = doc["paths"]["/v1/admin/audit"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "cursor")
+            .unwrap()
+            .clone();
+        assert_eq!(param["schema"]["pattern"], CURSOR_PATTERN);
     }
 }

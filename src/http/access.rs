@@ -117,13 +117,15 @@ impl<A: Act, I: Input> FromRequest<AppState> for Admin<A, I> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(Error::Unauthorized)?;
-        let caller = access::authenticate(&state.store, &state.hasher, root, presented.trim())
-            .await
-            .map_err(|refused| {
-                // A refused token of an operator that exists is its call.
-                note.with(|n| n.actor = refused.operator_id);
-                refused.error
-            })?;
+        let caller =
+            access::authenticate(&state.store, &state.operator_hasher, root, presented.trim())
+                .await
+                .map_err(|refused| {
+                    // A refused token names an operator, but proves nothing: the
+                    // actor stays unknown, the operator is only claimed.
+                    note.with(|n| n.claimed_operator = refused.operator_id.unwrap_or_default());
+                    refused.error
+                })?;
         note.with(|n| {
             n.actor = Some(caller.actor.clone());
             n.actor_name = caller.name.clone();
@@ -157,6 +159,8 @@ struct Noted {
     key: String,
     /// The operator an operator call is about.
     operator: String,
+    /// The existing operator a refused token named.
+    claimed_operator: String,
 }
 
 impl Note {
@@ -224,6 +228,7 @@ pub async fn audit(State(state): State<AppState>, mut req: Request, next: Next) 
         key_id: &noted.key,
         operator_id: &noted.operator,
         actor_name: &noted.actor_name,
+        claimed_operator: &noted.claimed_operator,
         outcome,
         request_id: &request_id,
     };

@@ -12,6 +12,7 @@ use base64::Engine;
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 use super::AppState;
+use crate::config::OriginalHeaders;
 use crate::error::{Error, Result};
 use crate::scope;
 use crate::store::Origin;
@@ -25,17 +26,35 @@ const MAX_METADATA_BYTES: usize = 4096;
 /// Audit entries keep at most this much of the original path.
 const MAX_AUDIT_PATH: usize = 256;
 
-const REQUIRED_SCOPES: &str = "x-keyward-required-scopes";
-const COST: &str = "x-keyward-cost";
+const REQUIRED_SCOPES: &str = "X-Keyward-Required-Scopes";
+const COST: &str = "X-Keyward-Cost";
+
+/// The value of the header `name`, if sent. A header that says what a
+/// request needs is never read as absent: sent twice, or with a byte
+/// outside visible ASCII, it is a 422.
+fn single<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(Error::InvalidRequest(format!("{name}: must be sent once")));
+    }
+    match value.to_str() {
+        Ok(text) => Ok(Some(text)),
+        Err(_) => Err(Error::InvalidRequest(format!(
+            "{name}: must be visible ASCII"
+        ))),
+    }
+}
 
 /// `X-Keyward-Cost`: 1 to 6 digits, or `1000000` (the document's pattern);
 /// absent, or not `honoured` (`KEYWARD_AUTH_COST_HEADER`): 1. A malformed
-/// value is a 422 either way.
+/// or repeated value is a 422 either way.
 fn cost(headers: &HeaderMap, honoured: bool) -> Result<u64> {
-    let Some(value) = headers.get(COST) else {
+    let Some(text) = single(headers, COST)? else {
         return Ok(1);
     };
-    let text = value.to_str().unwrap_or_default();
     let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
     match text.parse::<u64>() {
         Ok(cost) if digits && (text.len() <= 6 || text == "1000000") => {
@@ -71,19 +90,22 @@ fn presented_key<'a>(headers: &'a HeaderMap, uri: &'a Uri, query_param: Option<&
 }
 
 /// The right-most address in the configured header: the one the gateway
-/// itself saw (earlier entries are whatever the client claimed).
-pub(super) fn client_ip(headers: &HeaderMap, name: &HeaderName) -> Option<IpAddr> {
-    let last = headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .next_back()?
-        .rsplit(',')
-        .next()?
-        .trim();
-    last.parse::<IpAddr>()
+/// itself saw (earlier entries are whatever the client claimed). Its last
+/// line with a byte outside visible ASCII is a 422, never skipped for an
+/// earlier, client-supplied one; a right-most entry that is no address is
+/// no address (`None`).
+fn client_ip(headers: &HeaderMap, name: &HeaderName) -> Result<Option<IpAddr>> {
+    let Some(line) = headers.get_all(name).iter().next_back() else {
+        return Ok(None);
+    };
+    let line = line.to_str().map_err(|_| {
+        Error::InvalidRequest(format!("{name}: its last line must be visible ASCII"))
+    })?;
+    let last = line.rsplit(',').next().unwrap_or_default().trim();
+    Ok(last
+        .parse::<IpAddr>()
         .or_else(|_| last.parse::<SocketAddr>().map(|a| a.ip()))
-        .ok()
+        .ok())
 }
 
 /// Cuts `s` to at most `max` bytes on a character boundary.
@@ -95,18 +117,29 @@ fn cut(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// The request the gateway is asking about, from its headers or, for
-/// Envoy's `path_prefix`, from our own method and path.
-fn origin<'a>(headers: &'a HeaderMap, method: &'a Method, uri: &'a Uri) -> Origin<'a> {
-    let method = header_str(headers, "x-forwarded-method")
-        .or_else(|| header_str(headers, "x-original-method"))
-        .unwrap_or(method.as_str());
-    let path = header_str(headers, "x-forwarded-uri")
-        .or_else(|| header_str(headers, "x-original-uri"))
-        .unwrap_or_else(|| match uri.path().strip_prefix("/v1/auth") {
-            Some("") | None => "/",
-            Some(rest) => rest,
-        });
+/// The request the gateway is asking about, from the headers `trusted`
+/// names (`KEYWARD_AUTH_ORIGINAL_HEADERS`; no others) or, without them, from
+/// our own method and path (Envoy's `path_prefix`).
+fn origin<'a>(
+    headers: &'a HeaderMap,
+    method: &'a Method,
+    uri: &'a Uri,
+    trusted: OriginalHeaders,
+) -> Origin<'a> {
+    let (method_header, uri_header) = match trusted {
+        OriginalHeaders::XForwarded => ("x-forwarded-method", "x-forwarded-uri"),
+        OriginalHeaders::XOriginal => ("x-original-method", "x-original-uri"),
+        OriginalHeaders::Envoy => ("", ""),
+    };
+    let read = |name: &str| match name {
+        "" => None,
+        name => header_str(headers, name),
+    };
+    let method = read(method_header).unwrap_or(method.as_str());
+    let path = read(uri_header).unwrap_or_else(|| match uri.path().strip_prefix("/v1/auth") {
+        Some("") | None => "/",
+        Some(rest) => rest,
+    });
     let path = path.split('?').next().unwrap_or_default();
     Origin {
         method: cut(method, 16),
@@ -130,13 +163,13 @@ fn origin<'a>(headers: &'a HeaderMap, method: &'a Method, uri: &'a Uri) -> Origi
     tag = "validation",
     operation_id = "forward_auth",
     params(
-        ("X-Keyward-Required-Scopes" = Option<String>, Header, pattern = "^(?:[ \\t,]*(?:[A-Za-z0-9_.:/*-]{1,128}(?:[ \\t]*,[ \\t,]*[A-Za-z0-9_.:/*-]{1,128}){0,63}[ \\t,]*)?|.*[^\\t\\x20-\\x7E].*)$", description = "Scopes the route requires, comma-separated (spaces around items and empty items are ignored; at most 64 scopes of 1 to 128 characters of `[A-Za-z0-9_.:/*-]`, else 422); every one must be granted. A value with a byte outside visible ASCII is ignored, as if absent"),
-        ("X-Keyward-Cost" = Option<String>, Header, nullable = false, pattern = "^(?:[0-9]{1,6}|1000000)$", description = "What the request weighs, 0 to 1000000 (default 1): each of the key's windows and its credits are spent by it; 0 checks everything and spends nothing. Honoured only with `KEYWARD_AUTH_COST_HEADER=true` (the gateway must then set or remove it on every request); otherwise a well-formed value is ignored (cost 1). A malformed value is 422 either way"),
-        ("X-Forwarded-Method" = Option<String>, Header, description = "The original request's method, for the audit entry (Traefik, Caddy)"),
-        ("X-Forwarded-Uri" = Option<String>, Header, description = "The original request's URI; its path is audited (Traefik, Caddy)"),
-        ("X-Original-Method" = Option<String>, Header, description = "The original request's method (nginx recipe)"),
-        ("X-Original-URI" = Option<String>, Header, description = "The original request's URI (nginx recipe)"),
-        ("X-Forwarded-For" = Option<String>, Header, description = "The client's address is its right-most entry (the header is `KEYWARD_CLIENT_IP_HEADER`), for keys bound to networks"),
+        ("X-Keyward-Required-Scopes" = Option<String>, Header, pattern = "^(?:[ \\t,]*(?:[A-Za-z0-9_.:/*-]{1,128}(?:[ \\t]*,[ \\t,]*[A-Za-z0-9_.:/*-]{1,128}){0,63}[ \\t,]*)?)$", description = "Scopes the route requires, comma-separated (spaces around items and empty items are ignored; at most 64 scopes of 1 to 128 characters of `[A-Za-z0-9_.:/*-]`); every one must be granted. A malformed value, a byte outside visible ASCII, or the header sent twice is 422"),
+        ("X-Keyward-Cost" = Option<String>, Header, nullable = false, pattern = "^(?:[0-9]{1,6}|1000000)$", description = "What the request weighs, 0 to 1000000 (default 1): each of the key's windows and its credits are spent by it; 0 checks everything and spends nothing. Honoured only with `KEYWARD_AUTH_COST_HEADER=true` (the gateway must then set or remove it on every request); otherwise a well-formed value is ignored (cost 1). A malformed value, or the header sent twice, is 422 either way"),
+        ("X-Forwarded-Method" = Option<String>, Header, description = "The original request's method, for the audit entry; read only with `KEYWARD_AUTH_ORIGINAL_HEADERS=x-forwarded` (the default: Caddy, Traefik, Kong)"),
+        ("X-Forwarded-Uri" = Option<String>, Header, description = "The original request's URI; its path is audited; read only with `KEYWARD_AUTH_ORIGINAL_HEADERS=x-forwarded`"),
+        ("X-Original-Method" = Option<String>, Header, description = "The original request's method; read only with `KEYWARD_AUTH_ORIGINAL_HEADERS=x-original` (nginx recipe)"),
+        ("X-Original-URI" = Option<String>, Header, description = "The original request's URI; read only with `KEYWARD_AUTH_ORIGINAL_HEADERS=x-original`"),
+        ("X-Forwarded-For" = Option<String>, Header, description = "The client's address is its right-most entry (the header is `KEYWARD_CLIENT_IP_HEADER`), for keys bound to networks; a last line with a byte outside visible ASCII is 422"),
     ),
     security(("api_key_bearer" = []), ("api_key_header" = [])),
     responses(
@@ -155,7 +188,7 @@ fn origin<'a>(headers: &'a HeaderMap, method: &'a Method, uri: &'a Uri) -> Origi
         )),
         (status = 401, response = inline(crate::error::InvalidKey)),
         (status = 403, response = inline(crate::error::InsufficientScope)),
-        (status = 422, description = "`invalid_request`: a malformed `X-Keyward-Required-Scopes` or `X-Keyward-Cost`", body = crate::error::ErrorBody),
+        (status = 422, description = "`invalid_request`: a malformed or repeated `X-Keyward-Required-Scopes` or `X-Keyward-Cost`, or a last client-address line that is not visible ASCII", body = crate::error::ErrorBody),
         (status = 429, response = inline(crate::error::RateLimited)),
         (status = 503, response = inline(crate::error::Unavailable)),
     )
@@ -182,7 +215,7 @@ async fn check(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<Validated> {
-    let required = header_str(headers, REQUIRED_SCOPES).unwrap_or_default();
+    let required = single(headers, REQUIRED_SCOPES)?.unwrap_or_default();
     let required_scopes = scope::parse_list(required).map_err(|i| {
         Error::InvalidRequest(format!(
             "X-Keyward-Required-Scopes: item {} is not a scope of [A-Za-z0-9_.:/*-]",
@@ -192,8 +225,8 @@ async fn check(
     let request = Request {
         api_key: presented_key(headers, uri, state.auth_query_param.as_deref()),
         required_scopes: &required_scopes,
-        client_ip: client_ip(headers, &state.client_ip_header),
-        origin: Some(origin(headers, method, uri)),
+        client_ip: client_ip(headers, &state.client_ip_header)?,
+        origin: Some(origin(headers, method, uri, state.auth_original_headers)),
         cost: cost(headers, state.auth_cost_header)?,
     };
     state.validator.validate(&request).await
@@ -266,42 +299,85 @@ mod tests {
     #[test]
     fn the_client_address_is_the_right_most_forwarded_entry() {
         let xff = HeaderName::from_static("x-forwarded-for");
+        let ip = |h: &HeaderMap| client_ip(h, &xff).unwrap();
         let h = headers(&[
             ("x-forwarded-for", "1.1.1.1, 2.2.2.2"),
             ("x-forwarded-for", "10.0.0.1, 2001:db8::1"),
         ]);
-        assert_eq!(client_ip(&h, &xff), "2001:db8::1".parse().ok());
+        assert_eq!(ip(&h), "2001:db8::1".parse().ok());
         let h = headers(&[("x-forwarded-for", "10.0.0.1:5000")]);
-        assert_eq!(client_ip(&h, &xff), "10.0.0.1".parse().ok());
-        assert_eq!(
-            client_ip(&headers(&[("x-forwarded-for", "nonsense")]), &xff),
-            None
-        );
-        assert_eq!(client_ip(&HeaderMap::new(), &xff), None);
+        assert_eq!(ip(&h), "10.0.0.1".parse().ok());
+        assert_eq!(ip(&headers(&[("x-forwarded-for", "nonsense")])), None);
+        assert_eq!(ip(&HeaderMap::new()), None);
     }
 
     #[test]
-    fn the_original_request_comes_from_forwarded_headers_or_the_path_without_its_query() {
+    fn a_last_address_line_that_is_not_ascii_is_refused_not_skipped() {
+        let xff = HeaderName::from_static("x-forwarded-for");
+        let mut h = headers(&[("x-forwarded-for", "1.1.1.1")]);
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"10.0.0.1\xff").unwrap(),
+        );
+        assert!(matches!(
+            client_ip(&h, &xff),
+            Err(Error::InvalidRequest(m)) if m.starts_with("x-forwarded-for: ")
+        ));
+    }
+
+    #[test]
+    fn required_scopes_and_cost_sent_twice_or_not_ascii_are_refused_never_absent() {
+        let not_ascii = HeaderValue::from_bytes(b"chat:write\xe9").unwrap();
+        for name in [REQUIRED_SCOPES, COST] {
+            let twice = headers(&[(name, "1"), (name, "2")]);
+            let mut odd = HeaderMap::new();
+            odd.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                not_ascii.clone(),
+            );
+            for h in [twice, odd] {
+                let got = single(&h, name);
+                assert!(
+                    matches!(&got, Err(Error::InvalidRequest(m)) if m.starts_with(&format!("{name}: "))),
+                    "{name}: {got:?}"
+                );
+            }
+            assert_eq!(single(&HeaderMap::new(), name).unwrap(), None);
+        }
+        assert!(cost(&headers(&[(COST, "5"), (COST, "0")]), true).is_err());
+    }
+
+    #[test]
+    fn the_original_request_comes_from_the_trusted_headers_only_or_the_path_without_its_query() {
         let (get, post, none) = (Method::GET, Method::POST, HeaderMap::new());
         let uri: Uri = "/v1/auth/chat/1?secret=x".parse().unwrap();
-        let o = origin(&none, &post, &uri);
-        assert_eq!((o.method, o.path), ("POST", "/chat/1"));
-        let h = headers(&[("x-original-method", "PUT"), ("x-original-uri", "/a/b?q=1")]);
-        let o = origin(&h, &get, &uri);
-        assert_eq!((o.method, o.path), ("PUT", "/a/b"));
-        let h = headers(&[
+        let all = headers(&[
             ("x-forwarded-method", "DELETE"),
-            ("x-forwarded-uri", "/c"),
-            ("x-original-uri", "/d"),
+            ("x-forwarded-uri", "/c?q=1"),
+            ("x-original-method", "PUT"),
+            ("x-original-uri", "/a/b?q=1"),
         ]);
-        let o = origin(&h, &get, &uri);
-        assert_eq!((o.method, o.path), ("DELETE", "/c"));
+        for (trusted, want) in [
+            (OriginalHeaders::XForwarded, ("DELETE", "/c")),
+            (OriginalHeaders::XOriginal, ("PUT", "/a/b")),
+            (OriginalHeaders::Envoy, ("GET", "/chat/1")),
+        ] {
+            let o = origin(&all, &get, &uri, trusted);
+            assert_eq!((o.method, o.path), want, "{trusted:?}");
+            let o = origin(&none, &post, &uri, trusted);
+            assert_eq!((o.method, o.path), ("POST", "/chat/1"), "{trusted:?}");
+        }
         let bare: Uri = "/v1/auth".parse().unwrap();
-        let o = origin(&none, &get, &bare);
+        let o = origin(&none, &get, &bare, OriginalHeaders::XForwarded);
         assert_eq!(o.path, "/");
         let long = format!("/{}", "é".repeat(300));
         let h = headers(&[("x-forwarded-uri", &long)]);
-        assert!(origin(&h, &get, &uri).path.len() <= MAX_AUDIT_PATH);
+        assert!(
+            origin(&h, &get, &uri, OriginalHeaders::XForwarded)
+                .path
+                .len()
+                <= MAX_AUDIT_PATH
+        );
     }
 
     #[test]

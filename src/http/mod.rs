@@ -88,6 +88,9 @@ pub struct App {
     pub store: Store,
     /// Argon2id, for minting.
     pub hasher: Arc<Hasher>,
+    /// Argon2id for operator tokens stored before digests, with capacity
+    /// of its own (see `access`).
+    pub operator_hasher: Hasher,
     /// The admin bearer token; `None` means admin routes are not served.
     pub admin_token: Option<SecretString>,
     /// Renders `/metrics`.
@@ -100,6 +103,8 @@ pub struct App {
     pub auth_query_param: Option<String>,
     /// Forward auth: whether `X-Keyward-Cost` is honoured.
     pub auth_cost_header: bool,
+    /// Forward auth: the headers that name the original request.
+    pub auth_original_headers: crate::config::OriginalHeaders,
     /// Whether webhook endpoints may be internal addresses.
     pub webhook_allow_private: bool,
 }

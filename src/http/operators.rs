@@ -34,7 +34,7 @@ pub async fn create_operator(
     call: Admin<act::OperatorCreate, Body<OperatorIn>>,
 ) -> Result<ShownOnce<OperatorCreated>> {
     let note = call.note();
-    let created = operators::create(&state.store, &state.hasher, &call.caller, call.input).await?;
+    let created = operators::create(&state.store, &call.caller, call.input).await?;
     note.made_operator(&created.operator_id);
     Ok(ShownOnce(created))
 }

@@ -264,6 +264,10 @@ pub struct AdminAudit<'a> {
     pub operator_id: &'a str,
     /// The actor's name (`""` when no one).
     pub actor_name: &'a str,
+    /// The existing operator a refused token named (`kwop.<id>.<wrong
+    /// secret>`, or a revoked or expired operator's), `""` otherwise. Never
+    /// the actor: presenting an operator's id proves nothing.
+    pub claimed_operator: &'a str,
     /// `ok`, `unauthorized`, `forbidden`, `not_found`, `invalid`, `conflict`
     /// or `error`.
     pub outcome: &'static str,

@@ -77,6 +77,18 @@ impl Store {
         Ok((docs, next))
     }
 
+    /// Replaces the operator's stored secret hash (an Argon2id one, by its
+    /// digest: see `access`).
+    pub async fn set_operator_hash(&self, operator_id: &str, secret_hash: &str) -> Result<()> {
+        let key = names::operator(self.client_name(), operator_id);
+        let value =
+            serde_json::to_string(secret_hash).map_err(|e| Error::Internal(e.to_string()))?;
+        self.admin()?
+            .json_mset::<(), _, _, _>(vec![(key.as_str(), "$.secret_hash", value)])
+            .await
+            .map_err(|e| data_error(&key, e))
+    }
+
     /// Marks the operator revoked; `false` if there is no such operator.
     pub async fn revoke_operator(&self, operator_id: &str) -> Result<bool> {
         let admin = self.admin()?;
@@ -157,7 +169,11 @@ impl Store {
         entry: AdminAudit<'_>,
         event: Option<&crate::webhook::Event>,
     ) -> Result<()> {
-        if !self.admin_budget.admit(entry.outcome) {
+        let admitted = match entry.claimed_operator {
+            "" => self.admin_budget.admit(entry.outcome),
+            operator => self.admin_budget.admit_claimed(entry.outcome, operator),
+        };
+        if !admitted {
             return Ok(());
         }
         let (written, emitted) = super::validation::together(async {
@@ -180,6 +196,7 @@ impl Store {
             ("ts", now().to_string()),
             ("actor", entry.actor.to_owned()),
             ("actor_name", entry.actor_name.to_owned()),
+            ("claimed_operator", entry.claimed_operator.to_owned()),
             ("action", entry.action.to_owned()),
             ("project_id", entry.project_id.to_owned()),
             ("key_id", entry.key_id.to_owned()),
@@ -195,40 +212,64 @@ impl Store {
     }
 
     /// Writes the due summaries of `unauthorized` admin calls over the
-    /// budget, one entry per second: `actor=unknown`, `summary=1`, `second`,
-    /// `count`. Those that cannot be written are kept for the next attempt.
+    /// budget, one entry per second (and per operator a refused token
+    /// named, in `claimed_operator`): `actor=unknown`, `summary=1`,
+    /// `second`, `count`. Those that cannot be written are kept for the
+    /// next attempt.
     pub(super) async fn flush_admin_summaries(&self, all: bool) -> Result<()> {
         let due = self.admin_budget.take_due(all);
-        if due.is_empty() {
-            return Ok(());
-        }
         for (i, summary) in due.iter().enumerate() {
-            let fields = vec![
-                ("ts", now().to_string()),
-                ("actor", crate::access::UNKNOWN.to_owned()),
-                ("action", String::new()),
-                ("project_id", String::new()),
-                ("key_id", String::new()),
-                ("outcome", summary.reason.to_owned()),
-                ("request_id", String::new()),
-                ("client", self.client_name.clone()),
-                ("summary", "1".to_owned()),
-                ("second", summary.second.to_string()),
-                ("count", summary.count.to_string()),
-            ];
-            let written: Result<()> = match self.admin() {
-                Ok(admin) => admin
-                    .xadd(names::AUDIT_ADMIN, false, self.audit_cap(), "*", fields)
-                    .await
-                    .map_err(unavailable),
-                Err(e) => Err(e),
-            };
+            let written = self
+                .xadd_admin_summary(summary.second, summary.reason, "", summary.count)
+                .await;
             if let Err(e) = written {
                 self.admin_budget.put_back(&due[i..]);
                 return Err(e);
             }
         }
+        let claimed = self.admin_budget.take_claimed_due(all);
+        for (i, summary) in claimed.iter().enumerate() {
+            let written = self
+                .xadd_admin_summary(
+                    summary.second,
+                    "unauthorized",
+                    &summary.operator,
+                    summary.count,
+                )
+                .await;
+            if let Err(e) = written {
+                self.admin_budget.put_back_claimed(&claimed[i..]);
+                return Err(e);
+            }
+        }
         Ok(())
+    }
+
+    async fn xadd_admin_summary(
+        &self,
+        second: u64,
+        outcome: &str,
+        claimed_operator: &str,
+        count: u64,
+    ) -> Result<()> {
+        let fields = vec![
+            ("ts", now().to_string()),
+            ("actor", crate::access::UNKNOWN.to_owned()),
+            ("claimed_operator", claimed_operator.to_owned()),
+            ("action", String::new()),
+            ("project_id", String::new()),
+            ("key_id", String::new()),
+            ("outcome", outcome.to_owned()),
+            ("request_id", String::new()),
+            ("client", self.client_name.clone()),
+            ("summary", "1".to_owned()),
+            ("second", second.to_string()),
+            ("count", count.to_string()),
+        ];
+        self.admin()?
+            .xadd(names::AUDIT_ADMIN, false, self.audit_cap(), "*", fields)
+            .await
+            .map_err(unavailable)
     }
 
     /// Up to `count` entries of `audit:admin` older than the entry `before`

@@ -28,7 +28,7 @@ use utoipa::openapi::Schema;
 use utoipa::{IntoParams, ToSchema};
 use validator::{Validate, ValidationError};
 
-use crate::access::{Caller, Target, ALL_PROJECTS};
+use crate::access::{Caller, Role, Target, ALL_PROJECTS};
 use crate::admin::random_id;
 use crate::error::{Error, Result};
 use crate::store::{now, Store, WebhookDoc};
@@ -307,6 +307,9 @@ pub struct WebhookIn {
 pub struct WebhookOut {
     #[schema(example = "wh_3xAmPlE0wh1x")]
     pub webhook_id: String,
+    /// The endpoint. Listed to a caller below `project_admin` with its
+    /// credentials hidden: userinfo, query and fragment each `***`
+    /// (`https://***@hooks.example.com/in?***`).
     pub url: String,
     pub events: Vec<String>,
     pub projects: Vec<String>,
@@ -465,14 +468,46 @@ pub async fn create(
     Err(Error::Internal("could not find a free webhook id".into()))
 }
 
-/// The endpoints whose projects the caller covers, in id order.
+/// Mask for what may carry a credential in an endpoint's URL.
+const HIDDEN: &str = "***";
+
+/// `url` with its userinfo, query and fragment (where tokens for an
+/// endpoint live) each replaced by `***`; scheme, host, port and path kept.
+pub fn redacted(url: &str) -> String {
+    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+        return HIDDEN.to_owned();
+    };
+    let had_userinfo = !parsed.username().is_empty() || parsed.password().is_some();
+    if had_userinfo {
+        // An http(s) URL has a host, so these cannot fail.
+        let _ = parsed.set_password(None);
+        let _ = parsed.set_username(HIDDEN);
+    }
+    if parsed.query().is_some() {
+        parsed.set_query(Some(HIDDEN));
+    }
+    if parsed.fragment().is_some() {
+        parsed.set_fragment(Some(HIDDEN));
+    }
+    parsed.to_string()
+}
+
+/// The endpoints whose projects the caller covers, in id order; below
+/// `project_admin` (who may not manage them), their URLs [`redacted`].
 pub async fn list(store: &Store, caller: &Caller) -> Result<WebhooksOut> {
     let docs = store.list_webhooks().await?;
+    let manages = caller.role >= Role::ProjectAdmin;
     Ok(WebhooksOut {
         items: docs
             .into_iter()
             .filter(|d| covers(caller, &d.projects))
-            .map(out)
+            .map(|d| {
+                let mut listed = out(d);
+                if !manages {
+                    listed.url = redacted(&listed.url);
+                }
+                listed
+            })
             .collect(),
     })
 }
@@ -591,6 +626,9 @@ mod tests {
             "http://10.0.0.1/",
             "http://169.254.169.254/latest",
             "http://localhost:9/",
+            "http://[::127.0.0.1]/",
+            "http://[::ffff:0:127.0.0.1]/",
+            "http://[::ffff:0:93.184.215.14]/",
         ] {
             let parsed = endpoint_url(url).unwrap();
             assert!(check_destination(&parsed, false).await.is_err(), "{url}");
@@ -630,6 +668,28 @@ mod tests {
 #[cfg(test)]
 mod url_tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_an_endpoint_url_are_hidden_and_the_rest_kept() {
+        for (url, shown) in [
+            (
+                "https://hooks.example.com/in",
+                "https://hooks.example.com/in",
+            ),
+            (
+                "https://user:pw@hooks.example.com:8443/in?token=s3cret#frag",
+                "https://***@hooks.example.com:8443/in?***#***",
+            ),
+            ("http://tok@93.184.215.14/", "http://***@93.184.215.14/"),
+            (
+                "https://h.example/in?sig=abc&x=1",
+                "https://h.example/in?***",
+            ),
+            ("not a url", "***"),
+        ] {
+            assert_eq!(redacted(url), shown, "{url}");
+        }
+    }
 
     #[test]
     fn the_url_pattern_accepts_only_urls_with_a_host() {

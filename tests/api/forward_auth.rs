@@ -232,57 +232,103 @@ async fn mint_rejects_malformed_scopes() {
 }
 
 #[tokio::test]
-async fn audit_entries_carry_the_original_method_and_path_without_the_query() {
-    let app = TestApp::spawn().await;
-    let project = app.project().await;
-    let key = app.mint(&project, json!({})).await;
-    let k = key.api_key.as_str();
-
-    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str, &'a str);
-    let cases: [Case; 3] = [
-        // Envoy: the original method and the path after /v1/auth.
-        (
-            "/v1/auth/v1/chat?token=secret",
-            vec![("x-api-key", k)],
-            "DELETE",
-            "/v1/chat",
-        ),
-        // nginx recipe.
-        (
-            "/v1/auth",
-            vec![
-                ("x-api-key", k),
-                ("x-original-method", "PUT"),
-                ("x-original-uri", "/o?q=1"),
-            ],
-            "PUT",
-            "/o",
-        ),
-        // Caddy, Traefik.
-        (
-            "/v1/auth",
-            vec![
-                ("x-api-key", k),
-                ("x-forwarded-method", "PATCH"),
-                ("x-forwarded-uri", "/f"),
-            ],
-            "PATCH",
-            "/f",
-        ),
+async fn audit_entries_carry_the_original_request_from_the_trusted_headers_only() {
+    use keyward::config::OriginalHeaders;
+    let redis = std::sync::Arc::new(TestRedis::start());
+    // Every request carries both families of headers: only the configured
+    // one is believed, whatever the client added of the other.
+    let both = [
+        ("x-forwarded-method", "PATCH"),
+        ("x-forwarded-uri", "/f?q=1"),
+        ("x-original-method", "PUT"),
+        ("x-original-uri", "/o?q=1"),
     ];
-    for (path, headers, method, original) in cases {
-        let r = app.auth(Method::DELETE, path, &headers).await;
+    for (trusted, method, original) in [
+        (OriginalHeaders::XForwarded, "PATCH", "/f"),
+        (OriginalHeaders::XOriginal, "PUT", "/o"),
+        // Envoy: the check request's method and the path after /v1/auth.
+        (OriginalHeaders::Envoy, "DELETE", "/v1/chat"),
+    ] {
+        let app = TestApp::spawn_with(redis.clone(), |c| c.auth_original_headers = trusted).await;
+        let project = app.project().await;
+        let key = app.mint(&project, json!({})).await;
+        let mut headers = vec![("x-api-key", key.api_key.as_str())];
+        headers.extend(both);
+        let r = app
+            .auth(Method::DELETE, "/v1/auth/v1/chat?token=secret", &headers)
+            .await;
         assert_eq!(r.status(), StatusCode::OK);
         let audit = app.last_audit(&key.key_id).await;
         assert_eq!(
             (audit["method"].as_str(), audit["path"].as_str()),
-            (method, original)
+            (method, original),
+            "{trusted:?}"
         );
         assert_eq!(audit["reason"], "ok");
+        // validate-key entries have no such fields.
+        app.validate(&key.api_key).await;
+        assert!(!app.last_audit(&key.key_id).await.contains_key("path"));
     }
-    // validate-key entries have no such fields.
-    app.validate(k).await;
-    assert!(!app.last_audit(&key.key_id).await.contains_key("path"));
+}
+
+#[tokio::test]
+async fn required_scopes_cost_and_address_headers_that_cannot_be_read_are_422_never_absent() {
+    use reqwest::header::HeaderValue;
+    let app = TestApp::spawn().await;
+    let project = app.project().await;
+    // Granted nothing: any scope required is a 403, so reading the header
+    // as absent would be a 200.
+    let key = app.mint(&project, json!({})).await;
+    let bytes = |b: &[u8]| HeaderValue::from_bytes(b).unwrap();
+    let cases: Vec<(&str, Vec<(&str, HeaderValue)>)> = vec![
+        (
+            "X-Keyward-Required-Scopes",
+            vec![("x-keyward-required-scopes", bytes(b"admin:keys\xe9"))],
+        ),
+        (
+            "X-Keyward-Required-Scopes",
+            vec![
+                ("x-keyward-required-scopes", bytes(b"admin:keys")),
+                ("x-keyward-required-scopes", bytes(b"")),
+            ],
+        ),
+        (
+            "X-Keyward-Cost",
+            vec![
+                ("x-keyward-cost", bytes(b"1")),
+                ("x-keyward-cost", bytes(b"0")),
+            ],
+        ),
+        (
+            "x-forwarded-for",
+            vec![
+                ("x-forwarded-for", bytes(b"203.0.113.7")),
+                ("x-forwarded-for", bytes(b"10.0.0.1\xff")),
+            ],
+        ),
+    ];
+    for (name, headers) in cases {
+        let mut req = app
+            .http
+            .get(app.url("/v1/auth"))
+            .header("x-api-key", &key.api_key);
+        for (header, value) in headers {
+            req = req.header(header, value);
+        }
+        let r = req.send().await.unwrap();
+        let body = assert_error(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with(&format!("{name}: ")), "{message}");
+    }
+    // The same shape as a malformed cost.
+    let r = app
+        .auth(
+            Method::GET,
+            "/v1/auth",
+            &[("x-api-key", &key.api_key), ("x-keyward-cost", "lots")],
+        )
+        .await;
+    assert_error(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
 }
 
 #[tokio::test]

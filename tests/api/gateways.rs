@@ -16,6 +16,8 @@ use base64::Engine;
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 
+use keyward::config::OriginalHeaders;
+
 use crate::helpers::{free_port, random_id, KillOnDrop, Minted, TestApp, TestRedis};
 
 /// What the app answers to every request that reaches it.
@@ -38,6 +40,15 @@ impl Kind {
             Kind::Nginx => "nginx",
             Kind::Envoy => "envoy",
             Kind::Caddy => "caddy",
+        }
+    }
+
+    /// The `KEYWARD_AUTH_ORIGINAL_HEADERS` its example says keyward runs with.
+    fn original_headers(self) -> OriginalHeaders {
+        match self {
+            Kind::Nginx => OriginalHeaders::XOriginal,
+            Kind::Envoy => OriginalHeaders::Envoy,
+            Kind::Caddy => OriginalHeaders::XForwarded,
         }
     }
 
@@ -402,7 +413,10 @@ struct Setup {
 
 impl Setup {
     async fn new(kind: Kind) -> Self {
-        let keyward = TestApp::spawn_with(Arc::new(TestRedis::start()), |_| {}).await;
+        let keyward = TestApp::spawn_with(Arc::new(TestRedis::start()), |c| {
+            c.auth_original_headers = kind.original_headers();
+        })
+        .await;
         let app = App::start().await;
         let gateway = Gateway::start(kind, keyward.addr, app.port).await;
         let project = keyward.project().await;
@@ -488,12 +502,26 @@ async fn a_key_with_the_routes_scope_reaches_the_app_as_its_identity_not_as_itse
 }
 
 async fn identity_headers_the_client_makes_up_never_reach_the_app(s: &Setup) {
-    let made_up = [
+    let mut made_up = vec![
         ("x-keyward-owner", "mallory"),
         ("x-keyward-key-id", "k_forged"),
         ("x-keyward-metadata", "eyJ0aWVyIjoiZm9yZ2VkIn0"),
         ("x-keyward-required-scopes", "admin"),
+        // Names keyward leaves out for these keys, or reads.
+        ("x-keyward-credits-remaining", "999999"),
+        ("x-keyward-failsafe", "open"),
+        ("x-keyward-cost", "0"),
+        // Its own audit entry, rewritten.
+        ("x-forwarded-method", "FORGED"),
+        ("x-forwarded-uri", "/forged"),
+        ("x-original-method", "FORGED"),
+        ("x-original-uri", "/forged"),
     ];
+    // nginx cannot drop headers by pattern (its recipe sets or clears every
+    // name keyward sends or reads); the others drop any X-Keyward-*.
+    if s.gateway.kind != Kind::Nginx {
+        made_up.push(("x-keyward-anything", "forged"));
+    }
 
     let r = s
         .gateway
@@ -501,7 +529,7 @@ async fn identity_headers_the_client_makes_up_never_reach_the_app(s: &Setup) {
             reqwest::Method::GET,
             "/chat/threads/7",
             Key::Header(&s.chat.api_key),
-            &made_up,
+            made_up.as_slice(),
         )
         .await;
     assert_reached_app(r).await;
@@ -512,7 +540,7 @@ async fn identity_headers_the_client_makes_up_never_reach_the_app(s: &Setup) {
             reqwest::Method::GET,
             "/",
             Key::Header(&s.reader.api_key),
-            &made_up,
+            made_up.as_slice(),
         )
         .await;
     assert_reached_app(r).await;
@@ -520,6 +548,30 @@ async fn identity_headers_the_client_makes_up_never_reach_the_app(s: &Setup) {
 
     assert_eq!(with_metadata.uri, "/chat/threads/7");
     assert_identity(&with_metadata, &s.project, &s.chat, "chat:*");
+    for seen in [&with_metadata, &without_metadata] {
+        for (name, value) in &made_up {
+            if name.starts_with("x-keyward-") {
+                assert_ne!(seen.header(name), Some(*value), "{name} reached the app");
+            }
+        }
+        for name in [
+            "x-keyward-credits-remaining",
+            "x-keyward-failsafe",
+            "x-keyward-cost",
+        ] {
+            assert_eq!(seen.header(name), None, "{name} reached the app");
+        }
+    }
+    // keyward audited the client's real request, not the one it claimed.
+    let audit = s.keyward.last_audit(&s.chat.key_id).await;
+    assert_eq!(
+        (
+            audit.get("method").map(String::as_str),
+            audit.get("path").map(String::as_str)
+        ),
+        (Some("GET"), Some("/chat/threads/7")),
+        "{audit:?}"
+    );
     assert_ne!(
         with_metadata.header("x-keyward-metadata"),
         Some("eyJ0aWVyIjoiZm9yZ2VkIn0")

@@ -186,7 +186,11 @@ async fn every_role_meets_every_admin_route_in_and_out_of_its_projects() {
     let missing = random_id("nope");
 
     for (rank, role) in ROLES.iter().enumerate() {
-        let op = operator(&app, role, &[&alpha], json!({})).await;
+        let projects = match *role {
+            "owner" => ["*"],
+            _ => [alpha.as_str()],
+        };
+        let op = operator(&app, role, &projects, json!({})).await;
         // Fresh keys for each role: the calls revoke and rotate them.
         let mine = app.mint(&alpha, json!({})).await;
         let theirs = app.mint(&beta, json!({})).await;
@@ -290,7 +294,7 @@ async fn every_role_meets_every_admin_route_in_and_out_of_its_projects() {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(me["operator_id"], op.id.as_str());
         assert_eq!(me["role"], *role);
-        assert_eq!(me["projects"], json!([&alpha]));
+        assert_eq!(me["projects"], json!(projects));
         let (status, page) = send(
             &app,
             &get("projects", "/v1/admin/projects".into()),
@@ -372,9 +376,14 @@ async fn bad_tokens_are_401_on_every_route_and_bad_operator_input_is_422() {
         json!({ "name": "", "role": "viewer", "projects": ["a"] }),
         json!({ "name": "n", "role": "viewer", "projects": ["a"], "expires_at": 1.0 }),
         json!({ "name": "n", "role": "viewer", "projects": ["a"], "token": "x" }),
+        json!({ "name": "n", "role": "owner", "projects": ["alpha"] }),
     ] {
         let r = app.post("/v1/admin/operators", &bad, Some(&op.token)).await;
-        assert_error(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+        let body = assert_error(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+        if bad["role"] == "owner" {
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(message.starts_with("projects: "), "{message}");
+        }
     }
 }
 
@@ -400,7 +409,7 @@ async fn a_revoked_or_expired_operator_is_refused_on_its_next_call_on_another_in
         .unwrap();
     let stored = format!("{stored:?}");
     assert!(
-        stored.contains("$argon2id$") && !stored.contains(doomed.token.rsplit('.').next().unwrap())
+        stored.contains("sha256:") && !stored.contains(doomed.token.rsplit('.').next().unwrap())
     );
     // Warm on b: its verified-secret cache now holds the token.
     assert_eq!(whoami(&b, &doomed.token).await, StatusCode::OK);
@@ -527,7 +536,7 @@ async fn every_admin_call_of_a_script_is_in_the_trail_with_its_actor_and_outcome
         .get("/v1/admin/whoami", Some("kwop.op_000000000000.x"))
         .await;
     assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
-    // The key manager's id with a wrong secret: its (refused) call.
+    // The key manager's id with a wrong secret: claimed, not its call.
     let (id, _) = km.token.rsplit_once('.').unwrap();
     let wrong = format!("{id}.{}", "B".repeat(43));
     let whoami = app
@@ -553,7 +562,6 @@ async fn every_admin_call_of_a_script_is_in_the_trail_with_its_actor_and_outcome
     assert_eq!(
         got,
         [
-            ("whoami", "unauthorized", "", "script-7"),
             ("key.revoke", "ok", alpha.as_str(), "script-6"),
             ("key.update", "invalid", "", "script-5"),
             ("key.revoke", "not_found", beta.as_str(), "script-4"),
@@ -563,17 +571,18 @@ async fn every_admin_call_of_a_script_is_in_the_trail_with_its_actor_and_outcome
         ]
     );
     assert_eq!(
-        mine[6]["key_id"],
+        mine[5]["key_id"],
         key_id.as_str(),
         "a mint names its new key"
     );
     let name = format!("key_manager of [{alpha:?}]");
-    assert_eq!(mine[1]["actor_name"], name.as_str());
+    assert_eq!(mine[0]["actor_name"], name.as_str());
     let unknown = trail(&app, "actor=unknown").await;
     assert!(
-        unknown
-            .iter()
-            .any(|e| e["action"] == "whoami" && e["outcome"] == "unauthorized"),
+        unknown.iter().any(|e| e["action"] == "whoami"
+            && e["outcome"] == "unauthorized"
+            && e["request_id"] == "script-7"
+            && e["claimed_operator"] == km.id.as_str()),
         "{unknown:?}"
     );
     let root = trail(&app, "actor=root").await;
@@ -737,15 +746,21 @@ async fn without_its_audit_entry_a_success_is_503_and_a_refusal_stands() {
     assert_eq!(entries[0]["action"], "key.read");
 }
 
-#[tokio::test]
-async fn a_flood_of_bad_tokens_is_budgeted_and_every_call_is_counted() {
+/// A keyward with the trail's monitor user and a bad-token budget of 3 a
+/// second.
+async fn budgeted_app() -> TestApp {
     let redis = redis();
     let url = redis.url("operators-ops", MONITOR_PASSWORD);
-    let app = TestApp::spawn_with(redis, move |c| {
+    TestApp::spawn_with(redis, move |c| {
         c.monitor_redis_url = Some(url.into());
         c.audit_anonymous_per_second = 3;
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_flood_of_bad_tokens_is_budgeted_and_every_call_is_counted() {
+    let app = budgeted_app().await;
     const FLOOD: u64 = 200;
     for i in 0..FLOOD {
         let token = format!("kwop.op_{i:012}.{}", "A".repeat(43));
@@ -754,19 +769,221 @@ async fn a_flood_of_bad_tokens_is_budgeted_and_every_call_is_counted() {
     }
     // The entries and the summaries (written about a second later) account
     // for every call; few are entries of their own.
+    all_counted(&app, FLOOD, |_| true).await;
+}
+
+/// Waits until the `actor=unknown` entries that `keep` keeps, each and in
+/// summaries (written about a second later), account for `flood` calls,
+/// and checks that most were summarized.
+async fn all_counted(app: &TestApp, flood: u64, keep: impl Fn(&Value) -> bool) {
     let (own, summarized) = eventually("the flood's summaries", || async {
-        let items = trail(&app, "actor=unknown&limit=200").await;
+        let items = trail(app, "actor=unknown&limit=200").await;
+        let items: Vec<&Value> = items.iter().filter(|e| keep(e)).collect();
         let own = items.iter().filter(|e| e["count"] == 1).count() as u64;
         let summarized: u64 = items
             .iter()
             .filter(|e| e["count"] != 1)
             .map(|e| e["count"].as_u64().unwrap())
             .sum();
-        (own + summarized == FLOOD).then_some((own, summarized))
+        (own + summarized == flood).then_some((own, summarized))
     })
     .await;
     assert!(
-        summarized > 0 && own < FLOOD / 2,
+        summarized > 0 && own < flood / 2,
         "own {own}, summarized {summarized}"
     );
+}
+
+#[tokio::test]
+async fn webhook_urls_are_listed_without_their_credentials_below_project_admin() {
+    let app = app().await;
+    let alpha = app.project().await;
+    let url = "https://93.184.215.14:8443/in?token=s3cret";
+    let body = json!({ "url": url, "events": ["*"], "projects": [&alpha] });
+    let r = app.admin_post("/v1/admin/webhooks", &body).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let listed = |token: String| {
+        let app = &app;
+        async move {
+            let r = app.get("/v1/admin/webhooks", Some(&token)).await;
+            assert_eq!(r.status(), StatusCode::OK);
+            let v: Value = r.json().await.unwrap();
+            v["items"][0]["url"].as_str().unwrap().to_owned()
+        }
+    };
+    for role in ["viewer", "key_manager"] {
+        let op = operator(&app, role, &[&alpha], json!({})).await;
+        let shown = listed(op.token).await;
+        assert_eq!(shown, "https://93.184.215.14:8443/in?***", "{role}");
+    }
+    let admin = operator(&app, "project_admin", &[&alpha], json!({})).await;
+    assert_eq!(listed(admin.token).await, url);
+    assert_eq!(listed(ADMIN_TOKEN.to_owned()).await, url);
+}
+
+#[tokio::test]
+async fn a_wrong_secret_for_a_real_operator_is_audited_as_claimed_never_as_its_actor() {
+    let app = app().await;
+    let alpha = app.project().await;
+    let op = operator(&app, "viewer", &[&alpha], json!({})).await;
+    let (prefix, _) = op.token.rsplit_once('.').unwrap();
+    let forged = format!("{prefix}.{}", "A".repeat(43));
+    let r = app
+        .http
+        .get(app.url("/v1/admin/whoami"))
+        .bearer_auth(&forged)
+        .header("x-request-id", "forged-1")
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
+
+    let as_actor = trail(&app, &format!("actor={}", op.id)).await;
+    assert!(as_actor.is_empty(), "written as the operator: {as_actor:?}");
+    let unknown = trail(&app, "actor=unknown").await;
+    let entry = unknown
+        .iter()
+        .find(|e| e["request_id"] == "forged-1")
+        .unwrap_or_else(|| panic!("no entry: {unknown:?}"));
+    assert_eq!(entry["claimed_operator"], op.id.as_str(), "{entry}");
+    assert_eq!(entry["outcome"], "unauthorized");
+    assert!(entry["actor_name"].is_null(), "{entry}");
+}
+
+#[tokio::test]
+async fn a_flood_of_wrong_secrets_for_one_operator_is_summarized_under_its_claimed_id() {
+    let app = budgeted_app().await;
+    let alpha = app.project().await;
+    let op = operator(&app, "viewer", &[&alpha], json!({})).await;
+    let (id, _) = token_parts(&op.token);
+    let forged = format!("kwop.{id}.{}", "F".repeat(43));
+    const FLOOD: u64 = 100;
+    for _ in 0..FLOOD {
+        let r = app.get("/v1/admin/whoami", Some(&forged)).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    // Entries of their own and the summaries (about a second later) all
+    // name the operator as claimed, never as the actor.
+    all_counted(&app, FLOOD, |e| e["claimed_operator"] == op.id.as_str()).await;
+    assert!(trail(&app, &format!("actor={}", op.id)).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_bad_audit_cursor_is_422_never_a_redis_error() {
+    let app = app().await;
+    for cursor in ["0-0", "00-000", "18446744073709551616-0", "1-x"] {
+        let r = app
+            .admin_get(&format!("/v1/admin/audit?cursor={cursor}"))
+            .await;
+        let body = assert_error(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("cursor: "),
+            "{cursor}: {body}"
+        );
+    }
+    let r = app.admin_get("/v1/admin/audit?cursor=0-1").await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// An operator's id and the secret of its token.
+fn token_parts(token: &str) -> (&str, &str) {
+    let (prefix, secret) = token.rsplit_once('.').unwrap();
+    (prefix.trim_start_matches("kwop."), secret)
+}
+
+#[tokio::test]
+async fn wrong_operator_tokens_never_take_the_argon2id_capacity_key_validation_needs() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    // A slow Argon2id with one run at a time and a queue of one: a handful
+    // of unauthenticated callers holding it would make validations `busy`.
+    let argon2 = keyward::config::Argon2Params {
+        memory_kib: 8192,
+        iterations: 2,
+        parallelism: 1,
+    };
+    let app = TestApp::spawn_with(redis(), move |c| {
+        c.argon2 = argon2;
+        c.argon2_concurrency = 1;
+        c.argon2_queue = 1;
+    })
+    .await;
+    let project = app.project().await;
+    let mut keys = Vec::new();
+    for _ in 0..6 {
+        keys.push(app.mint(&project, json!({})).await);
+    }
+    let fresh = operator(&app, "viewer", &[&project], json!({})).await;
+    // An operator stored as before: its secret's Argon2id PHC string.
+    let old = operator(&app, "viewer", &[&project], json!({})).await;
+    let (old_id, old_secret) = token_parts(&old.token);
+    let mut config = crate::helpers::test_config("redis://x".into(), "redis://x".into());
+    config.argon2 = argon2;
+    let phc = keyward::hash::Hasher::new(&config)
+        .unwrap()
+        .hash(&keyward::key::Secret::parse(old_secret).unwrap())
+        .await
+        .unwrap();
+    assert!(phc.starts_with("$argon2id$"));
+    let doc_key = format!("operator:test-gateway:{old_id}");
+    let ops = app.redis().ops().await;
+    let set = crate::helpers::raw(
+        &ops,
+        "JSON.SET",
+        vec![
+            doc_key.clone(),
+            "$.secret_hash".into(),
+            json!(phc).to_string(),
+        ],
+    );
+    set.await.unwrap();
+
+    // Callers with made-up secrets for both operators, without pause.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut flood = Vec::new();
+    for i in 0..16 {
+        let (http, stop, sent) = (app.http.clone(), stop.clone(), sent.clone());
+        let target = if i % 2 == 0 { &fresh.id } else { &old.id };
+        let wrong = format!("kwop.{target}.{}", "W".repeat(43));
+        let whoami = app.url("/v1/admin/whoami");
+        flood.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let r = http.get(&whoami).bearer_auth(&wrong).send().await.unwrap();
+                let status = r.status();
+                assert!(
+                    status == StatusCode::UNAUTHORIZED || status == StatusCode::SERVICE_UNAVAILABLE,
+                    "{status}"
+                );
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    eventually("the flood under way", || async {
+        (sent.load(Ordering::Relaxed) >= 50).then_some(())
+    })
+    .await;
+    for key in &keys {
+        let r = app.validate(&key.api_key).await;
+        let status = r.status();
+        assert_eq!(status, StatusCode::OK, "{}", r.text().await.unwrap());
+    }
+    stop.store(true, Ordering::Relaxed);
+    for task in flood {
+        task.await.unwrap();
+    }
+
+    // The old-format operator still gets in, and is stored as a digest
+    // from then on; the new one was never Argon2id.
+    assert_eq!(whoami(&app, &old.token).await, StatusCode::OK);
+    assert_eq!(whoami(&app, &fresh.token).await, StatusCode::OK);
+    let stored = crate::helpers::raw(&ops, "JSON.GET", vec![doc_key, "$.secret_hash".into()])
+        .await
+        .unwrap();
+    let stored: Vec<String> = serde_json::from_str(&stored.as_string().unwrap()).unwrap();
+    assert!(stored[0].starts_with("sha256:"), "{stored:?}");
+    assert_eq!(whoami(&app, &old.token).await, StatusCode::OK);
 }

@@ -204,6 +204,18 @@ async fn start_up_fails_clearly_on_bad_config_and_bad_credentials() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("KEYWARD_DEFAULT_RATE_LIMIT"), "{stderr}");
 
+    // A budget of zero would refuse what it budgets, every time.
+    let zero = "KEYWARD_BAD_SECRET_HASHES_PER_MINUTE";
+    let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .arg("serve")
+        .env(zero, "0")
+        .env("KEYWARD_REDIS_URL", "redis://127.0.0.1:1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{zero}=0");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(zero), "{stderr}");
+
     let redis = TestRedis::start();
     let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
         .arg("serve")

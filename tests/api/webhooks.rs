@@ -483,6 +483,9 @@ async fn internal_urls_are_refused_without_the_setting_and_unknown_endpoints_are
         "http://10.1.2.3/",
         "http://169.254.169.254/latest/meta-data",
         "http://[::ffff:127.0.0.1]/",
+        "http://[::127.0.0.1]/",
+        "http://[::ffff:0:127.0.0.1]/",
+        "http://[::ffff:0:93.184.215.14]/",
         "ftp://93.184.215.14/",
         "not a url",
     ] {
