@@ -53,7 +53,7 @@ enum Command {
     Check(cli::CheckArgs),
     /// Serve the HTTP API, configured by flags or their KEYWARD_* environment
     /// variables, and secrets from the environment only.
-    Serve(Config),
+    Serve(Box<Config>),
     /// Exit 0 if the local keyward at KEYWARD_LISTEN answers /health with 200.
     Healthcheck,
     /// Print the Redis ACL rule (ACL-file syntax) for a client deployment's user.
@@ -81,7 +81,7 @@ fn main() -> ExitCode {
         return acl::command(args);
     }
     if let Command::Serve(settings) = cli.command {
-        return match settings.with_secrets_from_env() {
+        return match (*settings).with_secrets_from_env() {
             Ok(config) => match runtime(config.worker_threads) {
                 Some(runtime) => runtime.block_on(serve(config)),
                 None => ExitCode::FAILURE,

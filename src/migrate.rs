@@ -164,6 +164,8 @@ async fn migrate_project(
                 m.building_key(project)
             )),
             (true, _) => {
+                // What the conversion will leave behind, said before it does.
+                key_ids(say, &index, m.members(&index, &st.index).await?);
                 let ids = convert(m, project).await?;
                 say(format!("{index}: now a sorted set of {ids} ids"));
             }
@@ -181,23 +183,7 @@ async fn migrate_project(
     ] {
         ids.extend(m.members(&key, kind).await?);
     }
-    // Members that are not key ids (anyone may have added them) cannot
-    // name a key: reported, never copied (see `copy`) nor read as keys.
-    let (ids, junk): (Vec<String>, Vec<String>) =
-        ids.into_iter().partition(|id| KeyId::parse(id).is_ok());
-    if !junk.is_empty() {
-        let shown: Vec<&str> = junk.iter().take(5).map(String::as_str).collect();
-        say(format!(
-            "{index}: {} members are not key ids; skipped, never copied: {}{}",
-            junk.len(),
-            shown.join(", "),
-            if junk.len() > shown.len() {
-                ", ..."
-            } else {
-                ""
-            }
-        ));
-    }
+    let ids = key_ids(say, &index, ids);
     report.keys += ids.len() as u64;
     let mut progress = Progress::new(project.as_str(), ids.len());
     let mut fields: BTreeMap<String, u64> = BTreeMap::new();
@@ -251,6 +237,32 @@ async fn migrate_project(
         m.audit(project, "migrate").await?;
     }
     Ok(())
+}
+
+/// The members of `index` that are key ids. The others (anyone may have
+/// added them) cannot name a key: reported, never copied (see `copy`) nor
+/// read as keys.
+fn key_ids(
+    say: &mut impl FnMut(String),
+    index: &str,
+    members: impl IntoIterator<Item = String>,
+) -> Vec<String> {
+    let (ids, junk): (Vec<String>, Vec<String>) =
+        members.into_iter().partition(|id| KeyId::parse(id).is_ok());
+    if !junk.is_empty() {
+        let shown: Vec<&str> = junk.iter().take(5).map(String::as_str).collect();
+        say(format!(
+            "{index}: {} members are not key ids; skipped, never copied: {}{}",
+            junk.len(),
+            shown.join(", "),
+            if junk.len() > shown.len() {
+                ", ..."
+            } else {
+                ""
+            }
+        ));
+    }
+    ids
 }
 
 /// Converts the project's plain-set index to a sorted set, or finishes an

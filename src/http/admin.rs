@@ -97,7 +97,7 @@ pub async fn get_project(
     request_body = MintIn,
     security(("admin_token" = [])),
     responses(
-        (status = 201, description = "The new key: `api_key` is shown once, here, and stored nowhere", body = MintOut, links(
+        (status = 201, description = "The new key: `api_key` is shown once, here, and stored nowhere", body = MintOut, headers(("Cache-Control" = String, description = "`no-store`: the secret in the body is shown once, and no cache may keep it")), links(
             ("ValidateKey" = (operation_id = "validate_key", request_body = json!({"api_key": "$response.body#/api_key"}))),
             ("ForwardAuth" = (operation_id = "forward_auth", parameters(("header.Authorization" = "Bearer {$response.body#/api_key}")))),
             ("GetKey" = (operation_id = "get_key", parameters(("project_id" = "$response.body#/project_id"), ("key_id" = "$response.body#/key_id")))),
@@ -218,7 +218,7 @@ pub async fn update_key(
     request_body = RotateIn,
     security(("admin_token" = [])),
     responses(
-        (status = 201, description = "The new key, shown once; the previous secret validates until `previous_expires_at`", body = RotateOut, links(
+        (status = 201, description = "The new key, shown once; the previous secret validates until `previous_expires_at`", body = RotateOut, headers(("Cache-Control" = String, description = "`no-store`: the secret in the body is shown once, and no cache may keep it")), links(
             ("ValidateKey" = (operation_id = "validate_key", request_body = json!({"api_key": "$response.body#/api_key"}))),
             ("GetKey" = (operation_id = "get_key", parameters(("project_id" = "$response.body#/project_id"), ("key_id" = "$response.body#/key_id")))),
         )),

@@ -23,7 +23,7 @@ use crate::trail::{self, AuditOut, AuditQuery};
     request_body = OperatorIn,
     security(("admin_token" = [])),
     responses(
-        (status = 201, description = "The new operator: `token` is shown once, here, and stored nowhere (only its Argon2id hash)", body = OperatorCreated),
+        (status = 201, description = "The new operator: `token` is shown once, here, and stored nowhere (only its SHA-256 digest)", body = OperatorCreated, headers(("Cache-Control" = String, description = "`no-store`: the secret in the body is shown once, and no cache may keep it"))),
         (status = 404, description = "`not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
         (status = 413, response = PayloadTooLarge),
         (status = 422, response = InvalidRequest),

@@ -25,7 +25,7 @@ use crate::webhook::{
     request_body = WebhookIn,
     security(("admin_token" = [])),
     responses(
-        (status = 201, description = "The endpoint: `secret` is shown once, here", body = WebhookCreated),
+        (status = 201, description = "The endpoint: `secret` is shown once, here", body = WebhookCreated, headers(("Cache-Control" = String, description = "`no-store`: the secret in the body is shown once, and no cache may keep it"))),
         (status = 404, description = "`not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
         (status = 413, response = PayloadTooLarge),
         (status = 422, response = InvalidRequest),

@@ -254,15 +254,17 @@ impl Validator {
         });
         let (screen, acceptable) = match hashes {
             Some(hashes) => {
-                let acceptable = self.hasher.acceptable(hashes.current.0)
-                    && hashes
-                        .previous
-                        .map_or(true, |(phc, _)| self.hasher.acceptable(phc));
                 let remembered = &read.remembered;
                 let (screen, remember) =
                     self.hasher
                         .screen(key, cache_key, cached.as_deref(), hashes, remembered);
                 run.remember = remember;
+                // Asked only of hashes that may be run (not on the warm path).
+                let acceptable = matches!(screen, Screen::Known(_))
+                    || (self.hasher.acceptable(hashes.current.0)
+                        && hashes
+                            .previous
+                            .map_or(true, |(phc, _)| self.hasher.acceptable(phc)));
                 (screen, acceptable)
             }
             None => (Screen::Untagged, true),

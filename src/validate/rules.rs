@@ -9,11 +9,12 @@
 //!
 //! 1. The document: not read (Redis did not answer) is incomplete; missing,
 //!    forbidden or unreadable refuses; so do ids that disagree with the key
-//!    name it was read from, and stored hashes this deployment will not run.
+//!    name it was read from.
 //! 2. The document's policy: disabled, expired, outside the key's networks.
-//! 3. A secret not known to match: already over the minute's limit is 429
-//!    before any hashing; the tags saying "wrong", or (untagged) the key's
-//!    wrong secrets at their budget, is 401 without hashing; else Argon2id.
+//! 3. A secret not known to match: stored hashes this deployment will not
+//!    run are unreadable; already over the minute's limit is 429 before any
+//!    hashing; the tags saying "wrong", or (untagged) the key's wrong
+//!    secrets at their budget, is 401 without hashing; else Argon2id.
 //! 4. Which hash matched: neither is 401, a corrupt one unreadable.
 //! 5. Scopes: a missing one is 403 (never counted).
 //! 6. The minute's count, with this use: over the limit is 429; not counted
@@ -205,7 +206,8 @@ pub struct Facts<'a> {
     /// Round trip 1: the key's document.
     pub doc: Answer<&'a Lookup>,
     /// Whether every stored hash is one this deployment runs (see
-    /// `Hasher::acceptable`); read with the document.
+    /// `Hasher::acceptable`); asked only of a secret not known to match
+    /// (one that would be hashed).
     pub hashes_acceptable: bool,
     /// What the secret's free checks say (see `Hasher::screen`).
     pub screen: Screen,
@@ -297,7 +299,7 @@ pub fn judge(f: &Facts<'_>) -> Next {
         Ok(Lookup::Unreadable) => return refuse(Reason::Unreadable),
         Ok(Lookup::Found(doc)) => doc,
     };
-    if !is_its_own(doc, f.project_id, f.key_id) || !f.hashes_acceptable {
+    if !is_its_own(doc, f.project_id, f.key_id) {
         return refuse(Reason::Unreadable);
     }
     // 2. Its policy.
@@ -314,6 +316,8 @@ pub fn judge(f: &Facts<'_>) -> Next {
     // 3. A secret not known to match.
     let matched = match f.screen {
         Screen::Known(matched) => matched,
+        // A hash this deployment will not run (never hashed).
+        _ if !f.hashes_acceptable => return refuse(Reason::Unreadable),
         screen => {
             let before = f
                 .used

@@ -238,7 +238,7 @@ fn model(w: &World) -> Expected {
         DocIs::Unreadable => return Refuse("unreadable"),
         DocIs::Found => {}
     }
-    if !w.ids_match || !w.hashes_ok {
+    if !w.ids_match {
         return Refuse("unreadable");
     }
     if w.disabled {
@@ -254,6 +254,9 @@ fn model(w: &World) -> Expected {
     let cost = w.cost;
     let before = w.used_before as i64;
     if w.free != Free::Known {
+        if !w.hashes_ok {
+            return Refuse("unreadable");
+        }
         if !w.used_fails && over(before + cost as i64, cost, limit) {
             return Refuse("rate_limited");
         }
@@ -342,7 +345,7 @@ fn refusing_fact(w: &World) -> bool {
     let doc = !w.doc_fails
         && (w.doc != DocIs::Found
             || !w.ids_match
-            || !w.hashes_ok
+            || (!w.hashes_ok && w.free != Free::Known)
             || w.disabled
             || w.expires_in.is_some_and(|d| d <= 0)
             || w.networks.is_some_and(|inside| !(inside && w.client_known)));
