@@ -154,7 +154,13 @@ impl Stack {
             keyward: spawn(&knobs.bin(), &knobs.dir, &http).await?,
             http,
             admin_token: token.unwrap_or_default().into(),
-            streams: keyward::store::names::audit_keylookup_all(config.audit_shards).join(" "),
+            streams: keyward::store::AuditStreams::new(
+                config.audit_layout,
+                &config.client_name,
+                config.audit_shards,
+            )
+            .keylookup_all()
+            .join(" "),
             clients: 2 * config.argon2_concurrency,
             keys: Vec::new(),
             warm_file: knobs.dir.join("warm.keys"),

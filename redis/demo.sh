@@ -11,16 +11,23 @@ mkdir -p "$run_dir"
 run_dir=$(cd "$run_dir" && pwd)
 
 rand() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
-validator_pw=$(rand) manager_pw=$(rand) admin_token=$(rand)
+validator_pw=$(rand) manager_pw=$(rand) monitor_pw=$(rand) admin_token=$(rand)
+kw=./target/release/keyward
 
 bash redis/local.sh stop "$run_dir" 2>/dev/null || true
 bash redis/local.sh acl "$validator_pw" "$manager_pw" "$run_dir/users.acl"
+# The monitor user, as `keyward acl` prints it: it reads the audit streams
+# (the console's Activity screen, `keyward audit`), nothing else.
+printf '%s\n' "$monitor_pw" >"$run_dir/monitor.pw"
+$kw acl demo-monitor --role monitor --deployment demo \
+  --password-file "$run_dir/monitor.pw" >>"$run_dir/users.acl"
 bash redis/local.sh start "$redis_port" "$run_dir" "$run_dir/users.acl" >/dev/null
 
 export KEYWARD_LISTEN="127.0.0.1:$keyward_port"
 export KEYWARD_REDIS_URL="redis://validator:$validator_pw@127.0.0.1:$redis_port"
 export KEYWARD_ADMIN_REDIS_URL="redis://manager:$manager_pw@127.0.0.1:$redis_port"
 export KEYWARD_ADMIN_TOKEN="$admin_token"
+export KEYWARD_MONITOR_REDIS_URL="redis://demo-monitor:$monitor_pw@127.0.0.1:$redis_port"
 export KEYWARD_CLIENT_NAME=demo
 ./target/release/keyward serve 2>"$run_dir/keyward.log" &
 keyward_pid=$!
@@ -29,7 +36,6 @@ trap 'kill $keyward_pid 2>/dev/null || true; bash redis/local.sh stop "$run_dir"
 # The admin CLI talks to this keyward with this token (from the environment,
 # never a flag).
 export KEYWARD_URL="http://127.0.0.1:$keyward_port"
-kw=./target/release/keyward
 for _ in $(seq 100); do
   $kw healthcheck && break
   kill -0 $keyward_pid 2>/dev/null || { cat "$run_dir/keyward.log"; exit 1; }
@@ -53,6 +59,7 @@ In another shell, with the admin CLI (see README "Command line"):
   echo '$api_key' | $kw check          # validate the demo key, as a gateway would
   $kw key list demo
   $kw key mint demo --owner you --server-name demo-backend
+  $kw audit                             # the admin trail: who did what
 
 Or over HTTP:
   curl -s -X POST $KEYWARD_URL/v1/validate-key -H 'content-type: application/json' -d '{"api_key":"$api_key"}'

@@ -5,8 +5,10 @@
 //! their own projects' keys. Each command is paired with its key patterns in
 //! a Redis 7 selector, `(~pattern ... +command ...)`: RedisJSON's `JSON.GET`
 //! needs read-write key access, so `%R~` alone cannot say "read-only"; the
-//! command list per selector does. No user may run scripts. Both roles may append to their audit
-//! stream and never read or trim it.
+//! command list per selector does. No user may run scripts. The validator
+//! and the manager may append to their audit stream and never read or trim
+//! it; the monitor may read the deployment's audit streams and nothing
+//! else (with `KEYWARD_AUDIT_LAYOUT=deployment`, only its own).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -15,7 +17,9 @@ use std::process::ExitCode;
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
+use crate::config::AuditLayout;
 use crate::key::ProjectId;
+use crate::store::AuditStreams;
 
 /// What a deployment's user is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -24,6 +28,26 @@ pub enum Role {
     Validator,
     /// The admin path: projects, mint, revoke, list.
     Manager,
+    /// The audit reader (`KEYWARD_MONITOR_REDIS_URL`): the deployment's
+    /// own audit streams, read-only: activity, the admin trail, lengths.
+    Monitor,
+}
+
+/// The deployment a rule is for: its `KEYWARD_CLIENT_NAME` and its
+/// `KEYWARD_AUDIT_LAYOUT` (a bare name: the shared layout).
+#[derive(Debug, Clone, Copy)]
+pub struct Deployment<'a> {
+    pub name: &'a str,
+    pub audit: AuditLayout,
+}
+
+impl<'a> From<&'a str> for Deployment<'a> {
+    fn from(name: &'a str) -> Self {
+        Deployment {
+            name,
+            audit: AuditLayout::Shared,
+        }
+    }
 }
 
 /// What the manager may do to a project's index: a sorted set, or the plain
@@ -88,22 +112,30 @@ fn is_plain_name(name: &str) -> bool {
 /// `projects`, accepting each of `passwords` (several during a rotation).
 /// A manager also gets its deployment's operators and indexes: those named
 /// after `deployment`, the deployment's `KEYWARD_CLIENT_NAME`.
-pub fn rule(
+pub fn rule<'a>(
     user: &str,
     role: Role,
     projects: &[&str],
     passwords: &[String],
-    deployment: &str,
+    deployment: impl Into<Deployment<'a>>,
 ) -> Result<String, AclError> {
+    let Deployment {
+        name: deployment,
+        audit,
+    } = deployment.into();
     if !is_plain_name(user) {
         return Err(AclError::User);
     }
-    if !is_plain_name(deployment) {
+    let reserved = audit == AuditLayout::Deployment
+        && crate::config::RESERVED_DEPLOYMENT_NAMES.contains(&deployment);
+    if !crate::config::is_deployment_name(deployment) || reserved {
         return Err(AclError::Deployment);
     }
-    if projects.is_empty() {
+    if projects.is_empty() && role != Role::Monitor {
         return Err(AclError::NoProjects);
     }
+    let streams = AuditStreams::new(audit, deployment, 1);
+    let (keylookup, admin) = (streams.keylookup("", ""), streams.admin());
     let projects = projects
         .iter()
         .map(|p| ProjectId::parse(p).map_err(|e| AclError::Project((*p).to_owned(), e)))
@@ -141,7 +173,7 @@ pub fn rule(
                 " ({docs} +json.get) ({counters} +get +incr +incrby +decr +decrby +expire) \
                  ({meta} +hincrby +hset) ({verified} +hgetall +hset) \
                  ({credits} +get +set +incrby +decrby) ({markers} +set) \
-                 (%W~audit:keylookup %W~audit:keylookup:* %W~webhookevents:{deployment} +xadd)"
+                 (%W~{keylookup} %W~{keylookup}:* %W~webhookevents:{deployment} +xadd)"
             );
         }
         Role::Manager => {
@@ -161,11 +193,17 @@ pub fn rule(
             let _ = write!(
                 line,
                 " ({docs} +json.get +json.set +json.mset +exists) ({sets} {INDEX_COMMANDS}) ({meta} +hmget) \
-                 ({credits} +get +set +incrby) (%W~audit:admin +xadd) ({markers} +set) \
+                 ({credits} +get +set +incrby) (%W~{admin} +xadd) ({markers} +set) \
                  (~webhook:{d}:* +json.get +json.set +json.mset +del) \
                  (~webhooks:{d} ~webhookretry:{d} +zadd +zrange +zrangebyscore +zrem) \
                  (~webhookevents:{d} ~webhookqueue:{d} +xadd +xlen +xgroup|create +xreadgroup +xautoclaim +xack +xdel) \
                  (~webhookdeliveries:{d}:* +xadd +xrevrange +expire)"
+            );
+        }
+        Role::Monitor => {
+            let _ = write!(
+                line,
+                " (%R~{keylookup} %R~{keylookup}:* %R~{admin} +xrange +xrevrange +xlen +xinfo|stream)"
             );
         }
     }
@@ -177,15 +215,22 @@ pub fn rule(
 pub struct AclArgs {
     /// The Redis user name, e.g. `gateway-a`.
     pub user: String,
-    /// The projects this user may touch, comma-separated.
-    #[arg(long, value_delimiter = ',', required = true)]
+    /// The projects this user may touch, comma-separated (none for a
+    /// monitor: it reads the deployment's audit streams, whole).
+    #[arg(long, value_delimiter = ',', required_if_eq_any([("role", "validator"), ("role", "manager")]))]
     pub projects: Vec<String>,
     #[arg(long, value_enum)]
     pub role: Role,
     /// The deployment's `KEYWARD_CLIENT_NAME`: a manager gets the operators
-    /// and indexes named after it.
+    /// and indexes named after it, and with the `deployment` audit layout
+    /// every role gets the audit streams named after it.
     #[arg(long, default_value = crate::config::DEFAULT_CLIENT_NAME)]
     pub deployment: String,
+    /// The deployment's `KEYWARD_AUDIT_LAYOUT`: `shared` (`audit:keylookup`,
+    /// `audit:admin`, every deployment's; a monitor there reads them all)
+    /// or `deployment` (`audit:<deployment>:*`, its own alone).
+    #[arg(long, env = "KEYWARD_AUDIT_LAYOUT", value_enum, default_value_t = AuditLayout::Shared)]
+    pub audit_layout: AuditLayout,
     /// Read the password from this file; repeat it during a rotation so
     /// both passwords work. Without it, a password is generated and
     /// printed once on stderr.
@@ -212,13 +257,11 @@ pub fn command(args: &AclArgs) -> ExitCode {
         passwords.push(generated);
     }
     let projects: Vec<&str> = args.projects.iter().map(String::as_str).collect();
-    match rule(
-        &args.user,
-        args.role,
-        &projects,
-        &passwords,
-        &args.deployment,
-    ) {
+    let deployment = Deployment {
+        name: &args.deployment,
+        audit: args.audit_layout,
+    };
+    match rule(&args.user, args.role, &projects, &passwords, deployment) {
         Ok(line) => {
             println!("{line}");
             ExitCode::SUCCESS
@@ -282,6 +325,32 @@ mod tests {
             !line.contains("apinet:"),
             "only validations see networks: {line}"
         );
+    }
+
+    #[test]
+    fn a_monitor_reads_its_deployments_audit_streams_and_nothing_else() {
+        let own = Deployment {
+            name: "gw-a",
+            audit: AuditLayout::Deployment,
+        };
+        let line = rule("mon-a", Role::Monitor, &[], &pw(), own).unwrap();
+        assert!(line.ends_with(
+            " (%R~audit:gw-a:keylookup %R~audit:gw-a:keylookup:* %R~audit:gw-a:admin \
+             +xrange +xrevrange +xlen +xinfo|stream)"
+        ));
+        assert!(!line.contains("apikey") && !line.contains("xadd"), "{line}");
+        let validator = rule("gw-a", Role::Validator, &["alpha"], &pw(), own).unwrap();
+        assert!(validator.contains("(%W~audit:gw-a:keylookup %W~audit:gw-a:keylookup:* "));
+        let manager = rule("adm-a", Role::Manager, &["alpha"], &pw(), own).unwrap();
+        assert!(manager.contains("(%W~audit:gw-a:admin +xadd)"));
+        let reserved = Deployment {
+            name: "keylookup",
+            audit: AuditLayout::Deployment,
+        };
+        assert!(matches!(
+            rule("m", Role::Monitor, &[], &pw(), reserved),
+            Err(AclError::Deployment)
+        ));
     }
 
     #[test]

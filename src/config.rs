@@ -65,6 +65,20 @@ impl From<clap::Error> for ConfigError {
 /// (also the default of `keyward check --client-ip-header`).
 pub const CLIENT_IP_HEADER: &str = "X-Forwarded-For";
 
+/// Which audit streams a deployment writes and reads (see `store::names`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuditLayout {
+    /// `audit:keylookup` and `audit:admin`: the original service's layout.
+    Shared,
+    /// `audit:<deployment>:keylookup` and `audit:<deployment>:admin`.
+    Deployment,
+}
+
+/// Deployment names that the `deployment` audit layout cannot take: their
+/// streams would fall under the shared layout's own names
+/// (`audit:keylookup:*`).
+pub const RESERVED_DEPLOYMENT_NAMES: [&str; 2] = ["keylookup", "admin"];
+
 /// What a validation answers when Redis did not answer a read a pass needs,
 /// or did not take its audit entry, and no read refused the key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -185,9 +199,10 @@ pub struct Config {
     )]
     pub audit_sample_interval: Duration,
     /// This deployment's name, written as `client` in audit entries; its
-    /// operators and its projects index are named after it (give each
-    /// client deployment its own, and `keyward acl --deployment` the same);
-    /// 1 to 64 characters.
+    /// operators, its projects index and (with `KEYWARD_AUDIT_LAYOUT=
+    /// deployment`) its audit streams are named after it (give each client
+    /// deployment its own, and `keyward acl --deployment` the same); 1 to 64
+    /// of `[A-Za-z0-9_-]`.
     #[arg(
         long,
         env = "KEYWARD_CLIENT_NAME",
@@ -278,6 +293,19 @@ pub struct Config {
         value_parser = number::<usize>(1..=MAX_AUDIT_SHARDS)
     )]
     pub audit_shards: usize,
+    /// Where the audit entries go. `shared`: `audit:keylookup` and
+    /// `audit:admin`, the original service's layout, one for every
+    /// deployment on the Redis (a monitor user reads them all). `deployment`:
+    /// `audit:<KEYWARD_CLIENT_NAME>:keylookup` and `...:admin`, so
+    /// `keyward acl --role monitor` can grant one client's and no other's.
+    #[arg(
+        long,
+        env = "KEYWARD_AUDIT_LAYOUT",
+        value_enum,
+        default_value_t = AuditLayout::Shared,
+        value_parser = choice::<AuditLayout>()
+    )]
+    pub audit_layout: AuditLayout,
     /// Anonymous denials (`malformed`, `not_found`, `forbidden`) audited one
     /// entry each per second, per instance; past it they are summarized.
     #[arg(
@@ -536,8 +564,10 @@ both is an error.
                              token
   KEYWARD_ADMIN_TOKEN        The admin API's bearer token (at least 16
                              characters); without it, no admin API
-  KEYWARD_MONITOR_REDIS_URL  A user that may XLEN audit:* (e.g. `ops`), for the
-                             audit stream length gauge";
+  KEYWARD_MONITOR_REDIS_URL  The monitor user (`keyward acl --role monitor`),
+                             which reads this deployment's audit streams: the
+                             console's Activity, GET /v1/activity,
+                             GET /v1/admin/audit, the stream length gauge";
 
 impl Config {
     /// The settings as clap parses them for `keyward serve`.
@@ -626,6 +656,14 @@ impl Config {
                     "must be a redis-cluster:// URL exactly when KEYWARD_REDIS_URL is one",
                 ));
             }
+        }
+        let reserved = RESERVED_DEPLOYMENT_NAMES.contains(&self.client_name.as_str());
+        if self.audit_layout == AuditLayout::Deployment && reserved {
+            return Err(bad(
+                "KEYWARD_CLIENT_NAME",
+                "cannot be `keylookup` or `admin` with KEYWARD_AUDIT_LAYOUT=deployment \
+                 (its streams would be the shared layout's)",
+            ));
         }
         if self.admin_token.is_some() && self.admin_redis_url.is_none() {
             return Err(bad(
@@ -961,10 +999,20 @@ fn choice<E: ValueEnum + Clone + Send + Sync + 'static>() -> impl TypedValuePars
 /// `KEYWARD_CLIENT_NAME`'s default (`keyward acl --deployment`'s too).
 pub const DEFAULT_CLIENT_NAME: &str = "keyward";
 
+/// Whether `name` can name a deployment: 1 to 64 of `[A-Za-z0-9_-]`, so
+/// the Redis key names and ACL patterns made from it (`operator:<name>:*`,
+/// `audit:<name>:*`) hold nothing a pattern or another name could match.
+pub fn is_deployment_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 fn client_name() -> impl TypedValueParser<Value = String> {
-    setting(|text| match text.len() {
-        1..=64 => Ok(text.to_owned()),
-        _ => Err("must be 1 to 64 characters".to_owned()),
+    setting(|text| match is_deployment_name(text) {
+        true => Ok(text.to_owned()),
+        false => Err("must be 1 to 64 of [A-Za-z0-9_-]".to_owned()),
     })
 }
 

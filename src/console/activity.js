@@ -54,15 +54,15 @@ function howToEnable(message) {
   return h('section', { class: 'card', id: 'activity-unavailable' },
     h('h2', { text: 'Activity is not enabled on this deployment' }),
     h('p', { class: 'notice info', text: message }),
-    h('p', { text: 'Every validation is written to the audit:keylookup stream in Redis. keyward reads it only with a separate, read-only Redis user, so that the validator and manager users can never read other clients\' traffic. To enable this screen:' }),
+    h('p', { text: 'Every validation is written to this deployment\'s audit stream in Redis. keyward reads it only with a separate, read-only Redis user, so that the validator and manager users can never read other clients\' traffic. To enable this screen:' }),
     monitorSteps());
 }
 
 /** How to give keyward its monitor Redis user, which reads the audit streams. */
 export function monitorSteps() {
   return h('ol', { class: 'steps' },
-    h('li', {}, 'Give the ', h('code', { text: 'ops' }), ' user of the ACL template a password: in ', h('code', { text: 'redis/users.acl' }), ', replace ', h('code', { text: 'user ops off resetpass' }), ' with ', h('code', { text: 'user ops on >PASSWORD' }), ' and run ', h('code', { text: 'ACL LOAD' }), ' (or run ', h('code', { text: 'ACL SETUSER ops on >PASSWORD' }), '). It may only read the audit streams (XRANGE, XREVRANGE, XLEN).'),
-    h('li', {}, 'Start keyward with ', h('code', { text: 'KEYWARD_MONITOR_REDIS_URL=redis://ops:PASSWORD@host:port' }), ' (or ', h('code', { text: 'KEYWARD_MONITOR_REDIS_URL_FILE' }), ').'),
+    h('li', {}, 'Print the monitor user\'s rule with ', h('code', { text: 'keyward acl NAME --role monitor --deployment CLIENT' }), ' (add ', h('code', { text: '--audit-layout deployment' }), ' when the deployment runs with ', h('code', { text: 'KEYWARD_AUDIT_LAYOUT=deployment' }), ': then it reads this client\'s streams and no other\'s), add it to the ACL file and run ', h('code', { text: 'ACL LOAD' }), '. It may only read the audit streams (XRANGE, XREVRANGE, XLEN).'),
+    h('li', {}, 'Start keyward with ', h('code', { text: 'KEYWARD_MONITOR_REDIS_URL=redis://NAME:PASSWORD@host:port' }), ' (or ', h('code', { text: 'KEYWARD_MONITOR_REDIS_URL_FILE' }), ').'),
     h('li', {}, 'Reload this page.'));
 }
 

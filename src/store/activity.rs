@@ -11,15 +11,15 @@ use std::collections::HashMap;
 
 use fred::prelude::{Error as FredError, StreamsInterface};
 
-use super::{is_noperm, names, send, unavailable, Store};
+use super::{is_noperm, send, unavailable, Store};
 use crate::error::{Error, Result};
 use crate::key::ProjectId;
 
 const NOT_CONFIGURED: &str = "activity needs a monitor Redis user: set \
-     KEYWARD_MONITOR_REDIS_URL to a user that may XREVRANGE audit:keylookup \
-     (the ACL template's `ops` user)";
-const NOT_PERMITTED: &str = "the monitor Redis user may not read audit:keylookup: \
-     grant it `+xrevrange %R~audit:*`, as the ACL template's `ops` user has";
+     KEYWARD_MONITOR_REDIS_URL to the user `keyward acl --role monitor` prints \
+     (it may read this deployment's audit streams)";
+const NOT_PERMITTED: &str = "the monitor Redis user may not read this deployment's \
+     validation audit streams: give it the rule `keyward acl --role monitor` prints";
 
 /// One `audit:keylookup` entry, as the activity screen shows it.
 ///
@@ -141,7 +141,9 @@ impl Store {
             .ok_or(Error::ActivityUnavailable(NOT_CONFIGURED))?;
         // Stream ids are milliseconds: the smallest id of the window.
         let start = format!("{}", (since.max(0.0) * 1000.0) as u64);
-        let mut cursors: Vec<Cursor> = names::audit_keylookup_all(self.audit_shards)
+        let mut cursors: Vec<Cursor> = self
+            .streams
+            .keylookup_all()
             .into_iter()
             .map(|stream| Cursor {
                 stream,

@@ -12,7 +12,7 @@
 //! | `apimeta:<project_id>:<key_id>` | hash: `usage_count`, `last_used` |
 //! | `operator:<deployment>:<operator_id>` | JSON [`OperatorDoc`] |
 //! | `operators:<deployment>`, `projects:<deployment>` | sorted sets of operator and project ids, all score 0 |
-//! | `audit:keylookup`, `audit:admin` | streams, capped with `MAXLEN ~` |
+//! | `audit:keylookup`, `audit:admin` (or `audit:<deployment>:keylookup`, `audit:<deployment>:admin`: `names::AuditStreams`) | streams, capped with `MAXLEN ~` |
 //! | `ratelimit:key:<project_id>:<key_id>:<minute>` | right-secret validations this minute |
 //! | `ratelimit:key:<project_id>:<key_id>:bad:<minute>` | wrong-secret attempts this minute |
 //! | `apicredits:<project_id>:<key_id>:<period>` | a key's credit balance: per refill interval (`d<n>`, `mo<yyyymm>`), or `once` |
@@ -77,7 +77,7 @@ pub use model::{
     AdminAudit, Audit, Effects, Finished, KeyDoc, KeyMeta, KeyPage, Lookup, OperatorDoc, Origin,
     ProjectDoc, Read, WebhookDoc,
 };
-pub use names::{AUDIT_ADMIN, AUDIT_KEYLOOKUP};
+pub use names::{AuditStreams, AUDIT_ADMIN, AUDIT_KEYLOOKUP};
 pub use operators::AdminEntry;
 pub use validation::{Owed, Spend};
 
@@ -334,8 +334,9 @@ pub struct Store {
     monitor: Option<Pool>,
     client_name: String,
     audit_maxlen: u64,
-    /// Validation audit streams (`KEYWARD_AUDIT_SHARDS`; 1: `audit:keylookup`).
-    audit_shards: usize,
+    /// This deployment's audit streams (`KEYWARD_AUDIT_LAYOUT`,
+    /// `KEYWARD_AUDIT_SHARDS`).
+    streams: names::AuditStreams,
     /// Replicas a key write waits for (`KEYWARD_ADMIN_WAIT_REPLICAS`).
     admin_wait_replicas: u64,
     /// How long that wait may take: half the Redis command deadline.
@@ -479,7 +480,11 @@ impl Store {
             admin,
             client_name: config.client_name.clone(),
             audit_maxlen: config.audit_maxlen,
-            audit_shards: config.audit_shards,
+            streams: names::AuditStreams::new(
+                config.audit_layout,
+                &config.client_name,
+                config.audit_shards,
+            ),
             admin_wait_replicas: config.admin_wait_replicas,
             admin_wait_timeout: config.redis_timeout / 2,
             audit_budget: Arc::new(audit::Budget::new(config.audit_anonymous_per_second)),
@@ -602,8 +607,8 @@ impl Store {
         let Some(monitor) = &self.monitor else {
             return Ok(());
         };
-        let mut streams = names::audit_keylookup_all(self.audit_shards);
-        streams.push(AUDIT_ADMIN.to_owned());
+        let mut streams = self.streams.keylookup_all();
+        streams.push(self.streams.admin().to_owned());
         for stream in streams {
             let len: u64 = monitor.xlen(&stream).await.map_err(unavailable)?;
             metrics::gauge!(metric::AUDIT_STREAM_LENGTH, "stream" => stream).set(len as f64);
@@ -618,7 +623,7 @@ impl Store {
     /// The cap of each validation audit stream: `KEYWARD_AUDIT_MAXLEN` is
     /// their total, so sharding keeps as much history, in as much memory.
     fn keylookup_cap(&self) -> (&'static str, &'static str, i64) {
-        let each = self.audit_maxlen.div_ceil(self.audit_shards as u64);
+        let each = self.audit_maxlen.div_ceil(self.streams.shards() as u64);
         ("MAXLEN", "~", each as i64)
     }
 }

@@ -9,37 +9,82 @@
 //! and its working keys, which in a cluster are tagged with the index's name
 //! to share its slot.
 
+use crate::config::AuditLayout;
 use crate::key::ProjectId;
 
 pub const AUDIT_KEYLOOKUP: &str = "audit:keylookup";
 pub const AUDIT_ADMIN: &str = "audit:admin";
 
-/// The validation audit stream of `project`'s `key_id` when it is spread
-/// over `shards` streams (`KEYWARD_AUDIT_SHARDS`): `audit:keylookup` for one,
-/// else `audit:keylookup:{i}`, `i` a stable hash of the key (Redis Cluster's
-/// own CRC16 key slot, the same in every keyward instance and version), so
-/// one key's entries stay in one stream, in order. Entries naming no key
-/// (malformed keys, summaries) hash the empty key like any other.
-pub fn audit_keylookup(project: &str, key_id: &str, shards: usize) -> String {
-    if shards <= 1 {
-        return AUDIT_KEYLOOKUP.to_owned();
-    }
-    let slot = fred::util::redis_keyslot(format!("{project}:{key_id}").as_bytes());
-    audit_keylookup_shard(usize::from(slot) % shards)
+/// A deployment's audit streams (`KEYWARD_AUDIT_LAYOUT`): the validation
+/// entries' (`keylookup`, maybe sharded) and the admin trail's (`admin`).
+/// `shared`: `audit:keylookup` and `audit:admin`, as the original service
+/// wrote them, for every deployment on the Redis. `deployment`:
+/// `audit:<deployment>:keylookup` and `audit:<deployment>:admin`, so an ACL
+/// pattern `audit:<deployment>:*` grants one deployment's streams and no
+/// other's (deployment names have no `:` and are never `keylookup` or
+/// `admin`: see `config`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditStreams {
+    keylookup: String,
+    admin: String,
+    /// `KEYWARD_AUDIT_SHARDS`.
+    shards: usize,
 }
 
-/// The `i`th sharded validation audit stream. The tag `{i}` puts the streams
-/// on different hash slots, so a cluster spreads them over its masters.
-pub fn audit_keylookup_shard(i: usize) -> String {
-    format!("{AUDIT_KEYLOOKUP}:{{{i}}}")
-}
-
-/// Every validation audit stream of a deployment with `shards` of them.
-pub fn audit_keylookup_all(shards: usize) -> Vec<String> {
-    if shards <= 1 {
-        return vec![AUDIT_KEYLOOKUP.to_owned()];
+impl AuditStreams {
+    pub fn new(layout: AuditLayout, deployment: &str, shards: usize) -> Self {
+        let (keylookup, admin) = match layout {
+            AuditLayout::Shared => (AUDIT_KEYLOOKUP.to_owned(), AUDIT_ADMIN.to_owned()),
+            AuditLayout::Deployment => (
+                format!("audit:{deployment}:keylookup"),
+                format!("audit:{deployment}:admin"),
+            ),
+        };
+        Self {
+            keylookup,
+            admin,
+            shards: shards.max(1),
+        }
     }
-    (0..shards).map(audit_keylookup_shard).collect()
+
+    /// The validation audit stream of `project`'s `key_id`: the keylookup
+    /// stream for one shard, else `<keylookup>:{i}`, `i` a stable hash of
+    /// the key (Redis Cluster's own CRC16 key slot, the same in every
+    /// keyward instance and version), so one key's entries stay in one
+    /// stream, in order. Entries naming no key (malformed keys, summaries)
+    /// hash the empty key like any other.
+    pub fn keylookup(&self, project: &str, key_id: &str) -> String {
+        if self.shards <= 1 {
+            return self.keylookup.clone();
+        }
+        let slot = fred::util::redis_keyslot(format!("{project}:{key_id}").as_bytes());
+        self.shard(usize::from(slot) % self.shards)
+    }
+
+    /// The `i`th sharded validation audit stream. The tag `{i}` puts the
+    /// streams on different hash slots, so a cluster spreads them over its
+    /// masters.
+    fn shard(&self, i: usize) -> String {
+        format!("{}:{{{i}}}", self.keylookup)
+    }
+
+    /// Every validation audit stream.
+    pub fn keylookup_all(&self) -> Vec<String> {
+        if self.shards <= 1 {
+            return vec![self.keylookup.clone()];
+        }
+        (0..self.shards).map(|i| self.shard(i)).collect()
+    }
+
+    /// The admin trail.
+    pub fn admin(&self) -> &str {
+        &self.admin
+    }
+
+    /// The number of validation streams.
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
 }
 
 pub fn project(project: &ProjectId) -> String {
@@ -156,23 +201,40 @@ pub fn migrate_building(project: &ProjectId, cluster: bool) -> String {
 mod tests {
     use super::*;
 
+    fn shared(shards: usize) -> AuditStreams {
+        AuditStreams::new(AuditLayout::Shared, "gw-a", shards)
+    }
+
     #[test]
     fn one_audit_shard_is_the_classic_stream() {
-        assert_eq!(audit_keylookup("p", "k_abcdefg", 1), "audit:keylookup");
-        assert_eq!(audit_keylookup_all(1), ["audit:keylookup"]);
+        assert_eq!(shared(1).keylookup("p", "k_abcdefg"), "audit:keylookup");
+        assert_eq!(shared(1).keylookup_all(), ["audit:keylookup"]);
+        assert_eq!(shared(1).admin(), "audit:admin");
     }
 
     #[test]
     fn audit_shards_are_stable_per_key_and_spread_over_keys() {
-        let all = audit_keylookup_all(4);
+        let all = shared(4).keylookup_all();
         assert_eq!(all[2], "audit:keylookup:{2}");
-        let shard = audit_keylookup("alpha", "k_abcdefg", 4);
-        assert_eq!(shard, audit_keylookup("alpha", "k_abcdefg", 4));
+        let shard = shared(4).keylookup("alpha", "k_abcdefg");
+        assert_eq!(shard, shared(4).keylookup("alpha", "k_abcdefg"));
         assert!(all.contains(&shard));
         let used: std::collections::HashSet<String> = (0..100)
-            .map(|i| audit_keylookup("alpha", &format!("k_{i:07}"), 4))
+            .map(|i| shared(4).keylookup("alpha", &format!("k_{i:07}")))
             .collect();
         assert_eq!(used.len(), 4, "100 keys use every shard");
+    }
+
+    #[test]
+    fn a_deployments_own_streams_are_under_its_name_alone() {
+        let own = AuditStreams::new(AuditLayout::Deployment, "gw-a", 2);
+        assert_eq!(own.admin(), "audit:gw-a:admin");
+        assert_eq!(
+            own.keylookup_all(),
+            ["audit:gw-a:keylookup:{0}", "audit:gw-a:keylookup:{1}"]
+        );
+        let one = AuditStreams::new(AuditLayout::Deployment, "gw-a", 1);
+        assert_eq!(one.keylookup("p", "k_abcdefg"), "audit:gw-a:keylookup");
     }
 
     #[test]

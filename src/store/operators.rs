@@ -18,10 +18,10 @@ use crate::error::{Error, Result};
 use crate::key::ProjectId;
 
 const NOT_CONFIGURED: &str = "the admin audit needs a monitor Redis user: set \
-     KEYWARD_MONITOR_REDIS_URL to a user that may XREVRANGE audit:admin \
-     (the ACL template's `ops` user)";
-const NOT_PERMITTED: &str = "the monitor Redis user may not read audit:admin: \
-     grant it `+xrevrange %R~audit:*`, as the ACL template's `ops` user has";
+     KEYWARD_MONITOR_REDIS_URL to the user `keyward acl --role monitor` prints \
+     (it may read this deployment's audit streams)";
+const NOT_PERMITTED: &str = "the monitor Redis user may not read this deployment's \
+     admin trail: give it the rule `keyward acl --role monitor` prints";
 
 /// One `audit:admin` entry as read: its stream id and its fields.
 pub type AdminEntry = (String, HashMap<String, String>);
@@ -206,7 +206,7 @@ impl Store {
             ("client", self.client_name.clone()),
         ];
         self.admin()?
-            .xadd::<(), _, _, _, _>(names::AUDIT_ADMIN, false, self.audit_cap(), "*", fields)
+            .xadd::<(), _, _, _, _>(self.streams.admin(), false, self.audit_cap(), "*", fields)
             .await
             .map_err(unavailable)
     }
@@ -267,7 +267,7 @@ impl Store {
             ("count", count.to_string()),
         ];
         self.admin()?
-            .xadd(names::AUDIT_ADMIN, false, self.audit_cap(), "*", fields)
+            .xadd(self.streams.admin(), false, self.audit_cap(), "*", fields)
             .await
             .map_err(unavailable)
     }
@@ -286,7 +286,7 @@ impl Store {
             .ok_or(Error::ActivityUnavailable(NOT_CONFIGURED))?;
         let end = before.map_or_else(|| "+".to_owned(), |id| format!("({id}"));
         let page: Vec<AdminEntry> = monitor
-            .xrevrange(names::AUDIT_ADMIN, end.as_str(), "-", Some(count))
+            .xrevrange(self.streams.admin(), end.as_str(), "-", Some(count))
             .await
             .map_err(|e| match is_noperm(&e) {
                 true => Error::ActivityUnavailable(NOT_PERMITTED),

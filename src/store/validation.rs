@@ -506,7 +506,7 @@ impl Store {
             fields.push(("method", origin.method.to_owned()));
             fields.push(("path", origin.path.to_owned()));
         }
-        let stream = names::audit_keylookup(audit.project_id, audit.key_id, self.audit_shards);
+        let stream = self.streams.keylookup(audit.project_id, audit.key_id);
         client.xadd(stream, false, self.keylookup_cap(), "*", fields)
     }
 
@@ -555,7 +555,7 @@ impl Store {
                 ("first", first.to_string()),
                 ("last", last.to_string()),
             ];
-            let stream = names::audit_keylookup(project, key_id, self.audit_shards);
+            let stream = self.streams.keylookup(project, key_id);
             client.xadd::<Value, _, _, _, _>(stream, false, self.keylookup_cap(), "*", fields)
         });
         let replies = together(join_all(writes)).await;
@@ -616,7 +616,7 @@ impl Store {
             ("count", summary.count.to_string()),
         ];
         // Summaries name no key: they go where a key-less entry goes.
-        let stream = names::audit_keylookup("", "", self.audit_shards);
+        let stream = self.streams.keylookup("", "");
         client.xadd(stream, false, self.keylookup_cap(), "*", fields)
     }
 

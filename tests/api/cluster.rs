@@ -238,7 +238,10 @@ impl Node {
 /// Every entry of `project` in the validation audit stream(s), as field maps.
 async fn audit_of(admin: &Pool, project: &str, shards: usize) -> Vec<HashMap<String, String>> {
     let mut entries = Vec::new();
-    for stream in keyward::store::names::audit_keylookup_all(shards) {
+    for stream in
+        keyward::store::AuditStreams::new(keyward::config::AuditLayout::Shared, "keyward", shards)
+            .keylookup_all()
+    {
         let page: Vec<(String, HashMap<String, String>)> =
             fred::prelude::StreamsInterface::xrange(admin, &stream, "-", "+", None)
                 .await
@@ -1032,7 +1035,10 @@ async fn a_sharded_audit_spreads_over_streams_and_activity_reads_them_all() {
     let admin = c.admin().await;
     let mut streams_used = std::collections::BTreeSet::new();
     let mut masters = std::collections::BTreeSet::new();
-    for stream in keyward::store::names::audit_keylookup_all(4) {
+    for stream in
+        keyward::store::AuditStreams::new(keyward::config::AuditLayout::Shared, "keyward", 4)
+            .keylookup_all()
+    {
         masters.insert(c.master_of(&stream).await.port);
         let entries: Vec<(String, HashMap<String, String>)> =
             fred::prelude::StreamsInterface::xrange(&admin, &stream, "-", "+", None)

@@ -291,3 +291,123 @@ async fn generated_rules_load_with_acl_load_and_survive_a_restart() {
     assert_eq!(app.last_audit("k_abcdefgh").await["reason"], "not_found");
     let _ = ADMIN_TOKEN;
 }
+
+/// Issue #36: two client deployments on one Redis, each with the validator,
+/// manager and monitor users `keyward acl` prints for the `deployment`
+/// audit layout. Each sees its own activity and admin trail, through the
+/// API and `keyward audit`, and its monitor user is refused (`NOPERM`, by
+/// Redis itself) on the other's streams: stolen, it reads no other client's
+/// audit.
+#[tokio::test]
+async fn each_deployment_reads_only_its_own_audit_with_its_own_monitor_user() {
+    use keyward::acl::Deployment;
+    use keyward::config::AuditLayout;
+    let own = |name| Deployment {
+        name,
+        audit: AuditLayout::Deployment,
+    };
+    let users = [
+        ("gw-a", Role::Validator, "alpha", PW_A),
+        ("adm-a", Role::Manager, "alpha", ADMIN_PW_A),
+        ("mon-a", Role::Monitor, "alpha", "monitor-a-password"),
+        ("gw-b", Role::Validator, "beta", PW_B),
+        ("adm-b", Role::Manager, "beta", ADMIN_PW_B),
+        ("mon-b", Role::Monitor, "beta", "monitor-b-password"),
+    ];
+    let acl: Vec<String> = users
+        .iter()
+        .map(|(user, role, project, pw)| {
+            let deployment = own(if project == &"alpha" { "gw-a" } else { "gw-b" });
+            rule(user, *role, &[project], &[pw.to_string()], deployment).unwrap()
+        })
+        .collect();
+    let redis = Arc::new(TestRedis::start_with_acl(&acl.join("\n")));
+    let mut apps = Vec::new();
+    for (name, project, pw, admin_pw, monitor_pw) in [
+        ("gw-a", "alpha", PW_A, ADMIN_PW_A, "monitor-a-password"),
+        ("gw-b", "beta", PW_B, ADMIN_PW_B, "monitor-b-password"),
+    ] {
+        let suffix = &name[3..];
+        let (url, admin_url, monitor_url) = (
+            redis.url(name, pw),
+            redis.url(&format!("adm-{suffix}"), admin_pw),
+            redis.url(&format!("mon-{suffix}"), monitor_pw),
+        );
+        let app = TestApp::spawn_with(redis.clone(), move |c| {
+            c.redis_url = url.into();
+            c.admin_redis_url = Some(admin_url.into());
+            c.monitor_redis_url = Some(monitor_url.into());
+            c.client_name = name.to_owned();
+            c.audit_layout = AuditLayout::Deployment;
+        })
+        .await;
+        assert_eq!(
+            app.create_project(project).await.status(),
+            StatusCode::CREATED
+        );
+        let key = app.mint(project, json!({})).await;
+        assert_eq!(app.validate(&key.api_key).await.status(), StatusCode::OK);
+        apps.push((app, project, key));
+    }
+    for (i, (app, project, key)) in apps.iter().enumerate() {
+        let (_, other_project, other_key) = &apps[1 - i];
+        let activity: serde_json::Value = crate::helpers::eventually("activity", || async {
+            let r = app
+                .admin_get(&format!("/v1/activity?project_id={project}"))
+                .await;
+            assert_eq!(r.status(), StatusCode::OK);
+            let body: serde_json::Value = r.json().await.unwrap();
+            (!body["recent"].as_array().unwrap().is_empty()).then_some(body)
+        })
+        .await;
+        assert!(activity.to_string().contains(&key.key_id));
+        assert!(!activity.to_string().contains(&other_key.key_id));
+        let r = app
+            .admin_get(&format!("/v1/activity?project_id={other_project}"))
+            .await;
+        assert_ne!(r.status(), StatusCode::OK, "another client's project");
+        let trail = app.admin_get("/v1/admin/audit").await;
+        assert_eq!(trail.status(), StatusCode::OK);
+        let trail = trail.text().await.unwrap();
+        assert!(trail.contains(&key.key_id) && !trail.contains(&other_key.key_id));
+        // `keyward audit`, the CLI's view of the same trail.
+        let url = app.url("");
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+                .args(["audit", "--json"])
+                .env("KEYWARD_URL", url)
+                .env("KEYWARD_ADMIN_TOKEN", ADMIN_TOKEN)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let out = String::from_utf8(out.stdout).unwrap();
+        assert!(out.contains(&key.key_id) && !out.contains(&other_key.key_id));
+    }
+    // Redis itself refuses each monitor the other's streams.
+    let mon_a = redis.client("mon-a", "monitor-a-password").await;
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    for stream in [
+        "audit:gw-b:keylookup",
+        "audit:gw-b:admin",
+        "audit:keylookup",
+        "audit:admin",
+    ] {
+        let err = raw(&mon_a, "XRANGE", args(&[stream, "-", "+"]))
+            .await
+            .expect_err(stream);
+        assert!(err.starts_with("NOPERM"), "{stream}: {err}");
+    }
+    for (cmd, a) in [
+        ("XRANGE", args(&["audit:gw-a:keylookup", "-", "+"])),
+        ("XLEN", args(&["audit:gw-a:admin"])),
+    ] {
+        assert!(raw(&mon_a, cmd, a).await.is_ok(), "{cmd}");
+    }
+    let err = raw(&mon_a, "JSON.GET", args(&["apikey:alpha:k_abcdefg"]))
+        .await
+        .expect_err("a monitor reads no key");
+    assert!(err.starts_with("NOPERM"), "{err}");
+}
