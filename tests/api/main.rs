@@ -27,6 +27,7 @@ mod plan_spend;
 mod plans;
 mod proxy;
 mod remember;
+mod tls;
 mod unix;
 mod validate;
 mod webhook_faults;
