@@ -21,18 +21,18 @@ use crate::helpers::{
 };
 
 /// A directory of CAs and the certificates they issue, removed on drop.
-struct Pki {
+pub struct Pki {
     dir: PathBuf,
 }
 
 impl Pki {
-    fn new() -> Self {
+    pub fn new() -> Self {
         let dir = std::env::temp_dir().join(random_id("keyward-test-pki-"));
         std::fs::create_dir_all(&dir).unwrap();
         Pki { dir }
     }
 
-    fn path(&self, file: &str) -> PathBuf {
+    pub fn path(&self, file: &str) -> PathBuf {
         self.dir.join(file)
     }
 
@@ -50,7 +50,7 @@ impl Pki {
     }
 
     /// A self-signed CA: `<name>.crt`, `<name>.key`.
-    fn ca(&self, name: &str) -> &Self {
+    pub fn ca(&self, name: &str) -> &Self {
         let (crt, key, subject) = (
             format!("{name}.crt"),
             format!("{name}.key"),
@@ -82,7 +82,7 @@ impl Pki {
 
     /// `<name>.crt` and `<name>.key`, issued by the CA `ca` for localhost
     /// and 127.0.0.1, for servers and clients alike.
-    fn issue(&self, ca: &str, name: &str) -> &Self {
+    pub fn issue(&self, ca: &str, name: &str) -> &Self {
         let (crt, key, csr, ext) = (
             format!("{name}.crt"),
             format!("{name}.key"),
@@ -379,8 +379,8 @@ async fn keyward_migrate_connects_over_tls_with_the_same_variables() {
 
 /// keyward (on a plain Redis) with its public listener over TLS, stopped
 /// on drop.
-struct Https {
-    addr: SocketAddr,
+pub struct Https {
+    pub addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<keyward::Result<()>>>,
     _redis: Arc<TestRedis>,
@@ -388,7 +388,7 @@ struct Https {
 
 impl Https {
     /// keyward serving `server`'s certificate; `client_ca` makes it mTLS.
-    async fn start(pki: &Pki, server: &str, client_ca: Option<&str>) -> Self {
+    pub async fn start(pki: &Pki, server: &str, client_ca: Option<&str>) -> Self {
         let redis = Arc::new(TestRedis::start());
         let mut config = test_config(
             redis.url("validator", VALIDATOR_PASSWORD),
@@ -418,13 +418,13 @@ impl Https {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("https://localhost:{}{path}", self.addr.port())
     }
 
     /// `/health` through `client`, polled until keyward is up: its status,
     /// HTTP version and the server certificate it saw.
-    async fn health(
+    pub async fn health(
         &self,
         client: &reqwest::Client,
     ) -> Result<(StatusCode, reqwest::Version, Vec<u8>), String> {
@@ -478,7 +478,7 @@ fn is_refused(e: &reqwest::Error) -> bool {
 
 /// A client trusting `ca` only, presenting `identity` (if any), with a
 /// connection of its own per request.
-fn client(pki: &Pki, ca: &str, identity: Option<&str>) -> reqwest::ClientBuilder {
+pub fn client(pki: &Pki, ca: &str, identity: Option<&str>) -> reqwest::ClientBuilder {
     let builder = reqwest::Client::builder()
         .tls_built_in_root_certs(false)
         .add_root_certificate(pki.root(ca))
