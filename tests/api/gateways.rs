@@ -711,7 +711,11 @@ fn mtls_variant(kind: Kind, pki: &crate::tls::Pki, dir: &Path, template: String)
             assert!(template.contains(cluster));
             template.replace(cluster, &(cluster.to_owned() + &snippet("envoy-mtls.yaml")))
         }
-        Kind::Caddy => unreachable!("Caddy's variant is in the README, not run"),
+        Kind::Caddy => {
+            let uri = "\turi /v1/auth\n";
+            assert!(template.contains(uri));
+            template.replace(uri, &(uri.to_owned() + &snippet("Caddyfile-mtls")))
+        }
     }
 }
 
@@ -775,4 +779,9 @@ async fn nginx_reaches_keyward_over_mtls_with_proxy_ssl_certificate() {
 #[tokio::test]
 async fn envoy_reaches_keyward_over_mtls_with_a_tls_transport_socket() {
     the_gateway_reaches_keyward_over_mtls(Kind::Envoy).await;
+}
+
+#[tokio::test]
+async fn caddy_reaches_keyward_over_mtls_with_its_http_transports_tls() {
+    the_gateway_reaches_keyward_over_mtls(Kind::Caddy).await;
 }
