@@ -16,8 +16,8 @@ use rustls::pki_types::CertificateDer;
 use serde_json::json;
 
 use crate::helpers::{
-    free_port, random_id, raw, test_config, TestApp, TestRedis, ADMIN_TOKEN, MANAGER_PASSWORD,
-    MIGRATOR_PASSWORD, VALIDATOR_PASSWORD,
+    free_port, random_id, raw, render_acl, test_config, TestApp, TestRedis, ADMIN_TOKEN,
+    MANAGER_PASSWORD, MIGRATOR_PASSWORD, VALIDATOR_PASSWORD,
 };
 
 /// A directory of CAs and the certificates they issue, removed on drop.
@@ -375,6 +375,89 @@ async fn keyward_migrate_connects_over_tls_with_the_same_variables() {
     assert!(ok, "{text}");
     let (ok, text) = run(None);
     assert!(!ok && text.contains("KEYWARD_REDIS_CERT_FILE"), "{text}");
+}
+
+/// A Redis Cluster over TLS only (clients, bus and replication), from
+/// `redis/local.sh cluster-start ... tls`, stopped on drop.
+struct TlsCluster {
+    dir: PathBuf,
+    seeds: String,
+}
+
+impl TlsCluster {
+    fn start() -> Self {
+        let dir = std::env::temp_dir().join(random_id("keyward-test-tls-cluster-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let template = dir.join("template.acl");
+        std::fs::write(&template, render_acl(&[])).unwrap();
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            // Six ports and their bus ports (+10000), below the ephemeral ones.
+            let base = free_port() % 12_000 + 10_000;
+            let out = Command::new("bash")
+                .arg(crate::helpers::repo().join("redis/local.sh"))
+                .args(["cluster-start", &base.to_string()])
+                .arg(dir.join("cluster"))
+                .arg(&template)
+                .arg("tls")
+                .env("KEYWARD_CLUSTER_OWNER", std::process::id().to_string())
+                .output()
+                .unwrap();
+            if out.status.success() {
+                let seeds = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+                return TlsCluster { dir, seeds };
+            }
+            last_error = String::from_utf8_lossy(&out.stderr).into_owned();
+        }
+        panic!("cannot start the TLS cluster: {last_error}");
+    }
+
+    fn url(&self, user: &str, password: &str) -> String {
+        format!("rediss-cluster://{user}:{password}@{}", self.seeds)
+    }
+
+    fn files(&self) -> RedisTls {
+        let tls = self.dir.join("cluster/tls");
+        RedisTls {
+            ca_file: Some(tls.join("ca.crt")),
+            cert_file: Some(tls.join("client.crt")),
+            key_file: Some(tls.join("client.key")),
+        }
+    }
+}
+
+impl Drop for TlsCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(crate::helpers::repo().join("redis/local.sh"))
+            .arg("cluster-stop")
+            .arg(self.dir.join("cluster"))
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Every master over TLS: keyward's pools connect to each at start, the
+/// seed nodes and the others by the addresses `CLUSTER SLOTS` gives (their
+/// certificates name 127.0.0.1).
+#[tokio::test]
+async fn keyward_on_a_tls_redis_cluster_connects_to_every_master_and_mints_and_validates() {
+    let cluster = TlsCluster::start();
+    let mut config = test_config(
+        "redis-cluster://validator:x@127.0.0.1:1".into(),
+        "redis-cluster://manager:x@127.0.0.1:1".into(),
+    );
+    config.redis_url = cluster.url("validator", VALIDATOR_PASSWORD).into();
+    config.admin_redis_url = Some(cluster.url("manager", MANAGER_PASSWORD).into());
+    config.redis_tls = cluster.files();
+    let app = TestApp::serve(config, None).await;
+    let project = app.project().await;
+    // Keys in slots all over the cluster (a key's slot is its name's hash).
+    for _ in 0..12 {
+        let key = app.mint(&project, json!({})).await;
+        assert_eq!(app.status(&key.api_key).await, StatusCode::OK);
+    }
+    assert_eq!(app.get("/ready", None).await.status(), StatusCode::OK);
 }
 
 /// keyward (on a plain Redis) with its public listener over TLS, stopped
