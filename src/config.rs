@@ -259,7 +259,8 @@ pub struct Config {
     )]
     pub listen: SocketAddr,
     /// When set, `/metrics` is served only on this separate listener, not
-    /// on the public one.
+    /// on the public one; it stays plain HTTP, even with
+    /// KEYWARD_TLS_CERT_FILE (keep it on a private address).
     #[arg(
         long,
         env = "KEYWARD_METRICS_LISTEN",

@@ -81,8 +81,11 @@ pub use crate::error::{Error, Result};
 
 /// The listeners `run` serves on, bound by the caller (tests bind port 0).
 pub struct Listeners {
+    /// The public listener; `run` serves it over TLS when
+    /// `KEYWARD_TLS_CERT_FILE` is set.
     pub main: TcpListener,
-    /// A separate, private listener for `/metrics`, if configured.
+    /// A separate, private listener for `/metrics`, if configured (always
+    /// plain HTTP).
     pub metrics: Option<TcpListener>,
 }
 
