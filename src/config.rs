@@ -153,11 +153,6 @@ pub struct RedisTls {
 }
 
 impl RedisTls {
-    /// Whether any file is set.
-    fn is_set(&self) -> bool {
-        *self != Self::default()
-    }
-
     /// Checks the files load, naming the variable at fault, when `urls`
     /// has a TLS URL; a file set for no TLS URL is a mistake too.
     fn check<'a>(
@@ -165,13 +160,17 @@ impl RedisTls {
         mut urls: impl Iterator<Item = &'a SecretString>,
     ) -> Result<(), ConfigError> {
         let tls = urls.any(|url| url.expose_secret().starts_with("rediss"));
-        match (tls, self.is_set()) {
+        let set = [
+            ("KEYWARD_REDIS_CA_FILE", &self.ca_file),
+            ("KEYWARD_REDIS_CERT_FILE", &self.cert_file),
+            ("KEYWARD_REDIS_KEY_FILE", &self.key_file),
+        ]
+        .into_iter()
+        .find_map(|(var, file)| file.as_ref().map(|_| var));
+        match (tls, set) {
             (true, _) => crate::tls::redis_client(self).map(drop),
-            (false, true) => Err(bad(
-                "KEYWARD_REDIS_CA_FILE",
-                "KEYWARD_REDIS_CA_FILE, _CERT_FILE and _KEY_FILE are for rediss:// URLs, and no Redis URL is one",
-            )),
-            (false, false) => Ok(()),
+            (false, Some(var)) => Err(bad(var, "is for rediss:// URLs, and no Redis URL is one")),
+            (false, None) => Ok(()),
         }
     }
 }
