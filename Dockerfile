@@ -26,7 +26,10 @@ COPY --from=build /usr/local/bin/keyward /usr/local/bin/keyward
 USER 10001:10001
 ENV KEYWARD_LISTEN=0.0.0.0:8080
 EXPOSE 8080
-# No curl in the image: the binary checks its own /health (at KEYWARD_LISTEN).
+# No curl in the image: the binary checks its own /health (at KEYWARD_LISTEN;
+# over HTTPS when KEYWARD_TLS_CERT_FILE is set; an mTLS listener also needs
+# KEYWARD_URL_CERT_FILE and KEYWARD_URL_KEY_FILE, a client certificate from
+# KEYWARD_TLS_CLIENT_CA_FILE's CA, in the container's environment).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
   CMD ["keyward", "healthcheck"]
 ENTRYPOINT ["keyward"]

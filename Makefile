@@ -6,7 +6,7 @@ KEYWARD_PORT ?= 8080
 # The revision `make load-compare` measures this tree against.
 BASE ?= 196fbe3
 
-.PHONY: run test check bench load load-restart load-compare load-unix profile clean-run
+.PHONY: run test check bench load load-restart load-compare load-unix load-tls profile clean-run
 
 ## Install what is missing, start Redis Stack and keyward, mint a demo key.
 run:
@@ -49,6 +49,12 @@ load-compare:
 load-unix:
 	bash redis/local.sh install wrk
 	bash benches/compare.sh --unix
+
+## Warm C=64 with this tree's keyward on Redis over TCP and over TLS with a
+## client certificate (rediss://), alternating for KEYWARD_BENCH_ROUNDS rounds.
+load-tls:
+	bash redis/local.sh install wrk
+	bash benches/compare.sh --tls
 
 ## Warm C=64 under `perf record -g`; prints the top of `perf report`: by
 ## symbol, by library, and with callees (the frame-pointer build in

@@ -11,6 +11,9 @@
 #                                     over TCP ("base") and over its Unix socket
 #                                     (KEYWARD_BENCH_REDIS=unix, "new"): ratios
 #                                     unix/tcp, no targets
+#   benches/compare.sh --tls          make load-tls: the same over TCP and over
+#                                     TLS with a client certificate
+#                                     (KEYWARD_BENCH_REDIS=tls): ratios tls/tcp
 #
 # <rev> is built once, in a git worktree of its own (removed after the build)
 # with its own CARGO_TARGET_DIR, target/compare/<sha>/target; its binary is
@@ -27,8 +30,8 @@ rev="${1:-196fbe3}" rounds="${KEYWARD_BENCH_ROUNDS:-3}"
 [[ "$rounds" =~ ^[1-9][0-9]?$ ]] || die "KEYWARD_BENCH_ROUNDS must be a whole number in 1..99"
 [[ "${KEYWARD_BENCH_CLUSTER:-}" != 1 ]] || die "compare mode runs on one Redis: unset KEYWARD_BENCH_CLUSTER"
 # Each side's name in the rows and how it runs: (base, new).
-if [[ "$rev" == --unix ]]; then
-  names=(tcp unix) runs=(KEYWARD_BENCH_REDIS=tcp KEYWARD_BENCH_REDIS=unix)
+if [[ "$rev" == --unix || "$rev" == --tls ]]; then
+  names=(tcp "${rev#--}") runs=(KEYWARD_BENCH_REDIS=tcp KEYWARD_BENCH_REDIS="${rev#--}")
 else
   sha="$(git rev-parse --verify --quiet "${rev}^{commit}")" || die "unknown revision: $rev"
   short="${sha:0:12}"
@@ -37,8 +40,8 @@ else
   names=("base $rev" new) runs=(KEYWARD_BENCH_BASE="$dir" KEYWARD_BENCH_REDIS=tcp)
 fi
 
-if [[ "$rev" == --unix ]]; then
-  log "this tree over TCP (base) and over Redis's Unix socket (new)"
+if [[ "$rev" == --unix || "$rev" == --tls ]]; then
+  log "this tree on Redis over TCP (base) and over ${names[1]} (new: unix, its Unix socket; tls, TLS)"
 elif [[ ! -x "$bin" ]]; then
   tree="$dir/src"
   mkdir -p "$dir"
@@ -57,7 +60,7 @@ else
   log "using $bin (built earlier from $short)"
 fi
 
-if [[ "$rev" != --unix ]]; then
+if [[ "$rev" != --unix && "$rev" != --tls ]]; then
   # The base's own ACL template, which benches/load.sh renders.
   mkdir -p "$dir/redis"
   git show "$sha:redis/users.acl" >"$dir/redis/users.acl"
@@ -84,7 +87,7 @@ done
 
 # Each column's decimals and whether a ratio new/base means something, as in
 # benches/load.rs's COLS.
-awk -v base="${names[0]}" -v new="${names[1]}" -v targets="$([[ "$rev" == --unix ]] || echo 1)" '
+awk -v base="${names[0]}" -v new="${names[1]}" -v targets="$([[ "$rev" == --unix || "$rev" == --tls ]] || echo 1)" '
   BEGIN {
     split("0 3 3 0 1 1 2 0 0 0 0 1", dec, " "); split("1 1 1 0 1 1 1 0 0 0 0 0", ratio, " ")
     ratio_name = (base ~ /^base / ? "new/base" : new "/" base)

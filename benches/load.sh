@@ -13,18 +13,20 @@
 # logs and, for the restart scenario, a pepper file. With
 # KEYWARD_BENCH_BASE=DIR (benches/compare.sh), the Redis users come from
 # DIR/redis/users.acl. With KEYWARD_BENCH_REDIS=unix (one node only), both
-# URLs name Redis's Unix socket (redis+unix://), not its TCP port. keyward's
+# URLs name Redis's Unix socket (redis+unix://), not its TCP port; with
+# KEYWARD_BENCH_REDIS=tls (one node only), its TLS port (rediss://, with the
+# CA and client certificate redis/local.sh made). keyward's
 # log ends up in the temp dir; its last lines are printed at the end.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bench="$1" cluster="${KEYWARD_BENCH_CLUSTER:-0}" over="${KEYWARD_BENCH_REDIS:-tcp}"
 case "$over" in
   tcp) unix=() ;;
-  unix) unix=(unix) ;;
-  *) echo "load.sh: KEYWARD_BENCH_REDIS=$over: tcp or unix" >&2; exit 1 ;;
+  unix | tls) unix=("$over") ;;
+  *) echo "load.sh: KEYWARD_BENCH_REDIS=$over: tcp, unix or tls" >&2; exit 1 ;;
 esac
-if [[ "$cluster" == 1 && "$over" == unix ]]; then
-  echo "load.sh: KEYWARD_BENCH_REDIS=unix needs one node: unset KEYWARD_BENCH_CLUSTER" >&2
+if [[ "$cluster" == 1 && "$over" != tcp ]]; then
+  echo "load.sh: KEYWARD_BENCH_REDIS=$over needs one node: unset KEYWARD_BENCH_CLUSTER" >&2
   exit 1
 fi
 dir="$(mktemp -d "${TMPDIR:-/tmp}/keyward-load.XXXXXXXX")"
@@ -64,6 +66,9 @@ elif [[ "$over" == unix ]]; then
   # fred's syntax: with credentials a host is required, and ignored.
   url="redis+unix://%s@localhost$dir/redis.sock" ports="$port" pids="$(cat "$dir/redis.pid")"
   redis="one node (redis/local.sh start), over its Unix socket"
+elif [[ "$over" == tls ]]; then
+  url="rediss://%s@localhost:$port" ports="$port" pids="$(cat "$dir/redis.pid")"
+  redis="one node (redis/local.sh start ... tls), over TLS with a client certificate"
 else
   url="redis://%s@127.0.0.1:$port" ports="$port" pids="$(cat "$dir/redis.pid")"
   redis="one node (redis/local.sh start), over TCP"
@@ -88,6 +93,10 @@ fi
 # shellcheck disable=SC2059 # the URL is the format
 KEYWARD_REDIS_URL="$(printf "$url" "validator:$vpw")" KEYWARD_ADMIN_REDIS_URL="$(printf "$url" "manager:$mpw")"
 export KEYWARD_REDIS_URL KEYWARD_ADMIN_REDIS_URL KEYWARD_ADMIN_TOKEN="$(pw)" KEYWARD_LOG=warn
+if [[ "$over" == tls ]]; then
+  export KEYWARD_REDIS_CA_FILE="$dir/tls/ca.crt" KEYWARD_REDIS_CERT_FILE="$dir/tls/client.crt" \
+    KEYWARD_REDIS_KEY_FILE="$dir/tls/client.key"
+fi
 if [[ "${KEYWARD_BENCH_SCENARIO:-}" == restart ]]; then
   (umask 077 && echo "$(pw)$(pw)" >"$dir/pepper")
   export KEYWARD_VERIFY_PEPPER_FILE="$dir/pepper"

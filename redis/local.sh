@@ -5,9 +5,14 @@
 #   redis/local.sh module-path                    print the absolute path of rejson.so
 #   redis/local.sh start PORT DIR ACLFILE [unix]  start a daemonized redis on 127.0.0.1:PORT (and with
 #                                                 `unix` on the Unix socket DIR/redis.sock too, mode 700)
+#   redis/local.sh start PORT DIR ACLFILE tls     the same, but TLS only on PORT (--tls-auth-clients
+#                                                 yes), with a CA, its certificate and a client one made
+#                                                 by openssl in DIR/tls (ca.crt, client.crt, client.key)
 #   redis/local.sh stop DIR                       stop the redis started with DIR
 #   redis/local.sh acl VALIDATOR_PW MANAGER_PW OUTFILE   render redis/users.acl
-#   redis/local.sh cluster-start BASEPORT DIR ACLFILE   a Redis Cluster on 127.0.0.1:BASEPORT..BASEPORT+5
+#   redis/local.sh cluster-start BASEPORT DIR ACLFILE [tls]   a Redis Cluster on 127.0.0.1:BASEPORT..BASEPORT+5
+#                                                 (with `tls`: TLS only, on its clients' ports, its bus and
+#                                                 replication, certificates as `start ... tls` makes them)
 #   redis/local.sh cluster-stop DIR               stop the cluster started with DIR
 #   redis/local.sh cluster-acl-load DIR           ACL LOAD on every node of that cluster
 #   redis/local.sh cluster-cli DIR PORT ARGS...   redis-cli as that cluster's admin user on one node
@@ -118,8 +123,8 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 pid_running() { [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null; }
 
 cmd_start() {
-  [[ $# -eq 3 || ($# -eq 4 && "$4" == unix) ]] || die "usage: $0 start PORT DIR ACLFILE [unix]"
-  local port="$1" dir="$2" aclfile="$3" unix=()
+  [[ $# -eq 3 || ($# -eq 4 && "$4" =~ ^(unix|tls)$) ]] || die "usage: $0 start PORT DIR ACLFILE [unix|tls]"
+  local port="$1" dir="$2" aclfile="$3" unix=() listen=(--port "$1")
   [[ "$port" =~ ^[0-9]+$ ]] || die "PORT must be a number: $port"
   [[ -f "$aclfile" ]] || die "ACL file not found: $aclfile"
   if port_open "$port"; then die "port $port is already in use"; fi
@@ -130,12 +135,17 @@ cmd_start() {
   dir="$(cd "$dir" && pwd)"
   aclfile="$(cd "$(dirname "$aclfile")" && pwd)/$(basename "$aclfile")"
   local logfile="$dir/redis.log" pidfile="$dir/redis.pid"
-  [[ $# -eq 3 ]] || unix=(--unixsocket "$dir/redis.sock" --unixsocketperm 700)
+  [[ "${4:-}" != unix ]] || unix=(--unixsocket "$dir/redis.sock" --unixsocketperm 700)
+  if [[ "${4:-}" == tls ]]; then
+    tls_files "$dir/tls"
+    listen=(--port 0 --tls-port "$port" --tls-cert-file "$dir/tls/redis.crt"
+      --tls-key-file "$dir/tls/redis.key" --tls-ca-cert-file "$dir/tls/ca.crt" --tls-auth-clients yes)
+  fi
   rm -f "$pidfile"
   : >"$logfile"
 
   "$REDIS_SERVER" \
-    --bind 127.0.0.1 --port "$port" --protected-mode yes \
+    --bind 127.0.0.1 "${listen[@]}" --protected-mode yes \
     --daemonize yes --pidfile "$pidfile" --logfile "$logfile" --dir "$dir" \
     --loadmodule "$module" --aclfile "$aclfile" \
     --appendonly no --save "" "${unix[@]}" >&2 \
@@ -159,6 +169,24 @@ cmd_start() {
   done
   if pid_running "$pid"; then kill "$pid" 2>/dev/null || true; fi
   die "redis did not come up on 127.0.0.1:$port; tail of $logfile:"$'\n'"$(tail -n 20 "$logfile" 2>/dev/null)"
+}
+
+# A CA and, issued by it for localhost and 127.0.0.1, Redis's certificate and
+# a client's, in DIR (EC P-256, valid for 2 days).
+tls_files() {
+  local dir="$1" name
+  mkdir -p "$dir"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -keyout "$dir/ca.key" -out "$dir/ca.crt" -subj /CN=keyward-local-ca \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+  printf '%s\n' basicConstraints=critical,CA:FALSE keyUsage=critical,digitalSignature \
+    extendedKeyUsage=serverAuth,clientAuth subjectAltName=DNS:localhost,IP:127.0.0.1 >"$dir/leaf.ext"
+  for name in redis client; do
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$name" \
+      -keyout "$dir/$name.key" -out "$dir/$name.csr" 2>/dev/null
+    openssl x509 -req -in "$dir/$name.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
+      -days 2 -extfile "$dir/leaf.ext" -out "$dir/$name.crt" 2>/dev/null
+  done
 }
 
 cmd_stop() {
@@ -219,8 +247,10 @@ CLUSTER_NODES=6
 cluster_cli() {
   local dir="$1" port="$2"
   shift 2
+  local tls=()
+  [[ ! -d "$dir/tls" ]] || tls=(--tls --cacert "$dir/tls/ca.crt" --cert "$dir/tls/client.crt" --key "$dir/tls/client.key")
   REDISCLI_AUTH="$(cat "$dir/admin.pw")" redis-cli --no-auth-warning --user cluster-admin \
-    -h 127.0.0.1 -p "$port" "$@"
+    -h 127.0.0.1 -p "$port" "${tls[@]}" "$@"
 }
 
 cluster_ports() { sed -n 's/^ports=//p' "$1/cluster.conf"; }
@@ -248,8 +278,8 @@ cluster_wait_ok() {
 }
 
 cmd_cluster_start() {
-  [[ $# -eq 3 ]] || die "usage: $0 cluster-start BASEPORT DIR ACLFILE"
-  local base="$1" dir="$2" aclfile="$3" timeout="${KEYWARD_CLUSTER_NODE_TIMEOUT:-1000}"
+  [[ $# -eq 3 || ($# -eq 4 && "$4" == tls) ]] || die "usage: $0 cluster-start BASEPORT DIR ACLFILE [tls]"
+  local base="$1" dir="$2" aclfile="$3" timeout="${KEYWARD_CLUSTER_NODE_TIMEOUT:-1000}" tls="${4:-}"
   [[ "$base" =~ ^[0-9]+$ ]] || die "BASEPORT must be a number: $base"
   ((base >= 1024 && base + CLUSTER_NODES - 1 + 10000 <= 65535)) \
     || die "BASEPORT must leave room for the cluster bus ports (BASEPORT+10000..+5): 1024..55530"
@@ -269,6 +299,8 @@ cmd_cluster_start() {
   mkdir -p "$dir"
   dir="$(cd "$dir" && pwd)"
   echo "ports=${ports[*]}" >"$dir/cluster.conf"
+  rm -rf "$dir/tls"
+  [[ -z "$tls" ]] || tls_files "$dir/tls"
 
   # The admin user for setup and operations, and the user replicas
   # authenticate as to their master (the default user is off), in this
@@ -289,9 +321,20 @@ cmd_cluster_start() {
     rm -f "$node/redis.pid" "$node/nodes.conf"
     : >"$node/redis.log"
     # A config file rather than arguments: it holds the replication password.
+    local listen="port $port"
+    if [[ -n "$tls" ]]; then
+      listen="port 0
+tls-port $port
+tls-cert-file $dir/tls/redis.crt
+tls-key-file $dir/tls/redis.key
+tls-ca-cert-file $dir/tls/ca.crt
+tls-auth-clients yes
+tls-cluster yes
+tls-replication yes"
+    fi
     (umask 077 && cat >"$node/redis.conf" <<CONF
 bind 127.0.0.1
-port $port
+$listen
 protected-mode yes
 daemonize yes
 pidfile $node/redis.pid

@@ -19,7 +19,7 @@
 use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::ops::{Bound, RangeBounds};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::builder::{PossibleValue, TypedValueParser};
@@ -152,6 +152,131 @@ pub struct Argon2Params {
     pub parallelism: u32,
 }
 
+/// TLS to Redis, for every `rediss://` and `rediss-cluster://` URL keyward
+/// takes (the validator's, the manager's, the monitor's, the cluster's
+/// nodes, and `keyward migrate`'s). Without a CA file the server's
+/// certificate is checked against the system's roots.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct RedisTls {
+    /// rediss://: a PEM bundle of the CA certificates Redis's certificate
+    /// must chain to, instead of the system's.
+    #[arg(
+        id = "redis_ca_file",
+        long = "redis-ca-file",
+        env = "KEYWARD_REDIS_CA_FILE",
+        value_name = "PATH"
+    )]
+    pub ca_file: Option<PathBuf>,
+    /// rediss://: a PEM client certificate (chain) for Redis's
+    /// `tls-auth-clients`, with KEYWARD_REDIS_KEY_FILE.
+    #[arg(
+        id = "redis_cert_file",
+        long = "redis-cert-file",
+        env = "KEYWARD_REDIS_CERT_FILE",
+        value_name = "PATH"
+    )]
+    pub cert_file: Option<PathBuf>,
+    /// rediss://: the PEM private key of KEYWARD_REDIS_CERT_FILE.
+    #[arg(
+        id = "redis_key_file",
+        long = "redis-key-file",
+        env = "KEYWARD_REDIS_KEY_FILE",
+        value_name = "PATH"
+    )]
+    pub key_file: Option<PathBuf>,
+}
+
+impl RedisTls {
+    /// Checks the files load, naming the variable at fault, when `urls`
+    /// has a TLS URL; a file set for no TLS URL is a mistake too.
+    fn check<'a>(
+        &self,
+        mut urls: impl Iterator<Item = &'a SecretString>,
+    ) -> Result<(), ConfigError> {
+        let tls = urls.any(|url| url.expose_secret().starts_with("rediss"));
+        let set = [
+            ("KEYWARD_REDIS_CA_FILE", &self.ca_file),
+            ("KEYWARD_REDIS_CERT_FILE", &self.cert_file),
+            ("KEYWARD_REDIS_KEY_FILE", &self.key_file),
+        ]
+        .into_iter()
+        .find_map(|(var, file)| file.as_ref().map(|_| var));
+        match (tls, set) {
+            (true, _) => crate::tls::redis_client(self).map(drop),
+            (false, Some(var)) => Err(bad(var, "is for rediss:// URLs, and no Redis URL is one")),
+            (false, None) => Ok(()),
+        }
+    }
+}
+
+/// The public listener over TLS (the metrics listener stays plain HTTP).
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct ListenerTls {
+    /// A PEM certificate (chain) that makes the public listener HTTPS only
+    /// (HTTP/1.1 and HTTP/2 by ALPN), with KEYWARD_TLS_KEY_FILE.
+    #[arg(
+        id = "tls_cert_file",
+        long = "tls-cert-file",
+        env = "KEYWARD_TLS_CERT_FILE",
+        value_name = "PATH"
+    )]
+    pub cert_file: Option<PathBuf>,
+    /// The PEM private key of KEYWARD_TLS_CERT_FILE.
+    #[arg(
+        id = "tls_key_file",
+        long = "tls-key-file",
+        env = "KEYWARD_TLS_KEY_FILE",
+        value_name = "PATH"
+    )]
+    pub key_file: Option<PathBuf>,
+    /// A PEM bundle of CA certificates that makes the listener mTLS: a
+    /// client without a certificate from one of them gets no answer.
+    #[arg(
+        id = "tls_client_ca_file",
+        long = "tls-client-ca-file",
+        env = "KEYWARD_TLS_CLIENT_CA_FILE",
+        value_name = "PATH"
+    )]
+    pub client_ca_file: Option<PathBuf>,
+    /// How often the three files are read again, in milliseconds (1 to
+    /// 60000): a renewed certificate is served to new connections; one that
+    /// does not load keeps the previous one, and the log says why.
+    #[arg(
+        long = "tls-reload-ms",
+        env = "KEYWARD_TLS_RELOAD_MS",
+        value_name = "MS",
+        default_value = "10000",
+        value_parser = millis(1..=60_000)
+    )]
+    pub reload: Duration,
+}
+
+impl ListenerTls {
+    /// Whether the public listener is HTTPS.
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some()
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        match (&self.cert_file, &self.key_file) {
+            (Some(_), Some(_)) => crate::tls::check_listener(self),
+            (Some(_), None) => Err(bad(
+                "KEYWARD_TLS_KEY_FILE",
+                "is required with KEYWARD_TLS_CERT_FILE",
+            )),
+            (None, Some(_)) => Err(bad(
+                "KEYWARD_TLS_CERT_FILE",
+                "is required with KEYWARD_TLS_KEY_FILE",
+            )),
+            (None, None) if self.client_ca_file.is_some() => Err(bad(
+                "KEYWARD_TLS_CLIENT_CA_FILE",
+                "needs KEYWARD_TLS_CERT_FILE and KEYWARD_TLS_KEY_FILE (mTLS is TLS first)",
+            )),
+            (None, None) => Ok(()),
+        }
+    }
+}
+
 /// `keyward serve`'s configuration. As clap parses it, it has no secrets
 /// yet: [`Config::with_secrets`] adds them and validates the whole.
 #[derive(Debug, Clone, Args)]
@@ -167,7 +292,8 @@ pub struct Config {
     )]
     pub listen: SocketAddr,
     /// When set, `/metrics` is served only on this separate listener, not
-    /// on the public one.
+    /// on the public one; it stays plain HTTP, even with
+    /// KEYWARD_TLS_CERT_FILE (keep it on a private address).
     #[arg(
         long,
         env = "KEYWARD_METRICS_LISTEN",
@@ -175,6 +301,10 @@ pub struct Config {
         value_parser = address()
     )]
     pub metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub tls: ListenerTls,
+    #[command(flatten)]
+    pub redis_tls: RedisTls,
     /// Redis URL of the least-privileged `validator` user.
     #[arg(skip = SecretString::from(String::new()))]
     pub redis_url: SecretString,
@@ -579,24 +709,7 @@ impl Config {
     /// variable, instead of the process environment and the command line,
     /// so tests need neither.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        // Each setting `lookup` knows becomes its flag; the others must not
-        // fall back to the process environment.
-        let mut args = vec!["serve".to_owned()];
-        let command = Self::command().mut_args(|arg| {
-            let value = arg
-                .get_env()
-                .and_then(|var| lookup(var.to_str()?))
-                .filter(|v| !v.is_empty());
-            match (value, arg.get_long()) {
-                (Some(value), Some(long)) => {
-                    args.push(format!("--{long}={value}"));
-                    arg
-                }
-                _ => arg.env(None),
-            }
-        });
-        let matches = command.try_get_matches_from(args)?;
-        Self::from_arg_matches(&matches)?.with_secrets(lookup)
+        args_from_lookup::<Self>(&lookup)?.with_secrets(lookup)
     }
 
     /// The settings clap parsed (`keyward serve`'s flags and variables),
@@ -625,19 +738,22 @@ impl Config {
     }
 
     /// Only the listen address, from `KEYWARD_LISTEN` as `keyward serve`
-    /// reads it, for `keyward healthcheck`, which must work without the rest
-    /// of the configuration (or its secrets).
-    pub fn listen_from_env() -> Result<SocketAddr, ConfigError> {
-        let listen = Self::command()
+    /// reads it, and whether it is HTTPS (`KEYWARD_TLS_CERT_FILE` is set),
+    /// for `keyward healthcheck`, which must work without the rest of the
+    /// configuration (or its secrets).
+    pub fn listen_from_env() -> Result<(SocketAddr, bool), ConfigError> {
+        let args = Self::command()
             .get_arguments()
-            .find(|arg| arg.get_id() == "listen")
-            .cloned();
+            .filter(|arg| ["listen", "tls_cert_file"].contains(&arg.get_id().as_str()))
+            .cloned()
+            .collect::<Vec<_>>();
         let matches = clap::Command::new("healthcheck")
-            .args(listen)
+            .args(args)
             .try_get_matches_from(["healthcheck"])?;
-        Ok(*matches
+        let listen = *matches
             .get_one("listen")
-            .expect("KEYWARD_LISTEN has a default"))
+            .expect("KEYWARD_LISTEN has a default");
+        Ok((listen, matches.contains_id("tls_cert_file")))
     }
 
     /// The checks that involve more than one setting, or a secret.
@@ -665,6 +781,10 @@ impl Config {
                  (its streams would be the shared layout's)",
             ));
         }
+        let urls = [&self.admin_redis_url, &self.monitor_redis_url];
+        let urls = std::iter::once(&self.redis_url).chain(urls.into_iter().flatten());
+        self.redis_tls.check(urls)?;
+        self.tls.check()?;
         if self.admin_token.is_some() && self.admin_redis_url.is_none() {
             return Err(bad(
                 "KEYWARD_ADMIN_REDIS_URL",
@@ -686,6 +806,31 @@ impl Config {
     }
 }
 
+/// The settings of `T` read through `lookup`, variable by variable, instead
+/// of the process environment and the command line.
+fn args_from_lookup<T: Args + FromArgMatches>(
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<T, ConfigError> {
+    // Each setting `lookup` knows becomes its flag; the others must not
+    // fall back to the process environment.
+    let mut args = vec!["keyward".to_owned()];
+    let command = T::augment_args(clap::Command::new("keyward")).mut_args(|arg| {
+        let value = arg
+            .get_env()
+            .and_then(|var| lookup(var.to_str()?))
+            .filter(|v| !v.is_empty());
+        match (value, arg.get_long()) {
+            (Some(value), Some(long)) => {
+                args.push(format!("--{long}={value}"));
+                arg
+            }
+            _ => arg.env(None),
+        }
+    });
+    let matches = command.try_get_matches_from(args)?;
+    Ok(T::from_arg_matches(&matches)?)
+}
+
 /// What `keyward migrate` needs: the `migrator` user's Redis URL, never
 /// from the command line (it holds a password).
 #[derive(Debug, Clone)]
@@ -696,6 +841,8 @@ pub struct MigrateConfig {
     /// Deadline of each Redis command; migration commands move chunks of
     /// ids, so it is longer than the service's.
     pub redis_timeout: Duration,
+    /// For a `rediss://` URL: the same variables as `keyward serve`'s.
+    pub redis_tls: RedisTls,
 }
 
 impl MigrateConfig {
@@ -712,7 +859,7 @@ impl MigrateConfig {
             Some(path) => secret_file(path)
                 .map(Some)
                 .map_err(|problem| bad(format!("{VAR}_FILE"), problem))?,
-            None => secret(lookup, VAR)?,
+            None => secret(&lookup, VAR)?,
         }
         .ok_or_else(|| {
             bad(
@@ -722,9 +869,12 @@ impl MigrateConfig {
             )
         })?;
         check_redis_url(VAR, &redis_url)?;
+        let redis_tls: RedisTls = args_from_lookup(&lookup)?;
+        redis_tls.check(std::iter::once(&redis_url))?;
         Ok(Self {
             redis_url,
             redis_timeout: Duration::from_secs(10),
+            redis_tls,
         })
     }
 }

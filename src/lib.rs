@@ -32,6 +32,8 @@
 //!   one file per concern: the validation path's commands and its usage
 //!   counts, the admin path's, the activity reads, `keyward migrate`'s.
 //! - [`config`], [`error`], [`telemetry`]: used by all of the above.
+//! - [`tls`]: rustls for `rediss://` connections and the HTTPS listener
+//!   (its handshakes, and its certificate reloaded from disk).
 //! - [`acl`]: off the request path; renders a client deployment's Redis ACL
 //!   rules, and `keyward acl` prints them.
 //! - [`migrate`]: off the request path; `keyward migrate` upgrades data the
@@ -66,6 +68,7 @@ pub mod plan;
 pub mod scope;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod trail;
 pub mod validate;
 pub mod webhook;
@@ -80,8 +83,11 @@ pub use crate::error::{Error, Result};
 
 /// The listeners `run` serves on, bound by the caller (tests bind port 0).
 pub struct Listeners {
+    /// The public listener; `run` serves it over TLS when
+    /// `KEYWARD_TLS_CERT_FILE` is set.
     pub main: TcpListener,
-    /// A separate, private listener for `/metrics`, if configured.
+    /// A separate, private listener for `/metrics`, if configured (always
+    /// plain HTTP).
     pub metrics: Option<TcpListener>,
 }
 
@@ -164,10 +170,21 @@ pub async fn run(
         )
     });
 
-    tracing::info!(addr = ?listeners.main.local_addr().ok(), client = %config.client_name, "keyward listening");
+    let https = config.tls.enabled();
+    tracing::info!(addr = ?listeners.main.local_addr().ok(), https, client = %config.client_name, "keyward listening");
     let app = http::router(state, config.metrics_listen.is_some());
-    let server = axum::serve(listeners.main, app).with_graceful_shutdown(stopped());
-    let server = tokio::spawn(server.into_future());
+    let server = match https {
+        true => {
+            let listener = tls::TlsListener::new(listeners.main, &config.tls)
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            let server = axum::serve(listener, app).with_graceful_shutdown(stopped());
+            tokio::spawn(server.into_future())
+        }
+        false => {
+            let server = axum::serve(listeners.main, app).with_graceful_shutdown(stopped());
+            tokio::spawn(server.into_future())
+        }
+    };
     shutdown.await;
     tracing::info!("shutting down: finishing requests in flight");
     let _ = stop_tx.send(true);

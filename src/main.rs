@@ -54,8 +54,11 @@ enum Command {
     /// Serve the HTTP API, configured by flags or their KEYWARD_* environment
     /// variables, and secrets from the environment only.
     Serve(Box<Config>),
-    /// Exit 0 if the local keyward at KEYWARD_LISTEN answers /health with 200.
-    Healthcheck,
+    /// Exit 0 if the local keyward at KEYWARD_LISTEN answers /health with
+    /// 200: over HTTPS when KEYWARD_TLS_CERT_FILE is set (not checking the
+    /// certificate's name: a loopback liveness probe), with the client
+    /// certificate of KEYWARD_URL_CERT_FILE for an mTLS listener.
+    Healthcheck(cli::ClientCert),
     /// Print the Redis ACL rule (ACL-file syntax) for a client deployment's user.
     Acl(acl::AclArgs),
     /// Upgrade data the original key service wrote to keyward's layout, in
@@ -103,7 +106,7 @@ fn main() -> ExitCode {
         Command::Whoami(target) => runtime.block_on(cli::whoami(target)),
         Command::Audit(args) => runtime.block_on(cli::audit(args)),
         Command::Check(args) => runtime.block_on(cli::check(args)),
-        Command::Healthcheck => runtime.block_on(cli::healthcheck()),
+        Command::Healthcheck(cert) => runtime.block_on(cli::healthcheck(cert)),
         Command::Migrate {
             apply,
             redis_url_file,

@@ -52,6 +52,45 @@ fn admin_token(lookup: impl Fn(&str) -> Option<String>) -> Result<SecretString, 
     }
 }
 
+/// `builder` trusting `https.ca_file` besides the system's roots, and
+/// presenting `https.cert`, if set.
+fn with_https(
+    mut builder: reqwest::ClientBuilder,
+    https: &super::Https,
+) -> Result<reqwest::ClientBuilder, Failure> {
+    let read = |var: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| Failure::Usage(format!("{var}: cannot read {}: {e}", path.display())))
+    };
+    if let Some(path) = &https.ca_file {
+        let var = "KEYWARD_URL_CA_FILE";
+        let bundle = reqwest::Certificate::from_pem_bundle(&read(var, path)?)
+            .map_err(|e| Failure::Usage(format!("{var}: {}: {e}", path.display())))?;
+        for cert in bundle {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    match (&https.cert.cert_file, &https.cert.key_file) {
+        (None, None) => Ok(builder),
+        (Some(cert), Some(key)) => {
+            let pem = [
+                read("KEYWARD_URL_CERT_FILE", cert)?,
+                read("KEYWARD_URL_KEY_FILE", key)?,
+            ]
+            .concat();
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                Failure::Usage(format!(
+                    "KEYWARD_URL_CERT_FILE and KEYWARD_URL_KEY_FILE: not a PEM certificate and key: {e}"
+                ))
+            })?;
+            Ok(builder.identity(identity))
+        }
+        _ => Err(Failure::Usage(
+            "KEYWARD_URL_CERT_FILE and KEYWARD_URL_KEY_FILE go together".into(),
+        )),
+    }
+}
+
 /// Everything but RFC 3986's unreserved characters.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
@@ -73,17 +112,17 @@ pub struct Client {
 
 impl Client {
     /// For admin commands: needs the admin token from the environment.
-    pub fn admin(url: &str) -> Result<Self, Failure> {
+    pub fn admin(target: &super::Target) -> Result<Self, Failure> {
         let token = admin_token(|name| std::env::var(name).ok())?;
-        Self::new(url, Some(token))
+        Self::new(&target.url, &target.https, Some(token))
     }
 
     /// For `check`: no token.
-    pub fn anonymous(url: &str) -> Result<Self, Failure> {
-        Self::new(url, None)
+    pub fn anonymous(url: &str, https: &super::Https) -> Result<Self, Failure> {
+        Self::new(url, https, None)
     }
 
-    fn new(url: &str, token: Option<SecretString>) -> Result<Self, Failure> {
+    fn new(url: &str, https: &super::Https, token: Option<SecretString>) -> Result<Self, Failure> {
         let base = url.trim_end_matches('/').to_owned();
         let valid = reqwest::Url::parse(&base)
             .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
@@ -92,7 +131,7 @@ impl Client {
                 "--url / KEYWARD_URL: {url:?} is not an http:// or https:// URL"
             )));
         }
-        let http = reqwest::Client::builder()
+        let http = with_https(reqwest::Client::builder(), https)?
             .connect_timeout(Duration::from_secs(5))
             // Minting hashes with Argon2id; a busy service may queue it.
             .timeout(Duration::from_secs(60))
@@ -290,10 +329,11 @@ mod tests {
 
     #[test]
     fn only_http_urls_are_accepted() {
-        assert!(Client::anonymous("http://127.0.0.1:8080/").is_ok());
-        assert!(Client::anonymous("https://keyward.internal").is_ok());
+        let https = super::super::Https::default();
+        assert!(Client::anonymous("http://127.0.0.1:8080/", &https).is_ok());
+        assert!(Client::anonymous("https://keyward.internal", &https).is_ok());
         for bad in ["127.0.0.1:8080", "ftp://x", "not a url", ""] {
-            let err = Client::anonymous(bad).err().unwrap();
+            let err = Client::anonymous(bad, &https).err().unwrap();
             assert_eq!(err.exit_code(), exit::USAGE, "{bad}");
         }
     }

@@ -9,7 +9,9 @@
 //! admin API stays the one contract, and its tests cover this too. Output is
 //! a table by default and the API's JSON with `--json` (`render`).
 //!
-//! - The target: `--url`, else `KEYWARD_URL`, else `http://127.0.0.1:8080`.
+//! - The target: `--url`, else `KEYWARD_URL`, else `http://127.0.0.1:8080`;
+//!   for an `https://` one, a private CA (`KEYWARD_URL_CA_FILE`) and a client
+//!   certificate for an mTLS listener (`KEYWARD_URL_CERT_FILE`, `_KEY_FILE`).
 //! - The admin token: `KEYWARD_ADMIN_TOKEN` or `KEYWARD_ADMIN_TOKEN_FILE`,
 //!   never a flag (flags land in shell history and `ps`); the root token or
 //!   an operator's `kwop.` token, which may do what its role allows
@@ -31,6 +33,7 @@ mod render;
 pub use render::safe;
 
 use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
@@ -75,6 +78,48 @@ pub struct Target {
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    #[command(flatten)]
+    pub https: Https,
+}
+
+/// How the CLI reaches keyward over HTTPS: a private CA, and a client
+/// certificate for an mTLS listener.
+#[derive(Args, Debug, Clone, Default)]
+pub struct Https {
+    /// For an https:// URL: a PEM bundle of CA certificates keyward's
+    /// certificate may chain to, besides the system's (a private CA).
+    #[arg(
+        long = "url-ca-file",
+        env = "KEYWARD_URL_CA_FILE",
+        value_name = "PATH",
+        global = true
+    )]
+    pub ca_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub cert: ClientCert,
+}
+
+/// The client certificate a keyward with `KEYWARD_TLS_CLIENT_CA_FILE` (mTLS)
+/// requires.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ClientCert {
+    /// For an mTLS listener: a PEM client certificate (chain) from its
+    /// client CA, with --url-key-file.
+    #[arg(
+        long = "url-cert-file",
+        env = "KEYWARD_URL_CERT_FILE",
+        value_name = "PATH",
+        global = true
+    )]
+    pub cert_file: Option<PathBuf>,
+    /// The PEM private key of --url-cert-file.
+    #[arg(
+        long = "url-key-file",
+        env = "KEYWARD_URL_KEY_FILE",
+        value_name = "PATH",
+        global = true
+    )]
+    pub key_file: Option<PathBuf>,
 }
 
 /// `keyward project ...`
@@ -366,6 +411,8 @@ pub struct CheckArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub https: Https,
     /// A scope the request requires; repeat for more.
     #[arg(long = "scope")]
     pub scopes: Vec<String>,
@@ -465,7 +512,7 @@ fn print(json_out: bool, value: &Value, table: impl FnOnce(&Value) -> String) {
 }
 
 async fn run_project(args: ProjectArgs) -> Result<u8, Failure> {
-    let client = Client::admin(&args.target.url)?;
+    let client = Client::admin(&args.target)?;
     let json_out = args.target.json;
     match args.command {
         ProjectCommand::Create {
@@ -491,7 +538,7 @@ async fn run_project(args: ProjectArgs) -> Result<u8, Failure> {
 }
 
 async fn run_key(args: KeyArgs) -> Result<u8, Failure> {
-    let client = Client::admin(&args.target.url)?;
+    let client = Client::admin(&args.target)?;
     let json_out = args.target.json;
     match args.command {
         KeyCommand::Mint {
@@ -721,7 +768,7 @@ async fn pages(
 }
 
 async fn run_operator(args: OperatorArgs) -> Result<u8, Failure> {
-    let client = Client::admin(&args.target.url)?;
+    let client = Client::admin(&args.target)?;
     let json_out = args.target.json;
     match args.command {
         OperatorCommand::Create {
@@ -760,7 +807,7 @@ async fn run_operator(args: OperatorArgs) -> Result<u8, Failure> {
 }
 
 async fn run_webhook(args: WebhookArgs) -> Result<u8, Failure> {
-    let client = Client::admin(&args.target.url)?;
+    let client = Client::admin(&args.target)?;
     let json_out = args.target.json;
     let path = |webhook_id: &str, rest: &str| {
         format!("/v1/admin/webhooks/{}{rest}", client::segment(webhook_id))
@@ -816,7 +863,7 @@ async fn run_webhook(args: WebhookArgs) -> Result<u8, Failure> {
 }
 
 async fn run_whoami(target: Target) -> Result<u8, Failure> {
-    let client = Client::admin(&target.url)?;
+    let client = Client::admin(&target)?;
     let me = client.get("/v1/admin/whoami", &[]).await?;
     print(target.json, &me, render::whoami);
     Ok(exit::SUCCESS)
@@ -824,7 +871,7 @@ async fn run_whoami(target: Target) -> Result<u8, Failure> {
 
 /// The newest `--limit` entries of the admin trail, newest first.
 async fn run_audit(args: AuditArgs) -> Result<u8, Failure> {
-    let client = Client::admin(&args.target.url)?;
+    let client = Client::admin(&args.target)?;
     let mut query = Vec::new();
     if let Some(project) = args.project {
         query.push(("project_id", project));
@@ -860,7 +907,7 @@ fn read_key() -> Result<String, Failure> {
 
 async fn run_check(args: CheckArgs) -> Result<u8, Failure> {
     let key = read_key()?;
-    let client = Client::anonymous(&args.url)?;
+    let client = Client::anonymous(&args.url, &args.https)?;
     let outcome = client
         .forward_auth(
             &key,

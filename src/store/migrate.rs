@@ -102,6 +102,7 @@ impl Migrator {
     pub async fn connect(config: &MigrateConfig) -> Result<Self> {
         let pool = super::connect_url(
             config.redis_url.expose_secret(),
+            &config.redis_tls,
             config.redis_timeout,
             1,
             "migrator",

@@ -60,7 +60,7 @@ use fred::prelude::{
     Builder, ClientLike, Config as FredConfig, Error as FredError, ErrorKind, Pool,
     ReconnectPolicy, RedisJsonInterface, SortedSetsInterface, StreamsInterface, Value,
 };
-use fred::types::config::{ClusterDiscoveryPolicy, ServerConfig};
+use fred::types::config::{ClusterDiscoveryPolicy, ServerConfig, TlsConnector};
 use fred::types::sorted_sets::{ZRange, ZRangeBound, ZRangeKind, ZSort};
 use fred::types::{ClusterHash, CustomCommand, FromValue};
 use secrecy::ExposeSecret;
@@ -69,7 +69,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::audit;
-use crate::config::Config;
+use crate::config::{Config, RedisTls};
 use crate::error::{Error, Result};
 use crate::telemetry::metric;
 
@@ -376,7 +376,8 @@ impl Drop for Flusher {
 }
 
 async fn connect(url: &str, config: &Config, what: &str) -> Result<Pool> {
-    connect_url(url, config.redis_timeout, config.redis_pool_size, what).await
+    let size = config.redis_pool_size;
+    connect_url(url, &config.redis_tls, config.redis_timeout, size, what).await
 }
 
 /// Builds and connects a pool for `url`: one Redis (`redis://`) or a
@@ -421,14 +422,25 @@ async fn connect(url: &str, config: &Config, what: &str) -> Result<Pool> {
 ///
 /// `TCP_NODELAY`: a step is one write, sent at once rather than held back
 /// by Nagle's algorithm for the answer to the previous one.
+///
+/// TLS (`rediss://`, `rediss-cluster://`): rustls, configured by `tls`
+/// (`tls::redis_client`) for every node. A cluster's nodes are reached by
+/// the addresses `CLUSTER SLOTS` gives, so their certificates must name
+/// those (IP addresses, unless the cluster announces hostnames).
 pub(crate) async fn connect_url(
     url: &str,
+    tls: &RedisTls,
     timeout: Duration,
     size: usize,
     what: &str,
 ) -> Result<Pool> {
     let mut fred_config = FredConfig::from_url(url)
         .map_err(|e| Error::Internal(format!("{what} Redis URL is invalid: {}", e.details())))?;
+    if fred_config.tls.is_some() {
+        let client = crate::tls::redis_client(tls).map_err(|e| Error::Internal(e.to_string()))?;
+        fred_config.tls = Some(TlsConnector::from(client).into());
+    }
+    let hint = tls_hint(&fred_config, tls);
     let cluster = fred_config.server.is_clustered();
     if let ServerConfig::Clustered { policy, .. } = &mut fred_config.server {
         // Rediscover the cluster from the nodes last seen, not only from
@@ -450,7 +462,9 @@ pub(crate) async fn connect_url(
         .build_pool(size)
         .map_err(|e| Error::Internal(format!("{what} Redis pool: {e}")))?;
     pool.init().await.map_err(|e| {
-        Error::Unavailable(format!("cannot connect to Redis as the {what} user: {e}"))
+        Error::Unavailable(format!(
+            "cannot connect to Redis as the {what} user: {e}{hint}"
+        ))
     })?;
     // Fail at start-up, not on the first request, when the credentials are
     // wrong or the user may not even PING.
@@ -459,6 +473,23 @@ pub(crate) async fn connect_url(
         .await
         .map_err(|e| Error::Unavailable(format!("Redis refused the {what} user: {e}")))?;
     Ok(pool)
+}
+
+/// What a failed TLS connection may be for want of, naming the variables:
+/// added to the start-up error, since Redis only closes the connection.
+fn tls_hint(config: &FredConfig, tls: &RedisTls) -> String {
+    if !config.uses_tls() {
+        return String::new();
+    }
+    let trust = match &tls.ca_file {
+        Some(path) => format!("KEYWARD_REDIS_CA_FILE ({})", path.display()),
+        None => "the system's CA certificates (KEYWARD_REDIS_CA_FILE is unset)".to_owned(),
+    };
+    let client = match &tls.cert_file {
+        Some(path) => format!("the client certificate KEYWARD_REDIS_CERT_FILE ({})", path.display()),
+        None => "no client certificate (KEYWARD_REDIS_CERT_FILE and KEYWARD_REDIS_KEY_FILE are unset; Redis's `tls-auth-clients yes` requires one)".to_owned(),
+    };
+    format!(" (TLS: the server's certificate checked against {trust}; {client})")
 }
 
 impl Store {

@@ -240,10 +240,22 @@ impl Gateway {
     /// `app_port`, and waits until a request without a key comes back 401
     /// (the gateway is up and reaches keyward).
     async fn start(kind: Kind, keyward: SocketAddr, app_port: u16) -> Self {
+        Self::start_with(kind, keyward, app_port, |_, template| template).await
+    }
+
+    /// As `start`, from the example as `edit` changes it, given the
+    /// gateway's directory (a variant, e.g. mTLS to keyward).
+    async fn start_with(
+        kind: Kind,
+        keyward: SocketAddr,
+        app_port: u16,
+        edit: impl FnOnce(&Path, String) -> String,
+    ) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join(random_id(&format!("keyward-{}-", kind.name())));
         std::fs::create_dir_all(&dir).unwrap();
         let template = std::fs::read_to_string(examples().join(kind.example())).unwrap();
+        let template = edit(&dir, template);
         let config = dir.join(kind.example());
         let ports = [(8000, port), (8080, keyward.port()), (9000, app_port)];
         std::fs::write(&config, render(&template, &ports)).unwrap();
@@ -722,4 +734,106 @@ async fn envoy_in_front_lets_valid_keys_through_as_their_identity_and_gives_the_
 async fn caddy_in_front_lets_valid_keys_through_as_their_identity_and_gives_the_client_keywards_refusals(
 ) {
     keyward_guards_the_app_behind(Kind::Caddy).await;
+}
+
+/// The example with keyward behind mTLS, as `examples/gateways/<kind>-mtls.*`
+/// says to change it, in `dir` with the certificates it names: keyward's
+/// CA, and a client certificate `pki` issued from it.
+fn mtls_variant(kind: Kind, pki: &crate::tls::Pki, dir: &Path, template: String) -> String {
+    for (from, to) in [
+        ("ca.crt", "keyward-ca.crt"),
+        ("gateway.crt", "keyward-client.crt"),
+        ("gateway.key", "keyward-client.key"),
+    ] {
+        std::fs::copy(pki.path(from), dir.join(to)).unwrap();
+    }
+    let snippet = |file: &str| {
+        let text = std::fs::read_to_string(examples().join(file)).unwrap();
+        let lines = text.lines().filter(|l| !l.starts_with('#'));
+        lines.map(|l| format!("{l}\n")).collect::<String>()
+    };
+    match kind {
+        Kind::Nginx => {
+            let line = "            proxy_pass http://keyward/v1/auth;\n";
+            assert!(template.contains(line));
+            template.replace(line, &snippet("nginx-mtls.conf"))
+        }
+        Kind::Envoy => {
+            let cluster = "  - name: keyward\n    type: STATIC\n    connect_timeout: 1s\n";
+            assert!(template.contains(cluster));
+            template.replace(cluster, &(cluster.to_owned() + &snippet("envoy-mtls.yaml")))
+        }
+        Kind::Caddy => {
+            let uri = "\turi /v1/auth\n";
+            assert!(template.contains(uri));
+            template.replace(uri, &(uri.to_owned() + &snippet("Caddyfile-mtls")))
+        }
+    }
+}
+
+/// The gateway reaches keyward over mTLS: a valid key reaches the app as
+/// its identity, a wrong one is refused with keyward's 401.
+async fn the_gateway_reaches_keyward_over_mtls(kind: Kind) {
+    let pki = crate::tls::Pki::new();
+    pki.ca("ca").issue("ca", "server").issue("ca", "gateway");
+    let keyward = crate::tls::Https::start(&pki, "server", Some("ca")).await;
+    let admin = crate::tls::client(&pki, "ca", Some("gateway"))
+        .build()
+        .unwrap();
+    keyward.health(&admin).await.unwrap();
+    let app = App::start().await;
+    // `start_with` waits for a 401 through the gateway: keyward's answer.
+    let gateway = Gateway::start_with(kind, keyward.addr, app.port, |dir, template| {
+        mtls_variant(kind, &pki, dir, template)
+    })
+    .await;
+    let project = random_id("p");
+    let post = |path: &str, body: Value| {
+        admin
+            .post(keyward.url(path))
+            .bearer_auth(crate::helpers::ADMIN_TOKEN)
+            .json(&body)
+            .send()
+    };
+    let body = json!({ "project_id": project, "label": "Test", "owner": "team-a" });
+    let r = post("/v1/admin/projects", body).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let body = json!({ "project_id": project, "owner": "alice", "server_name": "api-1" });
+    let minted: Value = post("/v1/mint-key", body)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = minted["api_key"].as_str().unwrap();
+
+    assert_reached_app(gateway.get("/ping", Key::Bearer(key)).await).await;
+    assert_eq!(
+        app.last().header("x-keyward-project-id"),
+        Some(project.as_str())
+    );
+    let wrong = crate::helpers::wrong_secret(key);
+    let r = gateway.get("/ping", Key::Bearer(&wrong)).await;
+    assert_refused(
+        r,
+        StatusCode::UNAUTHORIZED,
+        "invalid_key",
+        "www-authenticate",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn nginx_reaches_keyward_over_mtls_with_proxy_ssl_certificate() {
+    the_gateway_reaches_keyward_over_mtls(Kind::Nginx).await;
+}
+
+#[tokio::test]
+async fn envoy_reaches_keyward_over_mtls_with_a_tls_transport_socket() {
+    the_gateway_reaches_keyward_over_mtls(Kind::Envoy).await;
+}
+
+#[tokio::test]
+async fn caddy_reaches_keyward_over_mtls_with_its_http_transports_tls() {
+    the_gateway_reaches_keyward_over_mtls(Kind::Caddy).await;
 }

@@ -137,22 +137,29 @@ pub struct TestRedis {
     pub dir: PathBuf,
     /// A Unix socket Redis listens on too, if asked for.
     socket: Option<PathBuf>,
+    /// Arguments of a TLS port Redis listens on too, if asked for (`tls.rs`).
+    tls_args: Vec<String>,
     child: Mutex<Option<Child>>,
 }
 
 impl TestRedis {
     /// Starts a Redis with the shipped ACL template plus test-only `extra_acl` lines.
     pub fn start_with_acl(extra_acl: &str) -> Self {
-        Self::create(extra_acl, false)
+        Self::create(extra_acl, false, Vec::new())
+    }
+
+    /// As `start`, listening for TLS too, as `tls_args` (`--tls-port` ...) say.
+    pub fn start_with_tls(tls_args: Vec<String>) -> Self {
+        Self::create("", false, tls_args)
     }
 
     /// As `start`, listening on a Unix socket in its directory too (see
     /// [`TestRedis::unix_url`]).
     pub fn start_with_unix_socket() -> Self {
-        Self::create("", true)
+        Self::create("", true, Vec::new())
     }
 
-    fn create(extra_acl: &str, unix_socket: bool) -> Self {
+    fn create(extra_acl: &str, unix_socket: bool, tls_args: Vec<String>) -> Self {
         // In memory where there is a tmpfs: the test Redis fsyncs every
         // write (below), and on a busy host's disk one fsync could outlast
         // the tests' 500 ms Redis deadline (a stray 503). A tmpfs keeps the
@@ -171,6 +178,7 @@ impl TestRedis {
         let redis = TestRedis {
             port: free_port(),
             socket: unix_socket.then(|| dir.join("redis.sock")),
+            tls_args,
             dir,
             child: Mutex::new(None),
         };
@@ -213,6 +221,7 @@ impl TestRedis {
                     "700".as_ref(),
                 ]
             }))
+            .args(&self.tls_args)
             .arg("--logfile")
             .arg(self.dir.join("redis.log"))
             .stdout(Stdio::null())

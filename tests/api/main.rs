@@ -29,6 +29,7 @@ mod plans;
 mod proxy;
 mod remember;
 mod rules_model;
+mod tls;
 mod unix;
 mod validate;
 mod webhook_faults;
