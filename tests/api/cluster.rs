@@ -1397,3 +1397,84 @@ async fn operators_work_across_the_shards_and_a_revoke_holds_on_every_instance()
     let r = b.post("/v1/mint-key", &mint, Some(token)).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
+
+/// Issue #36 on a cluster: a deployment with its own audit streams, sharded
+/// over the masters, and its three users from `keyward acl` loaded on every
+/// node: it validates, audits into `audit:<deployment>:keylookup:{i}`, shows
+/// its activity and trail through its monitor user, and that user is
+/// refused every other stream on every node.
+#[tokio::test]
+async fn a_deployments_own_audit_streams_work_sharded_on_a_cluster() {
+    use keyward::acl::Deployment;
+    use keyward::config::AuditLayout;
+    let _exclusive = EXCLUSIVE.write().await;
+    let c = cluster();
+    let project = random_id("own");
+    let name = random_id("gw-own-");
+    let own = Deployment {
+        name: &name,
+        audit: AuditLayout::Deployment,
+    };
+    let users = [
+        (format!("{name}-v"), Role::Validator),
+        (format!("{name}-m"), Role::Manager),
+        (format!("{name}-r"), Role::Monitor),
+    ];
+    let lines: Vec<String> = users
+        .iter()
+        .map(|(user, role)| rule(user, *role, &[&project], &["own-secret".into()], own).unwrap())
+        .collect();
+    let acl_file = c.dir.join("users.acl");
+    let mut acl = std::fs::read_to_string(&acl_file).unwrap();
+    acl.push_str(&(lines.join("\n") + "\n"));
+    std::fs::write(&acl_file, acl).unwrap();
+    local_sh(&["cluster-acl-load", c.dir.to_str().unwrap()], &[]).unwrap();
+    let urls: Vec<String> = users.iter().map(|(u, _)| c.url(u, "own-secret")).collect();
+    let app = {
+        let (urls, name) = (urls.clone(), name.clone());
+        c.app(move |config| {
+            config.redis_url = urls[0].clone().into();
+            config.admin_redis_url = Some(urls[1].clone().into());
+            config.monitor_redis_url = Some(urls[2].clone().into());
+            config.client_name = name;
+            config.audit_layout = AuditLayout::Deployment;
+            config.audit_shards = 3;
+        })
+        .await
+    };
+    assert_eq!(
+        app.create_project(&project).await.status(),
+        StatusCode::CREATED
+    );
+    let key = app.mint(&project, json!({})).await;
+    assert_eq!(app.status(&key.api_key).await, StatusCode::OK);
+    let activity: Value = crate::helpers::eventually("activity", || async {
+        let r = app
+            .admin_get(&format!("/v1/activity?project_id={project}"))
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let body: Value = r.json().await.unwrap();
+        (!body["recent"].as_array().unwrap().is_empty()).then_some(body)
+    })
+    .await;
+    assert_eq!(activity["recent"][0]["key_id"], key.key_id);
+    let trail = app.admin_get("/v1/admin/audit").await;
+    assert_eq!(trail.status(), StatusCode::OK);
+    assert!(trail.text().await.unwrap().contains(&key.key_id));
+    let streams = keyward::store::AuditStreams::new(AuditLayout::Deployment, &name, 3);
+    let shard = streams.keylookup(&project, &key.key_id);
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    for &port in &c.ports {
+        if c.pid(port).is_none() {
+            continue;
+        }
+        let node = c.node_as(port, &users[2].0, "own-secret").await;
+        for other in ["audit:keylookup", "audit:admin", "audit:other:admin"] {
+            let err = raw(&node, "XLEN", args(&[other])).await.expect_err(other);
+            assert!(err.starts_with("NOPERM"), "{port} {other}: {err}");
+        }
+        if let Err(e) = raw(&node, "XLEN", args(&[&shard])).await {
+            assert!(e.starts_with("MOVED"), "{port}: {e}");
+        }
+    }
+}
