@@ -103,6 +103,23 @@ pub fn segment(s: &str) -> String {
     utf8_percent_encode(s, SEGMENT).to_string()
 }
 
+/// A warning for a plain `http://` URL to a host other than this one: the
+/// token (or the key `check` reads) would cross the network in clear.
+fn cleartext_warning(base: &str) -> Option<String> {
+    let url = reqwest::Url::parse(base).ok()?;
+    let loopback = match url.host()? {
+        url::Host::Domain(name) => name.eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    };
+    (url.scheme() == "http" && !loopback).then(|| {
+        format!(
+            "{base} is plain http:// to another host: the token and keys cross the \
+             network in clear (use https://, see README \"TLS\")"
+        )
+    })
+}
+
 /// keyward's HTTP API at one base URL, with or without the admin token.
 pub struct Client {
     base: String,
@@ -131,7 +148,13 @@ impl Client {
                 "--url / KEYWARD_URL: {url:?} is not an http:// or https:// URL"
             )));
         }
+        if let Some(warning) = cleartext_warning(&base) {
+            eprintln!("keyward: warning: {warning}");
+        }
         let http = with_https(reqwest::Client::builder(), https)?
+            // The token (or key) goes to the URL given and nowhere else: a
+            // redirect is an answer, never followed.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
             // Minting hashes with Argon2id; a busy service may queue it.
             .timeout(Duration::from_secs(60))
@@ -201,6 +224,14 @@ impl Client {
     }
 
     fn refusal(&self, status: StatusCode, body: Option<&Value>) -> Failure {
+        if status.is_redirection() {
+            return Failure::Refused(format!(
+                "{} answered HTTP {} (a redirect); the CLI follows none, so the token \
+                 goes only to the URL it was given: point KEYWARD_URL at keyward itself",
+                self.base,
+                status.as_u16()
+            ));
+        }
         let code = body
             .and_then(|b| b["error"]["code"].as_str())
             .unwrap_or_default();
@@ -291,6 +322,21 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_http_is_warned_of_only_off_this_host() {
+        for quiet in [
+            "http://127.0.0.1:8080",
+            "http://localhost:8080",
+            "http://[::1]:8080",
+            "https://keyward.example.com",
+        ] {
+            assert_eq!(cleartext_warning(quiet), None, "{quiet}");
+        }
+        for loud in ["http://keyward.example.com", "http://10.0.0.5:8080"] {
+            assert!(cleartext_warning(loud).is_some(), "{loud}");
+        }
+    }
 
     fn token(vars: &[(&str, &str)]) -> Result<String, String> {
         admin_token(|name| {

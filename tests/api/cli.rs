@@ -1348,3 +1348,57 @@ async fn stored_text_cannot_forge_a_terminal_row_or_write_the_clipboard() {
         .json();
     assert_eq!(json["items"][0]["owner"], hostile, "JSON output stays JSON");
 }
+
+/// Issue #37, finding 5: the CLI sends the admin token only to the URL it
+/// was given. A server that answers with a redirect (to another path on the
+/// same host, or to another port) gets an exit 1 naming the redirect, and
+/// the redirect's target never hears from the CLI, token or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_follows_no_redirect_so_the_token_goes_only_where_it_was_told() {
+    use std::io::{BufRead, BufReader, Write as _};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target_port = target.local_addr().unwrap().port();
+    let heard = Arc::new(AtomicUsize::new(0));
+    {
+        let heard = heard.clone();
+        target.set_nonblocking(true).unwrap();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while std::time::Instant::now() < deadline {
+                if target.accept().is_ok() {
+                    heard.fetch_add(1, Ordering::SeqCst);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        });
+    }
+    let redirector = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = redirector.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for (i, stream) in redirector.incoming().take(2).enumerate() {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap() > 2 {
+                line.clear();
+            }
+            let location = match i {
+                0 => format!("http://127.0.0.1:{port}/elsewhere"),
+                _ => format!("http://127.0.0.1:{target_port}/v1/admin/projects/p"),
+            };
+            let answer = format!(
+                "HTTP/1.1 308 Permanent Redirect\r\nLocation: {location}\r\n\
+                 Content-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            stream.write_all(answer.as_bytes()).unwrap();
+        }
+    });
+    for _ in 0..2 {
+        let mut cmd = keyward(&format!("http://127.0.0.1:{port}"));
+        cmd.args(["project", "show", "p"]);
+        run(cmd, "").await.fails(1, "redirect");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(heard.load(Ordering::SeqCst), 0, "the redirect's target heard from the CLI");
+}
