@@ -96,11 +96,18 @@ pub struct AuditItem {
     /// entry's `actor` is `unknown`.
     pub claimed_operator: Option<String>,
     /// `ok`, `unauthorized`, `forbidden`, `not_found`, `invalid`,
-    /// `conflict` or `error`; `null` for entries of older versions.
+    /// `conflict`, `limited` (a `429`), `deadline` (the call outlived the
+    /// request deadline; what it had done by then stands) or `error`;
+    /// `null` for entries of older versions.
     pub outcome: Option<String>,
+    /// keyward's own id of the request (the caller's, for entries of older
+    /// versions).
     pub request_id: Option<String>,
+    /// The caller's `X-Request-Id`, when it sent a plain one (1 to 64 of
+    /// `[A-Za-z0-9._:-]`; any other is kept nowhere).
+    pub caller_request_id: Option<String>,
     /// How many calls the entry stands for: 1, or a summary's count of
-    /// bad-token calls over the second's budget.
+    /// refused calls over the second's budget.
     pub count: u64,
 }
 
@@ -136,6 +143,7 @@ fn item(id: String, mut fields: HashMap<String, String>) -> AuditItem {
         claimed_operator: take("claimed_operator"),
         outcome: take("outcome"),
         request_id: take("request_id"),
+        caller_request_id: take("caller_request_id"),
         count,
         id,
     }

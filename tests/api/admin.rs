@@ -278,7 +278,12 @@ async fn answers_carrying_a_secret_are_never_to_be_stored_by_a_cache() {
     assert_eq!(no_store(&r).as_deref(), Some("no-store"), "operator");
     let hook = json!({ "url": "https://hooks.example.com/keyward", "events": ["*"], "projects": [project] });
     let r = app.admin_post("/v1/admin/webhooks", &hook).await;
-    assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap()
+    );
     let r = app.admin_post("/v1/admin/webhooks", &hook).await;
     assert_eq!(no_store(&r).as_deref(), Some("no-store"), "webhook");
     let get = format!("/v1/get-key?project_id={project}&key_id={key_id}");
