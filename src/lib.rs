@@ -20,6 +20,8 @@
 //!   project lists, and the one decision every admin call goes through.
 //! - [`audit`]: which denials are anonymous, and their per-second budget of
 //!   audit entries past which they are summarized; no I/O.
+//! - [`limits`]: the admin API's limits per caller (writes per minute,
+//!   audit reads at once) and its webhook quotas, in memory.
 //! - [`key`]: the `sk-proj.<project>.<key_id>.<secret>` format, pure.
 //! - [`scope`]: what a key may do, and how granted scopes match, pure; with
 //!   a scope list's validation rule and OpenAPI schema.
@@ -58,6 +60,7 @@ pub mod error;
 pub mod hash;
 pub mod http;
 pub mod key;
+pub mod limits;
 pub mod migrate;
 pub mod net;
 pub mod openapi;
@@ -109,6 +112,7 @@ pub async fn run(
         auth_cost_header: config.auth_cost_header,
         auth_original_headers: config.auth_original_headers,
         webhook_allow_private: config.webhook_allow_private,
+        limits: limits::Limits::new(&config),
     });
     if config.failsafe == config::Failsafe::Open {
         tracing::warn!("KEYWARD_FAILSAFE=open: while Redis is unreachable, well-formed keys are ACCEPTED WITHOUT VERIFICATION");

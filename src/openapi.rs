@@ -21,8 +21,8 @@ use utoipa::openapi::{ObjectBuilder, OpenApi as Document, RefOr, Response, Type}
 use utoipa::OpenApi;
 
 use crate::error::{
-    Forbidden, InsufficientScope, InvalidKey, InvalidRequest, MethodNotAllowed, PayloadTooLarge,
-    RateLimited, Unauthorized, Unavailable,
+    AdminLimited, Forbidden, InsufficientScope, InvalidKey, InvalidRequest, MethodNotAllowed,
+    PayloadTooLarge, RateLimited, Unauthorized, Unavailable,
 };
 
 /// The security scheme name of the admin bearer token.
@@ -64,6 +64,7 @@ pub const ADMIN_TOKEN: &str = "admin_token";
         Unauthorized,
         Forbidden,
         MethodNotAllowed,
+        AdminLimited,
         Unavailable,
     )),
     tags(

@@ -18,19 +18,21 @@ use crate::admin::{
     ProjectIn, ProjectPath, ProjectsOut, ProjectsQuery, Revoked, RotateIn, RotateOut, UpdateIn,
 };
 use crate::error::{
-    ErrorBody, Forbidden, InvalidRequest, MethodNotAllowed, PayloadTooLarge, Result, Unauthorized,
-    Unavailable,
+    AdminLimited, ErrorBody, Forbidden, InvalidRequest, MethodNotAllowed, PayloadTooLarge, Result,
+    Unauthorized, Unavailable,
 };
 use crate::store::ProjectDoc;
 
 /// Documents what every admin operation may answer besides its own
-/// statuses: 401 and 403 from `Admin`, the shared 405, and 503 when Redis
+/// statuses: 401 and 403 from `Admin`, the shared 405, 429 from the
+/// admin limits (`limits`), and 503 when Redis
 /// cannot answer (or the call's audit entry cannot be written).
 pub(super) fn common_responses(op: &mut Operation) {
     for (status, name) in [
         ("401", Unauthorized::response().0),
         ("403", Forbidden::response().0),
         ("405", MethodNotAllowed::response().0),
+        ("429", AdminLimited::response().0),
         ("503", Unavailable::response().0),
     ] {
         op.responses
@@ -97,7 +99,7 @@ pub async fn get_project(
     request_body = MintIn,
     security(("admin_token" = [])),
     responses(
-        (status = 201, description = "The new key: `api_key` is shown once, here, and stored nowhere", body = MintOut, links(
+        (status = 201, description = "The new key: `api_key` is shown once, here, and stored nowhere", body = MintOut, headers(("Cache-Control" = String, description = "`no-store`: a secret shown once is kept by no cache")), links(
             ("ValidateKey" = (operation_id = "validate_key", request_body = json!({"api_key": "$response.body#/api_key"}))),
             ("ForwardAuth" = (operation_id = "forward_auth", parameters(("header.Authorization" = "Bearer {$response.body#/api_key}")))),
             ("GetKey" = (operation_id = "get_key", parameters(("project_id" = "$response.body#/project_id"), ("key_id" = "$response.body#/key_id")))),
@@ -218,7 +220,7 @@ pub async fn update_key(
     request_body = RotateIn,
     security(("admin_token" = [])),
     responses(
-        (status = 201, description = "The new key, shown once; the previous secret validates until `previous_expires_at`", body = RotateOut, links(
+        (status = 201, description = "The new key, shown once; the previous secret validates until `previous_expires_at`", body = RotateOut, headers(("Cache-Control" = String, description = "`no-store`: a secret shown once is kept by no cache")), links(
             ("ValidateKey" = (operation_id = "validate_key", request_body = json!({"api_key": "$response.body#/api_key"}))),
             ("GetKey" = (operation_id = "get_key", parameters(("project_id" = "$response.body#/project_id"), ("key_id" = "$response.body#/key_id")))),
         )),

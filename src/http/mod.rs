@@ -139,6 +139,8 @@ pub struct App {
     pub auth_original_headers: crate::config::OriginalHeaders,
     /// Whether webhook endpoints may be internal addresses.
     pub webhook_allow_private: bool,
+    /// The admin API's limits per caller, and its webhook quotas.
+    pub limits: crate::limits::Limits,
 }
 
 pub type AppState = Arc<App>;

@@ -23,7 +23,7 @@ use crate::trail::{self, AuditOut, AuditQuery};
     request_body = OperatorIn,
     security(("admin_token" = [])),
     responses(
-        (status = 201, description = "The new operator: `token` is shown once, here, and stored nowhere (only its Argon2id hash)", body = OperatorCreated),
+        (status = 201, description = "The new operator: `token` is shown once, here, and stored nowhere (only its Argon2id hash)", body = OperatorCreated, headers(("Cache-Control" = String, description = "`no-store`: a secret shown once is kept by no cache"))),
         (status = 404, description = "`not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
         (status = 413, response = PayloadTooLarge),
         (status = 422, response = InvalidRequest),
@@ -114,6 +114,7 @@ pub async fn audit(
     State(state): State<AppState>,
     call: Admin<act::AuditRead, Query<AuditQuery>>,
 ) -> Result<Json<AuditOut>> {
+    let _reading = state.limits.read(&call.caller.actor)?;
     Ok(Json(
         trail::audit(&state.store, &call.caller, call.input).await?,
     ))

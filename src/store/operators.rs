@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use fred::prelude::Pool;
 use fred::prelude::{RedisJsonInterface, SortedSetsInterface, StreamsInterface};
 
-use super::{data_error, insert_indexed, is_noperm, names, now, parse_problem, read_docs};
+use super::read_docs;
+use super::{data_error, index_page, insert_indexed, is_noperm, names, now, parse_problem};
 use super::{read_owned, report_unreadable};
 use super::{unavailable, zrange_after, AdminAudit, OperatorDoc, ProjectDoc, Store};
 use crate::audit::{clip, Who, FIELD_MAX};
@@ -57,25 +58,9 @@ impl Store {
         cursor: Option<&str>,
         limit: u64,
     ) -> Result<(Vec<OperatorDoc>, Option<String>)> {
-        let admin = self.admin()?;
         let index = names::operators(self.client_name());
-        let ids = zrange_after(admin, &index, cursor, limit)
-            .await
-            .map_err(|e| data_error(&index, e))?;
-        let next = (ids.len() as u64 >= limit)
-            .then(|| ids.last().cloned())
-            .flatten();
-        let keys: Vec<String> = ids
-            .iter()
-            .map(|id| names::operator(self.client_name(), id))
-            .collect();
-        let docs = read_docs(admin, &keys).await?;
-        let docs = keys
-            .iter()
-            .zip(docs)
-            .filter_map(|(key, raw)| operator_doc(key, &raw?))
-            .collect();
-        Ok((docs, next))
+        let key_of = |id: &str| names::operator(self.client_name(), id);
+        index_page(self.admin()?, &index, key_of, operator_doc, cursor, limit).await
     }
 
     /// Replaces the operator's stored secret hash (an Argon2id one, by its

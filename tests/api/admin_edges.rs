@@ -313,3 +313,156 @@ async fn a_call_the_deadline_cuts_short_still_has_its_entry() {
     assert_eq!(entry["outcome"], "deadline", "{entry}");
     assert_eq!(entry["project_id"], project.as_str(), "{entry}");
 }
+
+/// Finding 3: a project_admin registered 3,000 endpoints, and the list
+/// answered all of them at once. Now both quotas hold (a clear `409`
+/// naming the setting) and the list is paged like every other.
+#[tokio::test]
+async fn webhook_endpoints_are_held_to_their_quotas_and_listed_in_pages() {
+    let app = app_with(|c| {
+        c.webhooks_max = 5;
+        c.webhooks_per_project = 3;
+        c.webhook_allow_private = true;
+    })
+    .await;
+    let (alpha, beta, gamma) = (
+        app.project().await,
+        app.project().await,
+        app.project().await,
+    );
+    let app = &app;
+    let add = |project: &str| {
+        let body =
+            json!({ "url": "http://127.0.0.1:9/in", "events": ["*"], "projects": [project] });
+        async move { app.admin_post("/v1/admin/webhooks", &body).await }
+    };
+    for _ in 0..3 {
+        assert_eq!(add(&alpha).await.status(), StatusCode::CREATED);
+    }
+    let refused = assert_error(add(&alpha).await, StatusCode::CONFLICT, "quota_reached").await;
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("KEYWARD_WEBHOOKS_PER_PROJECT (3)"),
+        "{message}"
+    );
+    assert!(message.contains(&alpha), "{message}");
+    for _ in 0..2 {
+        assert_eq!(add(&beta).await.status(), StatusCode::CREATED);
+    }
+    let refused = assert_error(add(&gamma).await, StatusCode::CONFLICT, "quota_reached").await;
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("KEYWARD_WEBHOOKS_MAX (5)"), "{message}");
+
+    let (mut ids, mut pages, mut cursor) = (Vec::new(), 0, String::new());
+    loop {
+        let r = app
+            .admin_get(&format!("/v1/admin/webhooks?limit=2{cursor}"))
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let page: Value = r.json().await.unwrap();
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 2, "{page}");
+        ids.extend(
+            items
+                .iter()
+                .map(|w| w["webhook_id"].as_str().unwrap().to_owned()),
+        );
+        pages += 1;
+        match page["next"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    assert_eq!((ids.len(), pages), (5, 3), "{ids:?}");
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "in id order: {ids:?}");
+}
+
+/// Finding 3: mint and rotate had no per-caller rate. Now an operator's
+/// writes past `KEYWARD_ADMIN_WRITES_PER_MINUTE` are `429` with
+/// `Retry-After`, and audited `limited`; root is never held back.
+#[tokio::test]
+async fn an_operators_writes_past_its_minute_limit_are_429_with_retry_after() {
+    let app = app_with(|c| c.admin_writes_per_minute = 5).await;
+    let project = app.project().await;
+    let body = json!({ "name": "km", "role": "key_manager", "projects": [&project] });
+    let r = app.admin_post("/v1/admin/operators", &body).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let operator: Value = r.json().await.unwrap();
+    let (id, token) = (
+        operator["operator_id"].as_str().unwrap(),
+        operator["token"].as_str().unwrap(),
+    );
+    // Six writes in one minute: not across a minute's end.
+    while keyward::store::now() as u64 % 60 > 50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mint = json!({ "project_id": &project, "owner": "o", "server_name": "s" });
+    for _ in 0..5 {
+        let r = app.post("/v1/mint-key", &mint, Some(token)).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let r = app.post("/v1/mint-key", &mint, Some(token)).await;
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let refused = assert_error(r, StatusCode::TOO_MANY_REQUESTS, "admin_rate_limited").await;
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("KEYWARD_ADMIN_WRITES_PER_MINUTE (5)"),
+        "{message}"
+    );
+    let r = app.get("/v1/admin/whoami", Some(token)).await;
+    assert_eq!(r.status(), StatusCode::OK, "reads are not writes");
+    let r = app.admin_post("/v1/mint-key", &mint).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "root is exempt");
+    let trail = items(&app, &format!("actor={id}")).await;
+    let limited = &trail[1];
+    assert_eq!(limited["outcome"], "limited", "{trail:?}");
+    assert_eq!(limited["action"], "key.mint");
+    assert_eq!(limited["project_id"], project.as_str());
+}
+
+/// Finding 1: reading the trail had no bound on the work in flight. Now
+/// one caller has at most `KEYWARD_ADMIN_READS_AT_ONCE` audit (or
+/// activity) reads running; the rest are `429`.
+#[tokio::test]
+async fn a_callers_audit_reads_at_once_are_limited() {
+    let app = app_with(|c| c.admin_reads_at_once = 1).await;
+    // A trail of 3,000 entries of another deployment: each read below
+    // scans them all (it keeps none).
+    let ops = app.redis().ops().await;
+    for i in 0..3_000 {
+        let args = ["audit:admin", "*", "client", "elsewhere", "n"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain([i.to_string()])
+            .collect();
+        raw(&ops, "XADD", args).await.unwrap();
+    }
+    let statuses: Vec<StatusCode> = futures::stream::iter(0..8)
+        .map(|_| async {
+            let r = app.admin_get("/v1/admin/audit?actor=nobody").await;
+            if r.status() == StatusCode::TOO_MANY_REQUESTS {
+                assert_eq!(r.headers()["retry-after"], "1");
+                let body =
+                    assert_error(r, StatusCode::TOO_MANY_REQUESTS, "admin_rate_limited").await;
+                assert!(body.to_string().contains("KEYWARD_ADMIN_READS_AT_ONCE (1)"));
+                return StatusCode::TOO_MANY_REQUESTS;
+            }
+            r.status()
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    assert!(statuses.contains(&StatusCode::OK), "{statuses:?}");
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    assert!(statuses
+        .iter()
+        .all(|s| [StatusCode::OK, StatusCode::TOO_MANY_REQUESTS].contains(s)));
+}
