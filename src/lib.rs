@@ -23,6 +23,8 @@
 //! - [`limits`]: the admin API's limits per caller (writes per minute,
 //!   audit reads at once) and its webhook quotas, in memory.
 //! - [`key`]: the `sk-proj.<project>.<key_id>.<secret>` format, pure.
+//! - [`text`]: the free text a caller may store (lengths, no control or
+//!   bidirectional characters) and metadata's size, pure, with schemas.
 //! - [`scope`]: what a key may do, and how granted scopes match, pure; with
 //!   a scope list's validation rule and OpenAPI schema.
 //! - [`plan`]: usage plans, pure: windows on UTC boundaries, credits and
@@ -69,6 +71,7 @@ pub mod plan;
 pub mod scope;
 pub mod store;
 pub mod telemetry;
+pub mod text;
 pub mod trail;
 pub mod validate;
 pub mod webhook;

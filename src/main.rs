@@ -52,8 +52,9 @@ enum Command {
     /// 2 usage error, 3 keyward or Redis unavailable.
     Check(cli::CheckArgs),
     /// Serve the HTTP API, configured by flags or their KEYWARD_* environment
-    /// variables, and secrets from the environment only.
-    Serve(Config),
+    /// variables, and secrets from the environment only. (Boxed: the
+    /// settings outweigh every other command's arguments.)
+    Serve(Box<Config>),
     /// Exit 0 if the local keyward at KEYWARD_LISTEN answers /health with 200.
     Healthcheck,
     /// Print the Redis ACL rule (ACL-file syntax) for a client deployment's user.

@@ -298,8 +298,8 @@ pub struct WebhookIn {
     #[validate(custom(function = "crate::operators::valid_projects"))]
     #[schema(schema_with = crate::operators::projects_schema)]
     pub projects: Vec<String>,
-    #[validate(length(max = 500))]
-    #[schema(max_length = 500, example = "billing sync")]
+    #[validate(custom(function = "crate::text::description"))]
+    #[schema(schema_with = crate::text::description_schema)]
     pub description: Option<String>,
 }
 

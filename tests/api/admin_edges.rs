@@ -466,3 +466,68 @@ async fn a_callers_audit_reads_at_once_are_limited() {
         .iter()
         .all(|s| [StatusCode::OK, StatusCode::TOO_MANY_REQUESTS].contains(s)));
 }
+
+/// Finding 1: stored text had only a length (or, for metadata, only the
+/// body's 64 KiB): a terminal escape or a right-to-left override went into
+/// labels, names and owners as it was. Now each field is plain text of a
+/// bounded length, metadata at most 4096 bytes as JSON, or 422 naming it.
+#[tokio::test]
+async fn stored_text_with_control_or_bidirectional_characters_or_too_long_is_422() {
+    let app = app_with(|c| c.webhook_allow_private = true).await;
+    let project = app.project().await;
+    let key = app.mint(&project, json!({})).await;
+    let escape = "ops\u{1b}[2J";
+    let flipped = "admin\u{202E}txt.exe";
+    let long = "x".repeat(201);
+    let big = json!({ "blob": "x".repeat(4096) });
+    let mint = |field: &str, value: Value| {
+        let mut body = json!({ "project_id": &project, "owner": "o", "server_name": "s" });
+        body[field] = value;
+        ("/v1/mint-key", body, field.to_owned())
+    };
+    let cases = vec![
+        (
+            "/v1/admin/projects",
+            json!({ "project_id": "fresh1", "label": flipped, "owner": "o" }),
+            "label".to_owned(),
+        ),
+        (
+            "/v1/admin/projects",
+            json!({ "project_id": "fresh2", "label": "l", "owner": long }),
+            "owner".to_owned(),
+        ),
+        mint("owner", json!(escape)),
+        mint("server_name", json!(flipped)),
+        mint("metadata", big.clone()),
+        (
+            "/v1/update-key",
+            json!({ "project_id": &project, "key_id": &key.key_id, "owner": "a\u{2066}b" }),
+            "owner".to_owned(),
+        ),
+        (
+            "/v1/update-key",
+            json!({ "project_id": &project, "key_id": &key.key_id, "metadata": big }),
+            "metadata".to_owned(),
+        ),
+        (
+            "/v1/admin/operators",
+            json!({ "name": escape, "role": "viewer", "projects": [&project] }),
+            "name".to_owned(),
+        ),
+        (
+            "/v1/admin/webhooks",
+            json!({ "url": "http://127.0.0.1:9/in", "events": ["*"], "projects": [&project], "description": "a\u{85}b" }),
+            "description".to_owned(),
+        ),
+    ];
+    for (path, body, field) in cases {
+        let r = app.admin_post(path, &body).await;
+        let refused = assert_error(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+        let message = refused["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&field), "{path} {field}: {message}");
+    }
+    // Plain text of any script, at the limit, is taken.
+    let body = json!({ "project_id": &project, "owner": "Zoë 日本", "server_name": "x".repeat(200), "metadata": { "n": 1 } });
+    let r = app.admin_post("/v1/mint-key", &body).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+}

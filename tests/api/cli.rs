@@ -1346,5 +1346,5 @@ async fn stored_text_cannot_forge_a_terminal_row_or_write_the_clipboard() {
     let json = cli(&app, &["key", "list", project.as_str(), "--json"])
         .await
         .json();
-    assert_eq!(json["keys"][0]["owner"], hostile, "JSON output stays JSON");
+    assert_eq!(json["items"][0]["owner"], hostile, "JSON output stays JSON");
 }
