@@ -98,15 +98,16 @@ pub struct Who {
 /// that are refused (a project it does not see, an action its role does
 /// not allow, an invalid body, a wrong method, a limit reached), so
 /// `audit:admin` budgets all of them the same way (a budget of its own,
-/// summaries in `audit:admin`).
-pub const ADMIN_REFUSED: [&str; 7] = [
+/// summaries in `audit:admin`). A call its deadline stopped (`deadline`)
+/// or that failed (`error`) is not a refusal: it may have changed
+/// something, so it always gets its own entry.
+pub const ADMIN_REFUSED: [&str; 6] = [
     "unauthorized",
     "forbidden",
     "not_found",
     "conflict",
     "invalid",
     "limited",
-    "deadline",
 ];
 
 /// One instance's budget of individual anonymous audit entries, and the

@@ -18,8 +18,9 @@
 //!   audit trail as `GET /v1/admin/audit` reads it.
 //! - [`access`]: who may do what on the admin API: operator tokens, roles,
 //!   project lists, and the one decision every admin call goes through.
-//! - [`audit`]: which denials are anonymous, and their per-second budget of
-//!   audit entries past which they are summarized; no I/O.
+//! - [`audit`]: which denials are anonymous (and which admin calls are
+//!   refusals), their per-second budget of audit entries past which they are
+//!   summarized, and the cap on an audited field; no I/O.
 //! - [`limits`]: the admin API's limits per caller (writes per minute,
 //!   audit reads at once) and its webhook quotas, in memory.
 //! - [`key`]: the `sk-proj.<project>.<key_id>.<secret>` format, pure.
