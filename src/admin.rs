@@ -196,7 +196,7 @@ pub struct MintIn {
     #[validate(custom(function = "crate::text::name"))]
     #[schema(schema_with = crate::text::name_schema)]
     pub server_name: String,
-    /// Any JSON of at most 4096 bytes, returned as it is on validation
+    /// Any JSON of at most 16 KiB, returned as it is on validation
     /// (default `null`).
     #[serde(default)]
     #[validate(custom(function = "crate::text::metadata"))]
@@ -283,7 +283,7 @@ pub struct UpdateIn {
     #[validate(custom(function = "crate::text::name"))]
     #[schema(schema_with = crate::text::name_schema)]
     pub server_name: Option<String>,
-    /// Any JSON of at most 4096 bytes; `null` clears it.
+    /// Any JSON of at most 16 KiB; `null` clears it.
     #[serde(default, deserialize_with = "nullable")]
     #[validate(custom(function = "crate::text::metadata"))]
     #[schema(value_type = serde_json::Value)]

@@ -17,7 +17,7 @@ pub const NAME_MAX: u64 = 200;
 /// The longest webhook description.
 pub const DESCRIPTION_MAX: u64 = 500;
 /// The most bytes a key's `metadata` may take as JSON.
-pub const METADATA_MAX: usize = 4096;
+pub const METADATA_MAX: usize = 16 * 1024;
 
 /// What [`plain`] allows, as the document states it (ECMAScript and
 /// Python syntax): no `Cc`, no bidirectional formatting character.
@@ -138,7 +138,7 @@ mod tests {
     #[test]
     fn metadata_is_bounded_as_json() {
         assert!(metadata(&serde_json::json!({ "plan": "pro" })).is_ok());
-        assert!(metadata(&serde_json::json!("x".repeat(4094))).is_ok());
-        assert!(metadata(&serde_json::json!("x".repeat(4095))).is_err());
+        assert!(metadata(&serde_json::json!("x".repeat(16382))).is_ok());
+        assert!(metadata(&serde_json::json!("x".repeat(16383))).is_err());
     }
 }

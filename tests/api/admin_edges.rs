@@ -470,7 +470,7 @@ async fn a_callers_audit_reads_at_once_are_limited() {
 /// Finding 1: stored text had only a length (or, for metadata, only the
 /// body's 64 KiB): a terminal escape or a right-to-left override went into
 /// labels, names and owners as it was. Now each field is plain text of a
-/// bounded length, metadata at most 4096 bytes as JSON, or 422 naming it.
+/// bounded length, metadata at most 16 KiB as JSON, or 422 naming it.
 #[tokio::test]
 async fn stored_text_with_control_or_bidirectional_characters_or_too_long_is_422() {
     let app = app_with(|c| c.webhook_allow_private = true).await;
@@ -479,7 +479,7 @@ async fn stored_text_with_control_or_bidirectional_characters_or_too_long_is_422
     let escape = "ops\u{1b}[2J";
     let flipped = "admin\u{202E}txt.exe";
     let long = "x".repeat(201);
-    let big = json!({ "blob": "x".repeat(4096) });
+    let big = json!({ "blob": "x".repeat(16 * 1024) });
     let mint = |field: &str, value: Value| {
         let mut body = json!({ "project_id": &project, "owner": "o", "server_name": "s" });
         body[field] = value;
