@@ -285,7 +285,7 @@ async fn a_call_the_deadline_cuts_short_still_has_its_entry() {
     let app = app_with(|c| {
         c.request_timeout = Duration::from_millis(50);
         c.argon2 = keyward::config::Argon2Params {
-            memory_kib: 256 * 1024,
+            memory_kib: 64 * 1024,
             iterations: 4,
             parallelism: 1,
         };
