@@ -120,6 +120,28 @@ macro_rules! actions {
     };
 }
 
+impl Action {
+    /// Whether the action changes something (counted against
+    /// `KEYWARD_ADMIN_WRITES_PER_MINUTE`).
+    pub fn writes(self) -> bool {
+        use Action::*;
+        matches!(
+            self,
+            ProjectCreate
+                | KeyMint
+                | KeyUpdate
+                | KeyRotate
+                | KeyRevoke
+                | KeyAddCredits
+                | OperatorCreate
+                | OperatorRevoke
+                | WebhookCreate
+                | WebhookDelete
+                | WebhookTest
+        )
+    }
+}
+
 /// An action, as a type.
 pub trait Act {
     const ACTION: Action;

@@ -174,11 +174,11 @@ pub struct ProjectIn {
     #[validate(custom(function = "project_id"))]
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "alpha")]
     pub project_id: String,
-    #[validate(length(min = 1, max = 200))]
-    #[schema(min_length = 1, max_length = 200, example = "Alpha")]
+    #[validate(custom(function = "crate::text::name"))]
+    #[schema(schema_with = crate::text::name_schema)]
     pub label: String,
-    #[validate(length(min = 1, max = 200))]
-    #[schema(min_length = 1, max_length = 200, example = "team-a")]
+    #[validate(custom(function = "crate::text::name"))]
+    #[schema(schema_with = crate::text::name_schema)]
     pub owner: String,
 }
 
@@ -190,14 +190,16 @@ pub struct MintIn {
     #[validate(custom(function = "project_id"))]
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "alpha")]
     pub project_id: String,
-    #[validate(length(min = 1, max = 200))]
-    #[schema(min_length = 1, max_length = 200, example = "alice")]
+    #[validate(custom(function = "crate::text::name"))]
+    #[schema(schema_with = crate::text::name_schema)]
     pub owner: String,
-    #[validate(length(min = 1, max = 200))]
-    #[schema(min_length = 1, max_length = 200, example = "api-1")]
+    #[validate(custom(function = "crate::text::name"))]
+    #[schema(schema_with = crate::text::name_schema)]
     pub server_name: String,
-    /// Any JSON, returned as it is on validation (default `null`).
+    /// Any JSON of at most 16 KiB, returned as it is on validation
+    /// (default `null`).
     #[serde(default)]
+    #[validate(custom(function = "crate::text::metadata"))]
     pub metadata: serde_json::Value,
     /// Unix seconds, in the future; `null` or absent: never expires.
     #[validate(custom(function = "in_future"))]
@@ -274,15 +276,16 @@ pub struct UpdateIn {
     #[schema(pattern = "^k_[A-Za-z0-9]{7,254}$", example = "k_3xAmPlE0key1")]
     pub key_id: String,
     #[serde(default, deserialize_with = "non_null")]
-    #[validate(length(min = 1, max = 200))]
-    #[schema(value_type = String, min_length = 1, max_length = 200)]
+    #[validate(custom(function = "crate::text::name"))]
+    #[schema(schema_with = crate::text::name_schema)]
     pub owner: Option<String>,
     #[serde(default, deserialize_with = "non_null")]
-    #[validate(length(min = 1, max = 200))]
-    #[schema(value_type = String, min_length = 1, max_length = 200)]
+    #[validate(custom(function = "crate::text::name"))]
+    #[schema(schema_with = crate::text::name_schema)]
     pub server_name: Option<String>,
-    /// Any JSON; `null` clears it.
+    /// Any JSON of at most 16 KiB; `null` clears it.
     #[serde(default, deserialize_with = "nullable")]
+    #[validate(custom(function = "crate::text::metadata"))]
     #[schema(value_type = serde_json::Value)]
     pub metadata: Option<Option<serde_json::Value>>,
     /// Unix seconds in the future; `null`: never expires.

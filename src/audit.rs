@@ -35,6 +35,24 @@ use std::sync::Mutex;
 
 use crate::store::now;
 
+/// The most bytes of any one text field an `audit:admin` entry (or a log
+/// line's path) keeps: the validators bound what is stored, this bounds
+/// what a refused call's input (a path parameter, a legacy document's
+/// name) can make keyward write.
+pub const FIELD_MAX: usize = 256;
+
+/// `text`, cut to at most `max` bytes at a character boundary.
+pub fn clip(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let end = (0..=max)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    &text[..end]
+}
+
 /// The reasons that anyone can produce at will, without knowing a key.
 pub const ANONYMOUS_REASONS: [&str; 3] = ["malformed", "not_found", "forbidden"];
 
@@ -52,21 +70,45 @@ pub struct Summary {
     pub count: u64,
 }
 
-/// Refused admin calls past the budget whose token named an existing
-/// operator (see `access::Refused`), in one second: summarized per operator,
-/// so the summary still says whose token was tried. There are only as many
-/// as there are operators.
+/// Refused admin calls past the budget that name someone, in one second:
+/// an authenticated caller's (`actor`), or a refused token's existing
+/// operator (`claimed_operator`, with `actor` `unknown`; see
+/// `access::Refused`). Summarized per outcome and per who, so the summary
+/// still says who was refused; there are only as many as there are
+/// operators (and `root`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claimed {
     pub second: u64,
-    pub operator: String,
+    pub reason: &'static str,
+    pub who: Who,
     pub count: u64,
 }
 
-/// The admin API's anonymous outcome: a call whose bearer token names no
-/// caller. Anyone can send those too, so `audit:admin` budgets them the
-/// same way (a budget of its own, summaries in `audit:admin`).
-pub const ADMIN_ANONYMOUS: [&str; 1] = ["unauthorized"];
+/// Whom a budgeted admin refusal names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Who {
+    /// The authenticated caller, or `unknown`.
+    pub actor: String,
+    /// The operator a refused token named, or `""`.
+    pub claimed_operator: String,
+}
+
+/// The admin API's refused outcomes: anyone can send calls with no token
+/// (`unauthorized`), and any caller, whatever its role, can send calls
+/// that are refused (a project it does not see, an action its role does
+/// not allow, an invalid body, a wrong method, a limit reached), so
+/// `audit:admin` budgets all of them the same way (a budget of its own,
+/// summaries in `audit:admin`). A call its deadline stopped (`deadline`)
+/// or that failed (`error`) is not a refusal: it may have changed
+/// something, so it always gets its own entry.
+pub const ADMIN_REFUSED: [&str; 6] = [
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "conflict",
+    "invalid",
+    "limited",
+];
 
 /// One instance's budget of individual anonymous audit entries, and the
 /// counts of those over it, waiting to be written as summaries.
@@ -85,8 +127,8 @@ struct State {
     written: u64,
     /// (second, reason) -> denials summarized, not yet handed to the flusher.
     pending: BTreeMap<(u64, &'static str), u64>,
-    /// (second, claimed operator) -> the same, for [`Claimed`].
-    claimed: BTreeMap<(u64, String), u64>,
+    /// (second, (reason, who)) -> the same, for [`Claimed`].
+    claimed: BTreeMap<(u64, (&'static str, Who)), u64>,
 }
 
 impl State {
@@ -128,9 +170,9 @@ impl Budget {
         Self::of(per_second, &ANONYMOUS_REASONS)
     }
 
-    /// A budget for the admin trail's [`ADMIN_ANONYMOUS`].
+    /// A budget for the admin trail's [`ADMIN_REFUSED`].
     pub fn admin(per_second: u64) -> Self {
-        Self::of(per_second, &ADMIN_ANONYMOUS)
+        Self::of(per_second, &ADMIN_REFUSED)
     }
 
     fn of(per_second: u64, anonymous: &'static [&'static str]) -> Self {
@@ -180,17 +222,17 @@ impl Budget {
         false
     }
 
-    /// [`Budget::admit`] for a refusal whose token named `operator`: past
-    /// the budget it is counted for that operator's [`Claimed`] summary.
-    pub fn admit_claimed(&self, reason: &'static str, operator: &str) -> bool {
-        self.admit_claimed_at(reason, operator, now() as u64)
+    /// [`Budget::admit`] for a refusal that names `who`: past the budget
+    /// it is counted for that one's [`Claimed`] summary.
+    pub fn admit_claimed(&self, reason: &'static str, who: &Who) -> bool {
+        self.admit_claimed_at(reason, who, now() as u64)
     }
 
-    pub fn admit_claimed_at(&self, reason: &'static str, operator: &str, second: u64) -> bool {
+    pub fn admit_claimed_at(&self, reason: &'static str, who: &Who, second: u64) -> bool {
         self.admit_into(reason, second, |state, second| {
             *state
                 .claimed
-                .entry((second, operator.to_owned()))
+                .entry((second, (reason, who.clone())))
                 .or_default() += 1;
         })
     }
@@ -203,9 +245,10 @@ impl Budget {
     pub fn take_claimed_due_at(&self, now: u64, all: bool) -> Vec<Claimed> {
         due(&mut self.state().claimed, now, all)
             .into_iter()
-            .map(|((second, operator), count)| Claimed {
+            .map(|((second, (reason, who)), count)| Claimed {
                 second,
-                operator,
+                reason,
+                who,
                 count,
             })
             .collect()
@@ -217,7 +260,7 @@ impl Budget {
         for s in summaries {
             *state
                 .claimed
-                .entry((s.second, s.operator.clone()))
+                .entry((s.second, (s.reason, s.who.clone())))
                 .or_default() += s.count;
         }
     }
@@ -251,6 +294,14 @@ impl Budget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clip_cuts_at_a_character_boundary() {
+        assert_eq!(clip("abc", 3), "abc");
+        assert_eq!(clip("abcd", 3), "abc");
+        assert_eq!(clip("aé", 2), "a");
+        assert_eq!(clip("", 0), "");
+    }
 
     #[test]
     fn keyed_outcomes_are_always_admitted() {
@@ -323,29 +374,48 @@ mod tests {
     }
 
     #[test]
-    fn refusals_naming_an_operator_share_the_budget_and_are_summarized_per_operator() {
+    fn refusals_naming_someone_share_the_budget_and_are_summarized_per_outcome_and_who() {
         let budget = Budget::admin(2);
-        assert!(budget.admit_claimed_at("unauthorized", "op_a", 50));
+        let claimed = |operator: &str| Who {
+            actor: "unknown".into(),
+            claimed_operator: operator.into(),
+        };
+        let actor = |actor: &str| Who {
+            actor: actor.into(),
+            claimed_operator: String::new(),
+        };
+        assert!(budget.admit_claimed_at("unauthorized", &claimed("op_a"), 50));
         assert!(budget.admit_at("unauthorized", 50));
         for operator in ["op_a", "op_a", "op_b"] {
-            assert!(!budget.admit_claimed_at("unauthorized", operator, 50));
+            assert!(!budget.admit_claimed_at("unauthorized", &claimed(operator), 50));
         }
+        assert!(!budget.admit_claimed_at("forbidden", &actor("op_v"), 50));
+        assert!(!budget.admit_claimed_at("not_found", &actor("op_v"), 50));
         assert!(!budget.admit_at("unauthorized", 50));
         assert!(
-            budget.admit_claimed_at("ok", "op_a", 50),
+            budget.admit_claimed_at("ok", &actor("op_a"), 50),
             "only refusals count"
         );
         let due = budget.take_claimed_due_at(51, false);
-        let claimed = |operator: &str, count| Claimed {
+        let summary = |reason, who: Who, count| Claimed {
             second: 50,
-            operator: operator.into(),
+            reason,
+            who,
             count,
         };
-        assert_eq!(due, vec![claimed("op_a", 2), claimed("op_b", 1)]);
-        budget.put_back_claimed(&due[1..]);
+        assert_eq!(
+            due,
+            vec![
+                summary("forbidden", actor("op_v"), 1),
+                summary("not_found", actor("op_v"), 1),
+                summary("unauthorized", claimed("op_a"), 2),
+                summary("unauthorized", claimed("op_b"), 1),
+            ]
+        );
+        budget.put_back_claimed(&due[3..]);
         assert_eq!(
             budget.take_claimed_due_at(51, true),
-            vec![claimed("op_b", 1)]
+            vec![summary("unauthorized", claimed("op_b"), 1)]
         );
         assert_eq!(budget.take_due_at(51, true).len(), 1, "the anonymous one");
     }

@@ -661,6 +661,49 @@ pub struct Config {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub webhook_allow_private: bool,
+    /// Webhooks: endpoints this deployment may have at most; past it a
+    /// registration is `409 quota_reached` (1 to 10000).
+    #[arg(
+        long,
+        env = "KEYWARD_WEBHOOKS_MAX",
+        value_name = "N",
+        default_value_t = 100,
+        value_parser = number::<u64>(1..=10_000)
+    )]
+    pub webhooks_max: u64,
+    /// Webhooks: endpoints that may name one project (`*` counts as a
+    /// project of its own); past it `409 quota_reached` (1 to 10000).
+    #[arg(
+        long,
+        env = "KEYWARD_WEBHOOKS_PER_PROJECT",
+        value_name = "N",
+        default_value_t = 10,
+        value_parser = number::<u64>(1..=10_000)
+    )]
+    pub webhooks_per_project: u64,
+    /// Admin writes (projects, keys, credits, operators, webhooks) one
+    /// operator may make per minute, per instance; past it `429
+    /// admin_rate_limited` with `Retry-After`. The root token is exempt
+    /// (at least 1).
+    #[arg(
+        long,
+        env = "KEYWARD_ADMIN_WRITES_PER_MINUTE",
+        value_name = "N",
+        default_value_t = 120,
+        value_parser = number::<u64>(1..)
+    )]
+    pub admin_writes_per_minute: u64,
+    /// Audit and activity reads (`GET /v1/admin/audit`, `GET /v1/activity`)
+    /// one caller may have running at once, per instance; past it `429
+    /// admin_rate_limited` (1 to 64).
+    #[arg(
+        long,
+        env = "KEYWARD_ADMIN_READS_AT_ONCE",
+        value_name = "N",
+        default_value_t = 2,
+        value_parser = number::<u64>(1..=64)
+    )]
+    pub admin_reads_at_once: u64,
     /// How logs are written (to stderr).
     #[arg(
         long,

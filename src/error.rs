@@ -83,6 +83,23 @@ pub enum Error {
     /// Redis could not answer (down, slow, out of memory): fail closed.
     #[error("redis unavailable: {0}")]
     Unavailable(String),
+    /// A caller reached one of the admin API's limits (`setting`, at
+    /// `limit`): its writes per minute, or its audit reads at once.
+    #[error("{setting} ({limit}) reached, retry in {retry_after} s")]
+    AdminLimited {
+        setting: &'static str,
+        limit: u64,
+        retry_after: u64,
+    },
+    /// A quota (`setting`, at `limit`) is full: nothing more of its kind
+    /// can be made until one is deleted.
+    #[error("{setting} ({limit}) reached{what}: delete one first")]
+    QuotaReached {
+        setting: &'static str,
+        limit: u64,
+        /// What the quota is of, e.g. ` for project alpha`, or empty.
+        what: String,
+    },
     /// Too many first-time verifications are queued; try again shortly.
     #[error("too many verifications in progress")]
     Busy,
@@ -104,7 +121,7 @@ pub struct ErrorObject {
     /// The stable machine code; each response documents which it can carry.
     #[schema(value_type = String, example = "invalid_key")]
     #[schema(
-        pattern = "^(invalid_request|payload_too_large|invalid_key|insufficient_scope|rate_limited|credits_exhausted|unauthorized|insufficient_permission|project_not_found|key_not_found|operator_not_found|webhook_not_found|not_found|method_not_allowed|project_exists|activity_unavailable|key_disabled|credits_conflict|unreadable_data|unavailable|busy|internal)$"
+        pattern = "^(invalid_request|payload_too_large|invalid_key|insufficient_scope|rate_limited|credits_exhausted|unauthorized|insufficient_permission|project_not_found|key_not_found|operator_not_found|webhook_not_found|not_found|method_not_allowed|project_exists|activity_unavailable|key_disabled|credits_conflict|unreadable_data|admin_rate_limited|quota_reached|unavailable|busy|internal)$"
     )]
     pub code: &'static str,
     /// Human-readable; never carries a key, a secret or server-side detail.
@@ -123,9 +140,9 @@ impl Error {
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::InvalidKey | Error::Unauthorized => StatusCode::UNAUTHORIZED,
             Error::InsufficientScope { .. } | Error::Forbidden => StatusCode::FORBIDDEN,
-            Error::RateLimited { .. } | Error::CreditsExhausted { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            Error::RateLimited { .. }
+            | Error::CreditsExhausted { .. }
+            | Error::AdminLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::ProjectNotFound
             | Error::KeyNotFound
             | Error::OperatorNotFound
@@ -135,7 +152,8 @@ impl Error {
             | Error::KeyDisabled
             | Error::CreditsConflict(_)
             | Error::Unreadable
-            | Error::ActivityUnavailable(_) => StatusCode::CONFLICT,
+            | Error::ActivityUnavailable(_)
+            | Error::QuotaReached { .. } => StatusCode::CONFLICT,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::Unavailable(_) | Error::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -164,6 +182,8 @@ impl Error {
             Error::KeyDisabled => "key_disabled",
             Error::CreditsConflict(_) => "credits_conflict",
             Error::Unreadable => "unreadable_data",
+            Error::AdminLimited { .. } => "admin_rate_limited",
+            Error::QuotaReached { .. } => "quota_reached",
             Error::Unavailable(_) => "unavailable",
             Error::Busy => "busy",
             Error::Internal(_) => "internal",
@@ -204,6 +224,9 @@ impl IntoResponse for Error {
             }
             Error::Busy | Error::Unavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(1u64));
+            }
+            Error::AdminLimited { retry_after, .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             Error::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -390,6 +413,27 @@ impl ToResponse<'static> for MethodNotAllowed {
     }
 }
 
+/// `429 admin_rate_limited`.
+pub struct AdminLimited;
+
+impl ToResponse<'static> for AdminLimited {
+    fn response() -> Documented {
+        let description = "`admin_rate_limited`: the caller reached one of the admin API's\n\
+            limits, named in the message: an operator's writes per minute\n\
+            (`KEYWARD_ADMIN_WRITES_PER_MINUTE`), or its audit and activity reads at\n\
+            once (`KEYWARD_ADMIN_READS_AT_ONCE`).";
+        error_response(
+            "AdminLimited",
+            description,
+            [(
+                "Retry-After",
+                u64::schema(),
+                "Seconds to wait before retrying",
+            )],
+        )
+    }
+}
+
 /// `503 unavailable` or `busy`.
 pub struct Unavailable;
 
@@ -458,6 +502,16 @@ mod tests {
             Error::KeyDisabled,
             Error::CreditsConflict(String::new()),
             Error::Unreadable,
+            Error::AdminLimited {
+                setting: "",
+                limit: 1,
+                retry_after: 1,
+            },
+            Error::QuotaReached {
+                setting: "",
+                limit: 1,
+                what: String::new(),
+            },
             Error::Unavailable(String::new()),
             Error::Busy,
             Error::Internal(String::new()),
@@ -484,6 +538,8 @@ mod tests {
                 | Error::KeyDisabled
                 | Error::CreditsConflict(_)
                 | Error::Unreadable
+                | Error::AdminLimited { .. }
+                | Error::QuotaReached { .. }
                 | Error::Unavailable(_)
                 | Error::Busy
                 | Error::Internal(_) => {}

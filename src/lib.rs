@@ -18,9 +18,14 @@
 //!   audit trail as `GET /v1/admin/audit` reads it.
 //! - [`access`]: who may do what on the admin API: operator tokens, roles,
 //!   project lists, and the one decision every admin call goes through.
-//! - [`audit`]: which denials are anonymous, and their per-second budget of
-//!   audit entries past which they are summarized; no I/O.
+//! - [`audit`]: which denials are anonymous (and which admin calls are
+//!   refusals), their per-second budget of audit entries past which they are
+//!   summarized, and the cap on an audited field; no I/O.
+//! - [`limits`]: the admin API's limits per caller (writes per minute,
+//!   audit reads at once) and its webhook quotas, in memory.
 //! - [`key`]: the `sk-proj.<project>.<key_id>.<secret>` format, pure.
+//! - [`text`]: the free text a caller may store (lengths, no control or
+//!   bidirectional characters) and metadata's size, pure, with schemas.
 //! - [`scope`]: what a key may do, and how granted scopes match, pure; with
 //!   a scope list's validation rule and OpenAPI schema.
 //! - [`plan`]: usage plans, pure: windows on UTC boundaries, credits and
@@ -60,6 +65,7 @@ pub mod error;
 pub mod hash;
 pub mod http;
 pub mod key;
+pub mod limits;
 pub mod migrate;
 pub mod net;
 pub mod openapi;
@@ -68,6 +74,7 @@ pub mod plan;
 pub mod scope;
 pub mod store;
 pub mod telemetry;
+pub mod text;
 pub mod tls;
 pub mod trail;
 pub mod validate;
@@ -115,6 +122,7 @@ pub async fn run(
         auth_cost_header: config.auth_cost_header,
         auth_original_headers: config.auth_original_headers,
         webhook_allow_private: config.webhook_allow_private,
+        limits: limits::Limits::new(&config),
     });
     if config.failsafe == config::Failsafe::Open {
         tracing::warn!("KEYWARD_FAILSAFE=open: while Redis is unreachable, well-formed keys are ACCEPTED WITHOUT VERIFICATION");

@@ -21,8 +21,8 @@ use utoipa::openapi::{ObjectBuilder, OpenApi as Document, RefOr, Response, Type}
 use utoipa::OpenApi;
 
 use crate::error::{
-    Forbidden, InsufficientScope, InvalidKey, InvalidRequest, MethodNotAllowed, PayloadTooLarge,
-    RateLimited, Unauthorized, Unavailable,
+    AdminLimited, Forbidden, InsufficientScope, InvalidKey, InvalidRequest, MethodNotAllowed,
+    PayloadTooLarge, RateLimited, Unauthorized, Unavailable,
 };
 
 /// The security scheme name of the admin bearer token.
@@ -64,6 +64,7 @@ pub const ADMIN_TOKEN: &str = "admin_token";
         Unauthorized,
         Forbidden,
         MethodNotAllowed,
+        AdminLimited,
         Unavailable,
     )),
     tags(
@@ -169,7 +170,11 @@ fn add_security_schemes(doc: &mut Document) {
 fn add_request_id(response: &mut Response) {
     response.headers.insert(
         "X-Request-Id".into(),
-        string_header("The request's id: the caller's `X-Request-Id`, or a new one"),
+        string_header(
+            "The request's id: the caller's `X-Request-Id` when it is 1 to 64 of \
+             `[A-Za-z0-9._:-]`, else keyward's own (a caller's id of any other shape is kept \
+             nowhere)",
+        ),
     );
 }
 

@@ -76,7 +76,7 @@ fn operator_expires_at() -> Schema {
 #[serde(deny_unknown_fields)]
 pub struct OperatorIn {
     /// Who the credential is for.
-    #[validate(length(min = 1, max = 200))]
+    #[validate(custom(function = "crate::text::name"))]
     pub name: String,
     pub role: Role,
     /// The projects it covers: 1 to 64 project ids, or `["*"]` (every one).
@@ -95,15 +95,7 @@ impl utoipa::PartialSchema for OperatorIn {
         let body = |roles: &[Role], projects: Schema| {
             let roles = roles.iter().filter_map(|r| serde_json::to_value(r).ok());
             ObjectBuilder::new()
-                .property(
-                    "name",
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .min_length(Some(1))
-                        .max_length(Some(200))
-                        .description(Some("Who the credential is for."))
-                        .examples([serde_json::json!("support: Ada")]),
-                )
+                .property("name", crate::text::name_schema())
                 .required("name")
                 .property(
                     "role",

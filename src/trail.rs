@@ -6,8 +6,11 @@
 //! deployment's `KEYWARD_CLIENT_NAME`, and then when the caller sees their
 //! project; entries of no project (operators, `whoami`, bad tokens) only
 //! for callers who cover every project. It is read with the monitor user,
-//! like `activity`, at most [`SCAN_MAX`] entries per request: `next` then
-//! says where to go on.
+//! like `activity`, at most [`SCAN_MAX`] entries per request, [`BATCH`] at a
+//! time: `next` then says where to go on. Each field is cut to
+//! `audit::FIELD_MAX` bytes (entries written before the cap), and a caller
+//! has at most `KEYWARD_ADMIN_READS_AT_ONCE` such reads running
+//! (`limits`).
 
 use std::collections::HashMap;
 
@@ -17,14 +20,16 @@ use validator::{Validate, ValidationError};
 
 use crate::access::{Caller, Target};
 use crate::admin::project_id as valid_project_id;
+use crate::audit::{clip, FIELD_MAX};
 use crate::error::{Error, Result};
 use crate::key::ProjectId;
 use crate::store::{AdminEntry, Store};
 
-/// Stream entries read per round trip.
-const BATCH: u64 = 500;
+/// Stream entries read per round trip: with entries of at most a dozen
+/// fields of `audit::FIELD_MAX` bytes, about 400 KiB held at a time.
+const BATCH: u64 = 100;
 /// Stream entries read at most per request.
-pub const SCAN_MAX: usize = 20_000;
+pub const SCAN_MAX: usize = 5_000;
 
 /// A cursor is an entry's stream id as Redis writes it (no leading zeros,
 /// each part under 10^19, so within 64 bits), and never `0-0`, the first id
@@ -96,11 +101,18 @@ pub struct AuditItem {
     /// entry's `actor` is `unknown`.
     pub claimed_operator: Option<String>,
     /// `ok`, `unauthorized`, `forbidden`, `not_found`, `invalid`,
-    /// `conflict` or `error`; `null` for entries of older versions.
+    /// `conflict`, `limited` (a `429`), `deadline` (the call outlived the
+    /// request deadline; what it had done by then stands) or `error`;
+    /// `null` for entries of older versions.
     pub outcome: Option<String>,
+    /// keyward's own id of the request (the caller's, for entries of older
+    /// versions).
     pub request_id: Option<String>,
+    /// The caller's `X-Request-Id`, when it sent a plain one (1 to 64 of
+    /// `[A-Za-z0-9._:-]`; any other is kept nowhere).
+    pub caller_request_id: Option<String>,
     /// How many calls the entry stands for: 1, or a summary's count of
-    /// bad-token calls over the second's budget.
+    /// refused calls over the second's budget.
     pub count: u64,
 }
 
@@ -113,7 +125,13 @@ pub struct AuditOut {
 }
 
 fn item(id: String, mut fields: HashMap<String, String>) -> AuditItem {
-    let mut take = |name: &str| fields.remove(name).filter(|v| !v.is_empty());
+    // Entries written before fields were capped are cut on the way out.
+    let mut take = |name: &str| {
+        fields
+            .remove(name)
+            .filter(|v| !v.is_empty())
+            .map(|v| clip(&v, FIELD_MAX).to_owned())
+    };
     let ts = take("ts").and_then(|v| v.parse().ok());
     // A stream id is the entry's time in milliseconds.
     let from_id = || {
@@ -136,6 +154,7 @@ fn item(id: String, mut fields: HashMap<String, String>) -> AuditItem {
         claimed_operator: take("claimed_operator"),
         outcome: take("outcome"),
         request_id: take("request_id"),
+        caller_request_id: take("caller_request_id"),
         count,
         id,
     }

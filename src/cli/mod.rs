@@ -369,7 +369,8 @@ pub enum WebhookCommand {
         #[arg(long)]
         description: Option<String>,
     },
-    /// List the endpoints of the token's projects (never a secret).
+    /// List the endpoints of the token's projects (never a secret),
+    /// following the cursor to the end.
     List,
     /// Queue a webhook.test message to the endpoint. Prints only its
     /// message id (see `deliveries` for what became of it).
@@ -835,7 +836,7 @@ async fn run_webhook(args: WebhookArgs) -> Result<u8, Failure> {
             }
         }
         WebhookCommand::List => {
-            let all = client.get("/v1/admin/webhooks", &[]).await?;
+            let all = pages(&client, "/v1/admin/webhooks", &[], 100, None).await?;
             print(json_out, &all, render::webhook_list);
         }
         WebhookCommand::Test { webhook_id } => {

@@ -27,6 +27,18 @@ function statusBadge(w) {
     : h('span', { class: 'badge ok', text: 'Active' });
 }
 
+/** Every endpoint the caller may see: the list's pages, cursor to cursor. */
+async function allWebhooks() {
+  const items = [];
+  let cursor = null;
+  do {
+    const page = await api('GET', '/v1/admin/webhooks', { query: { limit: 100, cursor } });
+    items.push(...page.items);
+    cursor = page.next;
+  } while (cursor);
+  return { items };
+}
+
 export async function renderWebhooks(main) {
   const mayManage = allows('project_admin');
   const tbody = h('tbody');
@@ -36,7 +48,7 @@ export async function renderWebhooks(main) {
     status.replaceChildren();
     let items;
     try {
-      ({ items } = await api('GET', '/v1/admin/webhooks'));
+      ({ items } = await allWebhooks());
     } catch (e) {
       status.append(errorNotice(e));
       return;
@@ -148,7 +160,7 @@ function addDialog() {
 
 /** One endpoint: what it is, its deliveries, and test and delete. */
 export async function renderWebhook(main, webhookId, onLeave) {
-  const { items } = await api('GET', '/v1/admin/webhooks');
+  const { items } = await allWebhooks();
   const w = items.find((item) => item.webhook_id === webhookId);
   if (!w) {
     main.replaceChildren(

@@ -29,12 +29,13 @@ use serde::de::DeserializeOwned;
 use validator::Validate;
 
 use super::extract::{ValidatedJson, ValidatedQuery};
-use super::{AppState, REQUEST_ID};
+use super::{AppState, RequestIdPair};
 use crate::access::{self, Act, Action, Caller, Target};
 use crate::error::{Error, Result};
 use crate::store::AdminAudit;
 use crate::telemetry::metric;
 use crate::webhook::{Event, EventType};
+use futures::FutureExt;
 
 /// Where an admin call's input comes from.
 pub trait Input {
@@ -137,6 +138,12 @@ impl<A: Act, I: Input> FromRequest<AppState> for Admin<A, I> {
             n.operator = input.operator().unwrap_or_default().to_owned();
         });
         caller.authorize(A::ACTION, input.project())?;
+        // Writes the caller may make count (refused calls are budgeted in
+        // the trail instead); the break-glass root is never held back.
+        if A::ACTION.writes() && caller.actor != access::ROOT {
+            let now = crate::store::now() as u64;
+            state.limits.write(&caller.actor, now)?;
+        }
         Ok(Self {
             caller,
             input,
@@ -187,6 +194,7 @@ fn outcome(status: StatusCode) -> &'static str {
         403 => "forbidden",
         404 => "not_found",
         409 => "conflict",
+        429 => "limited",
         400..=499 => "invalid",
         _ => "error",
     }
@@ -204,21 +212,62 @@ fn key_event(action: Action) -> Option<EventType> {
     }
 }
 
-/// The layer around every admin route: one `audit:admin` entry per call,
-/// and with a key's change its webhook event, in the same round trip.
+/// The layer around every admin route (and its `405`): one `audit:admin`
+/// entry per call, and with a key's change its webhook event, in the same
+/// round trip.
+///
+/// The call runs in a task of its own under the request deadline, and its
+/// entry is written in that task whatever happens to the request: when the
+/// outer deadline (`observe`) or a dropped connection ends the request
+/// while the call or its entry is under way, the task still finishes both,
+/// so no change is left without its entry. A call that its own deadline
+/// stops is written with the outcome `deadline` (whatever it had done by
+/// then, if anything, is named by the entry's action, project and key).
 pub async fn audit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let note = Note::default();
     req.extensions_mut().insert(note.clone());
-    let request_id = req
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let response = next.run(req).await;
+    let ids = req.extensions().get::<RequestIdPair>().cloned();
+    let deadline = state.request_timeout;
+    let call = tokio::spawn(async move {
+        let run = std::panic::AssertUnwindSafe(next.run(req)).catch_unwind();
+        let (response, outcome) = match tokio::time::timeout(deadline, run).await {
+            Ok(Ok(response)) => {
+                let outcome = outcome(response.status());
+                (response, outcome)
+            }
+            Ok(Err(_)) => (
+                Error::Internal("admin handler panicked".into()).into_response(),
+                "error",
+            ),
+            Err(_) => (
+                Error::Unavailable("request deadline exceeded".into()).into_response(),
+                "deadline",
+            ),
+        };
+        record(&state, &note, ids.as_ref(), response, outcome).await
+    });
+    call.await
+        .unwrap_or_else(|e| Error::Internal(format!("admin call task failed: {e}")).into_response())
+}
+
+/// Writes the call's entry (and event); the answer, or `503` for a
+/// success whose entry could not be written.
+async fn record(
+    state: &AppState,
+    note: &Note,
+    ids: Option<&RequestIdPair>,
+    response: Response,
+    outcome: &'static str,
+) -> Response {
     let status = response.status();
-    let outcome = outcome(status);
     let noted = std::mem::take(&mut *note.0.lock().unwrap_or_else(|e| e.into_inner()));
+    let id = |v: Option<&axum::http::HeaderValue>| {
+        v.and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let request_id = id(ids.map(|i| &i.own));
+    let caller_request_id = id(ids.and_then(|i| i.caller.as_ref()));
     // A call refused before its token was read names no one.
     let actor = noted.actor.as_deref().unwrap_or(access::UNKNOWN);
     let entry = AdminAudit {
@@ -231,6 +280,7 @@ pub async fn audit(State(state): State<AppState>, mut req: Request, next: Next) 
         claimed_operator: &noted.claimed_operator,
         outcome,
         request_id: &request_id,
+        caller_request_id: &caller_request_id,
     };
     let event = status
         .is_success()

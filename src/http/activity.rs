@@ -29,5 +29,6 @@ pub async fn activity(
     State(state): State<AppState>,
     call: Admin<act::ActivityRead, Query<ActivityQuery>>,
 ) -> Result<Json<ActivityOut>> {
+    let _reading = state.limits.read(&call.caller.actor)?;
     Ok(Json(activity::activity(&state.store, call.input).await?))
 }

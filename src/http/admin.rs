@@ -18,19 +18,21 @@ use crate::admin::{
     ProjectIn, ProjectPath, ProjectsOut, ProjectsQuery, Revoked, RotateIn, RotateOut, UpdateIn,
 };
 use crate::error::{
-    ErrorBody, Forbidden, InvalidRequest, MethodNotAllowed, PayloadTooLarge, Result, Unauthorized,
-    Unavailable,
+    AdminLimited, ErrorBody, Forbidden, InvalidRequest, MethodNotAllowed, PayloadTooLarge, Result,
+    Unauthorized, Unavailable,
 };
 use crate::store::ProjectDoc;
 
 /// Documents what every admin operation may answer besides its own
-/// statuses: 401 and 403 from `Admin`, the shared 405, and 503 when Redis
+/// statuses: 401 and 403 from `Admin`, the shared 405, 429 from the
+/// admin limits (`limits`), and 503 when Redis
 /// cannot answer (or the call's audit entry cannot be written).
 pub(super) fn common_responses(op: &mut Operation) {
     for (status, name) in [
         ("401", Unauthorized::response().0),
         ("403", Forbidden::response().0),
         ("405", MethodNotAllowed::response().0),
+        ("429", AdminLimited::response().0),
         ("503", Unavailable::response().0),
     ] {
         op.responses

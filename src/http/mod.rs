@@ -8,8 +8,10 @@
 //! out (the admin API without an admin token, `/metrics` on a listener of its
 //! own), so it is the same for every deployment.
 //!
-//! Layers, outermost first: request id (from `X-Request-Id` or a new one,
-//! echoed in the response), a trace span per request carrying that id, the
+//! Layers, outermost first: request ids ([`request_ids`]: keyward's own for
+//! every request, and the caller's `X-Request-Id` only when it is short and
+//! plain; the caller's, else keyward's, echoed), a trace span per request
+//! carrying them, the
 //! `observe` middleware (in-flight gauge, per-route metrics, the request
 //! deadline, logging of server-side error detail), panic catching, and a
 //! 64 KiB body limit.
@@ -40,9 +42,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::SecretString;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::path::{HttpMethod, ParameterBuilder, ParameterIn, PathItem};
 use utoipa::openapi::{ObjectBuilder, RefOr, Required, Type};
@@ -73,8 +72,41 @@ impl<T: serde::Serialize> IntoResponse for ShownOnce<T> {
     }
 }
 
-/// The request id header: taken from the caller or generated, and echoed.
+/// The request id header: the caller's, kept when [`plain_request_id`],
+/// and echoed (else keyward's own).
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The longest caller request id kept.
+pub const REQUEST_ID_MAX: usize = 64;
+
+/// Whether a caller's request id is kept: 1 to [`REQUEST_ID_MAX`] of
+/// `[A-Za-z0-9._:-]`. Any other is dropped whole (not echoed, logged or
+/// stored), so a caller cannot make keyward write what it likes, or much.
+pub fn plain_request_id(id: &[u8]) -> bool {
+    (1..=REQUEST_ID_MAX).contains(&id.len())
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b".:_-".contains(b))
+}
+
+/// A request's ids, in its extensions: keyward's own, always, and the
+/// caller's when it was plain.
+#[derive(Clone, Debug)]
+pub struct RequestIdPair {
+    pub own: HeaderValue,
+    pub caller: Option<HeaderValue>,
+}
+
+impl RequestIdPair {
+    /// The id echoed to the caller: its own when it sent a plain one.
+    pub fn shown(&self) -> &HeaderValue {
+        self.caller.as_ref().unwrap_or(&self.own)
+    }
+
+    fn of(req: &Request) -> Option<&Self> {
+        req.extensions().get::<Self>()
+    }
+}
 
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -107,6 +139,8 @@ pub struct App {
     pub auth_original_headers: crate::config::OriginalHeaders,
     /// Whether webhook endpoints may be internal addresses.
     pub webhook_allow_private: bool,
+    /// The admin API's limits per caller, and its webhook quotas.
+    pub limits: crate::limits::Limits,
 }
 
 pub type AppState = Arc<App>;
@@ -265,8 +299,11 @@ pub fn router(state: AppState, separate_metrics: bool) -> Router {
     } = routes();
     let mut router: Router<AppState> = public.into();
     if state.admin_token.is_some() {
+        // `layer`, not `route_layer`: a wrong method on an admin route is
+        // audited too, so its `405` is set before the layer goes on.
         let audited = Router::from(admin)
-            .route_layer(middleware::from_fn_with_state(state.clone(), access::audit));
+            .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
+            .layer(middleware::from_fn_with_state(state.clone(), access::audit));
         router = router.merge(audited).merge(Router::from(console));
     }
     if !separate_metrics {
@@ -299,9 +336,11 @@ fn layered(router: Router<AppState>, state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(
             ServiceBuilder::new()
-                .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::new()))
+                .layer(middleware::from_fn_with_state(
+                    RequestIds::new(),
+                    request_ids,
+                ))
                 .layer(TraceLayer::new_for_http().make_span_with(request_span))
-                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(middleware::from_fn_with_state(state.clone(), observe))
                 .layer(CatchPanicLayer::custom(|_| {
                     Error::Internal("handler panicked".into()).into_response()
@@ -329,13 +368,30 @@ impl RequestIds {
     }
 }
 
-impl MakeRequestId for RequestIds {
-    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+impl RequestIds {
+    fn make(&self) -> HeaderValue {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         HeaderValue::try_from(format!("{}-{n:x}", self.prefix))
-            .ok()
-            .map(RequestId::new)
+            .unwrap_or(HeaderValue::from_static("-"))
     }
+}
+
+/// Gives the request its [`RequestIdPair`] (the caller's `X-Request-Id`
+/// removed from the request whatever it was), and echoes the shown one.
+async fn request_ids(State(ids): State<RequestIds>, mut req: Request, next: Next) -> Response {
+    let caller = req
+        .headers_mut()
+        .remove(&REQUEST_ID)
+        .filter(|v| plain_request_id(v.as_bytes()));
+    let pair = RequestIdPair {
+        own: ids.make(),
+        caller,
+    };
+    let shown = pair.shown().clone();
+    req.extensions_mut().insert(pair);
+    let mut response = next.run(req).await;
+    response.headers_mut().insert(REQUEST_ID, shown);
+    response
 }
 
 /// The per-request span. On the validation routes it is a DEBUG span, so at
@@ -343,17 +399,18 @@ impl MakeRequestId for RequestIds {
 /// request id in its own error lines); admin and other routes keep an INFO
 /// span whose fields every log line inside it carries.
 fn request_span(req: &Request) -> tracing::Span {
-    let id = req
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    // The path only: query strings may carry anything.
-    let path = req.uri().path();
+    let ids = RequestIdPair::of(req);
+    fn text(v: Option<&HeaderValue>) -> &str {
+        v.and_then(|v| v.to_str().ok()).unwrap_or("-")
+    }
+    let id = text(ids.map(|i| &i.own));
+    let caller_id = text(ids.and_then(|i| i.caller.as_ref()));
+    // The path only (query strings may carry anything), and not all of it.
+    let path = crate::audit::clip(req.uri().path(), crate::audit::FIELD_MAX);
     if path == "/v1/validate-key" || path.starts_with("/v1/auth") {
-        tracing::debug_span!("request", request_id = %id, method = %req.method(), path = %path)
+        tracing::debug_span!("request", request_id = %id, caller_request_id = %caller_id, method = %req.method(), path = %path)
     } else {
-        tracing::info_span!("request", request_id = %id, method = %req.method(), path = %path)
+        tracing::info_span!("request", request_id = %id, caller_request_id = %caller_id, method = %req.method(), path = %path)
     }
 }
 
@@ -421,7 +478,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
             .map_or("unmatched", |p| p.as_str()),
     );
     let method = method_label(req.method());
-    let request_id = req.headers().get(&REQUEST_ID).cloned();
+    let request_id = RequestIdPair::of(&req).map(|ids| ids.own.clone());
     let response = match tokio::time::timeout(state.request_timeout, next.run(req)).await {
         Ok(response) => response,
         Err(_) => Error::Unavailable("request deadline exceeded".into()).into_response(),

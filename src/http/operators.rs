@@ -114,6 +114,7 @@ pub async fn audit(
     State(state): State<AppState>,
     call: Admin<act::AuditRead, Query<AuditQuery>>,
 ) -> Result<Json<AuditOut>> {
+    let _reading = state.limits.read(&call.caller.actor)?;
     Ok(Json(
         trail::audit(&state.store, &call.caller, call.input).await?,
     ))

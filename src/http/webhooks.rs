@@ -6,14 +6,14 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 
-use super::access::{Admin, Body, Nothing, Params, Query};
+use super::access::{Admin, Body, Params, Query};
 use super::AppState;
 use super::ShownOnce;
 use crate::access::act;
 use crate::error::{ErrorBody, InvalidRequest, PayloadTooLarge, Result};
 use crate::webhook::{
     self, DeliveriesOut, DeliveriesQuery, TestQueued, WebhookCreated, WebhookDeleted, WebhookIn,
-    WebhookPath, WebhooksOut,
+    WebhookPath, WebhooksOut, WebhooksQuery,
 };
 
 /// Register an endpoint: events of the given types and projects are posted
@@ -27,6 +27,7 @@ use crate::webhook::{
     responses(
         (status = 201, description = "The endpoint: `secret` is shown once, here", body = WebhookCreated, headers(("Cache-Control" = String, description = "`no-store`: the secret in the body is shown once, and no cache may keep it"))),
         (status = 404, description = "`not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
+        (status = 409, description = "`quota_reached`: the deployment has `KEYWARD_WEBHOOKS_MAX` endpoints, or one of the projects is named by `KEYWARD_WEBHOOKS_PER_PROJECT` (the message names which)", body = ErrorBody),
         (status = 413, response = PayloadTooLarge),
         (status = 422, response = InvalidRequest),
     )
@@ -40,6 +41,7 @@ pub async fn create_webhook(
         &call.caller,
         call.input,
         state.webhook_allow_private,
+        &state.limits,
     )
     .await?;
     Ok(ShownOnce(created))
@@ -50,17 +52,20 @@ pub async fn create_webhook(
     get,
     path = "/v1/admin/webhooks",
     tag = "webhooks",
+    params(WebhooksQuery),
     security(("admin_token" = [])),
     responses(
-        (status = 200, description = "Every endpoint whose projects the caller covers, in id order", body = WebhooksOut),
+        (status = 200, description = "One page of the endpoints whose projects the caller covers, in id order", body = WebhooksOut),
         (status = 404, description = "`not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
+        (status = 422, response = InvalidRequest),
     )
 )]
 pub async fn list_webhooks(
     State(state): State<AppState>,
-    call: Admin<act::WebhookList, Nothing>,
+    call: Admin<act::WebhookList, Query<WebhooksQuery>>,
 ) -> Result<Json<WebhooksOut>> {
-    Ok(Json(webhook::list(&state.store, &call.caller).await?))
+    let out = webhook::list(&state.store, &call.caller, call.input).await?;
+    Ok(Json(out))
 }
 
 /// Delete an endpoint: nothing more is sent to it.

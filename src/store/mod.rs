@@ -266,6 +266,34 @@ async fn read_docs(admin: &Pool, keys: &[String]) -> Result<Vec<Option<String>>>
     Ok(docs)
 }
 
+/// One page of an index of documents: up to `limit` ids of `index` after
+/// `cursor`, their documents (named by `key_of`, parsed by `parse`, which
+/// logs and leaves out those it cannot read), and the cursor of the next
+/// page.
+async fn index_page<T>(
+    admin: &Pool,
+    index: &str,
+    key_of: impl Fn(&str) -> String,
+    parse: fn(&str, &str) -> Option<T>,
+    cursor: Option<&str>,
+    limit: u64,
+) -> Result<(Vec<T>, Option<String>)> {
+    let ids = zrange_after(admin, index, cursor, limit)
+        .await
+        .map_err(|e| data_error(index, e))?;
+    let next = (ids.len() as u64 >= limit)
+        .then(|| ids.last().cloned())
+        .flatten();
+    let keys: Vec<String> = ids.iter().map(|id| key_of(id)).collect();
+    let docs = read_docs(admin, &keys).await?;
+    let docs = keys
+        .iter()
+        .zip(docs)
+        .filter_map(|(key, raw)| parse(key, &raw?))
+        .collect();
+    Ok((docs, next))
+}
+
 /// `ZRANGE key (after +inf BYLEX LIMIT 0 limit`: up to `limit` members of a
 /// sorted set whose scores are all 0, in id order, after `after` (from the
 /// start when `None`). Index paging, in admin and migrate alike.

@@ -271,7 +271,10 @@ pub struct AdminAudit<'a> {
     /// `ok`, `unauthorized`, `forbidden`, `not_found`, `invalid`, `conflict`
     /// or `error`.
     pub outcome: &'static str,
+    /// keyward's own id of the request.
     pub request_id: &'a str,
+    /// The caller's `X-Request-Id`, when it was plain (`""` otherwise).
+    pub caller_request_id: &'a str,
 }
 
 /// The `webhook:<deployment>:<webhook_id>` document. Holds the signing

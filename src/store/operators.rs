@@ -11,9 +11,11 @@ use std::collections::HashMap;
 use fred::prelude::Pool;
 use fred::prelude::{RedisJsonInterface, SortedSetsInterface, StreamsInterface};
 
-use super::{data_error, insert_indexed, is_noperm, names, now, parse_problem, read_docs};
+use super::read_docs;
+use super::{data_error, index_page, insert_indexed, is_noperm, names, now, parse_problem};
 use super::{read_owned, report_unreadable};
 use super::{unavailable, zrange_after, AdminAudit, OperatorDoc, ProjectDoc, Store};
+use crate::audit::{clip, Who, FIELD_MAX};
 use crate::error::{Error, Result};
 use crate::key::ProjectId;
 
@@ -56,25 +58,9 @@ impl Store {
         cursor: Option<&str>,
         limit: u64,
     ) -> Result<(Vec<OperatorDoc>, Option<String>)> {
-        let admin = self.admin()?;
         let index = names::operators(self.client_name());
-        let ids = zrange_after(admin, &index, cursor, limit)
-            .await
-            .map_err(|e| data_error(&index, e))?;
-        let next = (ids.len() as u64 >= limit)
-            .then(|| ids.last().cloned())
-            .flatten();
-        let keys: Vec<String> = ids
-            .iter()
-            .map(|id| names::operator(self.client_name(), id))
-            .collect();
-        let docs = read_docs(admin, &keys).await?;
-        let docs = keys
-            .iter()
-            .zip(docs)
-            .filter_map(|(key, raw)| operator_doc(key, &raw?))
-            .collect();
-        Ok((docs, next))
+        let key_of = |id: &str| names::operator(self.client_name(), id);
+        index_page(self.admin()?, &index, key_of, operator_doc, cursor, limit).await
     }
 
     /// Replaces the operator's stored secret hash (an Argon2id one, by its
@@ -158,9 +144,10 @@ impl Store {
             .collect())
     }
 
-    /// Appends one entry to `audit:admin`, unless it is an `unauthorized`
-    /// call over this second's budget: then it is counted for the second's
-    /// summary entry (see `audit`), written by the flusher. With `event`
+    /// Appends one entry to `audit:admin` (each text field cut to
+    /// `audit::FIELD_MAX` bytes), unless it is a refused call over this
+    /// second's budget: then it is counted for the second's summary entry
+    /// (see `audit`), written by the flusher. With `event`
     /// (a key change's webhook event), the event goes in the same round
     /// trip; one Redis does not take is logged and counted, and the call's
     /// answer stands.
@@ -169,9 +156,15 @@ impl Store {
         entry: AdminAudit<'_>,
         event: Option<&crate::webhook::Event>,
     ) -> Result<()> {
-        let admitted = match entry.claimed_operator {
-            "" => self.admin_budget.admit(entry.outcome),
-            operator => self.admin_budget.admit_claimed(entry.outcome, operator),
+        let admitted = match (entry.actor, entry.claimed_operator) {
+            (crate::access::UNKNOWN, "") => self.admin_budget.admit(entry.outcome),
+            (actor, claimed_operator) => self.admin_budget.admit_claimed(
+                entry.outcome,
+                &Who {
+                    actor: clip(actor, FIELD_MAX).to_owned(),
+                    claimed_operator: clip(claimed_operator, FIELD_MAX).to_owned(),
+                },
+            ),
         };
         if !admitted {
             return Ok(());
@@ -192,17 +185,19 @@ impl Store {
     }
 
     async fn xadd_admin_audit(&self, entry: AdminAudit<'_>) -> Result<()> {
+        let field = |text: &str| clip(text, FIELD_MAX).to_owned();
         let fields = vec![
             ("ts", now().to_string()),
-            ("actor", entry.actor.to_owned()),
-            ("actor_name", entry.actor_name.to_owned()),
-            ("claimed_operator", entry.claimed_operator.to_owned()),
-            ("action", entry.action.to_owned()),
-            ("project_id", entry.project_id.to_owned()),
-            ("key_id", entry.key_id.to_owned()),
-            ("operator_id", entry.operator_id.to_owned()),
-            ("outcome", entry.outcome.to_owned()),
-            ("request_id", entry.request_id.to_owned()),
+            ("actor", field(entry.actor)),
+            ("actor_name", field(entry.actor_name)),
+            ("claimed_operator", field(entry.claimed_operator)),
+            ("action", field(entry.action)),
+            ("project_id", field(entry.project_id)),
+            ("key_id", field(entry.key_id)),
+            ("operator_id", field(entry.operator_id)),
+            ("outcome", field(entry.outcome)),
+            ("request_id", field(entry.request_id)),
+            ("caller_request_id", field(entry.caller_request_id)),
             ("client", self.client_name.clone()),
         ];
         self.admin()?
@@ -211,16 +206,20 @@ impl Store {
             .map_err(unavailable)
     }
 
-    /// Writes the due summaries of `unauthorized` admin calls over the
-    /// budget, one entry per second (and per operator a refused token
-    /// named, in `claimed_operator`): `actor=unknown`, `summary=1`,
-    /// `second`, `count`. Those that cannot be written are kept for the
-    /// next attempt.
+    /// Writes the due summaries of refused admin calls over the budget,
+    /// one entry per second and outcome (and per caller, or per operator a
+    /// refused token named, in `actor` and `claimed_operator`; `unknown`
+    /// and `""` for calls that name no one): `summary=1`, `second`,
+    /// `count`. Those that cannot be written are kept for the next attempt.
     pub(super) async fn flush_admin_summaries(&self, all: bool) -> Result<()> {
         let due = self.admin_budget.take_due(all);
+        let no_one = Who {
+            actor: crate::access::UNKNOWN.to_owned(),
+            claimed_operator: String::new(),
+        };
         for (i, summary) in due.iter().enumerate() {
             let written = self
-                .xadd_admin_summary(summary.second, summary.reason, "", summary.count)
+                .xadd_admin_summary(summary.second, summary.reason, &no_one, summary.count)
                 .await;
             if let Err(e) = written {
                 self.admin_budget.put_back(&due[i..]);
@@ -230,12 +229,7 @@ impl Store {
         let claimed = self.admin_budget.take_claimed_due(all);
         for (i, summary) in claimed.iter().enumerate() {
             let written = self
-                .xadd_admin_summary(
-                    summary.second,
-                    "unauthorized",
-                    &summary.operator,
-                    summary.count,
-                )
+                .xadd_admin_summary(summary.second, summary.reason, &summary.who, summary.count)
                 .await;
             if let Err(e) = written {
                 self.admin_budget.put_back_claimed(&claimed[i..]);
@@ -249,13 +243,13 @@ impl Store {
         &self,
         second: u64,
         outcome: &str,
-        claimed_operator: &str,
+        who: &Who,
         count: u64,
     ) -> Result<()> {
         let fields = vec![
             ("ts", now().to_string()),
-            ("actor", crate::access::UNKNOWN.to_owned()),
-            ("claimed_operator", claimed_operator.to_owned()),
+            ("actor", who.actor.clone()),
+            ("claimed_operator", who.claimed_operator.clone()),
             ("action", String::new()),
             ("project_id", String::new()),
             ("key_id", String::new()),

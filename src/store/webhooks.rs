@@ -22,7 +22,7 @@ use fred::types::{Expiration, SetOptions};
 use super::{
     data_error, insert_indexed, names, parse_problem, read_docs, read_owned, report_unreadable,
 };
-use super::{unavailable, Store, WebhookDoc};
+use super::{index_page, unavailable, Store, WebhookDoc};
 use crate::error::{Error, Result};
 use crate::webhook::deliver::Message;
 use crate::webhook::{Delivery, Event};
@@ -69,6 +69,18 @@ impl Store {
             .zip(docs)
             .filter_map(|(key, raw)| webhook_doc(key, &raw?))
             .collect())
+    }
+
+    /// Up to `limit` endpoints after `cursor`, in id order, and the cursor
+    /// of the next page; unreadable ones are logged and left out.
+    pub async fn webhooks_page(
+        &self,
+        cursor: Option<&str>,
+        limit: u64,
+    ) -> Result<(Vec<WebhookDoc>, Option<String>)> {
+        let index = names::webhooks(self.client_name());
+        let key_of = |id: &str| names::webhook(self.client_name(), id);
+        index_page(self.admin()?, &index, key_of, webhook_doc, cursor, limit).await
     }
 
     /// Removes the endpoint: its messages still pending are dropped when

@@ -31,6 +31,7 @@ use validator::{Validate, ValidationError};
 use crate::access::{Caller, Role, Target, ALL_PROJECTS};
 use crate::admin::random_id;
 use crate::error::{Error, Result};
+use crate::limits::Limits;
 use crate::store::{now, Store, WebhookDoc};
 
 /// A webhook id is `wh_` and 12 of `[A-Za-z0-9]`.
@@ -297,8 +298,8 @@ pub struct WebhookIn {
     #[validate(custom(function = "crate::operators::valid_projects"))]
     #[schema(schema_with = crate::operators::projects_schema)]
     pub projects: Vec<String>,
-    #[validate(length(max = 500))]
-    #[schema(max_length = 500, example = "billing sync")]
+    #[validate(custom(function = "crate::text::description"))]
+    #[schema(schema_with = crate::text::description_schema)]
     pub description: Option<String>,
 }
 
@@ -333,10 +334,36 @@ pub struct WebhookCreated {
     pub secret: String,
 }
 
-/// `200` from `GET /v1/admin/webhooks`.
+/// `GET /v1/admin/webhooks`'s query.
+#[derive(Debug, Deserialize, Validate, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct WebhooksQuery {
+    /// Endpoints read per page (default 50); those the caller does not
+    /// cover are left out, so a page may hold fewer.
+    #[validate(range(min = 1, max = 100))]
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u64>,
+    /// The previous page's `next`.
+    #[param(pattern = "^wh_[A-Za-z0-9]{12}$")]
+    #[validate(custom(function = "webhook_id"))]
+    pub cursor: Option<String>,
+}
+
+fn webhook_id(id: &str) -> Result<(), ValidationError> {
+    match is_webhook_id(id) {
+        true => Ok(()),
+        false => Err(ValidationError::new("webhook_id")
+            .with_message("must be `wh_` and 12 of [A-Za-z0-9]".into())),
+    }
+}
+
+/// `200` from `GET /v1/admin/webhooks`: one page, in id order.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WebhooksOut {
     pub items: Vec<WebhookOut>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next: Option<String>,
 }
 
 /// A path naming one endpoint.
@@ -407,6 +434,7 @@ pub struct DeliveriesOut {
 impl Target for WebhookIn {}
 impl Target for WebhookPath {}
 impl Target for DeliveriesQuery {}
+impl Target for WebhooksQuery {}
 
 /// Whether the caller covers every project the endpoint names: only then
 /// may it see or manage the endpoint, whose events are those projects'.
@@ -437,10 +465,14 @@ pub async fn create(
     caller: &Caller,
     input: WebhookIn,
     allow_private: bool,
+    limits: &Limits,
 ) -> Result<WebhookCreated> {
     if !covers(caller, &input.projects) {
         return Err(Error::Forbidden);
     }
+    let existing = store.list_webhooks().await?;
+    let named: Vec<&[String]> = existing.iter().map(|d| d.projects.as_slice()).collect();
+    limits.webhook_fits(&named, &input.projects)?;
     let url = endpoint_url(&input.url).map_err(|p| Error::InvalidRequest(format!("url: {p}")))?;
     check_destination(&url, allow_private).await?;
     for _ in 0..5 {
@@ -492,12 +524,16 @@ pub fn redacted(url: &str) -> String {
     parsed.to_string()
 }
 
-/// The endpoints whose projects the caller covers, in id order; below
+/// One page of the endpoints whose projects the caller covers, in id
+/// order; below
 /// `project_admin` (who may not manage them), their URLs [`redacted`].
-pub async fn list(store: &Store, caller: &Caller) -> Result<WebhooksOut> {
-    let docs = store.list_webhooks().await?;
+pub async fn list(store: &Store, caller: &Caller, query: WebhooksQuery) -> Result<WebhooksOut> {
+    let (docs, next) = store
+        .webhooks_page(query.cursor.as_deref(), query.limit.unwrap_or(50))
+        .await?;
     let manages = caller.role >= Role::ProjectAdmin;
     Ok(WebhooksOut {
+        next,
         items: docs
             .into_iter()
             .filter(|d| covers(caller, &d.projects))

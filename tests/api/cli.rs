@@ -1400,5 +1400,9 @@ async fn the_cli_follows_no_redirect_so_the_token_goes_only_where_it_was_told() 
         run(cmd, "").await.fails(1, "redirect");
     }
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert_eq!(heard.load(Ordering::SeqCst), 0, "the redirect's target heard from the CLI");
+    assert_eq!(
+        heard.load(Ordering::SeqCst),
+        0,
+        "the redirect's target heard from the CLI"
+    );
 }

@@ -4,6 +4,7 @@
 //! `proxy` (a TCP proxy that cuts connections on demand).
 
 mod admin;
+mod admin_edges;
 mod browser;
 mod cli;
 mod cluster;

@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::helpers::{Binary, TestRedis, ADMIN_TOKEN};
 
 /// Resident memory of process `pid` in KiB, from `/proc/<pid>/status`.
-fn rss_kib(pid: u32) -> u64 {
+pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
     status
         .lines()

@@ -555,7 +555,7 @@ async fn every_admin_call_of_a_script_is_in_the_trail_with_its_actor_and_outcome
                 e["action"].as_str().unwrap(),
                 e["outcome"].as_str().unwrap(),
                 e["project_id"].as_str().unwrap_or(""),
-                e["request_id"].as_str().unwrap(),
+                e["caller_request_id"].as_str().unwrap(),
             )
         })
         .collect();
@@ -581,7 +581,7 @@ async fn every_admin_call_of_a_script_is_in_the_trail_with_its_actor_and_outcome
     assert!(
         unknown.iter().any(|e| e["action"] == "whoami"
             && e["outcome"] == "unauthorized"
-            && e["request_id"] == "script-7"
+            && e["caller_request_id"] == "script-7"
             && e["claimed_operator"] == km.id.as_str()),
         "{unknown:?}"
     );
@@ -843,7 +843,7 @@ async fn a_wrong_secret_for_a_real_operator_is_audited_as_claimed_never_as_its_a
     let unknown = trail(&app, "actor=unknown").await;
     let entry = unknown
         .iter()
-        .find(|e| e["request_id"] == "forged-1")
+        .find(|e| e["caller_request_id"] == "forged-1")
         .unwrap_or_else(|| panic!("no entry: {unknown:?}"));
     assert_eq!(entry["claimed_operator"], op.id.as_str(), "{entry}");
     assert_eq!(entry["outcome"], "unauthorized");
