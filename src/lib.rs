@@ -125,7 +125,12 @@ pub async fn run(
         limits: limits::Limits::new(&config),
     });
     if config.failsafe == config::Failsafe::Open {
-        tracing::warn!("KEYWARD_FAILSAFE=open: while Redis is unreachable, well-formed keys are ACCEPTED WITHOUT VERIFICATION");
+        tracing::warn!(
+            max_age = config.failsafe_max_age,
+            "KEYWARD_FAILSAFE=open: while Redis cannot be read, a key this instance answered 200 \
+             within KEYWARD_FAILSAFE_MAX_AGE seconds and has not refused since passes on what it \
+             knew then (a revocation through another instance waits that long)"
+        );
     }
     if config.admin_token.is_none() {
         tracing::info!("no admin token configured: admin endpoints are not served");
