@@ -19,6 +19,7 @@ mod activity;
 mod admin;
 mod auth;
 mod console;
+mod ext_authz;
 mod extract;
 mod operators;
 mod ops;
@@ -255,7 +256,8 @@ fn forward_auth() -> OpenApiRouter<AppState> {
     router
 }
 
-/// The public router. `/metrics` is on it unless `separate_metrics`.
+/// The public router: the routes above, Envoy's gRPC `Authorization`
+/// service (not an OpenAPI route), and `/metrics` unless `separate_metrics`.
 pub fn router(state: AppState, separate_metrics: bool) -> Router {
     let Routes {
         public,
@@ -263,7 +265,8 @@ pub fn router(state: AppState, separate_metrics: bool) -> Router {
         console,
         metrics,
     } = routes();
-    let mut router: Router<AppState> = public.into();
+    let mut router: Router<AppState> =
+        Router::from(public).route_service(ext_authz::PATH, ext_authz::service(state.clone()));
     if state.admin_token.is_some() {
         let audited = Router::from(admin)
             .route_layer(middleware::from_fn_with_state(state.clone(), access::audit));
@@ -350,7 +353,10 @@ fn request_span(req: &Request) -> tracing::Span {
         .unwrap_or("-");
     // The path only: query strings may carry anything.
     let path = req.uri().path();
-    if path == "/v1/validate-key" || path.starts_with("/v1/auth") {
+    if path == "/v1/validate-key"
+        || path.starts_with("/v1/auth")
+        || path.starts_with("/envoy.service.auth.v3.Authorization/")
+    {
         tracing::debug_span!("request", request_id = %id, method = %req.method(), path = %path)
     } else {
         tracing::info_span!("request", request_id = %id, method = %req.method(), path = %path)
