@@ -181,7 +181,12 @@ pub async fn run(
             tokio::spawn(server.into_future())
         }
         false => {
-            let server = axum::serve(listeners.main, app).with_graceful_shutdown(stopped());
+            // No Nagle delay: an HTTP/2 connection (gRPC ext_authz) carries
+            // many small answers at once, as the TLS listener's do.
+            let main = axum::serve::ListenerExt::tap_io(listeners.main, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            let server = axum::serve(main, app).with_graceful_shutdown(stopped());
             tokio::spawn(server.into_future())
         }
     };
