@@ -4,8 +4,8 @@
 //!
 //! - [`http`]: the routes (each declared once, with its OpenAPI operation),
 //!   layers and handlers. Handlers only translate HTTP to one call and back
-//!   (`POST /v1/validate-key` and the forward-auth `/v1/auth` both call the
-//!   one pipeline); `http::extract` validates bodies and queries;
+//!   (`POST /v1/validate-key`, the forward-auth `/v1/auth` and Envoy's gRPC
+//!   `Authorization/Check`, `http::ext_authz`, all call the one pipeline); `http::extract` validates bodies and queries;
 //!   `http::access` lets each admin call in (token, role, projects) and
 //!   writes its `audit:admin` entry.
 //! - [`validate`]: the validation pipeline (parse, load, check, verify,

@@ -6,7 +6,9 @@
 //! together, so [`router`] serves exactly what [`openapi`] documents:
 //! the document lists every route, including those a configuration leaves
 //! out (the admin API without an admin token, `/metrics` on a listener of its
-//! own), so it is the same for every deployment.
+//! own), so it is the same for every deployment. Envoy's gRPC
+//! `Authorization` service (`ext_authz`) is mounted beside them, on the same
+//! listener and layers; it is no OpenAPI route.
 //!
 //! Layers, outermost first: request id (from `X-Request-Id` or a new one,
 //! echoed in the response), a trace span per request carrying that id, the
