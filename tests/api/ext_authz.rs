@@ -19,7 +19,7 @@ use keyward::config::Failsafe;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{raw, wrong_secret, TestApp, TestRedis};
+use crate::helpers::{signal, wrong_secret, TestApp, TestRedis};
 
 /// A check as Envoy would send it.
 #[derive(Clone, Default)]
@@ -98,6 +98,15 @@ async fn grpc(app: &TestApp, check: &Check<'_>) -> CheckResponse {
         .await
         .expect("a CheckResponse")
         .into_inner()
+}
+
+/// A check with `key` as its bearer token and nothing else.
+async fn grpc_key(app: &TestApp, key: &str) -> CheckResponse {
+    let check = Check {
+        key: Some(key),
+        ..Default::default()
+    };
+    grpc(app, &check).await
 }
 
 /// What a client of the gateway gets: status, error code, and whether it
@@ -271,14 +280,6 @@ async fn same_answers(apps: &[&TestApp; 2], keys: &Keys, when: &str) -> Vec<(Str
     seen
 }
 
-fn signal(pid: &str, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([signal, pid])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill {signal} {pid}");
-}
-
 #[tokio::test]
 async fn over_grpc_every_key_gets_v1_auths_answer_with_redis_up_stalled_and_down_in_both_failsafe_modes(
 ) {
@@ -304,16 +305,7 @@ async fn over_grpc_every_key_gets_v1_auths_answer_with_redis_up_stalled_and_down
         assert_eq!((class.status, class.failsafe), (want, false), "{what}");
     }
 
-    let info = raw(&redis.ops().await, "INFO", vec!["server".into()])
-        .await
-        .unwrap();
-    let info = info.as_str().unwrap().to_string();
-    let pid = info
-        .lines()
-        .find_map(|l| l.strip_prefix("process_id:"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let pid = redis.pid().await;
     signal(&pid, "-STOP");
     let stalled = same_answers(&apps, &keys, "Redis stalled").await;
     signal(&pid, "-CONT");
@@ -390,34 +382,13 @@ async fn over_grpc_the_routes_extensions_and_envoys_peer_decide_and_a_bad_extens
         );
     }
     // A refusal carries /v1/auth's headers.
-    let r = grpc(
-        &app,
-        &Check {
-            key: Some(&keys.wrong),
-            ..Default::default()
-        },
-    )
-    .await;
+    let r = grpc_key(&app, &keys.wrong).await;
     let (status, headers, _) = denied(&r);
     assert_eq!(status, 401);
     assert_eq!(headers["www-authenticate"], r#"Bearer realm="keyward""#);
-    let r = grpc(
-        &app,
-        &Check {
-            key: Some(&keys.limited),
-            ..Default::default()
-        },
-    )
-    .await;
+    let r = grpc_key(&app, &keys.limited).await;
     assert!(matches!(r.http_response, Some(HttpResponse::OkResponse(_))));
-    let r = grpc(
-        &app,
-        &Check {
-            key: Some(&keys.limited),
-            ..Default::default()
-        },
-    )
-    .await;
+    let r = grpc_key(&app, &keys.limited).await;
     let (status, headers, _) = denied(&r);
     assert_eq!(status, 429);
     assert!(

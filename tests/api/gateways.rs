@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use keyward::config::OriginalHeaders;
 
-use crate::helpers::{free_port, random_id, KillOnDrop, Minted, TestApp, TestRedis};
+use crate::helpers::{free_port, random_id, signal, KillOnDrop, Minted, TestApp, TestRedis};
 
 /// What the app answers to every request that reaches it.
 const APP_BODY: &str = "hello from the app";
@@ -702,8 +702,8 @@ async fn a_key_over_its_rate_limit_is_429_with_retry_after(s: &Setup) {
     );
 }
 
-async fn with_redis_down_the_client_gets_503_with_retry_after_and_the_app_nothing(s: &Setup) {
-    s.keyward.redis().stop();
+/// A request now gets keyward's 503 with `Retry-After`, and the app nothing.
+async fn the_client_gets_503_with_retry_after_and_the_app_nothing(s: &Setup) {
     let before = s.app.count();
 
     let r = s
@@ -720,6 +720,11 @@ async fn with_redis_down_the_client_gets_503_with_retry_after_and_the_app_nothin
     .await;
     assert!(retry_after(&headers) >= 1, "{headers:?}");
     assert_eq!(s.app.count(), before, "a request reached the app unchecked");
+}
+
+async fn with_redis_down_the_client_gets_503_with_retry_after_and_the_app_nothing(s: &Setup) {
+    s.keyward.redis().stop();
+    the_client_gets_503_with_retry_after_and_the_app_nothing(s).await;
 }
 
 /// gRPC: a route's `cost` context extension is what the request spends.
@@ -771,42 +776,10 @@ async fn the_identity_is_in_envoys_dynamic_metadata(s: &Setup) {
 
 /// A stalled Redis (SIGSTOP): keyward's 503 reaches the client, nothing the app.
 async fn with_redis_stalled_the_client_gets_503_and_the_app_nothing(s: &Setup) {
-    let info = crate::helpers::raw(
-        &s.keyward.redis().ops().await,
-        "INFO",
-        vec!["server".into()],
-    )
-    .await
-    .unwrap();
-    let info = info.as_str().unwrap().to_string();
-    let pid = info
-        .lines()
-        .find_map(|l| l.strip_prefix("process_id:"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let signal = |signal: &str| {
-        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
-        assert!(status.success(), "kill {signal} {pid}");
-    };
-    let before = s.app.count();
-    signal("-STOP");
-
-    let r = s
-        .gateway
-        .get("/chat/completions", Key::Bearer(&s.chat.api_key))
-        .await;
-
-    signal("-CONT");
-    let headers = assert_refused(
-        r,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        "retry-after",
-    )
-    .await;
-    assert!(retry_after(&headers) >= 1, "{headers:?}");
-    assert_eq!(s.app.count(), before, "a request reached the app unchecked");
+    let pid = s.keyward.redis().pid().await;
+    signal(&pid, "-STOP");
+    the_client_gets_503_with_retry_after_and_the_app_nothing(s).await;
+    signal(&pid, "-CONT");
 }
 
 /// The whole story through one gateway.
