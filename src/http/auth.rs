@@ -93,20 +93,24 @@ pub(super) fn presented_key<'a>(
     uri: &'a Uri,
     query_param: Option<&str>,
 ) -> &'a str {
-    let bearer = header_str(headers, header::AUTHORIZATION.as_str()).and_then(|v| {
-        let (scheme, key) = v.split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
-    });
-    let from_query = || {
-        let name = query_param?;
-        uri.query()?
-            .split('&')
-            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
-    };
-    bearer
+    bearer(headers)
         .or_else(|| header_str(headers, "x-api-key").map(str::trim))
-        .or_else(from_query)
+        .or_else(|| query_key(uri, query_param?))
         .unwrap_or("")
+}
+
+/// The key of `Authorization: Bearer <key>`, when it is sent that way.
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = header_str(headers, header::AUTHORIZATION.as_str())?;
+    let (scheme, key) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+}
+
+/// The value of the query parameter `name`, if the URI has one.
+pub(super) fn query_key<'a>(uri: &'a Uri, name: &str) -> Option<&'a str> {
+    uri.query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
 }
 
 /// The right-most address in the configured header: the one the gateway

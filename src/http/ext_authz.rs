@@ -198,11 +198,7 @@ fn allow(
     // Envoy removes after it sets: never name a header set above.
     let keyed = |name: &str| match name {
         "x-api-key" => true,
-        "authorization" => sent
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")),
+        "authorization" => auth::bearer(sent).is_some(),
         other => other.starts_with("x-keyward-") && !ours.contains_key(other),
     };
     ok.headers_to_remove = sent
@@ -212,11 +208,7 @@ fn allow(
         .map(str::to_owned)
         .collect();
     if let Some(param) = state.auth_query_param.as_deref() {
-        let present = uri.query().is_some_and(|q| {
-            q.split('&')
-                .any(|pair| pair.split('=').next() == Some(param))
-        });
-        if present {
+        if auth::query_key(uri, param).is_some() {
             ok.query_parameters_to_remove.push(param.to_owned());
         }
     }

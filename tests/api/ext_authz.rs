@@ -409,3 +409,67 @@ async fn a_grpc_request_that_is_no_http_check_is_a_grpc_error_not_an_answer() {
 
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 }
+
+#[tokio::test]
+async fn over_grpc_an_ok_removes_the_key_and_the_clients_own_x_keyward_headers_and_names_the_identity(
+) {
+    let app = TestApp::spawn_with(Arc::new(TestRedis::start()), |c| {
+        c.auth_query_param = Some("api_key".into());
+    })
+    .await;
+    let project = app.project().await;
+    let key = app.mint(&project, json!({})).await;
+    let check = Check {
+        headers: vec![
+            ("x-api-key", &key.api_key),
+            ("x-keyward-key-id", "k_forged"),
+            ("x-keyward-anything", "forged"),
+            ("authorization", "Basic dXNlcjpwYXNz"),
+        ],
+        ..Default::default()
+    };
+    let mut request = check.request();
+    let attributes = request.attributes.as_mut().unwrap();
+    let http = attributes.request.as_mut().unwrap().http.as_mut().unwrap();
+    // The key parameter is removed whenever sent, used or not.
+    http.path = "/chat?b=1&api_key=sk-proj.other".into();
+
+    let r = client(&app)
+        .await
+        .check(request)
+        .await
+        .unwrap()
+        .into_inner();
+
+    let Some(HttpResponse::OkResponse(ok)) = &r.http_response else {
+        panic!("not OK: {r:?}");
+    };
+    let set: HashMap<_, _> = ok
+        .headers
+        .iter()
+        .filter_map(|h| h.header.as_ref())
+        .map(|h| (h.key.as_str(), h.value.as_str()))
+        .collect();
+    assert_eq!(set.get("x-keyward-key-id"), Some(&key.key_id.as_str()));
+    assert_eq!(set.get("x-keyward-project-id"), Some(&project.as_str()));
+    let mut removed = ok.headers_to_remove.clone();
+    removed.sort();
+    // Envoy removes after it sets: x-keyward-key-id is replaced, not removed;
+    // a Basic Authorization is the app's, not a key.
+    assert_eq!(removed, ["x-api-key", "x-keyward-anything"]);
+    assert_eq!(ok.query_parameters_to_remove, ["api_key"]);
+    let identity = r.dynamic_metadata.expect("dynamic metadata");
+    let field = |name: &str| match &identity.fields[name].kind {
+        Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(s)) => s.clone(),
+        other => panic!("{name}: {other:?}"),
+    };
+    assert_eq!(
+        [
+            field("project_id"),
+            field("key_id"),
+            field("owner"),
+            field("server_name")
+        ],
+        [project.as_str(), key.key_id.as_str(), "alice", "api-1"]
+    );
+}
