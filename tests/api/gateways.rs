@@ -921,7 +921,7 @@ async fn envoy_reaches_keyward_over_mtls_with_a_tls_transport_socket() {
 }
 
 #[tokio::test]
-async fn envoy_over_grpc_reaches_keyward_over_mtls_with_h2_by_alpn() {
+async fn envoy_over_grpc_reaches_keyward_over_mtls_with_a_tls_transport_socket() {
     the_gateway_reaches_keyward_over_mtls(Kind::EnvoyGrpc).await;
 }
 
