@@ -6,7 +6,7 @@ KEYWARD_PORT ?= 8080
 # The revision `make load-compare` measures this tree against.
 BASE ?= 196fbe3
 
-.PHONY: run test check bench load load-restart load-compare load-unix load-tls profile clean-run
+.PHONY: run test check bench load load-restart load-compare load-unix load-tls load-grpc profile clean-run
 
 ## Install what is missing, start Redis Stack and keyward, mint a demo key.
 run:
@@ -55,6 +55,14 @@ load-unix:
 load-tls:
 	bash redis/local.sh install wrk
 	bash benches/compare.sh --tls
+
+## Warm C=64 through Envoy to this tree's keyward, asked over HTTP ext_authz
+## (/v1/auth) and over gRPC ext_authz (Authorization/Check), alternating for
+## KEYWARD_BENCH_ROUNDS rounds: throughput, p99 and keyward CPU per check.
+load-grpc:
+	bash redis/local.sh install wrk
+	bash examples/gateways/install.sh envoy
+	bash benches/compare.sh --grpc
 
 ## Warm C=64 under `perf record -g`; prints the top of `perf report`: by
 ## symbol, by library, and with callees (the frame-pointer build in

@@ -14,6 +14,12 @@
 #   benches/compare.sh --tls          make load-tls: the same over TCP and over
 #                                     TLS with a client certificate
 #                                     (KEYWARD_BENCH_REDIS=tls): ratios tls/tcp
+#   benches/compare.sh --grpc         make load-grpc: this tree's keyward behind
+#                                     Envoy (load.lua's auth mode through it to
+#                                     a bare app), asked over HTTP ext_authz
+#                                     (/v1/auth, examples/gateways/envoy.yaml:
+#                                     "base") and over gRPC (envoy-grpc.yaml:
+#                                     "new", KEYWARD_BENCH_ENVOY): ratios grpc/http
 #
 # <rev> is built once, in a git worktree of its own (removed after the build)
 # with its own CARGO_TARGET_DIR, target/compare/<sha>/target; its binary is
@@ -30,7 +36,14 @@ rev="${1:-196fbe3}" rounds="${KEYWARD_BENCH_ROUNDS:-3}"
 [[ "$rounds" =~ ^[1-9][0-9]?$ ]] || die "KEYWARD_BENCH_ROUNDS must be a whole number in 1..99"
 [[ "${KEYWARD_BENCH_CLUSTER:-}" != 1 ]] || die "compare mode runs on one Redis: unset KEYWARD_BENCH_CLUSTER"
 # Each side's name in the rows and how it runs: (base, new).
-if [[ "$rev" == --unix || "$rev" == --tls ]]; then
+# One tree, two ways of running it (no base revision to build).
+local_pair=0
+if [[ "$rev" == --unix || "$rev" == --tls || "$rev" == --grpc ]]; then local_pair=1; fi
+if [[ "$rev" == --grpc ]]; then
+  # The HTTP example's keyward setting; gRPC reads no such header.
+  export KEYWARD_AUTH_ORIGINAL_HEADERS=envoy
+  names=(http grpc) runs=(KEYWARD_BENCH_ENVOY=http KEYWARD_BENCH_ENVOY=grpc)
+elif [[ "$rev" == --unix || "$rev" == --tls ]]; then
   names=(tcp "${rev#--}") runs=(KEYWARD_BENCH_REDIS=tcp KEYWARD_BENCH_REDIS="${rev#--}")
 else
   sha="$(git rev-parse --verify --quiet "${rev}^{commit}")" || die "unknown revision: $rev"
@@ -40,7 +53,9 @@ else
   names=("base $rev" new) runs=(KEYWARD_BENCH_BASE="$dir" KEYWARD_BENCH_REDIS=tcp)
 fi
 
-if [[ "$rev" == --unix || "$rev" == --tls ]]; then
+if [[ "$rev" == --grpc ]]; then
+  log "this tree behind Envoy, asked over HTTP ext_authz (base) and gRPC ext_authz (new)"
+elif ((local_pair)); then
   log "this tree on Redis over TCP (base) and over ${names[1]} (new: unix, its Unix socket; tls, TLS)"
 elif [[ ! -x "$bin" ]]; then
   tree="$dir/src"
@@ -60,7 +75,7 @@ else
   log "using $bin (built earlier from $short)"
 fi
 
-if [[ "$rev" != --unix && "$rev" != --tls ]]; then
+if ((!local_pair)); then
   # The base's own ACL template, which benches/load.sh renders.
   mkdir -p "$dir/redis"
   git show "$sha:redis/users.acl" >"$dir/redis/users.acl"
@@ -75,7 +90,7 @@ for ((round = 1; round <= rounds; round++)); do
   if ((round % 2)); then sides=(base new); else sides=(new base); fi
   for side in "${sides[@]}"; do
     i=0; [[ "$side" == base ]] || i=1
-    env -u KEYWARD_BENCH_BASE -u KEYWARD_BENCH_REDIS "${runs[$i]}" KEYWARD_BENCH_SCENARIO=warm \
+    env -u KEYWARD_BENCH_BASE -u KEYWARD_BENCH_REDIS -u KEYWARD_BENCH_ENVOY "${runs[$i]}" KEYWARD_BENCH_SCENARIO=warm \
       cargo bench --locked --bench load >"$out/run" 2>&1 || { cat "$out/run" >&2; die "round $round, $side failed"; }
     # The first run's header once; then each run's row, named after its side.
     ((round > 1)) || [[ "$side" == new ]] || sed -n '/^keyward load/,/^scenario/p' "$out/run"
@@ -87,7 +102,7 @@ done
 
 # Each column's decimals and whether a ratio new/base means something, as in
 # benches/load.rs's COLS.
-awk -v base="${names[0]}" -v new="${names[1]}" -v targets="$([[ "$rev" == --unix || "$rev" == --tls ]] || echo 1)" '
+awk -v base="${names[0]}" -v new="${names[1]}" -v targets="$( ((local_pair)) || echo 1)" '
   BEGIN {
     split("0 3 3 0 1 1 2 0 0 0 0 1", dec, " "); split("1 1 1 0 1 1 1 0 0 0 0 0", ratio, " ")
     ratio_name = (base ~ /^base / ? "new/base" : new "/" base)

@@ -71,6 +71,10 @@ struct Knobs {
     scenario: String,
     #[arg(long, env = "KEYWARD_BENCH_BASE")]
     base: Option<PathBuf>,
+    /// The warm load through Envoy, asking keyward over HTTP (`/v1/auth`,
+    /// examples/gateways/envoy.yaml) or gRPC (envoy-grpc.yaml).
+    #[arg(long, env = "KEYWARD_BENCH_ENVOY", value_parser = ["http", "grpc"])]
+    envoy: Option<String>,
     #[arg(long, env = "KEYWARD_BENCH_DIR")]
     dir: PathBuf,
 }
@@ -132,6 +136,10 @@ async fn spawn(bin: &Path, dir: &Path, http: &reqwest::Client) -> Res<Keyward> {
 /// A keyward and its keys (one a line in `warm_file` too).
 struct Stack {
     keyward: Keyward,
+    /// Where the load goes: keyward, or the Envoy in front of it.
+    target: String,
+    /// `KEYWARD_BENCH_ENVOY`'s Envoy and the app behind it, while they run.
+    envoy: Option<(Child, tokio::task::JoinHandle<()>)>,
     http: reqwest::Client,
     admin_token: String,
     /// The audit streams, for measure.sh.
@@ -150,8 +158,11 @@ impl Stack {
         let http = http.timeout(Duration::from_secs(60)).build();
         let http = http.map_err(|e| e.to_string())?;
         let token = config.admin_token.as_ref().map(ExposeSecret::expose_secret);
+        let keyward = spawn(&knobs.bin(), &knobs.dir, &http).await?;
         let mut stack = Stack {
-            keyward: spawn(&knobs.bin(), &knobs.dir, &http).await?,
+            target: keyward.addr.clone(),
+            envoy: None,
+            keyward,
             http,
             admin_token: token.unwrap_or_default().into(),
             streams: keyward::store::AuditStreams::new(
@@ -248,7 +259,7 @@ impl Stack {
         let mut cmd = Command::new("bash");
         cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/measure.sh"));
         cmd.env("KEYWARD_BENCH_STREAMS", &self.streams);
-        cmd.args([&self.keyward.addr, &self.keyward.pid]);
+        cmd.args([&self.target, &self.keyward.pid]);
         for (mode, keys, clients, secs) in loads {
             cmd.arg(format!("{mode} {} {clients} {secs}", keys.display()));
         }
@@ -269,7 +280,10 @@ impl Stack {
         let secs = knobs.seconds.unwrap_or(10);
         let load = (mode, self.warm_file.as_path(), clients, secs);
         let m = self.measure(&[load]).await?;
-        let name = format!("warm C={clients}{}", if auth { " /v1/auth" } else { "" });
+        let name = match &knobs.envoy {
+            Some(via) => format!("warm C={clients} Envoy ext_authz {via}"),
+            None => format!("warm C={clients}{}", if auth { " /v1/auth" } else { "" }),
+        };
         let row = row(&name, clients, &m.runs[0], m.runs[0].requests, &m);
         if clients == knobs.concurrency && !auth {
             m.nodes.iter().for_each(|line| println!("{line}"));
@@ -325,11 +339,14 @@ async fn run(knobs: Knobs, config: Config) -> Res<()> {
     println!("  K={k} warm keys; every scenario {warm_secs} s (cold storm {cold_secs} s)");
     println!("  kw|rd µs/v: CPU of keyward|Redis per answered validation; kw/rd: their ratio;");
     println!("  kw|rd|wrk|other %: CPU in % of one core (other: the rest of the machine)");
-    let stack = Stack::start(&knobs, &config, k).await?;
+    let mut stack = Stack::start(&knobs, &config, k).await?;
+    if let Some(via) = &knobs.envoy {
+        stack.behind_envoy(&knobs.dir, via).await?;
+    }
     if knobs.scenario == "warm" {
         println!();
         header();
-        return stack.warm(&knobs, n, false).await.map(drop);
+        return stack.warm(&knobs, n, stack.envoy.is_some()).await.map(drop);
     }
 
     // Enough never-validated keys to keep Argon2id busy for the whole storm,
@@ -502,4 +519,105 @@ impl Stack {
         let body = answer.json::<Value>().await.unwrap_or_default();
         (status, wait.unwrap_or(0), body["error"]["code"] == "busy")
     }
+}
+
+impl Stack {
+    /// `KEYWARD_BENCH_ENVOY`: Envoy from the example for `via`, its ports
+    /// changed (and its access log left out: the HTTP example has none), in
+    /// front of a bare app; the load then goes to Envoy (load.lua's `auth`
+    /// mode: a GET with the key as bearer token, which reaches the app).
+    async fn behind_envoy(&mut self, dir: &Path, via: &str) -> Res<()> {
+        let name = if via == "grpc" {
+            "envoy-grpc.yaml"
+        } else {
+            "envoy.yaml"
+        };
+        let example = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/gateways")
+            .join(name);
+        let text = std::fs::read_to_string(&example).map_err(|e| format!("{name}: {e}"))?;
+        let app = tokio::net::TcpListener::bind("127.0.0.1:0").await;
+        let app = app.map_err(|e| format!("app: {e}"))?;
+        let app_port = app.local_addr().map_err(|e| e.to_string())?.port();
+        let router = axum::Router::new().fallback(|| async { "ok" });
+        let app = tokio::spawn(async move { drop(axum::serve(app, router).await) });
+        let free = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr());
+        let port = free.map_err(|e| format!("no free port: {e}"))?.port();
+        let keyward_port = self.keyward.addr.rsplit(':').next().unwrap_or_default();
+        let mut text = without_access_log(&text);
+        for (from, to) in [
+            ("8000", port.to_string()),
+            ("8080", keyward_port.into()),
+            ("9000", app_port.to_string()),
+        ] {
+            text = text.replace(&format!("127.0.0.1:{from}"), &format!("127.0.0.1:{to}"));
+            text = text.replace(&format!("port_value: {from}"), &format!("port_value: {to}"));
+        }
+        let config = dir.join(name);
+        std::fs::write(&config, text).map_err(|e| format!("{}: {e}", config.display()))?;
+        let install = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gateways/install.sh");
+        let out = Command::new("bash")
+            .args([install, "envoy-path"])
+            .output()
+            .await;
+        let out = out.map_err(|e| format!("install.sh: {e}"))?;
+        let bin = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let log = std::fs::File::create(dir.join("envoy.log")).map_err(|e| e.to_string())?;
+        let envoy = Command::new(&bin)
+            .arg("-c")
+            .arg(&config)
+            .args([
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "--log-level",
+                "error",
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start envoy ({bin}): {e}"))?;
+        self.envoy = Some((envoy, app));
+        self.target = format!("127.0.0.1:{port}");
+        // Up when a valid key reaches the app through it.
+        let url = format!("http://{}/", self.target);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let r = self.http.get(&url).bearer_auth(&self.keys[0]).send().await;
+            if r.is_ok_and(|r| r.status() == 200) {
+                println!("  Envoy (ext_authz over {via}, {name}) on {}", self.target);
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(format!(
+            "Envoy from {name}: no 200 after 30 s (see envoy.log)"
+        ))
+    }
+}
+
+/// The example without its `access_log` block (the lines under it, up to
+/// the next key of the same indentation).
+fn without_access_log(text: &str) -> String {
+    let mut skipping: Option<usize> = None;
+    let mut out = String::new();
+    for line in text.lines() {
+        let indent = line.len() - line.trim_start().len();
+        if let Some(at) = skipping {
+            let trimmed = line.trim_start();
+            if indent > at || trimmed.starts_with('-') && indent == at {
+                continue;
+            }
+            skipping = None;
+        }
+        if line.trim_start() == "access_log:" {
+            skipping = Some(indent);
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }

@@ -4,8 +4,8 @@
 //!
 //! - [`http`]: the routes (each declared once, with its OpenAPI operation),
 //!   layers and handlers. Handlers only translate HTTP to one call and back
-//!   (`POST /v1/validate-key` and the forward-auth `/v1/auth` both call the
-//!   one pipeline); `http::extract` validates bodies and queries;
+//!   (`POST /v1/validate-key`, the forward-auth `/v1/auth` and Envoy's gRPC
+//!   `Authorization/Check`, `http::ext_authz`, all call the one pipeline); `http::extract` validates bodies and queries;
 //!   `http::access` lets each admin call in (token, role, projects) and
 //!   writes its `audit:admin` entry.
 //! - [`validate`]: the validation pipeline (parse, load, check, verify,
@@ -194,7 +194,12 @@ pub async fn run(
             tokio::spawn(server.into_future())
         }
         false => {
-            let server = axum::serve(listeners.main, app).with_graceful_shutdown(stopped());
+            // No Nagle delay: an HTTP/2 connection (gRPC ext_authz) carries
+            // many small answers at once, as the TLS listener's do.
+            let main = axum::serve::ListenerExt::tap_io(listeners.main, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            let server = axum::serve(main, app).with_graceful_shutdown(stopped());
             tokio::spawn(server.into_future())
         }
     };

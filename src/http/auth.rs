@@ -55,15 +55,31 @@ fn cost(headers: &HeaderMap, honoured: bool) -> Result<u64> {
     let Some(text) = single(headers, COST)? else {
         return Ok(1);
     };
+    let cost = parse_cost(COST, text)?;
+    Ok(if honoured { cost } else { 1 })
+}
+
+/// A cost as `name` states it: 1 to 6 digits, or `1000000`; anything else
+/// is a 422 naming `name`.
+pub(super) fn parse_cost(name: &str, text: &str) -> Result<u64> {
     let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
     match text.parse::<u64>() {
-        Ok(cost) if digits && (text.len() <= 6 || text == "1000000") => {
-            Ok(if honoured { cost } else { 1 })
-        }
-        _ => Err(Error::InvalidRequest(
-            "X-Keyward-Cost: must be an integer from 0 to 1000000".into(),
-        )),
+        Ok(cost) if digits && (text.len() <= 6 || text == "1000000") => Ok(cost),
+        _ => Err(Error::InvalidRequest(format!(
+            "{name}: must be an integer from 0 to 1000000"
+        ))),
     }
+}
+
+/// Required scopes as `name` states them, comma-separated; a malformed item
+/// is a 422 naming `name`, never "nothing required".
+pub(super) fn parse_scopes(name: &str, text: &str) -> Result<Vec<String>> {
+    scope::parse_list(text).map_err(|i| {
+        Error::InvalidRequest(format!(
+            "{name}: item {} is not a scope of [A-Za-z0-9_.:/*-]",
+            i + 1
+        ))
+    })
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -72,21 +88,29 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// `Authorization: Bearer <key>`, else `X-API-Key`, else (only when
 /// configured) a query parameter; `""` when there is none.
-fn presented_key<'a>(headers: &'a HeaderMap, uri: &'a Uri, query_param: Option<&str>) -> &'a str {
-    let bearer = header_str(headers, header::AUTHORIZATION.as_str()).and_then(|v| {
-        let (scheme, key) = v.split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
-    });
-    let from_query = || {
-        let name = query_param?;
-        uri.query()?
-            .split('&')
-            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
-    };
-    bearer
+pub(super) fn presented_key<'a>(
+    headers: &'a HeaderMap,
+    uri: &'a Uri,
+    query_param: Option<&str>,
+) -> &'a str {
+    bearer(headers)
         .or_else(|| header_str(headers, "x-api-key").map(str::trim))
-        .or_else(from_query)
+        .or_else(|| query_key(uri, query_param?))
         .unwrap_or("")
+}
+
+/// The key of `Authorization: Bearer <key>`, when it is sent that way.
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = header_str(headers, header::AUTHORIZATION.as_str())?;
+    let (scheme, key) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+}
+
+/// The value of the query parameter `name`, if the URI has one.
+pub(super) fn query_key<'a>(uri: &'a Uri, name: &str) -> Option<&'a str> {
+    uri.query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
 }
 
 /// The right-most address in the configured header: the one the gateway
@@ -94,7 +118,7 @@ fn presented_key<'a>(headers: &'a HeaderMap, uri: &'a Uri, query_param: Option<&
 /// line with a byte outside visible ASCII is a 422, never skipped for an
 /// earlier, client-supplied one; a right-most entry that is no address is
 /// no address (`None`).
-fn client_ip(headers: &HeaderMap, name: &HeaderName) -> Result<Option<IpAddr>> {
+pub(super) fn client_ip(headers: &HeaderMap, name: &HeaderName) -> Result<Option<IpAddr>> {
     let Some(line) = headers.get_all(name).iter().next_back() else {
         return Ok(None);
     };
@@ -140,6 +164,12 @@ fn origin<'a>(
         Some("") | None => "/",
         Some(rest) => rest,
     });
+    audited(method, path)
+}
+
+/// The audit entry's view of the original request: its method, and its
+/// path without the query string, both cut to size.
+pub(super) fn audited<'a>(method: &'a str, path: &'a str) -> Origin<'a> {
     let path = path.split('?').next().unwrap_or_default();
     Origin {
         method: cut(method, 16),
@@ -199,7 +229,14 @@ pub async fn forward_auth(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let mut response = match check(&state, &method, &uri, &headers).await {
+    answer(check(&state, &method, &uri, &headers).await)
+}
+
+/// Forward auth's answer to a validation: 200 with the identity headers,
+/// or the error's status, headers and body; never cached. The gRPC
+/// `Authorization/Check` answers from this same response.
+pub(super) fn answer(result: Result<Validated>) -> Response {
+    let mut response = match result {
         Ok(validated) => allow(&validated),
         Err(e) => e.into_response(),
     };
@@ -216,12 +253,7 @@ async fn check(
     headers: &HeaderMap,
 ) -> Result<Validated> {
     let required = single(headers, REQUIRED_SCOPES)?.unwrap_or_default();
-    let required_scopes = scope::parse_list(required).map_err(|i| {
-        Error::InvalidRequest(format!(
-            "X-Keyward-Required-Scopes: item {} is not a scope of [A-Za-z0-9_.:/*-]",
-            i + 1
-        ))
-    })?;
+    let required_scopes = parse_scopes(REQUIRED_SCOPES, required)?;
     let request = Request {
         api_key: presented_key(headers, uri, state.auth_query_param.as_deref()),
         required_scopes: &required_scopes,

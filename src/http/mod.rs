@@ -6,7 +6,9 @@
 //! together, so [`router`] serves exactly what [`openapi`] documents:
 //! the document lists every route, including those a configuration leaves
 //! out (the admin API without an admin token, `/metrics` on a listener of its
-//! own), so it is the same for every deployment.
+//! own), so it is the same for every deployment. Envoy's gRPC
+//! `Authorization` service (`ext_authz`) is mounted beside them, on the same
+//! listener and layers; it is no OpenAPI route.
 //!
 //! Layers, outermost first: request ids ([`request_ids`]: keyward's own for
 //! every request, and the caller's `X-Request-Id` only when it is short and
@@ -21,6 +23,7 @@ mod activity;
 mod admin;
 mod auth;
 mod console;
+mod ext_authz;
 mod extract;
 mod operators;
 mod ops;
@@ -289,7 +292,8 @@ fn forward_auth() -> OpenApiRouter<AppState> {
     router
 }
 
-/// The public router. `/metrics` is on it unless `separate_metrics`.
+/// The public router: the routes above, Envoy's gRPC `Authorization`
+/// service (not an OpenAPI route), and `/metrics` unless `separate_metrics`.
 pub fn router(state: AppState, separate_metrics: bool) -> Router {
     let Routes {
         public,
@@ -297,7 +301,8 @@ pub fn router(state: AppState, separate_metrics: bool) -> Router {
         console,
         metrics,
     } = routes();
-    let mut router: Router<AppState> = public.into();
+    let mut router: Router<AppState> =
+        Router::from(public).route_service(ext_authz::PATH, ext_authz::service(state.clone()));
     if state.admin_token.is_some() {
         // `layer`, not `route_layer`: a wrong method on an admin route is
         // audited too, so its `405` is set before the layer goes on.
@@ -407,7 +412,10 @@ fn request_span(req: &Request) -> tracing::Span {
     let caller_id = text(ids.and_then(|i| i.caller.as_ref()));
     // The path only (query strings may carry anything), and not all of it.
     let path = crate::audit::clip(req.uri().path(), crate::audit::FIELD_MAX);
-    if path == "/v1/validate-key" || path.starts_with("/v1/auth") {
+    if path == "/v1/validate-key"
+        || path.starts_with("/v1/auth")
+        || path.starts_with("/envoy.service.auth.v3.Authorization/")
+    {
         tracing::debug_span!("request", request_id = %id, caller_request_id = %caller_id, method = %req.method(), path = %path)
     } else {
         tracing::info_span!("request", request_id = %id, caller_request_id = %caller_id, method = %req.method(), path = %path)

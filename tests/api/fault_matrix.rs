@@ -24,8 +24,8 @@ use serde_json::{json, Value};
 use fred::prelude::Pool;
 
 use crate::helpers::{
-    free_port, random_id, raw, set_validator_selectors, wrong_secret, Binary, TestApp, TestRedis,
-    ADMIN_TOKEN,
+    free_port, random_id, raw, set_validator_selectors, signal, wrong_secret, Binary, TestApp,
+    TestRedis, ADMIN_TOKEN,
 };
 use crate::proxy::Proxy;
 
@@ -377,7 +377,7 @@ impl Fixture {
             probes: Vec::new(),
             pid: String::new(),
         };
-        fixture.pid = fixture.redis_pid().await;
+        fixture.pid = fixture.redis.pid().await;
         fixture.mint_every_kind().await;
         fixture
     }
@@ -451,18 +451,6 @@ impl Fixture {
 
     fn key_id(&self, kind: Kind) -> &str {
         &self.probes.iter().find(|p| p.kind == kind).unwrap().key_id
-    }
-
-    async fn redis_pid(&self) -> String {
-        let info = raw(&self.redis.ops().await, "INFO", vec!["server".into()])
-            .await
-            .unwrap();
-        let info = info.as_str().unwrap().to_string();
-        info.lines()
-            .find_map(|l| l.strip_prefix("process_id:"))
-            .unwrap()
-            .trim()
-            .to_owned()
     }
 
     fn counter_keys(&self) -> Vec<String> {
@@ -591,14 +579,6 @@ impl Fixture {
         }
         took
     }
-}
-
-fn signal(pid: &str, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([signal, pid])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill {signal} {pid}");
 }
 
 /// Asserts one answer; returns whether it was a failsafe 200.

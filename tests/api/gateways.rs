@@ -1,5 +1,5 @@
-//! keyward behind real gateways: nginx (`auth_request`), Envoy (`ext_authz`)
-//! and Caddy (`forward_auth`), each started from its example config in
+//! keyward behind real gateways: nginx (`auth_request`), Envoy (`ext_authz`
+//! over HTTP, and over gRPC) and Caddy (`forward_auth`), each started from its example config in
 //! `examples/gateways/` with only the ports changed, in front of a small
 //! app that records every request it gets. The client talks to the gateway
 //! only; each test shows what the client and the app see.
@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use keyward::config::OriginalHeaders;
 
-use crate::helpers::{free_port, random_id, KillOnDrop, Minted, TestApp, TestRedis};
+use crate::helpers::{free_port, random_id, signal, KillOnDrop, Minted, TestApp, TestRedis};
 
 /// What the app answers to every request that reaches it.
 const APP_BODY: &str = "hello from the app";
@@ -31,6 +31,8 @@ fn examples() -> PathBuf {
 enum Kind {
     Nginx,
     Envoy,
+    /// Envoy's ext_authz over gRPC (`Authorization/Check`).
+    EnvoyGrpc,
     Caddy,
 }
 
@@ -39,7 +41,16 @@ impl Kind {
         match self {
             Kind::Nginx => "nginx",
             Kind::Envoy => "envoy",
+            Kind::EnvoyGrpc => "envoy-grpc",
             Kind::Caddy => "caddy",
+        }
+    }
+
+    /// The program it runs.
+    fn program(self) -> Kind {
+        match self {
+            Kind::EnvoyGrpc => Kind::Envoy,
+            other => other,
         }
     }
 
@@ -48,7 +59,8 @@ impl Kind {
         match self {
             Kind::Nginx => OriginalHeaders::XOriginal,
             Kind::Envoy => OriginalHeaders::Envoy,
-            Kind::Caddy => OriginalHeaders::XForwarded,
+            // Not read over gRPC: the default.
+            Kind::Caddy | Kind::EnvoyGrpc => OriginalHeaders::XForwarded,
         }
     }
 
@@ -57,31 +69,33 @@ impl Kind {
         match self {
             Kind::Nginx => "nginx.conf",
             Kind::Envoy => "envoy.yaml",
+            Kind::EnvoyGrpc => "envoy-grpc.yaml",
             Kind::Caddy => "Caddyfile",
         }
     }
 
     /// The gateway's binary, installed by `examples/gateways/install.sh` if missing.
     fn binary(self) -> String {
+        let program = self.program();
         static PATHS: Mutex<Vec<(Kind, String)>> = Mutex::new(Vec::new());
         // One install at a time: apt-get takes a lock.
         let mut paths = PATHS.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, path)) = paths.iter().find(|(kind, _)| *kind == self) {
+        if let Some((_, path)) = paths.iter().find(|(kind, _)| *kind == program) {
             return path.clone();
         }
         let out = Command::new("bash")
             .arg(examples().join("install.sh"))
-            .arg(format!("{}-path", self.name()))
+            .arg(format!("{}-path", program.name()))
             .stderr(Stdio::inherit())
             .output()
             .expect("run examples/gateways/install.sh");
         assert!(
             out.status.success(),
             "install.sh {}-path failed",
-            self.name()
+            program.name()
         );
         let path = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-        paths.push((self, path.clone()));
+        paths.push((program, path.clone()));
         path
     }
 
@@ -101,12 +115,14 @@ impl Kind {
                     .arg(config)
                     .args(["-g", "daemon off; master_process off;"]);
             }
-            Kind::Envoy => {
+            Kind::Envoy | Kind::EnvoyGrpc => {
                 cmd.arg("-c")
                     .arg(config)
                     // No shared memory, so several can run at once.
                     .arg("--disable-hot-restart")
-                    .args(["--concurrency", "1", "--log-level", "warn"]);
+                    .args(["--concurrency", "1", "--log-level", "warn"])
+                    // Access log lines reach the file within 0.1 s.
+                    .args(["--file-flush-interval-msec", "100"]);
             }
             Kind::Caddy => {
                 cmd.args(["run", "--adapter", "caddyfile", "--config"])
@@ -686,8 +702,8 @@ async fn a_key_over_its_rate_limit_is_429_with_retry_after(s: &Setup) {
     );
 }
 
-async fn with_redis_down_the_client_gets_503_with_retry_after_and_the_app_nothing(s: &Setup) {
-    s.keyward.redis().stop();
+/// A request now gets keyward's 503 with `Retry-After`, and the app nothing.
+async fn the_client_gets_503_with_retry_after_and_the_app_nothing(s: &Setup) {
     let before = s.app.count();
 
     let r = s
@@ -706,6 +722,66 @@ async fn with_redis_down_the_client_gets_503_with_retry_after_and_the_app_nothin
     assert_eq!(s.app.count(), before, "a request reached the app unchecked");
 }
 
+async fn with_redis_down_the_client_gets_503_with_retry_after_and_the_app_nothing(s: &Setup) {
+    s.keyward.redis().stop();
+    the_client_gets_503_with_retry_after_and_the_app_nothing(s).await;
+}
+
+/// gRPC: a route's `cost` context extension is what the request spends.
+async fn a_routes_cost_is_spent_from_the_keys_credits(s: &Setup) {
+    let key = s
+        .keyward
+        .mint(&s.project, json!({ "credits": { "remaining": 100 } }))
+        .await;
+
+    assert_reached_app(
+        s.gateway
+            .get("/batch/nightly", Key::Bearer(&key.api_key))
+            .await,
+    )
+    .await;
+    assert_reached_app(s.gateway.get("/other", Key::Bearer(&key.api_key)).await).await;
+
+    // The batch route weighs 10, the rest 1.
+    assert_eq!(
+        s.app.last().header("x-keyward-credits-remaining"),
+        Some("89")
+    );
+    let audit = s.keyward.audit("audit:keylookup").await;
+    let costs: Vec<_> = audit
+        .iter()
+        .filter(|e| e.get("key_id") == Some(&key.key_id))
+        .map(|e| (e["path"].as_str(), e["cost"].as_str()))
+        .collect();
+    assert_eq!(costs, [("/batch/nightly", "10"), ("/other", "1")]);
+}
+
+/// gRPC: the identity is the ext_authz filter's dynamic metadata, which
+/// the example's access log prints.
+async fn the_identity_is_in_envoys_dynamic_metadata(s: &Setup) {
+    assert_reached_app(s.gateway.get("/meta/1", Key::Bearer(&s.chat.api_key)).await).await;
+
+    let want = format!(
+        "GET /meta/1 200 project={} key={} owner=alice server=api-1",
+        s.project, s.chat.key_id
+    );
+    let log = s.gateway.dir.join("stdout.log");
+    crate::helpers::eventually("the access log names the identity", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let found = text.lines().any(|l| l == want);
+        async move { found.then_some(()) }
+    })
+    .await;
+}
+
+/// A stalled Redis (SIGSTOP): keyward's 503 reaches the client, nothing the app.
+async fn with_redis_stalled_the_client_gets_503_and_the_app_nothing(s: &Setup) {
+    let pid = s.keyward.redis().pid().await;
+    signal(&pid, "-STOP");
+    the_client_gets_503_with_retry_after_and_the_app_nothing(s).await;
+    signal(&pid, "-CONT");
+}
+
 /// The whole story through one gateway.
 async fn keyward_guards_the_app_behind(kind: Kind) {
     let s = Setup::new(kind).await;
@@ -714,6 +790,11 @@ async fn keyward_guards_the_app_behind(kind: Kind) {
     a_key_without_the_routes_scope_is_403_there_and_passes_where_none_is_required(&s).await;
     a_wrong_or_missing_key_is_401_and_never_reaches_the_app(&s).await;
     a_key_over_its_rate_limit_is_429_with_retry_after(&s).await;
+    if kind == Kind::EnvoyGrpc {
+        a_routes_cost_is_spent_from_the_keys_credits(&s).await;
+        the_identity_is_in_envoys_dynamic_metadata(&s).await;
+        with_redis_stalled_the_client_gets_503_and_the_app_nothing(&s).await;
+    }
     // Last: it stops Redis.
     with_redis_down_the_client_gets_503_with_retry_after_and_the_app_nothing(&s).await;
 }
@@ -728,6 +809,12 @@ async fn nginx_in_front_lets_valid_keys_through_as_their_identity_and_gives_the_
 async fn envoy_in_front_lets_valid_keys_through_as_their_identity_and_gives_the_client_keywards_refusals(
 ) {
     keyward_guards_the_app_behind(Kind::Envoy).await;
+}
+
+#[tokio::test]
+async fn envoy_over_grpc_in_front_lets_valid_keys_through_as_their_identity_and_gives_the_client_keywards_refusals(
+) {
+    keyward_guards_the_app_behind(Kind::EnvoyGrpc).await;
 }
 
 #[tokio::test]
@@ -758,7 +845,7 @@ fn mtls_variant(kind: Kind, pki: &crate::tls::Pki, dir: &Path, template: String)
             assert!(template.contains(line));
             template.replace(line, &snippet("nginx-mtls.conf"))
         }
-        Kind::Envoy => {
+        Kind::Envoy | Kind::EnvoyGrpc => {
             let cluster = "  - name: keyward\n    type: STATIC\n    connect_timeout: 1s\n";
             assert!(template.contains(cluster));
             template.replace(cluster, &(cluster.to_owned() + &snippet("envoy-mtls.yaml")))
@@ -831,6 +918,11 @@ async fn nginx_reaches_keyward_over_mtls_with_proxy_ssl_certificate() {
 #[tokio::test]
 async fn envoy_reaches_keyward_over_mtls_with_a_tls_transport_socket() {
     the_gateway_reaches_keyward_over_mtls(Kind::Envoy).await;
+}
+
+#[tokio::test]
+async fn envoy_over_grpc_reaches_keyward_over_mtls_with_a_tls_transport_socket() {
+    the_gateway_reaches_keyward_over_mtls(Kind::EnvoyGrpc).await;
 }
 
 #[tokio::test]

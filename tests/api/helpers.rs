@@ -294,6 +294,19 @@ impl TestRedis {
     pub async fn ops(&self) -> Pool {
         self.client("test-inspector", OPS_PASSWORD).await
     }
+
+    /// Redis's process id, as it says (to stall it with [`signal`]).
+    pub async fn pid(&self) -> String {
+        let info = raw(&self.ops().await, "INFO", vec!["server".into()])
+            .await
+            .unwrap();
+        let info = info.as_str().unwrap().to_string();
+        info.lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
 }
 
 impl Drop for TestRedis {
@@ -629,6 +642,15 @@ impl Drop for TestApp {
 pub struct Minted {
     pub api_key: String,
     pub key_id: String,
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to the process `pid`.
+pub fn signal(pid: &str, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, pid])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} {pid}");
 }
 
 /// Polls `probe` until it gives `Some`, for up to 10 s; panics naming `what`.
