@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
-use crate::config::AuditLayout;
+use crate::config::{is_plain_name, AuditLayout};
 use crate::key::ProjectId;
 use crate::store::AuditStreams;
 
@@ -69,7 +69,10 @@ const CONNECT: &str =
 pub enum AclError {
     #[error("user name must be 1 to 64 of [A-Za-z0-9_-]")]
     User,
-    #[error("deployment name (KEYWARD_CLIENT_NAME) must be 1 to 64 of [A-Za-z0-9_-]")]
+    #[error(
+        "deployment name (KEYWARD_CLIENT_NAME) must be 1 to 64 of [A-Za-z0-9_-], \
+         and not keylookup or admin with --audit-layout deployment"
+    )]
     Deployment,
     #[error("at least one project is required")]
     NoProjects,
@@ -98,16 +101,6 @@ fn patterns(prefix: &str, projects: &[ProjectId], suffix: &str) -> String {
         .join(" ")
 }
 
-/// Whether `name` is 1 to 64 of `[A-Za-z0-9_-]`: safe in an ACL line and
-/// in a key pattern.
-fn is_plain_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
 /// One `user ...` line in ACL-file syntax for `user`, granting `role` on
 /// `projects`, accepting each of `passwords` (several during a rotation).
 /// A manager also gets its deployment's operators and indexes: those named
@@ -128,7 +121,7 @@ pub fn rule<'a>(
     }
     let reserved = audit == AuditLayout::Deployment
         && crate::config::RESERVED_DEPLOYMENT_NAMES.contains(&deployment);
-    if !crate::config::is_deployment_name(deployment) || reserved {
+    if !is_plain_name(deployment) || reserved {
         return Err(AclError::Deployment);
     }
     if projects.is_empty() && role != Role::Monitor {

@@ -1192,10 +1192,11 @@ fn choice<E: ValueEnum + Clone + Send + Sync + 'static>() -> impl TypedValuePars
 /// `KEYWARD_CLIENT_NAME`'s default (`keyward acl --deployment`'s too).
 pub const DEFAULT_CLIENT_NAME: &str = "keyward";
 
-/// Whether `name` can name a deployment: 1 to 64 of `[A-Za-z0-9_-]`, so
-/// the Redis key names and ACL patterns made from it (`operator:<name>:*`,
-/// `audit:<name>:*`) hold nothing a pattern or another name could match.
-pub fn is_deployment_name(name: &str) -> bool {
+/// Whether `name` can name a deployment or a Redis user: 1 to 64 of
+/// `[A-Za-z0-9_-]`, so the ACL lines, Redis key names and ACL patterns made
+/// from it (`operator:<name>:*`, `audit:<name>:*`) hold nothing a pattern or
+/// another name could match.
+pub fn is_plain_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
             .bytes()
@@ -1203,7 +1204,7 @@ pub fn is_deployment_name(name: &str) -> bool {
 }
 
 fn client_name() -> impl TypedValueParser<Value = String> {
-    setting(|text| match is_deployment_name(text) {
+    setting(|text| match is_plain_name(text) {
         true => Ok(text.to_owned()),
         false => Err("must be 1 to 64 of [A-Za-z0-9_-]".to_owned()),
     })
