@@ -3,19 +3,19 @@
 //! cannot answer lets through what this instance itself verified lately,
 //! and nothing else (`rules::failsafe_admits` decides).
 //!
-//! Two bounded maps, both in memory and both forgotten after
-//! `KEYWARD_FAILSAFE_MAX_AGE` unused:
-//! - per verified-secret cache key (an HMAC of project, key id and secret,
-//!   see `hash`): the document of its last 200 and when;
-//! - per key: when this instance last refused the key itself (its document
-//!   said missing, unreadable, disabled or expired), whatever the secret.
-//!
-//! A refusal of one exact secret for any other reason (a wrong secret after
-//! a re-key, a missing scope, a network, a limit) forgets that secret's
-//! entry. Times are this process's monotonic seconds: no clock can skew them.
+//! One bounded map, by key: an entry exists only for a key this instance
+//! answered 200, and holds the document of each of its secrets' last 200
+//! and when (a rotation has two), and when this instance last refused the
+//! key itself (its document said missing, unreadable, disabled or expired),
+//! whatever the secret. A refusal of a key with no entry records nothing,
+//! so callers without a valid key can neither add entries nor push a
+//! refusal out. A refusal of one exact secret for any other reason (a
+//! wrong secret after a re-key, a missing scope, a network, a limit)
+//! forgets that secret's pass. An entry unused for
+//! `KEYWARD_FAILSAFE_MAX_AGE` is forgotten. Times are this process's
+//! monotonic seconds: no clock can skew them.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::rules::{self, Reason};
@@ -23,17 +23,28 @@ use crate::hash::CacheKey;
 use crate::key::ApiKey;
 use crate::store::KeyDoc;
 
-/// One secret's last 200: its document, and when (monotonic seconds, as
-/// `f64` bits, refreshed by every later 200 with the same document).
+/// Secrets remembered per key: a rotation has two, and a re-key may leave
+/// one more until it is refused.
+const SECRETS_PER_KEY: usize = 3;
+
+/// One secret's last 200: its document, and when.
 struct Pass {
+    cache_key: CacheKey,
     doc: KeyDoc,
-    at: AtomicU64,
+    at: f64,
+}
+
+/// What this instance knows of one key.
+#[derive(Default)]
+struct Known {
+    passes: Vec<Pass>,
+    /// When this instance last refused the key itself.
+    refused_at: Option<f64>,
 }
 
 pub struct LastKnownGood {
-    passes: moka::sync::Cache<CacheKey, Arc<Pass>>,
-    /// `<project>\0<key_id>` -> when the key itself was last refused.
-    refused: moka::sync::Cache<String, f64>,
+    /// `<project>\0<key_id>` -> what this instance knows of the key.
+    keys: moka::sync::Cache<String, Arc<Mutex<Known>>>,
     max_age: f64,
     started: Instant,
 }
@@ -42,19 +53,19 @@ fn key_name(key: &ApiKey) -> String {
     format!("{}\0{}", key.project_id.as_str(), key.key_id.as_str())
 }
 
+fn lock(known: &Mutex<Known>) -> MutexGuard<'_, Known> {
+    // Plain values, consistent after every statement.
+    known.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl LastKnownGood {
-    /// At most `entries` secrets (the verified-secret cache's size), each
+    /// At most `entries` keys (the verified-secret cache's size), each
     /// standing in for `max_age` seconds.
     pub fn new(entries: u64, max_age: u64) -> Self {
-        let idle = Duration::from_secs(max_age);
         Self {
-            passes: moka::sync::Cache::builder()
+            keys: moka::sync::Cache::builder()
                 .max_capacity(entries.max(1))
-                .time_to_idle(idle)
-                .build(),
-            refused: moka::sync::Cache::builder()
-                .max_capacity(entries.max(1))
-                .time_to_live(idle)
+                .time_to_idle(Duration::from_secs(max_age))
                 .build(),
             max_age: max_age as f64,
             started: Instant::now(),
@@ -65,27 +76,40 @@ impl LastKnownGood {
         self.started.elapsed().as_secs_f64()
     }
 
-    /// A 200 answered for `cache_key`'s secret with `doc`.
-    pub fn passed(&self, cache_key: &CacheKey, doc: &KeyDoc) {
-        let now = self.mono();
-        if let Some(pass) = self.passes.get(cache_key) {
-            if pass.doc == *doc {
-                pass.at.store(now.to_bits(), Ordering::Relaxed);
-                return;
+    /// A 200 answered for `key` presented with `cache_key`'s secret, on `doc`.
+    pub fn passed(&self, key: &ApiKey, cache_key: &CacheKey, doc: &KeyDoc) {
+        let at = self.mono();
+        let known = self.keys.get_with(key_name(key), Arc::default);
+        let mut known = lock(&known);
+        match known.passes.iter_mut().find(|p| p.cache_key == *cache_key) {
+            Some(pass) => {
+                if pass.doc != *doc {
+                    pass.doc = doc.clone();
+                }
+                pass.at = at;
+            }
+            None => {
+                if known.passes.len() == SECRETS_PER_KEY {
+                    known.passes.remove(0);
+                }
+                known.passes.push(Pass {
+                    cache_key: *cache_key,
+                    doc: doc.clone(),
+                    at,
+                });
             }
         }
-        let pass = Pass {
-            doc: doc.clone(),
-            at: AtomicU64::new(now.to_bits()),
-        };
-        self.passes.insert(*cache_key, Arc::new(pass));
     }
 
     /// A refusal answered for `key` presented with `cache_key`'s secret.
     pub fn refused(&self, key: &ApiKey, cache_key: &CacheKey, reason: Reason) {
+        let Some(known) = self.keys.get(&key_name(key)) else {
+            return;
+        };
+        let mut known = lock(&known);
         match reason.refuses_the_key() {
-            true => self.refused.insert(key_name(key), self.mono()),
-            false => self.passes.invalidate(cache_key),
+            true => known.refused_at = Some(self.mono()),
+            false => known.passes.retain(|p| p.cache_key != *cache_key),
         }
     }
 
@@ -99,15 +123,16 @@ impl LastKnownGood {
         required_scopes: &[String],
         client_ip: Option<std::net::IpAddr>,
     ) -> Option<KeyDoc> {
-        let pass = self.passes.get(cache_key)?;
-        let known = rules::Known {
+        let known = self.keys.get(&key_name(key))?;
+        let known = lock(&known);
+        let pass = known.passes.iter().find(|p| p.cache_key == *cache_key)?;
+        let last = rules::Known {
             doc: &pass.doc,
-            answered_at: f64::from_bits(pass.at.load(Ordering::Relaxed)),
+            answered_at: pass.at,
         };
-        let refused_at = self.refused.get(&key_name(key));
         rules::failsafe_admits(
-            Some(&known),
-            refused_at,
+            Some(&last),
+            known.refused_at,
             self.mono(),
             self.max_age,
             now,

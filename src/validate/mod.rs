@@ -522,7 +522,7 @@ impl Validator {
         let written = self.store.finish(effects).await;
         if let (Some((key, cache_key)), Some(known)) = (presented, &self.known) {
             match (&run.doc, pass, &written) {
-                (Some(doc), true, Ok(_)) => known.passed(cache_key, doc),
+                (Some(doc), true, Ok(_)) => known.passed(key, cache_key, doc),
                 (_, false, _) => known.refused(key, cache_key, reason),
                 _ => {}
             }

@@ -195,6 +195,8 @@ async fn failsafe_open_admits_only_what_this_instance_verified_lately_and_audits
     let app = TestApp::spawn_with(Arc::new(TestRedis::start()), |c| {
         c.failsafe = keyward::config::Failsafe::Open;
         c.failsafe_max_age = max_age;
+        // The last known good then holds 1,000 keys, fewer than the flood below.
+        c.verify_cache_entries = 10;
     })
     .await;
     let project = app.project().await;
@@ -214,6 +216,18 @@ async fn failsafe_open_admits_only_what_this_instance_verified_lately_and_audits
     let mut unknown: Vec<&str> = good.api_key.split('.').collect();
     unknown[2] = "k_nobodyknows";
     let unknown = unknown.join(".");
+    // A stranger's flood of unknown key ids, more than the memory holds,
+    // cannot push the revoked key's refusal out.
+    let strangers: Vec<String> = (0..1_200)
+        .map(|i| unknown.replace("k_nobodyknows", &format!("k_stranger{i:05}")))
+        .collect();
+    for chunk in strangers.chunks(50) {
+        let answers = futures::future::join_all(chunk.iter().map(|k| app.validate(k))).await;
+        assert!(answers
+            .iter()
+            .all(|r| r.status() == StatusCode::UNAUTHORIZED));
+    }
+    assert_eq!(app.status(&good.api_key).await, StatusCode::OK);
     let answered = std::time::Instant::now();
 
     app.redis().stop();
