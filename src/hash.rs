@@ -383,25 +383,19 @@ impl Hasher {
             let remember = stale.then(|| self.remember(key, hashes, matched));
             return (Screen::Known(matched), remember.flatten());
         }
-        let screen = match Self::candidates(&key.secret, hashes).is_empty() {
-            true => Screen::Wrong,
-            false if Self::tagged(&key.secret, hashes) => Screen::Tagged,
-            false => Screen::Untagged,
+        let (candidates, tagged) = Self::candidates(&key.secret, hashes);
+        let screen = match (candidates.is_empty(), tagged) {
+            (true, _) => Screen::Wrong,
+            (false, true) => Screen::Tagged,
+            (false, false) => Screen::Untagged,
         };
         (screen, None)
     }
 
-    /// Whether a tag names `secret` as one of `hashes`' secrets.
-    fn tagged(secret: &Secret, hashes: Hashes<'_>) -> bool {
-        let previous = hashes.previous.into_iter();
-        std::iter::once(hashes.current)
-            .chain(previous)
-            .any(|(phc, tag)| Self::tag_matches(tag, secret, phc) == Some(true))
-    }
-
     /// The hashes `secret` can belong to, by their tags: a hash whose tag
-    /// says no is left out, and a tag that says yes leaves out the other.
-    fn candidates<'a>(secret: &Secret, hashes: Hashes<'a>) -> Vec<(&'a str, Matched)> {
+    /// says no is left out, and a tag that says yes leaves out the other;
+    /// and whether a tag said yes (each tag is computed once).
+    fn candidates<'a>(secret: &Secret, hashes: Hashes<'a>) -> (Vec<(&'a str, Matched)>, bool) {
         let current = Self::tag_matches(hashes.current.1, secret, hashes.current.0);
         let previous = hashes
             .previous
@@ -415,7 +409,8 @@ impl Hasher {
                 candidates.push((phc, Matched::Previous));
             }
         }
-        candidates
+        let tagged = current == Some(true) || previous == Some(Some(true));
+        (candidates, tagged)
     }
 
     /// Which of a key's hashes a secret this process has not verified
@@ -428,7 +423,7 @@ impl Hasher {
         cache_key: &CacheKey,
         hashes: Hashes<'_>,
     ) -> Result<(Matched, Option<(String, String)>)> {
-        for (phc, matched) in Self::candidates(&key.secret, hashes) {
+        for (phc, matched) in Self::candidates(&key.secret, hashes).0 {
             match self.verify(&key.secret, phc, Some(cache_key)).await? {
                 Verdict::Match => return Ok((matched, self.remember(key, hashes, matched))),
                 Verdict::Mismatch => {}
