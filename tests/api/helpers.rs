@@ -95,6 +95,22 @@ fn switch_on(line: &str, user: &str, name: &str, password: &str) -> Option<Strin
     Some(format!("user {name} on >{password}{rules}"))
 }
 
+/// The `CLIENT LIST` lines of the connections keyward's validator and
+/// manager users hold to `redis` (at least one: the panic says otherwise).
+pub async fn keyward_clients(redis: &TestRedis) -> Vec<String> {
+    let clients = raw(&redis.ops().await, "CLIENT", vec!["LIST".into()])
+        .await
+        .unwrap();
+    let clients = clients.as_str().unwrap().into_owned();
+    let keyward: Vec<String> = clients
+        .lines()
+        .filter(|l| l.contains(" user=validator ") || l.contains(" user=manager "))
+        .map(str::to_owned)
+        .collect();
+    assert!(!keyward.is_empty(), "{clients}");
+    keyward
+}
+
 /// libfaketime, which `redis/local.sh install` installs.
 pub fn libfaketime() -> String {
     let found = Command::new("sh")
@@ -422,9 +438,17 @@ impl TestApp {
 
     /// keyward serving `config` in this process on a loopback port, once
     /// `/health` answers 200; `redis` is the Redis of its own that `config`
-    /// names, if any. Logs are quiet unless `TEST_LOG` is set (the
-    /// subscriber is per process).
+    /// names, if any.
     pub async fn serve(config: Config, redis: Option<Arc<TestRedis>>) -> Self {
+        let app = Self::start(config, redis).await;
+        app.wait_until(|status| status == StatusCode::OK).await;
+        app
+    }
+
+    /// As [`TestApp::serve`], without waiting for `/health` (a listener
+    /// over TLS answers no plain HTTP). Logs are quiet unless `TEST_LOG` is
+    /// set (the subscriber is per process).
+    pub async fn start(config: Config, redis: Option<Arc<TestRedis>>) -> Self {
         static TRACING: OnceLock<()> = OnceLock::new();
         TRACING.get_or_init(|| {
             if let Ok(filter) = std::env::var("TEST_LOG") {
@@ -441,15 +465,13 @@ impl TestApp {
         let task = tokio::spawn(keyward::run(config, listeners, async move {
             let _ = stopped.await;
         }));
-        let app = TestApp {
+        TestApp {
             addr,
             redis,
             http: reqwest::Client::new(),
             stop: Some(stop),
             task: Some(task),
-        };
-        app.wait_until(|status| status == StatusCode::OK).await;
-        app
+        }
     }
 
     /// The Redis of its own this app runs on.

@@ -233,17 +233,9 @@ async fn keyward_on_rediss_with_a_client_certificate_mints_validates_and_is_read
     assert_eq!(app.get("/ready", None).await.status(), StatusCode::OK);
 
     // Every connection of keyward's users came in on the TLS port.
-    let clients = raw(&redis.ops().await, "CLIENT", vec!["LIST".into()])
-        .await
-        .unwrap();
-    let clients = clients.as_str().unwrap().into_owned();
-    let keyward: Vec<&str> = clients
-        .lines()
-        .filter(|l| l.contains(" user=validator ") || l.contains(" user=manager "))
-        .collect();
-    assert!(!keyward.is_empty(), "{clients}");
+    let keyward = crate::helpers::keyward_clients(&redis).await;
     let tls_port = format!(" laddr=127.0.0.1:{port} ");
-    assert!(keyward.iter().all(|c| c.contains(&tls_port)), "{clients}");
+    assert!(keyward.iter().all(|c| c.contains(&tls_port)), "{keyward:?}");
 }
 
 #[tokio::test]
@@ -464,9 +456,7 @@ async fn keyward_on_a_tls_redis_cluster_connects_to_every_master_and_mints_and_v
 /// on drop.
 pub struct Https {
     pub addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<keyward::Result<()>>>,
-    _redis: Arc<TestRedis>,
+    app: TestApp,
 }
 
 impl Https {
@@ -483,21 +473,10 @@ impl Https {
             client_ca_file: client_ca.map(|ca| pki.path(&format!("{ca}.crt"))),
             reload: Duration::from_millis(100),
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let listeners = keyward::Listeners {
-            main: listener,
-            metrics: None,
-        };
-        let task = tokio::spawn(keyward::run(config, listeners, async move {
-            let _ = stopped.await;
-        }));
+        let app = TestApp::start(config, Some(redis)).await;
         Https {
-            addr,
-            stop: Some(stop),
-            task: Some(task),
-            _redis: redis,
+            addr: app.addr,
+            app,
         }
     }
 
@@ -533,21 +512,7 @@ impl Https {
     }
 
     async fn shutdown(&mut self) -> keyward::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        match self.task.take() {
-            Some(task) => task.await.unwrap(),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for Https {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.app.shutdown().await
     }
 }
 

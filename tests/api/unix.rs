@@ -6,7 +6,7 @@ use std::sync::Arc;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{raw, TestApp, TestRedis, MANAGER_PASSWORD, VALIDATOR_PASSWORD};
+use crate::helpers::{TestApp, TestRedis, MANAGER_PASSWORD, VALIDATOR_PASSWORD};
 
 #[tokio::test]
 async fn keyward_mints_validates_and_revokes_through_redis_on_a_unix_socket() {
@@ -40,16 +40,7 @@ async fn keyward_mints_validates_and_revokes_through_redis_on_a_unix_socket() {
 
     // Every connection of keyward's users came in over the socket
     // (`flags` has `U` for a Unix-socket client).
-    let clients = raw(&redis.ops().await, "CLIENT", vec!["LIST".into()])
-        .await
-        .unwrap();
-    let clients = clients.as_str().unwrap().into_owned();
-    let keyward: Vec<&str> = clients
-        .lines()
-        .filter(|l| l.contains(" user=validator ") || l.contains(" user=manager "))
-        .collect();
-    assert!(!keyward.is_empty(), "{clients}");
-    for client in keyward {
+    for client in crate::helpers::keyward_clients(&redis).await {
         let flags = client.split(' ').find_map(|f| f.strip_prefix("flags="));
         assert!(flags.is_some_and(|f| f.contains('U')), "{client}");
     }
