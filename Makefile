@@ -27,7 +27,7 @@ bench:
 	cargo bench --locked --bench micro
 
 ## The load benchmark: starts Redis and keyward, drives wrk, prints figures
-## (KEYWARD_BENCH_SECONDS, _KEYS, _CONCURRENCY, _SCENARIO tune it; see README).
+## (KEYWARD_BENCH_SECONDS, _KEYS, _CONCURRENCY, _SCENARIO tune it; see docs/performance.md).
 load:
 	bash redis/local.sh install wrk
 	cargo bench --locked --bench load

@@ -9,6 +9,7 @@ mod browser;
 mod cli;
 mod cluster;
 mod console;
+mod docs;
 mod ext_authz;
 mod fault_background;
 mod fault_matrix;
