@@ -308,7 +308,7 @@ async fn a_key_is_minted_validated_and_revoked_across_the_shards() {
     let project = app.project().await;
     let key = app.mint(&project, json!({ "scopes": ["chat:*"] })).await;
 
-    let r = app.validate(&key.api_key).await;
+    let r = app.validate_response(&key.api_key).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["x-ratelimit-remaining"], "99");
     let body: Value = r.json().await.unwrap();
@@ -333,12 +333,8 @@ async fn a_key_is_minted_validated_and_revoked_across_the_shards() {
     eprintln!("one validation's keys live on masters {masters:?}");
 
     app.revoke(&project, &key.key_id).await;
-    assert_error(
-        app.validate(&key.api_key).await,
-        StatusCode::UNAUTHORIZED,
-        "invalid_key",
-    )
-    .await;
+    app.validate_fails(&key.api_key, StatusCode::UNAUTHORIZED, "invalid_key")
+        .await;
     let admin = c.admin().await;
     let audit = audit_of(&admin, &project, 1).await;
     let reasons: Vec<&str> = audit.iter().map(|e| e["reason"].as_str()).collect();
@@ -1251,7 +1247,7 @@ async fn each_master_failing_over_in_turn_never_passes_a_refused_key() {
     ];
     let project = apps[0].project().await;
     let admin = c.admin().await;
-    let probes = mint_every_kind(&[&apps[0], &apps[1]], &project, &admin).await;
+    let probes = mint_every_kind(&[&apps[0].client, &apps[1].client], &project, &admin).await;
     let passes = Mutex::new(HashMap::<String, usize>::new());
     let check = |during: bool| {
         let (apps, probes, passes) = (&apps, &probes, &passes);

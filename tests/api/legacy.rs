@@ -237,7 +237,7 @@ async fn legacy_keys_validate_with_the_routing_data_the_original_service_stored(
     .await;
     legacy_audit_entry(&ops, &project, &original.key_id).await;
 
-    let r = app.validate(&original.api_key).await;
+    let r = app.validate_response(&original.api_key).await;
     assert_eq!(r.status(), StatusCode::OK);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["project_id"], project);
@@ -251,7 +251,7 @@ async fn legacy_keys_validate_with_the_routing_data_the_original_service_stored(
     assert!(body["expires_at"].is_null());
     assert_eq!(app.last_audit(&original.key_id).await["reason"], "ok");
 
-    let r = app.validate(&expiring.api_key).await;
+    let r = app.validate_response(&expiring.api_key).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.json::<Value>().await.unwrap()["expires_at"], json!(until));
 
@@ -328,8 +328,8 @@ async fn a_set_index_is_listed_once_in_order_with_cursors_and_minting_keeps_it_a
     assert_eq!(key_type(&ops, &index).await, "set");
     let member = cmd(&ops, "SISMEMBER", &[&index, &minted.key_id]).await;
     assert_eq!(member.as_i64(), Some(1));
-    assert_eq!(app.validate(&minted.api_key).await.status(), StatusCode::OK);
-    assert_eq!(app.validate(&late.api_key).await.status(), StatusCode::OK);
+    app.validate(&minted.api_key, StatusCode::OK).await;
+    app.validate(&late.api_key, StatusCode::OK).await;
 
     let all = ids_of(&walk(&app, &project, 100).await);
     let mut expected: Vec<String> = keys.iter().map(|k| k.key_id.clone()).collect();
@@ -378,8 +378,8 @@ async fn admin_calls_on_legacy_documents_write_single_fields_and_keep_the_rest()
     );
     let rotated: Value = r.json().await.unwrap();
     let new_key = rotated["api_key"].as_str().unwrap();
-    assert_eq!(app.validate(new_key).await.status(), StatusCode::OK);
-    assert_eq!(app.validate(&key.api_key).await.status(), StatusCode::OK);
+    app.validate(new_key, StatusCode::OK).await;
+    app.validate(&key.api_key, StatusCode::OK).await;
     assert_eq!(
         app.last_audit(&key.key_id).await["reason"],
         "previous_secret"
@@ -529,17 +529,14 @@ async fn migrate_dry_run_changes_nothing_then_apply_upgrades_in_place_once() {
 
     // Everything works on the migrated layout.
     for key in &keys {
-        let r = app.validate(&key.api_key).await;
+        let r = app.validate_response(&key.api_key).await;
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(
             r.json::<Value>().await.unwrap()["metadata"],
             "{\"server\":\"s1\"}"
         );
     }
-    assert_eq!(
-        app.validate(&native_key.api_key).await.status(),
-        StatusCode::OK
-    );
+    app.validate(&native_key.api_key, StatusCode::OK).await;
     let minted = app.mint(&project, json!({})).await;
     let mut expected: Vec<String> = keys.iter().map(|k| k.key_id.clone()).collect();
     expected.push(minted.key_id.clone());
@@ -810,7 +807,7 @@ async fn unreadable_data_is_401_unreadable_for_validation_and_409_for_admin_neve
     };
     for (what, key) in &cases {
         assert_eq!(
-            bin.validate(&key.api_key).await,
+            bin.status(&key.api_key).await,
             StatusCode::UNAUTHORIZED,
             "{what}"
         );
@@ -846,18 +843,14 @@ async fn unreadable_data_is_401_unreadable_for_validation_and_409_for_admin_neve
         d["secret_hash"] = json!(format!("$argon2id${CONTENT}"))
     })
     .await;
-    assert_eq!(
-        bin.validate(&corrupt.api_key).await,
-        StatusCode::UNAUTHORIZED
-    );
+    bin.validate(&corrupt.api_key, StatusCode::UNAUTHORIZED)
+        .await;
     let by_id = json!({ "project_id": project, "key_id": corrupt.key_id });
     let r = bin.post("/v1/rotate-key", &by_id, Some(ADMIN_TOKEN)).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let repaired: Value = r.json().await.unwrap();
-    assert_eq!(
-        bin.validate(repaired["api_key"].as_str().unwrap()).await,
-        StatusCode::OK
-    );
+    bin.validate(repaired["api_key"].as_str().unwrap(), StatusCode::OK)
+        .await;
 
     // The listing loses no key: unreadable ones are marked, not dropped.
     let r = admin_get(format!("/v1/list-keys?project_id={project}&limit=100")).await;
@@ -994,7 +987,7 @@ async fn a_flood_of_anonymous_denials_cannot_flush_the_successes_from_the_audit_
         .mint(&project, json!({ "rate_limit_per_minute": 1_000_000 }))
         .await;
     for _ in 0..SUCCESSES {
-        assert_eq!(app.validate(&key.api_key).await.status(), StatusCode::OK);
+        app.validate(&key.api_key, StatusCode::OK).await;
     }
 
     // Half malformed, half well-formed keys of nobody, pipelined on a few

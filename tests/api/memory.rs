@@ -56,7 +56,7 @@ async fn argon2id_at_owasp_minimum_leaves_keyward_under_100_mib_after_a_burst() 
         .collect()
         .await;
     let answers: Vec<StatusCode> = futures::stream::iter(&keys)
-        .map(|key| app.validate(key))
+        .map(|key| app.status(key))
         .buffer_unordered(AT_ONCE)
         .collect()
         .await;

@@ -967,7 +967,7 @@ async fn wrong_operator_tokens_never_take_the_argon2id_capacity_key_validation_n
     })
     .await;
     for key in &keys {
-        let r = app.validate(&key.api_key).await;
+        let r = app.validate_response(&key.api_key).await;
         let status = r.status();
         assert_eq!(status, StatusCode::OK, "{}", r.text().await.unwrap());
     }

@@ -387,8 +387,8 @@ async fn a_day_and_a_month_ending_open_new_windows_and_refill_credits_once_acros
     }
     let bin = &bins[0];
     let project = "boundary";
-    let day = bin.mint(project, json!({})).await;
-    let month = bin.mint(project, json!({})).await;
+    let day = bin.mint_creating(project, json!({})).await;
+    let month = bin.mint_creating(project, json!({})).await;
     let ops = redis.ops().await;
     let set = |key_id: &str, path: &str, value: Value| {
         let doc = format!("apikey:{project}:{key_id}");

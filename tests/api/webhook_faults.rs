@@ -177,7 +177,7 @@ async fn webhook_fault_a_retry_pending_through_a_redis_outage_is_delivered_once_
         .await;
         let (id, secret) = app.register(&receiver.url("a"), &["key.created"]).await;
         receiver.script("a", &secret, &[500], &[]).await;
-        let minted = app.bin.mint("alpha", json!({})).await;
+        let minted = app.bin.mint_creating("alpha", json!({})).await;
 
         // The 500 is recorded and its retry waits in Redis, its queue entry done.
         let first = receiver.wait_for("a", 10, |s| !s.is_empty()).await;
@@ -250,14 +250,14 @@ async fn webhook_fault_a_validator_refused_the_events_stream_still_answers_429_a
         receiver.script("limits", &secret, &[], &[]).await;
         let limited = app
             .bin
-            .mint("alpha", json!({"rate_limit_per_minute": 1}))
+            .mint_creating("alpha", json!({"rate_limit_per_minute": 1}))
             .await;
         let later = app
             .bin
-            .mint("alpha", json!({"rate_limit_per_minute": 1}))
+            .mint_creating("alpha", json!({"rate_limit_per_minute": 1}))
             .await;
         early_in_a_minute().await;
-        assert_eq!(app.bin.validate(&limited.api_key).await, StatusCode::OK);
+        assert_eq!(app.bin.status(&limited.api_key).await, StatusCode::OK);
 
         // XADD on the events stream refused; the audit streams kept.
         set_validator_selectors(&redis, |s| Some(s.replace(" %W~webhookevents:*", ""))).await;
@@ -293,9 +293,9 @@ async fn webhook_fault_a_validator_refused_the_events_stream_still_answers_429_a
         // Restored: the first 429 of a window (another key's, as this
         // key's marker lasts the minute) is told.
         set_validator_selectors(&redis, |s| Some(s.to_owned())).await;
-        assert_eq!(app.bin.validate(&later.api_key).await, StatusCode::OK);
+        assert_eq!(app.bin.status(&later.api_key).await, StatusCode::OK);
         assert_eq!(
-            app.bin.validate(&later.api_key).await,
+            app.bin.status(&later.api_key).await,
             StatusCode::TOO_MANY_REQUESTS
         );
         let seen = receiver
@@ -330,9 +330,9 @@ async fn webhook_fault_a_manager_refused_the_events_stream_still_revokes_and_cou
             .register(&receiver.url("revoked"), &["key.revoked"])
             .await;
         receiver.script("revoked", &secret, &[], &[]).await;
-        let first = app.bin.mint("alpha", json!({})).await;
-        let second = app.bin.mint("alpha", json!({})).await;
-        assert_eq!(app.bin.validate(&first.api_key).await, StatusCode::OK);
+        let first = app.bin.mint_creating("alpha", json!({})).await;
+        let second = app.bin.mint_creating("alpha", json!({})).await;
+        assert_eq!(app.bin.status(&first.api_key).await, StatusCode::OK);
 
         // The manager may read and acknowledge the events stream (the
         // worker runs on), not append to it; the queue is as shipped.
@@ -347,7 +347,7 @@ async fn webhook_fault_a_manager_refused_the_events_stream_still_revokes_and_cou
         let lost = app.bin.metric(LOST).await;
         assert_eq!(app.revoke("alpha", &first.key_id).await, StatusCode::OK);
         assert_eq!(
-            app.bin.validate(&first.api_key).await,
+            app.bin.status(&first.api_key).await,
             StatusCode::UNAUTHORIZED
         );
         let refused = refusals(&ops, "manager", EVENTS).await;
@@ -375,7 +375,7 @@ async fn webhook_fault_a_manager_refused_the_events_stream_still_revokes_and_cou
         assert_eq!(told[0]["verified"], true);
         assert_eq!(body(told[0])["data"]["key_id"], second.key_id.as_str());
         assert_eq!(
-            app.bin.validate(&second.api_key).await,
+            app.bin.status(&second.api_key).await,
             StatusCode::UNAUTHORIZED
         );
         assert_eq!(app.health().await, StatusCode::OK);
@@ -453,7 +453,7 @@ async fn webhook_fault_a_redis_back_without_its_data_has_its_groups_made_again()
         let mut app = Keyward::start(&redis, &[]).await;
         let (_, secret) = app.register(&receiver.url("a"), &["key.created"]).await;
         receiver.script("a", &secret, &[], &[]).await;
-        app.bin.mint("alpha", json!({})).await;
+        app.bin.mint_creating("alpha", json!({})).await;
         receiver.wait_for("a", 10, |s| !s.is_empty()).await;
 
         // Back empty, as a Redis without persistence restarts (`redis/local.sh`
@@ -472,7 +472,7 @@ async fn webhook_fault_a_redis_back_without_its_data_has_its_groups_made_again()
         // The next event goes through both streams, their groups made again.
         let (_, secret) = app.register(&receiver.url("b"), &["key.created"]).await;
         receiver.script("b", &secret, &[], &[]).await;
-        let minted = app.bin.mint("alpha", json!({})).await;
+        let minted = app.bin.mint_creating("alpha", json!({})).await;
         let seen = receiver.wait_for("b", 10, |s| !s.is_empty()).await;
         assert_eq!(seen[0]["verified"], true, "{seen:#?}");
         assert_eq!(body(&seen[0])["data"]["key_id"], minted.key_id.as_str());
