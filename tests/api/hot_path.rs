@@ -10,7 +10,7 @@ use std::sync::Arc;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, raw, Binary, TestApp, TestRedis, ADMIN_TOKEN};
+use crate::helpers::{assert_error, raw, Binary, Clock, TestApp, TestRedis, ADMIN_TOKEN};
 
 const RUNS: &str = "keyward_argon2_runs_total";
 
@@ -22,7 +22,8 @@ fn wrong(api_key: &str, n: usize) -> String {
 #[tokio::test]
 async fn malformed_unknown_disabled_expired_and_rate_limited_keys_cost_no_argon2() {
     let redis = TestRedis::start();
-    let app = Binary::start(&redis, &[]).await;
+    let clock = Clock::real();
+    let app = Binary::start_on(&clock, &redis, &[]).await;
     let good = app.mint_creating("alpha", json!({})).await;
     let limited = app
         .mint_creating("alpha", json!({ "rate_limit_per_minute": 1 }))
@@ -48,7 +49,9 @@ async fn malformed_unknown_disabled_expired_and_rate_limited_keys_cost_no_argon2
     )
     .await
     .unwrap();
-    // Use up the limited key's minute (one Argon2id run, then cached).
+    // Use up the limited key's minute, at its start: the rounds below all
+    // fall in it.
+    clock.start_of_minute(1.0);
     app.validate(&limited.api_key, StatusCode::OK).await;
     let unknown = good.api_key.replace(&good.key_id, "k_nosuchkey");
     let before = app.metric(RUNS).await;
@@ -61,9 +64,12 @@ async fn malformed_unknown_disabled_expired_and_rate_limited_keys_cost_no_argon2
             .await;
         app.validate(&expiring.api_key, StatusCode::UNAUTHORIZED)
             .await;
-        let status = app.status(&limited.api_key).await;
-        // A minute boundary may reset the window once; otherwise 429.
-        assert!(status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::OK);
+        app.validate_fails(
+            &limited.api_key,
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+        )
+        .await;
     }
 
     assert_eq!(
@@ -76,7 +82,9 @@ async fn malformed_unknown_disabled_expired_and_rate_limited_keys_cost_no_argon2
 #[tokio::test]
 async fn a_wrong_secret_flood_costs_bounded_argon2_and_the_holder_keeps_getting_200() {
     let redis = TestRedis::start();
-    let app = Binary::start(&redis, &[("KEYWARD_BAD_SECRET_HASHES_PER_MINUTE", "3")]).await;
+    let clock = Clock::real();
+    let budget = [("KEYWARD_BAD_SECRET_HASHES_PER_MINUTE", "3")];
+    let app = Binary::start_on(&clock, &redis, &budget).await;
     let key = app
         .mint_creating("alpha", json!({ "rate_limit_per_minute": 1000 }))
         .await;
@@ -99,8 +107,8 @@ async fn a_wrong_secret_flood_costs_bounded_argon2_and_the_holder_keeps_getting_
     assert_eq!(runs, 0.0, "{runs} Argon2id runs for 40 wrong secrets");
 
     // Without its tag (a key another tool wrote), the wrong-secret budget
-    // bounds them: 3 per key per minute, and a minute boundary during the
-    // test allows 3 more.
+    // bounds them: 3 per key per minute, all in the one minute the clock
+    // starts below.
     let key = app
         .mint_creating("alpha", json!({ "rate_limit_per_minute": 1000 }))
         .await;
@@ -110,6 +118,7 @@ async fn a_wrong_secret_flood_costs_bounded_argon2_and_the_holder_keeps_getting_
         .await
         .unwrap();
     app.validate(&key.api_key, StatusCode::OK).await;
+    clock.start_of_minute(1.0);
     let before = app.metric(RUNS).await;
     for n in 0..40 {
         app.validate(&wrong(&key.api_key, n), StatusCode::UNAUTHORIZED)
@@ -117,8 +126,8 @@ async fn a_wrong_secret_flood_costs_bounded_argon2_and_the_holder_keeps_getting_
         app.validate(&key.api_key, StatusCode::OK).await;
     }
     let runs = app.metric(RUNS).await - before;
-    assert!(
-        (3.0..=6.0).contains(&runs),
+    assert_eq!(
+        runs, 3.0,
         "{runs} Argon2id runs for 40 wrong secrets of an untagged key"
     );
     // Every one of the holder's 80 validations, its first of the second key
@@ -212,15 +221,22 @@ async fn command_calls(ops: &fred::prelude::Pool) -> std::collections::HashMap<S
 
 #[tokio::test]
 async fn a_warm_success_is_three_commands_and_its_window_still_expires() {
-    let app = TestApp::spawn().await;
+    let redis = TestRedis::start();
+    let clock = Clock::real();
+    let app = Binary::start_on(&clock, &redis, &[]).await;
     let project = app.project().await;
     let key = app.mint(&project, json!({})).await;
+    clock.start_of_minute(1.0);
     app.validate(&key.api_key, StatusCode::OK).await;
-    let ops = app.redis().ops().await;
+    let ops = redis.ops().await;
     // Usage written by the flusher meanwhile is not this test's concern.
     raw(&ops, "CONFIG", vec!["RESETSTAT".into()]).await.unwrap();
     let n = 20;
-    for _ in 0..n {
+    for i in 0..n {
+        // Half in the minute the first validation opened, half in the next.
+        if i == n / 2 {
+            clock.advance(60.0);
+        }
         app.validate(&key.api_key, StatusCode::OK).await;
     }
     let calls = command_calls(&ops).await;
@@ -228,9 +244,8 @@ async fn a_warm_success_is_three_commands_and_its_window_still_expires() {
     assert_eq!(of("json.get"), n, "{calls:?}");
     assert_eq!(of("incrby"), n, "{calls:?}");
     assert_eq!(of("xadd"), n, "{calls:?}");
-    // EXPIRE only when an INCR opened a window: at most once here, twice
-    // if the validations straddled a minute.
-    assert!(of("expire") <= 2, "{calls:?}");
+    // EXPIRE only when an INCRBY opened a window: once, for the next minute.
+    assert_eq!(of("expire"), 1, "{calls:?}");
     // apimeta is written by the per-instance flusher, about once a second.
     assert!(of("hincrby") < n / 2, "{calls:?}");
 

@@ -18,8 +18,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    eventually, raw, refusals, set_user_selectors, set_validator_selectors, Binary, TestRedis,
-    ADMIN_TOKEN,
+    eventually, raw, refusals, set_user_selectors, set_validator_selectors, Binary, Clock,
+    TestRedis, ADMIN_TOKEN,
 };
 use crate::webhooks::{body, of_type, Receiver};
 
@@ -38,10 +38,12 @@ async fn bounded(test: impl std::future::Future<Output = ()>) {
         .expect("the test took longer than its limit");
 }
 
-/// A keyward process that may post to loopback, with `env`; its stderr
-/// read into a buffer (so it never fills the pipe), to look for panics.
+/// A keyward process that may post to loopback, with `env`, on a clock of
+/// its own; its stderr read into a buffer (so it never fills the pipe), to
+/// look for panics.
 struct Keyward {
     bin: Binary,
+    clock: Clock,
     stderr: Arc<Mutex<String>>,
 }
 
@@ -49,7 +51,8 @@ impl Keyward {
     async fn start(redis: &TestRedis, env: &[(&str, &str)]) -> Self {
         let mut all = vec![("KEYWARD_WEBHOOK_ALLOW_PRIVATE", "true")];
         all.extend_from_slice(env);
-        let mut bin = Binary::start(redis, &all).await;
+        let clock = Clock::real();
+        let mut bin = Binary::start_on(&clock, redis, &all).await;
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut pipe = bin.process.0.stderr.take().expect("stderr is piped");
         let sink = stderr.clone();
@@ -60,7 +63,7 @@ impl Keyward {
                 sink.lock().unwrap().push_str(&text);
             }
         });
-        Keyward { bin, stderr }
+        Keyward { bin, clock, stderr }
     }
 
     /// `/health`'s status.
@@ -144,15 +147,6 @@ async fn lookups(ops: &Pool, key_id: &str) -> Vec<HashMap<String, String>> {
         .map(|(_, e)| e)
         .filter(|e| e.get("key_id").map(String::as_str) == Some(key_id))
         .collect()
-}
-
-/// Waits, if need be, so that the next few seconds stay in one minute: the
-/// rate limits' windows are the clock's minutes.
-async fn early_in_a_minute() {
-    let into_minute = keyward::store::now() as u64 % 60;
-    if into_minute > 45 {
-        tokio::time::sleep(Duration::from_secs(61 - into_minute)).await;
-    }
 }
 
 #[tokio::test]
@@ -256,7 +250,8 @@ async fn webhook_fault_a_validator_refused_the_events_stream_still_answers_429_a
             .bin
             .mint_creating("alpha", json!({"rate_limit_per_minute": 1}))
             .await;
-        early_in_a_minute().await;
+        // At the start of a minute: the rate limits' windows are minutes.
+        app.clock.start_of_minute(1.0);
         assert_eq!(app.bin.status(&limited.api_key).await, StatusCode::OK);
 
         // XADD on the events stream refused; the audit streams kept.
