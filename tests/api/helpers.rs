@@ -644,17 +644,26 @@ impl Binary {
 
     /// As `start`, with `cmd` as the program (e.g. a wrapper that drops privileges).
     pub async fn start_with(mut cmd: Command, redis: &TestRedis, env: &[(&str, &str)]) -> Self {
+        let urls = [
+            (
+                "KEYWARD_REDIS_URL",
+                redis.url("validator", VALIDATOR_PASSWORD),
+            ),
+            (
+                "KEYWARD_ADMIN_REDIS_URL",
+                redis.url("manager", MANAGER_PASSWORD),
+            ),
+        ];
+        Self::launch(cmd.envs(urls), env).await
+    }
+
+    /// `cmd serve` on a free port with the test token and cheap Argon2id,
+    /// plus `env`, which names Redis (`KEYWARD_REDIS_URL`, ...); waits for
+    /// `/health`.
+    pub async fn launch(cmd: &mut Command, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         cmd.arg("serve")
             .env("KEYWARD_LISTEN", format!("127.0.0.1:{port}"))
-            .env(
-                "KEYWARD_REDIS_URL",
-                redis.url("validator", VALIDATOR_PASSWORD),
-            )
-            .env(
-                "KEYWARD_ADMIN_REDIS_URL",
-                redis.url("manager", MANAGER_PASSWORD),
-            )
             .env("KEYWARD_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("KEYWARD_ARGON2_MEMORY_KIB", "1024")
             .env("KEYWARD_ARGON2_ITERATIONS", "1")
