@@ -311,6 +311,34 @@ impl TestRedis {
         self.client("test-inspector", OPS_PASSWORD).await
     }
 
+    /// Every entry of `stream` in this Redis, oldest first, as field maps.
+    pub async fn audit(&self, stream: &str) -> Vec<std::collections::HashMap<String, String>> {
+        let ops = self.ops().await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let result: Result<Vec<(String, std::collections::HashMap<String, String>)>, _> =
+                fred::prelude::StreamsInterface::xrange(&ops, stream, "-", "+", None).await;
+            match result {
+                Ok(entries) => return entries.into_iter().map(|(_, fields)| fields).collect(),
+                // A Redis that just restarted answers LOADING until its AOF is read.
+                Err(e) if e.details().starts_with("LOADING") && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                Err(e) => panic!("XRANGE {stream}: {e}"),
+            }
+        }
+    }
+
+    /// The last audit entry for `key_id`.
+    pub async fn last_audit(&self, key_id: &str) -> std::collections::HashMap<String, String> {
+        self.audit("audit:keylookup")
+            .await
+            .into_iter()
+            .rev()
+            .find(|e| e.get("key_id").map(String::as_str) == Some(key_id))
+            .unwrap_or_else(|| panic!("no audit entry for {key_id}"))
+    }
+
     /// Redis's process id, as it says (to stall it with [`signal`]).
     pub async fn pid(&self) -> String {
         let info = raw(&self.ops().await, "INFO", vec!["server".into()])
@@ -513,22 +541,9 @@ impl TestApp {
         }
     }
 
-    /// Every entry of `stream` in this app's Redis, oldest first, as field maps.
+    /// Every entry of `stream` in this app's Redis (see [`TestRedis::audit`]).
     pub async fn audit(&self, stream: &str) -> Vec<std::collections::HashMap<String, String>> {
-        let ops = self.redis().ops().await;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let result: Result<Vec<(String, std::collections::HashMap<String, String>)>, _> =
-                fred::prelude::StreamsInterface::xrange(&ops, stream, "-", "+", None).await;
-            match result {
-                Ok(entries) => return entries.into_iter().map(|(_, fields)| fields).collect(),
-                // A Redis that just restarted answers LOADING until its AOF is read.
-                Err(e) if e.details().starts_with("LOADING") && Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(20)).await
-                }
-                Err(e) => panic!("XRANGE {stream}: {e}"),
-            }
-        }
+        self.redis().audit(stream).await
     }
 
     /// Asserts a 401 `invalid_key` whose audit entry gives `reason`.
@@ -542,14 +557,9 @@ impl TestApp {
         );
     }
 
-    /// The last audit entry for `key_id`.
+    /// The last audit entry for `key_id` (see [`TestRedis::last_audit`]).
     pub async fn last_audit(&self, key_id: &str) -> std::collections::HashMap<String, String> {
-        self.audit("audit:keylookup")
-            .await
-            .into_iter()
-            .rev()
-            .find(|e| e.get("key_id").map(String::as_str) == Some(key_id))
-            .unwrap_or_else(|| panic!("no audit entry for {key_id}"))
+        self.redis().last_audit(key_id).await
     }
 }
 

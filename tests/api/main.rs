@@ -5,6 +5,7 @@
 
 mod admin;
 mod admin_edges;
+mod audit;
 mod browser;
 mod cli;
 mod cluster;
@@ -29,10 +30,11 @@ mod ops;
 mod plan_spend;
 mod plans;
 mod proxy;
-mod remember;
+mod rate_limits;
 mod rules_model;
 mod tls;
 mod unix;
 mod validate;
+mod verified_secrets;
 mod webhook_faults;
 mod webhooks;
