@@ -13,9 +13,9 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    assert_error, eventually, raw, template_user, Binary, Client, TestApp, TestRedis, ADMIN_TOKEN,
+    assert_error, eventually, raw, rss_kib, template_user, Binary, Client, TestApp, TestRedis,
+    ADMIN_TOKEN,
 };
-use crate::memory::rss_kib;
 
 pub(crate) const MONITOR_PASSWORD: &str = "edges-monitor-pw";
 

@@ -1,16 +1,18 @@
 //! The hot path's cost guarantees: no Argon2id for cheap rejections, bounded
-//! Argon2id under wrong-secret floods, a cache that re-keying invalidates, and
-//! a bounded verification queue.
+//! Argon2id under wrong-secret floods, a cache that re-keying invalidates, a
+//! bounded verification queue, and a burst at OWASP's minimum answered in
+//! full (its memory is measured by `make load`, benches/load.rs).
 //!
 //! Argon2id runs are counted with `keyward_argon2_runs_total` from a keyward
 //! process of its own (the metrics recorder is per process).
 
 use std::sync::Arc;
 
+use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, raw, Binary, Clock, TestApp, TestRedis, ADMIN_TOKEN};
+use crate::helpers::{assert_error, expect, raw, Binary, Clock, TestApp, TestRedis, ADMIN_TOKEN};
 
 const RUNS: &str = "keyward_argon2_runs_total";
 
@@ -260,4 +262,56 @@ async fn a_warm_success_is_three_commands_and_its_window_still_expires() {
         assert!(ttl > 0 && ttl <= 120, "{counter}: TTL {ttl}");
     }
     app.usage_is(&project, &key.key_id, n + 1).await;
+}
+
+/// A burst of mints and cold validations at OWASP's minimum Argon2id
+/// parameters, 8 at once on 2 slots: every one answered, each an Argon2id
+/// run, and keyward still running. The memory it holds afterwards (its
+/// blocks are reused, not left in the arenas of tokio's blocking threads)
+/// is a figure of `make load`'s cold storm, not a bound asserted here.
+#[tokio::test]
+async fn a_burst_of_mints_and_cold_validations_at_owasp_minimum_is_all_answered() {
+    const KEYS: usize = 50;
+    const AT_ONCE: usize = 8;
+    let redis = TestRedis::start();
+    let app = Binary::start(
+        &redis,
+        &[
+            ("KEYWARD_ARGON2_MEMORY_KIB", "19456"),
+            ("KEYWARD_ARGON2_ITERATIONS", "2"),
+            // Set, not the host's core count: 8 at once queue for 2 slots.
+            ("KEYWARD_ARGON2_CONCURRENCY", "2"),
+        ],
+    )
+    .await;
+    let project = json!({ "project_id": "mem", "label": "p", "owner": "o" });
+    let r = app
+        .post("/v1/admin/projects", &project, Some(ADMIN_TOKEN))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    let mint = json!({ "project_id": "mem", "owner": "alice", "server_name": "api-1" });
+    let keys: Vec<String> = futures::stream::iter(0..KEYS)
+        .map(|_| async {
+            let r = app.post("/v1/mint-key", &mint, Some(ADMIN_TOKEN)).await;
+            assert_eq!(r.status(), StatusCode::CREATED);
+            let v: serde_json::Value = r.json().await.unwrap();
+            v["api_key"].as_str().unwrap().to_owned()
+        })
+        .buffer_unordered(AT_ONCE)
+        .collect()
+        .await;
+    let answers: Vec<StatusCode> = futures::stream::iter(&keys)
+        .map(|key| app.status(key))
+        .buffer_unordered(AT_ONCE)
+        .collect()
+        .await;
+    assert!(answers.iter().all(|s| *s == StatusCode::OK), "{answers:?}");
+    // Every mint and every (cold) validation was an Argon2id run.
+    assert_eq!(
+        app.metric("keyward_argon2_runs_total").await,
+        (2 * KEYS) as f64
+    );
+
+    expect(app.get("/health", None).await, StatusCode::OK).await;
 }

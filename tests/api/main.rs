@@ -23,7 +23,6 @@ mod hot_path;
 mod isolation;
 mod legacy;
 mod lifecycle;
-mod memory;
 mod openapi;
 mod operators;
 mod ops;

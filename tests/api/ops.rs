@@ -147,6 +147,9 @@ async fn secrets_never_reach_streams_lists_or_logs() {
     }
 }
 
+/// Long enough that only a hang takes it, on however loaded a machine.
+const HANG: Duration = Duration::from_secs(60);
+
 #[tokio::test]
 async fn when_redis_is_down_validation_and_health_are_503_then_recover() {
     let app = TestApp::spawn().await;
@@ -155,12 +158,11 @@ async fn when_redis_is_down_validation_and_health_are_503_then_recover() {
     app.validate(&key.api_key, StatusCode::OK).await;
 
     app.redis().stop();
-    let started = Instant::now();
-    let r = app.validate_response(&key.api_key).await;
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "a down Redis must not hang validation"
-    );
+    // Answered, not hung: the Redis deadline (500 ms here) ends the wait.
+    // How fast is no concern of this test's.
+    let r = tokio::time::timeout(HANG, app.validate_response(&key.api_key))
+        .await
+        .expect("a down Redis must not hang validation");
     assert_eq!(
         r.headers().get("retry-after").map(|v| v.to_str().unwrap()),
         Some("1"),
