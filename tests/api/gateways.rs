@@ -16,7 +16,9 @@ use base64::Engine;
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{free_port, random_id, signal, Binary, Clock, KillOnDrop, Minted, TestRedis};
+use crate::helpers::{
+    free_port, random_id, retry_after, signal, Binary, Clock, KillOnDrop, Minted, TestRedis,
+};
 
 /// What the app answers to every request that reaches it.
 const APP_BODY: &str = "hello from the app";
@@ -417,10 +419,6 @@ fn assert_identity(seen: &Seen, project: &str, key: &Minted, scopes: &str) {
     );
     assert_eq!(seen.header("x-api-key"), None, "the key reached the app");
     assert_eq!(seen.header("x-keyward-required-scopes"), None);
-}
-
-fn retry_after(headers: &HeaderMap) -> u64 {
-    headers["retry-after"].to_str().unwrap().parse().unwrap()
 }
 
 /// Redis, keyward, the app, the gateway in front of them, and three keys.

@@ -710,6 +710,18 @@ impl Binary {
     }
 }
 
+impl Binary {
+    /// Kills the process and returns what it logged (its stderr).
+    pub fn stop_and_read_logs(&mut self) -> String {
+        use std::io::Read as _;
+        let _ = self.process.0.kill();
+        let mut logs = String::new();
+        let mut stderr = self.process.0.stderr.take().expect("stderr is piped");
+        stderr.read_to_string(&mut logs).unwrap();
+        logs
+    }
+}
+
 impl std::ops::Deref for Binary {
     type Target = Client;
     fn deref(&self) -> &Client {
@@ -864,6 +876,14 @@ impl Client {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
+}
+
+/// The seconds of a `Retry-After` header.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> u64 {
+    let value = headers["retry-after"].to_str().unwrap();
+    value
+        .parse()
+        .unwrap_or_else(|_| panic!("Retry-After: {value}"))
 }
 
 /// `r`'s body as JSON (`Null` if empty or not JSON), asserting its status

@@ -4,7 +4,6 @@
 //! trail that a flood of anonymous denials cannot flush.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Read;
 use std::sync::Arc;
 
 use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
@@ -929,15 +928,7 @@ async fn unreadable_data_is_401_unreadable_for_validation_and_409_for_admin_neve
 
     // Stop it and read its log: each unreadable document is named by its
     // Redis key, and nothing of its content appears.
-    bin.process.0.kill().unwrap();
-    let mut logs = String::new();
-    bin.process
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
+    let logs = bin.stop_and_read_logs();
     for (what, key) in &cases {
         let redis_key = format!("apikey:{project}:{}", key.key_id);
         assert!(logs.contains(&redis_key), "{what} logged: {logs}");

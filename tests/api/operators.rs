@@ -3,7 +3,6 @@
 //! the admin audit trail of a scripted sequence; no token anywhere it
 //! should not be.
 
-use std::io::Read as _;
 use std::sync::Arc;
 
 use reqwest::StatusCode;
@@ -693,15 +692,7 @@ async fn no_token_secret_or_hash_reaches_logs_streams_or_lists() {
             .unwrap();
     let stream = format!("{stream:?}");
     let mut bin = bin;
-    let _ = bin.process.0.kill();
-    let mut logs = String::new();
-    bin.process
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
+    let logs = bin.stop_and_read_logs();
     assert!(logs.contains("operator created"), "the log is read: {logs}");
     for (what, text) in [("list", &listed), ("audit:admin", &stream), ("log", &logs)] {
         assert!(!text.contains(&secret), "the secret is in the {what}");

@@ -1,6 +1,5 @@
 //! Health, metrics, least privilege, secrets hygiene and the Redis-down path.
 
-use std::io::Read;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -127,15 +126,7 @@ async fn secrets_never_reach_streams_lists_or_logs() {
         streams.push_str(&format!("{v:?}"));
     }
     // Stop it and read all it logged.
-    app.process.0.kill().unwrap();
-    let mut logs = String::new();
-    app.process
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
+    let logs = app.stop_and_read_logs();
 
     assert!(logs.contains("key minted"), "logs were captured: {logs}");
     assert!(streams.contains("bad_secret"));

@@ -9,7 +9,7 @@ use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{raw, TestApp, TestRedis};
+use crate::helpers::{raw, retry_after, TestApp, TestRedis};
 use keyward::plan::{CreditsDoc, Interval, Per, Refill};
 
 /// Gives the key `limits` and credits (`remaining`, with `refill` if any):
@@ -145,11 +145,7 @@ async fn credits_running_out_spend_no_window_and_a_full_window_spends_no_credits
     }
     let r = validate(&app, &other.api_key, 1).await;
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-    let reset: u64 = r.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let reset = retry_after(r.headers());
     assert_eq!(
         reset,
         Per::Day.window(keyward::store::now()).ends_in,
@@ -431,11 +427,7 @@ async fn a_day_and_a_month_ending_open_new_windows_and_refill_credits_once_acros
     let ts = bin
         .post("/v1/validate-key", &body(&day.api_key), None)
         .await;
-    let retry: u64 = ts.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry = retry_after(ts.headers());
     assert!(
         (1..=10).contains(&retry),
         "the day ends within seconds: {retry}"
