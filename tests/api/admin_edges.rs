@@ -13,8 +13,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    assert_error, eventually, raw, rss_kib, template_user, Binary, Client, TestApp, TestRedis,
-    ADMIN_TOKEN,
+    assert_error, eventually, raw, rss_kib, template_user, Binary, TestApp, TestRedis, ADMIN_TOKEN,
 };
 
 pub(crate) const MONITOR_PASSWORD: &str = "edges-monitor-pw";
@@ -68,18 +67,6 @@ async fn operator(bin: &Binary, role: &str, projects: &[&str]) -> (String, Strin
         v["operator_id"].as_str().unwrap().to_owned(),
         v["token"].as_str().unwrap().to_owned(),
     )
-}
-
-/// The trail's items for `query`, read as root through `base`.
-async fn trail(http: &reqwest::Client, base: &str, query: &str) -> Value {
-    let r = http
-        .get(format!("{base}/v1/admin/audit?{query}"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    r.json().await.unwrap()
 }
 
 /// Finding 1: a 100 KB `X-Request-Id` (and an 8 KB project id in a path)
@@ -179,7 +166,7 @@ async fn a_long_request_id_is_kept_nowhere_and_refusal_floods_leave_redis_and_ke
     let rss_before = rss_kib(pid);
     let (mut cursor, mut largest) = (String::new(), 0);
     for _ in 0..10 {
-        let page = trail(&bin.http, &bin.base, &format!("limit=200{cursor}")).await;
+        let page = bin.trail_page(&format!("limit=200{cursor}")).await;
         for e in page["items"].as_array().unwrap() {
             largest = largest.max(e.to_string().len());
         }
@@ -207,7 +194,7 @@ async fn a_long_request_id_is_kept_nowhere_and_refusal_floods_leave_redis_and_ke
     // account for all of them.
     let viewer_trail = format!("actor={viewer_id}&limit=200");
     let (own_entries, summarized) = eventually("the viewer's summaries", || async {
-        let items = trail(&bin.http, &bin.base, &viewer_trail).await["items"].clone();
+        let items = bin.trail_page(&viewer_trail).await["items"].clone();
         let items = items.as_array().unwrap().clone();
         let own = items.iter().filter(|e| e["count"] == 1).count();
         let summarized: u64 = items
@@ -221,7 +208,7 @@ async fn a_long_request_id_is_kept_nowhere_and_refusal_floods_leave_redis_and_ke
     assert!(summarized > 0 && own_entries < FLOOD / 2, "{own_entries}");
 
     // The root mint's entry: keyward's own id, no caller's.
-    let items = trail(&bin.http, &bin.base, "actor=root&limit=200").await;
+    let items = bin.trail_page("actor=root&limit=200").await;
     let items = items["items"].as_array().unwrap().clone();
     let mint = items
         .iter()
@@ -250,12 +237,6 @@ async fn app_with(tweak: impl FnOnce(&mut keyward::config::Config)) -> TestApp {
     .await
 }
 
-/// The app's trail items, as root.
-pub(crate) async fn items(app: &Client, query: &str) -> Vec<Value> {
-    let page = trail(&app.http, &app.url(""), query).await;
-    page["items"].as_array().unwrap().clone()
-}
-
 /// Finding 4: a wrong method on an admin route (405) left no entry.
 #[tokio::test]
 async fn a_wrong_method_on_an_admin_route_is_audited() {
@@ -268,7 +249,7 @@ async fn a_wrong_method_on_an_admin_route_is_audited() {
         .await
         .unwrap();
     assert_error(r, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
-    let unknown = items(&app, "actor=unknown").await;
+    let unknown = app.trail("actor=unknown").await;
     let entry = unknown
         .iter()
         .find(|e| e["caller_request_id"] == "wrong-method-1")
@@ -303,7 +284,7 @@ async fn a_call_the_deadline_cuts_short_still_has_its_entry() {
         .unwrap();
     assert_error(r, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
     let entry = eventually("the mint's entry", || async {
-        items(&app, "actor=root")
+        app.trail("actor=root")
             .await
             .into_iter()
             .find(|e| e["caller_request_id"] == "slow-mint-1")

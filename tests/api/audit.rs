@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::{eventually, TestApp, TestRedis};
-use crate::operators::{operator, redis, token_parts, trail, MONITOR_PASSWORD};
+use crate::operators::{operator, redis, token_parts, MONITOR_PASSWORD};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_anonymous_denials_cannot_flush_the_successes_from_the_audit_trail() {
@@ -225,7 +225,7 @@ async fn a_flood_of_bad_tokens_is_budgeted_and_every_call_is_counted() {
 /// and checks that most were summarized.
 async fn all_counted(app: &TestApp, flood: u64, keep: impl Fn(&Value) -> bool) {
     let (own, summarized) = eventually("the flood's summaries", || async {
-        let items = trail(app, "actor=unknown&limit=200").await;
+        let items = app.trail("actor=unknown&limit=200").await;
         let items: Vec<&Value> = items.iter().filter(|e| keep(e)).collect();
         let own = items.iter().filter(|e| e["count"] == 1).count() as u64;
         let summarized: u64 = items
@@ -257,7 +257,7 @@ async fn a_flood_of_wrong_secrets_for_one_operator_is_summarized_under_its_claim
     // Entries of their own and the summaries (about a second later) all
     // name the operator as claimed, never as the actor.
     all_counted(&app, FLOOD, |e| e["claimed_operator"] == op.id.as_str()).await;
-    assert!(trail(&app, &format!("actor={}", op.id)).await.is_empty());
+    assert!(app.trail(&format!("actor={}", op.id)).await.is_empty());
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

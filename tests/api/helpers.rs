@@ -861,6 +861,18 @@ impl Client {
         .await
     }
 
+    /// A page of the admin trail (`GET /v1/admin/audit?{query}`) as root.
+    pub async fn trail_page(&self, query: &str) -> Value {
+        let r = self.admin_get(&format!("/v1/admin/audit?{query}")).await;
+        expect(r, StatusCode::OK).await
+    }
+
+    /// The entries of that page.
+    pub async fn trail(&self, query: &str) -> Vec<Value> {
+        let page = self.trail_page(query).await;
+        page["items"].as_array().unwrap().clone()
+    }
+
     /// The `/metrics` text (of a process of its own: the recorder is per
     /// process, so an in-process app's figures are the whole test binary's).
     pub async fn metrics_text(&self) -> String {

@@ -468,14 +468,6 @@ async fn whoami(app: &TestApp, token: &str) -> StatusCode {
     app.get("/v1/admin/whoami", Some(token)).await.status()
 }
 
-/// The admin trail's items for `query`, read as root.
-pub(crate) async fn trail(app: &TestApp, query: &str) -> Vec<Value> {
-    let r = app.admin_get(&format!("/v1/admin/audit?{query}")).await;
-    assert_eq!(r.status(), StatusCode::OK);
-    let v: Value = r.json().await.unwrap();
-    v["items"].as_array().unwrap().clone()
-}
-
 #[tokio::test]
 async fn every_admin_call_of_a_script_is_in_the_trail_with_its_actor_and_outcome() {
     let app = app().await;
@@ -551,7 +543,7 @@ async fn every_admin_call_of_a_script_is_in_the_trail_with_its_actor_and_outcome
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
     // Newest first; everything the key manager did, with its outcome.
-    let mine = trail(&app, &format!("actor={}", km.id)).await;
+    let mine = app.trail(&format!("actor={}", km.id)).await;
     let got: Vec<(&str, &str, &str, &str)> = mine
         .iter()
         .map(|e| {
@@ -581,7 +573,7 @@ async fn every_admin_call_of_a_script_is_in_the_trail_with_its_actor_and_outcome
     );
     let name = format!("key_manager of [{alpha:?}]");
     assert_eq!(mine[0]["actor_name"], name.as_str());
-    let unknown = trail(&app, "actor=unknown").await;
+    let unknown = app.trail("actor=unknown").await;
     assert!(
         unknown.iter().any(|e| e["action"] == "whoami"
             && e["outcome"] == "unauthorized"
@@ -589,7 +581,7 @@ async fn every_admin_call_of_a_script_is_in_the_trail_with_its_actor_and_outcome
             && e["claimed_operator"] == km.id.as_str()),
         "{unknown:?}"
     );
-    let root = trail(&app, "actor=root").await;
+    let root = app.trail("actor=root").await;
     assert!(
         root.iter().any(|e| e["action"] == "operator.create"
             && e["outcome"] == "ok"
@@ -624,7 +616,7 @@ async fn every_admin_call_of_a_script_is_in_the_trail_with_its_actor_and_outcome
         .await;
     let first: Value = r.json().await.unwrap();
     let next = first["next"].as_str().unwrap();
-    let rest = trail(&app, &format!("actor={}&cursor={next}", km.id)).await;
+    let rest = app.trail(&format!("actor={}&cursor={next}", km.id)).await;
     assert_eq!(first["items"][0]["id"], mine[0]["id"]);
     let r = app
         .admin_post(
@@ -633,7 +625,7 @@ async fn every_admin_call_of_a_script_is_in_the_trail_with_its_actor_and_outcome
         )
         .await;
     assert_eq!(r.status(), StatusCode::OK);
-    let revoked = trail(&app, "actor=root&limit=1").await;
+    let revoked = app.trail("actor=root&limit=1").await;
     assert_eq!(revoked[0]["action"], "operator.revoke");
     assert_eq!(revoked[0]["operator_id"], viewer.id.as_str());
     assert_eq!(rest.len(), mine.len() - 1);
@@ -737,7 +729,7 @@ async fn without_its_audit_entry_a_success_is_503_and_a_refusal_stands() {
     raw("DEL", &["audit:admin"]).await.unwrap();
     let r = app.get(&get_key, Some(&viewer.token)).await;
     assert_eq!(r.status(), StatusCode::OK);
-    let entries = trail(&app, &format!("actor={}", viewer.id)).await;
+    let entries = app.trail(&format!("actor={}", viewer.id)).await;
     assert_eq!(entries.len(), 1, "only the call made since: {entries:?}");
     assert_eq!(entries[0]["action"], "key.read");
 }
@@ -786,9 +778,9 @@ async fn a_wrong_secret_for_a_real_operator_is_audited_as_claimed_never_as_its_a
         .unwrap();
     assert_error(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
 
-    let as_actor = trail(&app, &format!("actor={}", op.id)).await;
+    let as_actor = app.trail(&format!("actor={}", op.id)).await;
     assert!(as_actor.is_empty(), "written as the operator: {as_actor:?}");
-    let unknown = trail(&app, "actor=unknown").await;
+    let unknown = app.trail("actor=unknown").await;
     let entry = unknown
         .iter()
         .find(|e| e["caller_request_id"] == "forged-1")

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::admin_edges::{items, redis, MONITOR_PASSWORD};
+use crate::admin_edges::{redis, MONITOR_PASSWORD};
 use crate::cluster::{audit_of, cluster, EXCLUSIVE};
 use crate::helpers::{assert_error, retry_after, wrong_secret, Binary, Clock, TestRedis};
 
@@ -98,7 +98,7 @@ async fn an_operators_writes_past_its_minute_limit_are_429_with_retry_after() {
     assert_eq!(r.status(), StatusCode::OK, "reads are not writes");
     let r = app.admin_post("/v1/mint-key", &mint).await;
     assert_eq!(r.status(), StatusCode::CREATED, "root is exempt");
-    let trail = items(&app, &format!("actor={id}")).await;
+    let trail = app.trail(&format!("actor={id}")).await;
     let limited = &trail[1];
     assert_eq!(limited["outcome"], "limited", "{trail:?}");
     assert_eq!(limited["action"], "key.mint");
