@@ -11,7 +11,7 @@ use std::sync::Arc;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::admin_edges::{redis, MONITOR_PASSWORD};
+use crate::admin_hostile::{redis, MONITOR_PASSWORD};
 use crate::cluster::{audit_of, cluster, EXCLUSIVE};
 use crate::helpers::{assert_error, retry_after, wrong_secret, Binary, Clock, TestRedis};
 
