@@ -908,7 +908,7 @@ pub async fn expect(r: Response, status: StatusCode) -> Value {
 }
 
 /// keyward's wall clock, set by the test: a keyward process started with
-/// [`Clock::env`] reads its time (`store::now()`, expiry, rate windows,
+/// [`Clock::env`] reads its wall clock (expiry, rate windows,
 /// plan periods) through libfaketime from a file this rewrites, so a test
 /// moves it at once instead of waiting for a real minute to turn. Timers
 /// are left alone (`FAKETIME_DONT_FAKE_MONOTONIC`), and the clock runs on
@@ -950,12 +950,12 @@ impl Clock {
 
     /// keyward's time now, in Unix seconds.
     pub fn now(&self) -> f64 {
-        keyward::store::now() + *self.offset.lock().unwrap()
+        real_now() + *self.offset.lock().unwrap()
     }
 
     /// Sets keyward's time to `at` (Unix seconds); it runs on from there.
     pub fn set(&self, at: f64) {
-        self.write(at - keyward::store::now());
+        self.write(at - real_now());
     }
 
     /// Moves keyward's time `seconds` on (or back, if negative).
@@ -979,6 +979,12 @@ impl Clock {
         std::fs::rename(&tmp, &self.file).unwrap();
         *self.offset.lock().unwrap() = offset;
     }
+}
+
+/// The real time (this process is not under libfaketime), in Unix seconds.
+fn real_now() -> f64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.unwrap().as_secs_f64()
 }
 
 impl Drop for Clock {
