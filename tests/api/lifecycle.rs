@@ -395,7 +395,7 @@ async fn denied_addresses_and_wrong_secrets_during_a_rotation_cost_at_most_one_a
     let redis = TestRedis::start();
     let app = Binary::start(&redis, &[("KEYWARD_BAD_SECRET_HASHES_PER_MINUTE", "100")]).await;
     let bound = app
-        .mint(
+        .mint_creating(
             "alpha",
             json!({ "allowed_cidrs": ["10.0.0.0/8"], "rate_limit_per_minute": 1000 }),
         )
