@@ -185,13 +185,13 @@ async fn activity_counts_a_projects_validations_per_minute_and_lists_them_newest
     let key = app.mint(&project, json!({})).await;
     let elsewhere = app.mint(&other, json!({})).await;
     for _ in 0..3 {
-        assert_eq!(app.validate(&key.api_key).await.status(), StatusCode::OK);
+        app.validate(&key.api_key, StatusCode::OK).await;
     }
     let wrong = format!("{}x", key.api_key);
     for _ in 0..2 {
-        app.validate(&wrong).await;
+        app.validate_response(&wrong).await;
     }
-    app.validate(&elsewhere.api_key).await;
+    app.validate_response(&elsewhere.api_key).await;
     // An entry written by an older service (no `reason`), then a summary
     // entry standing for 40 denials.
     let ops = app.redis().ops().await;
@@ -524,7 +524,7 @@ fn browser_the_key_list_pages_with_the_cursor_and_searches_loaded_keys() {
         .await
         .unwrap();
         for _ in 0..3 {
-            app.validate(&keys[3].api_key).await;
+            app.validate_response(&keys[3].api_key).await;
         }
 
         page.sign_in(&app).await;
@@ -571,7 +571,7 @@ fn browser_key_detail_updates_rotates_and_revokes_behind_confirmations() {
                 json!({ "scopes": ["chat:*"], "metadata": { "team": "core" } }),
             )
             .await;
-        assert_eq!(app.validate(&key.api_key).await.status(), StatusCode::OK);
+        app.validate(&key.api_key, StatusCode::OK).await;
         // The page reads usage once; it reaches Redis about a second later.
         app.usage_is(&project, &key.key_id, 1).await;
         let get = || async {
@@ -618,12 +618,8 @@ fn browser_key_detail_updates_rotates_and_revokes_behind_confirmations() {
         page.click("#confirm-button").await;
         let rotated = page.text("#secret-value").await;
         assert_ne!(rotated, key.api_key);
-        assert_eq!(app.validate(&rotated).await.status(), StatusCode::OK);
-        assert_eq!(
-            app.validate(&key.api_key).await.status(),
-            StatusCode::OK,
-            "in grace"
-        );
+        app.validate(&rotated, StatusCode::OK).await;
+        assert_eq!(app.status(&key.api_key).await, StatusCode::OK, "in grace");
         page.click("#secret-close").await;
         page.until_text("h1 .badges", "In rotation").await;
         assert!(
@@ -638,7 +634,7 @@ fn browser_key_detail_updates_rotates_and_revokes_behind_confirmations() {
         page.click("#confirm-button").await;
         page.until_text("h1 .badges", "Disabled").await;
         for k in [&rotated, &key.api_key] {
-            assert_eq!(app.validate(k).await.status(), StatusCode::UNAUTHORIZED);
+            app.validate(k, StatusCode::UNAUTHORIZED).await;
         }
         assert_eq!(get().await["disabled"], true);
         assert!(!page
@@ -801,12 +797,12 @@ fn browser_the_activity_screen_charts_recent_validations_with_a_monitor_user() {
         }
 
         for _ in 0..5 {
-            app.validate(&key.api_key).await;
+            app.validate_response(&key.api_key).await;
         }
         for _ in 0..2 {
-            app.validate(&other.api_key).await;
+            app.validate_response(&other.api_key).await;
         }
-        app.validate(&format!("{}x", key.api_key)).await;
+        app.validate_response(&format!("{}x", key.api_key)).await;
         let ts = now().to_string();
         xadd(
             &ops,
@@ -997,7 +993,7 @@ fn browser_an_owner_lists_projects_mints_and_reads_who_did_what_in_the_admin_log
             .await;
         page.click("#mint-submit").await;
         let api_key = page.text("#secret-value").await;
-        assert_eq!(app.validate(&api_key).await.status(), StatusCode::OK);
+        app.validate(&api_key, StatusCode::OK).await;
         let key_id = api_key.split('.').nth(2).unwrap().to_owned();
         page.click("#secret-close").await;
         page.until_text("#key-summary", "1 key loaded").await;

@@ -289,8 +289,8 @@ async fn over_grpc_every_key_gets_v1_auths_answer_with_redis_up_stalled_and_down
     let keys = Keys::mint(&closed).await;
     // Each instance answers the valid key once, and uses up the limited one.
     for app in [&closed, &open] {
-        assert_eq!(app.validate(&keys.valid).await.status(), StatusCode::OK);
-        app.validate(&keys.limited).await;
+        app.validate(&keys.valid, StatusCode::OK).await;
+        app.validate_response(&keys.limited).await;
     }
     let apps = [&closed, &open];
 
@@ -310,7 +310,7 @@ async fn over_grpc_every_key_gets_v1_auths_answer_with_redis_up_stalled_and_down
     let stalled = same_answers(&apps, &keys, "Redis stalled").await;
     signal(&pid, "-CONT");
     crate::helpers::eventually("recovery", || async {
-        let r = open.validate(&keys.valid).await;
+        let r = open.validate_response(&keys.valid).await;
         (r.status() == StatusCode::OK && r.headers().get("x-keyward-failsafe").is_none())
             .then_some(())
     })

@@ -27,7 +27,7 @@ async fn refused(ops: &Pool, object: &str, times: i64) {
 /// Validates `api_key` `n` times on `app`, each a 200.
 async fn pass(app: &Binary, api_key: &str, n: usize) {
     for _ in 0..n {
-        assert_eq!(app.validate(api_key).await, StatusCode::OK);
+        app.validate(api_key, StatusCode::OK).await;
     }
 }
 
@@ -44,7 +44,7 @@ fn restored(selector: &str) -> Option<String> {
 async fn fault_usage_that_redis_refuses_is_kept_and_written_once_when_taken() {
     let redis = TestRedis::start();
     let app = Binary::start(&redis, &[]).await;
-    let key = app.mint("alpha", json!({})).await;
+    let key = app.mint_creating("alpha", json!({})).await;
     let ops = redis.ops().await;
     pass(&app, &key.api_key, 1).await;
     app.usage_is("alpha", &key.key_id, 1).await;
@@ -86,7 +86,7 @@ async fn fault_usage_that_redis_refuses_is_kept_and_written_once_when_taken() {
 async fn fault_usage_pending_through_a_redis_outage_is_written_exactly_once() {
     let redis = TestRedis::start();
     let app = Binary::start(&redis, &[]).await;
-    let key = app.mint("alpha", json!({})).await;
+    let key = app.mint_creating("alpha", json!({})).await;
     let ops = redis.ops().await;
     // Held back (refused) first, so that uses are pending when Redis dies.
     set_validator_selectors(&redis, without_apimeta).await;
@@ -142,7 +142,7 @@ async fn fault_a_use_counted_before_a_503_is_settled_once_redis_takes_it() {
     let a = closed.mint(&project, json!({})).await;
     let b = closed.mint(&project, json!({})).await;
     assert_eq!(closed.status(&a.api_key).await, StatusCode::OK);
-    assert_eq!(open.validate(&b.api_key).await, StatusCode::OK);
+    open.validate(&b.api_key, StatusCode::OK).await;
     // The counters start again, so the next use opens a window.
     let ops = redis.ops().await;
     for key in [&a, &b] {
@@ -169,7 +169,7 @@ async fn fault_a_use_counted_before_a_503_is_settled_once_redis_takes_it() {
     })
     .await;
     for _ in 0..3 {
-        let r = closed.validate(&a.api_key).await;
+        let r = closed.validate_response(&a.api_key).await;
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         let body = json!({ "api_key": b.api_key });
         let r = open.post("/v1/validate-key", &body, None).await;
@@ -194,7 +194,7 @@ async fn fault_a_use_counted_before_a_503_is_settled_once_redis_takes_it() {
         })
         .await;
     }
-    let r = closed.validate(&a.api_key).await;
+    let r = closed.validate_response(&a.api_key).await;
     assert_eq!(r.status(), StatusCode::OK);
     let limit: u64 = r.headers()["x-ratelimit-limit"]
         .to_str()
@@ -212,7 +212,7 @@ async fn fault_a_verified_digest_redis_refuses_leaves_the_answer_as_it_was() {
     std::fs::write(&pepper, "fault-background-pepper-0123456789abcdef\n").unwrap();
     let pepper = [("KEYWARD_VERIFY_PEPPER_FILE", pepper.to_str().unwrap())];
     let first = Binary::start(&redis, &pepper).await;
-    let key = first.mint("alpha", json!({})).await;
+    let key = first.mint_creating("alpha", json!({})).await;
     let ops = redis.ops().await;
 
     set_validator_selectors(&redis, |s| match s.starts_with("~apiverify:") {

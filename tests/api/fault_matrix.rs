@@ -24,8 +24,8 @@ use serde_json::{json, Value};
 use fred::prelude::Pool;
 
 use crate::helpers::{
-    free_port, random_id, raw, set_validator_selectors, signal, wrong_secret, Binary, TestApp,
-    TestRedis, ADMIN_TOKEN,
+    free_port, random_id, raw, set_validator_selectors, signal, wrong_secret, Binary, Client,
+    TestApp, TestRedis, ADMIN_TOKEN,
 };
 use crate::proxy::Proxy;
 
@@ -160,54 +160,10 @@ fn minute_now() -> u64 {
     keyward::store::now() as u64 / MINUTE
 }
 
-/// A keyward under test, by where it listens.
-pub trait Gateway {
-    fn url(&self, path: &str) -> String;
-}
-
-impl Gateway for TestApp {
-    fn url(&self, path: &str) -> String {
-        TestApp::url(self, path)
-    }
-}
-
-impl Gateway for Binary {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-}
-
-async fn post(
-    app: &dyn Gateway,
-    path: &str,
-    body: &Value,
-    token: Option<&str>,
-) -> reqwest::Response {
-    let mut req = reqwest::Client::new().post(app.url(path)).json(body);
-    if let Some(token) = token {
-        req = req.bearer_auth(token);
-    }
-    req.send().await.expect("request reaches keyward")
-}
-
-async fn mint(app: &dyn Gateway, project: &str, extra: Value) -> crate::helpers::Minted {
-    let mut body = json!({ "project_id": project, "owner": "alice", "server_name": "api-1" });
-    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
-        body.extend(extra.clone());
-    }
-    let r = post(app, "/v1/mint-key", &body, Some(ADMIN_TOKEN)).await;
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let v: Value = r.json().await.unwrap();
-    crate::helpers::Minted {
-        api_key: v["api_key"].as_str().unwrap().to_owned(),
-        key_id: v["key_id"].as_str().unwrap().to_owned(),
-    }
-}
-
 /// Mints a key of every kind in `project` (through `apps[0]`), warms each
 /// app's cache with those that had a valid past, then gives them their
 /// state with `ops` (any client that may write every key).
-pub async fn mint_every_kind(apps: &[&dyn Gateway], project: &str, ops: &Pool) -> Vec<Probe> {
+pub async fn mint_every_kind(apps: &[&Client], project: &str, ops: &Pool) -> Vec<Probe> {
     let admin = apps[0];
     let p = project.to_owned();
     let mut probes = Vec::new();
@@ -218,7 +174,7 @@ pub async fn mint_every_kind(apps: &[&dyn Gateway], project: &str, ops: &Pool) -
             body,
         })
     };
-    let warm = mint(admin, &p, json!({})).await;
+    let warm = admin.mint(&p, json!({})).await;
     add(
         Kind::ValidWarm,
         &warm.key_id,
@@ -238,49 +194,51 @@ pub async fn mint_every_kind(apps: &[&dyn Gateway], project: &str, ops: &Pool) -
         json!({ "api_key": parts.join(".") }),
     );
     add(Kind::Malformed, "", json!({ "api_key": "garbage" }));
-    let cold = mint(admin, &p, json!({})).await;
+    let cold = admin.mint(&p, json!({})).await;
     add(
         Kind::ValidCold,
         &cold.key_id,
         json!({ "api_key": cold.api_key }),
     );
-    let revoked = mint(admin, &p, json!({})).await;
+    let revoked = admin.mint(&p, json!({})).await;
     add(
         Kind::Revoked,
         &revoked.key_id,
         json!({ "api_key": revoked.api_key }),
     );
-    let disabled = mint(admin, &p, json!({})).await;
+    let disabled = admin.mint(&p, json!({})).await;
     add(
         Kind::Disabled,
         &disabled.key_id,
         json!({ "api_key": disabled.api_key }),
     );
-    let expired = mint(admin, &p, json!({})).await;
+    let expired = admin.mint(&p, json!({})).await;
     add(
         Kind::Expired,
         &expired.key_id,
         json!({ "api_key": expired.api_key }),
     );
-    let over = mint(admin, &p, json!({ "rate_limit_per_minute": 2 })).await;
+    let over = admin.mint(&p, json!({ "rate_limit_per_minute": 2 })).await;
     add(
         Kind::OverLimit,
         &over.key_id,
         json!({ "api_key": over.api_key }),
     );
-    let over_cold = mint(admin, &p, json!({ "rate_limit_per_minute": 2 })).await;
+    let over_cold = admin.mint(&p, json!({ "rate_limit_per_minute": 2 })).await;
     add(
         Kind::OverLimitCold,
         &over_cold.key_id,
         json!({ "api_key": over_cold.api_key }),
     );
-    let scoped = mint(admin, &p, json!({ "scopes": ["read"] })).await;
+    let scoped = admin.mint(&p, json!({ "scopes": ["read"] })).await;
     add(
         Kind::LacksScope,
         &scoped.key_id,
         json!({ "api_key": scoped.api_key, "scopes": ["write"] }),
     );
-    let bound = mint(admin, &p, json!({ "allowed_cidrs": ["10.0.0.0/8"] })).await;
+    let bound = admin
+        .mint(&p, json!({ "allowed_cidrs": ["10.0.0.0/8"] }))
+        .await;
     add(
         Kind::OutsideNetworks,
         &bound.key_id,
@@ -297,7 +255,7 @@ pub async fn mint_every_kind(apps: &[&dyn Gateway], project: &str, ops: &Pool) -
             json!({ "api_key": scoped.api_key }),
             json!({ "api_key": bound.api_key, "client_ip": "10.1.2.3" }),
         ] {
-            let r = post(app, "/v1/validate-key", &body, None).await;
+            let r = app.post("/v1/validate-key", &body, None).await;
             assert_eq!(
                 r.status(),
                 StatusCode::OK,
@@ -307,7 +265,9 @@ pub async fn mint_every_kind(apps: &[&dyn Gateway], project: &str, ops: &Pool) -
         }
     }
     let revoke = json!({ "project_id": p, "key_id": revoked.key_id });
-    let r = post(admin, "/v1/revoke-key", &revoke, Some(ADMIN_TOKEN)).await;
+    let r = admin
+        .post("/v1/revoke-key", &revoke, Some(ADMIN_TOKEN))
+        .await;
     assert_eq!(r.status(), StatusCode::OK);
     let doc = |key_id: &str| format!("apikey:{p}:{key_id}");
     let past = (keyward::store::now() - 10.0).to_string();
@@ -388,8 +348,8 @@ impl Fixture {
     }
 
     /// `[closed, open]`.
-    fn gateways(&self) -> [&dyn Gateway; 2] {
-        [&self.closed, &self.open]
+    fn gateways(&self) -> [&Client; 2] {
+        [&self.closed.client, &self.open.client]
     }
 
     /// Sends every probe to both instances at once; checks each answer
@@ -404,7 +364,7 @@ impl Fixture {
                 }
                 let expect = probe.expect(fault, open);
                 checks.push(async move {
-                    let r = post(app, "/v1/validate-key", &probe.body, None).await;
+                    let r = app.post("/v1/validate-key", &probe.body, None).await;
                     let what = format!(
                         "{fault:?}, {}, {:?}",
                         if open { "open" } else { "closed" },
@@ -565,7 +525,7 @@ impl Fixture {
             let deadline = Instant::now() + Duration::from_secs(30);
             let mut in_a_row = 0;
             while in_a_row < IN_A_ROW {
-                let r = post(app, "/v1/validate-key", body, None).await;
+                let r = app.post("/v1/validate-key", body, None).await;
                 assert_ne!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
                 let pass =
                     r.status() == StatusCode::OK && r.headers().get("x-keyward-failsafe").is_none();

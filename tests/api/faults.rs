@@ -18,10 +18,7 @@ async fn a_redis_outage_under_load_never_admits_a_revoked_key_or_loses_an_audit_
         .mint(&project, json!({ "rate_limit_per_minute": 100000 }))
         .await;
     let revoked = app.mint(&project, json!({})).await;
-    assert_eq!(
-        app.validate(&revoked.api_key).await.status(),
-        StatusCode::OK
-    );
+    app.validate(&revoked.api_key, StatusCode::OK).await;
     app.admin_post(
         "/v1/revoke-key",
         &json!({ "project_id": project, "key_id": revoked.key_id }),
@@ -37,12 +34,12 @@ async fn a_redis_outage_under_load_never_admits_a_revoked_key_or_loses_an_audit_
         let (good_200, unavailable, stop) = (good_200.clone(), unavailable.clone(), stop.clone());
         workers.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                match app.validate(&good).await.status() {
+                match app.status(&good).await {
                     StatusCode::OK => good_200.fetch_add(1, Ordering::Relaxed),
                     StatusCode::SERVICE_UNAVAILABLE => unavailable.fetch_add(1, Ordering::Relaxed),
                     other => panic!("unexpected {other} for the good key"),
                 };
-                let status = app.validate(&revoked).await.status();
+                let status = app.status(&revoked).await;
                 assert!(
                     status == StatusCode::UNAUTHORIZED || status == StatusCode::SERVICE_UNAVAILABLE,
                     "revoked key answered {status}"
@@ -117,7 +114,7 @@ async fn a_slow_redis_is_a_prompt_503_never_a_wrong_answer() {
     // keyward answers 503 at its deadline (500 ms) without waiting for
     // Redis: the 503 comes while the sleeper is still sleeping.
     let r = loop {
-        let r = app.validate(&key.api_key).await;
+        let r = app.validate_response(&key.api_key).await;
         assert!(
             !sleeper.is_finished(),
             "Redis woke up before keyward answered: {}",
@@ -146,22 +143,18 @@ async fn a_redis_at_maxmemory_is_a_503_and_recovers() {
     };
 
     set("1").await.unwrap();
-    assert_error(
-        app.validate(&key.api_key).await,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-    )
-    .await;
+    app.validate_fails(&key.api_key, StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        .await;
     set("0").await.unwrap();
-    assert_eq!(app.validate(&key.api_key).await.status(), StatusCode::OK);
+    app.validate(&key.api_key, StatusCode::OK).await;
 }
 
 #[tokio::test]
 async fn sigterm_finishes_cleanly_with_exit_code_0() {
     let redis = TestRedis::start();
     let mut app = Binary::start(&redis, &[]).await;
-    let key = app.mint("alpha", json!({})).await;
-    assert_eq!(app.validate(&key.api_key).await, StatusCode::OK);
+    let key = app.mint_creating("alpha", json!({})).await;
+    app.validate(&key.api_key, StatusCode::OK).await;
 
     let pid = app.process.0.id().to_string();
     assert!(std::process::Command::new("kill")
@@ -222,7 +215,8 @@ async fn failsafe_open_admits_only_what_this_instance_verified_lately_and_audits
         .map(|i| unknown.replace("k_nobodyknows", &format!("k_stranger{i:05}")))
         .collect();
     for chunk in strangers.chunks(50) {
-        let answers = futures::future::join_all(chunk.iter().map(|k| app.validate(k))).await;
+        let answers =
+            futures::future::join_all(chunk.iter().map(|k| app.validate_response(k))).await;
         assert!(answers
             .iter()
             .all(|r| r.status() == StatusCode::UNAUTHORIZED));
@@ -231,7 +225,7 @@ async fn failsafe_open_admits_only_what_this_instance_verified_lately_and_audits
     let answered = std::time::Instant::now();
 
     app.redis().stop();
-    let r = app.validate(&good.api_key).await;
+    let r = app.validate_response(&good.api_key).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["x-keyward-failsafe"], "open");
     let body: serde_json::Value = r.json().await.unwrap();
@@ -272,7 +266,7 @@ async fn failsafe_open_admits_only_what_this_instance_verified_lately_and_audits
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "{what}");
         assert!(r.headers().get("x-keyward-failsafe").is_none(), "{what}");
     }
-    assert_ne!(app.validate("garbage").await.status(), StatusCode::OK);
+    assert_ne!(app.status("garbage").await, StatusCode::OK);
 
     // Redis back: the two admissions are audited, as one summary.
     app.redis().restart();
@@ -291,7 +285,7 @@ async fn failsafe_open_admits_only_what_this_instance_verified_lately_and_audits
     let left = Duration::from_secs(max_age + 1).saturating_sub(answered.elapsed());
     tokio::time::sleep(left).await;
     app.redis().stop();
-    let r = app.validate(&good.api_key).await;
+    let r = app.validate_response(&good.api_key).await;
     assert_eq!(
         r.status(),
         StatusCode::SERVICE_UNAVAILABLE,

@@ -266,7 +266,7 @@ async fn audit_entries_carry_the_original_request_from_the_trusted_headers_only(
         );
         assert_eq!(audit["reason"], "ok");
         // validate-key entries have no such fields.
-        app.validate(&key.api_key).await;
+        app.validate_response(&key.api_key).await;
         assert!(!app.last_audit(&key.key_id).await.contains_key("path"));
     }
 }

@@ -16,9 +16,9 @@ use base64::Engine;
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 
-use keyward::config::OriginalHeaders;
-
-use crate::helpers::{free_port, random_id, signal, KillOnDrop, Minted, TestApp, TestRedis};
+use crate::helpers::{
+    free_port, random_id, retry_after, signal, Binary, Clock, KillOnDrop, Minted, TestRedis,
+};
 
 /// What the app answers to every request that reaches it.
 const APP_BODY: &str = "hello from the app";
@@ -55,12 +55,12 @@ impl Kind {
     }
 
     /// The `KEYWARD_AUTH_ORIGINAL_HEADERS` its example says keyward runs with.
-    fn original_headers(self) -> OriginalHeaders {
+    fn original_headers(self) -> &'static str {
         match self {
-            Kind::Nginx => OriginalHeaders::XOriginal,
-            Kind::Envoy => OriginalHeaders::Envoy,
+            Kind::Nginx => "x-original",
+            Kind::Envoy => "envoy",
             // Not read over gRPC: the default.
-            Kind::Caddy | Kind::EnvoyGrpc => OriginalHeaders::XForwarded,
+            Kind::Caddy | Kind::EnvoyGrpc => "x-forwarded",
         }
     }
 
@@ -421,13 +421,12 @@ fn assert_identity(seen: &Seen, project: &str, key: &Minted, scopes: &str) {
     assert_eq!(seen.header("x-keyward-required-scopes"), None);
 }
 
-fn retry_after(headers: &HeaderMap) -> u64 {
-    headers["retry-after"].to_str().unwrap().parse().unwrap()
-}
-
 /// Redis, keyward, the app, the gateway in front of them, and three keys.
 struct Setup {
-    keyward: TestApp,
+    redis: TestRedis,
+    /// keyward's clock, which the rate-limit step sets.
+    clock: Clock,
+    keyward: Binary,
     app: App,
     gateway: Gateway,
     project: String,
@@ -441,12 +440,13 @@ struct Setup {
 
 impl Setup {
     async fn new(kind: Kind) -> Self {
-        let keyward = TestApp::spawn_with(Arc::new(TestRedis::start()), |c| {
-            c.auth_original_headers = kind.original_headers();
-        })
-        .await;
+        let redis = TestRedis::start();
+        let clock = Clock::real();
+        let env = [("KEYWARD_AUTH_ORIGINAL_HEADERS", kind.original_headers())];
+        let keyward = Binary::start_on(&clock, &redis, &env).await;
         let app = App::start().await;
-        let gateway = Gateway::start(kind, keyward.addr, app.port).await;
+        let addr = keyward.base.trim_start_matches("http://").parse().unwrap();
+        let gateway = Gateway::start(kind, addr, app.port).await;
         let project = keyward.project().await;
         let scoped = |scopes: &[&str], extra: Value| {
             let mut body = json!({ "scopes": scopes });
@@ -471,6 +471,8 @@ impl Setup {
             )
             .await;
         Setup {
+            redis,
+            clock,
             keyward,
             app,
             gateway,
@@ -517,7 +519,7 @@ async fn a_key_with_the_routes_scope_reaches_the_app_as_its_identity_not_as_itse
         json!({ "tier": "gold" })
     );
     // keyward's audit entry names the client's request, not the gateway's.
-    let audit = s.keyward.last_audit(&s.chat.key_id).await;
+    let audit = s.redis.last_audit(&s.chat.key_id).await;
     assert_eq!(
         (
             audit["result"].as_str(),
@@ -591,7 +593,7 @@ async fn identity_headers_the_client_makes_up_never_reach_the_app(s: &Setup) {
         }
     }
     // keyward audited the client's real request, not the one it claimed.
-    let audit = s.keyward.last_audit(&s.chat.key_id).await;
+    let audit = s.redis.last_audit(&s.chat.key_id).await;
     assert_eq!(
         (
             audit.get("method").map(String::as_str),
@@ -668,24 +670,18 @@ async fn a_wrong_or_missing_key_is_401_and_never_reaches_the_app(s: &Setup) {
 async fn a_key_over_its_rate_limit_is_429_with_retry_after(s: &Setup) {
     let before = s.app.count();
 
-    // With one request a minute, the second in the same minute is refused;
-    // a third covers the minute turning between the first two.
-    let mut allowed = 0;
-    let mut refused = None;
-    for _ in 0..3 {
-        let r = s
-            .gateway
-            .get("/chat/completions", Key::Bearer(&s.limited.api_key))
-            .await;
-        if r.status() == StatusCode::TOO_MANY_REQUESTS {
-            refused = Some(r);
-            break;
-        }
-        assert_reached_app(r).await;
-        allowed += 1;
-    }
-
-    let r = refused.expect("the key's limit was never enforced");
+    // With one request a minute, at a minute's start, the second is refused.
+    s.clock.start_of_minute(1.0);
+    let r = s
+        .gateway
+        .get("/chat/completions", Key::Bearer(&s.limited.api_key))
+        .await;
+    assert_reached_app(r).await;
+    let allowed = 1;
+    let r = s
+        .gateway
+        .get("/chat/completions", Key::Bearer(&s.limited.api_key))
+        .await;
     let headers = assert_refused(
         r,
         StatusCode::TOO_MANY_REQUESTS,
@@ -693,7 +689,8 @@ async fn a_key_over_its_rate_limit_is_429_with_retry_after(s: &Setup) {
         "retry-after",
     )
     .await;
-    assert!((1..=60).contains(&retry_after(&headers)), "{headers:?}");
+    // The rest of the minute, which began a second before.
+    assert!((50..=60).contains(&retry_after(&headers)), "{headers:?}");
     assert!(headers.contains_key("x-ratelimit-limit"), "{headers:?}");
     assert_eq!(
         s.app.count(),
@@ -723,7 +720,7 @@ async fn the_client_gets_503_with_retry_after_and_the_app_nothing(s: &Setup) {
 }
 
 async fn with_redis_down_the_client_gets_503_with_retry_after_and_the_app_nothing(s: &Setup) {
-    s.keyward.redis().stop();
+    s.redis.stop();
     the_client_gets_503_with_retry_after_and_the_app_nothing(s).await;
 }
 
@@ -747,7 +744,7 @@ async fn a_routes_cost_is_spent_from_the_keys_credits(s: &Setup) {
         s.app.last().header("x-keyward-credits-remaining"),
         Some("89")
     );
-    let audit = s.keyward.audit("audit:keylookup").await;
+    let audit = s.redis.audit("audit:keylookup").await;
     let costs: Vec<_> = audit
         .iter()
         .filter(|e| e.get("key_id") == Some(&key.key_id))
@@ -776,7 +773,7 @@ async fn the_identity_is_in_envoys_dynamic_metadata(s: &Setup) {
 
 /// A stalled Redis (SIGSTOP): keyward's 503 reaches the client, nothing the app.
 async fn with_redis_stalled_the_client_gets_503_and_the_app_nothing(s: &Setup) {
-    let pid = s.keyward.redis().pid().await;
+    let pid = s.redis.pid().await;
     signal(&pid, "-STOP");
     the_client_gets_503_with_retry_after_and_the_app_nothing(s).await;
     signal(&pid, "-CONT");

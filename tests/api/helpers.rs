@@ -125,6 +125,16 @@ pub fn libfaketime() -> String {
     path
 }
 
+/// Resident memory of process `pid` in KiB, from `/proc/<pid>/status`.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status")
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -311,6 +321,34 @@ impl TestRedis {
         self.client("test-inspector", OPS_PASSWORD).await
     }
 
+    /// Every entry of `stream` in this Redis, oldest first, as field maps.
+    pub async fn audit(&self, stream: &str) -> Vec<std::collections::HashMap<String, String>> {
+        let ops = self.ops().await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let result: Result<Vec<(String, std::collections::HashMap<String, String>)>, _> =
+                fred::prelude::StreamsInterface::xrange(&ops, stream, "-", "+", None).await;
+            match result {
+                Ok(entries) => return entries.into_iter().map(|(_, fields)| fields).collect(),
+                // A Redis that just restarted answers LOADING until its AOF is read.
+                Err(e) if e.details().starts_with("LOADING") && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                Err(e) => panic!("XRANGE {stream}: {e}"),
+            }
+        }
+    }
+
+    /// The last audit entry for `key_id`.
+    pub async fn last_audit(&self, key_id: &str) -> std::collections::HashMap<String, String> {
+        self.audit("audit:keylookup")
+            .await
+            .into_iter()
+            .rev()
+            .find(|e| e.get("key_id").map(String::as_str) == Some(key_id))
+            .unwrap_or_else(|| panic!("no audit entry for {key_id}"))
+    }
+
     /// Redis's process id, as it says (to stall it with [`signal`]).
     pub async fn pid(&self) -> String {
         let info = raw(&self.ops().await, "INFO", vec!["server".into()])
@@ -414,7 +452,8 @@ pub fn test_config(redis_url: String, admin_redis_url: String) -> Config {
 /// the shared cluster (`cluster.rs`), stopped on drop.
 pub struct TestApp {
     pub addr: SocketAddr,
-    pub http: reqwest::Client,
+    /// Its typed client (the app derefs to it).
+    pub client: Client,
     /// The Redis of its own it runs on; `None` on the cluster.
     redis: Option<Arc<TestRedis>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -468,7 +507,7 @@ impl TestApp {
         TestApp {
             addr,
             redis,
-            http: reqwest::Client::new(),
+            client: Client::new(format!("http://{addr}")),
             stop: Some(stop),
             task: Some(task),
         }
@@ -512,128 +551,15 @@ impl TestApp {
         }
     }
 
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    pub async fn validate(&self, api_key: &str) -> Response {
-        self.post("/v1/validate-key", &json!({ "api_key": api_key }), None)
-            .await
-    }
-
-    pub async fn post(&self, path: &str, body: &Value, token: Option<&str>) -> Response {
-        let mut req = self.http.post(self.url(path)).json(body);
-        if let Some(token) = token {
-            req = req.bearer_auth(token);
-        }
-        req.send().await.expect("request reaches keyward")
-    }
-
-    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
-        let mut req = self.http.get(self.url(path));
-        if let Some(token) = token {
-            req = req.bearer_auth(token);
-        }
-        req.send().await.expect("request reaches keyward")
-    }
-
-    pub async fn admin_post(&self, path: &str, body: &Value) -> Response {
-        self.post(path, body, Some(ADMIN_TOKEN)).await
-    }
-
-    pub async fn admin_get(&self, path: &str) -> Response {
-        self.get(path, Some(ADMIN_TOKEN)).await
-    }
-
-    /// The status of a validation of `api_key`.
-    pub async fn status(&self, api_key: &str) -> StatusCode {
-        self.validate(api_key).await.status()
-    }
-
-    /// `POST /v1/admin/projects` for `id`.
-    pub async fn create_project(&self, id: &str) -> Response {
-        let body = json!({ "project_id": id, "label": "Test", "owner": "team-a" });
-        self.admin_post("/v1/admin/projects", &body).await
-    }
-
-    /// Creates a project with a random id and returns the id.
-    pub async fn project(&self) -> String {
-        let id = random_id("p");
-        let r = self.create_project(&id).await;
-        assert_eq!(
-            r.status(),
-            StatusCode::CREATED,
-            "create project: {}",
-            r.text().await.unwrap()
-        );
-        id
-    }
-
-    /// Mints a key; `extra` fields are merged into the request.
-    pub async fn mint(&self, project: &str, extra: Value) -> Minted {
-        let mut body = json!({ "project_id": project, "owner": "alice", "server_name": "api-1" });
-        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
-            body.extend(extra.clone());
-        }
-        let r = self.admin_post("/v1/mint-key", &body).await;
-        assert_eq!(
-            r.status(),
-            StatusCode::CREATED,
-            "mint: {}",
-            r.text().await.unwrap()
-        );
-        let v: Value = r.json().await.unwrap();
-        Minted {
-            api_key: v["api_key"].as_str().unwrap().to_owned(),
-            key_id: v["key_id"].as_str().unwrap().to_owned(),
-        }
-    }
-
-    /// Revokes a key.
-    pub async fn revoke(&self, project: &str, key_id: &str) {
-        let body = json!({ "project_id": project, "key_id": key_id });
-        let r = self.admin_post("/v1/revoke-key", &body).await;
-        assert_eq!(r.status(), StatusCode::OK);
-    }
-
-    /// Every entry of `stream` in this app's Redis, oldest first, as field maps.
+    /// Every entry of `stream` in this app's Redis (see [`TestRedis::audit`]).
     pub async fn audit(&self, stream: &str) -> Vec<std::collections::HashMap<String, String>> {
-        let ops = self.redis().ops().await;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let result: Result<Vec<(String, std::collections::HashMap<String, String>)>, _> =
-                fred::prelude::StreamsInterface::xrange(&ops, stream, "-", "+", None).await;
-            match result {
-                Ok(entries) => return entries.into_iter().map(|(_, fields)| fields).collect(),
-                // A Redis that just restarted answers LOADING until its AOF is read.
-                Err(e) if e.details().starts_with("LOADING") && Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(20)).await
-                }
-                Err(e) => panic!("XRANGE {stream}: {e}"),
-            }
-        }
-    }
-
-    /// The key as get-key shows it once its `usage_count` is `want`. Usage
-    /// reaches Redis about a second after the validations (each instance
-    /// aggregates it), so this polls, for up to 10 s.
-    pub async fn usage_is(&self, project: &str, key_id: &str, want: u64) -> Value {
-        eventually(&format!("usage_count {want}"), || async {
-            let path = format!("/v1/get-key?project_id={project}&key_id={key_id}");
-            let got: Value = self.admin_get(&path).await.json().await.unwrap();
-            (got["usage_count"] == want).then_some(got)
-        })
-        .await
+        self.redis().audit(stream).await
     }
 
     /// Asserts a 401 `invalid_key` whose audit entry gives `reason`.
     pub async fn assert_denied(&self, api_key: &str, key_id: &str, reason: &str) {
-        assert_error(
-            self.validate(api_key).await,
-            StatusCode::UNAUTHORIZED,
-            "invalid_key",
-        )
-        .await;
+        self.validate_fails(api_key, StatusCode::UNAUTHORIZED, "invalid_key")
+            .await;
         assert_eq!(
             self.last_audit(key_id).await["reason"],
             reason,
@@ -641,14 +567,16 @@ impl TestApp {
         );
     }
 
-    /// The last audit entry for `key_id`.
+    /// The last audit entry for `key_id` (see [`TestRedis::last_audit`]).
     pub async fn last_audit(&self, key_id: &str) -> std::collections::HashMap<String, String> {
-        self.audit("audit:keylookup")
-            .await
-            .into_iter()
-            .rev()
-            .find(|e| e.get("key_id").map(String::as_str) == Some(key_id))
-            .unwrap_or_else(|| panic!("no audit entry for {key_id}"))
+        self.redis().last_audit(key_id).await
+    }
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
     }
 }
 
@@ -715,8 +643,8 @@ impl Drop for KillOnDrop {
 /// The real `keyward serve` binary on a free port, for tests that need a
 /// process of its own: its metrics, its signals, its logs.
 pub struct Binary {
-    pub base: String,
-    pub http: reqwest::Client,
+    /// Its typed client (the binary derefs to it).
+    pub client: Client,
     pub process: KillOnDrop,
 }
 
@@ -727,19 +655,35 @@ impl Binary {
         Self::start_with(Command::new(env!("CARGO_BIN_EXE_keyward")), redis, env).await
     }
 
+    /// As `start`, on `clock` (see [`Clock`]).
+    pub async fn start_on(clock: &Clock, redis: &TestRedis, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
+        cmd.envs(clock.env());
+        Self::start_with(cmd, redis, env).await
+    }
+
     /// As `start`, with `cmd` as the program (e.g. a wrapper that drops privileges).
     pub async fn start_with(mut cmd: Command, redis: &TestRedis, env: &[(&str, &str)]) -> Self {
+        let urls = [
+            (
+                "KEYWARD_REDIS_URL",
+                redis.url("validator", VALIDATOR_PASSWORD),
+            ),
+            (
+                "KEYWARD_ADMIN_REDIS_URL",
+                redis.url("manager", MANAGER_PASSWORD),
+            ),
+        ];
+        Self::launch(cmd.envs(urls), env).await
+    }
+
+    /// `cmd serve` on a free port with the test token and cheap Argon2id,
+    /// plus `env`, which names Redis (`KEYWARD_REDIS_URL`, ...); waits for
+    /// `/health`.
+    pub async fn launch(cmd: &mut Command, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         cmd.arg("serve")
             .env("KEYWARD_LISTEN", format!("127.0.0.1:{port}"))
-            .env(
-                "KEYWARD_REDIS_URL",
-                redis.url("validator", VALIDATOR_PASSWORD),
-            )
-            .env(
-                "KEYWARD_ADMIN_REDIS_URL",
-                redis.url("manager", MANAGER_PASSWORD),
-            )
             .env("KEYWARD_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("KEYWARD_ARGON2_MEMORY_KIB", "1024")
             .env("KEYWARD_ARGON2_ITERATIONS", "1")
@@ -748,8 +692,7 @@ impl Binary {
             .stderr(Stdio::piped());
         let process = KillOnDrop(cmd.spawn().expect("start keyward"));
         let bin = Binary {
-            base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
+            client: Client::new(format!("http://127.0.0.1:{port}")),
             process,
         };
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -765,66 +708,178 @@ impl Binary {
         }
         bin
     }
+}
+
+impl Binary {
+    /// Kills the process and returns what it logged (its stderr).
+    pub fn stop_and_read_logs(&mut self) -> String {
+        use std::io::Read as _;
+        let _ = self.process.0.kill();
+        let mut logs = String::new();
+        let mut stderr = self.process.0.stderr.take().expect("stderr is piped");
+        stderr.read_to_string(&mut logs).unwrap();
+        logs
+    }
+}
+
+impl std::ops::Deref for Binary {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// The typed client of one keyward, in-process ([`TestApp`]) or a process
+/// of its own ([`Binary`]): both deref to it, so each call means the same
+/// on both. A call given the status it expects fails with the answer's
+/// body when the status differs.
+#[derive(Clone)]
+pub struct Client {
+    /// `http://host:port`, no trailing slash.
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(base: String) -> Self {
+        Client {
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
 
     pub async fn post(&self, path: &str, body: &Value, token: Option<&str>) -> Response {
-        let mut req = self.http.post(format!("{}{path}", self.base)).json(body);
+        let mut req = self.http.post(self.url(path)).json(body);
         if let Some(token) = token {
             req = req.bearer_auth(token);
         }
         req.send().await.expect("request reaches keyward")
     }
 
-    pub async fn validate(&self, api_key: &str) -> StatusCode {
-        self.post("/v1/validate-key", &json!({ "api_key": api_key }), None)
-            .await
-            .status()
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        let mut req = self.http.get(self.url(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send().await.expect("request reaches keyward")
     }
 
-    /// Creates `project` and mints a key in it with `extra` fields.
+    pub async fn admin_post(&self, path: &str, body: &Value) -> Response {
+        self.post(path, body, Some(ADMIN_TOKEN)).await
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Response {
+        self.get(path, Some(ADMIN_TOKEN)).await
+    }
+
+    /// The answer to `POST /v1/validate-key` for `api_key`, whatever it is
+    /// (for its headers, or where a test tallies statuses).
+    pub async fn validate_response(&self, api_key: &str) -> Response {
+        self.post("/v1/validate-key", &json!({ "api_key": api_key }), None)
+            .await
+    }
+
+    /// Validates `api_key`, expecting `status`; the answer's body.
+    pub async fn validate(&self, api_key: &str, status: StatusCode) -> Value {
+        expect(self.validate_response(api_key).await, status).await
+    }
+
+    /// Validates `api_key`, expecting `status` and the error `code`; the body.
+    pub async fn validate_fails(&self, api_key: &str, status: StatusCode, code: &str) -> Value {
+        assert_error(self.validate_response(api_key).await, status, code).await
+    }
+
+    /// The status of a validation of `api_key`.
+    pub async fn status(&self, api_key: &str) -> StatusCode {
+        self.validate_response(api_key).await.status()
+    }
+
+    /// `POST /v1/admin/projects` for `id`.
+    pub async fn create_project(&self, id: &str) -> Response {
+        let body = json!({ "project_id": id, "label": "Test", "owner": "team-a" });
+        self.admin_post("/v1/admin/projects", &body).await
+    }
+
+    /// Creates a project with a random id and returns the id.
+    pub async fn project(&self) -> String {
+        let id = random_id("p");
+        expect(self.create_project(&id).await, StatusCode::CREATED).await;
+        id
+    }
+
+    /// Mints a key in `project`, which exists; `extra` fields are merged
+    /// into the request.
     pub async fn mint(&self, project: &str, extra: Value) -> Minted {
-        let body = json!({ "project_id": project, "label": "p", "owner": "o" });
-        self.post("/v1/admin/projects", &body, Some(ADMIN_TOKEN))
-            .await;
         let mut body = json!({ "project_id": project, "owner": "alice", "server_name": "api-1" });
         if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
             body.extend(extra.clone());
         }
-        let r = self.post("/v1/mint-key", &body, Some(ADMIN_TOKEN)).await;
-        assert_eq!(r.status(), StatusCode::CREATED);
-        let v: Value = r.json().await.unwrap();
+        let v = expect(
+            self.admin_post("/v1/mint-key", &body).await,
+            StatusCode::CREATED,
+        )
+        .await;
         Minted {
             api_key: v["api_key"].as_str().unwrap().to_owned(),
             key_id: v["key_id"].as_str().unwrap().to_owned(),
         }
     }
 
-    /// As [`TestApp::usage_is`], through this process's admin API.
-    pub async fn usage_is(&self, project: &str, key_id: &str, want: u64) -> Value {
-        let url = format!(
-            "{}/v1/get-key?project_id={project}&key_id={key_id}",
-            self.base
+    /// As [`Client::mint`], creating `project` first unless it exists.
+    pub async fn mint_creating(&self, project: &str, extra: Value) -> Minted {
+        let created = self.create_project(project).await.status();
+        assert!(
+            created == StatusCode::CREATED || created == StatusCode::CONFLICT,
+            "create project {project}: {created}"
         );
+        self.mint(project, extra).await
+    }
+
+    /// Revokes a key.
+    pub async fn revoke(&self, project: &str, key_id: &str) {
+        let body = json!({ "project_id": project, "key_id": key_id });
+        expect(
+            self.admin_post("/v1/revoke-key", &body).await,
+            StatusCode::OK,
+        )
+        .await;
+    }
+
+    /// The key as get-key shows it once its `usage_count` is `want`. Usage
+    /// reaches Redis about a second after the validations (each instance
+    /// aggregates it), so this polls, for up to 10 s.
+    pub async fn usage_is(&self, project: &str, key_id: &str, want: u64) -> Value {
+        let path = format!("/v1/get-key?project_id={project}&key_id={key_id}");
         eventually(&format!("usage_count {want}"), || async {
-            let r = self.http.get(&url).bearer_auth(ADMIN_TOKEN).send().await;
-            let got: Value = r.ok()?.json().await.ok()?;
+            let got: Value = self.admin_get(&path).await.json().await.ok()?;
             (got["usage_count"] == want).then_some(got)
         })
         .await
     }
 
-    /// This process's `/metrics` text.
-    pub async fn metrics_text(&self) -> String {
-        self.http
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+    /// A page of the admin trail (`GET /v1/admin/audit?{query}`) as root.
+    pub async fn trail_page(&self, query: &str) -> Value {
+        let r = self.admin_get(&format!("/v1/admin/audit?{query}")).await;
+        expect(r, StatusCode::OK).await
     }
 
-    /// The sum of a metric's samples (all label sets) in this process.
+    /// The entries of that page.
+    pub async fn trail(&self, query: &str) -> Vec<Value> {
+        let page = self.trail_page(query).await;
+        page["items"].as_array().unwrap().clone()
+    }
+
+    /// The `/metrics` text (of a process of its own: the recorder is per
+    /// process, so an in-process app's figures are the whole test binary's).
+    pub async fn metrics_text(&self) -> String {
+        self.get("/metrics", None).await.text().await.unwrap()
+    }
+
+    /// The sum of a metric's samples (all label sets).
     pub async fn metric(&self, name: &str) -> f64 {
         self.metrics_text()
             .await
@@ -832,5 +887,108 @@ impl Binary {
             .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
+    }
+}
+
+/// The seconds of a `Retry-After` header.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> u64 {
+    let value = headers["retry-after"].to_str().unwrap();
+    value
+        .parse()
+        .unwrap_or_else(|_| panic!("Retry-After: {value}"))
+}
+
+/// `r`'s body as JSON (`Null` if empty or not JSON), asserting its status
+/// is `status`; the body's text is in the message if not.
+pub async fn expect(r: Response, status: StatusCode) -> Value {
+    let got = r.status();
+    let text = r.text().await.unwrap();
+    assert_eq!(got, status, "body: {text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+/// keyward's wall clock, set by the test: a keyward process started with
+/// [`Clock::env`] reads its wall clock (expiry, rate windows,
+/// plan periods) through libfaketime from a file this rewrites, so a test
+/// moves it at once instead of waiting for a real minute to turn. Timers
+/// are left alone (`FAKETIME_DONT_FAKE_MONOTONIC`), and the clock runs on
+/// from wherever it is set. Only keyward runs under it: Redis (jemalloc)
+/// cannot, so keyward is allowed any skew from Redis's `TIME`.
+pub struct Clock {
+    file: PathBuf,
+    /// keyward's time minus the real time, in seconds.
+    offset: Mutex<f64>,
+}
+
+impl Clock {
+    /// A clock at the real time.
+    pub fn real() -> Self {
+        let file = std::env::temp_dir().join(random_id("keyward-test-clock-"));
+        let clock = Clock {
+            file,
+            offset: Mutex::new(0.0),
+        };
+        clock.write(0.0);
+        clock
+    }
+
+    /// The environment that puts a keyward process on this clock.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let file = self.file.to_str().unwrap();
+        [
+            ("LD_PRELOAD", libfaketime().as_str()),
+            ("FAKETIME_TIMESTAMP_FILE", file),
+            ("FAKETIME_NO_CACHE", "1"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+            ("TZ", "UTC"),
+            // Ten years: any time a test sets is allowed.
+            ("KEYWARD_MAX_CLOCK_SKEW_MS", "315360000000"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .to_vec()
+    }
+
+    /// keyward's time now, in Unix seconds.
+    pub fn now(&self) -> f64 {
+        real_now() + *self.offset.lock().unwrap()
+    }
+
+    /// Sets keyward's time to `at` (Unix seconds); it runs on from there.
+    pub fn set(&self, at: f64) {
+        self.write(at - real_now());
+    }
+
+    /// Moves keyward's time `seconds` on (or back, if negative).
+    pub fn advance(&self, seconds: f64) {
+        let offset = *self.offset.lock().unwrap() + seconds;
+        self.write(offset);
+    }
+
+    /// Sets keyward's time to `second` seconds into its next minute, so a
+    /// test that counts in one minute's window has the rest of it.
+    pub fn start_of_minute(&self, second: f64) {
+        let minute = (self.now() / 60.0).floor() + 1.0;
+        self.set(minute * 60.0 + second);
+    }
+
+    fn write(&self, offset: f64) {
+        // Written whole and renamed over: keyward rereads the file at every
+        // reading of the time and must never see half of it.
+        let tmp = self.file.with_extension("tmp");
+        std::fs::write(&tmp, format!("{offset:+.6}\n")).unwrap();
+        std::fs::rename(&tmp, &self.file).unwrap();
+        *self.offset.lock().unwrap() = offset;
+    }
+}
+
+/// The real time (this process is not under libfaketime), in Unix seconds.
+fn real_now() -> f64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.unwrap().as_secs_f64()
+}
+
+impl Drop for Clock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
     }
 }

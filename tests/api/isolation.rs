@@ -80,9 +80,9 @@ async fn two_deployments_each_validate_only_their_own_keys() {
     let key_a = a.mint("alpha", json!({})).await;
     let key_b = b.mint("beta", json!({})).await;
 
-    assert_eq!(a.validate(&key_a.api_key).await.status(), StatusCode::OK);
-    assert_eq!(b.validate(&key_b.api_key).await.status(), StatusCode::OK);
-    let r = a.validate(&key_b.api_key).await;
+    a.validate(&key_a.api_key, StatusCode::OK).await;
+    b.validate(&key_b.api_key, StatusCode::OK).await;
+    let r = a.validate_response(&key_b.api_key).await;
     let body = assert_error(r, StatusCode::UNAUTHORIZED, "invalid_key").await;
     assert!(!body.to_string().contains("beta-") && body.get("project_id").is_none());
     let audit = a.last_audit(&key_b.key_id).await;
@@ -133,7 +133,7 @@ async fn a_client_manager_cannot_touch_projects_outside_its_grant() {
         StatusCode::NOT_FOUND
     );
     // Still valid: nothing of a's reached beta.
-    assert_eq!(b.validate(&key_b.api_key).await.status(), StatusCode::OK);
+    b.validate(&key_b.api_key, StatusCode::OK).await;
 }
 
 #[tokio::test]
@@ -281,9 +281,8 @@ async fn generated_rules_load_with_acl_load_and_survive_a_restart() {
         c.redis_url = redis.url("gw-a", &password).into();
     })
     .await;
-    assert_error(
-        app.validate("sk-proj.alpha.k_abcdefgh.abcdefghijklmnopqrstuvwxyz0123456789")
-            .await,
+    app.validate_fails(
+        "sk-proj.alpha.k_abcdefgh.abcdefghijklmnopqrstuvwxyz0123456789",
         StatusCode::UNAUTHORIZED,
         "invalid_key",
     )
@@ -346,7 +345,7 @@ async fn each_deployment_reads_only_its_own_audit_with_its_own_monitor_user() {
             StatusCode::CREATED
         );
         let key = app.mint(project, json!({})).await;
-        assert_eq!(app.validate(&key.api_key).await.status(), StatusCode::OK);
+        app.validate(&key.api_key, StatusCode::OK).await;
         apps.push((app, project, key));
     }
     for (i, (app, project, key)) in apps.iter().enumerate() {

@@ -110,7 +110,7 @@ async fn an_update_takes_effect_on_the_very_next_validation_with_the_cache_warm(
         .mint(&project, json!({ "rate_limit_per_minute": 100 }))
         .await;
     for _ in 0..2 {
-        assert_eq!(app.validate(&key.api_key).await.status(), StatusCode::OK);
+        app.validate(&key.api_key, StatusCode::OK).await;
     }
 
     let r = app
@@ -146,12 +146,8 @@ async fn an_update_takes_effect_on_the_very_next_validation_with_the_cache_warm(
         )
     );
     // Three validations this minute: the new limit of 3 is reached.
-    assert_error(
-        app.validate(&key.api_key).await,
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
-    )
-    .await;
+    app.validate_fails(&key.api_key, StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+        .await;
 }
 
 #[tokio::test]
@@ -165,10 +161,7 @@ async fn null_clears_each_nullable_field_and_the_key_follows_the_defaults_again(
                     "allowed_cidrs": ["192.0.2.0/24"] }),
         )
         .await;
-    assert_eq!(
-        app.validate(&key.api_key).await.status(),
-        StatusCode::UNAUTHORIZED
-    );
+    app.validate(&key.api_key, StatusCode::UNAUTHORIZED).await;
 
     let r = app
         .update(
@@ -188,7 +181,7 @@ async fn null_clears_each_nullable_field_and_the_key_follows_the_defaults_again(
     ] {
         assert_eq!(got[field], Value::Null, "{field}");
     }
-    let r = app.validate(&key.api_key).await;
+    let r = app.validate_response(&key.api_key).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["x-ratelimit-limit"], "100");
 }
@@ -231,7 +224,7 @@ async fn an_update_never_touches_the_secret_created_at_usage_or_disabled() {
     let app = TestApp::spawn().await;
     let project = app.project().await;
     let key = app.mint(&project, json!({})).await;
-    assert_eq!(app.validate(&key.api_key).await.status(), StatusCode::OK);
+    app.validate(&key.api_key, StatusCode::OK).await;
     let ops = app.redis().ops().await;
     let doc_key = format!("apikey:{project}:{}", key.key_id);
     let doc = || async {
@@ -266,7 +259,7 @@ async fn a_rotated_key_accepts_both_secrets_during_the_grace_period_then_only_th
     let project = app.project().await;
     let old = app.mint(&project, json!({})).await;
     // The old secret is in the verified-secret cache before the rotation.
-    assert_eq!(app.validate(&old.api_key).await.status(), StatusCode::OK);
+    app.validate(&old.api_key, StatusCode::OK).await;
 
     let new = app.rotate(&project, &old.key_id, 3600).await;
 
@@ -275,9 +268,9 @@ async fn a_rotated_key_accepts_both_secrets_during_the_grace_period_then_only_th
         .api_key
         .starts_with(&format!("sk-proj.{project}.{}.", old.key_id)));
     for _ in 0..2 {
-        assert_eq!(app.validate(&new.api_key).await.status(), StatusCode::OK);
+        app.validate(&new.api_key, StatusCode::OK).await;
         assert_eq!(app.last_audit(&old.key_id).await["reason"], "ok");
-        assert_eq!(app.validate(&old.api_key).await.status(), StatusCode::OK);
+        app.validate(&old.api_key, StatusCode::OK).await;
         let audit = app.last_audit(&old.key_id).await;
         assert_eq!(
             (audit["result"].as_str(), audit["reason"].as_str()),
@@ -292,7 +285,7 @@ async fn a_rotated_key_accepts_both_secrets_during_the_grace_period_then_only_th
 
     app.assert_denied(&old.api_key, &old.key_id, "bad_secret")
         .await;
-    assert_eq!(app.validate(&new.api_key).await.status(), StatusCode::OK);
+    app.validate(&new.api_key, StatusCode::OK).await;
     assert_eq!(
         app.get_key(&project, &old.key_id).await["previous_expires_at"],
         Value::Null
@@ -310,13 +303,13 @@ async fn rotating_again_ends_the_older_secret_at_once_and_grace_zero_ends_it_now
 
     app.assert_denied(&first.api_key, &first.key_id, "bad_secret")
         .await;
-    assert_eq!(app.validate(&second.api_key).await.status(), StatusCode::OK);
-    assert_eq!(app.validate(&third.api_key).await.status(), StatusCode::OK);
+    app.validate(&second.api_key, StatusCode::OK).await;
+    app.validate(&third.api_key, StatusCode::OK).await;
 
     let fourth = app.rotate(&project, &first.key_id, 0).await;
     app.assert_denied(&third.api_key, &first.key_id, "bad_secret")
         .await;
-    assert_eq!(app.validate(&fourth.api_key).await.status(), StatusCode::OK);
+    app.validate(&fourth.api_key, StatusCode::OK).await;
 }
 
 #[tokio::test]
@@ -402,13 +395,13 @@ async fn denied_addresses_and_wrong_secrets_during_a_rotation_cost_at_most_one_a
     let redis = TestRedis::start();
     let app = Binary::start(&redis, &[("KEYWARD_BAD_SECRET_HASHES_PER_MINUTE", "100")]).await;
     let bound = app
-        .mint(
+        .mint_creating(
             "alpha",
             json!({ "allowed_cidrs": ["10.0.0.0/8"], "rate_limit_per_minute": 1000 }),
         )
         .await;
     let old = app
-        .mint("alpha", json!({ "rate_limit_per_minute": 1000 }))
+        .mint_creating("alpha", json!({ "rate_limit_per_minute": 1000 }))
         .await;
     let r = app
         .post(
@@ -435,20 +428,20 @@ async fn denied_addresses_and_wrong_secrets_during_a_rotation_cost_at_most_one_a
     // rule a wrong secret out without any run (the bound is one).
     for n in 0..5 {
         let wrong = format!("{}{n:04}", &new[..new.len() - 4]);
-        assert_eq!(app.validate(&wrong).await, StatusCode::UNAUTHORIZED);
+        app.validate(&wrong, StatusCode::UNAUTHORIZED).await;
     }
     assert_eq!(app.metric(RUNS).await - before, 0.0);
 
     // Each secret costs one run the first time, then none (cached).
     for _ in 0..3 {
-        assert_eq!(app.validate(&old.api_key).await, StatusCode::OK);
-        assert_eq!(app.validate(&new).await, StatusCode::OK);
+        app.validate(&old.api_key, StatusCode::OK).await;
+        app.validate(&new, StatusCode::OK).await;
     }
     assert_eq!(app.metric(RUNS).await - before, 2.0);
 
     // A rotated key whose previous hash has no tag (minted by another tool):
     // a wrong secret costs exactly one run, against one of the two hashes.
-    let untagged = app.mint("alpha", json!({})).await;
+    let untagged = app.mint_creating("alpha", json!({})).await;
     let doc = format!("apikey:alpha:{}", untagged.key_id);
     let ops = redis.ops().await;
     raw(&ops, "JSON.DEL", vec![doc, "$.secret_tag".into()])
@@ -462,9 +455,9 @@ async fn denied_addresses_and_wrong_secrets_during_a_rotation_cost_at_most_one_a
     .await;
     let before = app.metric(RUNS).await;
     let wrong = format!("{}0000", &untagged.api_key[..untagged.api_key.len() - 4]);
-    assert_eq!(app.validate(&wrong).await, StatusCode::UNAUTHORIZED);
+    app.validate(&wrong, StatusCode::UNAUTHORIZED).await;
     assert_eq!(app.metric(RUNS).await - before, 1.0);
-    assert_eq!(app.validate(&untagged.api_key).await, StatusCode::OK);
+    app.validate(&untagged.api_key, StatusCode::OK).await;
     assert_eq!(app.metric(RUNS).await - before, 2.0);
 }
 
@@ -503,7 +496,7 @@ async fn writes_waiting_for_a_replica_that_is_not_there_are_answered_and_counted
     ];
     let app = Binary::start(&redis, &env).await;
     assert_eq!(app.metric(UNCONFIRMED).await, 0.0);
-    let key = app.mint("alpha", json!({})).await;
+    let key = app.mint_creating("alpha", json!({})).await;
     assert_eq!(app.metric(UNCONFIRMED).await, 1.0, "the mint");
     let body = json!({ "project_id": "alpha", "key_id": key.key_id });
     let r = app.post("/v1/revoke-key", &body, Some(ADMIN_TOKEN)).await;
@@ -519,7 +512,7 @@ async fn writes_waiting_for_a_replica_that_is_not_there_are_answered_and_counted
     let inspector = redis.client("test-inspector", OPS_PASSWORD).await;
     let no_wait = ["SETUSER", "manager", "-wait"].map(String::from).to_vec();
     raw(&inspector, "ACL", no_wait).await.unwrap();
-    let key = app.mint("alpha", json!({})).await;
+    let key = app.mint_creating("alpha", json!({})).await;
     assert_eq!(app.metric(UNCONFIRMED).await, 3.0, "the mint without WAIT");
-    assert_eq!(app.validate(&key.api_key).await, StatusCode::OK);
+    app.validate(&key.api_key, StatusCode::OK).await;
 }

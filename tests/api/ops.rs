@@ -1,6 +1,5 @@
 //! Health, metrics, least privilege, secrets hygiene and the Redis-down path.
 
-use std::io::Read;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ async fn health_is_ok_and_metrics_count_validations_by_reason() {
     let r = app.get("/health", None).await;
     assert_eq!(r.json::<Value>().await.unwrap(), json!({ "status": "ok" }));
     assert_eq!(app.get("/ready", None).await.status(), StatusCode::OK);
-    app.validate("garbage").await;
+    app.validate_response("garbage").await;
 
     let text = app.get("/metrics", None).await.text().await.unwrap();
     assert!(
@@ -86,7 +85,7 @@ async fn secrets_never_reach_streams_lists_or_logs() {
         &[("KEYWARD_LOG", "debug"), ("KEYWARD_LOG_FORMAT", "json")],
     )
     .await;
-    let minted = app.mint("alpha", json!({})).await;
+    let minted = app.mint_creating("alpha", json!({})).await;
     let api_key = minted.api_key.clone();
     let secret = api_key.rsplit('.').next().unwrap().to_owned();
     for presented in [
@@ -94,7 +93,7 @@ async fn secrets_never_reach_streams_lists_or_logs() {
         format!("{api_key}x"),
         api_key.replace("k_", "k_x"),
     ] {
-        app.validate(&presented).await;
+        app.validate_response(&presented).await;
     }
     let (http, base) = (&app.http, &app.base);
     let list = http
@@ -127,15 +126,7 @@ async fn secrets_never_reach_streams_lists_or_logs() {
         streams.push_str(&format!("{v:?}"));
     }
     // Stop it and read all it logged.
-    app.process.0.kill().unwrap();
-    let mut logs = String::new();
-    app.process
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
+    let logs = app.stop_and_read_logs();
 
     assert!(logs.contains("key minted"), "logs were captured: {logs}");
     assert!(streams.contains("bad_secret"));
@@ -147,20 +138,22 @@ async fn secrets_never_reach_streams_lists_or_logs() {
     }
 }
 
+/// Long enough that only a hang takes it, on however loaded a machine.
+const HANG: Duration = Duration::from_secs(60);
+
 #[tokio::test]
 async fn when_redis_is_down_validation_and_health_are_503_then_recover() {
     let app = TestApp::spawn().await;
     let project = app.project().await;
     let key = app.mint(&project, json!({})).await;
-    assert_eq!(app.validate(&key.api_key).await.status(), StatusCode::OK);
+    app.validate(&key.api_key, StatusCode::OK).await;
 
     app.redis().stop();
-    let started = Instant::now();
-    let r = app.validate(&key.api_key).await;
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "a down Redis must not hang validation"
-    );
+    // Answered, not hung: the Redis deadline (500 ms here) ends the wait.
+    // How fast is no concern of this test's.
+    let r = tokio::time::timeout(HANG, app.validate_response(&key.api_key))
+        .await
+        .expect("a down Redis must not hang validation");
     assert_eq!(
         r.headers().get("retry-after").map(|v| v.to_str().unwrap()),
         Some("1"),
@@ -181,7 +174,7 @@ async fn when_redis_is_down_validation_and_health_are_503_then_recover() {
     // Every pooled connection reconnects on its own schedule: poll.
     let deadline = Instant::now() + Duration::from_secs(10);
     let r = loop {
-        let r = app.validate(&key.api_key).await;
+        let r = app.validate_response(&key.api_key).await;
         if r.status() != StatusCode::SERVICE_UNAVAILABLE || Instant::now() > deadline {
             break r;
         }
@@ -298,8 +291,8 @@ async fn the_binary_runs_as_an_unprivileged_user_as_in_the_container() {
     as_nobody.args(["--reuid=10001", "--regid=10001", "--clear-groups", "--"]);
     as_nobody.arg(env!("CARGO_BIN_EXE_keyward"));
     let app = Binary::start_with(as_nobody, &redis, &[]).await;
-    let key = app.mint("alpha", json!({})).await;
-    assert_eq!(app.validate(&key.api_key).await, StatusCode::OK);
+    let key = app.mint_creating("alpha", json!({})).await;
+    app.validate(&key.api_key, StatusCode::OK).await;
 
     let listen = app.base.trim_start_matches("http://");
     let health = Command::new("setpriv")
@@ -325,7 +318,7 @@ async fn a_monitor_user_samples_the_audit_stream_lengths() {
     })
     .await;
     for _ in 0..3 {
-        app.validate("garbage").await;
+        app.validate_response("garbage").await;
     }
 
     let want = r#"keyward_audit_stream_length{stream="audit:keylookup"} 3"#;

@@ -9,7 +9,7 @@ use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{raw, TestApp, TestRedis};
+use crate::helpers::{raw, retry_after, TestApp, TestRedis};
 use keyward::plan::{CreditsDoc, Interval, Per, Refill};
 
 /// Gives the key `limits` and credits (`remaining`, with `refill` if any):
@@ -145,11 +145,7 @@ async fn credits_running_out_spend_no_window_and_a_full_window_spends_no_credits
     }
     let r = validate(&app, &other.api_key, 1).await;
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-    let reset: u64 = r.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let reset = retry_after(r.headers());
     assert_eq!(
         reset,
         Per::Day.window(keyward::store::now()).ends_in,
@@ -368,27 +364,21 @@ async fn a_refill_happens_exactly_once_with_three_instances_racing_for_it() {
 
 #[tokio::test]
 async fn a_day_and_a_month_ending_open_new_windows_and_refill_credits_once_across_instances() {
-    use crate::helpers::{eventually, libfaketime, Binary};
+    use crate::helpers::{eventually, Binary, Clock};
     let redis = TestRedis::start();
-    // Three instances whose clocks start ten seconds before
-    // 2027-02-01T00:00:00Z, the end of a day and of a month, each when its
-    // process starts, and run on from there (their timers do not: the
-    // monotonic clock is left alone). Their clocks are far from Redis's, so
-    // the skew they may have is raised for this test alone.
+    // Three instances on one clock, set ten seconds before
+    // 2027-02-01T00:00:00Z, the end of a day and of a month, then past it.
+    const FEBRUARY: f64 = 1_801_440_000.0;
+    let clock = Clock::real();
+    clock.set(FEBRUARY - 10.0);
     let mut bins = Vec::new();
     for _ in 0..3 {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"));
-        cmd.env("LD_PRELOAD", libfaketime())
-            .env("FAKETIME", "@2027-01-31 23:59:50")
-            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-            .env("TZ", "UTC");
-        let skew = [("KEYWARD_MAX_CLOCK_SKEW_MS", "315360000000")];
-        bins.push(Binary::start_with(cmd, &redis, &skew).await);
+        bins.push(Binary::start_on(&clock, &redis, &[]).await);
     }
     let bin = &bins[0];
     let project = "boundary";
-    let day = bin.mint(project, json!({})).await;
-    let month = bin.mint(project, json!({})).await;
+    let day = bin.mint_creating(project, json!({})).await;
+    let month = bin.mint_creating(project, json!({})).await;
     let ops = redis.ops().await;
     let set = |key_id: &str, path: &str, value: Value| {
         let doc = format!("apikey:{project}:{key_id}");
@@ -437,16 +427,13 @@ async fn a_day_and_a_month_ending_open_new_windows_and_refill_credits_once_acros
     let ts = bin
         .post("/v1/validate-key", &body(&day.api_key), None)
         .await;
-    let retry: u64 = ts.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry = retry_after(ts.headers());
     assert!(
         (1..=10).contains(&retry),
         "the day ends within seconds: {retry}"
     );
 
+    clock.set(FEBRUARY + 1.0);
     // After it, on each instance (cost 0 spends nothing: the full day
     // window refuses it until the new day): a new day window...
     let check = json!({ "api_key": &day.api_key, "cost": 0 });

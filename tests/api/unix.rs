@@ -21,7 +21,7 @@ async fn keyward_mints_validates_and_revokes_through_redis_on_a_unix_socket() {
     let project = app.project().await;
     let key = app.mint(&project, json!({})).await;
 
-    let r = app.validate(&key.api_key).await;
+    let r = app.validate_response(&key.api_key).await;
     assert_eq!(r.status(), StatusCode::OK);
     let audit = app.last_audit(&key.key_id).await;
     assert_eq!(

@@ -18,8 +18,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    eventually, raw, refusals, set_user_selectors, set_validator_selectors, Binary, TestRedis,
-    ADMIN_TOKEN,
+    eventually, raw, refusals, set_user_selectors, set_validator_selectors, Binary, Clock,
+    TestRedis, ADMIN_TOKEN,
 };
 use crate::webhooks::{body, of_type, Receiver};
 
@@ -38,10 +38,12 @@ async fn bounded(test: impl std::future::Future<Output = ()>) {
         .expect("the test took longer than its limit");
 }
 
-/// A keyward process that may post to loopback, with `env`; its stderr
-/// read into a buffer (so it never fills the pipe), to look for panics.
+/// A keyward process that may post to loopback, with `env`, on a clock of
+/// its own; its stderr read into a buffer (so it never fills the pipe), to
+/// look for panics.
 struct Keyward {
     bin: Binary,
+    clock: Clock,
     stderr: Arc<Mutex<String>>,
 }
 
@@ -49,7 +51,8 @@ impl Keyward {
     async fn start(redis: &TestRedis, env: &[(&str, &str)]) -> Self {
         let mut all = vec![("KEYWARD_WEBHOOK_ALLOW_PRIVATE", "true")];
         all.extend_from_slice(env);
-        let mut bin = Binary::start(redis, &all).await;
+        let clock = Clock::real();
+        let mut bin = Binary::start_on(&clock, redis, &all).await;
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut pipe = bin.process.0.stderr.take().expect("stderr is piped");
         let sink = stderr.clone();
@@ -60,7 +63,7 @@ impl Keyward {
                 sink.lock().unwrap().push_str(&text);
             }
         });
-        Keyward { bin, stderr }
+        Keyward { bin, clock, stderr }
     }
 
     /// `/health`'s status.
@@ -146,15 +149,6 @@ async fn lookups(ops: &Pool, key_id: &str) -> Vec<HashMap<String, String>> {
         .collect()
 }
 
-/// Waits, if need be, so that the next few seconds stay in one minute: the
-/// rate limits' windows are the clock's minutes.
-async fn early_in_a_minute() {
-    let into_minute = keyward::store::now() as u64 % 60;
-    if into_minute > 45 {
-        tokio::time::sleep(Duration::from_secs(61 - into_minute)).await;
-    }
-}
-
 #[tokio::test]
 async fn webhook_fault_a_retry_pending_through_a_redis_outage_is_delivered_once_redis_is_back() {
     bounded(async {
@@ -177,7 +171,7 @@ async fn webhook_fault_a_retry_pending_through_a_redis_outage_is_delivered_once_
         .await;
         let (id, secret) = app.register(&receiver.url("a"), &["key.created"]).await;
         receiver.script("a", &secret, &[500], &[]).await;
-        let minted = app.bin.mint("alpha", json!({})).await;
+        let minted = app.bin.mint_creating("alpha", json!({})).await;
 
         // The 500 is recorded and its retry waits in Redis, its queue entry done.
         let first = receiver.wait_for("a", 10, |s| !s.is_empty()).await;
@@ -250,14 +244,15 @@ async fn webhook_fault_a_validator_refused_the_events_stream_still_answers_429_a
         receiver.script("limits", &secret, &[], &[]).await;
         let limited = app
             .bin
-            .mint("alpha", json!({"rate_limit_per_minute": 1}))
+            .mint_creating("alpha", json!({"rate_limit_per_minute": 1}))
             .await;
         let later = app
             .bin
-            .mint("alpha", json!({"rate_limit_per_minute": 1}))
+            .mint_creating("alpha", json!({"rate_limit_per_minute": 1}))
             .await;
-        early_in_a_minute().await;
-        assert_eq!(app.bin.validate(&limited.api_key).await, StatusCode::OK);
+        // At the start of a minute: the rate limits' windows are minutes.
+        app.clock.start_of_minute(1.0);
+        assert_eq!(app.bin.status(&limited.api_key).await, StatusCode::OK);
 
         // XADD on the events stream refused; the audit streams kept.
         set_validator_selectors(&redis, |s| Some(s.replace(" %W~webhookevents:*", ""))).await;
@@ -293,9 +288,9 @@ async fn webhook_fault_a_validator_refused_the_events_stream_still_answers_429_a
         // Restored: the first 429 of a window (another key's, as this
         // key's marker lasts the minute) is told.
         set_validator_selectors(&redis, |s| Some(s.to_owned())).await;
-        assert_eq!(app.bin.validate(&later.api_key).await, StatusCode::OK);
+        assert_eq!(app.bin.status(&later.api_key).await, StatusCode::OK);
         assert_eq!(
-            app.bin.validate(&later.api_key).await,
+            app.bin.status(&later.api_key).await,
             StatusCode::TOO_MANY_REQUESTS
         );
         let seen = receiver
@@ -330,9 +325,9 @@ async fn webhook_fault_a_manager_refused_the_events_stream_still_revokes_and_cou
             .register(&receiver.url("revoked"), &["key.revoked"])
             .await;
         receiver.script("revoked", &secret, &[], &[]).await;
-        let first = app.bin.mint("alpha", json!({})).await;
-        let second = app.bin.mint("alpha", json!({})).await;
-        assert_eq!(app.bin.validate(&first.api_key).await, StatusCode::OK);
+        let first = app.bin.mint_creating("alpha", json!({})).await;
+        let second = app.bin.mint_creating("alpha", json!({})).await;
+        assert_eq!(app.bin.status(&first.api_key).await, StatusCode::OK);
 
         // The manager may read and acknowledge the events stream (the
         // worker runs on), not append to it; the queue is as shipped.
@@ -347,7 +342,7 @@ async fn webhook_fault_a_manager_refused_the_events_stream_still_revokes_and_cou
         let lost = app.bin.metric(LOST).await;
         assert_eq!(app.revoke("alpha", &first.key_id).await, StatusCode::OK);
         assert_eq!(
-            app.bin.validate(&first.api_key).await,
+            app.bin.status(&first.api_key).await,
             StatusCode::UNAUTHORIZED
         );
         let refused = refusals(&ops, "manager", EVENTS).await;
@@ -375,7 +370,7 @@ async fn webhook_fault_a_manager_refused_the_events_stream_still_revokes_and_cou
         assert_eq!(told[0]["verified"], true);
         assert_eq!(body(told[0])["data"]["key_id"], second.key_id.as_str());
         assert_eq!(
-            app.bin.validate(&second.api_key).await,
+            app.bin.status(&second.api_key).await,
             StatusCode::UNAUTHORIZED
         );
         assert_eq!(app.health().await, StatusCode::OK);
@@ -453,7 +448,7 @@ async fn webhook_fault_a_redis_back_without_its_data_has_its_groups_made_again()
         let mut app = Keyward::start(&redis, &[]).await;
         let (_, secret) = app.register(&receiver.url("a"), &["key.created"]).await;
         receiver.script("a", &secret, &[], &[]).await;
-        app.bin.mint("alpha", json!({})).await;
+        app.bin.mint_creating("alpha", json!({})).await;
         receiver.wait_for("a", 10, |s| !s.is_empty()).await;
 
         // Back empty, as a Redis without persistence restarts (`redis/local.sh`
@@ -472,7 +467,7 @@ async fn webhook_fault_a_redis_back_without_its_data_has_its_groups_made_again()
         // The next event goes through both streams, their groups made again.
         let (_, secret) = app.register(&receiver.url("b"), &["key.created"]).await;
         receiver.script("b", &secret, &[], &[]).await;
-        let minted = app.bin.mint("alpha", json!({})).await;
+        let minted = app.bin.mint_creating("alpha", json!({})).await;
         let seen = receiver.wait_for("b", 10, |s| !s.is_empty()).await;
         assert_eq!(seen[0]["verified"], true, "{seen:#?}");
         assert_eq!(body(&seen[0])["data"]["key_id"], minted.key_id.as_str());

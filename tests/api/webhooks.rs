@@ -141,12 +141,7 @@ async fn app_on(redis: Arc<TestRedis>, tweak: impl FnOnce(&mut keyward::Config))
 }
 
 /// Registers an endpoint; answers its id and secret.
-async fn register(
-    app: &TestApp,
-    url: &str,
-    events: &[&str],
-    projects: &[&str],
-) -> (String, String) {
+async fn register(app: &Client, url: &str, events: &[&str], projects: &[&str]) -> (String, String) {
     let body = json!({"url": url, "events": events, "projects": projects, "description": "test"});
     let r = app.admin_post("/v1/admin/webhooks", &body).await;
     assert_eq!(r.status(), StatusCode::CREATED);
@@ -372,7 +367,13 @@ async fn a_message_whose_instance_dies_mid_attempt_is_delivered_by_another() {
 async fn anomalies_are_told_once_per_key_and_window() {
     let receiver = Receiver::start().await;
     let redis = Arc::new(TestRedis::start());
-    let app = app_on(redis.clone(), |c| c.bad_secret_hashes_per_minute = 3).await;
+    // A process of its own, on a clock the test sets.
+    let clock = Clock::real();
+    let env = [
+        ("KEYWARD_WEBHOOK_ALLOW_PRIVATE", "true"),
+        ("KEYWARD_BAD_SECRET_HASHES_PER_MINUTE", "3"),
+    ];
+    let app = Binary::start_on(&clock, &redis, &env).await;
     let project = app.project().await;
     let events = [
         "key.secret_attack",
@@ -383,11 +384,8 @@ async fn anomalies_are_told_once_per_key_and_window() {
     ];
     let (_, secret) = register(&app, &receiver.url("anomalies"), &events, &[&project]).await;
     receiver.script("anomalies", &secret, &[], &[]).await;
-    // Not within the last seconds of a minute: the floods stay in one.
-    let into_minute = keyward::store::now() as u64 % 60;
-    if into_minute > 45 {
-        tokio::time::sleep(Duration::from_secs(61 - into_minute)).await;
-    }
+    // At the start of a minute: the floods stay in one.
+    clock.start_of_minute(1.0);
 
     let attacked = app.mint(&project, json!({})).await;
     let wrong = wrong_secret(&attacked.api_key);
@@ -428,7 +426,7 @@ async fn anomalies_are_told_once_per_key_and_window() {
             json!({"expires_at": keyward::store::now() + 2.0 * 86_400.0}),
         )
         .await;
-    let _sweeper = app_on(redis, |_| {}).await;
+    let _sweeper = Binary::start_on(&clock, &redis, &env).await;
 
     receiver
         .wait_for("anomalies", 15, |s| {

@@ -13,13 +13,12 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    assert_error, eventually, raw, template_user, Binary, TestApp, TestRedis, ADMIN_TOKEN,
+    assert_error, eventually, raw, rss_kib, template_user, Binary, TestApp, TestRedis, ADMIN_TOKEN,
 };
-use crate::memory::rss_kib;
 
-const MONITOR_PASSWORD: &str = "edges-monitor-pw";
+pub(crate) const MONITOR_PASSWORD: &str = "edges-monitor-pw";
 
-fn redis() -> Arc<TestRedis> {
+pub(crate) fn redis() -> Arc<TestRedis> {
     Arc::new(TestRedis::start_with_acl(&template_user(
         "ops",
         "edges-ops",
@@ -68,18 +67,6 @@ async fn operator(bin: &Binary, role: &str, projects: &[&str]) -> (String, Strin
         v["operator_id"].as_str().unwrap().to_owned(),
         v["token"].as_str().unwrap().to_owned(),
     )
-}
-
-/// The trail's items for `query`, read as root through `base`.
-async fn trail(http: &reqwest::Client, base: &str, query: &str) -> Value {
-    let r = http
-        .get(format!("{base}/v1/admin/audit?{query}"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    r.json().await.unwrap()
 }
 
 /// Finding 1: a 100 KB `X-Request-Id` (and an 8 KB project id in a path)
@@ -179,7 +166,7 @@ async fn a_long_request_id_is_kept_nowhere_and_refusal_floods_leave_redis_and_ke
     let rss_before = rss_kib(pid);
     let (mut cursor, mut largest) = (String::new(), 0);
     for _ in 0..10 {
-        let page = trail(&bin.http, &bin.base, &format!("limit=200{cursor}")).await;
+        let page = bin.trail_page(&format!("limit=200{cursor}")).await;
         for e in page["items"].as_array().unwrap() {
             largest = largest.max(e.to_string().len());
         }
@@ -207,7 +194,7 @@ async fn a_long_request_id_is_kept_nowhere_and_refusal_floods_leave_redis_and_ke
     // account for all of them.
     let viewer_trail = format!("actor={viewer_id}&limit=200");
     let (own_entries, summarized) = eventually("the viewer's summaries", || async {
-        let items = trail(&bin.http, &bin.base, &viewer_trail).await["items"].clone();
+        let items = bin.trail_page(&viewer_trail).await["items"].clone();
         let items = items.as_array().unwrap().clone();
         let own = items.iter().filter(|e| e["count"] == 1).count();
         let summarized: u64 = items
@@ -221,7 +208,7 @@ async fn a_long_request_id_is_kept_nowhere_and_refusal_floods_leave_redis_and_ke
     assert!(summarized > 0 && own_entries < FLOOD / 2, "{own_entries}");
 
     // The root mint's entry: keyward's own id, no caller's.
-    let items = trail(&bin.http, &bin.base, "actor=root&limit=200").await;
+    let items = bin.trail_page("actor=root&limit=200").await;
     let items = items["items"].as_array().unwrap().clone();
     let mint = items
         .iter()
@@ -250,12 +237,6 @@ async fn app_with(tweak: impl FnOnce(&mut keyward::config::Config)) -> TestApp {
     .await
 }
 
-/// The app's trail items, as root.
-async fn items(app: &TestApp, query: &str) -> Vec<Value> {
-    let page = trail(&app.http, &app.url(""), query).await;
-    page["items"].as_array().unwrap().clone()
-}
-
 /// Finding 4: a wrong method on an admin route (405) left no entry.
 #[tokio::test]
 async fn a_wrong_method_on_an_admin_route_is_audited() {
@@ -268,7 +249,7 @@ async fn a_wrong_method_on_an_admin_route_is_audited() {
         .await
         .unwrap();
     assert_error(r, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
-    let unknown = items(&app, "actor=unknown").await;
+    let unknown = app.trail("actor=unknown").await;
     let entry = unknown
         .iter()
         .find(|e| e["caller_request_id"] == "wrong-method-1")
@@ -303,7 +284,7 @@ async fn a_call_the_deadline_cuts_short_still_has_its_entry() {
         .unwrap();
     assert_error(r, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
     let entry = eventually("the mint's entry", || async {
-        items(&app, "actor=root")
+        app.trail("actor=root")
             .await
             .into_iter()
             .find(|e| e["caller_request_id"] == "slow-mint-1")
@@ -375,54 +356,6 @@ async fn webhook_endpoints_are_held_to_their_quotas_and_listed_in_pages() {
     }
     assert_eq!((ids.len(), pages), (5, 3), "{ids:?}");
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "in id order: {ids:?}");
-}
-
-/// Finding 3: mint and rotate had no per-caller rate. Now an operator's
-/// writes past `KEYWARD_ADMIN_WRITES_PER_MINUTE` are `429` with
-/// `Retry-After`, and audited `limited`; root is never held back.
-#[tokio::test]
-async fn an_operators_writes_past_its_minute_limit_are_429_with_retry_after() {
-    let app = app_with(|c| c.admin_writes_per_minute = 5).await;
-    let project = app.project().await;
-    let body = json!({ "name": "km", "role": "key_manager", "projects": [&project] });
-    let r = app.admin_post("/v1/admin/operators", &body).await;
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let operator: Value = r.json().await.unwrap();
-    let (id, token) = (
-        operator["operator_id"].as_str().unwrap(),
-        operator["token"].as_str().unwrap(),
-    );
-    // Six writes in one minute: not across a minute's end.
-    while keyward::store::now() as u64 % 60 > 50 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let mint = json!({ "project_id": &project, "owner": "o", "server_name": "s" });
-    for _ in 0..5 {
-        let r = app.post("/v1/mint-key", &mint, Some(token)).await;
-        assert_eq!(r.status(), StatusCode::CREATED);
-    }
-    let r = app.post("/v1/mint-key", &mint, Some(token)).await;
-    let retry_after: u64 = r.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((1..=60).contains(&retry_after), "{retry_after}");
-    let refused = assert_error(r, StatusCode::TOO_MANY_REQUESTS, "admin_rate_limited").await;
-    let message = refused["error"]["message"].as_str().unwrap();
-    assert!(
-        message.contains("KEYWARD_ADMIN_WRITES_PER_MINUTE (5)"),
-        "{message}"
-    );
-    let r = app.get("/v1/admin/whoami", Some(token)).await;
-    assert_eq!(r.status(), StatusCode::OK, "reads are not writes");
-    let r = app.admin_post("/v1/mint-key", &mint).await;
-    assert_eq!(r.status(), StatusCode::CREATED, "root is exempt");
-    let trail = items(&app, &format!("actor={id}")).await;
-    let limited = &trail[1];
-    assert_eq!(limited["outcome"], "limited", "{trail:?}");
-    assert_eq!(limited["action"], "key.mint");
-    assert_eq!(limited["project_id"], project.as_str());
 }
 
 /// Finding 1: reading the trail had no bound on the work in flight. Now
