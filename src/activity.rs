@@ -11,10 +11,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use validator::{Validate, ValidationError};
 
+use crate::clock::now;
 use crate::error::{Error, Result};
 use crate::key::ProjectId;
 use crate::store::activity::{KeylookupEntry, KeylookupScan};
-use crate::store::{now, Store};
+use crate::store::Store;
 
 /// Minutes in the chart, the current (partial) one included.
 pub const WINDOW_MINUTES: u64 = 60;

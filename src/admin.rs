@@ -16,13 +16,14 @@ use utoipa::{IntoParams, ToSchema};
 use validator::{Validate, ValidationError};
 
 use crate::access::{Caller, Target};
+use crate::clock::now;
 use crate::error::{Error, Result};
 use crate::hash::Hasher;
 use crate::key::{ApiKey, KeyId, ProjectId, Secret};
 use crate::net::{cidr, valid_cidrs, NetworkDoc};
 use crate::plan::{valid_credits, valid_limits, Credits, CreditsDoc, Limit, MAX_AMOUNT};
 use crate::scope::{valid_scopes, ScopeDoc};
-use crate::store::{now, KeyDoc, KeyMeta, ProjectDoc, Store};
+use crate::store::{KeyDoc, KeyMeta, ProjectDoc, Store};
 
 /// Random characters in a minted key id, after `k_`.
 const KEY_ID_CHARS: usize = 12;

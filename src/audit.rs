@@ -33,7 +33,10 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use crate::store::now;
+use crate::clock::now;
+
+/// The actor of an admin call whose token named no valid caller.
+pub const UNKNOWN: &str = "unknown";
 
 /// The most bytes of any one text field an `audit:admin` entry (or a log
 /// line's path) keeps: the validators bound what is stored, this bounds

@@ -60,8 +60,10 @@ pub mod activity;
 pub mod admin;
 pub mod audit;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod error;
+pub mod event;
 pub mod hash;
 pub mod http;
 pub mod key;
@@ -71,6 +73,7 @@ pub mod net;
 pub mod openapi;
 pub mod operators;
 pub mod plan;
+pub mod role;
 pub mod scope;
 pub mod store;
 pub mod telemetry;
@@ -80,7 +83,7 @@ pub mod trail;
 pub mod validate;
 pub mod webhook;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -108,22 +111,7 @@ pub async fn run(
     let store = store::Store::connect(&config).await?;
     let hasher = Arc::new(hash::Hasher::new(&config)?);
     let metrics = telemetry::prometheus();
-    let state = Arc::new(http::App {
-        validator: validate::Validator::new(store.clone(), hasher.clone(), &config),
-        store: store.clone(),
-        hasher,
-        operator_hasher: access::legacy_hasher(&config)?,
-        admin_token: config.admin_token.clone(),
-        metrics: metrics.clone(),
-        request_timeout: config.request_timeout,
-        client_ip_header: axum::http::HeaderName::from_bytes(config.client_ip_header.as_bytes())
-            .map_err(|_| Error::Internal("KEYWARD_CLIENT_IP_HEADER is not a header name".into()))?,
-        auth_query_param: config.auth_query_param.clone(),
-        auth_cost_header: config.auth_cost_header,
-        auth_original_headers: config.auth_original_headers,
-        webhook_allow_private: config.webhook_allow_private,
-        limits: limits::Limits::new(&config),
-    });
+    let state = http::App::new(&config, store.clone(), hasher, metrics.clone())?;
     if config.failsafe == config::Failsafe::Open {
         tracing::warn!(
             max_age = config.failsafe_max_age,
@@ -136,13 +124,6 @@ pub async fn run(
         tracing::info!("no admin token configured: admin endpoints are not served");
     }
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    };
     let upkeep = tokio::spawn({
         let metrics = metrics.clone();
         async move {
@@ -173,48 +154,7 @@ pub async fn run(
         )),
         false => None,
     };
-    let metrics_server = listeners.metrics.map(|listener| {
-        tracing::info!(addr = ?listener.local_addr().ok(), "serving /metrics separately");
-        let app = http::metrics_router(state.clone());
-        tokio::spawn(
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stopped())
-                .into_future(),
-        )
-    });
-
-    let https = config.tls.enabled();
-    tracing::info!(addr = ?listeners.main.local_addr().ok(), https, client = %config.client_name, "keyward listening");
-    let app = http::router(state, config.metrics_listen.is_some());
-    let server = match https {
-        true => {
-            let listener = tls::TlsListener::new(listeners.main, &config.tls)
-                .map_err(|e| Error::Internal(e.to_string()))?;
-            let server = axum::serve(listener, app).with_graceful_shutdown(stopped());
-            tokio::spawn(server.into_future())
-        }
-        false => {
-            // No Nagle delay: an HTTP/2 connection (gRPC ext_authz) carries
-            // many small answers at once, as the TLS listener's do.
-            let main = axum::serve::ListenerExt::tap_io(listeners.main, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let server = axum::serve(main, app).with_graceful_shutdown(stopped());
-            tokio::spawn(server.into_future())
-        }
-    };
-    shutdown.await;
-    tracing::info!("shutting down: finishing requests in flight");
-    let _ = stop_tx.send(true);
-    match tokio::time::timeout(config.shutdown_grace, server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error"),
-        Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
-        Err(_) => tracing::warn!("shutdown grace period over: dropping requests still in flight"),
-    }
-    if let Some(task) = metrics_server {
-        task.abort();
-    }
+    let served = http::serve(state, &config, listeners, shutdown).await;
     upkeep.abort();
     if let Some(task) = deliverer {
         task.abort();
@@ -224,5 +164,5 @@ pub async fn run(
     }
     store.quit().await;
     tracing::info!("stopped");
-    Ok(())
+    served
 }

@@ -11,9 +11,10 @@ use validator::{Validate, ValidationError};
 
 use crate::access::{token_digest, Caller, Role, Target, Token, ALL_PROJECTS, OPERATOR_ID_PREFIX};
 use crate::admin::{expires_at_schema, in_future, random_id, random_secret};
+use crate::clock::now;
 use crate::error::{Error, Result};
 use crate::key::{ProjectId, Secret};
-use crate::store::{now, OperatorDoc, Store};
+use crate::store::{OperatorDoc, Store};
 
 /// Most projects one operator may cover.
 const MAX_PROJECTS: usize = 64;

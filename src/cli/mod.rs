@@ -177,7 +177,7 @@ pub struct Expiry {
 impl Expiry {
     fn at(&self) -> Option<f64> {
         self.expires_at
-            .or(self.expires_in.map(|d| crate::store::now() + d))
+            .or(self.expires_in.map(|d| crate::clock::now() + d))
     }
 }
 

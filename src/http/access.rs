@@ -141,7 +141,7 @@ impl<A: Act, I: Input> FromRequest<AppState> for Admin<A, I> {
         // Writes the caller may make count (refused calls are budgeted in
         // the trail instead); the break-glass root is never held back.
         if A::ACTION.writes() && caller.actor != access::ROOT {
-            let now = crate::store::now() as u64;
+            let now = crate::clock::now() as u64;
             state.limits.write(&caller.actor, now)?;
         }
         Ok(Self {

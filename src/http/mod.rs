@@ -27,6 +27,7 @@ mod ext_authz;
 mod extract;
 mod operators;
 mod ops;
+mod serve;
 mod validate;
 mod webhooks;
 
@@ -147,6 +148,8 @@ pub struct App {
 }
 
 pub type AppState = Arc<App>;
+
+pub use serve::serve;
 
 /// Every route with its operation, in the groups a configuration serves or
 /// leaves out.

@@ -74,8 +74,8 @@ use crate::error::{Error, Result};
 use crate::telemetry::metric;
 
 pub use model::{
-    AdminAudit, Audit, Effects, Finished, KeyDoc, KeyMeta, KeyPage, Lookup, OperatorDoc, Origin,
-    ProjectDoc, Read, WebhookDoc,
+    AdminAudit, Audit, Delivery, Effects, Finished, KeyDoc, KeyMeta, KeyPage, Lookup, Message,
+    OperatorDoc, Origin, ProjectDoc, Read, WebhookDoc,
 };
 pub use names::{AuditStreams, AUDIT_ADMIN, AUDIT_KEYLOOKUP};
 pub use operators::AdminEntry;
@@ -331,16 +331,9 @@ async fn zrange_after(
         .await
 }
 
-/// Unix seconds now: keyward's one clock (the audit budget's seconds and
-/// the CLI's times read it too). The store measures it against Redis's
-/// `TIME` (see [`Store::clock_skew`]): past `KEYWARD_MAX_CLOCK_SKEW_MS`, an
-/// instance is not ready and answers no validation, so no instance decides
-/// expiry or a rotation's grace on a clock of its own.
-pub fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
+/// keyward's one clock ([`crate::clock`]), re-exported where callers and
+/// tests have always found it.
+pub use crate::clock::now;
 
 /// How far this machine's clock is from Redis's, as last measured.
 #[derive(Default)]

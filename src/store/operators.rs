@@ -154,10 +154,10 @@ impl Store {
     pub async fn write_admin_audit(
         &self,
         entry: AdminAudit<'_>,
-        event: Option<&crate::webhook::Event>,
+        event: Option<&crate::event::Event>,
     ) -> Result<()> {
         let admitted = match (entry.actor, entry.claimed_operator) {
-            (crate::access::UNKNOWN, "") => self.admin_budget.admit(entry.outcome),
+            (crate::audit::UNKNOWN, "") => self.admin_budget.admit(entry.outcome),
             (actor, claimed_operator) => self.admin_budget.admit_claimed(
                 entry.outcome,
                 &Who {
@@ -179,7 +179,7 @@ impl Store {
         })
         .await;
         if let (Some(Err(e)), Some(event)) = (emitted, event) {
-            crate::webhook::lost(event.kind, &e);
+            crate::event::lost(event.kind, &e);
         }
         written
     }
@@ -214,7 +214,7 @@ impl Store {
     pub(super) async fn flush_admin_summaries(&self, all: bool) -> Result<()> {
         let due = self.admin_budget.take_due(all);
         let no_one = Who {
-            actor: crate::access::UNKNOWN.to_owned(),
+            actor: crate::audit::UNKNOWN.to_owned(),
             claimed_operator: String::new(),
         };
         for (i, summary) in due.iter().enumerate() {

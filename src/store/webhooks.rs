@@ -19,13 +19,13 @@ use fred::prelude::{
 };
 use fred::types::{Expiration, SetOptions};
 
+use super::model::{Delivery, Message};
 use super::{
     data_error, insert_indexed, names, parse_problem, read_docs, read_owned, report_unreadable,
 };
 use super::{index_page, unavailable, Store, WebhookDoc};
 use crate::error::{Error, Result};
-use crate::webhook::deliver::Message;
-use crate::webhook::{Delivery, Event};
+use crate::event::Event;
 
 /// Events kept unfanned at most (no instance with the manager user running
 /// for a long while): past it, the oldest are trimmed.

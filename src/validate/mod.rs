@@ -51,12 +51,13 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::clock::now;
 use crate::config::{Config, Failsafe};
 use crate::error::{Error, Result};
 use crate::hash::{CacheKey, Hasher, Hashes, Matched, Screen};
 use crate::key::ApiKey;
 use crate::plan::Per;
-use crate::store::{names, now, Audit, Effects, KeyDoc, Lookup, Origin, Owed, Spend, Store};
+use crate::store::{names, Audit, Effects, KeyDoc, Lookup, Origin, Owed, Spend, Store};
 use crate::telemetry::metric;
 use crate::webhook::signal::{Refusal, Signals};
 
