@@ -38,7 +38,7 @@ fn project_id(id: &str) -> Result<(), ValidationError> {
 #[into_params(parameter_in = Query)]
 pub struct ActivityQuery {
     #[validate(custom(function = "project_id"))]
-    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "alpha")]
+    #[param(schema_with = crate::admin::project_id_schema)]
     pub project_id: String,
     /// Recent entries to return (default 50).
     #[validate(range(min = 1, max = 200))]

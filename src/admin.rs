@@ -41,6 +41,15 @@ pub(crate) fn project_id(id: &str) -> Result<(), ValidationError> {
         .map_err(|e| ValidationError::new("project_id").with_message(e.to_string().into()))
 }
 
+/// A project id's schema: `key::PROJECT_ID_PATTERN`.
+pub(crate) fn project_id_schema() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(crate::key::PROJECT_ID_PATTERN))
+        .examples(["alpha"])
+        .into()
+}
+
 fn key_id(id: &str) -> Result<(), ValidationError> {
     KeyId::parse(id)
         .map(|_| ())
@@ -80,9 +89,9 @@ fn update_expires_at() -> Schema {
 /// with signed 64-bit integers, so no larger limit could ever be reached.
 const MAX_RATE_LIMIT: u64 = i64::MAX as u64;
 
-/// A refill interval's balance counter outlives its interval by this much
-/// (for clocks a little behind), then expires.
-const CREDITS_MARGIN_SECS: u64 = 120;
+/// A refill interval's balance counter outlives its interval by this much,
+/// then expires.
+use crate::plan::COUNTER_MARGIN_SECS as CREDITS_MARGIN_SECS;
 
 /// add-credits' `amount`: a non-zero integer of at most
 /// 9223372036854775807 either way.
@@ -173,7 +182,7 @@ fn parse<T>(r: std::result::Result<T, crate::key::KeyError>) -> Result<T> {
 pub struct ProjectIn {
     /// 1 to 64 of `[A-Za-z0-9_-]`.
     #[validate(custom(function = "project_id"))]
-    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "alpha")]
+    #[schema(schema_with = crate::admin::project_id_schema)]
     pub project_id: String,
     #[validate(custom(function = "crate::text::name"))]
     #[schema(schema_with = crate::text::name_schema)]
@@ -189,7 +198,7 @@ pub struct ProjectIn {
 pub struct MintIn {
     /// An existing project.
     #[validate(custom(function = "project_id"))]
-    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "alpha")]
+    #[schema(schema_with = crate::admin::project_id_schema)]
     pub project_id: String,
     #[validate(custom(function = "crate::text::name"))]
     #[schema(schema_with = crate::text::name_schema)]
@@ -256,8 +265,8 @@ pub struct Revoked {
 #[into_params(parameter_in = Query)]
 pub struct KeyRef {
     #[validate(custom(function = "project_id"))]
-    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "alpha")]
-    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "alpha")]
+    #[schema(schema_with = crate::admin::project_id_schema)]
+    #[param(schema_with = crate::admin::project_id_schema)]
     pub project_id: String,
     #[validate(custom(function = "key_id"))]
     #[schema(pattern = "^k_[A-Za-z0-9]{7,254}$", example = "k_3xAmPlE0key1")]
@@ -271,7 +280,7 @@ pub struct KeyRef {
 #[serde(deny_unknown_fields)]
 pub struct UpdateIn {
     #[validate(custom(function = "project_id"))]
-    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "alpha")]
+    #[schema(schema_with = crate::admin::project_id_schema)]
     pub project_id: String,
     #[validate(custom(function = "key_id"))]
     #[schema(pattern = "^k_[A-Za-z0-9]{7,254}$", example = "k_3xAmPlE0key1")]
@@ -329,7 +338,7 @@ pub struct UpdateIn {
 #[serde(deny_unknown_fields)]
 pub struct AddCreditsIn {
     #[validate(custom(function = "project_id"))]
-    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "alpha")]
+    #[schema(schema_with = crate::admin::project_id_schema)]
     pub project_id: String,
     #[validate(custom(function = "key_id"))]
     #[schema(pattern = "^k_[A-Za-z0-9]{7,254}$", example = "k_3xAmPlE0key1")]
@@ -354,7 +363,7 @@ pub struct AddCreditsOut {
 #[serde(deny_unknown_fields)]
 pub struct RotateIn {
     #[validate(custom(function = "project_id"))]
-    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "alpha")]
+    #[schema(schema_with = crate::admin::project_id_schema)]
     pub project_id: String,
     #[validate(custom(function = "key_id"))]
     #[schema(pattern = "^k_[A-Za-z0-9]{7,254}$", example = "k_3xAmPlE0key1")]
@@ -384,7 +393,7 @@ pub struct RotateOut {
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     #[validate(custom(function = "project_id"))]
-    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "alpha")]
+    #[param(schema_with = crate::admin::project_id_schema)]
     pub project_id: String,
     /// Keys per page (default 50).
     #[validate(range(min = 1, max = 100))]
@@ -495,7 +504,7 @@ pub struct ProjectsQuery {
     pub limit: Option<u64>,
     /// The previous page's `next`.
     #[validate(custom(function = "project_id"))]
-    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    #[param(schema_with = crate::admin::project_id_schema)]
     pub cursor: Option<String>,
 }
 

@@ -1192,21 +1192,18 @@ fn choice<E: ValueEnum + Clone + Send + Sync + 'static>() -> impl TypedValuePars
 /// `KEYWARD_CLIENT_NAME`'s default (`keyward acl --deployment`'s too).
 pub const DEFAULT_CLIENT_NAME: &str = "keyward";
 
-/// Whether `name` can name a deployment or a Redis user: 1 to 64 of
-/// `[A-Za-z0-9_-]`, so the ACL lines, Redis key names and ACL patterns made
+/// Whether `name` can name a deployment or a Redis user: a project id's
+/// grammar (`key::PROJECT_ID_GRAMMAR`), so the ACL lines, Redis key names and ACL patterns made
 /// from it (`operator:<name>:*`, `audit:<name>:*`) hold nothing a pattern or
 /// another name could match.
 pub fn is_plain_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    crate::key::is_plain_id(name)
 }
 
 fn client_name() -> impl TypedValueParser<Value = String> {
     setting(|text| match is_plain_name(text) {
         true => Ok(text.to_owned()),
-        false => Err("must be 1 to 64 of [A-Za-z0-9_-]".to_owned()),
+        false => Err(format!("must be {}", crate::key::PROJECT_ID_GRAMMAR)),
     })
 }
 

@@ -16,6 +16,12 @@ pub const PREFIX: &str = "sk-proj.";
 pub const MAX_KEY_LEN: usize = 256;
 /// Length of a project id: 1 to 64 of `[A-Za-z0-9_-]`.
 pub const MAX_PROJECT_LEN: usize = 64;
+/// A project id's grammar, in words for messages. The same grammar names
+/// deployments and Redis users (`config::is_plain_name`).
+pub const PROJECT_ID_GRAMMAR: &str = "1 to 64 of [A-Za-z0-9_-]";
+/// A project id's grammar as the OpenAPI document's pattern (and the
+/// console's form, through `GET /v1/admin/catalog`).
+pub const PROJECT_ID_PATTERN: &str = "^[A-Za-z0-9_-]{1,64}$";
 /// Key ids are `k_` followed by at least this many of `[A-Za-z0-9]`.
 pub const MIN_KEY_ID_BODY: usize = 7;
 /// Secrets have at least this many of `[A-Za-z0-9_-]`.
@@ -30,7 +36,7 @@ pub enum KeyError {
     Prefix,
     #[error("key does not have four dot-separated parts")]
     Parts,
-    #[error("project id must be 1 to {MAX_PROJECT_LEN} of [A-Za-z0-9_-]")]
+    #[error("project id must be {PROJECT_ID_GRAMMAR}")]
     ProjectId,
     #[error("key id must be `k_` and at least {MIN_KEY_ID_BODY} of [A-Za-z0-9]")]
     KeyId,
@@ -42,14 +48,20 @@ fn is_id_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
 }
 
-/// A project id: 1 to 64 of `[A-Za-z0-9_-]`.
+/// Whether `s` is [`PROJECT_ID_GRAMMAR`]: a project id, a deployment's
+/// name or a Redis user's.
+pub fn is_plain_id(s: &str) -> bool {
+    (1..=MAX_PROJECT_LEN).contains(&s.len()) && s.bytes().all(is_id_byte)
+}
+
+/// A project id: [`PROJECT_ID_GRAMMAR`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(transparent)]
 pub struct ProjectId(String);
 
 impl ProjectId {
     pub fn parse(s: &str) -> Result<Self, KeyError> {
-        if s.is_empty() || s.len() > MAX_PROJECT_LEN || !s.bytes().all(is_id_byte) {
+        if !is_plain_id(s) {
             return Err(KeyError::ProjectId);
         }
         Ok(Self(s.to_owned()))

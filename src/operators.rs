@@ -33,7 +33,11 @@ pub(crate) fn valid_projects(projects: &[String]) -> Result<(), ValidationError>
         };
     }
     if !projects.iter().all(|p| ProjectId::parse(p).is_ok()) {
-        return fail("each entry must be a project id (1 to 64 of [A-Za-z0-9_-]) or \"*\"");
+        let message = format!(
+            "each entry must be a project id ({}) or \"*\"",
+            crate::key::PROJECT_ID_GRAMMAR
+        );
+        return Err(ValidationError::new("projects").with_message(message.into()));
     }
     Ok(())
 }
@@ -44,7 +48,7 @@ pub(crate) fn projects_schema() -> Schema {
         .items(
             ObjectBuilder::new()
                 .schema_type(Type::String)
-                .pattern(Some("^[A-Za-z0-9_-]{1,64}$")),
+                .pattern(Some(crate::key::PROJECT_ID_PATTERN)),
         )
         .min_items(Some(1))
         .max_items(Some(MAX_PROJECTS));

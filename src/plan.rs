@@ -18,6 +18,38 @@ use validator::ValidationError;
 pub const MAX_LIMITS: usize = 8;
 /// The largest cost one request may have.
 pub const MAX_COST: u64 = 1_000_000;
+/// How long a counter outlives the window it counts in: a use in a
+/// window's last moment, or on a clock a little behind, still finds it.
+/// The minute's use counters live this long from their first use; every
+/// other window's counter and each credit balance, its length plus this.
+pub const COUNTER_MARGIN_SECS: u64 = 120;
+
+/// A cost as a header states it, the OpenAPI pattern: up to one digit
+/// fewer than [`MAX_COST`] has, or [`MAX_COST`] itself.
+pub fn cost_pattern() -> String {
+    let digits = MAX_COST.to_string().len();
+    format!("^(?:[0-9]{{1,{}}}|{MAX_COST})$", digits - 1)
+}
+
+/// A cost as a header states it, in words: what [`cost_pattern`] accepts.
+pub fn parse_cost(text: &str) -> Option<u64> {
+    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    let short = text.len() < MAX_COST.to_string().len();
+    let cost = text.parse::<u64>().ok()?;
+    (digits && (short || text == MAX_COST.to_string())).then_some(cost)
+}
+
+/// The OpenAPI schema of a body's `cost`: 0 to [`MAX_COST`], default 1.
+pub fn cost_schema() -> utoipa::openapi::Schema {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::Integer))
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .minimum(Some(0))
+        .maximum(Some(MAX_COST))
+        .default(Some(1.into()))
+        .into()
+}
 /// The largest limit, credit amount or balance: Redis counts in i64.
 pub const MAX_AMOUNT: u64 = i64::MAX as u64;
 
@@ -171,7 +203,7 @@ impl Per {
             Per::Day => 86_400,
             Per::Month => 31 * 86_400,
         };
-        longest + 120
+        longest + COUNTER_MARGIN_SECS as i64
     }
 
     /// The window of this length that `now` (Unix seconds) is in.

@@ -55,7 +55,7 @@ fn stream_id(id: &str) -> Result<(), ValidationError> {
 pub struct AuditQuery {
     /// Only this project's entries.
     #[validate(custom(function = "valid_project_id"))]
-    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "alpha")]
+    #[param(schema_with = crate::admin::project_id_schema)]
     pub project_id: Option<String>,
     /// Only this actor's entries: an operator id, `root` or `unknown`.
     #[validate(length(min = 1, max = 64))]

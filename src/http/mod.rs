@@ -244,6 +244,11 @@ fn forward_auth() -> OpenApiRouter<AppState> {
     let Some(mut get) = paths.paths.into_values().find_map(|item| item.get) else {
         return router;
     };
+    for param in get.parameters.iter_mut().flatten() {
+        if param.name == "X-Keyward-Cost" {
+            auth::document_cost(param);
+        }
+    }
     for response in get.responses.responses.values_mut() {
         if let RefOr::T(response) = response {
             response

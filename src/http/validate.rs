@@ -33,8 +33,8 @@ pub struct ValidateIn {
     /// What the request weighs: each of the key's windows and its credits
     /// are spent by it (default 1; 0 checks everything and spends nothing).
     #[serde(default = "one", deserialize_with = "crate::plan::whole")]
-    #[validate(range(max = 1_000_000))]
-    #[schema(minimum = 0, maximum = 1_000_000, default = 1)]
+    #[validate(range(max = crate::plan::MAX_COST))]
+    #[schema(schema_with = crate::plan::cost_schema)]
     pub cost: u64,
 }
 

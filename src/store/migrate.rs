@@ -29,9 +29,6 @@ use crate::key::ProjectId;
 /// Ids moved per command when copying an index.
 const CHUNK: usize = 1_000;
 
-/// The keys `SCAN` looks for.
-const PROJECTS: &str = "project:*";
-
 fn failed(what: &str, key: &str, e: FredError) -> Error {
     Error::Unavailable(format!("{what} {key}: {e}"))
 }
@@ -132,24 +129,25 @@ impl Migrator {
     /// run migrate again after one.
     pub async fn project_ids(&self) -> Result<BTreeSet<String>> {
         let client = self.pool.next();
+        let pattern = format!("{}*", names::PROJECT);
         let keys: Vec<Key> = match self.cluster {
             true => {
                 client
-                    .scan_cluster_buffered(PROJECTS, Some(1_000), None)
+                    .scan_cluster_buffered(&pattern, Some(1_000), None)
                     .try_collect()
                     .await
             }
             false => {
                 client
-                    .scan_buffered(PROJECTS, Some(1_000), None)
+                    .scan_buffered(&pattern, Some(1_000), None)
                     .try_collect()
                     .await
             }
         }
-        .map_err(|e| failed("SCAN", PROJECTS, e))?;
+        .map_err(|e| failed("SCAN", &pattern, e))?;
         Ok(keys
             .iter()
-            .filter_map(|k| k.as_str()?.strip_prefix("project:"))
+            .filter_map(|k| k.as_str()?.strip_prefix(names::PROJECT))
             .map(str::to_owned)
             .collect())
     }

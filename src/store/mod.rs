@@ -82,7 +82,7 @@ pub use operators::AdminEntry;
 pub use validation::{Owed, Spend};
 
 /// Rate-limit counters outlive their minute a little, then expire.
-const COUNTER_TTL_SECS: i64 = 120;
+const COUNTER_TTL_SECS: i64 = crate::plan::COUNTER_MARGIN_SECS as i64;
 
 /// JSON documents are read at the legacy root path `.`, which returns the
 /// document itself (a `$` path would wrap it in a one-element array).

@@ -409,7 +409,10 @@ impl Validator {
             let (period, refill_in) = credits.period(now);
             let init = credits.refill.map(|r| {
                 let amount = i64::try_from(r.amount).unwrap_or(i64::MAX);
-                (amount, refill_in.unwrap_or(0) as i64 + 120)
+                (
+                    amount,
+                    (refill_in.unwrap_or(0) + crate::plan::COUNTER_MARGIN_SECS) as i64,
+                )
             });
             spends.push(Spend {
                 counter: names::credits(project, key_id, &period),
