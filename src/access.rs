@@ -148,6 +148,7 @@ actions!(
     OperatorList = "operator.list",
     OperatorRevoke = "operator.revoke",
     Whoami = "whoami",
+    Catalog = "catalog",
     WebhookCreate = "webhook.create",
     WebhookList = "webhook.list",
     WebhookDelete = "webhook.delete",
@@ -167,7 +168,8 @@ impl Action {
             | Action::AuditRead
             | Action::WebhookList
             | Action::WebhookDeliveries
-            | Action::Whoami => Role::Viewer,
+            | Action::Whoami
+            | Action::Catalog => Role::Viewer,
             Action::KeyMint
             | Action::KeyUpdate
             | Action::KeyRotate

@@ -228,6 +228,27 @@ pub struct Whoami {
     pub projects: Vec<String>,
 }
 
+/// `200` from `GET /v1/admin/catalog`: what this keyward offers, so that
+/// a client (the console) lists it rather than keeping a copy.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Catalog {
+    /// Every role, least first; each includes the ones before it.
+    pub roles: Vec<Role>,
+    /// Every webhook event type.
+    #[schema(example = json!(["key.created", "key.revoked"]))]
+    pub event_types: Vec<&'static str>,
+}
+
+pub fn catalog() -> Catalog {
+    Catalog {
+        roles: Role::ALL.to_vec(),
+        event_types: crate::event::EventType::ALL
+            .iter()
+            .map(|t| t.as_str())
+            .collect(),
+    }
+}
+
 fn out(doc: OperatorDoc) -> OperatorOut {
     OperatorOut {
         operator_id: doc.operator_id,

@@ -187,6 +187,7 @@ fn routes() -> Routes {
         .routes(routes!(operators::list_operators))
         .routes(routes!(operators::revoke_operator))
         .routes(routes!(operators::whoami))
+        .routes(routes!(operators::catalog))
         .routes(routes!(operators::audit))
         .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))
         .routes(routes!(webhooks::delete_webhook))

@@ -1,5 +1,6 @@
-//! Operators, `whoami` and the admin audit trail: owners manage operators;
-//! any caller may ask who it is and read the trail of its projects.
+//! Operators, `whoami`, the catalog and the admin audit trail: owners
+//! manage operators; any caller may ask who it is, what this keyward offers
+//! (roles, event types), and read the trail of its projects.
 
 use axum::extract::State;
 use axum::Json;
@@ -10,8 +11,8 @@ use super::ShownOnce;
 use crate::access::act;
 use crate::error::{ErrorBody, InvalidRequest, PayloadTooLarge, Result};
 use crate::operators::{
-    self, OperatorCreated, OperatorIn, OperatorPath, OperatorRevoked, OperatorsOut, OperatorsQuery,
-    Whoami,
+    self, Catalog, OperatorCreated, OperatorIn, OperatorPath, OperatorRevoked, OperatorsOut,
+    OperatorsQuery, Whoami,
 };
 use crate::trail::{self, AuditOut, AuditQuery};
 
@@ -93,6 +94,21 @@ pub async fn revoke_operator(
 )]
 pub async fn whoami(call: Admin<act::Whoami, Nothing>) -> Json<Whoami> {
     Json(operators::whoami(call.caller))
+}
+
+/// What this keyward offers: its roles and its webhook event types.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/catalog",
+    tag = "operators",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The roles, least first, and the event types", body = Catalog),
+        (status = 404, description = "`not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
+    )
+)]
+pub async fn catalog(_call: Admin<act::Catalog, Nothing>) -> Json<Catalog> {
+    Json(operators::catalog())
 }
 
 /// The admin audit trail, newest first: every admin call, allowed or

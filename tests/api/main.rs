@@ -6,6 +6,7 @@
 mod admin;
 mod admin_edges;
 mod browser;
+mod catalog;
 mod cli;
 mod cluster;
 mod console;
