@@ -256,13 +256,13 @@ impl Caller {
         if let Some(project) = project {
             if !self.sees(project) {
                 return Err(match action {
-                    Action::ProjectCreate => Error::Forbidden,
+                    Action::ProjectCreate => Error::InsufficientPermission,
                     _ => action.not_found(),
                 });
             }
         }
         if self.role < action.needs() {
-            return Err(Error::Forbidden);
+            return Err(Error::InsufficientPermission);
         }
         Ok(())
     }
@@ -437,7 +437,7 @@ mod tests {
                 let got = caller.authorize(action, Some("alpha"));
                 assert_eq!(got.is_ok(), a <= r, "{role:?} {action:?}: {got:?}");
                 if a > r {
-                    assert!(matches!(got, Err(Error::Forbidden)));
+                    assert!(matches!(got, Err(Error::InsufficientPermission)));
                 }
             }
         }
@@ -457,7 +457,7 @@ mod tests {
         let admin = operator(Role::ProjectAdmin, &["alpha"]);
         assert!(matches!(
             admin.authorize(Action::ProjectCreate, Some("beta")),
-            Err(Error::Forbidden)
+            Err(Error::InsufficientPermission)
         ));
         assert!(admin
             .authorize(Action::ProjectCreate, Some("alpha"))

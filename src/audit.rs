@@ -67,7 +67,9 @@ pub enum Reason {
     BadSecret,
     Disabled,
     Expired,
-    Forbidden,
+    /// Redis refused the key's document to this deployment's user (`NOPERM`):
+    /// a project it may not read. The audit reason `forbidden`.
+    NoPermission,
     IpNotAllowed,
     InsufficientScope,
     /// The key's document in Redis cannot be read (or is not to be trusted).
@@ -88,7 +90,7 @@ impl Reason {
             Reason::BadSecret => "bad_secret",
             Reason::Disabled => "disabled",
             Reason::Expired => "expired",
-            Reason::Forbidden => "forbidden",
+            Reason::NoPermission => "forbidden",
             Reason::IpNotAllowed => "ip_not_allowed",
             Reason::InsufficientScope => "insufficient_scope",
             Reason::Unreadable => "unreadable",
@@ -113,7 +115,7 @@ impl Reason {
         matches!(
             self,
             Reason::NotFound
-                | Reason::Forbidden
+                | Reason::NoPermission
                 | Reason::Unreadable
                 | Reason::Disabled
                 | Reason::Expired
@@ -125,7 +127,7 @@ impl Reason {
 pub const ANONYMOUS_REASONS: [&str; 3] = [
     Reason::Malformed.as_str(),
     Reason::NotFound.as_str(),
-    Reason::Forbidden.as_str(),
+    Reason::NoPermission.as_str(),
 ];
 
 /// Whether a denial with this audit reason is anonymous traffic.

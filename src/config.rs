@@ -552,7 +552,7 @@ pub struct Config {
     pub verify_cache_entries: u64,
     /// A file of peppers, one per line (at least 32 characters each), that
     /// every instance of the deployment has and Redis does not. With it, a
-    /// secret verified once by any instance is remembered in Redis as a
+    /// secret verified once by any instance is shared in Redis as a
     /// keyed digest (never the secret), so a new or restarted instance
     /// validates it without Argon2id. The first line makes new digests;
     /// every line is accepted (rotation: put the new pepper first). Unset:

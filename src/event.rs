@@ -87,7 +87,7 @@ impl Event {
     pub fn body(kind: &str, at: f64, data: &Value) -> String {
         serde_json::json!({
             "type": kind,
-            "timestamp": crate::plan::rfc3339(at),
+            "timestamp": crate::clock::rfc3339(at),
             "data": data,
         })
         .to_string()

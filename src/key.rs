@@ -296,6 +296,18 @@ mod tests {
     }
 
     #[test]
+    fn the_project_id_pattern_and_words_are_the_parsers_grammar() {
+        let pattern = regex::Regex::new(PROJECT_ID_PATTERN).unwrap();
+        let (longest, too_long) = ("a".repeat(MAX_PROJECT_LEN), "a".repeat(MAX_PROJECT_LEN + 1));
+        for s in [
+            "a", "A-_9", &longest, "", &too_long, "a.b", "é", "a b", "a:b", "*",
+        ] {
+            assert_eq!(pattern.is_match(s), is_plain_id(s), "{s:?}");
+        }
+        assert!(PROJECT_ID_GRAMMAR.contains(&MAX_PROJECT_LEN.to_string()));
+    }
+
+    #[test]
     fn debug_output_never_contains_the_secret() {
         let k = ApiKey::parse(&key("p", "k_abc1234", SECRET)).unwrap();
         assert!(!format!("{k:?}").contains(SECRET));
@@ -312,7 +324,7 @@ mod tests {
 
         #[test]
         fn keys_of_the_documented_shape_round_trip(
-            project in "[A-Za-z0-9_-]{1,64}",
+            project in &PROJECT_ID_PATTERN[1..PROJECT_ID_PATTERN.len() - 1],
             key_id in "k_[A-Za-z0-9]{7,40}",
             secret in "[A-Za-z0-9_-]{32,100}",
         ) {
@@ -328,7 +340,7 @@ mod tests {
 
     #[test]
     fn arbitrary_bytes_never_panic() {
-        // A cheap deterministic sweep; the fuzz target goes further.
+        // A cheap deterministic sweep; the property test below goes further.
         let alphabet = ["sk-proj.", ".", "k_", "a", "é", "\u{0}", "-", "_", "9", "."];
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         for _ in 0..20_000 {

@@ -230,11 +230,11 @@ pub(super) fn audited<'a>(method: &'a str, path: &'a str) -> Origin<'a> {
             ("X-Keyward-Credits-Remaining" = i64, description = "The key's credits left after this request; absent when unlimited"),
             ("X-Keyward-Failsafe" = String, description = "`open`: accepted under `KEYWARD_FAILSAFE=open` without a complete check, because Redis did not answer a read a pass needs or did not take its audit entry (no read refused the key); not audited, and no `X-RateLimit-*` headers"),
         )),
-        (status = 401, response = inline(crate::error::InvalidKey)),
-        (status = 403, response = inline(crate::error::InsufficientScope)),
+        (status = 401, response = inline(crate::error::InvalidKeyResponse)),
+        (status = 403, response = inline(crate::error::InsufficientScopeResponse)),
         (status = 422, description = "`invalid_request`: a malformed or repeated `X-Keyward-Required-Scopes` or `X-Keyward-Cost`, or a last client-address line that is not visible ASCII", body = crate::error::ErrorBody),
-        (status = 429, response = inline(crate::error::RateLimited)),
-        (status = 503, response = inline(crate::error::Unavailable)),
+        (status = 429, response = inline(crate::error::RateLimitedResponse)),
+        (status = 503, response = inline(crate::error::UnavailableResponse)),
     )
 )]
 pub async fn forward_auth(

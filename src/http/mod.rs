@@ -122,10 +122,11 @@ pub struct App {
     pub validator: Validator,
     /// Redis, for admin calls and health checks.
     pub store: Store,
-    /// Argon2id, for minting.
+    /// The keys' Argon2id hasher, the validator's own (its cap, queue and
+    /// cache): mint and rotate hash new secrets with it.
     pub hasher: Arc<Hasher>,
     /// Argon2id for operator tokens stored before digests, with capacity
-    /// of its own (see `access`).
+    /// of its own (see `access`): never the keys' hasher.
     pub operator_hasher: Hasher,
     /// The admin bearer token; `None` means admin routes are not served.
     pub admin_token: Option<SecretString>,

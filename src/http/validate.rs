@@ -59,13 +59,13 @@ fn one() -> u64 {
             ("X-RateLimit-Reset" = u64, description = "Seconds until that window resets"),
             ("X-Keyward-Failsafe" = String, description = "`open`: accepted under `KEYWARD_FAILSAFE=open` without a complete check, because Redis did not answer a read a pass needs or did not take its audit entry (no read refused the key); not audited, and no `X-RateLimit-*` headers"),
         )),
-        (status = 401, response = crate::error::InvalidKey),
-        (status = 403, response = crate::error::InsufficientScope),
-        (status = 405, response = crate::error::MethodNotAllowed),
-        (status = 413, response = crate::error::PayloadTooLarge),
-        (status = 422, response = crate::error::InvalidRequest),
-        (status = 429, response = crate::error::RateLimited),
-        (status = 503, response = crate::error::Unavailable),
+        (status = 401, response = crate::error::InvalidKeyResponse),
+        (status = 403, response = crate::error::InsufficientScopeResponse),
+        (status = 405, response = crate::error::MethodNotAllowedResponse),
+        (status = 413, response = crate::error::PayloadTooLargeResponse),
+        (status = 422, response = crate::error::InvalidRequestResponse),
+        (status = 429, response = crate::error::RateLimitedResponse),
+        (status = 503, response = crate::error::UnavailableResponse),
     )
 )]
 pub async fn validate_key(

@@ -348,7 +348,7 @@ struct Skew {
 #[derive(Clone)]
 pub struct Store {
     /// The `validator` user's pool: the validation path.
-    pool: Pool,
+    validator: Pool,
     /// The `manager` user's pool: admin calls, when admin is configured.
     admin: Option<Pool>,
     /// A read-only monitoring user's pool, to sample the audit streams.
@@ -377,7 +377,7 @@ pub struct Store {
     /// last), written as summaries by the flusher.
     failsafes: Arc<validation::Failsafes>,
     /// Whether first-time validations read `apiverify` (a pepper is set).
-    remembers: bool,
+    shares_digests: bool,
     /// Writes the summaries, the usage and what the counters are owed every
     /// second; stopped when the last handle
     /// to the store (other than the flusher's own) is dropped, or by `quit`.
@@ -406,7 +406,7 @@ async fn connect(url: &str, config: &Config, what: &str) -> Result<Pool> {
 ///
 /// Every command has the deadline `timeout` (fred's command timeout) and one
 /// attempt: a command that fails is answered 503 now rather than sent again
-/// past the request's deadline (or twice: `INCR` and `XADD` are not
+/// past the request's deadline (or twice: `INCRBY` and `XADD` are not
 /// idempotent). On a cluster, fred follows no redirection either
 /// (`max_redirections = 0`), and that is what keeps fred 10.1 safe there:
 ///
@@ -517,7 +517,7 @@ impl Store {
     /// Connects every configured pool, failing with a clear error when Redis
     /// cannot be reached or refuses the credentials.
     pub async fn connect(config: &Config) -> Result<Self> {
-        let pool = connect(config.redis_url.expose_secret(), config, "validator").await?;
+        let validator = connect(config.redis_url.expose_secret(), config, "validator").await?;
         let admin = match (&config.admin_token, &config.admin_redis_url) {
             (Some(_), Some(url)) => Some(connect(url.expose_secret(), config, "manager").await?),
             _ => None,
@@ -527,7 +527,7 @@ impl Store {
             None => None,
         };
         let mut store = Self {
-            pool,
+            validator,
             monitor,
             admin,
             client_name: config.client_name.clone(),
@@ -546,7 +546,7 @@ impl Store {
             failsafes: Arc::default(),
             skew: Arc::default(),
             max_skew: config.max_clock_skew,
-            remembers: !config.verify_peppers.is_empty(),
+            shares_digests: !config.verify_peppers.is_empty(),
             flusher: Arc::default(),
         };
         if let Err(e) = store.measure_clock().await {
@@ -585,9 +585,13 @@ impl Store {
         if let Err(e) = self.flush_failsafes().await {
             tracing::error!(error = %e, "failsafe answers' audit summaries lost at shutdown");
         }
-        for pool in [Some(&self.pool), self.admin.as_ref(), self.monitor.as_ref()]
-            .into_iter()
-            .flatten()
+        for pool in [
+            Some(&self.validator),
+            self.admin.as_ref(),
+            self.monitor.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
         {
             let _ = pool.quit().await;
         }
@@ -599,7 +603,7 @@ impl Store {
         let time = CustomCommand::new_static("TIME", ClusterHash::Random, false);
         let before = now();
         let answer: (String, String) = self
-            .pool
+            .validator
             .custom(time, Vec::<String>::new())
             .await
             .map_err(unavailable)?;
@@ -640,7 +644,7 @@ impl Store {
 
     /// Whether Redis answers this deployment's validator user.
     pub async fn ping(&self) -> Result<()> {
-        self.pool.ping::<()>(None).await.map_err(unavailable)
+        self.validator.ping::<()>(None).await.map_err(unavailable)
     }
 
     /// Whether Redis answers every user this deployment is configured with.

@@ -133,7 +133,7 @@ pub enum Lookup {
     Found(Box<KeyDoc>),
     Missing,
     /// This deployment's Redis user may not read the key (ACL `NOPERM`).
-    Forbidden,
+    NoPermission,
     /// A document is there but is not a key document keyward can read.
     Unreadable,
 }
@@ -148,10 +148,10 @@ pub struct Read {
     pub used: crate::error::Result<u64>,
     /// Wrong-secret attempts this minute (not read when counting).
     pub bad: crate::error::Result<u64>,
-    /// What `apiverify:<p>:<k>` remembers of secrets verified before (read
+    /// The verified digests `apiverify:<p>:<k>` holds of secrets verified before (read
     /// only for a first-time secret, with a pepper configured; empty when
     /// unreadable).
-    pub remembered: crate::hash::Remembered,
+    pub verified_digests: crate::hash::VerifiedDigests,
 }
 
 /// One `audit:keylookup` entry. Never holds the secret, key or hash.
@@ -193,7 +193,8 @@ pub struct Effects<'a> {
     pub audit: Audit<'a>,
     /// The rate-limit window the counters belong to.
     pub minute: u64,
-    /// This use opened its window (`INCR` answered 1): `EXPIRE` the counter.
+    /// This use opened its window (the minute's `INCRBY` answered exactly
+    /// the cost): `EXPIRE` the counter.
     pub new_window: bool,
     /// A wrong secret: `INCR` and `EXPIRE NX` of the wrong-secret counter.
     pub bad_secret: bool,
@@ -201,7 +202,7 @@ pub struct Effects<'a> {
     /// (its cost); 0: nothing to take back.
     pub undo_use: u64,
     /// A secret just verified: `HSET apiverify:<p>:<k> field value`.
-    pub remember: Option<(&'a str, &'a str)>,
+    pub digest_to_share: Option<(&'a str, &'a str)>,
     /// A plan's counters (see `plan`): what each is owed, a spend to take
     /// back (a refusal) and a new window's expiry.
     pub plan: &'a [(String, crate::store::Owed)],

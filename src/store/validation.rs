@@ -31,7 +31,7 @@ use super::{
 use super::{Audit, Effects, Finished, Lookup, Read};
 use crate::audit::Summary;
 use crate::error::{Error, Result};
-use crate::hash::Remembered;
+use crate::hash::VerifiedDigests;
 use crate::key::{KeyId, ProjectId};
 use crate::telemetry::metric;
 
@@ -45,7 +45,8 @@ pub(super) async fn together<F: Future>(commands: F) -> F::Output {
     replies
 }
 
-/// `EXPIRE counter 120 NX`: only the first use of a window sets its TTL.
+/// `EXPIRE counter <COUNTER_TTL_SECS> NX`: only the first use of a window
+/// sets its TTL.
 fn expire_nx<'a>(client: &'a Client, counter: &'a str) -> impl Future<Output = Reply> + 'a {
     client.expire(counter, COUNTER_TTL_SECS, Some(ExpireOptions::NX))
 }
@@ -71,7 +72,7 @@ fn balance(reply: Reply) -> Result<i64> {
         .map_err(|e| Error::Unavailable(format!("a counter is not a number: {e}")))
 }
 
-/// The answer of a counter command (`INCR`, or `GET` of a counter that may
+/// The answer of a counter command (`INCRBY`, or `GET` of a counter that may
 /// be missing: 0); a failure is a 503 if the decision needs it.
 fn counter(reply: Reply) -> Result<u64> {
     reply
@@ -177,19 +178,19 @@ impl Store {
     /// and this minute's use and wrong-secret counters, each answered on its
     /// own.
     pub async fn read(&self, project: &ProjectId, key_id: &KeyId, minute: u64) -> Read {
-        let client = self.pool.next();
+        let client = self.validator.next();
         let doc_key = names::apikey(project.as_str(), key_id.as_str());
         let used_key = names::used(project.as_str(), key_id.as_str(), minute);
         let bad_key = names::bad(project.as_str(), key_id.as_str(), minute);
         let verified_key = names::verified(project.as_str(), key_id.as_str());
-        let (doc, used, bad, remembered) = together(async {
+        let (doc, used, bad, verified_digests) = together(async {
             futures::join!(
                 Box::pin(get_doc(client, &doc_key)),
                 Box::pin(client.get::<Value, _>(&used_key)),
                 Box::pin(client.get::<Value, _>(&bad_key)),
                 OptionFuture::from(
-                    self.remembers
-                        .then(|| Box::pin(client.hgetall::<Remembered, _>(&verified_key)))
+                    self.shares_digests
+                        .then(|| Box::pin(client.hgetall::<VerifiedDigests, _>(&verified_key)))
                 ),
             )
         })
@@ -199,13 +200,14 @@ impl Store {
             used: counter(used),
             bad: counter(bad),
             // Unreadable (an old ACL, another type): Argon2id decides.
-            remembered: remembered.and_then(Result::ok).unwrap_or_default(),
+            verified_digests: verified_digests.and_then(Result::ok).unwrap_or_default(),
         }
     }
 
     /// Round trip 1 for a secret verified before: the key's document, and
-    /// this use counted against this minute's window (`INCR`); `used` is the
-    /// count including it (1: a new window, whose expiry `finish` sets).
+    /// this request's cost spent in this minute's window (`INCRBY cost`);
+    /// `used` is the count including it (equal to the cost: a new window,
+    /// whose expiry [`Store::write_effects`] sets).
     pub async fn read_counting(
         &self,
         project: &ProjectId,
@@ -213,7 +215,7 @@ impl Store {
         minute: u64,
         cost: u64,
     ) -> Read {
-        let client = self.pool.next();
+        let client = self.validator.next();
         let doc_key = names::apikey(project.as_str(), key_id.as_str());
         let used_key = names::used(project.as_str(), key_id.as_str(), minute);
         let (doc, used) = together(async {
@@ -227,22 +229,23 @@ impl Store {
             doc: read_doc(&doc_key, doc),
             used: counter(used),
             bad: Ok(0),
-            remembered: Remembered::new(),
+            verified_digests: VerifiedDigests::new(),
         }
     }
 
     /// This minute's right-secret validations, read (`GET`) without counting.
     pub async fn used(&self, project: &ProjectId, key_id: &KeyId, minute: u64) -> Result<u64> {
-        let client = self.pool.next();
+        let client = self.validator.next();
         let used_key = names::used(project.as_str(), key_id.as_str(), minute);
         counter(together(Box::pin(client.get::<Value, _>(&used_key))).await)
     }
 
-    /// Counts a right-secret validation against this minute's window
-    /// (`INCR`) and returns the count including it (1: a new window, whose
-    /// expiry `finish` sets). The INCR's own result decides the 429, so the
-    /// decision is exact under any concurrency.
-    pub async fn count_use(
+    /// Spends a right-secret validation's cost in this minute's window
+    /// (`INCRBY cost`) and returns the count including it (equal to the
+    /// cost: a new window, whose expiry [`Store::write_effects`] sets). The
+    /// `INCRBY`'s own answer decides the 429, so the decision is exact
+    /// under any concurrency.
+    pub async fn spend_minute(
         &self,
         project: &ProjectId,
         key_id: &KeyId,
@@ -250,7 +253,7 @@ impl Store {
         cost: u64,
     ) -> Result<u64> {
         let used_key = names::used(project.as_str(), key_id.as_str(), minute);
-        let client = self.pool.next();
+        let client = self.validator.next();
         counter(together(Box::pin(client.incr_by::<Value, _>(&used_key, cost as i64))).await)
     }
 
@@ -259,7 +262,7 @@ impl Store {
     /// `SET NX` with its TTL of a balance that refills. Each answer (the
     /// count or balance after it) on its own.
     pub async fn spend(&self, spends: &[Spend]) -> Vec<Result<i64>> {
-        let client = self.pool.next();
+        let client = self.validator.next();
         let replies = together(join_all(spends.iter().map(|s| async move {
             if let Some((value, ttl)) = s.init {
                 let set = client.set::<Value, _, _>(
@@ -285,22 +288,23 @@ impl Store {
         replies.into_iter().map(balance).collect()
     }
 
-    /// The last round trip of a validation, its only writes: `effects`'
-    /// audit entry (unless the anonymous budget only counts it for a
+    /// The last round trip of a validation (`Validator::finish` sends it):
+    /// its writes besides the spends whose answers are counts (the minute's
+    /// and a plan's `INCRBY`): `effects`' audit entry (unless the anonymous budget only counts it for a
     /// summary, see `audit`), the new window's expiry, wrong-secret count,
     /// undone use and a verified secret's digest.
     /// Nothing to write is no round trip. `Err` when the audit entry was due
     /// and not written; the other writes are bookkeeping, so their failure
     /// is logged and counted, not answered, and what the use counters did
     /// not take is owed to the flusher (see [`Unsettled`]).
-    pub async fn finish(&self, effects: Effects<'_>) -> Result<Finished> {
+    pub async fn write_effects(&self, effects: Effects<'_>) -> Result<Finished> {
         let Effects {
             audit,
             minute,
             new_window,
             bad_secret,
             undo_use,
-            remember,
+            digest_to_share,
             plan,
             network,
         } = effects;
@@ -308,7 +312,7 @@ impl Store {
         let entry = self.audit_budget.admit(audit.reason).then_some(audit);
         let used = (new_window || undo_use > 0).then(|| names::used(project, key_id, minute));
         let bad = bad_secret.then(|| names::bad(project, key_id, minute));
-        let verified = remember.map(|r| (names::verified(project, key_id), r));
+        let verified = digest_to_share.map(|r| (names::verified(project, key_id), r));
         if entry.is_none()
             && used.is_none()
             && bad.is_none()
@@ -318,7 +322,7 @@ impl Store {
         {
             return Ok(Finished::default());
         }
-        let client = self.pool.next();
+        let client = self.validator.next();
         let (expire, decr, incr_bad, expire_bad, hset, probe, entry) = together(async {
             futures::join!(
                 OptionFuture::from(
@@ -421,7 +425,7 @@ impl Store {
         if plan.is_empty() {
             return;
         }
-        let (client, unsettled) = (self.pool.next().clone(), self.unsettled.clone());
+        let (client, unsettled) = (self.validator.next().clone(), self.unsettled.clone());
         tokio::spawn(async move {
             let settles = plan
                 .into_iter()
@@ -438,7 +442,7 @@ impl Store {
         });
     }
 
-    /// After a validation that ended without `finish`'s round trip (or
+    /// After a validation that ended without [`Store::write_effects`]'s round trip (or
     /// whose round trip failed): in the background, takes back a use that
     /// was counted (`undo`) and makes sure its window expires; what Redis
     /// does not take now, the flusher sends again (see [`settle`]). Never in
@@ -451,7 +455,7 @@ impl Store {
         undo: u64,
     ) {
         let used = names::used(project.as_str(), key_id.as_str(), minute);
-        let (client, unsettled) = (self.pool.next().clone(), self.unsettled.clone());
+        let (client, unsettled) = (self.validator.next().clone(), self.unsettled.clone());
         let owed = Owed {
             add: -(undo as i64),
             expire: Some(COUNTER_TTL_SECS),
@@ -472,7 +476,7 @@ impl Store {
         if owed.is_empty() {
             return Ok(());
         }
-        let client = self.pool.next();
+        let client = self.validator.next();
         let settles = owed
             .into_iter()
             .map(|(counter, owed)| settle(client, &self.unsettled, counter, owed));
@@ -541,7 +545,7 @@ impl Store {
         if due.is_empty() {
             return Ok(());
         }
-        let client = self.pool.next();
+        let client = self.validator.next();
         let writes = due.iter().map(|((project, key_id), (count, first, last))| {
             let fields = vec![
                 ("ts", now().to_string()),
@@ -583,7 +587,7 @@ impl Store {
         if due.is_empty() {
             return Ok(());
         }
-        let client = self.pool.next();
+        let client = self.validator.next();
         let writes = due.iter().map(|summary| self.xadd_summary(client, summary));
         let replies = together(join_all(writes)).await;
         let mut error = None;
@@ -656,7 +660,7 @@ impl Store {
 /// What `JSON.GET` of a key document found.
 fn read_doc(doc_key: &str, doc: Result<Value, FredError>) -> Result<Lookup> {
     let raw = match doc {
-        Err(e) if super::is_noperm(&e) => return Ok(Lookup::Forbidden),
+        Err(e) if super::is_noperm(&e) => return Ok(Lookup::NoPermission),
         // A key of another type than JSON: not a key document.
         Err(e) if is_wrongtype(&e) => {
             report_unreadable(doc_key, "the key is not a JSON document");

@@ -116,7 +116,7 @@ impl Store {
 
     /// Appends `event` to the events stream, as the validator user.
     pub async fn emit(&self, event: &Event) -> Result<()> {
-        xadd_event(&self.pool, self.client_name(), event).await
+        xadd_event(&self.validator, self.client_name(), event).await
     }
 
     /// Appends `event` to the events stream with the call's admin audit
@@ -138,7 +138,7 @@ impl Store {
     ) -> Result<bool> {
         let pool = match as_manager {
             true => self.admin()?,
-            false => &self.pool,
+            false => &self.validator,
         };
         let ttl = Expiration::EX(ttl_secs.clamp(1, i64::MAX as u64) as i64);
         let set: Option<String> = pool

@@ -232,7 +232,7 @@ pub fn judge(f: &Facts<'_>) -> Next {
     let doc = match f.doc {
         Err(Failed) => return INCOMPLETE,
         Ok(Lookup::Missing) => return refuse(Reason::NotFound),
-        Ok(Lookup::Forbidden) => return refuse(Reason::Forbidden),
+        Ok(Lookup::NoPermission) => return refuse(Reason::NoPermission),
         Ok(Lookup::Unreadable) => return refuse(Reason::Unreadable),
         Ok(Lookup::Found(doc)) => doc,
     };

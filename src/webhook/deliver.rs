@@ -410,7 +410,7 @@ impl Deliverer {
                         let ttl = (expires_at - now) as u64 + 86_400;
                         let event =
                             Event::key(EventType::KeyExpiring, &doc.project_id, &doc.key_id)
-                                .with("expires_at", crate::plan::rfc3339(expires_at))
+                                .with("expires_at", crate::clock::rfc3339(expires_at))
                                 .with("expires_in_seconds", (expires_at - now) as u64);
                         self.store.emit_once(&marker, ttl, &event, true).await?;
                     }

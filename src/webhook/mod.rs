@@ -363,7 +363,7 @@ pub async fn create(
     limits: &Limits,
 ) -> Result<WebhookCreated> {
     if !covers(caller, &input.projects) {
-        return Err(Error::Forbidden);
+        return Err(Error::InsufficientPermission);
     }
     let existing = store.list_webhooks().await?;
     let named: Vec<&[String]> = existing.iter().map(|d| d.projects.as_slice()).collect();
