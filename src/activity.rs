@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use validator::{Validate, ValidationError};
+use validator::Validate;
 
 use crate::clock::now;
 use crate::error::{Error, Result};
@@ -25,24 +25,17 @@ pub const SCAN_BATCH: usize = 1_000;
 /// is shared, so a busy hour may hold more; then the answer says how far
 /// back it got (`complete: false`, `covered_from`).
 pub const SCAN_MAX: usize = 20_000;
-const DEFAULT_RECENT: u64 = 50;
-
-fn project_id(id: &str) -> Result<(), ValidationError> {
-    ProjectId::parse(id)
-        .map(|_| ())
-        .map_err(|e| ValidationError::new("project_id").with_message(e.to_string().into()))
-}
 
 #[derive(Debug, Deserialize, Validate, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ActivityQuery {
-    #[validate(custom(function = "project_id"))]
-    #[param(schema_with = crate::admin::project_id_schema)]
+    #[validate(custom(function = "crate::admin::project_id"))]
+    #[param(inline, value_type = crate::admin::ProjectIdDoc)]
     pub project_id: String,
     /// Recent entries to return (default 50).
-    #[validate(range(min = 1, max = 200))]
-    #[param(minimum = 1, maximum = 200)]
+    #[validate(range(min = 1, max = crate::page::MAX_RECENT))]
+    #[param(inline, value_type = Option<crate::page::RecentDoc>)]
     pub limit: Option<u64>,
 }
 
@@ -130,7 +123,7 @@ pub async fn activity(store: &Store, query: ActivityQuery) -> Result<ActivityOut
     let scan = store
         .keylookup_since(&project, from as f64, SCAN_MAX, SCAN_BATCH)
         .await?;
-    let limit = query.limit.unwrap_or(DEFAULT_RECENT) as usize;
+    let limit = crate::page::limit(query.limit) as usize;
     Ok(summarize(project.to_string(), scan, at, limit))
 }
 

@@ -11,7 +11,7 @@ use rand::TryRngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::openapi::schema::{KnownFormat, SchemaFormat, SchemaType};
-use utoipa::openapi::{ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::{ObjectBuilder, OneOfBuilder, RefOr, Schema, Type};
 use utoipa::{IntoParams, ToSchema};
 use validator::{Validate, ValidationError};
 
@@ -48,6 +48,46 @@ pub(crate) fn project_id_schema() -> Schema {
         .pattern(Some(crate::key::PROJECT_ID_PATTERN))
         .examples(["alpha"])
         .into()
+}
+
+/// A key id's schema: `key::KEY_ID_PATTERN`.
+pub(crate) fn key_id_schema() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(crate::key::KEY_ID_PATTERN))
+        .examples(["k_3xAmPlE0key1"])
+        .into()
+}
+
+/// The OpenAPI schema of a project id ([`project_id_schema`]), for
+/// parameters.
+pub struct ProjectIdDoc;
+
+impl utoipa::PartialSchema for ProjectIdDoc {
+    fn schema() -> RefOr<Schema> {
+        project_id_schema().into()
+    }
+}
+
+impl ToSchema for ProjectIdDoc {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "ProjectId".into()
+    }
+}
+
+/// The OpenAPI schema of a key id ([`key_id_schema`]), for parameters.
+pub struct KeyIdDoc;
+
+impl utoipa::PartialSchema for KeyIdDoc {
+    fn schema() -> RefOr<Schema> {
+        key_id_schema().into()
+    }
+}
+
+impl ToSchema for KeyIdDoc {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "KeyId".into()
+    }
 }
 
 fn key_id(id: &str) -> Result<(), ValidationError> {
@@ -266,11 +306,11 @@ pub struct Revoked {
 pub struct KeyRef {
     #[validate(custom(function = "project_id"))]
     #[schema(schema_with = crate::admin::project_id_schema)]
-    #[param(schema_with = crate::admin::project_id_schema)]
+    #[param(inline, value_type = crate::admin::ProjectIdDoc)]
     pub project_id: String,
     #[validate(custom(function = "key_id"))]
-    #[schema(pattern = "^k_[A-Za-z0-9]{7,254}$", example = "k_3xAmPlE0key1")]
-    #[param(pattern = "^k_[A-Za-z0-9]{7,254}$", example = "k_3xAmPlE0key1")]
+    #[schema(schema_with = crate::admin::key_id_schema)]
+    #[param(inline, value_type = crate::admin::KeyIdDoc)]
     pub key_id: String,
 }
 
@@ -283,7 +323,7 @@ pub struct UpdateIn {
     #[schema(schema_with = crate::admin::project_id_schema)]
     pub project_id: String,
     #[validate(custom(function = "key_id"))]
-    #[schema(pattern = "^k_[A-Za-z0-9]{7,254}$", example = "k_3xAmPlE0key1")]
+    #[schema(schema_with = crate::admin::key_id_schema)]
     pub key_id: String,
     #[serde(default, deserialize_with = "non_null")]
     #[validate(custom(function = "crate::text::name"))]
@@ -341,7 +381,7 @@ pub struct AddCreditsIn {
     #[schema(schema_with = crate::admin::project_id_schema)]
     pub project_id: String,
     #[validate(custom(function = "key_id"))]
-    #[schema(pattern = "^k_[A-Za-z0-9]{7,254}$", example = "k_3xAmPlE0key1")]
+    #[schema(schema_with = crate::admin::key_id_schema)]
     pub key_id: String,
     #[validate(custom(function = "non_zero"))]
     #[serde(deserialize_with = "crate::plan::whole_signed")]
@@ -366,7 +406,7 @@ pub struct RotateIn {
     #[schema(schema_with = crate::admin::project_id_schema)]
     pub project_id: String,
     #[validate(custom(function = "key_id"))]
-    #[schema(pattern = "^k_[A-Za-z0-9]{7,254}$", example = "k_3xAmPlE0key1")]
+    #[schema(schema_with = crate::admin::key_id_schema)]
     pub key_id: String,
     /// How long the previous secret keeps working, in seconds (default a
     /// day, at most a week; `0` ends it now).
@@ -393,15 +433,15 @@ pub struct RotateOut {
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     #[validate(custom(function = "project_id"))]
-    #[param(schema_with = crate::admin::project_id_schema)]
+    #[param(inline, value_type = crate::admin::ProjectIdDoc)]
     pub project_id: String,
     /// Keys per page (default 50).
-    #[validate(range(min = 1, max = 100))]
-    #[param(minimum = 1, maximum = 100)]
+    #[validate(range(min = 1, max = crate::page::MAX_LIMIT))]
+    #[param(inline, value_type = Option<crate::page::LimitDoc>)]
     pub limit: Option<u64>,
     /// The previous page's `next`.
     #[validate(custom(function = "key_id"))]
-    #[param(pattern = "^k_[A-Za-z0-9]{7,254}$")]
+    #[param(inline, value_type = Option<crate::admin::KeyIdDoc>)]
     pub cursor: Option<String>,
 }
 
@@ -499,12 +539,12 @@ impl Target for ProjectPath {
 #[into_params(parameter_in = Query)]
 pub struct ProjectsQuery {
     /// Projects per page (default 50).
-    #[validate(range(min = 1, max = 100))]
-    #[param(minimum = 1, maximum = 100)]
+    #[validate(range(min = 1, max = crate::page::MAX_LIMIT))]
+    #[param(inline, value_type = Option<crate::page::LimitDoc>)]
     pub limit: Option<u64>,
     /// The previous page's `next`.
     #[validate(custom(function = "project_id"))]
-    #[param(schema_with = crate::admin::project_id_schema)]
+    #[param(inline, value_type = Option<crate::admin::ProjectIdDoc>)]
     pub cursor: Option<String>,
 }
 
@@ -527,7 +567,7 @@ pub async fn list_projects(
     caller: &Caller,
     query: ProjectsQuery,
 ) -> Result<ProjectsOut> {
-    let limit = query.limit.unwrap_or(50);
+    let limit = crate::page::limit(query.limit);
     let after = query.cursor.as_deref();
     let (ids, more) = if caller.covers_all() {
         store.project_ids(after, limit).await?
@@ -804,7 +844,7 @@ pub async fn list(store: &Store, query: ListQuery) -> Result<ListOut> {
         .await?
         .ok_or(Error::ProjectNotFound)?;
     let page = store
-        .list_keys(&project, cursor.as_ref(), query.limit.unwrap_or(50))
+        .list_keys(&project, cursor.as_ref(), crate::page::limit(query.limit))
         .await?;
     Ok(ListOut {
         items: page.keys.into_iter().map(key_out).collect(),

@@ -1,5 +1,8 @@
-//! The audit trail's budget for anonymous traffic, so that a flood cannot
-//! flush `audit:keylookup`.
+//! The audit trails' vocabulary and budgets, pure: the validation reasons
+//! ([`Reason`]) and the admin outcomes ([`outcome`]), each once; the cap on
+//! an admin entry's field ([`FIELD_MAX`]); and the budget for anonymous
+//! traffic, so that a flood cannot flush `audit:keylookup` (the admin
+//! trail's refused calls have one of their own).
 //!
 //! The stream is capped (`XADD MAXLEN ~`), so every entry written pushes the
 //! oldest out. Validations that concern an existing key (a success, a wrong

@@ -38,7 +38,9 @@ pub enum Error {
         /// The scopes the request required, space-separated.
         required: String,
     },
-    /// The key is over its per-minute limit.
+    /// The request's cost would take the key over a window's limit: its
+    /// per-minute limit or one of its plan's `limits` (`limit` is that
+    /// window's).
     #[error("rate limit exceeded, retry in {retry_after} s")]
     RateLimited { limit: u64, retry_after: u64 },
     /// Not enough credits left for the request's cost; `retry_after`: the

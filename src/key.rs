@@ -24,6 +24,9 @@ pub const PROJECT_ID_GRAMMAR: &str = "1 to 64 of [A-Za-z0-9_-]";
 pub const PROJECT_ID_PATTERN: &str = "^[A-Za-z0-9_-]{1,64}$";
 /// Key ids are `k_` followed by at least this many of `[A-Za-z0-9]`.
 pub const MIN_KEY_ID_BODY: usize = 7;
+/// A key id's grammar as the OpenAPI document's pattern (at most what fits
+/// a key of [`MAX_KEY_LEN`]).
+pub const KEY_ID_PATTERN: &str = "^k_[A-Za-z0-9]{7,254}$";
 /// Secrets have at least this many of `[A-Za-z0-9_-]`.
 pub const MIN_SECRET_LEN: usize = 32;
 
@@ -305,6 +308,17 @@ mod tests {
             assert_eq!(pattern.is_match(s), is_plain_id(s), "{s:?}");
         }
         assert!(PROJECT_ID_GRAMMAR.contains(&MAX_PROJECT_LEN.to_string()));
+        let pattern = regex::Regex::new(KEY_ID_PATTERN).unwrap();
+        for s in [
+            "k_abc1234",
+            "k_abc123",
+            "k_abc_1234",
+            "kk_abc1234",
+            "k_abcdefgé",
+            "k_ABCdef9",
+        ] {
+            assert_eq!(pattern.is_match(s), KeyId::parse(s).is_ok(), "{s:?}");
+        }
     }
 
     #[test]

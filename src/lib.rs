@@ -2,52 +2,61 @@
 //!
 //! # Layout, in request order
 //!
+//! Dependencies point one way, down this list's layers: [`http`] calls the
+//! operations (validate, admin, operators, trail, activity, webhook), which
+//! call [`access`], [`store`], [`hash`] and the pure modules; nothing below
+//! imports anything above it. axum stops at `http` (and [`error`]'s one
+//! `IntoResponse`), fred at `store`, argon2 at `hash`.
+//!
 //! - [`http`]: the routes (each declared once, with its OpenAPI operation),
-//!   layers and handlers. Handlers only translate HTTP to one call and back
-//!   (`POST /v1/validate-key`, the forward-auth `/v1/auth` and Envoy's gRPC
-//!   `Authorization/Check`, `http::ext_authz`, all call the one pipeline); `http::extract` validates bodies and queries;
+//!   layers and handlers, and serving them (`http::serve`, the state built
+//!   from the configuration). Handlers only translate HTTP to one call and
+//!   back (`POST /v1/validate-key`, the forward-auth `/v1/auth` and Envoy's
+//!   gRPC `Authorization/Check`, `http::ext_authz`, all call the one
+//!   pipeline); `http::extract` validates bodies and queries;
 //!   `http::access` lets each admin call in (token, role, projects) and
 //!   writes its `audit:admin` entry.
-//! - [`validate`]: the validation pipeline (parse, load, check, verify,
-//!   scopes, rate limit, audit): `validate::rules`, every rule that can
-//!   refuse a key as a pure function, and the I/O around them; under
-//!   `KEYWARD_FAILSAFE=open`, the last known good. [`admin`]: projects; mint, inspect, update,
-//!   rotate, revoke and list keys. [`activity`]: a project's recent
+//! - The operations:
+//!   [`validate`], the validation pipeline (parse, load, check, verify,
+//!   scopes, rate limit and plan, audit): `validate::rules`, every rule
+//!   that can refuse a key as a pure function, and the I/O around them;
+//!   under `KEYWARD_FAILSAFE=open`, the last known good. [`admin`]:
+//!   projects; mint, inspect, update, rotate, revoke and list keys.
+//!   [`operators`]: create, list and revoke operators; `whoami`; the
+//!   catalog (roles, event types). [`trail`]: the admin audit trail as `GET
+//!   /v1/admin/audit` reads it. [`activity`]: a project's recent
 //!   validations and its validations per minute, for the console.
-//!   [`operators`]: create, list and revoke operators. [`trail`]: the admin
-//!   audit trail as `GET /v1/admin/audit` reads it.
-//! - [`access`]: who may do what on the admin API: operator tokens, roles,
-//!   project lists, and the one decision every admin call goes through.
-//! - [`audit`]: which denials are anonymous (and which admin calls are
-//!   refusals), their per-second budget of audit entries past which they are
-//!   summarized, and the cap on an audited field; no I/O.
-//! - [`limits`]: the admin API's limits per caller (writes per minute,
-//!   audit reads at once) and its webhook quotas, in memory.
-//! - [`key`]: the `sk-proj.<project>.<key_id>.<secret>` format, pure.
-//! - [`text`]: the free text a caller may store (lengths, no control or
-//!   bidirectional characters) and metadata's size, pure, with schemas.
-//! - [`scope`]: what a key may do, and how granted scopes match, pure; with
-//!   a scope list's validation rule and OpenAPI schema.
-//! - [`plan`]: usage plans, pure: windows on UTC boundaries, credits and
-//!   their refills, with their validation rules and OpenAPI schemas.
-//! - [`net`]: what an IP address and a network may look like, pure; with a
-//!   network list's validation rule and both OpenAPI schemas.
-//! - [`hash`]: Argon2id, its blocking-pool cap and the verified-secret cache.
+//!   [`webhook`]: the endpoints' admin functions, what the validation path
+//!   signals, and the delivery worker (started by [`run`]).
+//! - [`access`]: who may do what on the admin API: operator tokens, the
+//!   one decision every admin call goes through. [`limits`]: the admin
+//!   API's limits per caller (writes per minute, audit reads at once), in
+//!   memory, and the rule of its webhook quotas.
 //! - [`store`]: every Redis key name and command (the only user of fred),
-//!   one file per concern: the validation path's commands and its usage
-//!   counts, the admin path's, the activity reads, `keyward migrate`'s.
+//!   one file per concern. [`hash`]: Argon2id (the only user of argon2),
+//!   its blocking-pool cap, the verified-secret cache and verified digests.
+//! - Pure, used by the layers above and by the store: [`key`] (the
+//!   `sk-proj.<project>.<key_id>.<secret>` format, the project-id grammar);
+//!   [`scope`] (what a key may do, how scopes match); [`plan`] (usage
+//!   plans: windows, credits, costs); [`net`] (addresses and networks);
+//!   [`text`] (the free text a caller may store); [`role`] (the operators'
+//!   roles); [`event`] (the webhook event types, an event); [`audit`] (the
+//!   audit reasons and outcomes, the per-second budget of anonymous and
+//!   refused entries, the cap on a field); [`clock`] (keyward's one clock
+//!   and the civil calendar). Each carries its validation rules and
+//!   OpenAPI schemas where the wire types need them.
 //! - [`config`], [`error`], [`telemetry`]: used by all of the above.
-//! - [`tls`]: rustls for `rediss://` connections and the HTTPS listener
-//!   (its handshakes, and its certificate reloaded from disk).
-//! - [`acl`]: off the request path; renders a client deployment's Redis ACL
-//!   rules, and `keyward acl` prints them.
-//! - [`migrate`]: off the request path; `keyward migrate` upgrades data the
-//!   original service wrote to keyward's layout, in place.
+//!   [`tls`]: rustls for `rediss://` connections (handed to fred by the
+//!   store) and the HTTPS listener (its handshakes, and its certificate
+//!   reloaded from disk), which `http` serves.
 //! - [`openapi`]: the OpenAPI document served at `/openapi.json`, assembled
 //!   from the operations and wire types the routes collected.
-//! - [`cli`]: off the request path; the `keyward project|key|check` admin
-//!   commands, a client of the HTTP admin API like any other, and `keyward
-//!   healthcheck`.
+//! - Off the request path: [`cli`], the `keyward project|key|operator|
+//!   webhook|whoami|audit|check` admin commands, a client of the HTTP admin
+//!   API like any other, and `keyward healthcheck`; [`acl`], a client
+//!   deployment's Redis ACL rules (`keyward acl`), made from the store's
+//!   key prefixes; [`migrate`], `keyward migrate`, which upgrades data the
+//!   original service wrote to keyward's layout, in place.
 //!
 //! [`run`] wires them together. `ARCHITECTURE.md` tells the same story at
 //! greater length.
@@ -72,6 +81,7 @@ pub mod migrate;
 pub mod net;
 pub mod openapi;
 pub mod operators;
+pub mod page;
 pub mod plan;
 pub mod role;
 pub mod scope;

@@ -1,5 +1,6 @@
-//! Operators: create, list and revoke them, and `whoami`. Plain async
-//! functions over the store, and the wire types they take and return. Only owners reach them (see `access`).
+//! Operators: create, list and revoke them (owners only, see `access`);
+//! `whoami` and the catalog (any caller). Plain async functions over the
+//! store, and the wire types they take and return.
 
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{
@@ -168,8 +169,8 @@ pub struct OperatorCreated {
 #[into_params(parameter_in = Query)]
 pub struct OperatorsQuery {
     /// Operators per page (default 50).
-    #[validate(range(min = 1, max = 100))]
-    #[param(minimum = 1, maximum = 100)]
+    #[validate(range(min = 1, max = crate::page::MAX_LIMIT))]
+    #[param(inline, value_type = Option<crate::page::LimitDoc>)]
     pub limit: Option<u64>,
     /// The previous page's `next`.
     #[param(pattern = "^op_[A-Za-z0-9]{12}$")]
@@ -303,7 +304,7 @@ pub async fn create(store: &Store, by: &Caller, input: OperatorIn) -> Result<Ope
 
 pub async fn list(store: &Store, query: OperatorsQuery) -> Result<OperatorsOut> {
     let (docs, next) = store
-        .list_operators(query.cursor.as_deref(), query.limit.unwrap_or(50))
+        .list_operators(query.cursor.as_deref(), crate::page::limit(query.limit))
         .await?;
     Ok(OperatorsOut {
         items: docs.into_iter().map(out).collect(),

@@ -50,6 +50,10 @@ pub fn cost_schema() -> utoipa::openapi::Schema {
         .minimum(Some(0))
         .maximum(Some(MAX_COST))
         .default(Some(1.into()))
+        .description(Some(
+            "What the request weighs: each of the key's windows and its credits\n\
+             are spent by it (default 1; 0 checks everything and spends nothing).",
+        ))
         .into()
 }
 /// The largest limit, credit amount or balance: Redis counts in i64.

@@ -55,15 +55,15 @@ fn stream_id(id: &str) -> Result<(), ValidationError> {
 pub struct AuditQuery {
     /// Only this project's entries.
     #[validate(custom(function = "valid_project_id"))]
-    #[param(schema_with = crate::admin::project_id_schema)]
+    #[param(inline, value_type = Option<crate::admin::ProjectIdDoc>)]
     pub project_id: Option<String>,
     /// Only this actor's entries: an operator id, `root` or `unknown`.
     #[validate(length(min = 1, max = 64))]
     #[param(min_length = 1, max_length = 64, example = "root")]
     pub actor: Option<String>,
     /// Entries per page (default 50).
-    #[validate(range(min = 1, max = 200))]
-    #[param(minimum = 1, maximum = 200)]
+    #[validate(range(min = 1, max = crate::page::MAX_RECENT))]
+    #[param(inline, value_type = Option<crate::page::RecentDoc>)]
     pub limit: Option<u64>,
     /// The previous page's `next`.
     #[validate(custom(function = "stream_id"))]
@@ -199,7 +199,7 @@ pub async fn audit(store: &Store, caller: &Caller, query: AuditQuery) -> Result<
             .await?
             .ok_or(Error::ProjectNotFound)?;
     }
-    let limit = query.limit.unwrap_or(50) as usize;
+    let limit = crate::page::limit(query.limit) as usize;
     let mut items = Vec::new();
     let mut cursor = query.cursor.clone();
     let mut scanned = 0;

@@ -30,8 +30,8 @@ pub struct ValidateIn {
     /// The caller's address, for keys bound to networks.
     #[schema(inline, value_type = Option<crate::net::IpDoc>)]
     pub client_ip: Option<IpAddr>,
-    /// What the request weighs: each of the key's windows and its credits
-    /// are spent by it (default 1; 0 checks everything and spends nothing).
+    // What the request weighs (described, with its range, by
+    // `plan::cost_schema`).
     #[serde(default = "one", deserialize_with = "crate::plan::whole")]
     #[validate(range(max = crate::plan::MAX_COST))]
     #[schema(schema_with = crate::plan::cost_schema)]

@@ -1,8 +1,14 @@
 //! The Redis store: the only module that uses fred.
 //!
 //! Every Redis key name ([`names`]), every command and every pipeline lives
-//! here, and only our own types ([`model`]) leave it. The validation path's
-//! commands are in `validation.rs`, the admin path's in `admin.rs`.
+//! here, and only our own types ([`model`]) leave it. One file per concern:
+//! `validation.rs` (the validation path's commands), `usage.rs` (the usage
+//! counts' flush), `admin.rs` (the admin path's), `operators.rs` (operators,
+//! the projects index, the admin trail), `activity.rs` (the monitor user's
+//! reads of the audit streams), `webhooks.rs` (endpoints, events and their
+//! delivery), `migrate.rs` (`keyward migrate`'s). The store imports nothing
+//! above it: the types it stores come from pure modules (`role`, `event`,
+//! `audit`, `plan`, `key`, `clock`) or from [`model`].
 //!
 //! | key | type |
 //! |---|---|
@@ -10,12 +16,22 @@
 //! | `apikey:<project_id>:<key_id>` | JSON [`KeyDoc`] |
 //! | `apiprojectkeys:<project_id>` | sorted set of key ids, all score 0 (lexicographic paging); a plain set where the original service wrote it |
 //! | `apimeta:<project_id>:<key_id>` | hash: `usage_count`, `last_used` |
+//! | `apiverify:<project_id>:<key_id>` | hash: a verified digest per hash fingerprint (with `KEYWARD_VERIFY_PEPPER_FILE`) |
 //! | `operator:<deployment>:<operator_id>` | JSON [`OperatorDoc`] |
 //! | `operators:<deployment>`, `projects:<deployment>` | sorted sets of operator and project ids, all score 0 |
-//! | `audit:keylookup`, `audit:admin` (or `audit:<deployment>:keylookup`, `audit:<deployment>:admin`: `names::AuditStreams`) | streams, capped with `MAXLEN ~` |
-//! | `ratelimit:key:<project_id>:<key_id>:<minute>` | right-secret validations this minute |
+//! | `audit:keylookup`, `audit:admin` (or `audit:<deployment>:keylookup`, `audit:<deployment>:admin`: `names::AuditStreams`); with `KEYWARD_AUDIT_SHARDS` over 1, `<keylookup>:{<i>}` | streams, capped with `MAXLEN ~` |
+//! | `ratelimit:key:<project_id>:<key_id>:<minute>` | the cost of right-secret validations this minute |
 //! | `ratelimit:key:<project_id>:<key_id>:bad:<minute>` | wrong-secret attempts this minute |
+//! | `ratelimit:key:<project_id>:<key_id>:<window>` | a plan window's spend (`s<n>`, `h<n>`, `d<n>`, `mo<yyyymm>`) |
 //! | `apicredits:<project_id>:<key_id>:<period>` | a key's credit balance: per refill interval (`d<n>`, `mo<yyyymm>`), or `once` |
+//! | `apievent:<project_id>:<key_id>:<kind>` | that a key's event was sent for this window (`SET NX EX`) |
+//! | `apinet:<project_id>:<key_id>:<network>` | that a key was used from a network lately (`key.new_network`) |
+//! | `webhook:<deployment>:<webhook_id>` | JSON [`WebhookDoc`] (holds its signing secret) |
+//! | `webhooks:<deployment>` | sorted set of webhook ids, all score 0 |
+//! | `webhookevents:<deployment>`, `webhookqueue:<deployment>` | streams with the consumer group `keyward`: events to fan out, messages due |
+//! | `webhookretry:<deployment>` | sorted set of messages by when they are due (Unix ms) |
+//! | `webhookdeliveries:<deployment>:<webhook_id>` | stream of an endpoint's recent attempts, capped |
+//! | `migrate:apiprojectkeys:<project_id>:set`, `:zset` (`migrate:{apiprojectkeys:<project_id>}:...` in a cluster) | `keyward migrate`'s working keys |
 //!
 //! JSON documents are read at the root path, so `JSON.GET` returns the
 //! document itself rather than the one-element array a `$` path returns.
@@ -33,7 +49,7 @@
 //! content, counted in `keyward_unreadable_documents_total`, and answered as
 //! unreadable: a 401 for a validation, a 409 for an admin call.
 //!
-//! `migrate.rs` holds `keyward migrate`'s commands, with the `migrator` user.
+//! `migrate.rs`'s commands run as the `migrator` user.
 //!
 //! Redis Cluster: a `redis-cluster://` URL makes each pool a cluster client.
 //! fred hashes every command's key to its slot and writes it to that slot's
@@ -364,7 +380,8 @@ pub struct Store {
     admin_wait_timeout: Duration,
     /// Anonymous denials' audit budget and the summaries it owes.
     audit_budget: Arc<audit::Budget>,
-    /// The same for admin calls with a token that names no caller.
+    /// The admin trail's budget of refused calls (`audit::ADMIN_REFUSED`)
+    /// and the summaries it owes.
     admin_budget: Arc<audit::Budget>,
     /// Passes counted in memory, written to `apimeta` about once a second.
     usage: Arc<usage::Usage>,

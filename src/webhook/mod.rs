@@ -11,9 +11,11 @@
 //! pending lives in Redis (see `store::webhooks`), so any such instance
 //! delivers, and one that dies leaves its messages to the others.
 //!
-//! This file: the event types, an event, the endpoints' admin functions and
-//! their wire types, and where an endpoint may point (no internal address
-//! without `KEYWARD_WEBHOOK_ALLOW_PRIVATE`).
+//! This file: the endpoints' admin functions and their wire types, and
+//! where an endpoint may point (no internal address without
+//! `KEYWARD_WEBHOOK_ALLOW_PRIVATE`). The event types and an event are
+//! `crate::event`'s (pure, so the store may name them); the stored message
+//! and delivery attempt are `store::model`'s.
 
 pub mod deliver;
 pub mod sign;
@@ -260,8 +262,8 @@ pub struct WebhookCreated {
 pub struct WebhooksQuery {
     /// Endpoints read per page (default 50); those the caller does not
     /// cover are left out, so a page may hold fewer.
-    #[validate(range(min = 1, max = 100))]
-    #[param(minimum = 1, maximum = 100)]
+    #[validate(range(min = 1, max = crate::page::MAX_LIMIT))]
+    #[param(inline, value_type = Option<crate::page::LimitDoc>)]
     pub limit: Option<u64>,
     /// The previous page's `next`.
     #[param(pattern = "^wh_[A-Za-z0-9]{12}$")]
@@ -314,8 +316,8 @@ pub struct TestQueued {
 #[into_params(parameter_in = Query)]
 pub struct DeliveriesQuery {
     /// Attempts to return, newest first (default 50).
-    #[validate(range(min = 1, max = 200))]
-    #[param(minimum = 1, maximum = 200)]
+    #[validate(range(min = 1, max = crate::page::MAX_RECENT))]
+    #[param(inline, value_type = Option<crate::page::RecentDoc>)]
     pub limit: Option<u64>,
 }
 
@@ -424,7 +426,7 @@ pub fn redacted(url: &str) -> String {
 /// `project_admin` (who may not manage them), their URLs [`redacted`].
 pub async fn list(store: &Store, caller: &Caller, query: WebhooksQuery) -> Result<WebhooksOut> {
     let (docs, next) = store
-        .webhooks_page(query.cursor.as_deref(), query.limit.unwrap_or(50))
+        .webhooks_page(query.cursor.as_deref(), crate::page::limit(query.limit))
         .await?;
     let manages = caller.role >= Role::ProjectAdmin;
     Ok(WebhooksOut {
@@ -495,7 +497,7 @@ pub async fn deliveries(
 ) -> Result<DeliveriesOut> {
     visible(store, caller, webhook_id).await?;
     let items = store
-        .deliveries(webhook_id, query.limit.unwrap_or(50))
+        .deliveries(webhook_id, crate::page::limit(query.limit))
         .await?;
     Ok(DeliveriesOut { items })
 }
