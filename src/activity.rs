@@ -74,9 +74,9 @@ pub struct Counts {
 impl Counts {
     fn add(&mut self, result: &str, n: u64) {
         let slot = match result {
-            "ok" => &mut self.ok,
-            "denied" => &mut self.denied,
-            "rate_limited" => &mut self.rate_limited,
+            crate::audit::RESULT_OK => &mut self.ok,
+            crate::audit::RESULT_DENIED => &mut self.denied,
+            crate::audit::RESULT_RATE_LIMITED => &mut self.rate_limited,
             _ => &mut self.other,
         };
         *slot = slot.saturating_add(n);

@@ -103,12 +103,13 @@ impl Reason {
         }
     }
 
-    /// The audit `result`: `ok`, `denied` or `rate_limited`.
+    /// The audit `result`: [`RESULT_OK`], [`RESULT_DENIED`] or
+    /// [`RESULT_RATE_LIMITED`].
     pub fn result(self) -> &'static str {
         match self {
-            Reason::Ok | Reason::PreviousSecret | Reason::FailsafeOpen => "ok",
-            Reason::RateLimited | Reason::CreditsExhausted => "rate_limited",
-            _ => "denied",
+            Reason::Ok | Reason::PreviousSecret | Reason::FailsafeOpen => RESULT_OK,
+            Reason::RateLimited | Reason::CreditsExhausted => RESULT_RATE_LIMITED,
+            _ => RESULT_DENIED,
         }
     }
 
@@ -125,6 +126,11 @@ impl Reason {
         )
     }
 }
+
+/// A validation entry's `result`, each once.
+pub const RESULT_OK: &str = "ok";
+pub const RESULT_DENIED: &str = "denied";
+pub const RESULT_RATE_LIMITED: &str = "rate_limited";
 
 /// The reasons that anyone can produce at will, without knowing a key.
 pub const ANONYMOUS_REASONS: [&str; 3] = [

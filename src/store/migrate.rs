@@ -21,7 +21,8 @@ use fred::types::{ClusterHash, CustomCommand, Key, SetOptions};
 use futures::TryStreamExt;
 use secrecy::ExposeSecret;
 
-use super::{get_doc, is_wrongtype, names, now, send, zrange_after, KeyDoc, ProjectDoc};
+use super::entry::{field, Entry};
+use super::{get_doc, is_wrongtype, names, send, zrange_after, KeyDoc, ProjectDoc};
 use crate::config::MigrateConfig;
 use crate::error::{Error, Result};
 use crate::key::ProjectId;
@@ -381,13 +382,12 @@ impl Migrator {
 
     /// One `audit:admin` entry for what migration changed in a project.
     pub async fn audit(&self, project: &ProjectId, action: &str) -> Result<()> {
-        let fields = vec![
-            ("ts", now().to_string()),
-            ("action", action.to_owned()),
-            ("project_id", project.to_string()),
-            ("key_id", String::new()),
-            ("client", self.client_name.clone()),
-        ];
+        let fields = Entry::now()
+            .with(field::ACTION, action)
+            .with(field::PROJECT_ID, project.to_string())
+            .with(field::KEY_ID, "")
+            .with(field::CLIENT, self.client_name.as_str())
+            .fields();
         self.pool
             .xadd::<(), _, _, _, _>(names::AUDIT_ADMIN, false, None, "*", fields)
             .await

@@ -63,6 +63,7 @@
 
 pub mod activity;
 mod admin;
+pub mod entry;
 pub mod migrate;
 pub mod model;
 pub mod names;

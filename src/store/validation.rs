@@ -24,12 +24,13 @@ use fred::prelude::{Error as FredError, HashesInterface, KeysInterface, StreamsI
 use fred::types::{Expiration, ExpireOptions};
 use futures::future::{join_all, OptionFuture};
 
+use super::entry::{field, Entry};
 use super::{
     get_doc, is_refused, is_wrongtype, key_doc, names, now, report_unreadable, unavailable, Store,
     COUNTER_TTL_SECS,
 };
 use super::{Audit, Effects, Finished, Lookup, Read};
-use crate::audit::Summary;
+use crate::audit::{Reason, Summary, RESULT_DENIED};
 use crate::error::{Error, Result};
 use crate::hash::VerifiedDigests;
 use crate::key::{KeyId, ProjectId};
@@ -494,22 +495,22 @@ impl Store {
         client: &'a Client,
         audit: Audit<'_>,
     ) -> impl Future<Output = Reply> + 'a {
-        let mut fields = vec![
-            ("ts", now().to_string()),
-            ("project_id", audit.project_id.to_owned()),
-            ("key_id", audit.key_id.to_owned()),
-            ("result", audit.result.to_owned()),
-            ("reason", audit.reason.to_owned()),
-            ("client", self.client_name.clone()),
-        ];
-        fields.push(("cost", audit.cost.to_string()));
+        let mut entry = Entry::now()
+            .with(field::PROJECT_ID, audit.project_id)
+            .with(field::KEY_ID, audit.key_id)
+            .with(field::RESULT, audit.result)
+            .with(field::REASON, audit.reason)
+            .with(field::CLIENT, self.client_name.as_str())
+            .with(field::COST, audit.cost.to_string());
         if let Some(window) = audit.window {
-            fields.push(("window", window.to_owned()));
+            entry = entry.with(field::WINDOW, window);
         }
         if let Some(origin) = audit.origin {
-            fields.push(("method", origin.method.to_owned()));
-            fields.push(("path", origin.path.to_owned()));
+            entry = entry
+                .with(field::METHOD, origin.method)
+                .with(field::PATH, origin.path);
         }
+        let fields = entry.fields();
         let stream = self.streams.keylookup(audit.project_id, audit.key_id);
         client.xadd(stream, false, self.keylookup_cap(), "*", fields)
     }
@@ -547,18 +548,17 @@ impl Store {
         }
         let client = self.validator.next();
         let writes = due.iter().map(|((project, key_id), (count, first, last))| {
-            let fields = vec![
-                ("ts", now().to_string()),
-                ("project_id", project.clone()),
-                ("key_id", key_id.clone()),
-                ("result", "ok".to_owned()),
-                ("reason", "failsafe_open".to_owned()),
-                ("client", self.client_name.clone()),
-                ("summary", "1".to_owned()),
-                ("count", count.to_string()),
-                ("first", first.to_string()),
-                ("last", last.to_string()),
-            ];
+            let reason = Reason::FailsafeOpen;
+            let fields = Entry::now()
+                .with(field::PROJECT_ID, project.as_str())
+                .with(field::KEY_ID, key_id.as_str())
+                .with(field::RESULT, reason.result())
+                .with(field::REASON, reason.as_str())
+                .with(field::CLIENT, self.client_name.as_str())
+                .summary(*count)
+                .with(field::FIRST, first.to_string())
+                .with(field::LAST, last.to_string())
+                .fields();
             let stream = self.streams.keylookup(project, key_id);
             client.xadd::<Value, _, _, _, _>(stream, false, self.keylookup_cap(), "*", fields)
         });
@@ -608,17 +608,16 @@ impl Store {
         client: &'a Client,
         summary: &Summary,
     ) -> impl Future<Output = Reply> + 'a {
-        let fields = vec![
-            ("ts", now().to_string()),
-            ("project_id", String::new()),
-            ("key_id", String::new()),
-            ("result", "denied".to_owned()),
-            ("reason", summary.reason.to_owned()),
-            ("client", self.client_name.clone()),
-            ("summary", "1".to_owned()),
-            ("second", summary.second.to_string()),
-            ("count", summary.count.to_string()),
-        ];
+        let fields = Entry::now()
+            .with(field::PROJECT_ID, "")
+            .with(field::KEY_ID, "")
+            .with(field::RESULT, RESULT_DENIED)
+            .with(field::REASON, summary.reason)
+            .with(field::CLIENT, self.client_name.as_str())
+            .with(field::SUMMARY, "1")
+            .with(field::SECOND, summary.second.to_string())
+            .with(field::COUNT, summary.count.to_string())
+            .fields();
         // Summaries name no key: they go where a key-less entry goes.
         let stream = self.streams.keylookup("", "");
         client.xadd(stream, false, self.keylookup_cap(), "*", fields)
