@@ -421,9 +421,8 @@ pub struct CheckArgs {
     /// The client's address, for keys bound to networks.
     #[arg(long)]
     pub client_ip: Option<std::net::IpAddr>,
-    /// What the check weighs, 0 to 1000000 (default 1): it spends the key's
-    /// windows and credits by this much; 0 checks without spending.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(..=MAX_COST))]
+    // What the check weighs: its help names `MAX_COST`.
+    #[arg(long, help = cost_help(), value_parser = clap::value_parser!(u64).range(..=MAX_COST))]
     pub cost: Option<u64>,
     /// The header keyward reads the client's address from (its
     /// KEYWARD_CLIENT_IP_HEADER).
@@ -433,6 +432,13 @@ pub struct CheckArgs {
         default_value = crate::config::CLIENT_IP_HEADER
     )]
     pub client_ip_header: String,
+}
+
+fn cost_help() -> String {
+    format!(
+        "What the check weighs, 0 to {MAX_COST} (default 1): it spends the key's windows \
+         and credits by this much; 0 checks without spending"
+    )
 }
 
 fn parse_json(s: &str) -> Result<Value, String> {
