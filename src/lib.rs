@@ -6,7 +6,10 @@
 //! operations (validate, admin, operators, trail, activity, webhook), which
 //! call [`access`], [`store`], [`hash`] and the pure modules; nothing below
 //! imports anything above it. axum stops at `http` (and [`error`]'s one
-//! `IntoResponse`), fred at `store`, argon2 at `hash`.
+//! `IntoResponse`), fred at `store`, argon2 at `hash`. A test holds all of
+//! this (`layers.rs`: the layers, no import circle, who names fred, axum
+//! and argon2), with one exception it names: [`config`] and [`tls`] import
+//! each other (config checks the TLS files load; tls reads its settings).
 //!
 //! - [`http`]: the routes (each declared once, with its OpenAPI operation),
 //!   layers and handlers, and serving them (`http::serve`, the state built
@@ -96,20 +99,13 @@ pub mod webhook;
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+#[cfg(test)]
+mod layers;
 
 pub use crate::config::Config;
 pub use crate::error::{Error, Result};
 
-/// The listeners `run` serves on, bound by the caller (tests bind port 0).
-pub struct Listeners {
-    /// The public listener; `run` serves it over TLS when
-    /// `KEYWARD_TLS_CERT_FILE` is set.
-    pub main: TcpListener,
-    /// A separate, private listener for `/metrics`, if configured (always
-    /// plain HTTP).
-    pub metrics: Option<TcpListener>,
-}
+pub use crate::http::Listeners;
 
 /// Connects to Redis, then serves until `shutdown` completes; requests in
 /// flight then get up to `config.shutdown_grace` to finish.

@@ -150,7 +150,7 @@ pub struct App {
 
 pub type AppState = Arc<App>;
 
-pub use serve::serve;
+pub use serve::{serve, Listeners};
 
 /// Every route with its operation, in the groups a configuration serves or
 /// leaves out.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::http::HeaderName;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 
 use super::{metrics_router, router, App, AppState};
@@ -19,7 +19,16 @@ use crate::hash::Hasher;
 use crate::store::Store;
 use crate::tls::TlsListener;
 use crate::validate::Validator;
-use crate::Listeners;
+
+/// The listeners `run` serves on, bound by the caller (tests bind port 0).
+pub struct Listeners {
+    /// The public listener; `run` serves it over TLS when
+    /// `KEYWARD_TLS_CERT_FILE` is set.
+    pub main: TcpListener,
+    /// A separate, private listener for `/metrics`, if configured (always
+    /// plain HTTP).
+    pub metrics: Option<TcpListener>,
+}
 
 impl App {
     /// The state every handler shares, from the configuration.
