@@ -22,16 +22,16 @@
 //! projects is `403 insufficient_permission`.
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use utoipa::ToSchema;
 
+use crate::clock::now;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::hash::{Hasher, Verdict};
 use crate::key::Secret;
-use crate::store::{now, Store};
+pub use crate::role::Role;
+use crate::store::Store;
 
 /// The prefix of every operator token: unlike an API key's `sk-proj.`, so
 /// people and secret scanners can tell them apart.
@@ -41,7 +41,7 @@ pub const OPERATOR_ID_PREFIX: &str = "op_";
 /// The break-glass token's actor.
 pub const ROOT: &str = "root";
 /// The actor of a call whose token named no valid caller.
-pub const UNKNOWN: &str = "unknown";
+pub use crate::audit::UNKNOWN;
 /// "Every project" in a project list.
 pub const ALL_PROJECTS: &str = "*";
 /// How an operator document's `secret_hash` starts when it holds the
@@ -71,22 +71,6 @@ pub fn legacy_hasher(config: &Config) -> Result<Hasher> {
         verify_peppers: Vec::new(),
         ..config.clone()
     })
-}
-
-/// A role; each includes the one before.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Reads projects, keys, activity, webhooks and the admin audit of its
-    /// projects.
-    Viewer,
-    /// Also mints, updates, rotates and revokes keys, and adds credits.
-    KeyManager,
-    /// Also creates projects (within its list, or any with `*`), and manages
-    /// the webhooks of its projects.
-    ProjectAdmin,
-    /// Everything, every project, and operators.
-    Owner,
 }
 
 /// Every action, once: its variant, its name in `audit:admin`, and its
@@ -164,6 +148,7 @@ actions!(
     OperatorList = "operator.list",
     OperatorRevoke = "operator.revoke",
     Whoami = "whoami",
+    Catalog = "catalog",
     WebhookCreate = "webhook.create",
     WebhookList = "webhook.list",
     WebhookDelete = "webhook.delete",
@@ -183,7 +168,8 @@ impl Action {
             | Action::AuditRead
             | Action::WebhookList
             | Action::WebhookDeliveries
-            | Action::Whoami => Role::Viewer,
+            | Action::Whoami
+            | Action::Catalog => Role::Viewer,
             Action::KeyMint
             | Action::KeyUpdate
             | Action::KeyRotate
@@ -270,13 +256,13 @@ impl Caller {
         if let Some(project) = project {
             if !self.sees(project) {
                 return Err(match action {
-                    Action::ProjectCreate => Error::Forbidden,
+                    Action::ProjectCreate => Error::InsufficientPermission,
                     _ => action.not_found(),
                 });
             }
         }
         if self.role < action.needs() {
-            return Err(Error::Forbidden);
+            return Err(Error::InsufficientPermission);
         }
         Ok(())
     }
@@ -445,19 +431,13 @@ mod tests {
             Action::ProjectCreate,
             Action::OperatorCreate,
         ];
-        let roles = [
-            Role::Viewer,
-            Role::KeyManager,
-            Role::ProjectAdmin,
-            Role::Owner,
-        ];
-        for (r, role) in roles.into_iter().enumerate() {
+        for (r, role) in Role::ALL.into_iter().enumerate() {
             let caller = operator(role, &["alpha"]);
             for (a, action) in actions.into_iter().enumerate() {
                 let got = caller.authorize(action, Some("alpha"));
                 assert_eq!(got.is_ok(), a <= r, "{role:?} {action:?}: {got:?}");
                 if a > r {
-                    assert!(matches!(got, Err(Error::Forbidden)));
+                    assert!(matches!(got, Err(Error::InsufficientPermission)));
                 }
             }
         }
@@ -477,7 +457,7 @@ mod tests {
         let admin = operator(Role::ProjectAdmin, &["alpha"]);
         assert!(matches!(
             admin.authorize(Action::ProjectCreate, Some("beta")),
-            Err(Error::Forbidden)
+            Err(Error::InsufficientPermission)
         ));
         assert!(admin
             .authorize(Action::ProjectCreate, Some("alpha"))

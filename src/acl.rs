@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{is_plain_name, AuditLayout};
 use crate::key::ProjectId;
-use crate::store::AuditStreams;
+use crate::store::{names, AuditStreams};
 
 /// What a deployment's user is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -61,16 +61,18 @@ const INDEX_COMMANDS: &str = "+zadd +zrange +type +sadd +smembers";
 /// healthy?) on each new connection and `CLUSTER SLOTS` for the slot map
 /// (no `ASKING`: keyward has fred follow no redirection, see `store`). A
 /// Redis outside a cluster refuses these subcommands anyway, so one rule
-/// fits both. And `TIME`: Redis's clock is the deployment's (`store::now`).
+/// fits both. And `TIME`: Redis's clock is the deployment's (`clock::now`).
 const CONNECT: &str =
     "+ping +hello +auth +client|setname +client|id +info +time +cluster|info +cluster|slots";
 
+use crate::key::PROJECT_ID_GRAMMAR;
+
 #[derive(Debug, thiserror::Error)]
 pub enum AclError {
-    #[error("user name must be 1 to 64 of [A-Za-z0-9_-]")]
+    #[error("user name must be {PROJECT_ID_GRAMMAR}")]
     User,
     #[error(
-        "deployment name (KEYWARD_CLIENT_NAME) must be 1 to 64 of [A-Za-z0-9_-], \
+        "deployment name (KEYWARD_CLIENT_NAME) must be {PROJECT_ID_GRAMMAR}, \
          and not keylookup or admin with --audit-layout deployment"
     )]
     Deployment,
@@ -149,56 +151,78 @@ pub fn rule<'a>(
         // KEYWARD_ADMIN_WAIT_REPLICAS: WAIT names no key.
         line.push_str(" +wait");
     }
-    match role {
-        Role::Validator => {
-            let docs = patterns("apikey:", &projects, ":*");
-            let counters = patterns("ratelimit:key:", &projects, ":*");
-            let meta = patterns("apimeta:", &projects, ":*");
-            let verified = patterns("apiverify:", &projects, ":*");
-            let credits = patterns("apicredits:", &projects, ":*");
-            let markers = format!(
-                "{} {}",
-                patterns("apievent:", &projects, ":*"),
-                patterns("apinet:", &projects, ":*")
-            );
-            let _ = write!(
-                line,
-                " ({docs} +json.get) ({counters} +get +incr +incrby +decr +decrby +expire) \
-                 ({meta} +hincrby +hset) ({verified} +hgetall +hset) \
-                 ({credits} +get +set +incrby +decrby) ({markers} +set) \
-                 (%W~{keylookup} %W~{keylookup}:* %W~webhookevents:{deployment} +xadd)"
-            );
-        }
-        Role::Manager => {
-            let docs = format!(
-                "{} {} ~operator:{deployment}:*",
-                patterns("project:", &projects, ""),
-                patterns("apikey:", &projects, ":*")
-            );
-            let sets = format!(
-                "{} ~operators:{deployment} ~projects:{deployment}",
-                patterns("apiprojectkeys:", &projects, "")
-            );
-            let meta = patterns("apimeta:", &projects, ":*").replace('~', "%R~");
-            let credits = patterns("apicredits:", &projects, ":*");
-            let markers = patterns("apievent:", &projects, ":*");
-            let d = deployment;
-            let _ = write!(
-                line,
-                " ({docs} +json.get +json.set +json.mset +exists) ({sets} {INDEX_COMMANDS}) ({meta} +hmget) \
-                 ({credits} +get +set +incrby) (%W~{admin} +xadd) ({markers} +set) \
-                 (~webhook:{d}:* +json.get +json.set +json.mset +del) \
-                 (~webhooks:{d} ~webhookretry:{d} +zadd +zrange +zrangebyscore +zrem) \
-                 (~webhookevents:{d} ~webhookqueue:{d} +xadd +xlen +xgroup|create +xreadgroup +xautoclaim +xack +xdel) \
-                 (~webhookdeliveries:{d}:* +xadd +xrevrange +expire)"
-            );
-        }
-        Role::Monitor => {
-            let _ = write!(
-                line,
-                " (%R~{keylookup} %R~{keylookup}:* %R~{admin} +xrange +xrevrange +xlen +xinfo|stream)"
-            );
-        }
+    let d = deployment;
+    let p = |prefix: &str| patterns(prefix, &projects, ":*");
+    // Each selector: its key patterns and the commands it may run on them.
+    let selectors: Vec<(String, &str)> = match role {
+        Role::Validator => vec![
+            (p(names::APIKEY), "+json.get"),
+            (
+                p(names::COUNTER),
+                "+get +incr +incrby +decr +decrby +expire",
+            ),
+            (p(names::META), "+hincrby +hset"),
+            (p(names::VERIFIED), "+hgetall +hset"),
+            (p(names::CREDITS), "+get +set +incrby +decrby"),
+            (
+                format!("{} {}", p(names::KEY_EVENT), p(names::KEY_NETWORK)),
+                "+set",
+            ),
+            (
+                format!(
+                    "%W~{keylookup} %W~{keylookup}:* %W~{}{d}",
+                    names::WEBHOOK_EVENTS
+                ),
+                "+xadd",
+            ),
+        ],
+        Role::Manager => vec![
+            (
+                format!(
+                    "{} {} ~{}{d}:*",
+                    patterns(names::PROJECT, &projects, ""),
+                    p(names::APIKEY),
+                    names::OPERATOR
+                ),
+                "+json.get +json.set +json.mset +exists",
+            ),
+            (
+                format!(
+                    "{} ~{}{d} ~{}{d}",
+                    patterns(names::KEYSET, &projects, ""),
+                    names::OPERATORS,
+                    names::PROJECTS
+                ),
+                INDEX_COMMANDS,
+            ),
+            (p(names::META).replace('~', "%R~"), "+hmget"),
+            (p(names::CREDITS), "+get +set +incrby"),
+            (format!("%W~{admin}"), "+xadd"),
+            (p(names::KEY_EVENT), "+set"),
+            (
+                format!("~{}{d}:*", names::WEBHOOK),
+                "+json.get +json.set +json.mset +del",
+            ),
+            (
+                format!("~{}{d} ~{}{d}", names::WEBHOOKS, names::WEBHOOK_RETRIES),
+                "+zadd +zrange +zrangebyscore +zrem",
+            ),
+            (
+                format!("~{}{d} ~{}{d}", names::WEBHOOK_EVENTS, names::WEBHOOK_QUEUE),
+                "+xadd +xlen +xgroup|create +xreadgroup +xautoclaim +xack +xdel",
+            ),
+            (
+                format!("~{}{d}:*", names::WEBHOOK_DELIVERIES),
+                "+xadd +xrevrange +expire",
+            ),
+        ],
+        Role::Monitor => vec![(
+            format!("%R~{keylookup} %R~{keylookup}:* %R~{admin}"),
+            "+xrange +xrevrange +xlen +xinfo|stream",
+        )],
+    };
+    for (keys, commands) in selectors {
+        let _ = write!(line, " ({keys} {commands})");
     }
     Ok(line)
 }
@@ -272,6 +296,47 @@ mod tests {
 
     fn pw() -> Vec<String> {
         vec!["s3cret".into()]
+    }
+
+    /// The shipped ACL template.
+    const TEMPLATE: &str = include_str!("../redis/users.acl");
+
+    fn shipped(user: &str) -> &'static str {
+        let start = format!("user {user} ");
+        TEMPLATE
+            .lines()
+            .find(|l| l.starts_with(&start))
+            .unwrap_or_else(|| panic!("no `{user}` in redis/users.acl"))
+    }
+
+    /// A rule from `resetkeys` on: what its user may do, whatever its
+    /// password and whether it is on.
+    fn grants(line: &str) -> &str {
+        &line[line.find(" resetkeys").expect("a rule resets keys")..]
+    }
+
+    #[test]
+    fn the_shipped_template_is_what_keyward_acl_prints() {
+        let default = crate::config::DEFAULT_CLIENT_NAME;
+        for (user, role, projects) in [
+            ("gateway-a", Role::Validator, &["alpha"][..]),
+            ("admin-a", Role::Manager, &["alpha"]),
+            ("monitor-a", Role::Monitor, &[]),
+        ] {
+            let line = rule(user, role, projects, &pw(), default).unwrap();
+            assert_eq!(grants(shipped(user)), grants(&line), "{user}");
+        }
+        // The single-tenant users: the same rule, over every project and
+        // every deployment.
+        for (user, role) in [("validator", Role::Validator), ("manager", Role::Manager)] {
+            let one = rule(user, role, &["alpha"], &pw(), default).unwrap();
+            let every = grants(&one)
+                .replace("alpha:*", "*")
+                .replace("alpha", "*")
+                .replace(&format!("{default}:*"), "*")
+                .replace(default, "*");
+            assert_eq!(grants(shipped(user)), every, "{user}");
+        }
     }
 
     #[test]

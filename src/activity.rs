@@ -9,12 +9,13 @@
 
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use validator::{Validate, ValidationError};
+use validator::Validate;
 
+use crate::clock::now;
 use crate::error::{Error, Result};
 use crate::key::ProjectId;
 use crate::store::activity::{KeylookupEntry, KeylookupScan};
-use crate::store::{now, Store};
+use crate::store::Store;
 
 /// Minutes in the chart, the current (partial) one included.
 pub const WINDOW_MINUTES: u64 = 60;
@@ -24,24 +25,17 @@ pub const SCAN_BATCH: usize = 1_000;
 /// is shared, so a busy hour may hold more; then the answer says how far
 /// back it got (`complete: false`, `covered_from`).
 pub const SCAN_MAX: usize = 20_000;
-const DEFAULT_RECENT: u64 = 50;
-
-fn project_id(id: &str) -> Result<(), ValidationError> {
-    ProjectId::parse(id)
-        .map(|_| ())
-        .map_err(|e| ValidationError::new("project_id").with_message(e.to_string().into()))
-}
 
 #[derive(Debug, Deserialize, Validate, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ActivityQuery {
-    #[validate(custom(function = "project_id"))]
-    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "alpha")]
+    #[validate(custom(function = "crate::admin::project_id"))]
+    #[param(inline, value_type = crate::admin::ProjectIdDoc)]
     pub project_id: String,
     /// Recent entries to return (default 50).
-    #[validate(range(min = 1, max = 200))]
-    #[param(minimum = 1, maximum = 200)]
+    #[validate(range(min = 1, max = crate::page::MAX_RECENT))]
+    #[param(inline, value_type = Option<crate::page::RecentDoc>)]
     pub limit: Option<u64>,
 }
 
@@ -80,9 +74,9 @@ pub struct Counts {
 impl Counts {
     fn add(&mut self, result: &str, n: u64) {
         let slot = match result {
-            "ok" => &mut self.ok,
-            "denied" => &mut self.denied,
-            "rate_limited" => &mut self.rate_limited,
+            crate::audit::RESULT_OK => &mut self.ok,
+            crate::audit::RESULT_DENIED => &mut self.denied,
+            crate::audit::RESULT_RATE_LIMITED => &mut self.rate_limited,
             _ => &mut self.other,
         };
         *slot = slot.saturating_add(n);
@@ -129,7 +123,7 @@ pub async fn activity(store: &Store, query: ActivityQuery) -> Result<ActivityOut
     let scan = store
         .keylookup_since(&project, from as f64, SCAN_MAX, SCAN_BATCH)
         .await?;
-    let limit = query.limit.unwrap_or(DEFAULT_RECENT) as usize;
+    let limit = crate::page::limit(query.limit) as usize;
     Ok(summarize(project.to_string(), scan, at, limit))
 }
 

@@ -11,18 +11,19 @@ use rand::TryRngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::openapi::schema::{KnownFormat, SchemaFormat, SchemaType};
-use utoipa::openapi::{ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::{ObjectBuilder, OneOfBuilder, RefOr, Schema, Type};
 use utoipa::{IntoParams, ToSchema};
 use validator::{Validate, ValidationError};
 
 use crate::access::{Caller, Target};
+use crate::clock::now;
 use crate::error::{Error, Result};
 use crate::hash::Hasher;
 use crate::key::{ApiKey, KeyId, ProjectId, Secret};
 use crate::net::{cidr, valid_cidrs, NetworkDoc};
 use crate::plan::{valid_credits, valid_limits, Credits, CreditsDoc, Limit, MAX_AMOUNT};
 use crate::scope::{valid_scopes, ScopeDoc};
-use crate::store::{now, KeyDoc, KeyMeta, ProjectDoc, Store};
+use crate::store::{KeyDoc, KeyMeta, ProjectDoc, Store};
 
 /// Random characters in a minted key id, after `k_`.
 const KEY_ID_CHARS: usize = 12;
@@ -38,6 +39,55 @@ pub(crate) fn project_id(id: &str) -> Result<(), ValidationError> {
     ProjectId::parse(id)
         .map(|_| ())
         .map_err(|e| ValidationError::new("project_id").with_message(e.to_string().into()))
+}
+
+/// A project id's schema: `key::PROJECT_ID_PATTERN`.
+pub(crate) fn project_id_schema() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(crate::key::PROJECT_ID_PATTERN))
+        .examples(["alpha"])
+        .into()
+}
+
+/// A key id's schema: `key::KEY_ID_PATTERN`.
+pub(crate) fn key_id_schema() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(crate::key::KEY_ID_PATTERN))
+        .examples(["k_3xAmPlE0key1"])
+        .into()
+}
+
+/// The OpenAPI schema of a project id ([`project_id_schema`]), for
+/// parameters.
+pub struct ProjectIdDoc;
+
+impl utoipa::PartialSchema for ProjectIdDoc {
+    fn schema() -> RefOr<Schema> {
+        project_id_schema().into()
+    }
+}
+
+impl ToSchema for ProjectIdDoc {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "ProjectId".into()
+    }
+}
+
+/// The OpenAPI schema of a key id ([`key_id_schema`]), for parameters.
+pub struct KeyIdDoc;
+
+impl utoipa::PartialSchema for KeyIdDoc {
+    fn schema() -> RefOr<Schema> {
+        key_id_schema().into()
+    }
+}
+
+impl ToSchema for KeyIdDoc {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "KeyId".into()
+    }
 }
 
 fn key_id(id: &str) -> Result<(), ValidationError> {
@@ -79,9 +129,9 @@ fn update_expires_at() -> Schema {
 /// with signed 64-bit integers, so no larger limit could ever be reached.
 const MAX_RATE_LIMIT: u64 = i64::MAX as u64;
 
-/// A refill interval's balance counter outlives its interval by this much
-/// (for clocks a little behind), then expires.
-const CREDITS_MARGIN_SECS: u64 = 120;
+/// A refill interval's balance counter outlives its interval by this much,
+/// then expires.
+use crate::plan::COUNTER_MARGIN_SECS as CREDITS_MARGIN_SECS;
 
 /// add-credits' `amount`: a non-zero integer of at most
 /// 9223372036854775807 either way.
@@ -172,7 +222,7 @@ fn parse<T>(r: std::result::Result<T, crate::key::KeyError>) -> Result<T> {
 pub struct ProjectIn {
     /// 1 to 64 of `[A-Za-z0-9_-]`.
     #[validate(custom(function = "project_id"))]
-    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "alpha")]
+    #[schema(schema_with = crate::admin::project_id_schema)]
     pub project_id: String,
     #[validate(custom(function = "crate::text::name"))]
     #[schema(schema_with = crate::text::name_schema)]
@@ -188,7 +238,7 @@ pub struct ProjectIn {
 pub struct MintIn {
     /// An existing project.
     #[validate(custom(function = "project_id"))]
-    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "alpha")]
+    #[schema(schema_with = crate::admin::project_id_schema)]
     pub project_id: String,
     #[validate(custom(function = "crate::text::name"))]
     #[schema(schema_with = crate::text::name_schema)]
@@ -255,12 +305,12 @@ pub struct Revoked {
 #[into_params(parameter_in = Query)]
 pub struct KeyRef {
     #[validate(custom(function = "project_id"))]
-    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "alpha")]
-    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "alpha")]
+    #[schema(schema_with = crate::admin::project_id_schema)]
+    #[param(inline, value_type = crate::admin::ProjectIdDoc)]
     pub project_id: String,
     #[validate(custom(function = "key_id"))]
-    #[schema(pattern = "^k_[A-Za-z0-9]{7,254}$", example = "k_3xAmPlE0key1")]
-    #[param(pattern = "^k_[A-Za-z0-9]{7,254}$", example = "k_3xAmPlE0key1")]
+    #[schema(schema_with = crate::admin::key_id_schema)]
+    #[param(inline, value_type = crate::admin::KeyIdDoc)]
     pub key_id: String,
 }
 
@@ -270,10 +320,10 @@ pub struct KeyRef {
 #[serde(deny_unknown_fields)]
 pub struct UpdateIn {
     #[validate(custom(function = "project_id"))]
-    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "alpha")]
+    #[schema(schema_with = crate::admin::project_id_schema)]
     pub project_id: String,
     #[validate(custom(function = "key_id"))]
-    #[schema(pattern = "^k_[A-Za-z0-9]{7,254}$", example = "k_3xAmPlE0key1")]
+    #[schema(schema_with = crate::admin::key_id_schema)]
     pub key_id: String,
     #[serde(default, deserialize_with = "non_null")]
     #[validate(custom(function = "crate::text::name"))]
@@ -328,10 +378,10 @@ pub struct UpdateIn {
 #[serde(deny_unknown_fields)]
 pub struct AddCreditsIn {
     #[validate(custom(function = "project_id"))]
-    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "alpha")]
+    #[schema(schema_with = crate::admin::project_id_schema)]
     pub project_id: String,
     #[validate(custom(function = "key_id"))]
-    #[schema(pattern = "^k_[A-Za-z0-9]{7,254}$", example = "k_3xAmPlE0key1")]
+    #[schema(schema_with = crate::admin::key_id_schema)]
     pub key_id: String,
     #[validate(custom(function = "non_zero"))]
     #[serde(deserialize_with = "crate::plan::whole_signed")]
@@ -353,10 +403,10 @@ pub struct AddCreditsOut {
 #[serde(deny_unknown_fields)]
 pub struct RotateIn {
     #[validate(custom(function = "project_id"))]
-    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "alpha")]
+    #[schema(schema_with = crate::admin::project_id_schema)]
     pub project_id: String,
     #[validate(custom(function = "key_id"))]
-    #[schema(pattern = "^k_[A-Za-z0-9]{7,254}$", example = "k_3xAmPlE0key1")]
+    #[schema(schema_with = crate::admin::key_id_schema)]
     pub key_id: String,
     /// How long the previous secret keeps working, in seconds (default a
     /// day, at most a week; `0` ends it now).
@@ -383,15 +433,15 @@ pub struct RotateOut {
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     #[validate(custom(function = "project_id"))]
-    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "alpha")]
+    #[param(inline, value_type = crate::admin::ProjectIdDoc)]
     pub project_id: String,
     /// Keys per page (default 50).
-    #[validate(range(min = 1, max = 100))]
-    #[param(minimum = 1, maximum = 100)]
+    #[validate(range(min = 1, max = crate::page::MAX_LIMIT))]
+    #[param(inline, value_type = Option<crate::page::LimitDoc>)]
     pub limit: Option<u64>,
     /// The previous page's `next`.
     #[validate(custom(function = "key_id"))]
-    #[param(pattern = "^k_[A-Za-z0-9]{7,254}$")]
+    #[param(inline, value_type = Option<crate::admin::KeyIdDoc>)]
     pub cursor: Option<String>,
 }
 
@@ -489,12 +539,12 @@ impl Target for ProjectPath {
 #[into_params(parameter_in = Query)]
 pub struct ProjectsQuery {
     /// Projects per page (default 50).
-    #[validate(range(min = 1, max = 100))]
-    #[param(minimum = 1, maximum = 100)]
+    #[validate(range(min = 1, max = crate::page::MAX_LIMIT))]
+    #[param(inline, value_type = Option<crate::page::LimitDoc>)]
     pub limit: Option<u64>,
     /// The previous page's `next`.
     #[validate(custom(function = "project_id"))]
-    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    #[param(inline, value_type = Option<crate::admin::ProjectIdDoc>)]
     pub cursor: Option<String>,
 }
 
@@ -517,7 +567,7 @@ pub async fn list_projects(
     caller: &Caller,
     query: ProjectsQuery,
 ) -> Result<ProjectsOut> {
-    let limit = query.limit.unwrap_or(50);
+    let limit = crate::page::limit(query.limit);
     let after = query.cursor.as_deref();
     let (ids, more) = if caller.covers_all() {
         store.project_ids(after, limit).await?
@@ -794,7 +844,7 @@ pub async fn list(store: &Store, query: ListQuery) -> Result<ListOut> {
         .await?
         .ok_or(Error::ProjectNotFound)?;
     let page = store
-        .list_keys(&project, cursor.as_ref(), query.limit.unwrap_or(50))
+        .list_keys(&project, cursor.as_ref(), crate::page::limit(query.limit))
         .await?;
     Ok(ListOut {
         items: page.keys.into_iter().map(key_out).collect(),

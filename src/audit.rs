@@ -1,5 +1,8 @@
-//! The audit trail's budget for anonymous traffic, so that a flood cannot
-//! flush `audit:keylookup`.
+//! The audit trails' vocabulary and budgets, pure: the validation reasons
+//! ([`Reason`]) and the admin outcomes ([`outcome`]), each once; the cap on
+//! an admin entry's field ([`FIELD_MAX`]); and the budget for anonymous
+//! traffic, so that a flood cannot flush `audit:keylookup` (the admin
+//! trail's refused calls have one of their own).
 //!
 //! The stream is capped (`XADD MAXLEN ~`), so every entry written pushes the
 //! oldest out. Validations that concern an existing key (a success, a wrong
@@ -33,7 +36,10 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use crate::store::now;
+use crate::clock::now;
+
+/// The actor of an admin call whose token named no valid caller.
+pub const UNKNOWN: &str = "unknown";
 
 /// The most bytes of any one text field an `audit:admin` entry (or a log
 /// line's path) keeps: the validators bound what is stored, this bounds
@@ -53,8 +59,85 @@ pub fn clip(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
+/// Why a validation ended as it did; the audit `reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Ok,
+    /// Accepted with the secret the key had before its last rotation.
+    PreviousSecret,
+    Malformed,
+    NotFound,
+    BadSecret,
+    Disabled,
+    Expired,
+    /// Redis refused the key's document to this deployment's user (`NOPERM`):
+    /// a project it may not read. The audit reason `forbidden`.
+    NoPermission,
+    IpNotAllowed,
+    InsufficientScope,
+    /// The key's document in Redis cannot be read (or is not to be trusted).
+    Unreadable,
+    RateLimited,
+    /// Not enough credits left for the request's cost.
+    CreditsExhausted,
+    FailsafeOpen,
+}
+
+impl Reason {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::Ok => "ok",
+            Reason::PreviousSecret => "previous_secret",
+            Reason::Malformed => "malformed",
+            Reason::NotFound => "not_found",
+            Reason::BadSecret => "bad_secret",
+            Reason::Disabled => "disabled",
+            Reason::Expired => "expired",
+            Reason::NoPermission => "forbidden",
+            Reason::IpNotAllowed => "ip_not_allowed",
+            Reason::InsufficientScope => "insufficient_scope",
+            Reason::Unreadable => "unreadable",
+            Reason::RateLimited => "rate_limited",
+            Reason::CreditsExhausted => "credits_exhausted",
+            Reason::FailsafeOpen => "failsafe_open",
+        }
+    }
+
+    /// The audit `result`: [`RESULT_OK`], [`RESULT_DENIED`] or
+    /// [`RESULT_RATE_LIMITED`].
+    pub fn result(self) -> &'static str {
+        match self {
+            Reason::Ok | Reason::PreviousSecret | Reason::FailsafeOpen => RESULT_OK,
+            Reason::RateLimited | Reason::CreditsExhausted => RESULT_RATE_LIMITED,
+            _ => RESULT_DENIED,
+        }
+    }
+
+    /// Whether the refusal is about the key itself, whatever secret was
+    /// presented (its document refuses it), rather than about one request.
+    pub fn refuses_the_key(self) -> bool {
+        matches!(
+            self,
+            Reason::NotFound
+                | Reason::NoPermission
+                | Reason::Unreadable
+                | Reason::Disabled
+                | Reason::Expired
+        )
+    }
+}
+
+/// A validation entry's `result`, each once.
+pub const RESULT_OK: &str = "ok";
+pub const RESULT_DENIED: &str = "denied";
+pub const RESULT_RATE_LIMITED: &str = "rate_limited";
+
 /// The reasons that anyone can produce at will, without knowing a key.
-pub const ANONYMOUS_REASONS: [&str; 3] = ["malformed", "not_found", "forbidden"];
+pub const ANONYMOUS_REASONS: [&str; 3] = [
+    Reason::Malformed.as_str(),
+    Reason::NotFound.as_str(),
+    Reason::NoPermission.as_str(),
+];
 
 /// Whether a denial with this audit reason is anonymous traffic.
 pub fn is_anonymous(reason: &str) -> bool {
@@ -102,13 +185,42 @@ pub struct Who {
 /// or that failed (`error`) is not a refusal: it may have changed
 /// something, so it always gets its own entry.
 pub const ADMIN_REFUSED: [&str; 6] = [
-    "unauthorized",
-    "forbidden",
-    "not_found",
-    "conflict",
-    "invalid",
-    "limited",
+    outcome::UNAUTHORIZED,
+    outcome::FORBIDDEN,
+    outcome::NOT_FOUND,
+    outcome::CONFLICT,
+    outcome::INVALID,
+    outcome::LIMITED,
 ];
+
+/// An `audit:admin` entry's `outcome`, each once.
+pub mod outcome {
+    pub const OK: &str = "ok";
+    pub const UNAUTHORIZED: &str = "unauthorized";
+    pub const FORBIDDEN: &str = "forbidden";
+    pub const NOT_FOUND: &str = "not_found";
+    pub const CONFLICT: &str = "conflict";
+    pub const LIMITED: &str = "limited";
+    pub const INVALID: &str = "invalid";
+    /// The call failed (a 5xx, a panic): it may have changed something.
+    pub const ERROR: &str = "error";
+    /// The call's deadline stopped it: it may have changed something.
+    pub const DEADLINE: &str = "deadline";
+
+    /// The outcome of an answer with this status.
+    pub fn of(status: u16) -> &'static str {
+        match status {
+            200..=299 => OK,
+            401 => UNAUTHORIZED,
+            403 => FORBIDDEN,
+            404 => NOT_FOUND,
+            409 => CONFLICT,
+            429 => LIMITED,
+            400..=499 => INVALID,
+            _ => ERROR,
+        }
+    }
+}
 
 /// One instance's budget of individual anonymous audit entries, and the
 /// counts of those over it, waiting to be written as summaries.

@@ -552,7 +552,7 @@ pub struct Config {
     pub verify_cache_entries: u64,
     /// A file of peppers, one per line (at least 32 characters each), that
     /// every instance of the deployment has and Redis does not. With it, a
-    /// secret verified once by any instance is remembered in Redis as a
+    /// secret verified once by any instance is shared in Redis as a
     /// keyed digest (never the secret), so a new or restarted instance
     /// validates it without Argon2id. The first line makes new digests;
     /// every line is accepted (rotation: put the new pepper first). Unset:
@@ -1192,21 +1192,18 @@ fn choice<E: ValueEnum + Clone + Send + Sync + 'static>() -> impl TypedValuePars
 /// `KEYWARD_CLIENT_NAME`'s default (`keyward acl --deployment`'s too).
 pub const DEFAULT_CLIENT_NAME: &str = "keyward";
 
-/// Whether `name` can name a deployment or a Redis user: 1 to 64 of
-/// `[A-Za-z0-9_-]`, so the ACL lines, Redis key names and ACL patterns made
+/// Whether `name` can name a deployment or a Redis user: a project id's
+/// grammar (`key::PROJECT_ID_GRAMMAR`), so the ACL lines, Redis key names and ACL patterns made
 /// from it (`operator:<name>:*`, `audit:<name>:*`) hold nothing a pattern or
 /// another name could match.
 pub fn is_plain_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    crate::key::is_plain_id(name)
 }
 
 fn client_name() -> impl TypedValueParser<Value = String> {
     setting(|text| match is_plain_name(text) {
         true => Ok(text.to_owned()),
-        false => Err("must be 1 to 64 of [A-Za-z0-9_-]".to_owned()),
+        false => Err(format!("must be {}", crate::key::PROJECT_ID_GRAMMAR)),
     })
 }
 

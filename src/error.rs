@@ -38,7 +38,9 @@ pub enum Error {
         /// The scopes the request required, space-separated.
         required: String,
     },
-    /// The key is over its per-minute limit.
+    /// The request's cost would take the key over a window's limit: its
+    /// per-minute limit or one of its plan's `limits` (`limit` is that
+    /// window's).
     #[error("rate limit exceeded, retry in {retry_after} s")]
     RateLimited { limit: u64, retry_after: u64 },
     /// Not enough credits left for the request's cost; `retry_after`: the
@@ -50,7 +52,7 @@ pub enum Error {
     Unauthorized,
     /// The caller's role does not allow this action in its projects.
     #[error("your role does not allow this action")]
-    Forbidden,
+    InsufficientPermission,
     #[error("project not found")]
     ProjectNotFound,
     #[error("key not found")]
@@ -139,7 +141,9 @@ impl Error {
             Error::InvalidRequest(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::InvalidKey | Error::Unauthorized => StatusCode::UNAUTHORIZED,
-            Error::InsufficientScope { .. } | Error::Forbidden => StatusCode::FORBIDDEN,
+            Error::InsufficientScope { .. } | Error::InsufficientPermission => {
+                StatusCode::FORBIDDEN
+            }
             Error::RateLimited { .. }
             | Error::CreditsExhausted { .. }
             | Error::AdminLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -170,7 +174,7 @@ impl Error {
             Error::RateLimited { .. } => "rate_limited",
             Error::CreditsExhausted { .. } => "credits_exhausted",
             Error::Unauthorized => "unauthorized",
-            Error::Forbidden => "insufficient_permission",
+            Error::InsufficientPermission => "insufficient_permission",
             Error::ProjectNotFound => "project_not_found",
             Error::KeyNotFound => "key_not_found",
             Error::OperatorNotFound => "operator_not_found",
@@ -283,9 +287,9 @@ fn error_response<const N: usize>(
 }
 
 /// `422 invalid_request`.
-pub struct InvalidRequest;
+pub struct InvalidRequestResponse;
 
-impl ToResponse<'static> for InvalidRequest {
+impl ToResponse<'static> for InvalidRequestResponse {
     fn response() -> Documented {
         let description =
             "`invalid_request`: the body, query or a header is not what the endpoint\n\
@@ -296,9 +300,9 @@ impl ToResponse<'static> for InvalidRequest {
 }
 
 /// `413 payload_too_large`.
-pub struct PayloadTooLarge;
+pub struct PayloadTooLargeResponse;
 
-impl ToResponse<'static> for PayloadTooLarge {
+impl ToResponse<'static> for PayloadTooLargeResponse {
     fn response() -> Documented {
         let description = "`payload_too_large`: the body is over 64 KiB.";
         error_response("PayloadTooLarge", description, [])
@@ -306,9 +310,9 @@ impl ToResponse<'static> for PayloadTooLarge {
 }
 
 /// `401 invalid_key`.
-pub struct InvalidKey;
+pub struct InvalidKeyResponse;
 
-impl ToResponse<'static> for InvalidKey {
+impl ToResponse<'static> for InvalidKeyResponse {
     fn response() -> Documented {
         let description = "`invalid_key`: malformed, unknown, wrong secret, disabled, expired,\n\
             outside the key's networks, unreadable, or of a project this deployment\n\
@@ -323,9 +327,9 @@ impl ToResponse<'static> for InvalidKey {
 }
 
 /// `403 insufficient_scope`.
-pub struct InsufficientScope;
+pub struct InsufficientScopeResponse;
 
-impl ToResponse<'static> for InsufficientScope {
+impl ToResponse<'static> for InsufficientScopeResponse {
     fn response() -> Documented {
         let description = "`insufficient_scope`: the key is valid but lacks a scope the request\n\
             requires (does not count against the rate limit).";
@@ -339,9 +343,9 @@ impl ToResponse<'static> for InsufficientScope {
 }
 
 /// `429 rate_limited`.
-pub struct RateLimited;
+pub struct RateLimitedResponse;
 
-impl ToResponse<'static> for RateLimited {
+impl ToResponse<'static> for RateLimitedResponse {
     fn response() -> Documented {
         let description = "`rate_limited`: the request's cost would take the key over its\n\
             per-minute limit or one of its `limits` (the headers are that window's);\n\
@@ -373,12 +377,12 @@ impl ToResponse<'static> for RateLimited {
 }
 
 /// `401 unauthorized`.
-pub struct Unauthorized;
+pub struct UnauthorizedResponse;
 
 /// `403 insufficient_permission`.
-pub struct Forbidden;
+pub struct InsufficientPermissionResponse;
 
-impl ToResponse<'static> for Forbidden {
+impl ToResponse<'static> for InsufficientPermissionResponse {
     fn response() -> Documented {
         let description = "`insufficient_permission`: the caller's role does not allow this\n\
             action within its projects (a project outside them answers as one\n\
@@ -387,7 +391,7 @@ impl ToResponse<'static> for Forbidden {
     }
 }
 
-impl ToResponse<'static> for Unauthorized {
+impl ToResponse<'static> for UnauthorizedResponse {
     fn response() -> Documented {
         let description = "`unauthorized`: the bearer token is missing, wrong, or an operator\n\
             token that is unknown, revoked or expired.";
@@ -400,9 +404,9 @@ impl ToResponse<'static> for Unauthorized {
 }
 
 /// `405 method_not_allowed`.
-pub struct MethodNotAllowed;
+pub struct MethodNotAllowedResponse;
 
-impl ToResponse<'static> for MethodNotAllowed {
+impl ToResponse<'static> for MethodNotAllowedResponse {
     fn response() -> Documented {
         let description = "`method_not_allowed`: this path answers other methods only.";
         error_response(
@@ -414,9 +418,9 @@ impl ToResponse<'static> for MethodNotAllowed {
 }
 
 /// `429 admin_rate_limited`.
-pub struct AdminLimited;
+pub struct AdminLimitedResponse;
 
-impl ToResponse<'static> for AdminLimited {
+impl ToResponse<'static> for AdminLimitedResponse {
     fn response() -> Documented {
         let description = "`admin_rate_limited`: the caller reached one of the admin API's\n\
             limits, named in the message: an operator's writes per minute\n\
@@ -435,9 +439,9 @@ impl ToResponse<'static> for AdminLimited {
 }
 
 /// `503 unavailable` or `busy`.
-pub struct Unavailable;
+pub struct UnavailableResponse;
 
-impl ToResponse<'static> for Unavailable {
+impl ToResponse<'static> for UnavailableResponse {
     fn response() -> Documented {
         let description = "`unavailable`: Redis cannot answer (the service fails closed), or the\n\
             request took longer than its deadline; `busy`: too many first-time\n\
@@ -490,7 +494,7 @@ mod tests {
             },
             Error::CreditsExhausted { retry_after: None },
             Error::Unauthorized,
-            Error::Forbidden,
+            Error::InsufficientPermission,
             Error::ProjectNotFound,
             Error::KeyNotFound,
             Error::OperatorNotFound,
@@ -526,7 +530,7 @@ mod tests {
                 | Error::RateLimited { .. }
                 | Error::CreditsExhausted { .. }
                 | Error::Unauthorized
-                | Error::Forbidden
+                | Error::InsufficientPermission
                 | Error::ProjectNotFound
                 | Error::KeyNotFound
                 | Error::OperatorNotFound

@@ -72,12 +72,12 @@ pub struct Hasher {
     /// so cache contents are useless outside this process. Cloned per use.
     mac: HmacSha256,
     /// The deployment's peppers (`KEYWARD_VERIFY_PEPPER_FILE`), each with
-    /// its id; the first makes new digests. Empty: nothing is remembered.
+    /// its id; the first makes new digests. Empty: no verified digest is made or read.
     peppers: Vec<(String, HmacSha256)>,
 }
 
 /// What `apiverify:<p>:<k>` holds: hash fingerprint -> `<pepper id>.<digest>`.
-pub type Remembered = std::collections::HashMap<String, String>;
+pub type VerifiedDigests = std::collections::HashMap<String, String>;
 
 /// What an Argon2id verification found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,7 +119,7 @@ pub enum Matched {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Screen {
     /// This process verified the secret against that hash before (the
-    /// cache), or an instance of the deployment did (a remembered digest).
+    /// cache), or an instance of the deployment did (a verified digest).
     Known(Matched),
     /// The tags say the secret is none of the key's: refused for free.
     Wrong,
@@ -267,7 +267,7 @@ impl Hasher {
         }
     }
 
-    /// The digest that remembers, across instances, that `key`'s secret
+    /// The verified digest: what tells the other instances that `key`'s secret
     /// matched the hash `phc`: HMAC-SHA-256 under the pepper of the hash's
     /// SHA-256, the project, the key id and the secret. Tied to the hash, so
     /// a re-key or a rotation's end leaves it matching nothing.
@@ -291,9 +291,9 @@ impl Hasher {
         hex::encode(&Sha256::digest(phc.as_bytes())[..8])
     }
 
-    /// What to remember after `key`'s secret matched `matched` of `hashes`:
+    /// The verified digest to share after `key`'s secret matched `matched` of `hashes`:
     /// (field, value) with the first pepper; `None` without one.
-    fn remember(
+    fn digest_to_share(
         &self,
         key: &ApiKey,
         hashes: Hashes<'_>,
@@ -311,19 +311,19 @@ impl Hasher {
         ))
     }
 
-    /// Whether `remembered` (read from Redis) says an instance of this
+    /// Whether `verified_digests` (read from Redis) says an instance of this
     /// deployment verified exactly this secret against one of `hashes`: no
     /// Argon2id, a match cached like one. The flag says whether the digest
     /// was made with an older pepper (write it again with the first).
-    fn recall(
+    fn find_verified(
         &self,
         key: &ApiKey,
         cache_key: &CacheKey,
         hashes: Hashes<'_>,
-        remembered: &Remembered,
+        verified_digests: &VerifiedDigests,
     ) -> Option<(Matched, bool)> {
         for (phc, matched) in hashes.each() {
-            let Some((id, digest)) = remembered
+            let Some((id, digest)) = verified_digests
                 .get(&Self::field(phc))
                 .and_then(|v| v.split_once('.'))
             else {
@@ -359,7 +359,7 @@ impl Hasher {
     /// What the free checks say of a presented secret, in this order: the
     /// cache (this process verified it against one of `hashes`; an entry
     /// for a hash the key no longer carries is forgotten), a digest
-    /// `remembered` holds (an instance of the deployment verified it; the
+    /// `verified_digests` holds (an instance of the deployment verified it; the
     /// second value is what to write again when the digest was made with an
     /// older pepper), then the tags. No Argon2id.
     pub fn screen(
@@ -368,7 +368,7 @@ impl Hasher {
         cache_key: &CacheKey,
         cached: Option<&str>,
         hashes: Hashes<'_>,
-        remembered: &Remembered,
+        verified_digests: &VerifiedDigests,
     ) -> (Screen, Option<(String, String)>) {
         if let Some(cached) = cached {
             match hashes.each().find(|(phc, _)| *phc == cached) {
@@ -379,9 +379,10 @@ impl Hasher {
                 None => self.forget(cache_key),
             }
         }
-        if let Some((matched, stale)) = self.recall(key, cache_key, hashes, remembered) {
-            let remember = stale.then(|| self.remember(key, hashes, matched));
-            return (Screen::Known(matched), remember.flatten());
+        if let Some((matched, stale)) = self.find_verified(key, cache_key, hashes, verified_digests)
+        {
+            let digest_to_share = stale.then(|| self.digest_to_share(key, hashes, matched));
+            return (Screen::Known(matched), digest_to_share.flatten());
         }
         let (candidates, tagged) = Self::candidates(&key.secret, hashes);
         let screen = match (candidates.is_empty(), tagged) {
@@ -416,7 +417,7 @@ impl Hasher {
     /// Which of a key's hashes a secret this process has not verified
     /// matches, by Argon2id against the hashes its tags allow (a wrong
     /// secret costs at most one run; a match is cached under `cache_key`),
-    /// and what to remember of it in Redis.
+    /// and the verified digest to share in Redis.
     pub async fn verify_key(
         &self,
         key: &ApiKey,
@@ -425,7 +426,7 @@ impl Hasher {
     ) -> Result<(Matched, Option<(String, String)>)> {
         for (phc, matched) in Self::candidates(&key.secret, hashes).0 {
             match self.verify(&key.secret, phc, Some(cache_key)).await? {
-                Verdict::Match => return Ok((matched, self.remember(key, hashes, matched))),
+                Verdict::Match => return Ok((matched, self.digest_to_share(key, hashes, matched))),
                 Verdict::Mismatch => {}
                 Verdict::Corrupt => return Ok((Matched::Corrupt, None)),
             }

@@ -16,8 +16,17 @@ pub const PREFIX: &str = "sk-proj.";
 pub const MAX_KEY_LEN: usize = 256;
 /// Length of a project id: 1 to 64 of `[A-Za-z0-9_-]`.
 pub const MAX_PROJECT_LEN: usize = 64;
+/// A project id's grammar, in words for messages. The same grammar names
+/// deployments and Redis users (`config::is_plain_name`).
+pub const PROJECT_ID_GRAMMAR: &str = "1 to 64 of [A-Za-z0-9_-]";
+/// A project id's grammar as the OpenAPI document's pattern (and the
+/// console's form, through `GET /v1/admin/catalog`).
+pub const PROJECT_ID_PATTERN: &str = "^[A-Za-z0-9_-]{1,64}$";
 /// Key ids are `k_` followed by at least this many of `[A-Za-z0-9]`.
 pub const MIN_KEY_ID_BODY: usize = 7;
+/// A key id's grammar as the OpenAPI document's pattern (at most what fits
+/// a key of [`MAX_KEY_LEN`]).
+pub const KEY_ID_PATTERN: &str = "^k_[A-Za-z0-9]{7,254}$";
 /// Secrets have at least this many of `[A-Za-z0-9_-]`.
 pub const MIN_SECRET_LEN: usize = 32;
 
@@ -30,7 +39,7 @@ pub enum KeyError {
     Prefix,
     #[error("key does not have four dot-separated parts")]
     Parts,
-    #[error("project id must be 1 to {MAX_PROJECT_LEN} of [A-Za-z0-9_-]")]
+    #[error("project id must be {PROJECT_ID_GRAMMAR}")]
     ProjectId,
     #[error("key id must be `k_` and at least {MIN_KEY_ID_BODY} of [A-Za-z0-9]")]
     KeyId,
@@ -42,14 +51,20 @@ fn is_id_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
 }
 
-/// A project id: 1 to 64 of `[A-Za-z0-9_-]`.
+/// Whether `s` is [`PROJECT_ID_GRAMMAR`]: a project id, a deployment's
+/// name or a Redis user's.
+pub fn is_plain_id(s: &str) -> bool {
+    (1..=MAX_PROJECT_LEN).contains(&s.len()) && s.bytes().all(is_id_byte)
+}
+
+/// A project id: [`PROJECT_ID_GRAMMAR`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(transparent)]
 pub struct ProjectId(String);
 
 impl ProjectId {
     pub fn parse(s: &str) -> Result<Self, KeyError> {
-        if s.is_empty() || s.len() > MAX_PROJECT_LEN || !s.bytes().all(is_id_byte) {
+        if !is_plain_id(s) {
             return Err(KeyError::ProjectId);
         }
         Ok(Self(s.to_owned()))
@@ -284,6 +299,29 @@ mod tests {
     }
 
     #[test]
+    fn the_project_id_pattern_and_words_are_the_parsers_grammar() {
+        let pattern = regex::Regex::new(PROJECT_ID_PATTERN).unwrap();
+        let (longest, too_long) = ("a".repeat(MAX_PROJECT_LEN), "a".repeat(MAX_PROJECT_LEN + 1));
+        for s in [
+            "a", "A-_9", &longest, "", &too_long, "a.b", "é", "a b", "a:b", "*",
+        ] {
+            assert_eq!(pattern.is_match(s), is_plain_id(s), "{s:?}");
+        }
+        assert!(PROJECT_ID_GRAMMAR.contains(&MAX_PROJECT_LEN.to_string()));
+        let pattern = regex::Regex::new(KEY_ID_PATTERN).unwrap();
+        for s in [
+            "k_abc1234",
+            "k_abc123",
+            "k_abc_1234",
+            "kk_abc1234",
+            "k_abcdefgé",
+            "k_ABCdef9",
+        ] {
+            assert_eq!(pattern.is_match(s), KeyId::parse(s).is_ok(), "{s:?}");
+        }
+    }
+
+    #[test]
     fn debug_output_never_contains_the_secret() {
         let k = ApiKey::parse(&key("p", "k_abc1234", SECRET)).unwrap();
         assert!(!format!("{k:?}").contains(SECRET));
@@ -300,7 +338,7 @@ mod tests {
 
         #[test]
         fn keys_of_the_documented_shape_round_trip(
-            project in "[A-Za-z0-9_-]{1,64}",
+            project in &PROJECT_ID_PATTERN[1..PROJECT_ID_PATTERN.len() - 1],
             key_id in "k_[A-Za-z0-9]{7,40}",
             secret in "[A-Za-z0-9_-]{32,100}",
         ) {
@@ -316,7 +354,7 @@ mod tests {
 
     #[test]
     fn arbitrary_bytes_never_panic() {
-        // A cheap deterministic sweep; the fuzz target goes further.
+        // A cheap deterministic sweep; the property test below goes further.
         let alphabet = ["sk-proj.", ".", "k_", "a", "é", "\u{0}", "-", "_", "9", "."];
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         for _ in 0..20_000 {

@@ -2,52 +2,64 @@
 //!
 //! # Layout, in request order
 //!
+//! Dependencies point one way, down this list's layers: [`http`] calls the
+//! operations (validate, admin, operators, trail, activity, webhook), which
+//! call [`access`], [`store`], [`hash`] and the pure modules; nothing below
+//! imports anything above it. axum stops at `http` (and [`error`]'s one
+//! `IntoResponse`), fred at `store`, argon2 at `hash`. A test holds all of
+//! this (`layers.rs`: the layers, no import circle, who names fred, axum
+//! and argon2), with one exception it names: [`config`] and [`tls`] import
+//! each other (config checks the TLS files load; tls reads its settings).
+//!
 //! - [`http`]: the routes (each declared once, with its OpenAPI operation),
-//!   layers and handlers. Handlers only translate HTTP to one call and back
-//!   (`POST /v1/validate-key`, the forward-auth `/v1/auth` and Envoy's gRPC
-//!   `Authorization/Check`, `http::ext_authz`, all call the one pipeline); `http::extract` validates bodies and queries;
+//!   layers and handlers, and serving them (`http::serve`, the state built
+//!   from the configuration). Handlers only translate HTTP to one call and
+//!   back (`POST /v1/validate-key`, the forward-auth `/v1/auth` and Envoy's
+//!   gRPC `Authorization/Check`, `http::ext_authz`, all call the one
+//!   pipeline); `http::extract` validates bodies and queries;
 //!   `http::access` lets each admin call in (token, role, projects) and
 //!   writes its `audit:admin` entry.
-//! - [`validate`]: the validation pipeline (parse, load, check, verify,
-//!   scopes, rate limit, audit): `validate::rules`, every rule that can
-//!   refuse a key as a pure function, and the I/O around them; under
-//!   `KEYWARD_FAILSAFE=open`, the last known good. [`admin`]: projects; mint, inspect, update,
-//!   rotate, revoke and list keys. [`activity`]: a project's recent
+//! - The operations:
+//!   [`validate`], the validation pipeline (parse, load, check, verify,
+//!   scopes, rate limit and plan, audit): `validate::rules`, every rule
+//!   that can refuse a key as a pure function, and the I/O around them;
+//!   under `KEYWARD_FAILSAFE=open`, the last known good. [`admin`]:
+//!   projects; mint, inspect, update, rotate, revoke and list keys.
+//!   [`operators`]: create, list and revoke operators; `whoami`; the
+//!   catalog (roles, event types). [`trail`]: the admin audit trail as `GET
+//!   /v1/admin/audit` reads it. [`activity`]: a project's recent
 //!   validations and its validations per minute, for the console.
-//!   [`operators`]: create, list and revoke operators. [`trail`]: the admin
-//!   audit trail as `GET /v1/admin/audit` reads it.
-//! - [`access`]: who may do what on the admin API: operator tokens, roles,
-//!   project lists, and the one decision every admin call goes through.
-//! - [`audit`]: which denials are anonymous (and which admin calls are
-//!   refusals), their per-second budget of audit entries past which they are
-//!   summarized, and the cap on an audited field; no I/O.
-//! - [`limits`]: the admin API's limits per caller (writes per minute,
-//!   audit reads at once) and its webhook quotas, in memory.
-//! - [`key`]: the `sk-proj.<project>.<key_id>.<secret>` format, pure.
-//! - [`text`]: the free text a caller may store (lengths, no control or
-//!   bidirectional characters) and metadata's size, pure, with schemas.
-//! - [`scope`]: what a key may do, and how granted scopes match, pure; with
-//!   a scope list's validation rule and OpenAPI schema.
-//! - [`plan`]: usage plans, pure: windows on UTC boundaries, credits and
-//!   their refills, with their validation rules and OpenAPI schemas.
-//! - [`net`]: what an IP address and a network may look like, pure; with a
-//!   network list's validation rule and both OpenAPI schemas.
-//! - [`hash`]: Argon2id, its blocking-pool cap and the verified-secret cache.
+//!   [`webhook`]: the endpoints' admin functions, what the validation path
+//!   signals, and the delivery worker (started by [`run`]).
+//! - [`access`]: who may do what on the admin API: operator tokens, the
+//!   one decision every admin call goes through. [`limits`]: the admin
+//!   API's limits per caller (writes per minute, audit reads at once), in
+//!   memory, and the rule of its webhook quotas.
 //! - [`store`]: every Redis key name and command (the only user of fred),
-//!   one file per concern: the validation path's commands and its usage
-//!   counts, the admin path's, the activity reads, `keyward migrate`'s.
+//!   one file per concern. [`hash`]: Argon2id (the only user of argon2),
+//!   its blocking-pool cap, the verified-secret cache and verified digests.
+//! - Pure, used by the layers above and by the store: [`key`] (the
+//!   `sk-proj.<project>.<key_id>.<secret>` format, the project-id grammar);
+//!   [`scope`] (what a key may do, how scopes match); [`plan`] (usage
+//!   plans: windows, credits, costs); [`net`] (addresses and networks);
+//!   [`text`] (the free text a caller may store); [`role`] (the operators'
+//!   roles); [`event`] (the webhook event types, an event); [`audit`] (the
+//!   audit reasons and outcomes, the per-second budget of anonymous and
+//!   refused entries, the cap on a field); [`clock`] (keyward's one clock
+//!   and the civil calendar). Each carries its validation rules and
+//!   OpenAPI schemas where the wire types need them.
 //! - [`config`], [`error`], [`telemetry`]: used by all of the above.
-//! - [`tls`]: rustls for `rediss://` connections and the HTTPS listener
-//!   (its handshakes, and its certificate reloaded from disk).
-//! - [`acl`]: off the request path; renders a client deployment's Redis ACL
-//!   rules, and `keyward acl` prints them.
-//! - [`migrate`]: off the request path; `keyward migrate` upgrades data the
-//!   original service wrote to keyward's layout, in place.
+//!   [`tls`]: rustls for `rediss://` connections (handed to fred by the
+//!   store) and the HTTPS listener (its handshakes, and its certificate
+//!   reloaded from disk), which `http` serves.
 //! - [`openapi`]: the OpenAPI document served at `/openapi.json`, assembled
 //!   from the operations and wire types the routes collected.
-//! - [`cli`]: off the request path; the `keyward project|key|check` admin
-//!   commands, a client of the HTTP admin API like any other, and `keyward
-//!   healthcheck`.
+//! - Off the request path: [`cli`], the `keyward project|key|operator|
+//!   webhook|whoami|audit|check` admin commands, a client of the HTTP admin
+//!   API like any other, and `keyward healthcheck`; [`acl`], a client
+//!   deployment's Redis ACL rules (`keyward acl`), made from the store's
+//!   key prefixes; [`migrate`], `keyward migrate`, which upgrades data the
+//!   original service wrote to keyward's layout, in place.
 //!
 //! [`run`] wires them together. `ARCHITECTURE.md` tells the same story at
 //! greater length.
@@ -60,8 +72,10 @@ pub mod activity;
 pub mod admin;
 pub mod audit;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod error;
+pub mod event;
 pub mod hash;
 pub mod http;
 pub mod key;
@@ -70,7 +84,9 @@ pub mod migrate;
 pub mod net;
 pub mod openapi;
 pub mod operators;
+pub mod page;
 pub mod plan;
+pub mod role;
 pub mod scope;
 pub mod store;
 pub mod telemetry;
@@ -80,23 +96,16 @@ pub mod trail;
 pub mod validate;
 pub mod webhook;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+#[cfg(test)]
+mod layers;
 
 pub use crate::config::Config;
 pub use crate::error::{Error, Result};
 
-/// The listeners `run` serves on, bound by the caller (tests bind port 0).
-pub struct Listeners {
-    /// The public listener; `run` serves it over TLS when
-    /// `KEYWARD_TLS_CERT_FILE` is set.
-    pub main: TcpListener,
-    /// A separate, private listener for `/metrics`, if configured (always
-    /// plain HTTP).
-    pub metrics: Option<TcpListener>,
-}
+pub use crate::http::Listeners;
 
 /// Connects to Redis, then serves until `shutdown` completes; requests in
 /// flight then get up to `config.shutdown_grace` to finish.
@@ -108,22 +117,7 @@ pub async fn run(
     let store = store::Store::connect(&config).await?;
     let hasher = Arc::new(hash::Hasher::new(&config)?);
     let metrics = telemetry::prometheus();
-    let state = Arc::new(http::App {
-        validator: validate::Validator::new(store.clone(), hasher.clone(), &config),
-        store: store.clone(),
-        hasher,
-        operator_hasher: access::legacy_hasher(&config)?,
-        admin_token: config.admin_token.clone(),
-        metrics: metrics.clone(),
-        request_timeout: config.request_timeout,
-        client_ip_header: axum::http::HeaderName::from_bytes(config.client_ip_header.as_bytes())
-            .map_err(|_| Error::Internal("KEYWARD_CLIENT_IP_HEADER is not a header name".into()))?,
-        auth_query_param: config.auth_query_param.clone(),
-        auth_cost_header: config.auth_cost_header,
-        auth_original_headers: config.auth_original_headers,
-        webhook_allow_private: config.webhook_allow_private,
-        limits: limits::Limits::new(&config),
-    });
+    let state = http::App::new(&config, store.clone(), hasher, metrics.clone())?;
     if config.failsafe == config::Failsafe::Open {
         tracing::warn!(
             max_age = config.failsafe_max_age,
@@ -136,13 +130,6 @@ pub async fn run(
         tracing::info!("no admin token configured: admin endpoints are not served");
     }
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    };
     let upkeep = tokio::spawn({
         let metrics = metrics.clone();
         async move {
@@ -173,48 +160,7 @@ pub async fn run(
         )),
         false => None,
     };
-    let metrics_server = listeners.metrics.map(|listener| {
-        tracing::info!(addr = ?listener.local_addr().ok(), "serving /metrics separately");
-        let app = http::metrics_router(state.clone());
-        tokio::spawn(
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stopped())
-                .into_future(),
-        )
-    });
-
-    let https = config.tls.enabled();
-    tracing::info!(addr = ?listeners.main.local_addr().ok(), https, client = %config.client_name, "keyward listening");
-    let app = http::router(state, config.metrics_listen.is_some());
-    let server = match https {
-        true => {
-            let listener = tls::TlsListener::new(listeners.main, &config.tls)
-                .map_err(|e| Error::Internal(e.to_string()))?;
-            let server = axum::serve(listener, app).with_graceful_shutdown(stopped());
-            tokio::spawn(server.into_future())
-        }
-        false => {
-            // No Nagle delay: an HTTP/2 connection (gRPC ext_authz) carries
-            // many small answers at once, as the TLS listener's do.
-            let main = axum::serve::ListenerExt::tap_io(listeners.main, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let server = axum::serve(main, app).with_graceful_shutdown(stopped());
-            tokio::spawn(server.into_future())
-        }
-    };
-    shutdown.await;
-    tracing::info!("shutting down: finishing requests in flight");
-    let _ = stop_tx.send(true);
-    match tokio::time::timeout(config.shutdown_grace, server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error"),
-        Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
-        Err(_) => tracing::warn!("shutdown grace period over: dropping requests still in flight"),
-    }
-    if let Some(task) = metrics_server {
-        task.abort();
-    }
+    let served = http::serve(state, &config, listeners, shutdown).await;
     upkeep.abort();
     if let Some(task) = deliverer {
         task.abort();
@@ -224,5 +170,5 @@ pub async fn run(
     }
     store.quit().await;
     tracing::info!("stopped");
-    Ok(())
+    served
 }

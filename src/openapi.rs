@@ -21,8 +21,9 @@ use utoipa::openapi::{ObjectBuilder, OpenApi as Document, RefOr, Response, Type}
 use utoipa::OpenApi;
 
 use crate::error::{
-    AdminLimited, Forbidden, InsufficientScope, InvalidKey, InvalidRequest, MethodNotAllowed,
-    PayloadTooLarge, RateLimited, Unauthorized, Unavailable,
+    AdminLimitedResponse, InsufficientPermissionResponse, InsufficientScopeResponse,
+    InvalidKeyResponse, InvalidRequestResponse, MethodNotAllowedResponse, PayloadTooLargeResponse,
+    RateLimitedResponse, UnauthorizedResponse, UnavailableResponse,
 };
 
 /// The security scheme name of the admin bearer token.
@@ -56,16 +57,16 @@ pub const ADMIN_TOKEN: &str = "admin_token";
         license(name = "MIT OR Apache-2.0"),
     ),
     components(responses(
-        InvalidRequest,
-        PayloadTooLarge,
-        InvalidKey,
-        InsufficientScope,
-        RateLimited,
-        Unauthorized,
-        Forbidden,
-        MethodNotAllowed,
-        AdminLimited,
-        Unavailable,
+        InvalidRequestResponse,
+        PayloadTooLargeResponse,
+        InvalidKeyResponse,
+        InsufficientScopeResponse,
+        RateLimitedResponse,
+        UnauthorizedResponse,
+        InsufficientPermissionResponse,
+        MethodNotAllowedResponse,
+        AdminLimitedResponse,
+        UnavailableResponse,
     )),
     tags(
         (name = "validation", description = "Is this key valid, for what, and for whom?"),

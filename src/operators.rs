@@ -1,5 +1,6 @@
-//! Operators: create, list and revoke them, and `whoami`. Plain async
-//! functions over the store, and the wire types they take and return. Only owners reach them (see `access`).
+//! Operators: create, list and revoke them (owners only, see `access`);
+//! `whoami` and the catalog (any caller). Plain async functions over the
+//! store, and the wire types they take and return.
 
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{
@@ -11,9 +12,10 @@ use validator::{Validate, ValidationError};
 
 use crate::access::{token_digest, Caller, Role, Target, Token, ALL_PROJECTS, OPERATOR_ID_PREFIX};
 use crate::admin::{expires_at_schema, in_future, random_id, random_secret};
+use crate::clock::now;
 use crate::error::{Error, Result};
 use crate::key::{ProjectId, Secret};
-use crate::store::{now, OperatorDoc, Store};
+use crate::store::{OperatorDoc, Store};
 
 /// Most projects one operator may cover.
 const MAX_PROJECTS: usize = 64;
@@ -32,7 +34,11 @@ pub(crate) fn valid_projects(projects: &[String]) -> Result<(), ValidationError>
         };
     }
     if !projects.iter().all(|p| ProjectId::parse(p).is_ok()) {
-        return fail("each entry must be a project id (1 to 64 of [A-Za-z0-9_-]) or \"*\"");
+        let message = format!(
+            "each entry must be a project id ({}) or \"*\"",
+            crate::key::PROJECT_ID_GRAMMAR
+        );
+        return Err(ValidationError::new("projects").with_message(message.into()));
     }
     Ok(())
 }
@@ -43,7 +49,7 @@ pub(crate) fn projects_schema() -> Schema {
         .items(
             ObjectBuilder::new()
                 .schema_type(Type::String)
-                .pattern(Some("^[A-Za-z0-9_-]{1,64}$")),
+                .pattern(Some(crate::key::PROJECT_ID_PATTERN)),
         )
         .min_items(Some(1))
         .max_items(Some(MAX_PROJECTS));
@@ -163,8 +169,8 @@ pub struct OperatorCreated {
 #[into_params(parameter_in = Query)]
 pub struct OperatorsQuery {
     /// Operators per page (default 50).
-    #[validate(range(min = 1, max = 100))]
-    #[param(minimum = 1, maximum = 100)]
+    #[validate(range(min = 1, max = crate::page::MAX_LIMIT))]
+    #[param(inline, value_type = Option<crate::page::LimitDoc>)]
     pub limit: Option<u64>,
     /// The previous page's `next`.
     #[param(pattern = "^op_[A-Za-z0-9]{12}$")]
@@ -223,6 +229,27 @@ pub struct Whoami {
     pub projects: Vec<String>,
 }
 
+/// `200` from `GET /v1/admin/catalog`: what this keyward offers, so that
+/// a client (the console) lists it rather than keeping a copy.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Catalog {
+    /// Every role, least first; each includes the ones before it.
+    pub roles: Vec<Role>,
+    /// Every webhook event type.
+    #[schema(example = json!(["key.created", "key.revoked"]))]
+    pub event_types: Vec<&'static str>,
+}
+
+pub fn catalog() -> Catalog {
+    Catalog {
+        roles: Role::ALL.to_vec(),
+        event_types: crate::event::EventType::ALL
+            .iter()
+            .map(|t| t.as_str())
+            .collect(),
+    }
+}
+
 fn out(doc: OperatorDoc) -> OperatorOut {
     OperatorOut {
         operator_id: doc.operator_id,
@@ -277,7 +304,7 @@ pub async fn create(store: &Store, by: &Caller, input: OperatorIn) -> Result<Ope
 
 pub async fn list(store: &Store, query: OperatorsQuery) -> Result<OperatorsOut> {
     let (docs, next) = store
-        .list_operators(query.cursor.as_deref(), query.limit.unwrap_or(50))
+        .list_operators(query.cursor.as_deref(), crate::page::limit(query.limit))
         .await?;
     Ok(OperatorsOut {
         items: docs.into_iter().map(out).collect(),

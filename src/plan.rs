@@ -14,10 +14,48 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use validator::ValidationError;
 
+use crate::clock::{civil_from_days, days_from_civil};
+
 /// Most windows one key may have.
 pub const MAX_LIMITS: usize = 8;
 /// The largest cost one request may have.
 pub const MAX_COST: u64 = 1_000_000;
+/// How long a counter outlives the window it counts in: a use in a
+/// window's last moment, or on a clock a little behind, still finds it.
+/// The minute's use counters live this long from their first use; every
+/// other window's counter and each credit balance, its length plus this.
+pub const COUNTER_MARGIN_SECS: u64 = 120;
+
+/// A cost as a header states it, the OpenAPI pattern: up to one digit
+/// fewer than [`MAX_COST`] has, or [`MAX_COST`] itself.
+pub fn cost_pattern() -> String {
+    let digits = MAX_COST.to_string().len();
+    format!("^(?:[0-9]{{1,{}}}|{MAX_COST})$", digits - 1)
+}
+
+/// A cost as a header states it, in words: what [`cost_pattern`] accepts.
+pub fn parse_cost(text: &str) -> Option<u64> {
+    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    let short = text.len() < MAX_COST.to_string().len();
+    let cost = text.parse::<u64>().ok()?;
+    (digits && (short || text == MAX_COST.to_string())).then_some(cost)
+}
+
+/// The OpenAPI schema of a body's `cost`: 0 to [`MAX_COST`], default 1.
+pub fn cost_schema() -> utoipa::openapi::Schema {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::Integer))
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .minimum(Some(0))
+        .maximum(Some(MAX_COST))
+        .default(Some(1.into()))
+        .description(Some(
+            "What the request weighs: each of the key's windows and its credits\n\
+             are spent by it (default 1; 0 checks everything and spends nothing).",
+        ))
+        .into()
+}
 /// The largest limit, credit amount or balance: Redis counts in i64.
 pub const MAX_AMOUNT: u64 = i64::MAX as u64;
 
@@ -114,43 +152,6 @@ pub struct Window {
     pub ends_in: u64,
 }
 
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
-/// Unix seconds as RFC 3339 in UTC with milliseconds,
-/// `2026-12-02T05:40:01.123Z` (webhook events' `timestamp`).
-pub fn rfc3339(secs: f64) -> String {
-    let ms = (secs.max(0.0) * 1000.0).round() as i64;
-    let (days, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
-    let (year, month, day) = civil_from_days(days);
-    let (h, m) = (ms_of_day / 3_600_000, ms_of_day / 60_000 % 60);
-    let (s, milli) = (ms_of_day / 1000 % 60, ms_of_day % 1000);
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
-}
-
-/// Howard Hinnant's `civil_from_days`.
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-/// (year, month, day) to days since 1970-01-01; `days_from_civil`.
-pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let yoe = year.rem_euclid(400);
-    let mp = i64::from((month + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 impl Per {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -171,7 +172,7 @@ impl Per {
             Per::Day => 86_400,
             Per::Month => 31 * 86_400,
         };
-        longest + 120
+        longest + COUNTER_MARGIN_SECS as i64
     }
 
     /// The window of this length that `now` (Unix seconds) is in.
@@ -269,12 +270,6 @@ pub fn valid_credits(credits: &Credits) -> Result<(), ValidationError> {
 
 #[cfg(test)]
 mod tests {
-
-    #[test]
-    fn timestamps_are_rfc3339_in_utc() {
-        assert_eq!(rfc3339(0.0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(1_796_189_401.123_4), "2026-12-02T05:30:01.123Z");
-    }
     use super::*;
 
     #[test]

@@ -32,7 +32,7 @@ pub mod metric {
     /// (counted once the document's own checks passed). Updated only in `hash`.
     pub const VERIFY_CACHE_HITS: &str = "keyward_verify_cache_hits_total";
     /// Counter: first-time secrets on this instance found verified before by
-    /// the deployment (a remembered digest), so without Argon2id. Updated
+    /// the deployment (a verified digest), so without Argon2id. Updated
     /// only in `hash`.
     pub const VERIFY_REMEMBERED: &str = "keyward_verify_remembered_total";
     /// Counter: Redis commands or pipelines that failed.

@@ -204,7 +204,7 @@ pub fn check_listener(tls: &ListenerTls) -> Result<(), ConfigError> {
 /// How long a client may take over its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The public listener over TLS, for `axum::serve` (HTTP/1.1 and HTTP/2 by
+/// The public listener over TLS (`http::serve` serves it: HTTP/1.1 and HTTP/2 by
 /// ALPN: a gRPC service routed beside the HTTP API shares it). A task
 /// accepts TCP connections and runs each handshake in a task of its own, so
 /// a slow client holds up nobody; a connection whose handshake fails (no
@@ -237,21 +237,9 @@ impl TlsListener {
             tasks: [accept.abort_handle(), reload.abort_handle()],
         })
     }
-}
 
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+    /// The next connection whose handshake is done.
+    pub async fn next(&mut self) -> (TlsStream<TcpStream>, SocketAddr) {
         match self.incoming.recv().await {
             Some(connection) => connection,
             // The accepting task is gone only when the listener is.
@@ -259,8 +247,17 @@ impl axum::serve::Listener for TlsListener {
         }
     }
 
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.local)
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 

@@ -23,6 +23,7 @@ use crate::admin::project_id as valid_project_id;
 use crate::audit::{clip, FIELD_MAX};
 use crate::error::{Error, Result};
 use crate::key::ProjectId;
+use crate::store::entry::{field, id_time};
 use crate::store::{AdminEntry, Store};
 
 /// Stream entries read per round trip: with entries of at most a dozen
@@ -55,15 +56,15 @@ fn stream_id(id: &str) -> Result<(), ValidationError> {
 pub struct AuditQuery {
     /// Only this project's entries.
     #[validate(custom(function = "valid_project_id"))]
-    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "alpha")]
+    #[param(inline, value_type = Option<crate::admin::ProjectIdDoc>)]
     pub project_id: Option<String>,
     /// Only this actor's entries: an operator id, `root` or `unknown`.
     #[validate(length(min = 1, max = 64))]
     #[param(min_length = 1, max_length = 64, example = "root")]
     pub actor: Option<String>,
     /// Entries per page (default 50).
-    #[validate(range(min = 1, max = 200))]
-    #[param(minimum = 1, maximum = 200)]
+    #[validate(range(min = 1, max = crate::page::MAX_RECENT))]
+    #[param(inline, value_type = Option<crate::page::RecentDoc>)]
     pub limit: Option<u64>,
     /// The previous page's `next`.
     #[validate(custom(function = "stream_id"))]
@@ -132,29 +133,23 @@ fn item(id: String, mut fields: HashMap<String, String>) -> AuditItem {
             .filter(|v| !v.is_empty())
             .map(|v| clip(&v, FIELD_MAX).to_owned())
     };
-    let ts = take("ts").and_then(|v| v.parse().ok());
-    // A stream id is the entry's time in milliseconds.
-    let from_id = || {
-        id.split_once('-')
-            .and_then(|(ms, _)| ms.parse::<f64>().ok())
-            .map_or(0.0, |ms| ms / 1000.0)
-    };
-    let count = match take("summary").as_deref() {
-        Some("1") => take("count").and_then(|c| c.parse().ok()).unwrap_or(1),
+    let ts = take(field::TS).and_then(|v| v.parse().ok());
+    let count = match take(field::SUMMARY).as_deref() {
+        Some("1") => take(field::COUNT).and_then(|c| c.parse().ok()).unwrap_or(1),
         _ => 1,
     };
     AuditItem {
-        ts: ts.unwrap_or_else(from_id),
-        actor: take("actor"),
-        actor_name: take("actor_name"),
-        action: take("action").unwrap_or_else(|| "unknown".into()),
-        project_id: take("project_id"),
-        key_id: take("key_id"),
-        operator_id: take("operator_id"),
-        claimed_operator: take("claimed_operator"),
-        outcome: take("outcome"),
-        request_id: take("request_id"),
-        caller_request_id: take("caller_request_id"),
+        ts: ts.unwrap_or_else(|| id_time(&id)),
+        actor: take(field::ACTOR),
+        actor_name: take(field::ACTOR_NAME),
+        action: take(field::ACTION).unwrap_or_else(|| "unknown".into()),
+        project_id: take(field::PROJECT_ID),
+        key_id: take(field::KEY_ID),
+        operator_id: take(field::OPERATOR_ID),
+        claimed_operator: take(field::CLAIMED_OPERATOR),
+        outcome: take(field::OUTCOME),
+        request_id: take(field::REQUEST_ID),
+        caller_request_id: take(field::CALLER_REQUEST_ID),
         count,
         id,
     }
@@ -167,26 +162,26 @@ fn shown(
     deployment: &str,
     fields: &HashMap<String, String>,
 ) -> bool {
-    let field = |name: &str| {
+    let value = |name: &str| {
         fields
             .get(name)
             .map(String::as_str)
             .filter(|v| !v.is_empty())
     };
-    let visible = match field("project_id") {
+    let visible = match value(field::PROJECT_ID) {
         Some(project) => caller.sees(project),
         None => caller.covers_all(),
     };
     visible
-        && field("client") == Some(deployment)
+        && value(field::CLIENT) == Some(deployment)
         && query
             .project_id
             .as_deref()
-            .map_or(true, |p| field("project_id") == Some(p))
+            .map_or(true, |p| value(field::PROJECT_ID) == Some(p))
         && query
             .actor
             .as_deref()
-            .map_or(true, |a| field("actor") == Some(a))
+            .map_or(true, |a| value(field::ACTOR) == Some(a))
 }
 
 pub async fn audit(store: &Store, caller: &Caller, query: AuditQuery) -> Result<AuditOut> {
@@ -199,7 +194,7 @@ pub async fn audit(store: &Store, caller: &Caller, query: AuditQuery) -> Result<
             .await?
             .ok_or(Error::ProjectNotFound)?;
     }
-    let limit = query.limit.unwrap_or(50) as usize;
+    let limit = crate::page::limit(query.limit) as usize;
     let mut items = Vec::new();
     let mut cursor = query.cursor.clone();
     let mut scanned = 0;

@@ -39,6 +39,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use serde_json::{json, Map, Value};
 
+use crate::page::{DEFAULT_LIMIT, MAX_LIMIT, MAX_RECENT};
 use crate::plan::{Credits, Limit, Refill, MAX_AMOUNT, MAX_COST};
 
 pub use client::{Client, Failure};
@@ -177,7 +178,7 @@ pub struct Expiry {
 impl Expiry {
     fn at(&self) -> Option<f64> {
         self.expires_at
-            .or(self.expires_in.map(|d| crate::store::now() + d))
+            .or(self.expires_in.map(|d| crate::clock::now() + d))
     }
 }
 
@@ -382,7 +383,7 @@ pub enum WebhookCommand {
     Deliveries {
         webhook_id: String,
         /// Show this many attempts, 1 to 200 (default 50).
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=200))]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_RECENT))]
         limit: Option<u64>,
     },
 }
@@ -399,7 +400,7 @@ pub struct AuditArgs {
     #[arg(long)]
     pub actor: Option<String>,
     /// Show the newest this many entries.
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = DEFAULT_LIMIT, value_parser = clap::value_parser!(u64).range(1..))]
     pub limit: u64,
 }
 
@@ -420,9 +421,8 @@ pub struct CheckArgs {
     /// The client's address, for keys bound to networks.
     #[arg(long)]
     pub client_ip: Option<std::net::IpAddr>,
-    /// What the check weighs, 0 to 1000000 (default 1): it spends the key's
-    /// windows and credits by this much; 0 checks without spending.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(..=MAX_COST))]
+    // What the check weighs: its help names `MAX_COST`.
+    #[arg(long, help = cost_help(), value_parser = clap::value_parser!(u64).range(..=MAX_COST))]
     pub cost: Option<u64>,
     /// The header keyward reads the client's address from (its
     /// KEYWARD_CLIENT_IP_HEADER).
@@ -432,6 +432,13 @@ pub struct CheckArgs {
         default_value = crate::config::CLIENT_IP_HEADER
     )]
     pub client_ip_header: String,
+}
+
+fn cost_help() -> String {
+    format!(
+        "What the check weighs, 0 to {MAX_COST} (default 1): it spends the key's windows \
+         and credits by this much; 0 checks without spending"
+    )
 }
 
 fn parse_json(s: &str) -> Result<Value, String> {
@@ -531,7 +538,7 @@ async fn run_project(args: ProjectArgs) -> Result<u8, Failure> {
             print(json_out, &project, render::project);
         }
         ProjectCommand::List { limit } => {
-            let all = pages(&client, "/v1/admin/projects", &[], 100, limit).await?;
+            let all = pages(&client, "/v1/admin/projects", &[], MAX_LIMIT, limit).await?;
             print(json_out, &all, render::project_list);
         }
     }
@@ -590,7 +597,7 @@ async fn run_key(args: KeyArgs) -> Result<u8, Failure> {
         }
         KeyCommand::List { project_id, limit } => {
             let query = [("project_id", project_id)];
-            let all = pages(&client, "/v1/list-keys", &query, 100, limit).await?;
+            let all = pages(&client, "/v1/list-keys", &query, MAX_LIMIT, limit).await?;
             print(json_out, &all, render::key_list);
         }
         KeyCommand::Update {
@@ -792,7 +799,7 @@ async fn run_operator(args: OperatorArgs) -> Result<u8, Failure> {
             print_new_key(json_out, &created, &note);
         }
         OperatorCommand::List { limit } => {
-            let all = pages(&client, "/v1/admin/operators", &[], 100, limit).await?;
+            let all = pages(&client, "/v1/admin/operators", &[], MAX_LIMIT, limit).await?;
             print(json_out, &all, render::operator_list);
         }
         OperatorCommand::Revoke { operator_id } => {
@@ -836,7 +843,7 @@ async fn run_webhook(args: WebhookArgs) -> Result<u8, Failure> {
             }
         }
         WebhookCommand::List => {
-            let all = pages(&client, "/v1/admin/webhooks", &[], 100, None).await?;
+            let all = pages(&client, "/v1/admin/webhooks", &[], MAX_LIMIT, None).await?;
             print(json_out, &all, render::webhook_list);
         }
         WebhookCommand::Test { webhook_id } => {
@@ -880,7 +887,14 @@ async fn run_audit(args: AuditArgs) -> Result<u8, Failure> {
     if let Some(actor) = args.actor {
         query.push(("actor", actor));
     }
-    let all = pages(&client, "/v1/admin/audit", &query, 200, Some(args.limit)).await?;
+    let all = pages(
+        &client,
+        "/v1/admin/audit",
+        &query,
+        MAX_RECENT,
+        Some(args.limit),
+    )
+    .await?;
     print(args.target.json, &all, render::audit);
     Ok(exit::SUCCESS)
 }

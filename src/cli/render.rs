@@ -6,8 +6,9 @@
 use base64::Engine;
 use serde_json::Value;
 
-use crate::plan::{civil_from_days, days_from_civil, Interval, Limit, Per, Refill, MAX_AMOUNT};
-use crate::store::now;
+use crate::clock::now;
+use crate::clock::{civil_from_days, days_from_civil};
+use crate::plan::{Interval, Limit, Per, Refill, MAX_AMOUNT};
 
 /// Unix seconds as UTC, `2027-01-31T12:00:00Z`.
 pub fn time(secs: f64) -> String {

@@ -70,9 +70,17 @@ let caller = null;
 /** The caller, once `loadCaller` or `signIn` has read it; else null. */
 export const me = () => caller;
 
+// What this keyward offers (GET /v1/admin/catalog): its roles, least
+// first, and its webhook event types, read with the caller.
+let offered = { roles: [], event_types: [] };
+
+/** The catalog, once `loadCaller` or `signIn` has read it. */
+export const catalog = () => offered;
+
 /** Reads who the stored token is; throws ApiError (401 for a refused token). */
 export async function loadCaller() {
   caller = await api('GET', '/v1/admin/whoami');
+  offered = await api('GET', '/v1/admin/catalog');
   return caller;
 }
 
@@ -88,6 +96,7 @@ export async function signIn(candidate) {
     throw e;
   }
   token.set(candidate);
+  offered = await api('GET', '/v1/admin/catalog');
   return caller;
 }
 
@@ -96,22 +105,20 @@ export function signOutCaller() {
   token.clear();
 }
 
-// Each role includes the ones before it.
-const ROLES = ['viewer', 'key_manager', 'project_admin', 'owner'];
-
-export const ROLE_LABELS = {
-  viewer: 'Viewer',
-  key_manager: 'Key manager',
-  project_admin: 'Project admin',
-  owner: 'Owner',
-};
+/** A role's name for people: `key_manager` is "Key manager". */
+export function roleLabel(role) {
+  const words = role.replaceAll('_', ' ');
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}
 
 /**
  * Whether the caller's role includes `role`. Only decides what the console
  * shows: the server decides what the token may do.
  */
 export function allows(role) {
-  return caller !== null && ROLES.indexOf(caller.role) >= ROLES.indexOf(role);
+  // Each role includes the ones before it in the catalog.
+  const roles = offered.roles;
+  return caller !== null && roles.includes(role) && roles.indexOf(caller.role) >= roles.indexOf(role);
 }
 
 /** Whether the caller covers every project (an owner, or `["*"]`). */

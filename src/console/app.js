@@ -10,7 +10,7 @@
 //   #/webhooks                  the webhook endpoints
 //   #/webhooks/<webhook>        one endpoint and its deliveries
 
-import { ApiError, ROLE_LABELS, loadCaller, me, signIn, signOutCaller, token } from './api.js';
+import { ApiError, roleLabel, loadCaller, me, signIn, signOutCaller, token } from './api.js';
 import { h, field, errorNotice } from './dom.js';
 import { closeDialog } from './dialogs.js';
 import { renderProjects } from './projects.js';
@@ -69,7 +69,7 @@ function showCaller() {
   const projects = caller.projects.includes('*') ? 'every project' : caller.projects.join(', ');
   document.getElementById('whoami').replaceChildren(
     h('span', { class: 'whoami-name', text: caller.name }),
-    h('span', { class: 'badge role', id: 'whoami-role', title: `Projects: ${projects}`, text: ROLE_LABELS[caller.role] ?? caller.role }));
+    h('span', { class: 'badge role', id: 'whoami-role', title: `Projects: ${projects}`, text: roleLabel(caller.role) }));
 }
 
 function signOut(message) {

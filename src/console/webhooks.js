@@ -3,15 +3,10 @@
 // screen is open; from the project_admin role on, add one (its signing
 // secret shown once), send it a webhook.test, and delete it.
 
-import { api, ApiError, allows, coversAll, me } from './api.js';
+import { api, ApiError, allows, catalog, coversAll, me } from './api.js';
 import { h, field, timeNode, relative, pageHead, errorNotice, toast, words, listTable } from './dom.js';
 import { confirmAction, modal, secretView } from './dialogs.js';
 
-const EVENT_TYPES = [
-  'key.created', 'key.updated', 'key.rotated', 'key.revoked', 'key.expiring',
-  'key.rate_limited', 'key.secret_attack', 'key.new_network', 'key.credits_exhausted',
-  'webhook.test',
-];
 const DELIVERIES = 50;
 const REFRESH_MS = 5000;
 // After a test is queued: how often, and how long, to look for its attempt.
@@ -100,7 +95,7 @@ function addDialog() {
   return modal((ctl) => {
     const url = h('input', { type: 'url', name: 'url', required: true, maxlength: '2048', autocomplete: 'off', spellcheck: 'false' });
     const all = h('input', { type: 'checkbox', name: 'all-events', id: 'webhook-all-events', checked: true });
-    const boxes = EVENT_TYPES.map((type) => h('input', { type: 'checkbox', name: 'event', value: type, disabled: true }));
+    const boxes = catalog().event_types.map((type) => h('input', { type: 'checkbox', name: 'event', value: type, disabled: true }));
     all.addEventListener('change', () => {
       for (const box of boxes) box.disabled = all.checked;
     });

@@ -22,7 +22,7 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
@@ -141,7 +141,7 @@ impl<A: Act, I: Input> FromRequest<AppState> for Admin<A, I> {
         // Writes the caller may make count (refused calls are budgeted in
         // the trail instead); the break-glass root is never held back.
         if A::ACTION.writes() && caller.actor != access::ROOT {
-            let now = crate::store::now() as u64;
+            let now = crate::clock::now() as u64;
             state.limits.write(&caller.actor, now)?;
         }
         Ok(Self {
@@ -186,20 +186,6 @@ impl Note {
     }
 }
 
-/// An answer's outcome in `audit:admin`.
-fn outcome(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        200..=299 => "ok",
-        401 => "unauthorized",
-        403 => "forbidden",
-        404 => "not_found",
-        409 => "conflict",
-        429 => "limited",
-        400..=499 => "invalid",
-        _ => "error",
-    }
-}
-
 /// The webhook event a successful admin action is, if any: a key's
 /// change (adding credits is an update).
 fn key_event(action: Action) -> Option<EventType> {
@@ -232,16 +218,16 @@ pub async fn audit(State(state): State<AppState>, mut req: Request, next: Next) 
         let run = std::panic::AssertUnwindSafe(next.run(req)).catch_unwind();
         let (response, outcome) = match tokio::time::timeout(deadline, run).await {
             Ok(Ok(response)) => {
-                let outcome = outcome(response.status());
+                let outcome = crate::audit::outcome::of(response.status().as_u16());
                 (response, outcome)
             }
             Ok(Err(_)) => (
                 Error::Internal("admin handler panicked".into()).into_response(),
-                "error",
+                crate::audit::outcome::ERROR,
             ),
             Err(_) => (
                 Error::Unavailable("request deadline exceeded".into()).into_response(),
-                "deadline",
+                crate::audit::outcome::DEADLINE,
             ),
         };
         record(&state, &note, ids.as_ref(), response, outcome).await

@@ -18,8 +18,9 @@ use crate::admin::{
     ProjectIn, ProjectPath, ProjectsOut, ProjectsQuery, Revoked, RotateIn, RotateOut, UpdateIn,
 };
 use crate::error::{
-    AdminLimited, ErrorBody, Forbidden, InvalidRequest, MethodNotAllowed, PayloadTooLarge, Result,
-    Unauthorized, Unavailable,
+    AdminLimitedResponse, ErrorBody, InsufficientPermissionResponse, InvalidRequestResponse,
+    MethodNotAllowedResponse, PayloadTooLargeResponse, Result, UnauthorizedResponse,
+    UnavailableResponse,
 };
 use crate::store::ProjectDoc;
 
@@ -29,11 +30,11 @@ use crate::store::ProjectDoc;
 /// cannot answer (or the call's audit entry cannot be written).
 pub(super) fn common_responses(op: &mut Operation) {
     for (status, name) in [
-        ("401", Unauthorized::response().0),
-        ("403", Forbidden::response().0),
-        ("405", MethodNotAllowed::response().0),
-        ("429", AdminLimited::response().0),
-        ("503", Unavailable::response().0),
+        ("401", UnauthorizedResponse::response().0),
+        ("403", InsufficientPermissionResponse::response().0),
+        ("405", MethodNotAllowedResponse::response().0),
+        ("429", AdminLimitedResponse::response().0),
+        ("503", UnavailableResponse::response().0),
     ] {
         op.responses
             .responses
@@ -58,8 +59,8 @@ pub(super) fn common_responses(op: &mut Operation) {
         )),
         (status = 404, description = "`not_found`: the admin API is off (no admin token configured)", body = ErrorBody),
         (status = 409, description = "`project_exists`; or `unreadable_data`", body = ErrorBody),
-        (status = 413, response = PayloadTooLarge),
-        (status = 422, response = InvalidRequest),
+        (status = 413, response = PayloadTooLargeResponse),
+        (status = 422, response = InvalidRequestResponse),
     )
 )]
 pub async fn create_project(
@@ -111,8 +112,8 @@ pub async fn get_project(
         )),
         (status = 404, description = "`project_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
         (status = 409, description = "`unreadable_data`: what Redis holds for it cannot be read (the log names the Redis key)", body = ErrorBody),
-        (status = 413, response = PayloadTooLarge),
-        (status = 422, response = InvalidRequest),
+        (status = 413, response = PayloadTooLargeResponse),
+        (status = 422, response = InvalidRequestResponse),
     )
 )]
 pub async fn mint_key(
@@ -136,8 +137,8 @@ pub async fn mint_key(
         (status = 200, description = "Revoked: from the next validation on, both secrets of the key are refused", body = Revoked),
         (status = 404, description = "`key_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
         (status = 409, description = "`unreadable_data`: what Redis holds for it cannot be read (the log names the Redis key)", body = ErrorBody),
-        (status = 413, response = PayloadTooLarge),
-        (status = 422, response = InvalidRequest),
+        (status = 413, response = PayloadTooLargeResponse),
+        (status = 422, response = InvalidRequestResponse),
     )
 )]
 pub async fn revoke_key(
@@ -159,7 +160,7 @@ pub async fn revoke_key(
         (status = 200, description = "One page of the project's keys, in key-id order", body = ListOut),
         (status = 404, description = "`project_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
         (status = 409, description = "`unreadable_data`: what Redis holds for it cannot be read (the log names the Redis key)", body = ErrorBody),
-        (status = 422, response = InvalidRequest),
+        (status = 422, response = InvalidRequestResponse),
     )
 )]
 pub async fn list_keys(
@@ -180,7 +181,7 @@ pub async fn list_keys(
         (status = 200, description = "The key (never a hash)", body = KeyOut),
         (status = 404, description = "`key_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
         (status = 409, description = "`unreadable_data`: what Redis holds for it cannot be read (the log names the Redis key)", body = ErrorBody),
-        (status = 422, response = InvalidRequest),
+        (status = 422, response = InvalidRequestResponse),
     )
 )]
 pub async fn get_key(
@@ -201,8 +202,8 @@ pub async fn get_key(
         (status = 200, description = "The key as `get-key` shows it, after the update", body = KeyOut),
         (status = 404, description = "`key_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
         (status = 409, description = "`unreadable_data`: what Redis holds for it cannot be read (the log names the Redis key)", body = ErrorBody),
-        (status = 413, response = PayloadTooLarge),
-        (status = 422, response = InvalidRequest),
+        (status = 413, response = PayloadTooLargeResponse),
+        (status = 422, response = InvalidRequestResponse),
     )
 )]
 pub async fn update_key(
@@ -226,8 +227,8 @@ pub async fn update_key(
         )),
         (status = 404, description = "`key_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
         (status = 409, description = "`key_disabled`: a revoked key cannot be rotated; or `unreadable_data`", body = ErrorBody),
-        (status = 413, response = PayloadTooLarge),
-        (status = 422, response = InvalidRequest),
+        (status = 413, response = PayloadTooLargeResponse),
+        (status = 422, response = InvalidRequestResponse),
     )
 )]
 pub async fn rotate_key(
@@ -249,8 +250,8 @@ pub async fn rotate_key(
         (status = 200, description = "The balance after the change (of the current refill interval, for credits that refill)", body = AddCreditsOut),
         (status = 404, description = "`key_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
         (status = 409, description = "`credits_conflict`: the key has no credits (unlimited: set them with update-key), or the change would leave fewer than 0 credits or more than 9223372036854775807 (nothing changes); `unreadable_data`: what Redis holds for it cannot be read (the log names the Redis key)", body = ErrorBody),
-        (status = 413, response = PayloadTooLarge),
-        (status = 422, response = InvalidRequest),
+        (status = 413, response = PayloadTooLargeResponse),
+        (status = 422, response = InvalidRequestResponse),
     )
 )]
 pub async fn add_credits(
@@ -271,7 +272,7 @@ pub async fn add_credits(
     responses(
         (status = 200, description = "One page of the caller's projects, in id order: for a caller of every project (`[\"*\"]`, or an owner), every project created through this deployment's admin API or read by it since; otherwise those of its list that exist", body = ProjectsOut),
         (status = 404, description = "`not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
-        (status = 422, response = InvalidRequest),
+        (status = 422, response = InvalidRequestResponse),
     )
 )]
 pub async fn list_projects(

@@ -48,7 +48,7 @@ fn single<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>> {
     }
 }
 
-/// `X-Keyward-Cost`: 1 to 6 digits, or `1000000` (the document's pattern);
+/// `X-Keyward-Cost`: `plan::parse_cost` (the document's pattern);
 /// absent, or not `honoured` (`KEYWARD_AUTH_COST_HEADER`): 1. A malformed
 /// or repeated value is a 422 either way.
 fn cost(headers: &HeaderMap, honoured: bool) -> Result<u64> {
@@ -59,15 +59,29 @@ fn cost(headers: &HeaderMap, honoured: bool) -> Result<u64> {
     Ok(if honoured { cost } else { 1 })
 }
 
-/// A cost as `name` states it: 1 to 6 digits, or `1000000`; anything else
-/// is a 422 naming `name`.
+/// A cost as `name` states it (`plan::parse_cost`); anything else is a
+/// 422 naming `name`.
 pub(super) fn parse_cost(name: &str, text: &str) -> Result<u64> {
-    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
-    match text.parse::<u64>() {
-        Ok(cost) if digits && (text.len() <= 6 || text == "1000000") => Ok(cost),
-        _ => Err(Error::InvalidRequest(format!(
-            "{name}: must be an integer from 0 to 1000000"
-        ))),
+    crate::plan::parse_cost(text).ok_or_else(|| {
+        Error::InvalidRequest(format!(
+            "{name}: must be an integer from 0 to {}",
+            crate::plan::MAX_COST
+        ))
+    })
+}
+
+/// `X-Keyward-Cost`'s pattern and range in the document, from
+/// `plan::MAX_COST`.
+pub(super) fn document_cost(param: &mut utoipa::openapi::path::Parameter) {
+    use utoipa::openapi::{ObjectBuilder, Type};
+    param.schema = Some(
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(crate::plan::cost_pattern()))
+            .into(),
+    );
+    if let Some(description) = &mut param.description {
+        *description = description.replace("MAX_COST", &crate::plan::MAX_COST.to_string());
     }
 }
 
@@ -194,7 +208,7 @@ pub(super) fn audited<'a>(method: &'a str, path: &'a str) -> Origin<'a> {
     operation_id = "forward_auth",
     params(
         ("X-Keyward-Required-Scopes" = Option<String>, Header, pattern = "^(?:[ \\t,]*(?:[A-Za-z0-9_.:/*-]{1,128}(?:[ \\t]*,[ \\t,]*[A-Za-z0-9_.:/*-]{1,128}){0,63}[ \\t,]*)?)$", description = "Scopes the route requires, comma-separated (spaces around items and empty items are ignored; at most 64 scopes of 1 to 128 characters of `[A-Za-z0-9_.:/*-]`); every one must be granted. A malformed value, a byte outside visible ASCII, or the header sent twice is 422"),
-        ("X-Keyward-Cost" = Option<String>, Header, nullable = false, pattern = "^(?:[0-9]{1,6}|1000000)$", description = "What the request weighs, 0 to 1000000 (default 1): each of the key's windows and its credits are spent by it; 0 checks everything and spends nothing. Honoured only with `KEYWARD_AUTH_COST_HEADER=true` (the gateway must then set or remove it on every request); otherwise a well-formed value is ignored (cost 1). A malformed value, or the header sent twice, is 422 either way"),
+        ("X-Keyward-Cost" = Option<String>, Header, nullable = false, description = "What the request weighs, 0 to MAX_COST (default 1): each of the key's windows and its credits are spent by it; 0 checks everything and spends nothing. Honoured only with `KEYWARD_AUTH_COST_HEADER=true` (the gateway must then set or remove it on every request); otherwise a well-formed value is ignored (cost 1). A malformed value, or the header sent twice, is 422 either way"),
         ("X-Forwarded-Method" = Option<String>, Header, description = "The original request's method, for the audit entry; read only with `KEYWARD_AUTH_ORIGINAL_HEADERS=x-forwarded` (the default: Caddy, Traefik, Kong)"),
         ("X-Forwarded-Uri" = Option<String>, Header, description = "The original request's URI; its path is audited; read only with `KEYWARD_AUTH_ORIGINAL_HEADERS=x-forwarded`"),
         ("X-Original-Method" = Option<String>, Header, description = "The original request's method; read only with `KEYWARD_AUTH_ORIGINAL_HEADERS=x-original` (nginx recipe)"),
@@ -216,11 +230,11 @@ pub(super) fn audited<'a>(method: &'a str, path: &'a str) -> Origin<'a> {
             ("X-Keyward-Credits-Remaining" = i64, description = "The key's credits left after this request; absent when unlimited"),
             ("X-Keyward-Failsafe" = String, description = "`open`: accepted under `KEYWARD_FAILSAFE=open` without a complete check, because Redis did not answer a read a pass needs or did not take its audit entry (no read refused the key); not audited, and no `X-RateLimit-*` headers"),
         )),
-        (status = 401, response = inline(crate::error::InvalidKey)),
-        (status = 403, response = inline(crate::error::InsufficientScope)),
+        (status = 401, response = inline(crate::error::InvalidKeyResponse)),
+        (status = 403, response = inline(crate::error::InsufficientScopeResponse)),
         (status = 422, description = "`invalid_request`: a malformed or repeated `X-Keyward-Required-Scopes` or `X-Keyward-Cost`, or a last client-address line that is not visible ASCII", body = crate::error::ErrorBody),
-        (status = 429, response = inline(crate::error::RateLimited)),
-        (status = 503, response = inline(crate::error::Unavailable)),
+        (status = 429, response = inline(crate::error::RateLimitedResponse)),
+        (status = 503, response = inline(crate::error::UnavailableResponse)),
     )
 )]
 pub async fn forward_auth(

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::RefOr;
 
-use crate::error::{Error, ErrorBody, MethodNotAllowed};
+use crate::error::{Error, ErrorBody, MethodNotAllowedResponse};
 use crate::openapi::string_header;
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
@@ -131,7 +131,7 @@ fn secured(mut response: Response) -> Response {
         (status = 308, description = "To `/admin/`", headers(
             ("Location" = String, description = "`/admin/`"),
         )),
-        (status = 405, response = MethodNotAllowed),
+        (status = 405, response = MethodNotAllowedResponse),
     )
 )]
 pub async fn redirect() -> Response {
@@ -153,7 +153,7 @@ pub async fn redirect() -> Response {
             ("Cache-Control" = String, description = "`no-cache`: revalidated on every load"),
             ("ETag" = String, description = "A hash of the content"),
         )),
-        (status = 405, response = MethodNotAllowed),
+        (status = 405, response = MethodNotAllowedResponse),
     )
 )]
 pub async fn index(headers: HeaderMap) -> Response {
@@ -184,7 +184,7 @@ pub async fn index(headers: HeaderMap) -> Response {
             ("ETag" = String, description = "A hash of the content"),
         )),
         (status = 404, description = "`not_found`: no such asset", body = ErrorBody),
-        (status = 405, response = MethodNotAllowed),
+        (status = 405, response = MethodNotAllowedResponse),
     )
 )]
 pub async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {

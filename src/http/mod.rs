@@ -27,6 +27,7 @@ mod ext_authz;
 mod extract;
 mod operators;
 mod ops;
+mod serve;
 mod validate;
 mod webhooks;
 
@@ -121,10 +122,11 @@ pub struct App {
     pub validator: Validator,
     /// Redis, for admin calls and health checks.
     pub store: Store,
-    /// Argon2id, for minting.
+    /// The keys' Argon2id hasher, the validator's own (its cap, queue and
+    /// cache): mint and rotate hash new secrets with it.
     pub hasher: Arc<Hasher>,
     /// Argon2id for operator tokens stored before digests, with capacity
-    /// of its own (see `access`).
+    /// of its own (see `access`): never the keys' hasher.
     pub operator_hasher: Hasher,
     /// The admin bearer token; `None` means admin routes are not served.
     pub admin_token: Option<SecretString>,
@@ -147,6 +149,8 @@ pub struct App {
 }
 
 pub type AppState = Arc<App>;
+
+pub use serve::{serve, Listeners};
 
 /// Every route with its operation, in the groups a configuration serves or
 /// leaves out.
@@ -184,6 +188,7 @@ fn routes() -> Routes {
         .routes(routes!(operators::list_operators))
         .routes(routes!(operators::revoke_operator))
         .routes(routes!(operators::whoami))
+        .routes(routes!(operators::catalog))
         .routes(routes!(operators::audit))
         .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))
         .routes(routes!(webhooks::delete_webhook))
@@ -241,6 +246,11 @@ fn forward_auth() -> OpenApiRouter<AppState> {
     let Some(mut get) = paths.paths.into_values().find_map(|item| item.get) else {
         return router;
     };
+    for param in get.parameters.iter_mut().flatten() {
+        if param.name == "X-Keyward-Cost" {
+            auth::document_cost(param);
+        }
+    }
     for response in get.responses.responses.values_mut() {
         if let RefOr::T(response) = response {
             response

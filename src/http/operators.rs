@@ -1,5 +1,6 @@
-//! Operators, `whoami` and the admin audit trail: owners manage operators;
-//! any caller may ask who it is and read the trail of its projects.
+//! Operators, `whoami`, the catalog and the admin audit trail: owners
+//! manage operators; any caller may ask who it is, what this keyward offers
+//! (roles, event types), and read the trail of its projects.
 
 use axum::extract::State;
 use axum::Json;
@@ -8,10 +9,10 @@ use super::access::{Admin, Body, Nothing, Params, Query};
 use super::AppState;
 use super::ShownOnce;
 use crate::access::act;
-use crate::error::{ErrorBody, InvalidRequest, PayloadTooLarge, Result};
+use crate::error::{ErrorBody, InvalidRequestResponse, PayloadTooLargeResponse, Result};
 use crate::operators::{
-    self, OperatorCreated, OperatorIn, OperatorPath, OperatorRevoked, OperatorsOut, OperatorsQuery,
-    Whoami,
+    self, Catalog, OperatorCreated, OperatorIn, OperatorPath, OperatorRevoked, OperatorsOut,
+    OperatorsQuery, Whoami,
 };
 use crate::trail::{self, AuditOut, AuditQuery};
 
@@ -25,8 +26,8 @@ use crate::trail::{self, AuditOut, AuditQuery};
     responses(
         (status = 201, description = "The new operator: `token` is shown once, here, and stored nowhere (only its SHA-256 digest)", body = OperatorCreated, headers(("Cache-Control" = String, description = "`no-store`: the secret in the body is shown once, and no cache may keep it"))),
         (status = 404, description = "`not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
-        (status = 413, response = PayloadTooLarge),
-        (status = 422, response = InvalidRequest),
+        (status = 413, response = PayloadTooLargeResponse),
+        (status = 422, response = InvalidRequestResponse),
     )
 )]
 pub async fn create_operator(
@@ -49,7 +50,7 @@ pub async fn create_operator(
     responses(
         (status = 200, description = "One page of this deployment's operators, in id order, revoked ones included", body = OperatorsOut),
         (status = 404, description = "`not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
-        (status = 422, response = InvalidRequest),
+        (status = 422, response = InvalidRequestResponse),
     )
 )]
 pub async fn list_operators(
@@ -95,6 +96,21 @@ pub async fn whoami(call: Admin<act::Whoami, Nothing>) -> Json<Whoami> {
     Json(operators::whoami(call.caller))
 }
 
+/// What this keyward offers: its roles and its webhook event types.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/catalog",
+    tag = "operators",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The roles, least first, and the event types", body = Catalog),
+        (status = 404, description = "`not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
+    )
+)]
+pub async fn catalog(_call: Admin<act::Catalog, Nothing>) -> Json<Catalog> {
+    Json(operators::catalog())
+}
+
 /// The admin audit trail, newest first: every admin call, allowed or
 /// refused, of the projects the caller may see.
 #[utoipa::path(
@@ -107,7 +123,7 @@ pub async fn whoami(call: Admin<act::Whoami, Nothing>) -> Json<Whoami> {
         (status = 200, description = "One page of entries, newest first. Entries of no project (operators, `whoami`, bad tokens) only for a caller of every project", body = AuditOut),
         (status = 404, description = "`project_not_found` for a `project_id` that does not exist or is outside the caller's projects; `not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
         (status = 409, description = "`activity_unavailable`: no monitor Redis user (or one that may not read `audit:admin`); the message says how to enable it", body = ErrorBody),
-        (status = 422, response = InvalidRequest),
+        (status = 422, response = InvalidRequestResponse),
     )
 )]
 pub async fn audit(

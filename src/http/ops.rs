@@ -10,7 +10,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
-use crate::error::{Error, MethodNotAllowed, Result, Unavailable};
+use crate::error::{Error, MethodNotAllowedResponse, Result, UnavailableResponse};
 
 /// `/health` and `/ready`'s answer.
 #[derive(Serialize, ToSchema)]
@@ -26,8 +26,8 @@ pub struct Status {
     tag = "ops",
     responses(
         (status = 200, description = "Redis answers the validator user", body = Status, example = json!({"status": "ok"})),
-        (status = 405, response = MethodNotAllowed),
-        (status = 503, response = Unavailable),
+        (status = 405, response = MethodNotAllowedResponse),
+        (status = 503, response = UnavailableResponse),
     )
 )]
 pub async fn health(State(state): State<AppState>) -> Result<Json<Status>> {
@@ -42,8 +42,8 @@ pub async fn health(State(state): State<AppState>) -> Result<Json<Status>> {
     tag = "ops",
     responses(
         (status = 200, description = "Redis answers every user this deployment is configured with", body = Status, example = json!({"status": "ready"})),
-        (status = 405, response = MethodNotAllowed),
-        (status = 503, response = Unavailable),
+        (status = 405, response = MethodNotAllowedResponse),
+        (status = 503, response = UnavailableResponse),
     )
 )]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Status>> {
@@ -60,7 +60,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Status>> {
     responses(
         (status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String),
         (status = 404, description = "`not_found`: served on `KEYWARD_METRICS_LISTEN` instead", body = crate::error::ErrorBody),
-        (status = 405, response = MethodNotAllowed),
+        (status = 405, response = MethodNotAllowedResponse),
     )
 )]
 pub async fn metrics(State(state): State<AppState>) -> String {
@@ -81,7 +81,7 @@ static DOCUMENT: LazyLock<Result<String, String>> = LazyLock::new(|| {
     tag = "ops",
     responses(
         (status = 200, description = "The OpenAPI 3.1 document of this service", content_type = "application/json", body = Object),
-        (status = 405, response = MethodNotAllowed),
+        (status = 405, response = MethodNotAllowedResponse),
     )
 )]
 pub async fn openapi() -> Response {

@@ -30,11 +30,11 @@ pub struct ValidateIn {
     /// The caller's address, for keys bound to networks.
     #[schema(inline, value_type = Option<crate::net::IpDoc>)]
     pub client_ip: Option<IpAddr>,
-    /// What the request weighs: each of the key's windows and its credits
-    /// are spent by it (default 1; 0 checks everything and spends nothing).
+    // What the request weighs (described, with its range, by
+    // `plan::cost_schema`).
     #[serde(default = "one", deserialize_with = "crate::plan::whole")]
-    #[validate(range(max = 1_000_000))]
-    #[schema(minimum = 0, maximum = 1_000_000, default = 1)]
+    #[validate(range(max = crate::plan::MAX_COST))]
+    #[schema(schema_with = crate::plan::cost_schema)]
     pub cost: u64,
 }
 
@@ -59,13 +59,13 @@ fn one() -> u64 {
             ("X-RateLimit-Reset" = u64, description = "Seconds until that window resets"),
             ("X-Keyward-Failsafe" = String, description = "`open`: accepted under `KEYWARD_FAILSAFE=open` without a complete check, because Redis did not answer a read a pass needs or did not take its audit entry (no read refused the key); not audited, and no `X-RateLimit-*` headers"),
         )),
-        (status = 401, response = crate::error::InvalidKey),
-        (status = 403, response = crate::error::InsufficientScope),
-        (status = 405, response = crate::error::MethodNotAllowed),
-        (status = 413, response = crate::error::PayloadTooLarge),
-        (status = 422, response = crate::error::InvalidRequest),
-        (status = 429, response = crate::error::RateLimited),
-        (status = 503, response = crate::error::Unavailable),
+        (status = 401, response = crate::error::InvalidKeyResponse),
+        (status = 403, response = crate::error::InsufficientScopeResponse),
+        (status = 405, response = crate::error::MethodNotAllowedResponse),
+        (status = 413, response = crate::error::PayloadTooLargeResponse),
+        (status = 422, response = crate::error::InvalidRequestResponse),
+        (status = 429, response = crate::error::RateLimitedResponse),
+        (status = 503, response = crate::error::UnavailableResponse),
     )
 )]
 pub async fn validate_key(

@@ -10,7 +10,7 @@ use super::access::{Admin, Body, Params, Query};
 use super::AppState;
 use super::ShownOnce;
 use crate::access::act;
-use crate::error::{ErrorBody, InvalidRequest, PayloadTooLarge, Result};
+use crate::error::{ErrorBody, InvalidRequestResponse, PayloadTooLargeResponse, Result};
 use crate::webhook::{
     self, DeliveriesOut, DeliveriesQuery, TestQueued, WebhookCreated, WebhookDeleted, WebhookIn,
     WebhookPath, WebhooksOut, WebhooksQuery,
@@ -28,8 +28,8 @@ use crate::webhook::{
         (status = 201, description = "The endpoint: `secret` is shown once, here", body = WebhookCreated, headers(("Cache-Control" = String, description = "`no-store`: the secret in the body is shown once, and no cache may keep it"))),
         (status = 404, description = "`not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
         (status = 409, description = "`quota_reached`: the deployment has `KEYWARD_WEBHOOKS_MAX` endpoints, or one of the projects is named by `KEYWARD_WEBHOOKS_PER_PROJECT` (the message names which)", body = ErrorBody),
-        (status = 413, response = PayloadTooLarge),
-        (status = 422, response = InvalidRequest),
+        (status = 413, response = PayloadTooLargeResponse),
+        (status = 422, response = InvalidRequestResponse),
     )
 )]
 pub async fn create_webhook(
@@ -57,7 +57,7 @@ pub async fn create_webhook(
     responses(
         (status = 200, description = "One page of the endpoints whose projects the caller covers, in id order", body = WebhooksOut),
         (status = 404, description = "`not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
-        (status = 422, response = InvalidRequest),
+        (status = 422, response = InvalidRequestResponse),
     )
 )]
 pub async fn list_webhooks(
@@ -121,7 +121,7 @@ pub async fn test_webhook(
     responses(
         (status = 200, description = "Up to `limit` attempts (the last 500 are kept)", body = DeliveriesOut),
         (status = 404, description = "`webhook_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
-        (status = 422, response = InvalidRequest),
+        (status = 422, response = InvalidRequestResponse),
     )
 )]
 pub async fn deliveries(

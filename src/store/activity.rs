@@ -11,6 +11,7 @@ use std::collections::HashMap;
 
 use fred::prelude::{Error as FredError, StreamsInterface};
 
+use super::entry::{field, id_time};
 use super::{is_noperm, send, unavailable, Store};
 use crate::error::{Error, Result};
 use crate::key::ProjectId;
@@ -46,37 +47,32 @@ pub struct KeylookupEntry {
 
 impl KeylookupEntry {
     fn from_fields(id: &str, mut fields: HashMap<String, String>) -> Self {
-        let id_ms = id
-            .split('-')
-            .next()
-            .and_then(|ms| ms.parse::<u64>().ok())
-            .unwrap_or(0);
         let time = |name: &str| {
             fields
                 .get(name)
                 .and_then(|t| t.parse::<f64>().ok())
                 .filter(|t| t.is_finite())
         };
-        let at = time("second")
-            .or_else(|| time("ts"))
-            .unwrap_or(id_ms as f64 / 1000.0);
+        let at = time(field::SECOND)
+            .or_else(|| time(field::TS))
+            .unwrap_or_else(|| id_time(id));
         let summary = fields
-            .get("summary")
+            .get(field::SUMMARY)
             .is_some_and(|s| !s.is_empty() && s != "0");
         let count = fields
-            .get("count")
+            .get(field::COUNT)
             .and_then(|c| c.parse::<u64>().ok())
             .unwrap_or(1)
             .max(1);
         let mut take = |name: &str| fields.remove(name).filter(|v| !v.is_empty());
         KeylookupEntry {
             at,
-            key_id: take("key_id").unwrap_or_default(),
-            result: take("result").unwrap_or_else(|| "unknown".into()),
-            reason: take("reason"),
-            client: take("client"),
-            method: take("method"),
-            path: take("path"),
+            key_id: take(field::KEY_ID).unwrap_or_default(),
+            result: take(field::RESULT).unwrap_or_else(|| "unknown".into()),
+            reason: take(field::REASON),
+            client: take(field::CLIENT),
+            method: take(field::METHOD),
+            path: take(field::PATH),
             count,
             summary,
         }

@@ -21,16 +21,14 @@ use fred::types::{ClusterHash, CustomCommand, Key, SetOptions};
 use futures::TryStreamExt;
 use secrecy::ExposeSecret;
 
-use super::{get_doc, is_wrongtype, names, now, send, zrange_after, KeyDoc, ProjectDoc};
+use super::entry::{field, Entry};
+use super::{get_doc, is_wrongtype, names, send, zrange_after, KeyDoc, ProjectDoc};
 use crate::config::MigrateConfig;
 use crate::error::{Error, Result};
 use crate::key::ProjectId;
 
 /// Ids moved per command when copying an index.
 const CHUNK: usize = 1_000;
-
-/// The keys `SCAN` looks for.
-const PROJECTS: &str = "project:*";
 
 fn failed(what: &str, key: &str, e: FredError) -> Error {
     Error::Unavailable(format!("{what} {key}: {e}"))
@@ -132,24 +130,25 @@ impl Migrator {
     /// run migrate again after one.
     pub async fn project_ids(&self) -> Result<BTreeSet<String>> {
         let client = self.pool.next();
+        let pattern = format!("{}*", names::PROJECT);
         let keys: Vec<Key> = match self.cluster {
             true => {
                 client
-                    .scan_cluster_buffered(PROJECTS, Some(1_000), None)
+                    .scan_cluster_buffered(&pattern, Some(1_000), None)
                     .try_collect()
                     .await
             }
             false => {
                 client
-                    .scan_buffered(PROJECTS, Some(1_000), None)
+                    .scan_buffered(&pattern, Some(1_000), None)
                     .try_collect()
                     .await
             }
         }
-        .map_err(|e| failed("SCAN", PROJECTS, e))?;
+        .map_err(|e| failed("SCAN", &pattern, e))?;
         Ok(keys
             .iter()
-            .filter_map(|k| k.as_str()?.strip_prefix("project:"))
+            .filter_map(|k| k.as_str()?.strip_prefix(names::PROJECT))
             .map(str::to_owned)
             .collect())
     }
@@ -383,13 +382,12 @@ impl Migrator {
 
     /// One `audit:admin` entry for what migration changed in a project.
     pub async fn audit(&self, project: &ProjectId, action: &str) -> Result<()> {
-        let fields = vec![
-            ("ts", now().to_string()),
-            ("action", action.to_owned()),
-            ("project_id", project.to_string()),
-            ("key_id", String::new()),
-            ("client", self.client_name.clone()),
-        ];
+        let fields = Entry::now()
+            .with(field::ACTION, action)
+            .with(field::PROJECT_ID, project.to_string())
+            .with(field::KEY_ID, "")
+            .with(field::CLIENT, self.client_name.as_str())
+            .fields();
         self.pool
             .xadd::<(), _, _, _, _>(names::AUDIT_ADMIN, false, None, "*", fields)
             .await

@@ -1,8 +1,14 @@
 //! The Redis store: the only module that uses fred.
 //!
 //! Every Redis key name ([`names`]), every command and every pipeline lives
-//! here, and only our own types ([`model`]) leave it. The validation path's
-//! commands are in `validation.rs`, the admin path's in `admin.rs`.
+//! here, and only our own types ([`model`]) leave it. One file per concern:
+//! `validation.rs` (the validation path's commands), `usage.rs` (the usage
+//! counts' flush), `admin.rs` (the admin path's), `operators.rs` (operators,
+//! the projects index, the admin trail), `activity.rs` (the monitor user's
+//! reads of the audit streams), `webhooks.rs` (endpoints, events and their
+//! delivery), `migrate.rs` (`keyward migrate`'s). The store imports nothing
+//! above it: the types it stores come from pure modules (`role`, `event`,
+//! `audit`, `plan`, `key`, `clock`) or from [`model`].
 //!
 //! | key | type |
 //! |---|---|
@@ -10,12 +16,22 @@
 //! | `apikey:<project_id>:<key_id>` | JSON [`KeyDoc`] |
 //! | `apiprojectkeys:<project_id>` | sorted set of key ids, all score 0 (lexicographic paging); a plain set where the original service wrote it |
 //! | `apimeta:<project_id>:<key_id>` | hash: `usage_count`, `last_used` |
+//! | `apiverify:<project_id>:<key_id>` | hash: a verified digest per hash fingerprint (with `KEYWARD_VERIFY_PEPPER_FILE`) |
 //! | `operator:<deployment>:<operator_id>` | JSON [`OperatorDoc`] |
 //! | `operators:<deployment>`, `projects:<deployment>` | sorted sets of operator and project ids, all score 0 |
-//! | `audit:keylookup`, `audit:admin` (or `audit:<deployment>:keylookup`, `audit:<deployment>:admin`: `names::AuditStreams`) | streams, capped with `MAXLEN ~` |
-//! | `ratelimit:key:<project_id>:<key_id>:<minute>` | right-secret validations this minute |
+//! | `audit:keylookup`, `audit:admin` (or `audit:<deployment>:keylookup`, `audit:<deployment>:admin`: `names::AuditStreams`); with `KEYWARD_AUDIT_SHARDS` over 1, `<keylookup>:{<i>}` | streams, capped with `MAXLEN ~` |
+//! | `ratelimit:key:<project_id>:<key_id>:<minute>` | the cost of right-secret validations this minute |
 //! | `ratelimit:key:<project_id>:<key_id>:bad:<minute>` | wrong-secret attempts this minute |
+//! | `ratelimit:key:<project_id>:<key_id>:<window>` | a plan window's spend (`s<n>`, `h<n>`, `d<n>`, `mo<yyyymm>`) |
 //! | `apicredits:<project_id>:<key_id>:<period>` | a key's credit balance: per refill interval (`d<n>`, `mo<yyyymm>`), or `once` |
+//! | `apievent:<project_id>:<key_id>:<kind>` | that a key's event was sent for this window (`SET NX EX`) |
+//! | `apinet:<project_id>:<key_id>:<network>` | that a key was used from a network lately (`key.new_network`) |
+//! | `webhook:<deployment>:<webhook_id>` | JSON [`WebhookDoc`] (holds its signing secret) |
+//! | `webhooks:<deployment>` | sorted set of webhook ids, all score 0 |
+//! | `webhookevents:<deployment>`, `webhookqueue:<deployment>` | streams with the consumer group `keyward`: events to fan out, messages due |
+//! | `webhookretry:<deployment>` | sorted set of messages by when they are due (Unix ms) |
+//! | `webhookdeliveries:<deployment>:<webhook_id>` | stream of an endpoint's recent attempts, capped |
+//! | `migrate:apiprojectkeys:<project_id>:set`, `:zset` (`migrate:{apiprojectkeys:<project_id>}:...` in a cluster) | `keyward migrate`'s working keys |
 //!
 //! JSON documents are read at the root path, so `JSON.GET` returns the
 //! document itself rather than the one-element array a `$` path returns.
@@ -33,7 +49,7 @@
 //! content, counted in `keyward_unreadable_documents_total`, and answered as
 //! unreadable: a 401 for a validation, a 409 for an admin call.
 //!
-//! `migrate.rs` holds `keyward migrate`'s commands, with the `migrator` user.
+//! `migrate.rs`'s commands run as the `migrator` user.
 //!
 //! Redis Cluster: a `redis-cluster://` URL makes each pool a cluster client.
 //! fred hashes every command's key to its slot and writes it to that slot's
@@ -47,6 +63,7 @@
 
 pub mod activity;
 mod admin;
+pub mod entry;
 pub mod migrate;
 pub mod model;
 pub mod names;
@@ -74,15 +91,15 @@ use crate::error::{Error, Result};
 use crate::telemetry::metric;
 
 pub use model::{
-    AdminAudit, Audit, Effects, Finished, KeyDoc, KeyMeta, KeyPage, Lookup, OperatorDoc, Origin,
-    ProjectDoc, Read, WebhookDoc,
+    AdminAudit, Audit, Delivery, Effects, Finished, KeyDoc, KeyMeta, KeyPage, Lookup, Message,
+    OperatorDoc, Origin, ProjectDoc, Read, WebhookDoc,
 };
 pub use names::{AuditStreams, AUDIT_ADMIN, AUDIT_KEYLOOKUP};
 pub use operators::AdminEntry;
 pub use validation::{Owed, Spend};
 
 /// Rate-limit counters outlive their minute a little, then expire.
-const COUNTER_TTL_SECS: i64 = 120;
+const COUNTER_TTL_SECS: i64 = crate::plan::COUNTER_MARGIN_SECS as i64;
 
 /// JSON documents are read at the legacy root path `.`, which returns the
 /// document itself (a `$` path would wrap it in a one-element array).
@@ -331,16 +348,9 @@ async fn zrange_after(
         .await
 }
 
-/// Unix seconds now: keyward's one clock (the audit budget's seconds and
-/// the CLI's times read it too). The store measures it against Redis's
-/// `TIME` (see [`Store::clock_skew`]): past `KEYWARD_MAX_CLOCK_SKEW_MS`, an
-/// instance is not ready and answers no validation, so no instance decides
-/// expiry or a rotation's grace on a clock of its own.
-pub fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
+/// keyward's one clock ([`crate::clock`]), re-exported where callers and
+/// tests have always found it.
+pub use crate::clock::now;
 
 /// How far this machine's clock is from Redis's, as last measured.
 #[derive(Default)]
@@ -355,7 +365,7 @@ struct Skew {
 #[derive(Clone)]
 pub struct Store {
     /// The `validator` user's pool: the validation path.
-    pool: Pool,
+    validator: Pool,
     /// The `manager` user's pool: admin calls, when admin is configured.
     admin: Option<Pool>,
     /// A read-only monitoring user's pool, to sample the audit streams.
@@ -371,7 +381,8 @@ pub struct Store {
     admin_wait_timeout: Duration,
     /// Anonymous denials' audit budget and the summaries it owes.
     audit_budget: Arc<audit::Budget>,
-    /// The same for admin calls with a token that names no caller.
+    /// The admin trail's budget of refused calls (`audit::ADMIN_REFUSED`)
+    /// and the summaries it owes.
     admin_budget: Arc<audit::Budget>,
     /// Passes counted in memory, written to `apimeta` about once a second.
     usage: Arc<usage::Usage>,
@@ -384,7 +395,7 @@ pub struct Store {
     /// last), written as summaries by the flusher.
     failsafes: Arc<validation::Failsafes>,
     /// Whether first-time validations read `apiverify` (a pepper is set).
-    remembers: bool,
+    shares_digests: bool,
     /// Writes the summaries, the usage and what the counters are owed every
     /// second; stopped when the last handle
     /// to the store (other than the flusher's own) is dropped, or by `quit`.
@@ -413,7 +424,7 @@ async fn connect(url: &str, config: &Config, what: &str) -> Result<Pool> {
 ///
 /// Every command has the deadline `timeout` (fred's command timeout) and one
 /// attempt: a command that fails is answered 503 now rather than sent again
-/// past the request's deadline (or twice: `INCR` and `XADD` are not
+/// past the request's deadline (or twice: `INCRBY` and `XADD` are not
 /// idempotent). On a cluster, fred follows no redirection either
 /// (`max_redirections = 0`), and that is what keeps fred 10.1 safe there:
 ///
@@ -524,7 +535,7 @@ impl Store {
     /// Connects every configured pool, failing with a clear error when Redis
     /// cannot be reached or refuses the credentials.
     pub async fn connect(config: &Config) -> Result<Self> {
-        let pool = connect(config.redis_url.expose_secret(), config, "validator").await?;
+        let validator = connect(config.redis_url.expose_secret(), config, "validator").await?;
         let admin = match (&config.admin_token, &config.admin_redis_url) {
             (Some(_), Some(url)) => Some(connect(url.expose_secret(), config, "manager").await?),
             _ => None,
@@ -534,7 +545,7 @@ impl Store {
             None => None,
         };
         let mut store = Self {
-            pool,
+            validator,
             monitor,
             admin,
             client_name: config.client_name.clone(),
@@ -553,7 +564,7 @@ impl Store {
             failsafes: Arc::default(),
             skew: Arc::default(),
             max_skew: config.max_clock_skew,
-            remembers: !config.verify_peppers.is_empty(),
+            shares_digests: !config.verify_peppers.is_empty(),
             flusher: Arc::default(),
         };
         if let Err(e) = store.measure_clock().await {
@@ -592,9 +603,13 @@ impl Store {
         if let Err(e) = self.flush_failsafes().await {
             tracing::error!(error = %e, "failsafe answers' audit summaries lost at shutdown");
         }
-        for pool in [Some(&self.pool), self.admin.as_ref(), self.monitor.as_ref()]
-            .into_iter()
-            .flatten()
+        for pool in [
+            Some(&self.validator),
+            self.admin.as_ref(),
+            self.monitor.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
         {
             let _ = pool.quit().await;
         }
@@ -606,7 +621,7 @@ impl Store {
         let time = CustomCommand::new_static("TIME", ClusterHash::Random, false);
         let before = now();
         let answer: (String, String) = self
-            .pool
+            .validator
             .custom(time, Vec::<String>::new())
             .await
             .map_err(unavailable)?;
@@ -647,7 +662,7 @@ impl Store {
 
     /// Whether Redis answers this deployment's validator user.
     pub async fn ping(&self) -> Result<()> {
-        self.pool.ping::<()>(None).await.map_err(unavailable)
+        self.validator.ping::<()>(None).await.map_err(unavailable)
     }
 
     /// Whether Redis answers every user this deployment is configured with.

@@ -133,7 +133,7 @@ pub enum Lookup {
     Found(Box<KeyDoc>),
     Missing,
     /// This deployment's Redis user may not read the key (ACL `NOPERM`).
-    Forbidden,
+    NoPermission,
     /// A document is there but is not a key document keyward can read.
     Unreadable,
 }
@@ -148,10 +148,10 @@ pub struct Read {
     pub used: crate::error::Result<u64>,
     /// Wrong-secret attempts this minute (not read when counting).
     pub bad: crate::error::Result<u64>,
-    /// What `apiverify:<p>:<k>` remembers of secrets verified before (read
+    /// The verified digests `apiverify:<p>:<k>` holds of secrets verified before (read
     /// only for a first-time secret, with a pepper configured; empty when
     /// unreadable).
-    pub remembered: crate::hash::Remembered,
+    pub verified_digests: crate::hash::VerifiedDigests,
 }
 
 /// One `audit:keylookup` entry. Never holds the secret, key or hash.
@@ -193,7 +193,8 @@ pub struct Effects<'a> {
     pub audit: Audit<'a>,
     /// The rate-limit window the counters belong to.
     pub minute: u64,
-    /// This use opened its window (`INCR` answered 1): `EXPIRE` the counter.
+    /// This use opened its window (the minute's `INCRBY` answered exactly
+    /// the cost): `EXPIRE` the counter.
     pub new_window: bool,
     /// A wrong secret: `INCR` and `EXPIRE NX` of the wrong-secret counter.
     pub bad_secret: bool,
@@ -201,7 +202,7 @@ pub struct Effects<'a> {
     /// (its cost); 0: nothing to take back.
     pub undo_use: u64,
     /// A secret just verified: `HSET apiverify:<p>:<k> field value`.
-    pub remember: Option<(&'a str, &'a str)>,
+    pub digest_to_share: Option<(&'a str, &'a str)>,
     /// A plan's counters (see `plan`): what each is owed, a spend to take
     /// back (a refusal) and a new window's expiry.
     pub plan: &'a [(String, crate::store::Owed)],
@@ -224,7 +225,7 @@ pub struct Finished {
 pub struct OperatorDoc {
     pub operator_id: String,
     pub name: String,
-    pub role: crate::access::Role,
+    pub role: crate::role::Role,
     /// Project ids, or `["*"]`.
     pub projects: Vec<String>,
     pub created_at: f64,
@@ -305,4 +306,64 @@ impl std::fmt::Debug for WebhookDoc {
             .field("disabled", &self.disabled)
             .finish_non_exhaustive()
     }
+}
+
+/// One event for one endpoint: what an attempt posts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// The `webhook-id` header: the same for every attempt, and for a
+    /// repeat after a crash (it is made from the event's stream id).
+    pub message_id: String,
+    pub webhook_id: String,
+    pub event_type: String,
+    /// The JSON body, exactly as signed.
+    pub body: String,
+    /// 1 for the first attempt.
+    pub attempt: u64,
+}
+
+impl Message {
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("message_id", self.message_id.clone()),
+            ("webhook_id", self.webhook_id.clone()),
+            ("event_type", self.event_type.clone()),
+            ("body", self.body.clone()),
+            ("attempt", self.attempt.to_string()),
+        ]
+    }
+
+    pub fn from_fields(fields: &std::collections::HashMap<String, String>) -> Option<Self> {
+        Some(Self {
+            message_id: fields.get("message_id")?.clone(),
+            webhook_id: fields.get("webhook_id")?.clone(),
+            event_type: fields.get("event_type")?.clone(),
+            body: fields.get("body")?.clone(),
+            attempt: fields.get("attempt")?.parse().ok()?,
+        })
+    }
+}
+
+/// One delivery attempt.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Delivery {
+    /// The message's `webhook-id`, the same for each attempt of it.
+    pub message_id: String,
+    pub event_type: String,
+    /// 1 for the first attempt.
+    pub attempt: u64,
+    /// Unix seconds of the attempt.
+    pub at: f64,
+    /// The endpoint's answer; `null` when there was none (see `error`).
+    pub status_code: Option<u16>,
+    /// What went wrong without an answer (timeout, connection, refused
+    /// address), or why a message was not sent.
+    pub error: Option<String>,
+    /// A 2xx answer.
+    pub delivered: bool,
+    /// Unix seconds of the next attempt, if there is one.
+    pub next_attempt: Option<f64>,
+    /// No more attempts: the schedule is over, the endpoint answered `410`,
+    /// or it was disabled or deleted.
+    pub given_up: bool,
 }

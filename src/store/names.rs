@@ -12,6 +12,30 @@
 use crate::config::AuditLayout;
 use crate::key::ProjectId;
 
+/// Each key family's prefix, once: the functions below, `keyward acl`'s
+/// patterns (`acl.rs`) and `keyward migrate`'s scan are made from these.
+pub const PROJECT: &str = "project:";
+pub const APIKEY: &str = "apikey:";
+pub const KEYSET: &str = "apiprojectkeys:";
+pub const META: &str = "apimeta:";
+pub const OPERATOR: &str = "operator:";
+pub const OPERATORS: &str = "operators:";
+pub const PROJECTS: &str = "projects:";
+pub const VERIFIED: &str = "apiverify:";
+/// The use counters: the minute's, the wrong secrets', each plan window's.
+pub const COUNTER: &str = "ratelimit:key:";
+pub const CREDITS: &str = "apicredits:";
+pub const WEBHOOK: &str = "webhook:";
+pub const WEBHOOKS: &str = "webhooks:";
+pub const WEBHOOK_EVENTS: &str = "webhookevents:";
+pub const WEBHOOK_QUEUE: &str = "webhookqueue:";
+pub const WEBHOOK_RETRIES: &str = "webhookretry:";
+pub const WEBHOOK_DELIVERIES: &str = "webhookdeliveries:";
+pub const KEY_EVENT: &str = "apievent:";
+pub const KEY_NETWORK: &str = "apinet:";
+/// `keyward migrate`'s working keys (see [`migrate_backup`]).
+pub const MIGRATE: &str = "migrate:";
+
 pub const AUDIT_KEYLOOKUP: &str = "audit:keylookup";
 pub const AUDIT_ADMIN: &str = "audit:admin";
 
@@ -88,91 +112,91 @@ impl AuditStreams {
 }
 
 pub fn project(project: &ProjectId) -> String {
-    format!("project:{project}")
+    format!("{PROJECT}{project}")
 }
 pub fn apikey(project: &str, key_id: &str) -> String {
-    format!("apikey:{project}:{key_id}")
+    format!("{APIKEY}{project}:{key_id}")
 }
 pub fn keyset(project: &ProjectId) -> String {
-    format!("apiprojectkeys:{project}")
+    format!("{KEYSET}{project}")
 }
 pub fn meta(project: &str, key_id: &str) -> String {
-    format!("apimeta:{project}:{key_id}")
+    format!("{META}{project}:{key_id}")
 }
 /// An operator of the deployment named `deployment` (`KEYWARD_CLIENT_NAME`):
 /// operators are a deployment's own, so one deployment's tokens mean nothing
 /// to another's keyward and its Redis user cannot read them.
 pub fn operator(deployment: &str, operator_id: &str) -> String {
-    format!("operator:{deployment}:{operator_id}")
+    format!("{OPERATOR}{deployment}:{operator_id}")
 }
 /// The deployment's operator ids, a sorted set (all score 0).
 pub fn operators(deployment: &str) -> String {
-    format!("operators:{deployment}")
+    format!("{OPERATORS}{deployment}")
 }
 /// The ids of the projects created through the deployment's admin API (or
 /// read by it since), a sorted set (all score 0): what `GET
 /// /v1/admin/projects` pages through.
 pub fn projects(deployment: &str) -> String {
-    format!("projects:{deployment}")
+    format!("{PROJECTS}{deployment}")
 }
 /// Digests of secrets verified before, by hash fingerprint (see `hash`).
 pub fn verified(project: &str, key_id: &str) -> String {
-    format!("apiverify:{project}:{key_id}")
+    format!("{VERIFIED}{project}:{key_id}")
 }
 pub fn used(project: &str, key_id: &str, minute: u64) -> String {
-    format!("ratelimit:key:{project}:{key_id}:{minute}")
+    format!("{COUNTER}{project}:{key_id}:{minute}")
 }
 pub fn bad(project: &str, key_id: &str, minute: u64) -> String {
-    format!("ratelimit:key:{project}:{key_id}:bad:{minute}")
+    format!("{COUNTER}{project}:{key_id}:bad:{minute}")
 }
 /// The use counter of one of a key's plan windows (`plan::Window::name`:
 /// `s<n>`, `h<n>`, `d<n>`, `mo<yyyymm>`; the minute's is [`used`]).
 pub fn window(project: &str, key_id: &str, window: &str) -> String {
-    format!("ratelimit:key:{project}:{key_id}:{window}")
+    format!("{COUNTER}{project}:{key_id}:{window}")
 }
 /// A key's credit balance: for credits that refill, one per refill
 /// interval (`period` the interval's window name), else `period` `once`.
 pub fn credits(project: &str, key_id: &str, period: &str) -> String {
-    format!("apicredits:{project}:{key_id}:{period}")
+    format!("{CREDITS}{project}:{key_id}:{period}")
 }
 
 /// A webhook endpoint of the deployment (its document holds the secret).
 pub fn webhook(deployment: &str, webhook_id: &str) -> String {
-    format!("webhook:{deployment}:{webhook_id}")
+    format!("{WEBHOOK}{deployment}:{webhook_id}")
 }
 /// The deployment's webhook ids, a sorted set (all score 0).
 pub fn webhooks(deployment: &str) -> String {
-    format!("webhooks:{deployment}")
+    format!("{WEBHOOKS}{deployment}")
 }
 /// Events not yet fanned out to endpoints, a stream with the consumer
 /// group [`WEBHOOK_GROUP`].
 pub fn webhook_events(deployment: &str) -> String {
-    format!("webhookevents:{deployment}")
+    format!("{WEBHOOK_EVENTS}{deployment}")
 }
 /// Messages (an event for one endpoint) due for an attempt, a stream with
 /// the consumer group [`WEBHOOK_GROUP`].
 pub fn webhook_queue(deployment: &str) -> String {
-    format!("webhookqueue:{deployment}")
+    format!("{WEBHOOK_QUEUE}{deployment}")
 }
 /// Messages waiting for a retry, a sorted set scored by when (Unix ms).
 pub fn webhook_retries(deployment: &str) -> String {
-    format!("webhookretry:{deployment}")
+    format!("{WEBHOOK_RETRIES}{deployment}")
 }
 /// An endpoint's recent delivery attempts, a capped stream.
 pub fn webhook_deliveries(deployment: &str, webhook_id: &str) -> String {
-    format!("webhookdeliveries:{deployment}:{webhook_id}")
+    format!("{WEBHOOK_DELIVERIES}{deployment}:{webhook_id}")
 }
 /// The consumer group of the events and the queue.
 pub const WEBHOOK_GROUP: &str = "keyward";
 /// That an event about a key was sent for this window (`SET NX EX`, its
 /// lifetime the window's): `kind` such as `rate_limited:minute`.
 pub fn key_event(project: &str, key_id: &str, kind: &str) -> String {
-    format!("apievent:{project}:{key_id}:{kind}")
+    format!("{KEY_EVENT}{project}:{key_id}:{kind}")
 }
 /// That a key was used from `network` (a /24 or /64) lately
 /// (`KEYWARD_NEW_NETWORK_DAYS`).
 pub fn key_network(project: &str, key_id: &str, network: &str) -> String {
-    format!("apinet:{project}:{key_id}:{network}")
+    format!("{KEY_NETWORK}{project}:{key_id}:{network}")
 }
 
 /// `keyward migrate`'s working keys while it converts a project's plain-set
@@ -186,14 +210,14 @@ pub fn key_network(project: &str, key_id: &str, network: &str) -> String {
 /// stays within one slot, as Redis Cluster requires.
 pub fn migrate_backup(project: &ProjectId, cluster: bool) -> String {
     match cluster {
-        false => format!("migrate:apiprojectkeys:{project}:set"),
-        true => format!("migrate:{{apiprojectkeys:{project}}}:set"),
+        false => format!("{MIGRATE}{KEYSET}{project}:set"),
+        true => format!("{MIGRATE}{{{KEYSET}{project}}}:set"),
     }
 }
 pub fn migrate_building(project: &ProjectId, cluster: bool) -> String {
     match cluster {
-        false => format!("migrate:apiprojectkeys:{project}:zset"),
-        true => format!("migrate:{{apiprojectkeys:{project}}}:zset"),
+        false => format!("{MIGRATE}{KEYSET}{project}:zset"),
+        true => format!("{MIGRATE}{{{KEYSET}{project}}}:zset"),
     }
 }
 

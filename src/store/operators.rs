@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use fred::prelude::Pool;
 use fred::prelude::{RedisJsonInterface, SortedSetsInterface, StreamsInterface};
 
+use super::entry::{field as name, Entry};
 use super::read_docs;
 use super::{data_error, index_page, insert_indexed, is_noperm, names, now, parse_problem};
 use super::{read_owned, report_unreadable};
@@ -154,10 +155,10 @@ impl Store {
     pub async fn write_admin_audit(
         &self,
         entry: AdminAudit<'_>,
-        event: Option<&crate::webhook::Event>,
+        event: Option<&crate::event::Event>,
     ) -> Result<()> {
         let admitted = match (entry.actor, entry.claimed_operator) {
-            (crate::access::UNKNOWN, "") => self.admin_budget.admit(entry.outcome),
+            (crate::audit::UNKNOWN, "") => self.admin_budget.admit(entry.outcome),
             (actor, claimed_operator) => self.admin_budget.admit_claimed(
                 entry.outcome,
                 &Who {
@@ -179,27 +180,26 @@ impl Store {
         })
         .await;
         if let (Some(Err(e)), Some(event)) = (emitted, event) {
-            crate::webhook::lost(event.kind, &e);
+            crate::event::lost(event.kind, &e);
         }
         written
     }
 
     async fn xadd_admin_audit(&self, entry: AdminAudit<'_>) -> Result<()> {
         let field = |text: &str| clip(text, FIELD_MAX).to_owned();
-        let fields = vec![
-            ("ts", now().to_string()),
-            ("actor", field(entry.actor)),
-            ("actor_name", field(entry.actor_name)),
-            ("claimed_operator", field(entry.claimed_operator)),
-            ("action", field(entry.action)),
-            ("project_id", field(entry.project_id)),
-            ("key_id", field(entry.key_id)),
-            ("operator_id", field(entry.operator_id)),
-            ("outcome", field(entry.outcome)),
-            ("request_id", field(entry.request_id)),
-            ("caller_request_id", field(entry.caller_request_id)),
-            ("client", self.client_name.clone()),
-        ];
+        let fields = Entry::now()
+            .with(name::ACTOR, field(entry.actor))
+            .with(name::ACTOR_NAME, field(entry.actor_name))
+            .with(name::CLAIMED_OPERATOR, field(entry.claimed_operator))
+            .with(name::ACTION, field(entry.action))
+            .with(name::PROJECT_ID, field(entry.project_id))
+            .with(name::KEY_ID, field(entry.key_id))
+            .with(name::OPERATOR_ID, field(entry.operator_id))
+            .with(name::OUTCOME, field(entry.outcome))
+            .with(name::REQUEST_ID, field(entry.request_id))
+            .with(name::CALLER_REQUEST_ID, field(entry.caller_request_id))
+            .with(name::CLIENT, self.client_name.as_str())
+            .fields();
         self.admin()?
             .xadd::<(), _, _, _, _>(self.streams.admin(), false, self.audit_cap(), "*", fields)
             .await
@@ -214,7 +214,7 @@ impl Store {
     pub(super) async fn flush_admin_summaries(&self, all: bool) -> Result<()> {
         let due = self.admin_budget.take_due(all);
         let no_one = Who {
-            actor: crate::access::UNKNOWN.to_owned(),
+            actor: crate::audit::UNKNOWN.to_owned(),
             claimed_operator: String::new(),
         };
         for (i, summary) in due.iter().enumerate() {
@@ -246,20 +246,19 @@ impl Store {
         who: &Who,
         count: u64,
     ) -> Result<()> {
-        let fields = vec![
-            ("ts", now().to_string()),
-            ("actor", who.actor.clone()),
-            ("claimed_operator", who.claimed_operator.clone()),
-            ("action", String::new()),
-            ("project_id", String::new()),
-            ("key_id", String::new()),
-            ("outcome", outcome.to_owned()),
-            ("request_id", String::new()),
-            ("client", self.client_name.clone()),
-            ("summary", "1".to_owned()),
-            ("second", second.to_string()),
-            ("count", count.to_string()),
-        ];
+        let fields = Entry::now()
+            .with(name::ACTOR, who.actor.as_str())
+            .with(name::CLAIMED_OPERATOR, who.claimed_operator.as_str())
+            .with(name::ACTION, "")
+            .with(name::PROJECT_ID, "")
+            .with(name::KEY_ID, "")
+            .with(name::OUTCOME, outcome)
+            .with(name::REQUEST_ID, "")
+            .with(name::CLIENT, self.client_name.as_str())
+            .with(name::SUMMARY, "1")
+            .with(name::SECOND, second.to_string())
+            .with(name::COUNT, count.to_string())
+            .fields();
         self.admin()?
             .xadd(self.streams.admin(), false, self.audit_cap(), "*", fields)
             .await

@@ -60,7 +60,7 @@ impl Store {
         if due.is_empty() {
             return Ok(());
         }
-        let client = self.pool.next();
+        let client = self.validator.next();
         let writes = due.iter().map(|(meta, (count, at))| {
             let count = i64::try_from(*count).unwrap_or(i64::MAX);
             futures::future::join(

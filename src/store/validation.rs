@@ -24,14 +24,15 @@ use fred::prelude::{Error as FredError, HashesInterface, KeysInterface, StreamsI
 use fred::types::{Expiration, ExpireOptions};
 use futures::future::{join_all, OptionFuture};
 
+use super::entry::{field, Entry};
 use super::{
     get_doc, is_refused, is_wrongtype, key_doc, names, now, report_unreadable, unavailable, Store,
     COUNTER_TTL_SECS,
 };
 use super::{Audit, Effects, Finished, Lookup, Read};
-use crate::audit::Summary;
+use crate::audit::{Reason, Summary, RESULT_DENIED};
 use crate::error::{Error, Result};
-use crate::hash::Remembered;
+use crate::hash::VerifiedDigests;
 use crate::key::{KeyId, ProjectId};
 use crate::telemetry::metric;
 
@@ -45,7 +46,8 @@ pub(super) async fn together<F: Future>(commands: F) -> F::Output {
     replies
 }
 
-/// `EXPIRE counter 120 NX`: only the first use of a window sets its TTL.
+/// `EXPIRE counter <COUNTER_TTL_SECS> NX`: only the first use of a window
+/// sets its TTL.
 fn expire_nx<'a>(client: &'a Client, counter: &'a str) -> impl Future<Output = Reply> + 'a {
     client.expire(counter, COUNTER_TTL_SECS, Some(ExpireOptions::NX))
 }
@@ -71,7 +73,7 @@ fn balance(reply: Reply) -> Result<i64> {
         .map_err(|e| Error::Unavailable(format!("a counter is not a number: {e}")))
 }
 
-/// The answer of a counter command (`INCR`, or `GET` of a counter that may
+/// The answer of a counter command (`INCRBY`, or `GET` of a counter that may
 /// be missing: 0); a failure is a 503 if the decision needs it.
 fn counter(reply: Reply) -> Result<u64> {
     reply
@@ -177,19 +179,19 @@ impl Store {
     /// and this minute's use and wrong-secret counters, each answered on its
     /// own.
     pub async fn read(&self, project: &ProjectId, key_id: &KeyId, minute: u64) -> Read {
-        let client = self.pool.next();
+        let client = self.validator.next();
         let doc_key = names::apikey(project.as_str(), key_id.as_str());
         let used_key = names::used(project.as_str(), key_id.as_str(), minute);
         let bad_key = names::bad(project.as_str(), key_id.as_str(), minute);
         let verified_key = names::verified(project.as_str(), key_id.as_str());
-        let (doc, used, bad, remembered) = together(async {
+        let (doc, used, bad, verified_digests) = together(async {
             futures::join!(
                 Box::pin(get_doc(client, &doc_key)),
                 Box::pin(client.get::<Value, _>(&used_key)),
                 Box::pin(client.get::<Value, _>(&bad_key)),
                 OptionFuture::from(
-                    self.remembers
-                        .then(|| Box::pin(client.hgetall::<Remembered, _>(&verified_key)))
+                    self.shares_digests
+                        .then(|| Box::pin(client.hgetall::<VerifiedDigests, _>(&verified_key)))
                 ),
             )
         })
@@ -199,13 +201,14 @@ impl Store {
             used: counter(used),
             bad: counter(bad),
             // Unreadable (an old ACL, another type): Argon2id decides.
-            remembered: remembered.and_then(Result::ok).unwrap_or_default(),
+            verified_digests: verified_digests.and_then(Result::ok).unwrap_or_default(),
         }
     }
 
     /// Round trip 1 for a secret verified before: the key's document, and
-    /// this use counted against this minute's window (`INCR`); `used` is the
-    /// count including it (1: a new window, whose expiry `finish` sets).
+    /// this request's cost spent in this minute's window (`INCRBY cost`);
+    /// `used` is the count including it (equal to the cost: a new window,
+    /// whose expiry [`Store::write_effects`] sets).
     pub async fn read_counting(
         &self,
         project: &ProjectId,
@@ -213,7 +216,7 @@ impl Store {
         minute: u64,
         cost: u64,
     ) -> Read {
-        let client = self.pool.next();
+        let client = self.validator.next();
         let doc_key = names::apikey(project.as_str(), key_id.as_str());
         let used_key = names::used(project.as_str(), key_id.as_str(), minute);
         let (doc, used) = together(async {
@@ -227,22 +230,23 @@ impl Store {
             doc: read_doc(&doc_key, doc),
             used: counter(used),
             bad: Ok(0),
-            remembered: Remembered::new(),
+            verified_digests: VerifiedDigests::new(),
         }
     }
 
     /// This minute's right-secret validations, read (`GET`) without counting.
     pub async fn used(&self, project: &ProjectId, key_id: &KeyId, minute: u64) -> Result<u64> {
-        let client = self.pool.next();
+        let client = self.validator.next();
         let used_key = names::used(project.as_str(), key_id.as_str(), minute);
         counter(together(Box::pin(client.get::<Value, _>(&used_key))).await)
     }
 
-    /// Counts a right-secret validation against this minute's window
-    /// (`INCR`) and returns the count including it (1: a new window, whose
-    /// expiry `finish` sets). The INCR's own result decides the 429, so the
-    /// decision is exact under any concurrency.
-    pub async fn count_use(
+    /// Spends a right-secret validation's cost in this minute's window
+    /// (`INCRBY cost`) and returns the count including it (equal to the
+    /// cost: a new window, whose expiry [`Store::write_effects`] sets). The
+    /// `INCRBY`'s own answer decides the 429, so the decision is exact
+    /// under any concurrency.
+    pub async fn spend_minute(
         &self,
         project: &ProjectId,
         key_id: &KeyId,
@@ -250,7 +254,7 @@ impl Store {
         cost: u64,
     ) -> Result<u64> {
         let used_key = names::used(project.as_str(), key_id.as_str(), minute);
-        let client = self.pool.next();
+        let client = self.validator.next();
         counter(together(Box::pin(client.incr_by::<Value, _>(&used_key, cost as i64))).await)
     }
 
@@ -259,7 +263,7 @@ impl Store {
     /// `SET NX` with its TTL of a balance that refills. Each answer (the
     /// count or balance after it) on its own.
     pub async fn spend(&self, spends: &[Spend]) -> Vec<Result<i64>> {
-        let client = self.pool.next();
+        let client = self.validator.next();
         let replies = together(join_all(spends.iter().map(|s| async move {
             if let Some((value, ttl)) = s.init {
                 let set = client.set::<Value, _, _>(
@@ -285,22 +289,23 @@ impl Store {
         replies.into_iter().map(balance).collect()
     }
 
-    /// The last round trip of a validation, its only writes: `effects`'
-    /// audit entry (unless the anonymous budget only counts it for a
+    /// The last round trip of a validation (`Validator::finish` sends it):
+    /// its writes besides the spends whose answers are counts (the minute's
+    /// and a plan's `INCRBY`): `effects`' audit entry (unless the anonymous budget only counts it for a
     /// summary, see `audit`), the new window's expiry, wrong-secret count,
     /// undone use and a verified secret's digest.
     /// Nothing to write is no round trip. `Err` when the audit entry was due
     /// and not written; the other writes are bookkeeping, so their failure
     /// is logged and counted, not answered, and what the use counters did
     /// not take is owed to the flusher (see [`Unsettled`]).
-    pub async fn finish(&self, effects: Effects<'_>) -> Result<Finished> {
+    pub async fn write_effects(&self, effects: Effects<'_>) -> Result<Finished> {
         let Effects {
             audit,
             minute,
             new_window,
             bad_secret,
             undo_use,
-            remember,
+            digest_to_share,
             plan,
             network,
         } = effects;
@@ -308,7 +313,7 @@ impl Store {
         let entry = self.audit_budget.admit(audit.reason).then_some(audit);
         let used = (new_window || undo_use > 0).then(|| names::used(project, key_id, minute));
         let bad = bad_secret.then(|| names::bad(project, key_id, minute));
-        let verified = remember.map(|r| (names::verified(project, key_id), r));
+        let verified = digest_to_share.map(|r| (names::verified(project, key_id), r));
         if entry.is_none()
             && used.is_none()
             && bad.is_none()
@@ -318,7 +323,7 @@ impl Store {
         {
             return Ok(Finished::default());
         }
-        let client = self.pool.next();
+        let client = self.validator.next();
         let (expire, decr, incr_bad, expire_bad, hset, probe, entry) = together(async {
             futures::join!(
                 OptionFuture::from(
@@ -421,7 +426,7 @@ impl Store {
         if plan.is_empty() {
             return;
         }
-        let (client, unsettled) = (self.pool.next().clone(), self.unsettled.clone());
+        let (client, unsettled) = (self.validator.next().clone(), self.unsettled.clone());
         tokio::spawn(async move {
             let settles = plan
                 .into_iter()
@@ -438,7 +443,7 @@ impl Store {
         });
     }
 
-    /// After a validation that ended without `finish`'s round trip (or
+    /// After a validation that ended without [`Store::write_effects`]'s round trip (or
     /// whose round trip failed): in the background, takes back a use that
     /// was counted (`undo`) and makes sure its window expires; what Redis
     /// does not take now, the flusher sends again (see [`settle`]). Never in
@@ -451,7 +456,7 @@ impl Store {
         undo: u64,
     ) {
         let used = names::used(project.as_str(), key_id.as_str(), minute);
-        let (client, unsettled) = (self.pool.next().clone(), self.unsettled.clone());
+        let (client, unsettled) = (self.validator.next().clone(), self.unsettled.clone());
         let owed = Owed {
             add: -(undo as i64),
             expire: Some(COUNTER_TTL_SECS),
@@ -472,7 +477,7 @@ impl Store {
         if owed.is_empty() {
             return Ok(());
         }
-        let client = self.pool.next();
+        let client = self.validator.next();
         let settles = owed
             .into_iter()
             .map(|(counter, owed)| settle(client, &self.unsettled, counter, owed));
@@ -490,22 +495,22 @@ impl Store {
         client: &'a Client,
         audit: Audit<'_>,
     ) -> impl Future<Output = Reply> + 'a {
-        let mut fields = vec![
-            ("ts", now().to_string()),
-            ("project_id", audit.project_id.to_owned()),
-            ("key_id", audit.key_id.to_owned()),
-            ("result", audit.result.to_owned()),
-            ("reason", audit.reason.to_owned()),
-            ("client", self.client_name.clone()),
-        ];
-        fields.push(("cost", audit.cost.to_string()));
+        let mut entry = Entry::now()
+            .with(field::PROJECT_ID, audit.project_id)
+            .with(field::KEY_ID, audit.key_id)
+            .with(field::RESULT, audit.result)
+            .with(field::REASON, audit.reason)
+            .with(field::CLIENT, self.client_name.as_str())
+            .with(field::COST, audit.cost.to_string());
         if let Some(window) = audit.window {
-            fields.push(("window", window.to_owned()));
+            entry = entry.with(field::WINDOW, window);
         }
         if let Some(origin) = audit.origin {
-            fields.push(("method", origin.method.to_owned()));
-            fields.push(("path", origin.path.to_owned()));
+            entry = entry
+                .with(field::METHOD, origin.method)
+                .with(field::PATH, origin.path);
         }
+        let fields = entry.fields();
         let stream = self.streams.keylookup(audit.project_id, audit.key_id);
         client.xadd(stream, false, self.keylookup_cap(), "*", fields)
     }
@@ -541,20 +546,19 @@ impl Store {
         if due.is_empty() {
             return Ok(());
         }
-        let client = self.pool.next();
+        let client = self.validator.next();
         let writes = due.iter().map(|((project, key_id), (count, first, last))| {
-            let fields = vec![
-                ("ts", now().to_string()),
-                ("project_id", project.clone()),
-                ("key_id", key_id.clone()),
-                ("result", "ok".to_owned()),
-                ("reason", "failsafe_open".to_owned()),
-                ("client", self.client_name.clone()),
-                ("summary", "1".to_owned()),
-                ("count", count.to_string()),
-                ("first", first.to_string()),
-                ("last", last.to_string()),
-            ];
+            let reason = Reason::FailsafeOpen;
+            let fields = Entry::now()
+                .with(field::PROJECT_ID, project.as_str())
+                .with(field::KEY_ID, key_id.as_str())
+                .with(field::RESULT, reason.result())
+                .with(field::REASON, reason.as_str())
+                .with(field::CLIENT, self.client_name.as_str())
+                .summary(*count)
+                .with(field::FIRST, first.to_string())
+                .with(field::LAST, last.to_string())
+                .fields();
             let stream = self.streams.keylookup(project, key_id);
             client.xadd::<Value, _, _, _, _>(stream, false, self.keylookup_cap(), "*", fields)
         });
@@ -583,7 +587,7 @@ impl Store {
         if due.is_empty() {
             return Ok(());
         }
-        let client = self.pool.next();
+        let client = self.validator.next();
         let writes = due.iter().map(|summary| self.xadd_summary(client, summary));
         let replies = together(join_all(writes)).await;
         let mut error = None;
@@ -604,17 +608,16 @@ impl Store {
         client: &'a Client,
         summary: &Summary,
     ) -> impl Future<Output = Reply> + 'a {
-        let fields = vec![
-            ("ts", now().to_string()),
-            ("project_id", String::new()),
-            ("key_id", String::new()),
-            ("result", "denied".to_owned()),
-            ("reason", summary.reason.to_owned()),
-            ("client", self.client_name.clone()),
-            ("summary", "1".to_owned()),
-            ("second", summary.second.to_string()),
-            ("count", summary.count.to_string()),
-        ];
+        let fields = Entry::now()
+            .with(field::PROJECT_ID, "")
+            .with(field::KEY_ID, "")
+            .with(field::RESULT, RESULT_DENIED)
+            .with(field::REASON, summary.reason)
+            .with(field::CLIENT, self.client_name.as_str())
+            .with(field::SUMMARY, "1")
+            .with(field::SECOND, summary.second.to_string())
+            .with(field::COUNT, summary.count.to_string())
+            .fields();
         // Summaries name no key: they go where a key-less entry goes.
         let stream = self.streams.keylookup("", "");
         client.xadd(stream, false, self.keylookup_cap(), "*", fields)
@@ -656,7 +659,7 @@ impl Store {
 /// What `JSON.GET` of a key document found.
 fn read_doc(doc_key: &str, doc: Result<Value, FredError>) -> Result<Lookup> {
     let raw = match doc {
-        Err(e) if super::is_noperm(&e) => return Ok(Lookup::Forbidden),
+        Err(e) if super::is_noperm(&e) => return Ok(Lookup::NoPermission),
         // A key of another type than JSON: not a key document.
         Err(e) if is_wrongtype(&e) => {
             report_unreadable(doc_key, "the key is not a JSON document");

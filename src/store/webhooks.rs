@@ -19,13 +19,13 @@ use fred::prelude::{
 };
 use fred::types::{Expiration, SetOptions};
 
+use super::model::{Delivery, Message};
 use super::{
     data_error, insert_indexed, names, parse_problem, read_docs, read_owned, report_unreadable,
 };
 use super::{index_page, unavailable, Store, WebhookDoc};
 use crate::error::{Error, Result};
-use crate::webhook::deliver::Message;
-use crate::webhook::{Delivery, Event};
+use crate::event::Event;
 
 /// Events kept unfanned at most (no instance with the manager user running
 /// for a long while): past it, the oldest are trimmed.
@@ -116,7 +116,7 @@ impl Store {
 
     /// Appends `event` to the events stream, as the validator user.
     pub async fn emit(&self, event: &Event) -> Result<()> {
-        xadd_event(&self.pool, self.client_name(), event).await
+        xadd_event(&self.validator, self.client_name(), event).await
     }
 
     /// Appends `event` to the events stream with the call's admin audit
@@ -138,7 +138,7 @@ impl Store {
     ) -> Result<bool> {
         let pool = match as_manager {
             true => self.admin()?,
-            false => &self.pool,
+            false => &self.validator,
         };
         let ttl = Expiration::EX(ttl_secs.clamp(1, i64::MAX as u64) as i64);
         let set: Option<String> = pool

@@ -11,8 +11,8 @@
 //!    verified before (the cache knows the hash it matched) the use is
 //!    counted at once (`INCRBY cost`, whose answer decides 429 exactly);
 //!    otherwise this minute's use and wrong-secret counters are only read
-//!    (and, with a pepper, what `apiverify` remembers of secrets verified
-//!    before). The secret's free checks (cache, remembered digest, tags)
+//!    (and, with a pepper, the verified digests `apiverify` holds of secrets
+//!    verified before). The secret's free checks (cache, verified digest, tags)
 //!    and the stored hashes' parameters are looked at, without Argon2id.
 //! 3. Then, as `judge` asks: Argon2id against the one hash the tags allow
 //!    (`hash`), the minute's `INCRBY cost` for a secret verified just now
@@ -51,12 +51,13 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::clock::now;
 use crate::config::{Config, Failsafe};
 use crate::error::{Error, Result};
 use crate::hash::{CacheKey, Hasher, Hashes, Matched, Screen};
 use crate::key::ApiKey;
 use crate::plan::Per;
-use crate::store::{names, now, Audit, Effects, KeyDoc, Lookup, Origin, Owed, Spend, Store};
+use crate::store::{names, Audit, Effects, KeyDoc, Lookup, Origin, Owed, Spend, Store};
 use crate::telemetry::metric;
 use crate::webhook::signal::{Refusal, Signals};
 
@@ -112,9 +113,9 @@ struct Run {
     count_unknown: bool,
     /// What the plan's counters are owed on a pass and on a refusal.
     plan: Planned,
-    /// A secret verified just now: the digest to remember it by in Redis
+    /// A secret verified just now: its verified digest, to share in Redis
     /// (`apiverify` field and value), with a pepper configured.
-    remember: Option<(String, String)>,
+    digest_to_share: Option<(String, String)>,
     /// The key's wrong secrets this minute before this request, as read
     /// (for `key.secret_attack`).
     bad_before: Option<u64>,
@@ -135,7 +136,7 @@ impl Run {
             counted: None,
             count_unknown: false,
             plan: Planned::default(),
-            remember: None,
+            digest_to_share: None,
             bad_before: None,
             error: None,
         }
@@ -254,11 +255,11 @@ impl Validator {
         });
         let (screen, acceptable) = match hashes {
             Some(hashes) => {
-                let remembered = &read.remembered;
-                let (screen, remember) =
+                let verified_digests = &read.verified_digests;
+                let (screen, digest_to_share) =
                     self.hasher
-                        .screen(key, cache_key, cached.as_deref(), hashes, remembered);
-                run.remember = remember;
+                        .screen(key, cache_key, cached.as_deref(), hashes, verified_digests);
+                run.digest_to_share = digest_to_share;
                 // Asked only of hashes that may be run (not on the warm path).
                 let acceptable = matches!(screen, Screen::Known(_))
                     || (self.hasher.acceptable(hashes.current.0)
@@ -298,14 +299,14 @@ impl Validator {
                         break Outcome::Incomplete { vouched: false };
                     };
                     let verified = self.hasher.verify_key(key, cache_key, hashes).await;
-                    let verified = verified.map(|(matched, remember)| {
-                        run.remember = remember;
+                    let verified = verified.map(|(matched, digest_to_share)| {
+                        run.digest_to_share = digest_to_share;
                         matched
                     });
                     facts.verified = Some(answer(verified, &mut error));
                 }
                 Next::Count => {
-                    let count = self.store.count_use(project, key_id, minute, cost).await;
+                    let count = self.store.spend_minute(project, key_id, minute, cost).await;
                     run.count_unknown = count.is_err();
                     run.counted = count.as_ref().ok().copied();
                     facts.count = Some(answer(count, &mut error));
@@ -337,7 +338,7 @@ impl Validator {
             };
         }
         if !matches!(outcome, Outcome::Pass { .. }) {
-            run.remember = None;
+            run.digest_to_share = None;
         }
         Run {
             outcome,
@@ -408,7 +409,10 @@ impl Validator {
             let (period, refill_in) = credits.period(now);
             let init = credits.refill.map(|r| {
                 let amount = i64::try_from(r.amount).unwrap_or(i64::MAX);
-                (amount, refill_in.unwrap_or(0) as i64 + 120)
+                (
+                    amount,
+                    (refill_in.unwrap_or(0) + crate::plan::COUNTER_MARGIN_SECS) as i64,
+                )
             });
             spends.push(Spend {
                 counter: names::credits(project, key_id, &period),
@@ -460,9 +464,12 @@ impl Validator {
         (plan, (planned, error))
     }
 
-    /// The only writes of a validation, in one round trip: the audit entry
-    /// (unless the anonymous budget summarizes it), the counter changes and
-    /// a new secret's digest. Then the metric, a 200's usage and the answer.
+    /// Ends a validation that `decide` brought to an outcome: one round trip
+    /// (`Store::write_effects`) with the audit entry (unless the anonymous
+    /// budget summarizes it), the counter changes (a new window's expiry,
+    /// the wrong-secret count, taking back a refusal's spends) and a new
+    /// secret's digest; then the metric, a 200's usage and the answer. The
+    /// spends `decide` made (`INCRBY`) are its only other writes.
     async fn finish(
         &self,
         req: &Request<'_>,
@@ -515,11 +522,14 @@ impl Validator {
                 false => run.counted.map_or(0, |_| cost),
                 true => 0,
             },
-            remember: run.remember.as_ref().map(|(f, v)| (f.as_str(), v.as_str())),
+            digest_to_share: run
+                .digest_to_share
+                .as_ref()
+                .map(|(f, v)| (f.as_str(), v.as_str())),
             plan: if pass { &run.plan.keep } else { &run.plan.undo },
             network: probe.as_ref().map(|(name, ttl)| (name.as_str(), *ttl)),
         };
-        let written = self.store.finish(effects).await;
+        let written = self.store.write_effects(effects).await;
         if let (Some((key, cache_key)), Some(known)) = (presented, &self.known) {
             match (&run.doc, pass, &written) {
                 (Some(doc), true, Ok(_)) => known.passed(key, cache_key, doc),

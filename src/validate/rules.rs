@@ -39,70 +39,7 @@ pub struct Failed;
 /// An answer, or the failure to get one.
 pub type Answer<T> = Result<T, Failed>;
 
-/// Why a validation ended as it did; the audit `reason`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    Ok,
-    /// Accepted with the secret the key had before its last rotation.
-    PreviousSecret,
-    Malformed,
-    NotFound,
-    BadSecret,
-    Disabled,
-    Expired,
-    Forbidden,
-    IpNotAllowed,
-    InsufficientScope,
-    /// The key's document in Redis cannot be read (or is not to be trusted).
-    Unreadable,
-    RateLimited,
-    /// Not enough credits left for the request's cost.
-    CreditsExhausted,
-    FailsafeOpen,
-}
-
-impl Reason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Ok => "ok",
-            Reason::PreviousSecret => "previous_secret",
-            Reason::Malformed => "malformed",
-            Reason::NotFound => "not_found",
-            Reason::BadSecret => "bad_secret",
-            Reason::Disabled => "disabled",
-            Reason::Expired => "expired",
-            Reason::Forbidden => "forbidden",
-            Reason::IpNotAllowed => "ip_not_allowed",
-            Reason::InsufficientScope => "insufficient_scope",
-            Reason::Unreadable => "unreadable",
-            Reason::RateLimited => "rate_limited",
-            Reason::CreditsExhausted => "credits_exhausted",
-            Reason::FailsafeOpen => "failsafe_open",
-        }
-    }
-
-    /// The audit `result`: `ok`, `denied` or `rate_limited`.
-    pub fn result(self) -> &'static str {
-        match self {
-            Reason::Ok | Reason::PreviousSecret | Reason::FailsafeOpen => "ok",
-            Reason::RateLimited | Reason::CreditsExhausted => "rate_limited",
-            _ => "denied",
-        }
-    }
-
-    /// Whether the refusal is about the key itself, whatever secret was
-    /// presented (its document refuses it), rather than about one request.
-    pub fn refuses_the_key(self) -> bool {
-        matches!(
-            self,
-            Reason::NotFound
-                | Reason::Forbidden
-                | Reason::Unreadable
-                | Reason::Disabled
-                | Reason::Expired
-        )
-    }
-}
+pub use crate::audit::Reason;
 
 /// The key's rate-limit state after this validation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -295,7 +232,7 @@ pub fn judge(f: &Facts<'_>) -> Next {
     let doc = match f.doc {
         Err(Failed) => return INCOMPLETE,
         Ok(Lookup::Missing) => return refuse(Reason::NotFound),
-        Ok(Lookup::Forbidden) => return refuse(Reason::Forbidden),
+        Ok(Lookup::NoPermission) => return refuse(Reason::NoPermission),
         Ok(Lookup::Unreadable) => return refuse(Reason::Unreadable),
         Ok(Lookup::Found(doc)) => doc,
     };

@@ -17,13 +17,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use super::{sign, Delivery, Event, EventType};
+use crate::clock::now;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::store::{now, Store, WebhookDoc};
+use crate::store::{Store, WebhookDoc};
 use crate::telemetry::metric;
 
 /// How often the worker looks for work.
@@ -45,41 +45,7 @@ const DELETED: &str = "the endpoint was deleted";
 /// Who the posts say they are from.
 const USER_AGENT: &str = concat!("keyward-webhooks/", env!("CARGO_PKG_VERSION"));
 
-/// One event for one endpoint: what an attempt posts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Message {
-    /// The `webhook-id` header: the same for every attempt, and for a
-    /// repeat after a crash (it is made from the event's stream id).
-    pub message_id: String,
-    pub webhook_id: String,
-    pub event_type: String,
-    /// The JSON body, exactly as signed.
-    pub body: String,
-    /// 1 for the first attempt.
-    pub attempt: u64,
-}
-
-impl Message {
-    pub fn fields(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("message_id", self.message_id.clone()),
-            ("webhook_id", self.webhook_id.clone()),
-            ("event_type", self.event_type.clone()),
-            ("body", self.body.clone()),
-            ("attempt", self.attempt.to_string()),
-        ]
-    }
-
-    fn from_fields(fields: &std::collections::HashMap<String, String>) -> Option<Self> {
-        Some(Self {
-            message_id: fields.get("message_id")?.clone(),
-            webhook_id: fields.get("webhook_id")?.clone(),
-            event_type: fields.get("event_type")?.clone(),
-            body: fields.get("body")?.clone(),
-            attempt: fields.get("attempt")?.parse().ok()?,
-        })
-    }
-}
+pub use crate::store::Message;
 
 /// What one attempt came to.
 #[derive(Debug, PartialEq)]
@@ -444,7 +410,7 @@ impl Deliverer {
                         let ttl = (expires_at - now) as u64 + 86_400;
                         let event =
                             Event::key(EventType::KeyExpiring, &doc.project_id, &doc.key_id)
-                                .with("expires_at", crate::plan::rfc3339(expires_at))
+                                .with("expires_at", crate::clock::rfc3339(expires_at))
                                 .with("expires_in_seconds", (expires_at - now) as u64);
                         self.store.emit_once(&marker, ttl, &event, true).await?;
                     }

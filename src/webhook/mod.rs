@@ -11,9 +11,11 @@
 //! pending lives in Redis (see `store::webhooks`), so any such instance
 //! delivers, and one that dies leaves its messages to the others.
 //!
-//! This file: the event types, an event, the endpoints' admin functions and
-//! their wire types, and where an endpoint may point (no internal address
-//! without `KEYWARD_WEBHOOK_ALLOW_PRIVATE`).
+//! This file: the endpoints' admin functions and their wire types, and
+//! where an endpoint may point (no internal address without
+//! `KEYWARD_WEBHOOK_ALLOW_PRIVATE`). The event types and an event are
+//! `crate::event`'s (pure, so the store may name them); the stored message
+//! and delivery attempt are `store::model`'s.
 
 pub mod deliver;
 pub mod sign;
@@ -30,98 +32,17 @@ use validator::{Validate, ValidationError};
 
 use crate::access::{Caller, Role, Target, ALL_PROJECTS};
 use crate::admin::random_id;
+use crate::clock::now;
 use crate::error::{Error, Result};
+pub use crate::event::{lost, Event, EventType};
 use crate::limits::Limits;
-use crate::store::{now, Store, WebhookDoc};
+pub use crate::store::Delivery;
+use crate::store::{Store, WebhookDoc};
 
 /// A webhook id is `wh_` and 12 of `[A-Za-z0-9]`.
 pub const WEBHOOK_ID_PREFIX: &str = "wh_";
 /// Most event types or projects one endpoint may name.
 const MAX_LIST: usize = 64;
-
-/// Every event type, once: its variant and its `type` on the wire.
-macro_rules! event_types {
-    ($($variant:ident = $name:literal),* $(,)?) => {
-        /// What happened.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub enum EventType {
-            $($variant),*
-        }
-
-        impl EventType {
-            pub const ALL: &'static [EventType] = &[$(EventType::$variant),*];
-
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $(EventType::$variant => $name),*
-                }
-            }
-        }
-    };
-}
-
-event_types!(
-    KeyCreated = "key.created",
-    KeyUpdated = "key.updated",
-    KeyRotated = "key.rotated",
-    KeyRevoked = "key.revoked",
-    KeyExpiring = "key.expiring",
-    KeyRateLimited = "key.rate_limited",
-    KeySecretAttack = "key.secret_attack",
-    KeyNewNetwork = "key.new_network",
-    KeyCreditsExhausted = "key.credits_exhausted",
-    WebhookTest = "webhook.test",
-);
-
-impl EventType {
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.iter().copied().find(|t| t.as_str() == name)
-    }
-}
-
-/// One event: its type, when, and what it is about (`data`, which always
-/// holds `project_id` and `key_id` for a key's event). Never a secret, a
-/// hash or a full key.
-#[derive(Debug, Clone)]
-pub struct Event {
-    pub kind: EventType,
-    pub at: f64,
-    pub project_id: String,
-    pub key_id: String,
-    pub data: Map<String, Value>,
-}
-
-impl Event {
-    /// An event about `project_id`'s `key_id`, now.
-    pub fn key(kind: EventType, project_id: &str, key_id: &str) -> Self {
-        let mut data = Map::new();
-        data.insert("project_id".into(), project_id.into());
-        data.insert("key_id".into(), key_id.into());
-        Self {
-            kind,
-            at: now(),
-            project_id: project_id.to_owned(),
-            key_id: key_id.to_owned(),
-            data,
-        }
-    }
-
-    /// With one more field in `data`.
-    pub fn with(mut self, field: &str, value: impl Into<Value>) -> Self {
-        self.data.insert(field.to_owned(), value.into());
-        self
-    }
-
-    /// The body every endpoint receives: `{"type", "timestamp", "data"}`.
-    pub fn body(kind: &str, at: f64, data: &Value) -> String {
-        serde_json::json!({
-            "type": kind,
-            "timestamp": crate::plan::rfc3339(at),
-            "data": data,
-        })
-        .to_string()
-    }
-}
 
 fn valid_events(events: &[String]) -> Result<(), ValidationError> {
     let fail = |m: &'static str| Err(ValidationError::new("events").with_message(m.into()));
@@ -341,8 +262,8 @@ pub struct WebhookCreated {
 pub struct WebhooksQuery {
     /// Endpoints read per page (default 50); those the caller does not
     /// cover are left out, so a page may hold fewer.
-    #[validate(range(min = 1, max = 100))]
-    #[param(minimum = 1, maximum = 100)]
+    #[validate(range(min = 1, max = crate::page::MAX_LIMIT))]
+    #[param(inline, value_type = Option<crate::page::LimitDoc>)]
     pub limit: Option<u64>,
     /// The previous page's `next`.
     #[param(pattern = "^wh_[A-Za-z0-9]{12}$")]
@@ -395,33 +316,9 @@ pub struct TestQueued {
 #[into_params(parameter_in = Query)]
 pub struct DeliveriesQuery {
     /// Attempts to return, newest first (default 50).
-    #[validate(range(min = 1, max = 200))]
-    #[param(minimum = 1, maximum = 200)]
+    #[validate(range(min = 1, max = crate::page::MAX_RECENT))]
+    #[param(inline, value_type = Option<crate::page::RecentDoc>)]
     pub limit: Option<u64>,
-}
-
-/// One delivery attempt.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Delivery {
-    /// The message's `webhook-id`, the same for each attempt of it.
-    pub message_id: String,
-    pub event_type: String,
-    /// 1 for the first attempt.
-    pub attempt: u64,
-    /// Unix seconds of the attempt.
-    pub at: f64,
-    /// The endpoint's answer; `null` when there was none (see `error`).
-    pub status_code: Option<u16>,
-    /// What went wrong without an answer (timeout, connection, refused
-    /// address), or why a message was not sent.
-    pub error: Option<String>,
-    /// A 2xx answer.
-    pub delivered: bool,
-    /// Unix seconds of the next attempt, if there is one.
-    pub next_attempt: Option<f64>,
-    /// No more attempts: the schedule is over, the endpoint answered `410`,
-    /// or it was disabled or deleted.
-    pub given_up: bool,
 }
 
 /// `200` from `GET /v1/admin/webhooks/{webhook_id}/deliveries`.
@@ -468,7 +365,7 @@ pub async fn create(
     limits: &Limits,
 ) -> Result<WebhookCreated> {
     if !covers(caller, &input.projects) {
-        return Err(Error::Forbidden);
+        return Err(Error::InsufficientPermission);
     }
     let existing = store.list_webhooks().await?;
     let named: Vec<&[String]> = existing.iter().map(|d| d.projects.as_slice()).collect();
@@ -529,7 +426,7 @@ pub fn redacted(url: &str) -> String {
 /// `project_admin` (who may not manage them), their URLs [`redacted`].
 pub async fn list(store: &Store, caller: &Caller, query: WebhooksQuery) -> Result<WebhooksOut> {
     let (docs, next) = store
-        .webhooks_page(query.cursor.as_deref(), query.limit.unwrap_or(50))
+        .webhooks_page(query.cursor.as_deref(), crate::page::limit(query.limit))
         .await?;
     let manages = caller.role >= Role::ProjectAdmin;
     Ok(WebhooksOut {
@@ -600,16 +497,9 @@ pub async fn deliveries(
 ) -> Result<DeliveriesOut> {
     visible(store, caller, webhook_id).await?;
     let items = store
-        .deliveries(webhook_id, query.limit.unwrap_or(50))
+        .deliveries(webhook_id, crate::page::limit(query.limit))
         .await?;
     Ok(DeliveriesOut { items })
-}
-
-/// An event Redis did not take: logged and counted; the answer or the
-/// change it belongs to stands.
-pub fn lost(kind: EventType, e: &Error) {
-    metrics::counter!(crate::telemetry::metric::EVENTS_LOST, "type" => kind.as_str()).increment(1);
-    tracing::warn!(event = kind.as_str(), error = %e, "webhook event not written: Redis did not take it");
 }
 
 /// Whether `id` is a webhook id: `wh_` and 12 of `[A-Za-z0-9]`.

@@ -21,9 +21,10 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::{Event, EventType};
+use crate::clock::now;
 use crate::config::Config;
 use crate::key::ApiKey;
-use crate::store::{names, now, Store};
+use crate::store::{names, Store};
 
 /// How long the memo trusts that a key was seen from a network.
 const SEEN_FOR: f64 = 3600.0;

@@ -45,6 +45,7 @@ mod admin;
 mod admin_hostile;
 mod audit;
 mod browser;
+mod catalog;
 mod cli;
 mod cluster;
 mod console;

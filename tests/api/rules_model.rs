@@ -398,7 +398,7 @@ fn key_doc(w: &World) -> KeyDoc {
 fn judged(w: &World) -> Outcome {
     let lookup = match w.doc {
         DocIs::Missing => Lookup::Missing,
-        DocIs::Forbidden => Lookup::Forbidden,
+        DocIs::Forbidden => Lookup::NoPermission,
         DocIs::Unreadable => Lookup::Unreadable,
         DocIs::Found => Lookup::Found(Box::new(key_doc(w))),
     };
