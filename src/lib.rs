@@ -6,10 +6,11 @@
 //! operations (validate, admin, operators, trail, activity, webhook), which
 //! call [`access`], [`store`], [`hash`] and the pure modules; nothing below
 //! imports anything above it. axum stops at `http` (and [`error`]'s one
-//! `IntoResponse`), fred at `store`, argon2 at `hash`. A test holds all of
-//! this (`layers.rs`: the layers, no import circle, who names fred, axum
-//! and argon2), with one exception it names: [`config`] and [`tls`] import
-//! each other (config checks the TLS files load; tls reads its settings).
+//! `IntoResponse`), fred at `store`, argon2 at `hash`. `ARCHITECTURE.md`
+//! lists the layers, and `tests/api/architecture.rs` holds the code to
+//! them (no import circle, who names fred, axum and argon2), with the one
+//! exception they name: [`config`] and [`tls`] import each other (config
+//! checks the TLS files load; tls reads its settings).
 //!
 //! - [`http`]: the routes (each declared once, with its OpenAPI operation),
 //!   layers and handlers, and serving them (`http::serve`, the state built
@@ -98,9 +99,6 @@ pub mod webhook;
 
 use std::future::Future;
 use std::sync::Arc;
-
-#[cfg(test)]
-mod layers;
 
 pub use crate::config::Config;
 pub use crate::error::{Error, Result};

@@ -25,6 +25,8 @@
 //! | the console (`/admin/`) and the activity endpoint | `console` |
 //! | webhooks end to end; under faults | `webhooks`; `webhook_faults` |
 //! | the OpenAPI document against the service | `openapi` |
+//! | ARCHITECTURE.md's checkable claims against the code | `architecture` |
+//! | the docs: every link resolves, every shell block is run or marked not run | `docs` |
 //! | ACL-isolated deployments | `isolation` |
 //! | adopting the original service's data; `keyward migrate` | `legacy` |
 //! | health, metrics, least privilege, secrets hygiene, start-up and shutdown | `ops` |
@@ -43,6 +45,7 @@
 
 mod admin;
 mod admin_hostile;
+mod architecture;
 mod audit;
 mod browser;
 mod catalog;
