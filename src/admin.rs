@@ -443,6 +443,21 @@ pub struct ListQuery {
     #[validate(custom(function = "key_id"))]
     #[param(inline, value_type = Option<crate::admin::KeyIdDoc>)]
     pub cursor: Option<String>,
+    /// Only keys not used since this time (Unix seconds): `last_used`
+    /// before it, or never used; to find keys to retire. Filtered within
+    /// each page of `limit` keys, so a page may hold fewer than `limit`
+    /// items (even none) while `next` still leads on.
+    #[validate(custom(function = "unix_time"))]
+    #[param(minimum = 0)]
+    pub unused_since: Option<f64>,
+}
+
+fn unix_time(at: f64) -> Result<(), ValidationError> {
+    match at.is_finite() && at >= 0.0 {
+        true => Ok(()),
+        false => Err(ValidationError::new("unused_since")
+            .with_message("must be Unix seconds, 0 or more".into())),
+    }
 }
 
 /// A key as listed and inspected: everything but the hashes and tags.
@@ -641,7 +656,7 @@ pub async fn mint(store: &Store, hasher: &Hasher, input: MintIn) -> Result<MintO
             scopes: input.scopes.clone(),
             allowed_cidrs: allowed_cidrs.clone(),
             limits: input.limits.clone(),
-            credits: input.credits.map(|c| CreditsDoc { refill: c.refill }),
+            credits: input.credits.map(CreditsDoc::from),
             ..KeyDoc::default()
         };
         if store.insert_key(&project, &doc).await? {
@@ -702,10 +717,7 @@ async fn set_balance(
     key_id: &KeyId,
     credits: &Credits,
 ) -> Result<()> {
-    let doc = CreditsDoc {
-        refill: credits.refill,
-    };
-    let (period, ends_in) = doc.period(now());
+    let (period, ends_in) = CreditsDoc::from(*credits).period(now());
     let ttl = ends_in.map(|s| s + CREDITS_MARGIN_SECS);
     store
         .set_credits(project, key_id, &period, credits.remaining, ttl)
@@ -726,7 +738,7 @@ pub async fn update(store: &Store, input: UpdateIn) -> Result<KeyOut> {
     let limits = input.limits.map(Option::unwrap_or_default);
     let credits = input
         .credits
-        .map(|c| c.map(|c| CreditsDoc { refill: c.refill }));
+        .map(|c| c.map(CreditsDoc::from));
     let fields: Vec<(&str, serde_json::Value)> = [
         ("owner", to_json(input.owner.map(Some))),
         ("server_name", to_json(input.server_name.map(Some))),
@@ -844,7 +856,12 @@ pub async fn list(store: &Store, query: ListQuery) -> Result<ListOut> {
         .await?
         .ok_or(Error::ProjectNotFound)?;
     let page = store
-        .list_keys(&project, cursor.as_ref(), crate::page::limit(query.limit))
+        .list_keys(
+            &project,
+            cursor.as_ref(),
+            crate::page::limit(query.limit),
+            query.unused_since,
+        )
         .await?;
     Ok(ListOut {
         items: page.keys.into_iter().map(key_out).collect(),
@@ -862,6 +879,7 @@ fn key_out((doc, meta): (KeyDoc, KeyMeta)) -> KeyOut {
             None => c.refill.map_or(0, |r| r.amount),
         },
         refill: c.refill,
+        low_at: c.low_at,
     });
     KeyOut {
         limits: doc.limits,

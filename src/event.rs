@@ -41,6 +41,7 @@ event_types!(
     KeySecretAttack = "key.secret_attack",
     KeyNewNetwork = "key.new_network",
     KeyCreditsExhausted = "key.credits_exhausted",
+    KeyCreditsLow = "key.credits_low",
     WebhookTest = "webhook.test",
 );
 

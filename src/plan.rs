@@ -119,6 +119,16 @@ pub struct Credits {
     pub remaining: u64,
     /// `null`: no refill.
     pub refill: Option<Refill>,
+    /// A spend that takes the balance below this sends `key.credits_low`
+    /// (once per refill interval; once without a refill). Below the refill
+    /// `amount`, or without a refill below `remaining`. Absent: no warning.
+    #[serde(
+        default,
+        deserialize_with = "whole_or_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(required = false, minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
+    pub low_at: Option<u64>,
 }
 
 /// What the key document keeps of its credits: the refill only. The balance
@@ -128,6 +138,18 @@ pub struct Credits {
 pub struct CreditsDoc {
     #[serde(default)]
     pub refill: Option<Refill>,
+    /// See [`Credits::low_at`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low_at: Option<u64>,
+}
+
+impl From<Credits> for CreditsDoc {
+    fn from(credits: Credits) -> Self {
+        Self {
+            refill: credits.refill,
+            low_at: credits.low_at,
+        }
+    }
 }
 
 impl CreditsDoc {
@@ -141,6 +163,19 @@ impl CreditsDoc {
             }
             None => ("once".to_owned(), None),
         }
+    }
+
+    /// A spend of `cost` that left `after`: whether it took the balance
+    /// from `low_at` or more to below it (it was `after + cost` before).
+    /// `false` for credits without `low_at`, so such a key's validation
+    /// never asks more of Redis.
+    pub fn crossed_low(&self, after: i64, cost: u64) -> bool {
+        let Some(low_at) = self.low_at else {
+            return false;
+        };
+        let (after, low_at) = (i128::from(after), i128::from(low_at));
+        let before = after + i128::from(cost);
+        before >= low_at && after < low_at
     }
 }
 
@@ -247,6 +282,14 @@ pub fn whole_signed<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Er
     }
 }
 
+/// Deserializes an optional count (see [`count`]): absent or `null` is
+/// `None`.
+pub fn whole_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Option::<serde_json::Number>::deserialize(d)?
+        .map(|n| count(&n).ok_or_else(|| not_a_count(&n)))
+        .transpose()
+}
+
 pub fn valid_limits(limits: &[Limit]) -> Result<(), ValidationError> {
     let fail = |m: &'static str| Err(ValidationError::new("limits").with_message(m.into()));
     if limits.len() > MAX_LIMITS {
@@ -261,16 +304,54 @@ pub fn valid_limits(limits: &[Limit]) -> Result<(), ValidationError> {
 pub fn valid_credits(credits: &Credits) -> Result<(), ValidationError> {
     let too_big =
         credits.remaining > MAX_AMOUNT || credits.refill.is_some_and(|r| r.amount > MAX_AMOUNT);
-    match too_big {
-        true => Err(ValidationError::new("credits")
-            .with_message("remaining and amount must be at most 9223372036854775807".into())),
-        false => Ok(()),
+    let fail = |m: String| Err(ValidationError::new("credits").with_message(m.into()));
+    if too_big {
+        return fail("remaining and amount must be at most 9223372036854775807".into());
+    }
+    let Some(low_at) = credits.low_at else {
+        return Ok(());
+    };
+    // A threshold the balance starts at or under would never be crossed.
+    match credits.refill {
+        _ if low_at == 0 => fail("low_at must be 1 or more".into()),
+        Some(refill) if low_at >= refill.amount => fail(format!(
+            "low_at must be below the refill amount ({})",
+            refill.amount
+        )),
+        None if low_at >= credits.remaining => fail(format!(
+            "low_at must be below remaining ({}) for credits that never refill",
+            credits.remaining
+        )),
+        _ => Ok(()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn low_at_is_crossed_by_the_spend_that_goes_below_it() {
+        let doc = |low_at| CreditsDoc {
+            refill: None,
+            low_at,
+        };
+        let warned = doc(Some(10));
+        // (balance after, cost, crossed)
+        let cases = [
+            (9, 1, true),   // 10 -> 9
+            (10, 1, false), // 11 -> 10: not below yet
+            (0, 10, true),  // 10 -> 0
+            (5, 20, true),  // 25 -> 5
+            (8, 1, false),  // 9 -> 8: below already
+            (9, 0, false),  // a check spends nothing
+            (i64::MAX, MAX_COST, false),
+        ];
+        for (after, cost, crossed) in cases {
+            assert_eq!(warned.crossed_low(after, cost), crossed, "{after} {cost}");
+        }
+        assert!(!doc(None).crossed_low(0, 100), "no low_at, no warning");
+    }
 
     #[test]
     fn fixed_windows_start_on_utc_boundaries() {

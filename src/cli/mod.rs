@@ -218,6 +218,10 @@ pub enum KeyCommand {
         /// e.g. --refill day=500 (only with --credits).
         #[arg(long, value_name = "INTERVAL=AMOUNT", value_parser = render::parse_refill, requires = "credits")]
         refill: Option<Refill>,
+        /// Send key.credits_low when a request takes the credits below N
+        /// (once per refill; only with --credits).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_AMOUNT), requires = "credits")]
+        low_at: Option<u64>,
     },
     /// Show a key (never its secret).
     Show { project_id: String, key_id: String },
@@ -227,6 +231,10 @@ pub enum KeyCommand {
         /// Stop after this many keys.
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         limit: Option<u64>,
+        /// Only keys not used since this time (never used included): Unix
+        /// seconds or a UTC date or time like 2027-01-31 or 2027-01-31T12:00:00Z.
+        #[arg(long, value_name = "TIME", value_parser = render::parse_time)]
+        unused_since: Option<f64>,
     },
     /// Change a key's properties; fields not named stay as they are.
     Update {
@@ -277,6 +285,9 @@ pub enum KeyCommand {
         /// With --credits: set them to AMOUNT at the start of each UTC day or month.
         #[arg(long, value_name = "INTERVAL=AMOUNT", value_parser = render::parse_refill, requires = "credits")]
         refill: Option<Refill>,
+        /// With --credits: send key.credits_low when a request takes them below N.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_AMOUNT), requires = "credits")]
+        low_at: Option<u64>,
         /// Remove the credits: the key is no longer limited by them.
         #[arg(long)]
         unlimited_credits: bool,
@@ -561,6 +572,7 @@ async fn run_key(args: KeyArgs) -> Result<u8, Failure> {
             limits,
             credits,
             refill,
+            low_at,
         } => {
             let mut body = Map::new();
             body.insert("project_id".into(), json!(project_id));
@@ -585,7 +597,12 @@ async fn run_key(args: KeyArgs) -> Result<u8, Failure> {
                 body.insert("limits".into(), json!(limits));
             }
             if let Some(remaining) = credits {
-                body.insert("credits".into(), json!(Credits { remaining, refill }));
+                let credits = Credits {
+                    remaining,
+                    refill,
+                    low_at,
+                };
+                body.insert("credits".into(), json!(credits));
             }
             let minted = client.post("/v1/mint-key", &Value::Object(body)).await?;
             print_new_key(json_out, &minted, &minted_note("minted", &minted));
@@ -595,8 +612,15 @@ async fn run_key(args: KeyArgs) -> Result<u8, Failure> {
             let key = client.get("/v1/get-key", &query).await?;
             print(json_out, &key, render::key);
         }
-        KeyCommand::List { project_id, limit } => {
-            let query = [("project_id", project_id)];
+        KeyCommand::List {
+            project_id,
+            limit,
+            unused_since,
+        } => {
+            let mut query = vec![("project_id", project_id)];
+            if let Some(at) = unused_since {
+                query.push(("unused_since", at.to_string()));
+            }
             let all = pages(&client, "/v1/list-keys", &query, MAX_LIMIT, limit).await?;
             print(json_out, &all, render::key_list);
         }
@@ -619,6 +643,7 @@ async fn run_key(args: KeyArgs) -> Result<u8, Failure> {
             no_limits,
             credits,
             refill,
+            low_at,
             unlimited_credits,
         } => {
             let mut fields = Map::new();
@@ -658,7 +683,12 @@ async fn run_key(args: KeyArgs) -> Result<u8, Failure> {
                 set("limits", json!(limits));
             }
             if let Some(remaining) = credits {
-                set("credits", json!(Credits { remaining, refill }));
+                let credits = Credits {
+                    remaining,
+                    refill,
+                    low_at,
+                };
+                set("credits", json!(credits));
             } else if unlimited_credits {
                 set("credits", Value::Null);
             }

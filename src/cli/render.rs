@@ -141,19 +141,24 @@ fn limits(v: &Value, none: &str) -> String {
     }
 }
 
-/// A key's credits: `480`, or `480/500 day` when they refill (to 500 each day).
+/// A key's credits: `480`, or `480/500 day` when they refill (to 500 each
+/// day), then ` (low at 50)` with a warning threshold.
 fn credits(v: &Value) -> String {
     if v.is_null() {
         return "unlimited".into();
     }
     let remaining = text(&v["remaining"]);
-    match v["refill"].as_object() {
+    let shown = match v["refill"].as_object() {
         Some(refill) => format!(
             "{remaining}/{} {}",
             text(&refill["amount"]),
             text(&refill["interval"])
         ),
         None => remaining,
+    };
+    match v["low_at"].as_u64() {
+        Some(low_at) => format!("{shown} (low at {low_at})"),
+        None => shown,
     }
 }
 
@@ -706,6 +711,8 @@ mod tests {
         let daily = json!({"remaining": 480, "refill": {"interval": "day", "amount": 500}});
         assert_eq!(credits(&daily), "480/500 day");
         assert_eq!(credits(&json!({"remaining": 7, "refill": null})), "7");
+        let warned = json!({"remaining": 7, "refill": null, "low_at": 5});
+        assert_eq!(credits(&warned), "7 (low at 5)");
         assert_eq!(credits(&Value::Null), "unlimited");
     }
 

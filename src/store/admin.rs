@@ -468,7 +468,10 @@ impl Store {
         Ok(true)
     }
 
-    /// One page of the project's keys in key-id order, after `cursor`.
+    /// One page of the project's keys in key-id order, after `cursor`;
+    /// with `unused_since`, only those of its `limit` keys whose
+    /// `last_used` is before it or missing (so a page may be short, even
+    /// empty, while `next` leads on).
     ///
     /// Paging walks the index in byte order from the last id seen, so every
     /// key that exists for the whole walk is returned exactly once, whatever
@@ -479,6 +482,7 @@ impl Store {
         project: &ProjectId,
         cursor: Option<&KeyId>,
         limit: u64,
+        unused_since: Option<f64>,
     ) -> Result<KeyPage> {
         let admin = self.admin()?;
         let (ids, next) = self.index_page(admin, project, cursor, limit).await?;
@@ -520,7 +524,12 @@ impl Store {
                 .map_err(unavailable)?
                 .convert()
                 .unwrap_or_default();
-            keys.push((doc, meta_from(meta)));
+            let meta = meta_from(meta);
+            let used_since = |since| meta.last_used.is_some_and(|at| at >= since);
+            if unused_since.is_some_and(used_since) {
+                continue;
+            }
+            keys.push((doc, meta));
             listed.push(id.as_str());
         }
         self.read_credits(admin, project, &listed, &mut keys)

@@ -126,13 +126,14 @@ impl Store {
     }
 
     /// Appends `event` unless an instance did for `marker` within its
-    /// lifetime (`SET marker NX EX ttl`): once per key and window, across
-    /// instances. `true` if this call appended it. The validator user on
-    /// the validation path; `as_manager` for the expiry sweep.
+    /// lifetime (`SET marker NX EX ttl`; with no `ttl`, `SET marker NX`:
+    /// ever): once per key and window, across instances. `true` if this
+    /// call appended it. The validator user on the validation path;
+    /// `as_manager` for the expiry sweep.
     pub async fn emit_once(
         &self,
         marker: &str,
-        ttl_secs: u64,
+        ttl_secs: Option<u64>,
         event: &Event,
         as_manager: bool,
     ) -> Result<bool> {
@@ -140,9 +141,9 @@ impl Store {
             true => self.admin()?,
             false => &self.validator,
         };
-        let ttl = Expiration::EX(ttl_secs.clamp(1, i64::MAX as u64) as i64);
+        let ttl = ttl_secs.map(|s| Expiration::EX(s.clamp(1, i64::MAX as u64) as i64));
         let set: Option<String> = pool
-            .set(marker, "1", Some(ttl), Some(SetOptions::NX), false)
+            .set(marker, "1", ttl, Some(SetOptions::NX), false)
             .await
             .map_err(|e| data_error(marker, e))?;
         if set.is_none() {

@@ -25,8 +25,9 @@
 //! then the metric, the usage count of a 200 (written about a second later
 //! by the store's flusher) and the answer. For a success with a client
 //! address the round trip also carries `webhook::signal`'s network probe; a
-//! refusal webhooks hear about (a 429, a wrong-secret flood, credits short)
-//! and a new network write their event after it, before the answer.
+//! refusal webhooks hear about (a 429, a wrong-secret flood, credits short),
+//! a new network and a spend that took the credits below their `low_at`
+//! write their event after it, before the answer.
 //!
 //! When Redis fails (`rules::Outcome::Incomplete`, no answer refusing the
 //! key), [`Validator::failsafe`] answers: 503 under `KEYWARD_FAILSAFE=closed`;
@@ -554,6 +555,13 @@ impl Validator {
                         // validation's future, copied at each `.await`.
                         let signal = self.signals.new_network(&self.store, key, req.client_ip);
                         Box::pin(signal).await;
+                    }
+                    // Only the spend that went below `low_at` asks Redis.
+                    if let (Some(after), Some(plan)) = (credits, &doc.credits) {
+                        if plan.crossed_low(after, cost) {
+                            let signal = self.signals.credits_low(&self.store, key, plan, after);
+                            Box::pin(signal).await;
+                        }
                     }
                 }
                 Ok(Validated {

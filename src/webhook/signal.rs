@@ -1,5 +1,6 @@
 //! What the validation path tells webhooks: `key.rate_limited`,
-//! `key.secret_attack`, `key.credits_exhausted` and `key.new_network`.
+//! `key.secret_attack`, `key.credits_exhausted`, `key.credits_low` and
+//! `key.new_network`.
 //!
 //! Each is sent once per key and window, across instances, by a marker in
 //! Redis (`apievent:<p>:<k>:<kind>`, `SET NX` with the window's lifetime):
@@ -8,6 +9,13 @@
 //! process keeps later refusals of the same window from even trying, so a
 //! flood of 429s or wrong secrets costs Redis one `SET` per instance and
 //! window, not one per request.
+//!
+//! `key.credits_low` is told by the pass whose spend took the balance below
+//! the key's `low_at` (`plan::CreditsDoc::crossed_low`, from the `DECRBY`
+//! answer and the cost): only that request sends its marker's `SET NX`
+//! (the refill interval's rest as lifetime; credits that never refill,
+//! none: once), so a key without `low_at`, or a spend that crosses
+//! nothing, costs no command.
 //!
 //! `key.new_network` is told by the probe [`Signals::network_probe`] puts in
 //! the finish round trip a success already has (`SET apinet:<p>:<k>:<net>
@@ -24,6 +32,7 @@ use super::{Event, EventType};
 use crate::clock::now;
 use crate::config::Config;
 use crate::key::ApiKey;
+use crate::plan::CreditsDoc;
 use crate::store::{names, Store};
 
 /// How long the memo trusts that a key was seen from a network.
@@ -148,8 +157,37 @@ impl Signals {
             return;
         }
         let ttl = ttl.max(1);
-        match store.emit_once(&marker, ttl, &event, false).await {
+        match store.emit_once(&marker, Some(ttl), &event, false).await {
             Ok(_) => {
+                self.memo.insert(marker, now() + ttl as f64);
+            }
+            Err(e) => super::lost(event.kind, &e),
+        }
+    }
+
+    /// A pass whose spend took the balance (`remaining` now) below the
+    /// key's `low_at`: `key.credits_low`, unless it was sent in this refill
+    /// interval (for credits that never refill: ever).
+    pub async fn credits_low(
+        &self,
+        store: &Store,
+        key: &ApiKey,
+        credits: &CreditsDoc,
+        remaining: i64,
+    ) {
+        let (project, key_id) = (key.project_id.as_str(), key.key_id.as_str());
+        let (period, refill_in) = credits.period(now());
+        let marker = names::key_event(project, key_id, &format!("credits_low:{period}"));
+        if self.fresh(&marker) {
+            return;
+        }
+        let event = Event::key(EventType::KeyCreditsLow, project, key_id)
+            .with("credits_remaining", remaining)
+            .with("low_at", credits.low_at.unwrap_or_default());
+        match store.emit_once(&marker, refill_in, &event, false).await {
+            Ok(_) => {
+                // Without a refill the memo's own hour bounds it.
+                let ttl = refill_in.unwrap_or(NO_REFILL_SECS);
                 self.memo.insert(marker, now() + ttl as f64);
             }
             Err(e) => super::lost(event.kind, &e),
