@@ -736,9 +736,7 @@ pub async fn update(store: &Store, input: UpdateIn) -> Result<KeyOut> {
         set_balance(store, &project, &key_id, credits).await?;
     }
     let limits = input.limits.map(Option::unwrap_or_default);
-    let credits = input
-        .credits
-        .map(|c| c.map(CreditsDoc::from));
+    let credits = input.credits.map(|c| c.map(CreditsDoc::from));
     let fields: Vec<(&str, serde_json::Value)> = [
         ("owner", to_json(input.owner.map(Some))),
         ("server_name", to_json(input.server_name.map(Some))),

@@ -412,7 +412,9 @@ impl Deliverer {
                             Event::key(EventType::KeyExpiring, &doc.project_id, &doc.key_id)
                                 .with("expires_at", crate::clock::rfc3339(expires_at))
                                 .with("expires_in_seconds", (expires_at - now) as u64);
-                        self.store.emit_once(&marker, Some(ttl), &event, true).await?;
+                        self.store
+                            .emit_once(&marker, Some(ttl), &event, true)
+                            .await?;
                     }
                     match page.next.and_then(|n| crate::key::KeyId::parse(&n).ok()) {
                         Some(next) => after = Some(next),

@@ -189,10 +189,100 @@ async fn paging_returns_every_key_exactly_once_while_keys_are_minted() {
 }
 
 #[tokio::test]
+async fn unused_since_lists_keys_unused_or_never_used_page_after_page() {
+    let app = TestApp::spawn().await;
+    let project = app.project().await;
+    let mut minted = Vec::new();
+    for _ in 0..9 {
+        minted.push(app.mint(&project, json!({})).await);
+    }
+    let (stale, rest) = minted.split_at(3);
+    let (fresh, never) = rest.split_at(3);
+    for key in stale {
+        app.validate(&key.api_key, StatusCode::OK).await;
+    }
+    for key in stale {
+        app.usage_is(&project, &key.key_id, 1).await;
+    }
+    // Every stale use is written, so before `since`; every fresh one after.
+    let since = keyward::store::now();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    for key in fresh {
+        app.validate(&key.api_key, StatusCode::OK).await;
+    }
+    for key in fresh {
+        app.usage_is(&project, &key.key_id, 1).await;
+    }
+
+    // Pages of 2 over 9 keys: 5 pages, some of them short once filtered.
+    let mut listed = Vec::new();
+    let mut pages = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!("/v1/list-keys?project_id={project}&limit=2&unused_since={since}");
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let r = app.admin_get(&path).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let page: Value = r.json().await.unwrap();
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 2, "{page}");
+        for item in items {
+            let last_used = item["last_used"].as_f64();
+            assert!(last_used.map_or(true, |at| at < since), "{item}");
+            listed.push(item["key_id"].as_str().unwrap().to_owned());
+        }
+        pages += 1;
+        match page["next"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 5, "the filter skips no page of the walk");
+    let want: HashSet<String> = stale
+        .iter()
+        .chain(never)
+        .map(|k| k.key_id.clone())
+        .collect();
+    let got: HashSet<String> = listed.iter().cloned().collect();
+    assert_eq!(got.len(), listed.len(), "a key was listed twice");
+    assert_eq!(got, want, "unused since then, or never used");
+
+    // Since the epoch: only the keys never used.
+    let page: Value = app
+        .admin_get(&format!(
+            "/v1/list-keys?project_id={project}&unused_since=0"
+        ))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let got: HashSet<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["key_id"].as_str().unwrap())
+        .collect();
+    let want: HashSet<&str> = never.iter().map(|k| k.key_id.as_str()).collect();
+    assert_eq!(got, want);
+}
+
+#[tokio::test]
 async fn list_rejects_bad_limits_and_unknown_projects() {
     let app = TestApp::spawn().await;
     let project = app.project().await;
-    for q in ["limit=0", "limit=101", "limit=abc", "cursor=not-a-key-id"] {
+    let bad_times = [
+        "unused_since=abc",
+        "unused_since=-1",
+        "unused_since=NaN",
+        "unused_since=inf",
+        "unused_since=",
+    ];
+    for q in ["limit=0", "limit=101", "limit=abc", "cursor=not-a-key-id"]
+        .into_iter()
+        .chain(bad_times)
+    {
         let r = app
             .admin_get(&format!("/v1/list-keys?project_id={project}&{q}"))
             .await;

@@ -41,7 +41,11 @@ async fn plan(
 }
 
 fn balance_key(project: &str, key_id: &str, refill: Option<Refill>) -> String {
-    let (period, _) = CreditsDoc { refill }.period(keyward::store::now());
+    let (period, _) = CreditsDoc {
+        refill,
+        low_at: None,
+    }
+    .period(keyward::store::now());
     format!("apicredits:{project}:{key_id}:{period}")
 }
 

@@ -521,3 +521,86 @@ fn the_documents_plan_bounds_are_the_validators() {
     assert!(add(i64::MAX) && add(-i64::MAX) && add(1) && add(-1));
     assert!(!add(0) && !add(i64::MIN));
 }
+
+#[tokio::test]
+async fn low_at_is_set_at_mint_and_update_shown_and_refused_where_it_could_never_warn() {
+    let app = TestApp::spawn().await;
+    let project = app.project().await;
+    let daily =
+        json!({"remaining": 500, "refill": {"interval": "day", "amount": 500}, "low_at": 100});
+    let key = app.mint(&project, json!({ "credits": daily })).await;
+    assert_eq!(app.key(&project, &key.key_id).await["credits"], daily);
+    assert_eq!(app.listed(&project, &key.key_id).await["credits"], daily);
+
+    // Update sets the credits whole: without low_at, no warning.
+    let once = json!({"remaining": 40, "refill": null, "low_at": 39});
+    let r = app
+        .update_key(&project, &key.key_id, json!({ "credits": once }))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(app.key(&project, &key.key_id).await["credits"], once);
+    let plain = json!({"remaining": 40, "refill": null});
+    let r = app
+        .update_key(&project, &key.key_id, json!({ "credits": plain }))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let got = app.key(&project, &key.key_id).await;
+    assert_eq!(got["credits"], plain, "no low_at field without one");
+
+    let refill = |amount: u64| json!({"interval": "day", "amount": amount});
+    let refused = [
+        (
+            json!({"remaining": 5, "refill": null, "low_at": 0}),
+            "1 or more",
+        ),
+        (
+            json!({"remaining": 5, "refill": null, "low_at": 5}),
+            "below remaining (5)",
+        ),
+        (
+            json!({"remaining": 5, "refill": null, "low_at": 6}),
+            "below remaining (5)",
+        ),
+        (
+            json!({"remaining": 1, "refill": refill(50), "low_at": 50}),
+            "below the refill amount (50)",
+        ),
+        (
+            json!({"remaining": 1, "refill": refill(0), "low_at": 1}),
+            "below the refill amount (0)",
+        ),
+        (
+            json!({"remaining": MAX, "refill": null, "low_at": MAX + 1}),
+            "below remaining",
+        ),
+        (
+            json!({"remaining": 5, "refill": null, "low_at": -1}),
+            "low_at",
+        ),
+        (
+            json!({"remaining": 5, "refill": null, "low_at": 1.5}),
+            "low_at",
+        ),
+        (
+            json!({"remaining": 5, "refill": null, "low_at": "1"}),
+            "low_at",
+        ),
+    ];
+    let mint = json!({ "project_id": project, "owner": "o", "server_name": "s" });
+    let update = json!({ "project_id": project, "key_id": key.key_id });
+    for (credits, says) in refused {
+        for (path, base) in [("/v1/mint-key", &mint), ("/v1/update-key", &update)] {
+            let mut body = base.clone();
+            body["credits"] = credits.clone();
+            let r = app.admin_post(path, &body).await;
+            let error = assert_error(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+            let message = error["error"]["message"].as_str().unwrap().to_owned();
+            assert!(
+                message.contains("low_at") && message.contains(says),
+                "{path} {credits}: {error}"
+            );
+        }
+    }
+    let got = app.key(&project, &key.key_id).await;
+    assert_eq!(got["credits"], plain, "a refused update changes nothing");
+}

@@ -47,12 +47,23 @@ mod tempdir {
 
 impl Receiver {
     pub(crate) async fn start() -> Self {
+        Self::launch(&[]).await
+    }
+
+    /// As `start`, on `clock`: signatures are checked against the time a
+    /// keyward on that clock signs with (the library allows 5 minutes).
+    pub(crate) async fn start_on(clock: &Clock) -> Self {
+        Self::launch(&clock.env()).await
+    }
+
+    async fn launch(env: &[(String, String)]) -> Self {
         let dir = std::env::temp_dir().join(random_id("keyward-receiver-"));
         std::fs::create_dir_all(&dir).unwrap();
         let port_file = dir.join("port");
         let process = Command::new(python())
             .arg(repo().join("tests/webhooks/receiver.py"))
             .arg(&port_file)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .spawn()
             .expect("start the receiver");
@@ -526,4 +537,89 @@ async fn internal_urls_are_refused_without_the_setting_and_unknown_endpoints_are
         .await
         .unwrap();
     assert_eq!(listed["items"], json!([]));
+}
+
+#[tokio::test]
+async fn credits_low_is_told_once_per_refill_interval_across_instances() {
+    // Two processes on one clock the test sets, racing for the balance,
+    // and a receiver on it too (a day ahead, as they sign).
+    let clock = Clock::real();
+    let receiver = Receiver::start_on(&clock).await;
+    let redis = Arc::new(TestRedis::start());
+    let env = [("KEYWARD_WEBHOOK_ALLOW_PRIVATE", "true")];
+    let a = Binary::start_on(&clock, &redis, &env).await;
+    let b = Binary::start_on(&clock, &redis, &env).await;
+    let project = a.project().await;
+    let events = ["key.credits_low", "key.credits_exhausted"];
+    let (_, secret) = register(&a, &receiver.url("low"), &events, &[&project]).await;
+    receiver.script("low", &secret, &[], &[]).await;
+    // An hour into a UTC day: the day's interval has the rest of it.
+    let day = (clock.now() / 86_400.0).floor() + 1.0;
+    clock.set(day * 86_400.0 + 3_600.0);
+
+    let daily = json!({"remaining": 20, "refill": {"interval": "day", "amount": 20}});
+    let mut warned_credits = daily.clone();
+    warned_credits["low_at"] = json!(10);
+    let warned = a.mint(&project, json!({ "credits": warned_credits })).await;
+    let silent = a.mint(&project, json!({ "credits": daily })).await;
+    // 15 of each, at once, half through each instance: 20 -> 5, crossing
+    // 10 in exactly one of them.
+    let spends = (0..30).map(|i| {
+        let instance = if i % 2 == 0 { &a } else { &b };
+        let key = if i < 15 { &warned } else { &silent };
+        instance.status(&key.api_key)
+    });
+    let statuses = futures::future::join_all(spends).await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    let first = receiver
+        .wait_for("low", 15, |s| !of_type(s, "key.credits_low").is_empty())
+        .await;
+
+    // Back above low_at and below it again, once through each instance:
+    // the same interval, so no second event (the marker in Redis, not only
+    // the memo of the instance that told it, decides).
+    for instance in [&a, &b] {
+        let top_up = json!({"project_id": project, "key_id": warned.key_id, "amount": 6});
+        let r = instance.admin_post("/v1/add-credits", &top_up).await;
+        assert_eq!(expect(r, StatusCode::OK).await["remaining"], 11);
+        for _ in 0..6 {
+            assert_eq!(instance.status(&warned.api_key).await, StatusCode::OK);
+        }
+    }
+
+    // The next day refills to 20: crossing 10 tells it again, once.
+    clock.set((day + 1.0) * 86_400.0 + 60.0);
+    for i in 0..11 {
+        let instance = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(instance.status(&warned.api_key).await, StatusCode::OK);
+    }
+    receiver
+        .wait_for("low", 15, |s| of_type(s, "key.credits_low").len() >= 2)
+        .await;
+    // Late or repeated events would show up here.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let seen = receiver.seen("low").await;
+    assert!(seen.iter().all(|r| r["verified"] == true), "{seen:#?}");
+    let low = of_type(&seen, "key.credits_low");
+    assert_eq!(low.len(), 2, "once per key and refill interval: {low:#?}");
+    for (record, remaining) in low.iter().zip([9, 9]) {
+        let data = &body(record)["data"];
+        assert_eq!(
+            data,
+            &json!({
+                "project_id": project,
+                "key_id": warned.key_id,
+                "credits_remaining": remaining,
+                "low_at": 10,
+            })
+        );
+    }
+    assert_eq!(of_type(&first, "key.credits_low").len(), 1);
+    assert!(
+        of_type(&seen, "key.credits_exhausted").is_empty(),
+        "no key ran out: {seen:#?}"
+    );
 }
