@@ -10,7 +10,9 @@ cannot say so; this check holds the service to it instead.)
 
 `before_call`: a generated `expires_at` above the document's bound is moved
 as far past the moment it is sent (see below); a webhook's http(s) URL is
-pointed at 127.0.0.1:9, so deliveries never leave the machine.
+pointed at 127.0.0.1:9, so deliveries never leave the machine; a credits'
+`low_at` at or above what the balance starts from is brought below it (see
+below).
 """
 
 import time
@@ -125,3 +127,33 @@ def before_call(ctx, case, kwargs):
         if at > bound:
             # A new body: generated cases may share the old one.
             case.body = {**case.body, "expires_at": at + (time.time() + 60 - bound)}
+    credits = case.body.get("credits") if isinstance(case.body, dict) else None
+    if isinstance(credits, dict):
+        case.body = {**case.body, "credits": below_start(credits)}
+
+
+# `low_at` must be below the refill amount (without a refill, below
+# `remaining`): a threshold the balance starts at or under could never be
+# crossed. That relates two fields, which no schema can say, so a generated
+# `low_at` (an integer the schema allows) at or above its bound is brought
+# just below it, or left out when nothing is below it; anything else stays
+# as generated, malformed values included.
+def below_start(credits):
+    low_at = whole(credits.get("low_at"))
+    if low_at is None or low_at < 1:
+        return credits
+    refill = credits.get("refill")
+    start = whole(refill.get("amount") if isinstance(refill, dict) else credits.get("remaining"))
+    if start is None or low_at < start:
+        return credits
+    rest = {k: v for k, v in credits.items() if k != "low_at"}
+    return {**rest, "low_at": start - 1} if start >= 2 else rest
+
+
+def whole(value):
+    """A JSON count as keyward reads it (`5.0` is 5), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not value.is_integer():
+        return None
+    return int(value)
