@@ -1403,3 +1403,112 @@ async fn the_cli_follows_no_redirect_so_the_token_goes_only_where_it_was_told() 
         "the redirect's target heard from the CLI"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_at_is_set_by_mint_and_update_and_key_list_finds_keys_unused_since() {
+    let app = TestApp::spawn().await;
+    let project = app.project().await;
+    let minted = cli(
+        &app,
+        &[
+            "key",
+            "mint",
+            &project,
+            "--owner",
+            "o",
+            "--server-name",
+            "s",
+            "--credits",
+            "500",
+            "--refill",
+            "day=500",
+            "--low-at",
+            "100",
+            "--json",
+        ],
+    )
+    .await
+    .json();
+    let used = minted["key_id"].as_str().unwrap().to_owned();
+    let shown = cli(&app, &["key", "show", &project, &used]).await;
+    assert_eq!(
+        row(shown.ok(), "credits"),
+        Some("500/500 day (low at 100)"),
+        "{shown}"
+    );
+    let updated = cli(
+        &app,
+        &[
+            "key",
+            "update",
+            &project,
+            &used,
+            "--credits",
+            "40",
+            "--low-at",
+            "10",
+            "--json",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(
+        updated["credits"],
+        json!({"remaining": 40, "refill": null, "low_at": 10})
+    );
+    cli(
+        &app,
+        &[
+            "key",
+            "update",
+            &project,
+            &used,
+            "--credits",
+            "5",
+            "--low-at",
+            "5",
+        ],
+    )
+    .await
+    .fails(1, "low_at must be below remaining");
+    cli(&app, &["key", "update", &project, &used, "--low-at", "5"])
+        .await
+        .fails(2, "--credits");
+
+    // Read before the use, so the use is on or after the start of it.
+    let today = keyward::clock::rfc3339(keyward::store::now())[..10].to_owned();
+    let api_key = minted["api_key"].as_str().unwrap();
+    app.validate(api_key, StatusCode::OK).await;
+    app.usage_is(&project, &used, 1).await;
+    let idle = app.mint(&project, json!({})).await.key_id;
+    let ids = |run: Run| -> Vec<String> {
+        run.json()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["key_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let since = format!("{}", keyward::store::now() as u64 + 1);
+    let both = cli(
+        &app,
+        &["key", "list", &project, "--unused-since", &since, "--json"],
+    )
+    .await;
+    let mut want = vec![used.clone(), idle.clone()];
+    want.sort();
+    assert_eq!(ids(both), want);
+    // A date: the key used today was not unused since the start of it.
+    let unused = cli(
+        &app,
+        &["key", "list", &project, "--unused-since", &today, "--json"],
+    )
+    .await;
+    assert_eq!(ids(unused), [idle]);
+    cli(
+        &app,
+        &["key", "list", &project, "--unused-since", "yesterday"],
+    )
+    .await
+    .fails(2, "--unused-since");
+}
