@@ -11,8 +11,8 @@
 //! window, not one per request.
 //!
 //! `key.credits_low` is told by the pass whose spend took the balance below
-//! the key's `low_at` (`plan::CreditsDoc::crossed_low`, from the `DECRBY`
-//! answer and the cost): only that request sends its marker's `SET NX`
+//! the key's `low_at` (`plan::CreditsDoc::crossed_low`, from the balance
+//! the spend answered and the cost): only that request sends its marker's `SET NX`
 //! (the refill interval's rest as lifetime; credits that never refill,
 //! none: once), so a key without `low_at`, or a spend that crosses
 //! nothing, costs no command.

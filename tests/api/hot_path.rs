@@ -264,6 +264,38 @@ async fn a_warm_success_is_three_commands_and_its_window_still_expires() {
     app.usage_is(&project, &key.key_id, n + 1).await;
 }
 
+#[tokio::test]
+async fn credits_low_at_costs_a_command_only_to_the_spend_that_crosses_it() {
+    let redis = TestRedis::start();
+    let app = Binary::start(&redis, &[]).await;
+    let project = app.project().await;
+    let credits = json!({"remaining": 31, "refill": null, "low_at": 10});
+    let key = app.mint(&project, json!({ "credits": credits })).await;
+    // Cold: its secret verified and cached.
+    app.validate(&key.api_key, StatusCode::OK).await;
+    let ops = redis.ops().await;
+    // (validations, SETs and XADDs they may send): 30 -> 15 crosses nothing,
+    // 15 -> 5 crosses 10 once (its marker and its event), 5 -> 2 nothing.
+    for (n, sets, xadds) in [(15, 0, 15), (10, 1, 11), (3, 0, 3)] {
+        raw(&ops, "CONFIG", vec!["RESETSTAT".into()]).await.unwrap();
+        for _ in 0..n {
+            app.validate(&key.api_key, StatusCode::OK).await;
+        }
+        let calls = command_calls(&ops).await;
+        let of = |c: &str| calls.get(c).copied().unwrap_or(0);
+        // The minute's use and the balance: one INCRBY each (the balance's
+        // by minus the cost).
+        assert_eq!(of("incrby"), 2 * n, "{calls:?}");
+        assert_eq!(of("json.get"), n, "{calls:?}");
+        assert_eq!(of("set"), sets, "{calls:?}");
+        assert_eq!(of("xadd"), xadds, "audit entries and the event: {calls:?}");
+    }
+    // The marker of credits that never refill never expires: told once.
+    let marker = format!("apievent:{project}:{}:credits_low:once", key.key_id);
+    let ttl = raw(&ops, "TTL", vec![marker.clone()]).await.unwrap();
+    assert_eq!(ttl.as_i64(), Some(-1), "{marker}");
+}
+
 /// A burst of mints and cold validations at OWASP's minimum Argon2id
 /// parameters, 8 at once on 2 slots: every one answered, each an Argon2id
 /// run, and keyward still running. The memory it holds afterwards (its
