@@ -173,7 +173,7 @@ pub struct OperatorsQuery {
     #[param(inline, value_type = Option<crate::page::LimitDoc>)]
     pub limit: Option<u64>,
     /// The previous page's `next`.
-    #[param(pattern = "^op_[A-Za-z0-9]{12}$")]
+    #[param(inline, value_type = Option<crate::access::OperatorIdDoc>)]
     #[validate(custom(function = "operator_id"))]
     pub cursor: Option<String>,
 }

@@ -66,7 +66,7 @@ pub async fn list_operators(
     post,
     path = "/v1/admin/operators/{operator_id}/revoke",
     tag = "operators",
-    params(("operator_id" = String, Path, description = "The operator's id", pattern = "^op_[A-Za-z0-9]{12}$")),
+    params(("operator_id" = inline(crate::access::OperatorIdDoc), Path, description = "The operator's id")),
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "Revoked", body = OperatorRevoked),

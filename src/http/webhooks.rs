@@ -73,7 +73,7 @@ pub async fn list_webhooks(
     delete,
     path = "/v1/admin/webhooks/{webhook_id}",
     tag = "webhooks",
-    params(("webhook_id" = String, Path, description = "The endpoint's id", pattern = "^wh_[A-Za-z0-9]{12}$")),
+    params(("webhook_id" = inline(crate::webhook::WebhookIdDoc), Path, description = "The endpoint's id")),
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "Deleted", body = WebhookDeleted),
@@ -93,7 +93,7 @@ pub async fn delete_webhook(
     post,
     path = "/v1/admin/webhooks/{webhook_id}/test",
     tag = "webhooks",
-    params(("webhook_id" = String, Path, description = "The endpoint's id", pattern = "^wh_[A-Za-z0-9]{12}$")),
+    params(("webhook_id" = inline(crate::webhook::WebhookIdDoc), Path, description = "The endpoint's id")),
     security(("admin_token" = [])),
     responses(
         (status = 202, description = "Queued: delivered like any other message (see its deliveries)", body = TestQueued),
@@ -114,7 +114,7 @@ pub async fn test_webhook(
     path = "/v1/admin/webhooks/{webhook_id}/deliveries",
     tag = "webhooks",
     params(
-        ("webhook_id" = String, Path, description = "The endpoint's id", pattern = "^wh_[A-Za-z0-9]{12}$"),
+        ("webhook_id" = inline(crate::webhook::WebhookIdDoc), Path, description = "The endpoint's id"),
         DeliveriesQuery,
     ),
     security(("admin_token" = [])),
