@@ -114,6 +114,24 @@ fn dependencies() -> BTreeMap<String, BTreeSet<String>> {
     deps
 }
 
+/// The name of every function of the tests and the code.
+fn functions() -> BTreeSet<String> {
+    let mut names = String::new();
+    for dir in ["tests", "src"] {
+        let out = std::process::Command::new("grep")
+            .args(["-rhoE", r"fn [a-z0-9_]+"])
+            .arg(repo().join(dir))
+            .output()
+            .unwrap();
+        names.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    names
+        .lines()
+        .filter_map(|l| l.strip_prefix("fn "))
+        .map(String::from)
+        .collect()
+}
+
 fn top_modules() -> BTreeSet<String> {
     sources().into_iter().map(|s| s.module).collect()
 }
@@ -336,10 +354,13 @@ fn the_metrics_the_docs_name_are_the_codes() {
     }
     docs.push_str(&std::fs::read_to_string(repo().join("README.md")).unwrap());
     // A histogram's series carry suffixes of their own.
+    // Not a test's name (`keyward_migrate_finds_...`).
+    let tests = functions();
     let named: BTreeSet<String> = name
         .find_iter(&docs)
+        .map(|m| m.as_str())
+        .filter(|m| !tests.contains(*m))
         .map(|m| {
-            let m = m.as_str();
             ["_bucket", "_sum", "_count"]
                 .iter()
                 .find_map(|s| m.strip_suffix(s).filter(|b| declared.contains(*b)))
@@ -440,5 +461,27 @@ fn every_variable_the_docs_name_is_read_somewhere() {
     assert!(
         unknown.is_empty(),
         "variables the docs name that nothing reads: {unknown:?}"
+    );
+}
+
+/// Every test ARCHITECTURE.md cites by name (a backticked snake_case name
+/// of four words or more, alone or as `file::name`) is a function of the
+/// tests or the code: a renamed test leaves no claim pointing at nothing.
+#[test]
+fn every_test_cited_exists() {
+    let defined = functions();
+    let cited = Regex::new(r"`(?:[a-z_]+::)?([a-z0-9]+(?:_[a-z0-9]+){3,})`").unwrap();
+    let doc = architecture();
+    // Fields, settings and metrics are names too: any word of the code.
+    let src: String = sources().into_iter().map(|s| s.code).collect();
+    let word = |name: &str| Regex::new(&format!(r"\b{name}\b")).unwrap().is_match(&src);
+    let missing: BTreeSet<&str> = cited
+        .captures_iter(&doc)
+        .map(|c| c.get(1).unwrap().as_str())
+        .filter(|name| !defined.contains(*name) && !word(name))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md cites tests that do not exist: {missing:?}"
     );
 }
