@@ -441,12 +441,7 @@ pub struct KeyOut {
 }
 
 /// `200` from `GET /v1/list-keys`: one page.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ListOut {
-    pub items: Vec<KeyOut>,
-    /// Pass as `cursor` for the next page; `null` on the last page.
-    pub next: Option<String>,
-}
+pub type ListOut = crate::page::Page<KeyOut>;
 
 impl Target for ProjectIn {
     fn project(&self) -> Option<&str> {
@@ -512,12 +507,7 @@ pub struct ProjectsQuery {
 impl Target for ProjectsQuery {}
 
 /// `200` from `GET /v1/admin/projects`: one page, in id order.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ProjectsOut {
-    pub items: Vec<ProjectDoc>,
-    /// Pass as `cursor` for the next page; `null` on the last page.
-    pub next: Option<String>,
-}
+pub type ProjectsOut = crate::page::Page<ProjectDoc>;
 
 /// The projects `caller` may see, a page at a time, in id order: from the
 /// deployment's projects index for a caller of every project, from its own

@@ -187,12 +187,7 @@ fn operator_id(id: &str) -> Result<(), ValidationError> {
 }
 
 /// `200` from `GET /v1/admin/operators`: one page, in id order.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct OperatorsOut {
-    pub items: Vec<OperatorOut>,
-    /// Pass as `cursor` for the next page; `null` on the last page.
-    pub next: Option<String>,
-}
+pub type OperatorsOut = crate::page::Page<OperatorOut>;
 
 /// `POST /v1/admin/operators/{operator_id}/revoke`'s path.
 #[derive(Debug, Deserialize)]

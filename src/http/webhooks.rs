@@ -11,6 +11,8 @@ use super::AppState;
 use super::ShownOnce;
 use crate::access::act;
 use crate::error::{ErrorBody, InvalidRequestResponse, PayloadTooLargeResponse, Result};
+use crate::page::Page;
+use crate::webhook::WebhookOut;
 use crate::webhook::{
     self, DeliveriesOut, DeliveriesQuery, TestQueued, WebhookCreated, WebhookDeleted, WebhookIn,
     WebhookPath, WebhooksOut, WebhooksQuery,
@@ -55,7 +57,7 @@ pub async fn create_webhook(
     params(WebhooksQuery),
     security(("admin_token" = [])),
     responses(
-        (status = 200, description = "One page of the endpoints whose projects the caller covers, in id order", body = WebhooksOut),
+        (status = 200, description = "One page of the endpoints whose projects the caller covers, in id order", body = Page<WebhookOut>),
         (status = 404, description = "`not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
         (status = 422, response = InvalidRequestResponse),
     )

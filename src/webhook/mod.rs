@@ -280,12 +280,7 @@ fn webhook_id(id: &str) -> Result<(), ValidationError> {
 }
 
 /// `200` from `GET /v1/admin/webhooks`: one page, in id order.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct WebhooksOut {
-    pub items: Vec<WebhookOut>,
-    /// Pass as `cursor` for the next page; `null` on the last page.
-    pub next: Option<String>,
-}
+pub type WebhooksOut = crate::page::Page<WebhookOut>;
 
 /// A path naming one endpoint.
 #[derive(Debug, Deserialize)]
