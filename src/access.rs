@@ -285,6 +285,15 @@ pub struct Token {
 }
 
 /// Whether `id` is an operator id: `op_` and 12 of `[A-Za-z0-9]`.
+/// An operator id's pattern, as the OpenAPI document states it; the same
+/// as [`is_operator_id`] (a test holds them together).
+pub const OPERATOR_ID_PATTERN: &str = "^op_[A-Za-z0-9]{12}$";
+
+crate::openapi::pattern_doc!(
+    /// An operator id in the OpenAPI document: [`OPERATOR_ID_PATTERN`].
+    OperatorIdDoc = "OperatorId", OPERATOR_ID_PATTERN, "op_3xAmPlE0oper"
+);
+
 pub fn is_operator_id(id: &str) -> bool {
     id.strip_prefix(OPERATOR_ID_PREFIX)
         .is_some_and(|body| body.len() == 12 && body.bytes().all(|b| b.is_ascii_alphanumeric()))

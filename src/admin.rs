@@ -11,7 +11,7 @@ use rand::TryRngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::openapi::schema::{KnownFormat, SchemaFormat, SchemaType};
-use utoipa::openapi::{ObjectBuilder, OneOfBuilder, RefOr, Schema, Type};
+use utoipa::openapi::{ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::{IntoParams, ToSchema};
 use validator::{Validate, ValidationError};
 
@@ -41,54 +41,15 @@ pub(crate) fn project_id(id: &str) -> Result<(), ValidationError> {
         .map_err(|e| ValidationError::new("project_id").with_message(e.to_string().into()))
 }
 
-/// A project id's schema: `key::PROJECT_ID_PATTERN`.
-pub(crate) fn project_id_schema() -> Schema {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .pattern(Some(crate::key::PROJECT_ID_PATTERN))
-        .examples(["alpha"])
-        .into()
-}
+crate::openapi::pattern_doc!(
+    /// A project id in the OpenAPI document: `key::PROJECT_ID_PATTERN`.
+    ProjectIdDoc = "ProjectId", crate::key::PROJECT_ID_PATTERN, "alpha"
+);
 
-/// A key id's schema: `key::KEY_ID_PATTERN`.
-pub(crate) fn key_id_schema() -> Schema {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .pattern(Some(crate::key::KEY_ID_PATTERN))
-        .examples(["k_3xAmPlE0key1"])
-        .into()
-}
-
-/// The OpenAPI schema of a project id ([`project_id_schema`]), for
-/// parameters.
-pub struct ProjectIdDoc;
-
-impl utoipa::PartialSchema for ProjectIdDoc {
-    fn schema() -> RefOr<Schema> {
-        project_id_schema().into()
-    }
-}
-
-impl ToSchema for ProjectIdDoc {
-    fn name() -> std::borrow::Cow<'static, str> {
-        "ProjectId".into()
-    }
-}
-
-/// The OpenAPI schema of a key id ([`key_id_schema`]), for parameters.
-pub struct KeyIdDoc;
-
-impl utoipa::PartialSchema for KeyIdDoc {
-    fn schema() -> RefOr<Schema> {
-        key_id_schema().into()
-    }
-}
-
-impl ToSchema for KeyIdDoc {
-    fn name() -> std::borrow::Cow<'static, str> {
-        "KeyId".into()
-    }
-}
+crate::openapi::pattern_doc!(
+    /// A key id in the OpenAPI document: `key::KEY_ID_PATTERN`.
+    KeyIdDoc = "KeyId", crate::key::KEY_ID_PATTERN, "k_3xAmPlE0key1"
+);
 
 fn key_id(id: &str) -> Result<(), ValidationError> {
     KeyId::parse(id)
@@ -222,7 +183,7 @@ fn parse<T>(r: std::result::Result<T, crate::key::KeyError>) -> Result<T> {
 pub struct ProjectIn {
     /// 1 to 64 of `[A-Za-z0-9_-]`.
     #[validate(custom(function = "project_id"))]
-    #[schema(schema_with = crate::admin::project_id_schema)]
+    #[schema(schema_with = ProjectIdDoc::schema)]
     pub project_id: String,
     #[validate(custom(function = "crate::text::name"))]
     #[schema(schema_with = crate::text::name_schema)]
@@ -238,7 +199,7 @@ pub struct ProjectIn {
 pub struct MintIn {
     /// An existing project.
     #[validate(custom(function = "project_id"))]
-    #[schema(schema_with = crate::admin::project_id_schema)]
+    #[schema(schema_with = ProjectIdDoc::schema)]
     pub project_id: String,
     #[validate(custom(function = "crate::text::name"))]
     #[schema(schema_with = crate::text::name_schema)]
@@ -305,11 +266,11 @@ pub struct Revoked {
 #[into_params(parameter_in = Query)]
 pub struct KeyRef {
     #[validate(custom(function = "project_id"))]
-    #[schema(schema_with = crate::admin::project_id_schema)]
+    #[schema(schema_with = ProjectIdDoc::schema)]
     #[param(inline, value_type = crate::admin::ProjectIdDoc)]
     pub project_id: String,
     #[validate(custom(function = "key_id"))]
-    #[schema(schema_with = crate::admin::key_id_schema)]
+    #[schema(schema_with = KeyIdDoc::schema)]
     #[param(inline, value_type = crate::admin::KeyIdDoc)]
     pub key_id: String,
 }
@@ -320,10 +281,10 @@ pub struct KeyRef {
 #[serde(deny_unknown_fields)]
 pub struct UpdateIn {
     #[validate(custom(function = "project_id"))]
-    #[schema(schema_with = crate::admin::project_id_schema)]
+    #[schema(schema_with = ProjectIdDoc::schema)]
     pub project_id: String,
     #[validate(custom(function = "key_id"))]
-    #[schema(schema_with = crate::admin::key_id_schema)]
+    #[schema(schema_with = KeyIdDoc::schema)]
     pub key_id: String,
     #[serde(default, deserialize_with = "non_null")]
     #[validate(custom(function = "crate::text::name"))]
@@ -378,10 +339,10 @@ pub struct UpdateIn {
 #[serde(deny_unknown_fields)]
 pub struct AddCreditsIn {
     #[validate(custom(function = "project_id"))]
-    #[schema(schema_with = crate::admin::project_id_schema)]
+    #[schema(schema_with = ProjectIdDoc::schema)]
     pub project_id: String,
     #[validate(custom(function = "key_id"))]
-    #[schema(schema_with = crate::admin::key_id_schema)]
+    #[schema(schema_with = KeyIdDoc::schema)]
     pub key_id: String,
     #[validate(custom(function = "non_zero"))]
     #[serde(deserialize_with = "crate::plan::whole_signed")]
@@ -403,10 +364,10 @@ pub struct AddCreditsOut {
 #[serde(deny_unknown_fields)]
 pub struct RotateIn {
     #[validate(custom(function = "project_id"))]
-    #[schema(schema_with = crate::admin::project_id_schema)]
+    #[schema(schema_with = ProjectIdDoc::schema)]
     pub project_id: String,
     #[validate(custom(function = "key_id"))]
-    #[schema(schema_with = crate::admin::key_id_schema)]
+    #[schema(schema_with = KeyIdDoc::schema)]
     pub key_id: String,
     /// How long the previous secret keeps working, in seconds (default a
     /// day, at most a week; `0` ends it now).
@@ -495,12 +456,7 @@ pub struct KeyOut {
 }
 
 /// `200` from `GET /v1/list-keys`: one page.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ListOut {
-    pub items: Vec<KeyOut>,
-    /// Pass as `cursor` for the next page; `null` on the last page.
-    pub next: Option<String>,
-}
+pub type ListOut = crate::page::Page<KeyOut>;
 
 impl Target for ProjectIn {
     fn project(&self) -> Option<&str> {
@@ -566,12 +522,7 @@ pub struct ProjectsQuery {
 impl Target for ProjectsQuery {}
 
 /// `200` from `GET /v1/admin/projects`: one page, in id order.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ProjectsOut {
-    pub items: Vec<ProjectDoc>,
-    /// Pass as `cursor` for the next page; `null` on the last page.
-    pub next: Option<String>,
-}
+pub type ProjectsOut = crate::page::Page<ProjectDoc>;
 
 /// The projects `caller` may see, a page at a time, in id order: from the
 /// deployment's projects index for a caller of every project, from its own

@@ -26,6 +26,41 @@ use crate::error::{
     RateLimitedResponse, UnauthorizedResponse, UnavailableResponse,
 };
 
+/// A string type that exists for the document alone: an id's pattern and
+/// an example, named `$component`, for parameters (`value_type`,
+/// `inline(...)`) and fields (`schema_with = <type>::schema`). The pattern
+/// is the constant the code validates with, so the two cannot drift.
+macro_rules! pattern_doc {
+    ($(#[$doc:meta])* $name:ident = $component:literal, $pattern:expr, $example:literal) => {
+        $(#[$doc])*
+        pub struct $name;
+
+        impl $name {
+            /// The schema, for `#[schema(schema_with = ...)]`.
+            pub fn schema() -> utoipa::openapi::Schema {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::Type::String)
+                    .pattern(Some($pattern))
+                    .examples([$example])
+                    .into()
+            }
+        }
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+                $name::schema().into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {
+            fn name() -> std::borrow::Cow<'static, str> {
+                $component.into()
+            }
+        }
+    };
+}
+pub(crate) use pattern_doc;
+
 /// The security scheme name of the admin bearer token.
 pub const ADMIN_TOKEN: &str = "admin_token";
 

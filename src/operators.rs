@@ -173,7 +173,7 @@ pub struct OperatorsQuery {
     #[param(inline, value_type = Option<crate::page::LimitDoc>)]
     pub limit: Option<u64>,
     /// The previous page's `next`.
-    #[param(pattern = "^op_[A-Za-z0-9]{12}$")]
+    #[param(inline, value_type = Option<crate::access::OperatorIdDoc>)]
     #[validate(custom(function = "operator_id"))]
     pub cursor: Option<String>,
 }
@@ -187,12 +187,7 @@ fn operator_id(id: &str) -> Result<(), ValidationError> {
 }
 
 /// `200` from `GET /v1/admin/operators`: one page, in id order.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct OperatorsOut {
-    pub items: Vec<OperatorOut>,
-    /// Pass as `cursor` for the next page; `null` on the last page.
-    pub next: Option<String>,
-}
+pub type OperatorsOut = crate::page::Page<OperatorOut>;
 
 /// `POST /v1/admin/operators/{operator_id}/revoke`'s path.
 #[derive(Debug, Deserialize)]

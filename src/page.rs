@@ -3,6 +3,7 @@
 //! (pass `next` as `cursor` for the next page; `null` on the last), and the
 //! CLI follows the cursors with these sizes.
 
+use serde::Serialize;
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, SchemaType, Type};
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::ToSchema;
@@ -68,4 +69,14 @@ impl ToSchema for RecentDoc {
     fn name() -> std::borrow::Cow<'static, str> {
         "RecentLimit".into()
     }
+}
+
+/// One page of a list, the same shape for every list: its items, and
+/// where the next page begins.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` for the next page; `null` on the last page (for the
+    /// admin trail: once it is read to its start).
+    pub next: Option<String>,
 }

@@ -118,12 +118,7 @@ pub struct AuditItem {
 }
 
 /// `200` from `GET /v1/admin/audit`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AuditOut {
-    pub items: Vec<AuditItem>,
-    /// Pass as `cursor` to go on; `null` when the trail is read to its start.
-    pub next: Option<String>,
-}
+pub type AuditOut = crate::page::Page<AuditItem>;
 
 fn item(id: String, mut fields: HashMap<String, String>) -> AuditItem {
     // Entries written before fields were capped are cut on the way out.

@@ -22,6 +22,7 @@ use crate::error::{
     MethodNotAllowedResponse, PayloadTooLargeResponse, Result, UnauthorizedResponse,
     UnavailableResponse,
 };
+use crate::page::Page;
 use crate::store::ProjectDoc;
 
 /// Documents what every admin operation may answer besides its own
@@ -157,7 +158,7 @@ pub async fn revoke_key(
     params(ListQuery),
     security(("admin_token" = [])),
     responses(
-        (status = 200, description = "One page of the project's keys, in key-id order", body = ListOut),
+        (status = 200, description = "One page of the project's keys, in key-id order", body = Page<KeyOut>),
         (status = 404, description = "`project_not_found`; `not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
         (status = 409, description = "`unreadable_data`: what Redis holds for it cannot be read (the log names the Redis key)", body = ErrorBody),
         (status = 422, response = InvalidRequestResponse),
@@ -270,7 +271,7 @@ pub async fn add_credits(
     params(ProjectsQuery),
     security(("admin_token" = [])),
     responses(
-        (status = 200, description = "One page of the caller's projects, in id order: for a caller of every project (`[\"*\"]`, or an owner), every project created through this deployment's admin API or read by it since; otherwise those of its list that exist", body = ProjectsOut),
+        (status = 200, description = "One page of the caller's projects, in id order: for a caller of every project (`[\"*\"]`, or an owner), every project created through this deployment's admin API or read by it since; otherwise those of its list that exist", body = Page<ProjectDoc>),
         (status = 404, description = "`not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
         (status = 422, response = InvalidRequestResponse),
     )

@@ -10,10 +10,13 @@ use super::AppState;
 use super::ShownOnce;
 use crate::access::act;
 use crate::error::{ErrorBody, InvalidRequestResponse, PayloadTooLargeResponse, Result};
+use crate::operators::OperatorOut;
 use crate::operators::{
     self, Catalog, OperatorCreated, OperatorIn, OperatorPath, OperatorRevoked, OperatorsOut,
     OperatorsQuery, Whoami,
 };
+use crate::page::Page;
+use crate::trail::AuditItem;
 use crate::trail::{self, AuditOut, AuditQuery};
 
 /// Create an operator (owners only).
@@ -48,7 +51,7 @@ pub async fn create_operator(
     params(OperatorsQuery),
     security(("admin_token" = [])),
     responses(
-        (status = 200, description = "One page of this deployment's operators, in id order, revoked ones included", body = OperatorsOut),
+        (status = 200, description = "One page of this deployment's operators, in id order, revoked ones included", body = Page<OperatorOut>),
         (status = 404, description = "`not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
         (status = 422, response = InvalidRequestResponse),
     )
@@ -66,7 +69,7 @@ pub async fn list_operators(
     post,
     path = "/v1/admin/operators/{operator_id}/revoke",
     tag = "operators",
-    params(("operator_id" = String, Path, description = "The operator's id", pattern = "^op_[A-Za-z0-9]{12}$")),
+    params(("operator_id" = inline(crate::access::OperatorIdDoc), Path, description = "The operator's id")),
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "Revoked", body = OperatorRevoked),
@@ -120,7 +123,7 @@ pub async fn catalog(_call: Admin<act::Catalog, Nothing>) -> Json<Catalog> {
     params(AuditQuery),
     security(("admin_token" = [])),
     responses(
-        (status = 200, description = "One page of entries, newest first. Entries of no project (operators, `whoami`, bad tokens) only for a caller of every project", body = AuditOut),
+        (status = 200, description = "One page of entries, newest first. Entries of no project (operators, `whoami`, bad tokens) only for a caller of every project", body = Page<AuditItem>),
         (status = 404, description = "`project_not_found` for a `project_id` that does not exist or is outside the caller's projects; `not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
         (status = 409, description = "`activity_unavailable`: no monitor Redis user (or one that may not read `audit:admin`); the message says how to enable it", body = ErrorBody),
         (status = 422, response = InvalidRequestResponse),

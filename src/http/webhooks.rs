@@ -11,6 +11,8 @@ use super::AppState;
 use super::ShownOnce;
 use crate::access::act;
 use crate::error::{ErrorBody, InvalidRequestResponse, PayloadTooLargeResponse, Result};
+use crate::page::Page;
+use crate::webhook::WebhookOut;
 use crate::webhook::{
     self, DeliveriesOut, DeliveriesQuery, TestQueued, WebhookCreated, WebhookDeleted, WebhookIn,
     WebhookPath, WebhooksOut, WebhooksQuery,
@@ -55,7 +57,7 @@ pub async fn create_webhook(
     params(WebhooksQuery),
     security(("admin_token" = [])),
     responses(
-        (status = 200, description = "One page of the endpoints whose projects the caller covers, in id order", body = WebhooksOut),
+        (status = 200, description = "One page of the endpoints whose projects the caller covers, in id order", body = Page<WebhookOut>),
         (status = 404, description = "`not_found` when no admin token is configured (the admin API is off)", body = ErrorBody),
         (status = 422, response = InvalidRequestResponse),
     )
@@ -73,7 +75,7 @@ pub async fn list_webhooks(
     delete,
     path = "/v1/admin/webhooks/{webhook_id}",
     tag = "webhooks",
-    params(("webhook_id" = String, Path, description = "The endpoint's id", pattern = "^wh_[A-Za-z0-9]{12}$")),
+    params(("webhook_id" = inline(crate::webhook::WebhookIdDoc), Path, description = "The endpoint's id")),
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "Deleted", body = WebhookDeleted),
@@ -93,7 +95,7 @@ pub async fn delete_webhook(
     post,
     path = "/v1/admin/webhooks/{webhook_id}/test",
     tag = "webhooks",
-    params(("webhook_id" = String, Path, description = "The endpoint's id", pattern = "^wh_[A-Za-z0-9]{12}$")),
+    params(("webhook_id" = inline(crate::webhook::WebhookIdDoc), Path, description = "The endpoint's id")),
     security(("admin_token" = [])),
     responses(
         (status = 202, description = "Queued: delivered like any other message (see its deliveries)", body = TestQueued),
@@ -114,7 +116,7 @@ pub async fn test_webhook(
     path = "/v1/admin/webhooks/{webhook_id}/deliveries",
     tag = "webhooks",
     params(
-        ("webhook_id" = String, Path, description = "The endpoint's id", pattern = "^wh_[A-Za-z0-9]{12}$"),
+        ("webhook_id" = inline(crate::webhook::WebhookIdDoc), Path, description = "The endpoint's id"),
         DeliveriesQuery,
     ),
     security(("admin_token" = [])),

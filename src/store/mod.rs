@@ -10,28 +10,9 @@
 //! above it: the types it stores come from pure modules (`role`, `event`,
 //! `audit`, `plan`, `key`, `clock`) or from [`model`].
 //!
-//! | key | type |
-//! |---|---|
-//! | `project:<project_id>` | JSON [`ProjectDoc`] |
-//! | `apikey:<project_id>:<key_id>` | JSON [`KeyDoc`] |
-//! | `apiprojectkeys:<project_id>` | sorted set of key ids, all score 0 (lexicographic paging); a plain set where the original service wrote it |
-//! | `apimeta:<project_id>:<key_id>` | hash: `usage_count`, `last_used` |
-//! | `apiverify:<project_id>:<key_id>` | hash: a verified digest per hash fingerprint (with `KEYWARD_VERIFY_PEPPER_FILE`) |
-//! | `operator:<deployment>:<operator_id>` | JSON [`OperatorDoc`] |
-//! | `operators:<deployment>`, `projects:<deployment>` | sorted sets of operator and project ids, all score 0 |
-//! | `audit:keylookup`, `audit:admin` (or `audit:<deployment>:keylookup`, `audit:<deployment>:admin`: `names::AuditStreams`); with `KEYWARD_AUDIT_SHARDS` over 1, `<keylookup>:{<i>}` | streams, capped with `MAXLEN ~` |
-//! | `ratelimit:key:<project_id>:<key_id>:<minute>` | the cost of right-secret validations this minute |
-//! | `ratelimit:key:<project_id>:<key_id>:bad:<minute>` | wrong-secret attempts this minute |
-//! | `ratelimit:key:<project_id>:<key_id>:<window>` | a plan window's spend (`s<n>`, `h<n>`, `d<n>`, `mo<yyyymm>`) |
-//! | `apicredits:<project_id>:<key_id>:<period>` | a key's credit balance: per refill interval (`d<n>`, `mo<yyyymm>`), or `once` |
-//! | `apievent:<project_id>:<key_id>:<kind>` | that a key's event was sent for this window (`SET NX EX`) |
-//! | `apinet:<project_id>:<key_id>:<network>` | that a key was used from a network lately (`key.new_network`) |
-//! | `webhook:<deployment>:<webhook_id>` | JSON [`WebhookDoc`] (holds its signing secret) |
-//! | `webhooks:<deployment>` | sorted set of webhook ids, all score 0 |
-//! | `webhookevents:<deployment>`, `webhookqueue:<deployment>` | streams with the consumer group `keyward`: events to fan out, messages due |
-//! | `webhookretry:<deployment>` | sorted set of messages by when they are due (Unix ms) |
-//! | `webhookdeliveries:<deployment>:<webhook_id>` | stream of an endpoint's recent attempts, capped |
-//! | `migrate:apiprojectkeys:<project_id>:set`, `:zset` (`migrate:{apiprojectkeys:<project_id>}:...` in a cluster) | `keyward migrate`'s working keys |
+//! The key names are [`names`]'s; what each key holds, for operators and
+//! other tools, is the data table of `docs/redis.md`, held to those names
+//! by `tests/api/architecture.rs`.
 //!
 //! JSON documents are read at the root path, so `JSON.GET` returns the
 //! document itself rather than the one-element array a `$` path returns.

@@ -1,5 +1,6 @@
 //! Every Redis key name keyward uses. These names are a contract with
-//! operators and other tools (the README's data table), and with the
+//! operators and other tools (the data table of `docs/redis.md`, held to
+//! these prefixes by `tests/api/architecture.rs`), and with the
 //! original service whose layout keyward shares.
 //!
 //! Redis Cluster: no name has a hash tag except the sharded audit streams

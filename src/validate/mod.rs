@@ -517,7 +517,9 @@ impl Validator {
                 window,
             },
             minute,
-            new_window: pass && cost > 0 && run.counted == Some(cost),
+            // A count that opened its window (its answer is the cost) gives
+            // the window its expiry, whether the use stands or is taken back.
+            new_window: cost > 0 && run.counted == Some(cost),
             bad_secret: reason == Reason::BadSecret,
             undo_use: match pass {
                 false => run.counted.map_or(0, |_| cost),

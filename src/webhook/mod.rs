@@ -266,7 +266,7 @@ pub struct WebhooksQuery {
     #[param(inline, value_type = Option<crate::page::LimitDoc>)]
     pub limit: Option<u64>,
     /// The previous page's `next`.
-    #[param(pattern = "^wh_[A-Za-z0-9]{12}$")]
+    #[param(inline, value_type = Option<WebhookIdDoc>)]
     #[validate(custom(function = "webhook_id"))]
     pub cursor: Option<String>,
 }
@@ -280,12 +280,7 @@ fn webhook_id(id: &str) -> Result<(), ValidationError> {
 }
 
 /// `200` from `GET /v1/admin/webhooks`: one page, in id order.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct WebhooksOut {
-    pub items: Vec<WebhookOut>,
-    /// Pass as `cursor` for the next page; `null` on the last page.
-    pub next: Option<String>,
-}
+pub type WebhooksOut = crate::page::Page<WebhookOut>;
 
 /// A path naming one endpoint.
 #[derive(Debug, Deserialize)]
@@ -503,6 +498,15 @@ pub async fn deliveries(
 }
 
 /// Whether `id` is a webhook id: `wh_` and 12 of `[A-Za-z0-9]`.
+/// A webhook id's pattern, as the OpenAPI document states it; the same as
+/// [`is_webhook_id`] (a test holds them together).
+pub const WEBHOOK_ID_PATTERN: &str = "^wh_[A-Za-z0-9]{12}$";
+
+crate::openapi::pattern_doc!(
+    /// A webhook id in the OpenAPI document: [`WEBHOOK_ID_PATTERN`].
+    WebhookIdDoc = "WebhookId", WEBHOOK_ID_PATTERN, "wh_3xAmPlE0hook"
+);
+
 pub fn is_webhook_id(id: &str) -> bool {
     id.strip_prefix(WEBHOOK_ID_PREFIX)
         .is_some_and(|body| body.len() == 12 && body.bytes().all(|b| b.is_ascii_alphanumeric()))

@@ -114,6 +114,24 @@ fn dependencies() -> BTreeMap<String, BTreeSet<String>> {
     deps
 }
 
+/// The name of every function of the tests and the code.
+fn functions() -> BTreeSet<String> {
+    let mut names = String::new();
+    for dir in ["tests", "src"] {
+        let out = std::process::Command::new("grep")
+            .args(["-rhoE", r"fn [a-z0-9_]+"])
+            .arg(repo().join(dir))
+            .output()
+            .unwrap();
+        names.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    names
+        .lines()
+        .filter_map(|l| l.strip_prefix("fn "))
+        .map(String::from)
+        .collect()
+}
+
 fn top_modules() -> BTreeSet<String> {
     sources().into_iter().map(|s| s.module).collect()
 }
@@ -336,10 +354,13 @@ fn the_metrics_the_docs_name_are_the_codes() {
     }
     docs.push_str(&std::fs::read_to_string(repo().join("README.md")).unwrap());
     // A histogram's series carry suffixes of their own.
+    // Not a test's name (`keyward_migrate_finds_...`).
+    let tests = functions();
     let named: BTreeSet<String> = name
         .find_iter(&docs)
+        .map(|m| m.as_str())
+        .filter(|m| !tests.contains(*m))
         .map(|m| {
-            let m = m.as_str();
             ["_bucket", "_sum", "_count"]
                 .iter()
                 .find_map(|s| m.strip_suffix(s).filter(|b| declared.contains(*b)))
@@ -364,4 +385,103 @@ fn the_event_types_listed_are_the_webhooks_list() {
         .map(|e| e.as_str().to_string())
         .collect();
     assert_eq!(listed, code, "ARCHITECTURE.md's events block");
+}
+
+/// The data table of `docs/redis.md` (the names operators and other tools
+/// read) against `store/names.rs`, which every name keyward writes is made
+/// from: each prefix there begins a row here, and each row begins with one.
+#[test]
+fn the_redis_data_table_is_names_rs() {
+    let names = std::fs::read_to_string(repo().join("src/store/names.rs")).unwrap();
+    let constant = Regex::new(r#"pub const [A-Z_]+: &str = "([^"]+)";"#).unwrap();
+    let prefixes: BTreeSet<String> = constant
+        .captures_iter(&names)
+        .map(|c| c[1].to_string())
+        .filter(|p| p.contains(':'))
+        .collect();
+    let page = std::fs::read_to_string(repo().join("docs/redis.md")).unwrap();
+    let table = &page[page
+        .find("## Redis data")
+        .expect("docs/redis.md: ## Redis data")..];
+    let table = &table[..table[3..].find("\n## ").map_or(table.len(), |i| i + 3)];
+    let row = Regex::new(r"(?m)^\| `([^`]+)`").unwrap();
+    let rows: Vec<String> = row
+        .captures_iter(table)
+        .map(|c| c[1].to_string())
+        .filter(|r| r != "key")
+        .collect();
+    let undocumented: Vec<_> = prefixes
+        .iter()
+        .filter(|p| !rows.iter().any(|r| r.starts_with(p.as_str())))
+        .collect();
+    // The audit streams of the deployment layout are `audit:<deployment>:`.
+    let unknown: Vec<_> = rows
+        .iter()
+        .filter(|r| !prefixes.iter().any(|p| r.starts_with(p.as_str())))
+        .filter(|r| !r.starts_with("audit:<deployment>:"))
+        .collect();
+    assert!(
+        undocumented.is_empty() && unknown.is_empty(),
+        "docs/redis.md's data table: names.rs prefixes with no row {undocumented:?}; \
+         rows no names.rs prefix begins {unknown:?}"
+    );
+}
+
+/// Every `KEYWARD_*` variable the docs name is one something reads: a
+/// setting of `config.rs` (or the CLI's), a benchmark's, a test's or a
+/// script's.
+#[test]
+fn every_variable_the_docs_name_is_read_somewhere() {
+    let variable = Regex::new(r"KEYWARD_[A-Z0-9_]*[A-Z0-9]").unwrap();
+    let mut read = String::new();
+    for dir in ["src", "benches", "tests", "redis", "examples"] {
+        let out = std::process::Command::new("grep")
+            .args(["-rhoE", "KEYWARD_[A-Z0-9_]*[A-Z0-9]"])
+            .arg(repo().join(dir))
+            .output()
+            .unwrap();
+        read.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    read.push_str(&std::fs::read_to_string(repo().join("Makefile")).unwrap());
+    let read: BTreeSet<&str> = read.split_whitespace().collect();
+    let mut docs = architecture();
+    docs.push_str(&std::fs::read_to_string(repo().join("README.md")).unwrap());
+    for page in std::fs::read_dir(repo().join("docs")).unwrap() {
+        let page = page.unwrap().path();
+        if page.extension().is_some_and(|e| e == "md") {
+            docs.push_str(&std::fs::read_to_string(page).unwrap());
+        }
+    }
+    let unknown: BTreeSet<&str> = variable
+        .find_iter(&docs)
+        .map(|m| m.as_str())
+        // `<NAME>_FILE` of a secret, and placeholders like `KEYWARD_X`.
+        .filter(|v| !read.contains(v) && !read.contains(&v.trim_end_matches("_FILE")))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "variables the docs name that nothing reads: {unknown:?}"
+    );
+}
+
+/// Every test ARCHITECTURE.md cites by name (a backticked snake_case name
+/// of four words or more, alone or as `file::name`) is a function of the
+/// tests or the code: a renamed test leaves no claim pointing at nothing.
+#[test]
+fn every_test_cited_exists() {
+    let defined = functions();
+    let cited = Regex::new(r"`(?:[a-z_]+::)?([a-z0-9]+(?:_[a-z0-9]+){3,})`").unwrap();
+    let doc = architecture();
+    // Fields, settings and metrics are names too: any word of the code.
+    let src: String = sources().into_iter().map(|s| s.code).collect();
+    let word = |name: &str| Regex::new(&format!(r"\b{name}\b")).unwrap().is_match(&src);
+    let missing: BTreeSet<&str> = cited
+        .captures_iter(&doc)
+        .map(|c| c.get(1).unwrap().as_str())
+        .filter(|name| !defined.contains(*name) && !word(name))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md cites tests that do not exist: {missing:?}"
+    );
 }

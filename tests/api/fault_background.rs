@@ -108,7 +108,7 @@ async fn fault_usage_pending_through_a_redis_outage_is_written_exactly_once() {
 }
 
 /// Every use counter of `key_id` (not the wrong-secret ones): its value and TTL.
-async fn counters(ops: &Pool, project: &str, key_id: &str) -> Vec<(i64, i64)> {
+pub(crate) async fn counters(ops: &Pool, project: &str, key_id: &str) -> Vec<(i64, i64)> {
     let pattern = format!("ratelimit:key:{project}:{key_id}:*");
     let names: Vec<String> = raw(ops, "KEYS", vec![pattern])
         .await

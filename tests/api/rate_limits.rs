@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use crate::admin_hostile::{redis, MONITOR_PASSWORD};
 use crate::cluster::{audit_of, cluster, EXCLUSIVE};
+use crate::fault_background::counters;
 use crate::helpers::{assert_error, retry_after, wrong_secret, Binary, Clock, TestRedis};
 
 #[tokio::test]
@@ -52,6 +53,38 @@ async fn over_the_limit_is_429_with_retry_after_and_wrong_secrets_do_not_count()
     assert_eq!(
         (audit["result"].as_str(), audit["reason"].as_str()),
         ("rate_limited", "rate_limited")
+    );
+}
+
+/// A refusal whose count opened its minute's window takes the use back and
+/// still makes the window expire: a key refused once a minute (a scope it
+/// lacks, or revoked while its secret is cached) left a counter without a
+/// TTL every minute, found by the ARCHITECTURE.md review.
+#[tokio::test]
+async fn a_refusal_that_opened_its_minute_leaves_a_counter_that_expires() {
+    let redis = TestRedis::start();
+    let clock = Clock::real();
+    let app = Binary::start_on(&clock, &redis, &[]).await;
+    let project = app.project().await;
+    let key = app.mint(&project, json!({ "scopes": ["read"] })).await;
+    clock.start_of_minute(1.0);
+    // Verified once, so the next validation counts in its first round trip.
+    app.validate(&key.api_key, StatusCode::OK).await;
+    clock.start_of_minute(1.0);
+    let body = json!({ "api_key": key.api_key, "scopes": ["write"] });
+    let r = app.post("/v1/validate-key", &body, None).await;
+    assert_error(r, StatusCode::FORBIDDEN, "insufficient_scope").await;
+    let found = counters(&redis.ops().await, &project, &key.key_id).await;
+    let mut values: Vec<i64> = found.iter().map(|&(n, _)| n).collect();
+    values.sort();
+    assert_eq!(
+        values,
+        [0, 1],
+        "the refused minute's use was taken back: {found:?}"
+    );
+    assert!(
+        found.iter().all(|&(_, ttl)| ttl > 0),
+        "every minute's counter expires: {found:?}"
     );
 }
 
