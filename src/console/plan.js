@@ -17,8 +17,9 @@ export function describeLimits(limits) {
 /** "480 left, refilled to 500 every day", "480 left", or "unlimited". */
 export function describeCredits(credits) {
   if (credits === null) return 'unlimited';
-  const { remaining, refill } = credits;
-  return refill ? `${n(remaining)} left, refilled to ${n(refill.amount)} every ${refill.interval}` : `${n(remaining)} left`;
+  const { remaining, refill, low_at: lowAt } = credits;
+  const left = refill ? `${n(remaining)} left, refilled to ${n(refill.amount)} every ${refill.interval}` : `${n(remaining)} left`;
+  return lowAt ? `${left}; key.credits_low below ${n(lowAt)}` : left;
 }
 
 /** A typed whole number of at least `min`, or an Error naming `what`. */
@@ -68,6 +69,8 @@ export function planFields(key) {
   const interval = h('select', { name: 'refill_interval' },
     REFILLS.map(([value, text]) => h('option', { value, selected: value === (credits?.refill?.interval ?? ''), text })));
   const amount = h('input', { type: 'number', name: 'refill_amount', min: '0', step: '1', inputmode: 'numeric', value: credits?.refill?.amount ?? '' });
+  // Carried through every edit, so saving the credits keeps the threshold.
+  const lowAt = h('input', { type: 'number', name: 'credits_low_at', min: '1', step: '1', inputmode: 'numeric', value: credits?.low_at ?? '' });
   const noRefill = () => {
     amount.disabled = interval.value === '';
   };
@@ -76,7 +79,7 @@ export function planFields(key) {
 
   const state = {
     limits: () => JSON.stringify([...rows.children].map((row) => [row.querySelector('input').value, row.querySelector('select').value])),
-    credits: () => JSON.stringify([remaining.value, interval.value, interval.value && amount.value]),
+    credits: () => JSON.stringify([remaining.value, interval.value, interval.value && amount.value, lowAt.value]),
   };
   const parse = {
     limits: () => [...rows.children].map((row) => ({
@@ -88,10 +91,12 @@ export function planFields(key) {
         if (interval.value) throw new Error('A refill needs credits: set the credits left, or choose no refill.');
         return null;
       }
-      return {
+      const out = {
         remaining: whole(remaining.value, 0, 'Credits left'),
         refill: interval.value ? { interval: interval.value, amount: whole(amount.value, 0, 'The refill amount') } : null,
       };
+      if (lowAt.value !== '') out.low_at = whole(lowAt.value, 1, 'Warn below');
+      return out;
     },
   };
   const initial = { limits: state.limits(), credits: state.credits() };
@@ -108,7 +113,8 @@ export function planFields(key) {
       h('div', { class: 'grid three' },
         field('Credits left', remaining, key ? 'Saving sets the balance outright. Empty: unlimited.' : 'Empty: unlimited.'),
         field('Refill', interval),
-        field('Refill to', amount, 'At each UTC midnight or 1st of the month.'))),
+        field('Refill to', amount, 'At each UTC midnight or 1st of the month.')),
+      field('Warn below', lowAt, 'Optional: key.credits_low once per refill interval when the balance falls below it.')),
   ];
   const read = (onlyChanged = false) => {
     const out = {};

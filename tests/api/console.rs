@@ -675,6 +675,8 @@ fn browser_a_key_minted_with_windows_and_credits_shows_them_takes_credits_and_cl
         refill.select_by_value("month").await.unwrap();
         page.fill("#mint-form input[name=refill_amount]", "500")
             .await;
+        page.fill("#mint-form input[name=credits_low_at]", "100")
+            .await;
         page.shot("23-mint-form-plan", false).await;
         page.click("#mint-submit").await;
         let api_key = page.text("#secret-value").await;
@@ -693,7 +695,7 @@ fn browser_a_key_minted_with_windows_and_credits_shows_them_takes_credits_and_cl
         );
         assert_eq!(
             doc["credits"],
-            json!({ "remaining": 480, "refill": { "interval": "month", "amount": 500 } })
+            json!({ "remaining": 480, "refill": { "interval": "month", "amount": 500 }, "low_at": 100 })
         );
 
         // A request of cost 5 spends them; the key screen says what is left.
@@ -703,8 +705,11 @@ fn browser_a_key_minted_with_windows_and_credits_shows_them_takes_credits_and_cl
         page.click(&format!("{row} a")).await;
         page.until_text("#key-limits", "10 per second, 50,000 per day")
             .await;
-        page.until_text("#key-credits", "475 left, refilled to 500 every month")
-            .await;
+        page.until_text(
+            "#key-credits",
+            "475 left, refilled to 500 every month; key.credits_low below 100",
+        )
+        .await;
         page.shot("24-key-plan", true).await;
 
         // Add credits: the dialog shows the new balance.
