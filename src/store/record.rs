@@ -342,6 +342,9 @@ impl Store {
             metrics::gauge!(metric::USAGE_PENDING).set(0.0);
             return Ok(());
         }
+        // Counted, not yet in Redis: what a crash would lose now.
+        let pending: i64 = writes.iter().map(|(_, o)| o.validations).sum();
+        metrics::gauge!(metric::USAGE_PENDING).set(pending as f64);
         let client = self.validator.next().with_options(&Options {
             timeout: Some(record.timeout),
             ..Default::default()
