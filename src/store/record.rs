@@ -528,7 +528,7 @@ fn warn_dropped(e: &FredError) {
     static LAST: Mutex<i64> = Mutex::new(i64::MIN);
     let now = crate::clock::now() as i64;
     let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-    if now - *last >= 60 {
+    if now.saturating_sub(*last) >= 60 {
         *last = now;
         tracing::warn!(
             error = %e,

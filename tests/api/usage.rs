@@ -507,3 +507,35 @@ async fn a_redis_outage_during_traffic_loses_no_counts() {
     assert_eq!(totals(&reads), want);
     assert_eq!(app.metric("keyward_usage_pending").await, 0.0);
 }
+
+/// A validator whose ACL lacks the usage record (an ACL not regenerated
+/// after an upgrade): the record's writes are dropped and counted, the
+/// validations and `apimeta` go on as before.
+#[tokio::test]
+async fn a_validator_without_the_record_in_its_acl_drops_and_counts_its_writes() {
+    let redis = TestRedis::start();
+    let app = Binary::start(&redis, &[]).await;
+    let key = app.mint_creating("alpha", json!({})).await;
+    crate::helpers::set_validator_selectors(&redis, |s| {
+        (!s.starts_with("~apiusage:")).then(|| s.to_owned())
+    })
+    .await;
+    for _ in 0..3 {
+        app.validate(&key.api_key, StatusCode::OK).await;
+    }
+    app.usage_is("alpha", &key.key_id, 3).await;
+    // Each of the 6 sums (hour, day, month; the key's, the project's).
+    eventually("keyward_usage_dropped_total to count them", || async {
+        (app.metric("keyward_usage_dropped_total").await >= 6.0).then_some(())
+    })
+    .await;
+    assert!(app
+        .metrics_text()
+        .await
+        .contains("keyward_usage_dropped_total{reason=\"noperm\"}"));
+    // Dropped, not owed: nothing is pending.
+    eventually("nothing pending", || async {
+        (app.metric("keyward_usage_pending").await == 0.0).then_some(())
+    })
+    .await;
+}
