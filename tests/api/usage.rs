@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::{
     assert_error, eventually, expect, raw, template_user, wrong_secret, Binary, Client, Clock,
-    Minted, TestApp, TestRedis, ADMIN_TOKEN,
+    Minted, TestApp, TestRedis, ADMIN_TOKEN, MANAGER_PASSWORD, OPS_PASSWORD, VALIDATOR_PASSWORD,
 };
 
 const MONITOR: &str = "usage-ops";
@@ -147,16 +147,18 @@ async fn record_matches(reader: &Client, project: &str, keys: &[Minted], seen: &
     }
 }
 
-/// Two keyward processes on one Redis validate three keys at once (passes,
-/// 429s past a key's rate limit, 401s for wrong secrets); one of them is
-/// stopped with SIGTERM in the middle of its traffic and started again.
-/// The record then equals the clients' own tally, per key and per project.
-#[tokio::test]
-async fn the_record_equals_the_answers_across_instances_and_a_graceful_restart() {
-    let (redis, monitor) = redis_with_monitor();
-    let env = [("KEYWARD_MONITOR_REDIS_URL", monitor.as_str())];
-    let mut first = Binary::start(&redis, &env).await;
-    let second = Binary::start(&redis, &env).await;
+/// Two keyward processes (started by `start`) validate three keys at once
+/// (passes, 429s past a key's rate limit, 401s for wrong secrets); one of
+/// them is stopped with SIGTERM in the middle of its traffic and started
+/// again. The record then equals the clients' own tally, per key and per
+/// project.
+async fn exact_across_instances_and_a_restart<F, Fut>(start: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Binary>,
+{
+    let mut first = start().await;
+    let second = start().await;
     let project = crate::helpers::random_id("usage-");
     let mut keys = Vec::new();
     for _ in 0..3 {
@@ -181,7 +183,7 @@ async fn the_record_equals_the_answers_across_instances_and_a_graceful_restart()
     for (i, task) in before.into_iter().enumerate() {
         add(&mut seen[i / 2], &task.await.unwrap());
     }
-    let restarted = Binary::start(&redis, &env).await;
+    let restarted = start().await;
     let mut after = Vec::new();
     for key in &keys {
         for client in [&restarted.client, &second.client] {
@@ -196,6 +198,36 @@ async fn the_record_equals_the_answers_across_instances_and_a_graceful_restart()
     }
     record_matches(&second, &project, &keys, &seen).await;
     record_matches(&restarted, &project, &keys, &seen).await;
+}
+
+#[tokio::test]
+async fn the_record_equals_the_answers_across_instances_and_a_graceful_restart() {
+    let (redis, monitor) = redis_with_monitor();
+    let env = [("KEYWARD_MONITOR_REDIS_URL", monitor.as_str())];
+    exact_across_instances_and_a_restart(|| Binary::start(&redis, &env)).await;
+}
+
+/// The same on the Redis Cluster (`cluster.rs`'s, shared): each hash is a
+/// key of its own, on its own slot's master.
+#[tokio::test]
+async fn the_record_equals_the_answers_on_a_redis_cluster() {
+    let _shared = crate::cluster::EXCLUSIVE.read().await;
+    let c = crate::cluster::cluster();
+    let env = [
+        ("KEYWARD_REDIS_URL", c.url("validator", VALIDATOR_PASSWORD)),
+        (
+            "KEYWARD_ADMIN_REDIS_URL",
+            c.url("manager", MANAGER_PASSWORD),
+        ),
+        ("KEYWARD_MONITOR_REDIS_URL", c.url("ops", OPS_PASSWORD)),
+        ("KEYWARD_CLIENT_NAME", "cluster-gateway".to_owned()),
+    ];
+    exact_across_instances_and_a_restart(|| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"));
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        async move { Binary::launch(&mut cmd, &[]).await }
+    })
+    .await;
 }
 
 /// 2026-12-31T23:59:50Z: ten seconds before an hour, a day, a month and a
