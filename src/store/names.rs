@@ -244,6 +244,21 @@ mod tests {
     }
 
     #[test]
+    fn usage_record_names_of_a_key_and_of_its_project_never_meet() {
+        let key = usage("alpha", Some("k_abcdefg"), "hours:2026120700");
+        let project = usage("alpha", None, "hours:2026120700");
+        assert_eq!(key, "apiusage:alpha:k_abcdefg:hours:2026120700");
+        assert_eq!(project, "apiusage:alpha:hours:2026120700");
+        // The ACL pattern `apiusage:alpha:*` covers both, no other project's.
+        for name in [&key, &project] {
+            assert!(name.starts_with(&format!("{USAGE}alpha:")));
+        }
+        assert!(!usage("alpha-2", None, "months:2026").starts_with("apiusage:alpha:"));
+        // Ids hold no `:`: a key's name has one segment more than a project's.
+        assert_eq!(key.split(':').count(), project.split(':').count() + 1);
+    }
+
+    #[test]
     fn one_audit_shard_is_the_classic_stream() {
         assert_eq!(shared(1).keylookup("p", "k_abcdefg"), "audit:keylookup");
         assert_eq!(shared(1).keylookup_all(), ["audit:keylookup"]);
