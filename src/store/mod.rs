@@ -632,7 +632,12 @@ impl Store {
             tracing::error!(error = %e, "admin audit summaries lost at shutdown");
         }
         loop {
-            let flushed = self.flush_usage().await;
+            // Bounded by the grace too: a Redis that does not answer holds
+            // each flush command for its own (longer) deadline.
+            let Ok(flushed) = tokio::time::timeout_at(deadline, self.flush_usage()).await else {
+                tracing::error!("usage counts lost at shutdown: Redis did not answer within KEYWARD_SHUTDOWN_GRACE_MS");
+                break;
+            };
             if self.usage_settled() {
                 break;
             }
