@@ -3,8 +3,9 @@
 //! Every Redis key name ([`names`]), every command and every pipeline lives
 //! here, and only our own types ([`model`]) leave it. One file per concern:
 //! `validation.rs` (the validation path's commands), `usage.rs` (the usage
-//! counts' flush), `admin.rs` (the admin path's), `operators.rs` (operators,
-//! the projects index, the admin trail), `activity.rs` (the monitor user's
+//! counts' flush), `record.rs` (the usage record), `admin.rs` (the admin
+//! path's), `operators.rs` (operators, the projects index, the admin
+//! trail), `activity.rs` (the monitor user's
 //! reads of the audit streams), `webhooks.rs` (endpoints, events and their
 //! delivery), `migrate.rs` (`keyward migrate`'s). The store imports nothing
 //! above it: the types it stores come from pure modules (`role`, `event`,
@@ -16,6 +17,7 @@
 //! | `apikey:<project_id>:<key_id>` | JSON [`KeyDoc`] |
 //! | `apiprojectkeys:<project_id>` | sorted set of key ids, all score 0 (lexicographic paging); a plain set where the original service wrote it |
 //! | `apimeta:<project_id>:<key_id>` | hash: `usage_count`, `last_used` |
+//! | `apiusage:<project_id>[:<key_id>]:hours:<yyyymmdd><00\|12>`, `:days:<yyyymm><01\|11\|21>`, `:months:<yyyy>` | hash: the usage record of a key (or its project), `<nn>:<field>` (see [`record`]) |
 //! | `apiverify:<project_id>:<key_id>` | hash: a verified digest per hash fingerprint (with `KEYWARD_VERIFY_PEPPER_FILE`) |
 //! | `operator:<deployment>:<operator_id>` | JSON [`OperatorDoc`] |
 //! | `operators:<deployment>`, `projects:<deployment>` | sorted sets of operator and project ids, all score 0 |
