@@ -573,7 +573,7 @@ impl Validator {
             },
             (_, written) => {
                 tally(reason);
-                if let Some(key) = key {
+                if let (Some(key), Outcome::Refuse { .. }) = (key, &run.outcome) {
                     // Answered: in the usage record (a key that was found).
                     self.store
                         .count_usage(&key.project_id, &key.key_id, reason, cost);
