@@ -51,7 +51,7 @@ crate::openapi::pattern_doc!(
     KeyIdDoc = "KeyId", crate::key::KEY_ID_PATTERN, "k_3xAmPlE0key1"
 );
 
-fn key_id(id: &str) -> Result<(), ValidationError> {
+pub(crate) fn key_id(id: &str) -> Result<(), ValidationError> {
     KeyId::parse(id)
         .map(|_| ())
         .map_err(|e| ValidationError::new("key_id").with_message(e.to_string().into()))

@@ -34,6 +34,8 @@ pub const WEBHOOK_RETRIES: &str = "webhookretry:";
 pub const WEBHOOK_DELIVERIES: &str = "webhookdeliveries:";
 pub const KEY_EVENT: &str = "apievent:";
 pub const KEY_NETWORK: &str = "apinet:";
+/// The usage record (see [`usage`]).
+pub const USAGE: &str = "apiusage:";
 /// `keyward migrate`'s working keys (see [`migrate_backup`]).
 pub const MIGRATE: &str = "migrate:";
 
@@ -123,6 +125,18 @@ pub fn keyset(project: &ProjectId) -> String {
 }
 pub fn meta(project: &str, key_id: &str) -> String {
     format!("{META}{project}:{key_id}")
+}
+/// A span of the usage record: `apiusage:<p>:<k>:<span>` for a key,
+/// `apiusage:<p>:<span>` for its project (`key_id` `None`), `span` one of
+/// `hours:<yyyymmdd><00|12>`, `days:<yyyymm><01|11|21>`, `months:<yyyy>`
+/// (`store::record`). Project and key ids hold no `:`, so a key's names
+/// (four segments after the prefix) never meet a project's (three), and
+/// `apiusage:<p>:*` covers both and no other project's.
+pub fn usage(project: &str, key_id: Option<&str>, span: &str) -> String {
+    match key_id {
+        Some(key_id) => format!("{USAGE}{project}:{key_id}:{span}"),
+        None => format!("{USAGE}{project}:{span}"),
+    }
 }
 /// An operator of the deployment named `deployment` (`KEYWARD_CLIENT_NAME`):
 /// operators are a deployment's own, so one deployment's tokens mean nothing
@@ -228,6 +242,21 @@ mod tests {
 
     fn shared(shards: usize) -> AuditStreams {
         AuditStreams::new(AuditLayout::Shared, "gw-a", shards)
+    }
+
+    #[test]
+    fn usage_record_names_of_a_key_and_of_its_project_never_meet() {
+        let key = usage("alpha", Some("k_abcdefg"), "hours:2026120700");
+        let project = usage("alpha", None, "hours:2026120700");
+        assert_eq!(key, "apiusage:alpha:k_abcdefg:hours:2026120700");
+        assert_eq!(project, "apiusage:alpha:hours:2026120700");
+        // The ACL pattern `apiusage:alpha:*` covers both, no other project's.
+        for name in [&key, &project] {
+            assert!(name.starts_with(&format!("{USAGE}alpha:")));
+        }
+        assert!(!usage("alpha-2", None, "months:2026").starts_with("apiusage:alpha:"));
+        // Ids hold no `:`: a key's name has one segment more than a project's.
+        assert_eq!(key.split(':').count(), project.split(':').count() + 1);
     }
 
     #[test]

@@ -106,7 +106,7 @@ pub(crate) fn cluster() -> &'static Cluster {
 }
 
 impl Cluster {
-    fn url(&self, user: &str, password: &str) -> String {
+    pub(crate) fn url(&self, user: &str, password: &str) -> String {
         format!("redis-cluster://{user}:{password}@{}", self.seeds)
     }
 
