@@ -6,7 +6,7 @@ KEYWARD_PORT ?= 8080
 # The revision `make load-compare` measures this tree against.
 BASE ?= 196fbe3
 
-.PHONY: run test check bench load load-restart load-compare load-unix load-tls load-grpc profile clean-run
+.PHONY: run test check bench load load-restart load-compare load-unix load-tls load-grpc profile usage-memory clean-run
 
 ## Install what is missing, start Redis Stack and keyward, mint a demo key.
 run:
@@ -43,6 +43,12 @@ load-restart:
 load-compare:
 	bash redis/local.sh install wrk
 	bash benches/compare.sh $(BASE)
+
+## The usage record's memory and flush cost per layout, on a Redis of its own
+## (docs/usage-plans.md, "Usage records"); USAGE_MEMORY_ARGS passes options.
+usage-memory:
+	bash redis/local.sh install
+	python3 benches/usage-memory.py --keys 2000 --listpack-entries 128 $(USAGE_MEMORY_ARGS)
 
 ## Warm C=64 with this tree's keyward on Redis over TCP and over its Unix
 ## socket (redis+unix://), alternating for KEYWARD_BENCH_ROUNDS rounds.

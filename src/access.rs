@@ -143,6 +143,7 @@ actions!(
     KeyRevoke = "key.revoke",
     KeyAddCredits = "key.add_credits",
     ActivityRead = "activity.read",
+    UsageRead = "usage.read",
     AuditRead = "audit.read",
     OperatorCreate = "operator.create",
     OperatorList = "operator.list",
@@ -165,6 +166,7 @@ impl Action {
             | Action::KeyRead
             | Action::KeyList
             | Action::ActivityRead
+            | Action::UsageRead
             | Action::AuditRead
             | Action::WebhookList
             | Action::WebhookDeliveries

@@ -29,7 +29,8 @@ pub enum Role {
     /// The admin path: projects, mint, revoke, list.
     Manager,
     /// The audit reader (`KEYWARD_MONITOR_REDIS_URL`): the deployment's
-    /// own audit streams, read-only: activity, the admin trail, lengths.
+    /// own audit streams, read-only: activity, the admin trail, lengths;
+    /// and its projects' usage records (`--projects`).
     Monitor,
 }
 
@@ -162,6 +163,8 @@ pub fn rule<'a>(
                 "+get +incr +incrby +decr +decrby +expire",
             ),
             (p(names::META), "+hincrby +hset"),
+            // The usage record, written by the flusher (`store::record`).
+            (p(names::USAGE), "+hincrby +expireat"),
             (p(names::VERIFIED), "+hgetall +hset"),
             (p(names::CREDITS), "+get +set +incrby +decrby"),
             (
@@ -216,10 +219,17 @@ pub fn rule<'a>(
                 "+xadd +xrevrange +expire",
             ),
         ],
-        Role::Monitor => vec![(
-            format!("%R~{keylookup} %R~{keylookup}:* %R~{admin}"),
-            "+xrange +xrevrange +xlen +xinfo|stream",
-        )],
+        Role::Monitor => {
+            let mut selectors = vec![(
+                format!("%R~{keylookup} %R~{keylookup}:* %R~{admin}"),
+                "+xrange +xrevrange +xlen +xinfo|stream",
+            )];
+            // The projects' usage records (`GET /v1/admin/usage`), read only.
+            if !projects.is_empty() {
+                selectors.push((p(names::USAGE).replace('~', "%R~"), "+hgetall"));
+            }
+            selectors
+        }
     };
     for (keys, commands) in selectors {
         let _ = write!(line, " ({keys} {commands})");
@@ -232,8 +242,9 @@ pub fn rule<'a>(
 pub struct AclArgs {
     /// The Redis user name, e.g. `gateway-a`.
     pub user: String,
-    /// The projects this user may touch, comma-separated (none for a
-    /// monitor: it reads the deployment's audit streams, whole).
+    /// The projects this user may touch, comma-separated. A monitor reads
+    /// the deployment's audit streams whole, and the usage records of the
+    /// projects given here (none: no usage record).
     #[arg(long, value_delimiter = ',', required_if_eq_any([("role", "validator"), ("role", "manager")]))]
     pub projects: Vec<String>,
     #[arg(long, value_enum)]
@@ -321,7 +332,7 @@ mod tests {
         for (user, role, projects) in [
             ("gateway-a", Role::Validator, &["alpha"][..]),
             ("admin-a", Role::Manager, &["alpha"]),
-            ("monitor-a", Role::Monitor, &[]),
+            ("monitor-a", Role::Monitor, &["alpha"]),
         ] {
             let line = rule(user, role, projects, &pw(), default).unwrap();
             assert_eq!(grants(shipped(user)), grants(&line), "{user}");

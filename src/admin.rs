@@ -90,7 +90,7 @@ impl ToSchema for KeyIdDoc {
     }
 }
 
-fn key_id(id: &str) -> Result<(), ValidationError> {
+pub(crate) fn key_id(id: &str) -> Result<(), ValidationError> {
     KeyId::parse(id)
         .map(|_| ())
         .map_err(|e| ValidationError::new("key_id").with_message(e.to_string().into()))

@@ -408,6 +408,40 @@ pub struct Config {
         value_parser = number::<u64>(1..)
     )]
     pub audit_maxlen: u64,
+    /// Days the usage record keeps its hours (1 to 3660).
+    ///
+    /// Counted from the end of the half-day each record hash holds
+    /// (`GET /v1/admin/usage?granularity=hour`).
+    #[arg(
+        long,
+        env = "KEYWARD_USAGE_HOURS_KEPT_DAYS",
+        value_name = "DAYS",
+        default_value_t = 35,
+        value_parser = number::<u32>(1..=3_660)
+    )]
+    pub usage_hours_kept_days: u32,
+    /// Days the usage record keeps its days (1 to 36600).
+    ///
+    /// Counted from the end of the third of a month each record hash holds.
+    #[arg(
+        long,
+        env = "KEYWARD_USAGE_DAYS_KEPT_DAYS",
+        value_name = "DAYS",
+        default_value_t = 400,
+        value_parser = number::<u32>(1..=36_600)
+    )]
+    pub usage_days_kept_days: u32,
+    /// Months the usage record keeps its months (1 to 1200).
+    ///
+    /// Counted from the end of the year each record hash holds.
+    #[arg(
+        long,
+        env = "KEYWARD_USAGE_MONTHS_KEPT",
+        value_name = "MONTHS",
+        default_value_t = 60,
+        value_parser = number::<u32>(1..=1_200)
+    )]
+    pub usage_months_kept: u32,
     /// Streams the validation audit is spread over (1 to 256).
     ///
     /// 1 writes `audit:keylookup`; N > 1 writes `audit:keylookup:{0}` ..
@@ -1251,6 +1285,14 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(c.default_rate_limit, 100);
         assert_eq!(c.audit_maxlen, 1_000_000);
+        assert_eq!(
+            (
+                c.usage_hours_kept_days,
+                c.usage_days_kept_days,
+                c.usage_months_kept
+            ),
+            (35, 400, 60)
+        );
         assert_eq!(c.audit_anonymous_per_second, 20);
         assert_eq!(c.audit_shards, 1);
         assert_eq!(c.worker_threads, cores());

@@ -71,6 +71,10 @@ pub enum Error {
     /// `audit:keylookup`; the message says how to configure one.
     #[error("{0}")]
     ActivityUnavailable(&'static str),
+    /// The usage read needs a monitor Redis user that may read the
+    /// project's usage record; the message says how to configure one.
+    #[error("{0}")]
+    UsageUnavailable(&'static str),
     /// The operation needs an enabled key.
     #[error("the key is disabled")]
     KeyDisabled,
@@ -123,7 +127,7 @@ pub struct ErrorObject {
     /// The stable machine code; each response documents which it can carry.
     #[schema(value_type = String, example = "invalid_key")]
     #[schema(
-        pattern = "^(invalid_request|payload_too_large|invalid_key|insufficient_scope|rate_limited|credits_exhausted|unauthorized|insufficient_permission|project_not_found|key_not_found|operator_not_found|webhook_not_found|not_found|method_not_allowed|project_exists|activity_unavailable|key_disabled|credits_conflict|unreadable_data|admin_rate_limited|quota_reached|unavailable|busy|internal)$"
+        pattern = "^(invalid_request|payload_too_large|invalid_key|insufficient_scope|rate_limited|credits_exhausted|unauthorized|insufficient_permission|project_not_found|key_not_found|operator_not_found|webhook_not_found|not_found|method_not_allowed|project_exists|activity_unavailable|usage_unavailable|key_disabled|credits_conflict|unreadable_data|admin_rate_limited|quota_reached|unavailable|busy|internal)$"
     )]
     pub code: &'static str,
     /// Human-readable; never carries a key, a secret or server-side detail.
@@ -157,6 +161,7 @@ impl Error {
             | Error::CreditsConflict(_)
             | Error::Unreadable
             | Error::ActivityUnavailable(_)
+            | Error::UsageUnavailable(_)
             | Error::QuotaReached { .. } => StatusCode::CONFLICT,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::Unavailable(_) | Error::Busy => StatusCode::SERVICE_UNAVAILABLE,
@@ -183,6 +188,7 @@ impl Error {
             Error::MethodNotAllowed => "method_not_allowed",
             Error::ProjectExists => "project_exists",
             Error::ActivityUnavailable(_) => "activity_unavailable",
+            Error::UsageUnavailable(_) => "usage_unavailable",
             Error::KeyDisabled => "key_disabled",
             Error::CreditsConflict(_) => "credits_conflict",
             Error::Unreadable => "unreadable_data",
@@ -503,6 +509,7 @@ mod tests {
             Error::MethodNotAllowed,
             Error::ProjectExists,
             Error::ActivityUnavailable(""),
+            Error::UsageUnavailable(""),
             Error::KeyDisabled,
             Error::CreditsConflict(String::new()),
             Error::Unreadable,
@@ -539,6 +546,7 @@ mod tests {
                 | Error::MethodNotAllowed
                 | Error::ProjectExists
                 | Error::ActivityUnavailable(_)
+                | Error::UsageUnavailable(_)
                 | Error::KeyDisabled
                 | Error::CreditsConflict(_)
                 | Error::Unreadable

@@ -3,7 +3,7 @@
 //! # Layout, in request order
 //!
 //! Dependencies point one way, down this list's layers: [`http`] calls the
-//! operations (validate, admin, operators, trail, activity, webhook), which
+//! operations (validate, admin, operators, trail, activity, usage, webhook), which
 //! call [`access`], [`store`], [`hash`] and the pure modules; nothing below
 //! imports anything above it. axum stops at `http` (and [`error`]'s one
 //! `IntoResponse`), fred at `store`, argon2 at `hash`. `ARCHITECTURE.md`
@@ -30,6 +30,8 @@
 //!   catalog (roles, event types). [`trail`]: the admin audit trail as `GET
 //!   /v1/admin/audit` reads it. [`activity`]: a project's recent
 //!   validations and its validations per minute, for the console.
+//!   [`usage`]: a project's or key's usage record by hour, day or month,
+//!   for billing.
 //!   [`webhook`]: the endpoints' admin functions, what the validation path
 //!   signals, and the delivery worker (started by [`run`]).
 //! - [`access`]: who may do what on the admin API: operator tokens, the
@@ -94,6 +96,7 @@ pub mod telemetry;
 pub mod text;
 pub mod tls;
 pub mod trail;
+pub mod usage;
 pub mod validate;
 pub mod webhook;
 

@@ -51,6 +51,21 @@ pub mod metric {
     /// (refusals only: a success without one is a 503), by `outcome`.
     /// Updated only in `http::access`.
     pub const ADMIN_UNAUDITED: &str = "keyward_admin_unaudited_total";
+    /// Gauge: validations counted in the usage record (a key's hours) that
+    /// Redis had not taken at the last flush: what a crash would lose now,
+    /// beside the last second's. Updated only in `store`.
+    pub const USAGE_PENDING: &str = "keyward_usage_pending";
+    /// Counter: validations written to the usage record (a key's hours).
+    /// Updated only in `store`.
+    pub const USAGE_RECORDED: &str = "keyward_usage_recorded_total";
+    /// Counter: usage record sums sent again after their answer was lost
+    /// (Redis may have run them): an upper bound on what the record
+    /// over-counts. Updated only in `store`.
+    pub const USAGE_RESENT: &str = "keyward_usage_resent_total";
+    /// Counter: usage record writes dropped because Redis refuses them for
+    /// good, by `reason` (`noperm`: the validator's ACL lacks the record;
+    /// `wrongtype`). Updated only in `store`.
+    pub const USAGE_DROPPED: &str = "keyward_usage_dropped_total";
     /// Histogram: Redis pipeline round-trip time in seconds. Updated only in `store`.
     pub const REDIS_ROUNDTRIP: &str = "keyward_redis_roundtrip_seconds";
     /// Webhook delivery attempts, by `result` (`delivered`, `retry`,

@@ -28,6 +28,7 @@ mod extract;
 mod operators;
 mod ops;
 mod serve;
+mod usage;
 mod validate;
 mod webhooks;
 
@@ -184,6 +185,7 @@ fn routes() -> Routes {
         .routes(routes!(admin::list_keys))
         .routes(routes!(admin::list_projects))
         .routes(routes!(activity::activity))
+        .routes(routes!(usage::usage))
         .routes(routes!(operators::create_operator))
         .routes(routes!(operators::list_operators))
         .routes(routes!(operators::revoke_operator))

@@ -68,6 +68,7 @@ pub mod migrate;
 pub mod model;
 pub mod names;
 mod operators;
+pub mod record;
 mod usage;
 mod validation;
 mod webhooks;
@@ -96,6 +97,7 @@ pub use model::{
 };
 pub use names::{AuditStreams, AUDIT_ADMIN, AUDIT_KEYLOOKUP};
 pub use operators::AdminEntry;
+pub use record::Granularity;
 pub use validation::{Owed, Spend};
 
 /// Rate-limit counters outlive their minute a little, then expire.
@@ -384,8 +386,13 @@ pub struct Store {
     /// The admin trail's budget of refused calls (`audit::ADMIN_REFUSED`)
     /// and the summaries it owes.
     admin_budget: Arc<audit::Budget>,
-    /// Passes counted in memory, written to `apimeta` about once a second.
+    /// Answers counted in memory, written to `apimeta` and the usage record
+    /// about once a second.
     usage: Arc<usage::Usage>,
+    /// The usage record's flush: what it owes Redis, its retention.
+    record: Arc<record::Record>,
+    /// How long the final flush may retry (`KEYWARD_SHUTDOWN_GRACE_MS`).
+    shutdown_grace: Duration,
     /// What the use counters are owed, sent again by the flusher.
     unsettled: Arc<validation::Unsettled>,
     /// This machine's clock against Redis's (`KEYWARD_MAX_CLOCK_SKEW_MS`).
@@ -402,13 +409,17 @@ pub struct Store {
     flusher: Arc<Flusher>,
 }
 
-/// Aborts the summary flusher task when dropped.
+/// The flusher task: stopped between two flushes by `quit` (which then
+/// awaits it), or aborted when dropped.
 #[derive(Default)]
-struct Flusher(Option<tokio::task::AbortHandle>);
+struct Flusher {
+    stop: Option<tokio::sync::watch::Sender<bool>>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
 
 impl Drop for Flusher {
     fn drop(&mut self) {
-        if let Some(task) = &self.0 {
+        if let Some(task) = self.task.get_mut().ok().and_then(|t| t.as_ref()) {
             task.abort();
         }
     }
@@ -560,6 +571,12 @@ impl Store {
             audit_budget: Arc::new(audit::Budget::new(config.audit_anonymous_per_second)),
             admin_budget: Arc::new(audit::Budget::admin(config.audit_anonymous_per_second)),
             usage: Arc::default(),
+            record: Arc::new(record::Record::new(record::Retention {
+                hours_days: config.usage_hours_kept_days,
+                days_days: config.usage_days_kept_days,
+                months: config.usage_months_kept,
+            })),
+            shutdown_grace: config.shutdown_grace,
             unsettled: Arc::default(),
             failsafes: Arc::default(),
             skew: Arc::default(),
@@ -572,8 +589,12 @@ impl Store {
         }
         // The task's own handle carries no abort guard, so the store's
         // handles going away (or `quit`) stops it.
-        let task = tokio::spawn(store.clone().flush_every_second());
-        store.flusher = Arc::new(Flusher(Some(task.abort_handle())));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(store.clone().flush_every_second(stopped));
+        store.flusher = Arc::new(Flusher {
+            stop: Some(stop),
+            task: std::sync::Mutex::new(Some(task)),
+        });
         Ok(store)
     }
 
@@ -583,10 +604,26 @@ impl Store {
     }
 
     /// Closes the connections after a last flush of anything queued,
-    /// audit summaries and usage included.
+    /// audit summaries and usage included. The flusher is stopped between
+    /// two flushes and awaited (one aborted mid-flush would lose what it had
+    /// taken); the usage is then flushed until Redis has taken all of it or
+    /// `KEYWARD_SHUTDOWN_GRACE_MS` has passed.
     pub async fn quit(&self) {
-        if let Some(task) = &self.flusher.0 {
-            task.abort();
+        let deadline = tokio::time::Instant::now() + self.shutdown_grace;
+        if let Some(stop) = &self.flusher.stop {
+            let _ = stop.send(true);
+        }
+        let task = self
+            .flusher
+            .task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(mut task) = task {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+                tracing::error!("the flusher did not stop within the shutdown grace: aborted");
+            }
         }
         if let Err(e) = self.flush_summaries(true).await {
             tracing::error!(error = %e, "audit summaries lost at shutdown");
@@ -594,8 +631,17 @@ impl Store {
         if let Err(e) = self.flush_admin_summaries(true).await {
             tracing::error!(error = %e, "admin audit summaries lost at shutdown");
         }
-        if let Err(e) = self.flush_usage().await {
-            tracing::error!(error = %e, "usage counts lost at shutdown");
+        loop {
+            let flushed = self.flush_usage().await;
+            if self.usage_settled() {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let e = flushed.err().map(|e| e.to_string()).unwrap_or_default();
+                tracing::error!(error = %e, "usage counts lost at shutdown: Redis did not take them within KEYWARD_SHUTDOWN_GRACE_MS");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         if let Err(e) = self.settle_owed().await {
             tracing::error!(error = %e, "counted uses left unsettled at shutdown");

@@ -33,6 +33,8 @@ pub const WEBHOOK_RETRIES: &str = "webhookretry:";
 pub const WEBHOOK_DELIVERIES: &str = "webhookdeliveries:";
 pub const KEY_EVENT: &str = "apievent:";
 pub const KEY_NETWORK: &str = "apinet:";
+/// The usage record (see [`usage`]).
+pub const USAGE: &str = "apiusage:";
 /// `keyward migrate`'s working keys (see [`migrate_backup`]).
 pub const MIGRATE: &str = "migrate:";
 
@@ -122,6 +124,18 @@ pub fn keyset(project: &ProjectId) -> String {
 }
 pub fn meta(project: &str, key_id: &str) -> String {
     format!("{META}{project}:{key_id}")
+}
+/// A span of the usage record: `apiusage:<p>:<k>:<span>` for a key,
+/// `apiusage:<p>:<span>` for its project (`key_id` `None`), `span` one of
+/// `hours:<yyyymmdd><00|12>`, `days:<yyyymm><01|11|21>`, `months:<yyyy>`
+/// (`store::record`). Project and key ids hold no `:`, so a key's names
+/// (four segments after the prefix) never meet a project's (three), and
+/// `apiusage:<p>:*` covers both and no other project's.
+pub fn usage(project: &str, key_id: Option<&str>, span: &str) -> String {
+    match key_id {
+        Some(key_id) => format!("{USAGE}{project}:{key_id}:{span}"),
+        None => format!("{USAGE}{project}:{span}"),
+    }
 }
 /// An operator of the deployment named `deployment` (`KEYWARD_CLIENT_NAME`):
 /// operators are a deployment's own, so one deployment's tokens mean nothing

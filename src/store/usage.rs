@@ -1,9 +1,12 @@
-//! `apimeta:<project>:<key_id>` (`usage_count`, `last_used`), aggregated per
-//! instance: a pass adds to a map in memory, and the store's flusher writes
-//! each used key's total about once a second (`HINCRBY`, `HSET`), and
-//! everything at graceful shutdown. So a busy key costs two commands a
-//! second per instance instead of two per validation. A crash loses at most
-//! the last second's counts; what a flush could not write is kept and
+//! What validations are counted in memory and written about once a second:
+//! `apimeta:<project>:<key_id>` (`usage_count`, `last_used`) for passes,
+//! and the usage record (`record.rs`) for every answer to a found key.
+//! A validation adds to a map in memory, and the store's flusher writes
+//! each used key's sums about once a second (`HINCRBY`, `HSET`), and
+//! everything at graceful shutdown. So a busy key costs a few commands a
+//! second per instance instead of some per validation. A crash loses at
+//! most the last second's counts (and what Redis had not taken:
+//! `keyward_usage_pending`); what a flush could not write is kept and
 //! retried (see [`Store::flush_usage`]).
 
 use std::collections::HashMap;
@@ -11,35 +14,74 @@ use std::sync::Mutex;
 
 use fred::prelude::{HashesInterface, Value};
 
+use super::record::KeyHours;
 use super::validation::together;
 use super::{names, unavailable, Store};
 use crate::error::Result;
 
-/// Uses not yet written, by `apimeta` key: (count, last use).
+/// Counted, not yet written.
 #[derive(Default)]
-pub struct Usage(Mutex<HashMap<String, (u64, f64)>>);
+struct Pending {
+    /// Passes by `apimeta` key: (count, last use).
+    meta: HashMap<String, (u64, f64)>,
+    /// The record's sums by `apimeta` key (one name per key, made once).
+    record: HashMap<String, KeyHours>,
+}
+
+/// Uses not yet written.
+#[derive(Default)]
+pub struct Usage(Mutex<Pending>);
 
 impl Usage {
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, f64)>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
         // Plain counters, consistent after every statement.
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// One pass of `project`/`key_id` at `at` (Unix seconds).
-    pub fn add(&self, project: &str, key_id: &str, at: f64) {
-        self.merge(names::meta(project, key_id), 1, at);
+    /// One answer to `project`/`key_id` at `at` (Unix seconds), recorded
+    /// under the record's `field` with `extra_cost`; a pass (`pass`) also
+    /// counts in `apimeta`.
+    pub fn add(
+        &self,
+        project: &str,
+        key_id: &str,
+        at: f64,
+        field: usize,
+        extra_cost: i64,
+        pass: bool,
+    ) {
+        let meta = names::meta(project, key_id);
+        let hour = (at / 3_600.0).floor() as i64;
+        let mut pending = self.pending();
+        if let Some(key) = pending.record.get_mut(&meta) {
+            key.add(hour, field, extra_cost);
+        } else {
+            let mut key = KeyHours {
+                project: project.to_owned(),
+                key_id: key_id.to_owned(),
+                hours: Vec::with_capacity(1),
+            };
+            key.add(hour, field, extra_cost);
+            pending.record.insert(meta.clone(), key);
+        }
+        if pass {
+            merge(&mut pending.meta, meta, 1, at);
+        }
     }
 
     fn merge(&self, meta: String, count: u64, at: f64) {
-        let mut pending = self.pending();
-        let entry = pending.entry(meta).or_insert((0, at));
-        entry.0 += count;
-        entry.1 = entry.1.max(at);
+        merge(&mut self.pending().meta, meta, count, at);
     }
 
-    fn take(&self) -> HashMap<String, (u64, f64)> {
+    fn take(&self) -> Pending {
         std::mem::take(&mut *self.pending())
     }
+}
+
+fn merge(pending: &mut HashMap<String, (u64, f64)>, meta: String, count: u64, at: f64) {
+    let entry = pending.entry(meta).or_insert((0, at));
+    entry.0 += count;
+    entry.1 = entry.1.max(at);
 }
 
 impl Store {
@@ -53,12 +95,15 @@ impl Store {
     /// next flush, a key's `HINCRBY` apart from its `HSET`, so a count Redis
     /// took is not sent again. One whose answer was lost after Redis ran it
     /// (a Redis hung past the deadline, a connection cut before the reply)
-    /// is sent again: those uses are counted twice rather than lost.
+    /// is sent again: those uses are counted twice rather than lost. Then
+    /// the usage record's sums (`Store::flush_record`), the same way.
     pub async fn flush_usage(&self) -> Result<()> {
+        let Pending { meta, record } = self.usage.take();
+        let record = self.flush_record(record.into_values().collect());
         // In one order for the writes and their replies.
-        let due: Vec<_> = self.usage.take().into_iter().collect();
+        let due: Vec<_> = meta.into_iter().collect();
         if due.is_empty() {
-            return Ok(());
+            return record.await;
         }
         let client = self.validator.next();
         let writes = due.iter().map(|(meta, (count, at))| {
@@ -68,22 +113,30 @@ impl Store {
                 client.hset::<Value, _, _>(meta, ("last_used", at.to_string())),
             )
         });
-        let replies = together(futures::future::join_all(writes)).await;
-        let mut error = None;
+        let (replies, recorded) =
+            futures::join!(together(futures::future::join_all(writes)), record);
+        let mut error = recorded.err();
         for ((meta, (count, at)), replies) in due.into_iter().zip(replies) {
             match replies {
                 (Ok(_), Ok(_)) => {}
                 // The count went in but not the time: keep the time only.
                 (Ok(_), Err(e)) => {
-                    error.get_or_insert(e);
+                    error.get_or_insert_with(|| unavailable(e));
                     self.usage.merge(meta, 0, at);
                 }
                 (Err(e), _) => {
-                    error.get_or_insert(e);
+                    error.get_or_insert_with(|| unavailable(e));
                     self.usage.merge(meta, count, at);
                 }
             }
         }
-        error.map_or(Ok(()), |e| Err(unavailable(e)))
+        error.map_or(Ok(()), Err)
+    }
+
+    /// Whether everything counted has been written (the final flush's
+    /// retries stop there).
+    pub(super) fn usage_settled(&self) -> bool {
+        let pending = self.usage.pending();
+        pending.meta.is_empty() && pending.record.is_empty() && self.record.is_settled()
     }
 }

@@ -415,9 +415,18 @@ impl Store {
         }
     }
 
-    /// A pass of `project`/`key_id`, for `apimeta` (written by the flusher).
-    pub fn count_usage(&self, project: &ProjectId, key_id: &KeyId) {
-        self.usage.add(project.as_str(), key_id.as_str(), now());
+    /// An answer to `project`/`key_id` that ended with `reason`, for the
+    /// usage record (and a pass for `apimeta`), written by the flusher; one
+    /// the record does not keep (`record::field_of`) is not counted.
+    pub fn count_usage(&self, project: &ProjectId, key_id: &KeyId, reason: Reason, cost: u64) {
+        let Some(field) = super::record::field_of(reason) else {
+            return;
+        };
+        let pass = field == super::record::OK;
+        let extra_cost = if pass { cost as i64 - 1 } else { 0 };
+        let (project, key_id) = (project.as_str(), key_id.as_str());
+        self.usage
+            .add(project, key_id, now(), field, extra_cost, pass);
     }
 
     /// In the background, gives a plan's counters what they are owed (see
@@ -625,11 +634,16 @@ impl Store {
 
     /// The flusher task: summaries of each second, and the usage counted
     /// in it, about a second later; and what the use counters are owed.
-    pub(super) async fn flush_every_second(self) {
+    pub(super) async fn flush_every_second(self, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            // Stopped only here, between two flushes: never with a flush's
+            // counts taken and not yet written or put back.
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
             if let Err(e) = self.flush_summaries(false).await {
                 tracing::warn!(error = %e, "audit summaries not written yet; retrying");
             }

@@ -547,7 +547,8 @@ impl Validator {
                     self.signals.probed(name);
                 }
                 if let Some(key) = key {
-                    self.store.count_usage(&key.project_id, &key.key_id);
+                    self.store
+                        .count_usage(&key.project_id, &key.key_id, reason, cost);
                     if finished.new_network {
                         // Boxed, as every Redis command here is: its futures
                         // are large, and held inline they would grow the whole
@@ -572,6 +573,11 @@ impl Validator {
             },
             (_, written) => {
                 tally(reason);
+                if let Some(key) = key {
+                    // Answered: in the usage record (a key that was found).
+                    self.store
+                        .count_usage(&key.project_id, &key.key_id, reason, cost);
+                }
                 let (rate, refill_in) = match run.outcome {
                     Outcome::Refuse {
                         rate, refill_in, ..
@@ -678,7 +684,8 @@ impl Validator {
             project_id = %project, key_id = %key_id, error = %error, vouched,
             "redis did not answer: key accepted on what this instance verified (KEYWARD_FAILSAFE=open)"
         );
-        self.store.count_usage(project, key_id);
+        self.store
+            .count_usage(project, key_id, Reason::FailsafeOpen, req.cost);
         self.store.failsafe_admitted(project, key_id);
         Ok(Validated {
             failsafe: true,
