@@ -412,6 +412,12 @@ pub struct UsageArgs {
     pub project_id: String,
     /// One key's usage; without it, the whole project's.
     pub key_id: Option<String>,
+    /// Each key's usage, key by key (every key `key list` shows), instead of
+    /// the project's sum: a key column in the table and CSV, and
+    /// `{"project_id", "key_id": null, "granularity", "keys": [each key's
+    /// answer]}` as JSON.
+    #[arg(long, conflicts_with = "key_id")]
+    pub each_key: bool,
     /// Where the range starts (included): a UTC date (2026-11-01, its
     /// midnight) or Unix seconds. Default: 30 days before --to, from midnight.
     #[arg(long, value_parser = render::parse_instant)]
@@ -959,14 +965,30 @@ async fn run_usage(args: UsageArgs) -> Result<u8, Failure> {
         )));
     }
     let client = Client::admin(&args.target)?;
-    let mut query = vec![("project_id", args.project_id)];
-    if let Some(key_id) = args.key_id {
-        query.push(("key_id", key_id));
-    }
-    query.push(("from", from.to_string()));
-    query.push(("to", to.to_string()));
-    query.push(("granularity", args.by));
-    let answer = client.get("/v1/admin/usage", &query).await?;
+    let range = [
+        ("from", from.to_string()),
+        ("to", to.to_string()),
+        ("granularity", args.by.clone()),
+    ];
+    let read = |key_id: Option<String>| {
+        let mut query = vec![("project_id", args.project_id.clone())];
+        query.extend(key_id.map(|k| ("key_id", k)));
+        query.extend(range.iter().cloned());
+        let client = &client;
+        async move { client.get("/v1/admin/usage", &query).await }
+    };
+    let answer = if args.each_key {
+        let query = [("project_id", args.project_id.clone())];
+        let keys = pages(&client, "/v1/list-keys", &query, MAX_LIMIT, None).await?;
+        let mut each = Vec::new();
+        for key in keys["items"].as_array().map_or(&[][..], Vec::as_slice) {
+            let key_id = key["key_id"].as_str().unwrap_or_default().to_owned();
+            each.push(read(Some(key_id)).await?);
+        }
+        json!({ "project_id": args.project_id, "key_id": null, "granularity": args.by, "keys": each })
+    } else {
+        read(args.key_id.clone()).await?
+    };
     match format {
         "json" => println!("{answer}"),
         "csv" => print!("{}", render::usage_csv(&answer)),

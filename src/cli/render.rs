@@ -568,11 +568,22 @@ fn buckets(answer: &Value) -> &[Value] {
     answer["buckets"].as_array().map_or(&[][..], Vec::as_slice)
 }
 
-/// The count names of a usage answer: [`USAGE_FIRST`], then every other
+/// The answers a usage output shows: the one of `keyward usage P [K]`, or
+/// each key's of `--each-key` (`{"keys": [answer, ...]}`), which adds a key
+/// column.
+fn answers(v: &Value) -> (Vec<&Value>, bool) {
+    match v["keys"].as_array() {
+        Some(keys) => (keys.iter().collect(), true),
+        None => (vec![v], false),
+    }
+}
+
+/// The count names of usage answers: [`USAGE_FIRST`], then every other
 /// name any bucket has, sorted.
-fn count_names(answer: &Value) -> Vec<String> {
-    let mut others: Vec<String> = buckets(answer)
+fn count_names(answers: &[&Value]) -> Vec<String> {
+    let mut others: Vec<String> = answers
         .iter()
+        .flat_map(|a| buckets(a))
         .filter_map(|b| b["counts"].as_object())
         .flat_map(|counts| counts.keys())
         .filter(|name| !USAGE_FIRST.contains(&name.as_str()))
@@ -618,48 +629,72 @@ fn bucket_start(start: &Value, granularity: &str) -> String {
 }
 
 /// `keyward usage`'s table: a row per bucket (its start, the cost, `ok`,
-/// and each other count that is not 0 in every bucket), then the total.
-pub fn usage(answer: &Value, from: i64, to: i64) -> String {
-    let granularity = answer["granularity"].as_str().unwrap_or("day");
-    let whose = match answer["key_id"].as_str() {
-        Some(key) => format!("key {} of {}", safe(key), text(&answer["project_id"])),
-        None => format!("project {}", text(&answer["project_id"])),
+/// and each other count that is not 0 in every bucket), then the total;
+/// with `--each-key`, a row per key and bucket, the key first.
+pub fn usage(output: &Value, from: i64, to: i64) -> String {
+    let (answers, each_key) = answers(output);
+    let granularity = output["granularity"].as_str().unwrap_or("day");
+    let project = text(&output["project_id"]);
+    let whose = match output["key_id"].as_str() {
+        Some(key) => format!("key {} of {project}", safe(key)),
+        None if each_key => format!("the {} keys of project {project}", answers.len()),
+        None => format!("project {project}"),
     };
     let range = format!("{} to {}", time(from as f64), time(to as f64));
-    let rows = buckets(answer);
-    if rows.is_empty() {
+    let all: Vec<&Value> = answers.iter().flat_map(|a| buckets(a)).collect();
+    if all.is_empty() {
         return format!("no usage of {whose} from {range}\n");
     }
-    let shown: Vec<String> = count_names(answer)
+    let shown: Vec<String> = count_names(&answers)
         .into_iter()
-        .filter(|name| name == "ok" || rows.iter().any(|b| count(b, name) > 0))
+        .filter(|name| name == "ok" || all.iter().any(|b| count(b, name) > 0))
         .collect();
     let mut total_cost = 0.0;
     let mut totals = vec![0u64; shown.len()];
-    let mut table: Vec<Vec<String>> = rows
-        .iter()
-        .map(|b| {
+    let mut table: Vec<Vec<String>> = Vec::new();
+    for answer in &answers {
+        for b in buckets(answer) {
             total_cost += b["cost"].as_f64().unwrap_or(0.0);
-            let mut row = vec![bucket_start(&b["start"], granularity), number(&b["cost"])];
+            let mut row = Vec::new();
+            if each_key {
+                row.push(text(&answer["key_id"]));
+            }
+            row.push(bucket_start(&b["start"], granularity));
+            row.push(number(&b["cost"]));
             for (name, total) in shown.iter().zip(&mut totals) {
                 let n = count(b, name);
                 *total += n;
                 row.push(n.to_string());
             }
-            row
-        })
-        .collect();
-    let mut total = vec!["total".to_owned(), number(&serde_json::json!(total_cost))];
-    if total_cost.fract() == 0.0 && total_cost.abs() < 9e15 {
-        total[1] = (total_cost as i64).to_string();
+            table.push(row);
+        }
     }
+    let mut total = vec!["total".to_owned()];
+    if each_key {
+        total.push(String::new());
+    }
+    total.push(match total_cost.fract() == 0.0 && total_cost.abs() < 9e15 {
+        true => (total_cost as i64).to_string(),
+        false => number(&serde_json::json!(total_cost)),
+    });
     total.extend(totals.iter().map(u64::to_string));
     table.push(total);
-    let mut header = vec!["START (UTC)".to_owned(), "COST".to_owned()];
+    let mut header: Vec<String> = Vec::new();
+    if each_key {
+        header.push("KEY ID".into());
+    }
+    header.extend(["START (UTC)".to_owned(), "COST".to_owned()]);
     header.extend(shown.iter().map(|n| safe(&n.to_uppercase()).into_owned()));
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
-    let n = rows.len();
+    let n = all.len();
     let plural = if n == 1 { "" } else { "s" };
+    let whose = match each_key {
+        true => {
+            let active = answers.iter().filter(|a| !buckets(a).is_empty()).count();
+            format!("in {active} of {whose}")
+        }
+        false => whose,
+    };
     columns(&header, &table)
         + &format!("{n} {granularity}{plural} with traffic, {whose}, {range}\n")
 }
@@ -681,28 +716,34 @@ fn csv_cell(s: &str) -> String {
 }
 
 /// `keyward usage --format csv`: a header (`start`, `start_utc`, `cost`
-/// and every count name) and a row per bucket, oldest first.
-pub fn usage_csv(answer: &Value) -> String {
-    let names = count_names(answer);
-    let mut header = vec![
+/// and every count name; `key_id` first with `--each-key`) and a row per
+/// bucket, oldest first (key by key).
+pub fn usage_csv(output: &Value) -> String {
+    let (answers, each_key) = answers(output);
+    let names = count_names(&answers);
+    let mut header: Vec<String> = Vec::new();
+    if each_key {
+        header.push("key_id".into());
+    }
+    header.extend([
         "start".to_owned(),
         "start_utc".to_owned(),
         "cost".to_owned(),
-    ];
+    ]);
     header.extend(names.iter().map(|n| csv_cell(n)));
     let mut out = header.join(",") + "\n";
-    for b in buckets(answer) {
-        let start = match b["start"].as_f64() {
-            Some(secs) => time(secs),
-            None => String::new(),
-        };
-        let mut row = vec![
-            csv_cell(&number(&b["start"])),
-            start,
-            csv_cell(&number(&b["cost"])),
-        ];
-        row.extend(names.iter().map(|n| count(b, n).to_string()));
-        out += &(row.join(",") + "\n");
+    for answer in &answers {
+        for b in buckets(answer) {
+            let mut row = Vec::new();
+            if each_key {
+                row.push(csv_cell(answer["key_id"].as_str().unwrap_or_default()));
+            }
+            row.push(csv_cell(&number(&b["start"])));
+            row.push(b["start"].as_f64().map(time).unwrap_or_default());
+            row.push(csv_cell(&number(&b["cost"])));
+            row.extend(names.iter().map(|n| count(b, n).to_string()));
+            out += &(row.join(",") + "\n");
+        }
     }
     out
 }
@@ -979,6 +1020,29 @@ mod tests {
             "start,start_utc,cost,ok,rate_limited,credits_exhausted,bad_secret,disabled\n\
              1796083200,2026-12-01T00:00:00Z,12,10,0,0,2,0\n\
              1796169600,2026-12-02T00:00:00Z,3,3,1,0,0,0\n"
+        );
+
+        let each = json!({"project_id": "alpha", "key_id": null, "granularity": "day", "keys": [
+            {"project_id": "alpha", "key_id": "k_a", "granularity": "day", "buckets": [
+                {"start": 1_796_083_200, "cost": 4, "counts": {"ok": 4, "rate_limited": 0, "credits_exhausted": 0}}]},
+            {"project_id": "alpha", "key_id": "k_b", "granularity": "day", "buckets": []},
+            {"project_id": "alpha", "key_id": "k_c", "granularity": "day", "buckets": [
+                {"start": 1_796_083_200, "cost": 1, "counts": {"ok": 1, "rate_limited": 2, "credits_exhausted": 0}}]},
+        ]});
+        assert_eq!(
+            usage(&each, 1_796_083_200, 1_796_169_600),
+            "KEY ID  START (UTC)  COST  OK  RATE_LIMITED\n\
+             k_a     2026-12-01   4     4   0\n\
+             k_c     2026-12-01   1     1   2\n\
+             total                5     5   2\n\
+             2 days with traffic, in 2 of the 3 keys of project alpha, \
+             2026-12-01T00:00:00Z to 2026-12-02T00:00:00Z\n"
+        );
+        assert_eq!(
+            usage_csv(&each),
+            "key_id,start,start_utc,cost,ok,rate_limited,credits_exhausted\n\
+             k_a,1796083200,2026-12-01T00:00:00Z,4,4,0,0\n\
+             k_c,1796083200,2026-12-01T00:00:00Z,1,1,2,0\n"
         );
 
         let hours = json!({"project_id": "alpha", "key_id": "k_1\u{1b}[2J", "granularity": "hour", "buckets": []});

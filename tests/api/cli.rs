@@ -1526,6 +1526,56 @@ async fn usage_prints_a_projects_and_a_keys_spend_per_day_as_a_table_json_and_cs
         "{key}"
     );
 
+    // Each key's, in one command: a row per key and day, the key first.
+    let run = cli(&app, &["usage", &project, "--each-key"]).await;
+    let lines: Vec<&str> = run.ok().lines().collect();
+    assert_eq!(
+        fields(lines[0]),
+        [
+            "KEY",
+            "ID",
+            "START",
+            "(UTC)",
+            "COST",
+            "OK",
+            "RATE_LIMITED",
+            "BAD_SECRET"
+        ],
+        "{run}"
+    );
+    let mut rows: Vec<Vec<&str>> = lines[1..3].iter().map(|l| fields(l)).collect();
+    rows.sort();
+    let mut expected = vec![
+        vec![a.key_id.as_str(), today.as_str(), "3", "3", "0", "1"],
+        vec![b.key_id.as_str(), today.as_str(), "2", "1", "1", "0"],
+    ];
+    expected.sort();
+    assert_eq!(rows, expected, "{run}");
+    assert_eq!(fields(lines[3]), ["total", "5", "4", "1", "1"], "{run}");
+    assert!(
+        lines[4].starts_with(&format!(
+            "2 days with traffic, in 2 of the 2 keys of project {project}, "
+        )),
+        "{run}"
+    );
+    let each = cli(&app, &["usage", &project, "--each-key", "--json"])
+        .await
+        .json();
+    let keys = each["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2, "{each}");
+    let ok: u64 = keys.iter().map(|k| usage_sum(k, "ok")).sum();
+    assert_eq!(ok, 4, "{each}");
+    let run = cli(&app, &["usage", &project, "--each-key", "--format", "csv"]).await;
+    let csv: Vec<&str> = run.ok().lines().collect();
+    assert!(
+        csv[0].starts_with("key_id,start,start_utc,cost,ok,"),
+        "{run}"
+    );
+    assert_eq!(csv.len(), 3, "{run}");
+    cli(&app, &["usage", &project, &a.key_id, "--each-key"])
+        .await
+        .fails(2, "--each-key");
+
     // CSV: a header with every count, a row per bucket.
     let run = cli(&app, &["usage", &project, &b.key_id, "--format", "csv"]).await;
     let lines: Vec<&str> = run.ok().lines().collect();
