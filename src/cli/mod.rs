@@ -418,12 +418,14 @@ pub struct UsageArgs {
     /// answer]}` as JSON.
     #[arg(long, conflicts_with = "key_id")]
     pub each_key: bool,
-    /// Where the range starts (included): a UTC date (2026-11-01, its
-    /// midnight) or Unix seconds. Default: 30 days before --to, from midnight.
+    /// Where the range starts: a UTC date (2026-11-01, its midnight) or
+    /// Unix seconds; the bucket holding it is the first. Default: the
+    /// midnight 29 days before --to's day (30 days in all).
     #[arg(long, value_parser = render::parse_instant)]
     pub from: Option<i64>,
-    /// Where the range ends (excluded): a UTC date (2026-12-01, its
-    /// midnight) or Unix seconds. Default: now.
+    /// Where the range ends, excluded: a UTC date (2026-12-01, its
+    /// midnight) or Unix seconds; the bucket holding its last second is the
+    /// last. Default: now.
     #[arg(long, value_parser = render::parse_instant)]
     pub to: Option<i64>,
     /// The buckets: hour, day or month (UTC).
