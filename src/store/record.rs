@@ -342,6 +342,9 @@ impl Store {
             metrics::gauge!(metric::USAGE_PENDING).set(0.0);
             return Ok(());
         }
+        // Counted, not yet in Redis: what a crash would lose now.
+        let pending: i64 = writes.iter().map(|(_, o)| o.validations).sum();
+        metrics::gauge!(metric::USAGE_PENDING).set(pending as f64);
         let client = self.validator.next().with_options(&Options {
             timeout: Some(record.timeout),
             ..Default::default()
@@ -525,7 +528,7 @@ fn warn_dropped(e: &FredError) {
     static LAST: Mutex<i64> = Mutex::new(i64::MIN);
     let now = crate::clock::now() as i64;
     let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-    if now - *last >= 60 {
+    if now.saturating_sub(*last) >= 60 {
         *last = now;
         tracing::warn!(
             error = %e,

@@ -49,11 +49,14 @@ async fn fault_usage_that_redis_refuses_is_kept_and_written_once_when_taken() {
     pass(&app, &key.api_key, 1).await;
     app.usage_is("alpha", &key.key_id, 1).await;
 
-    // HINCRBY and HSET refused: nothing written, and tried again.
+    // HINCRBY and HSET refused: nothing written, and tried again. (Redis
+    // logs the key, not the command: the validator may HINCRBY the usage
+    // record.)
+    let meta = format!("apimeta:alpha:{}", key.key_id);
     set_validator_selectors(&redis, without_apimeta).await;
     let before = keyward::store::now();
     pass(&app, &key.api_key, 5).await;
-    refused(&ops, "hincrby", 2).await;
+    refused(&ops, &meta, 2).await;
     let held = app.usage_is("alpha", &key.key_id, 1).await;
     assert!(held["last_used"].as_f64().unwrap() < before, "{held}");
     set_validator_selectors(&redis, restored).await;
@@ -61,7 +64,7 @@ async fn fault_usage_that_redis_refuses_is_kept_and_written_once_when_taken() {
     assert!(got["last_used"].as_f64().unwrap() >= before, "{got}");
 
     // HSET alone refused: the count goes in once, the time is tried again.
-    let meta = format!("apimeta:alpha:{}", key.key_id);
+    let refused_before = refusals(&ops, "validator", &meta).await;
     set_validator_selectors(&redis, |s| match s.starts_with("~apimeta:") {
         true => Some(s.replace(" +hset", "")),
         false => Some(s.to_owned()),
@@ -69,7 +72,7 @@ async fn fault_usage_that_redis_refuses_is_kept_and_written_once_when_taken() {
     .await;
     let before = keyward::store::now();
     pass(&app, &key.api_key, 3).await;
-    refused(&ops, &meta, 2).await;
+    refused(&ops, &meta, refused_before + 2).await;
     let held = app.usage_is("alpha", &key.key_id, 9).await;
     assert!(held["last_used"].as_f64().unwrap() < before, "{held}");
     set_validator_selectors(&redis, restored).await;
@@ -91,7 +94,7 @@ async fn fault_usage_pending_through_a_redis_outage_is_written_exactly_once() {
     // Held back (refused) first, so that uses are pending when Redis dies.
     set_validator_selectors(&redis, without_apimeta).await;
     pass(&app, &key.api_key, 4).await;
-    refused(&ops, "hincrby", 1).await;
+    refused(&ops, &format!("apimeta:alpha:{}", key.key_id), 1).await;
 
     redis.stop();
     let errors = app.metric("keyward_redis_errors_total").await;

@@ -11,6 +11,7 @@
 //! | rate limits: a key's per minute (one instance, the cluster), an operator's writes | `rate_limits` |
 //! | usage plans: windows and credits spent on the validation path | `plan_spend` |
 //! | usage plans: set, shown and topped up through the admin API | `plans` |
+//! | the usage record (`GET /v1/admin/usage`): exact across instances and a restart, its buckets at boundaries, retention, faults | `usage` |
 //! | the hot path's cost: Argon2id runs, the verified-secret cache, the queue, Redis commands per success, an OWASP-minimum burst | `hot_path` |
 //! | verified secrets shared between instances (`KEYWARD_VERIFY_PEPPER_FILE`) | `verified_secrets` |
 //! | key lifecycle: get, update, rotate, networks | `lifecycle` |
@@ -75,6 +76,7 @@ mod rate_limits;
 mod rules_model;
 mod tls;
 mod unix;
+mod usage;
 mod validate;
 mod validate_hostile;
 mod verified_secrets;

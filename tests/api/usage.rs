@@ -1,0 +1,541 @@
+//! The usage record (issue #34): `GET /v1/admin/usage` against the statuses
+//! the clients received, exactly, across instances and a graceful restart;
+//! its buckets at hour, day and month boundaries on a test clock; its
+//! retention; and its faults (bad ranges, scope, no monitor user, Redis
+//! down, a Redis outage during traffic).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fred::prelude::Pool;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{
+    assert_error, eventually, expect, raw, template_user, wrong_secret, Binary, Client, Clock,
+    Minted, TestApp, TestRedis, ADMIN_TOKEN,
+};
+
+const MONITOR: &str = "usage-ops";
+const MONITOR_PASSWORD: &str = "usage-ops-password";
+
+/// A Redis whose extra user `usage-ops` is the template's `ops` (it reads
+/// every usage record), and the environment that makes it keyward's
+/// monitor.
+fn redis_with_monitor() -> (Arc<TestRedis>, String) {
+    let redis = Arc::new(TestRedis::start_with_acl(&template_user(
+        "ops",
+        MONITOR,
+        MONITOR_PASSWORD,
+    )));
+    let url = redis.url(MONITOR, MONITOR_PASSWORD);
+    (redis, url)
+}
+
+/// `GET /v1/admin/usage` as root, expecting 200.
+async fn usage(client: &Client, query: &str) -> Value {
+    let r = client.admin_get(&format!("/v1/admin/usage?{query}")).await;
+    expect(r, StatusCode::OK).await
+}
+
+/// What the clients saw, by key: answers by status.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Seen {
+    ok: u64,
+    too_many: u64,
+    invalid: u64,
+}
+
+/// A record's buckets summed: (ok, rate_limited + credits_exhausted, the
+/// 401 reasons, cost).
+fn totals(answer: &Value) -> Seen {
+    let mut seen = Seen::default();
+    for bucket in answer["buckets"].as_array().unwrap() {
+        let counts = bucket["counts"].as_object().unwrap();
+        let n = |name: &str| counts[name].as_u64().unwrap();
+        seen.ok += n("ok");
+        seen.too_many += n("rate_limited") + n("credits_exhausted");
+        seen.invalid +=
+            n("bad_secret") + n("disabled") + n("expired") + n("ip_not_allowed") + n("unreadable");
+        assert_eq!(bucket["cost"], n("ok"), "every request cost 1: {bucket}");
+    }
+    seen
+}
+
+/// Validates `key` (or, every fourth time, a wrong secret of it) `rounds`
+/// times on `client`; the answers by status (a request that got no answer,
+/// as one cut by a shutdown, is not an answer).
+async fn traffic(client: Client, key: Minted, rounds: usize) -> Seen {
+    let mut seen = Seen::default();
+    let wrong = wrong_secret(&key.api_key);
+    for i in 0..rounds {
+        let presented = if i % 4 == 3 { &wrong } else { &key.api_key };
+        let Ok(r) = client
+            .http
+            .post(client.url("/v1/validate-key"))
+            .json(&json!({ "api_key": presented }))
+            .send()
+            .await
+        else {
+            continue;
+        };
+        match r.status() {
+            StatusCode::OK => seen.ok += 1,
+            StatusCode::TOO_MANY_REQUESTS => seen.too_many += 1,
+            StatusCode::UNAUTHORIZED => seen.invalid += 1,
+            other => panic!("unexpected {other}: {}", r.text().await.unwrap()),
+        }
+    }
+    seen
+}
+
+fn add(into: &mut Seen, more: &Seen) {
+    into.ok += more.ok;
+    into.too_many += more.too_many;
+    into.invalid += more.invalid;
+}
+
+/// Sends SIGTERM to `bin` and waits for it to exit 0.
+async fn terminate(bin: &mut Binary) {
+    let pid = bin.process.0.id().to_string();
+    crate::helpers::signal(&pid, "-TERM");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = bin.process.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "keyward did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
+/// The record of every key, and of the project, over the hours around now,
+/// equals what the clients saw (polled: each instance flushes about once a
+/// second); the day and month levels hold the same totals.
+async fn record_matches(reader: &Client, project: &str, keys: &[Minted], seen: &[Seen]) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut all = Seen::default();
+    seen.iter().for_each(|s| add(&mut all, s));
+    let range = format!("from={}&to={}", now - 7_200, now + 7_200);
+    let mut wanted: Vec<(String, Seen)> = keys
+        .iter()
+        .zip(seen)
+        .map(|(k, s)| (format!("&key_id={}", k.key_id), s.clone()))
+        .collect();
+    wanted.push((String::new(), all));
+    for (key, want) in &wanted {
+        let query = format!("project_id={project}{key}&{range}&granularity=hour");
+        eventually(&format!("the hours of {query} to be {want:?}"), || async {
+            (totals(&usage(reader, &query).await) == *want).then_some(())
+        })
+        .await;
+        for granularity in ["day", "month"] {
+            let wide = format!(
+                "project_id={project}{key}&from={}&to={}&granularity={granularity}",
+                now - 86_400 * 32,
+                now + 86_400 * 32
+            );
+            assert_eq!(totals(&usage(reader, &wide).await), *want, "{wide}");
+        }
+    }
+}
+
+/// Two keyward processes on one Redis validate three keys at once (passes,
+/// 429s past a key's rate limit, 401s for wrong secrets); one of them is
+/// stopped with SIGTERM in the middle of its traffic and started again.
+/// The record then equals the clients' own tally, per key and per project.
+#[tokio::test]
+async fn the_record_equals_the_answers_across_instances_and_a_graceful_restart() {
+    let (redis, monitor) = redis_with_monitor();
+    let env = [("KEYWARD_MONITOR_REDIS_URL", monitor.as_str())];
+    let mut first = Binary::start(&redis, &env).await;
+    let second = Binary::start(&redis, &env).await;
+    let project = crate::helpers::random_id("usage-");
+    let mut keys = Vec::new();
+    for _ in 0..3 {
+        // 40 a minute over 300 validations: 429s for each key.
+        keys.push(
+            first
+                .mint_creating(&project, json!({ "rate_limit_per_minute": 40 }))
+                .await,
+        );
+    }
+    let rounds = 50;
+    let mut before = Vec::new();
+    for key in &keys {
+        for client in [&first.client, &second.client] {
+            before.push(tokio::spawn(traffic(client.clone(), key.clone(), rounds)));
+        }
+    }
+    // SIGTERM while the first instance is answering.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    terminate(&mut first).await;
+    let mut seen = vec![Seen::default(); keys.len()];
+    for (i, task) in before.into_iter().enumerate() {
+        add(&mut seen[i / 2], &task.await.unwrap());
+    }
+    let restarted = Binary::start(&redis, &env).await;
+    let mut after = Vec::new();
+    for key in &keys {
+        for client in [&restarted.client, &second.client] {
+            after.push(tokio::spawn(traffic(client.clone(), key.clone(), rounds)));
+        }
+    }
+    for (i, task) in after.into_iter().enumerate() {
+        add(&mut seen[i / 2], &task.await.unwrap());
+    }
+    for s in &seen {
+        assert!(s.ok > 0 && s.too_many > 0 && s.invalid > 0, "a mix: {s:?}");
+    }
+    record_matches(&second, &project, &keys, &seen).await;
+    record_matches(&restarted, &project, &keys, &seen).await;
+}
+
+/// 2026-12-31T23:59:50Z: ten seconds before an hour, a day, a month and a
+/// year end (in the future, so the record's expiries are too).
+const EVE: i64 = 1_798_761_590;
+const HOUR: i64 = 3_600;
+const DAY: i64 = 86_400;
+
+/// `(start, ok, bad_secret, cost)` of each bucket.
+fn buckets(answer: &Value) -> Vec<(i64, u64, u64, u64)> {
+    answer["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["start"].as_i64().unwrap(),
+                b["counts"]["ok"].as_u64().unwrap(),
+                b["counts"]["bad_secret"].as_u64().unwrap(),
+                b["cost"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Validations ten seconds before midnight on 31 December and five seconds
+/// after land in the hour, day and month each happened in, for the key and
+/// for its project; each hash expires its retention setting after its span.
+#[tokio::test]
+async fn buckets_split_at_the_hour_the_day_and_the_month_and_expire_as_set() {
+    let (redis, monitor) = redis_with_monitor();
+    let clock = Clock::real();
+    clock.set((EVE - HOUR) as f64);
+    let env = [
+        ("KEYWARD_MONITOR_REDIS_URL", monitor.as_str()),
+        ("KEYWARD_USAGE_HOURS_KEPT_DAYS", "2"),
+        ("KEYWARD_USAGE_DAYS_KEPT_DAYS", "30"),
+        ("KEYWARD_USAGE_MONTHS_KEPT", "14"),
+    ];
+    let app = Binary::start_on(&clock, &redis, &env).await;
+    let project = crate::helpers::random_id("eve-");
+    let key = app.mint_creating(&project, json!({})).await;
+    clock.set(EVE as f64);
+    for _ in 0..3 {
+        app.validate(&key.api_key, StatusCode::OK).await;
+    }
+    // A request of cost 5: 5 in `cost`, 1 in `ok`.
+    let body = json!({ "api_key": key.api_key, "cost": 5 });
+    expect(
+        app.post("/v1/validate-key", &body, None).await,
+        StatusCode::OK,
+    )
+    .await;
+    clock.set((EVE + 15) as f64);
+    app.validate(&key.api_key, StatusCode::OK).await;
+    app.validate(&wrong_secret(&key.api_key), StatusCode::UNAUTHORIZED)
+        .await;
+
+    let new_year = EVE + 10;
+    let december = new_year - 31 * DAY;
+    let wanted = [
+        ("hour", new_year - HOUR, new_year + HOUR, new_year - HOUR),
+        ("day", new_year - DAY, new_year + DAY, new_year - DAY),
+        ("month", december, new_year + 31 * DAY, december),
+    ];
+    for key_id in [format!("&key_id={}", key.key_id), String::new()] {
+        for (granularity, from, to, before) in wanted {
+            let query = format!(
+                "project_id={project}{key_id}&from={from}&to={to}&granularity={granularity}"
+            );
+            let answer = eventually(&format!("{query}: two buckets"), || async {
+                let answer = usage(&app, &query).await;
+                (buckets(&answer).iter().map(|b| b.1).sum::<u64>() == 5).then_some(answer)
+            })
+            .await;
+            assert_eq!(
+                buckets(&answer),
+                [(before, 4, 0, 8), (new_year, 1, 1, 1)],
+                "{query}: {answer}"
+            );
+            assert_eq!(answer["granularity"], granularity);
+            let expected_key = match key_id.is_empty() {
+                true => Value::Null,
+                false => json!(key.key_id),
+            };
+            assert_eq!(answer["key_id"], expected_key);
+            // A range that starts after the first bucket leaves it out.
+            let later = format!(
+                "project_id={project}{key_id}&from={new_year}&to={to}&granularity={granularity}"
+            );
+            assert_eq!(buckets(&usage(&app, &later).await), [(new_year, 1, 1, 1)]);
+        }
+    }
+
+    // Retention: each span's end plus its setting, for the key's hashes and
+    // the project's.
+    let ops = redis.ops().await;
+    let y2029 = 1_861_920_000; // 2029-01-01T00:00:00Z
+    let expiries = [
+        ("hours:2026123112", new_year + 2 * DAY),
+        ("hours:2027010100", new_year + DAY / 2 + 2 * DAY),
+        ("days:20261221", new_year + 30 * DAY),
+        ("days:20270101", new_year + 10 * DAY + 30 * DAY),
+        // The end of 2026 plus 14 months: 2028-03-01.
+        ("months:2026", 1_835_481_600),
+        // The end of 2027 plus 14 months: 2029-03-01.
+        ("months:2027", y2029 + 59 * DAY),
+    ];
+    for (span, at) in expiries {
+        for name in [
+            format!("apiusage:{project}:{}:{span}", key.key_id),
+            format!("apiusage:{project}:{span}"),
+        ] {
+            let got = expire_time(&ops, &name).await;
+            assert_eq!(got, at, "{name}");
+        }
+    }
+}
+
+/// Polls `probe` until it gives `Some`, for up to `secs` seconds: a flush
+/// Redis did not answer waits for its own deadline (10 s) before the next.
+async fn within<T, F, Fut>(secs: u64, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "never saw {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `EXPIRETIME key` (Unix seconds; -2 for a missing key, -1 for none).
+async fn expire_time(ops: &Pool, key: &str) -> i64 {
+    let answer = raw(ops, "EXPIRETIME", vec![key.to_owned()]).await.unwrap();
+    answer.as_i64().unwrap()
+}
+
+/// The answers a bad request gets: a range reversed or too long (422,
+/// naming the limit), a project outside the caller's (404, as one that does
+/// not exist), no monitor user (409, saying what to set), Redis down (503).
+#[tokio::test]
+async fn bad_ranges_other_projects_no_monitor_and_redis_down_are_refused() {
+    let (redis, monitor) = redis_with_monitor();
+    let app = TestApp::spawn_with(redis.clone(), move |c| {
+        c.monitor_redis_url = Some(monitor.into())
+    })
+    .await;
+    let project = app.project().await;
+    let other = app.project().await;
+    let get = |query: String| {
+        let app = &app;
+        async move { app.admin_get(&format!("/v1/admin/usage?{query}")).await }
+    };
+    let base = format!("project_id={project}");
+    let message = |body: Value| body["error"]["message"].as_str().unwrap().to_owned();
+
+    let reversed = get(format!("{base}&from=200&to=100&granularity=hour")).await;
+    let body = assert_error(
+        reversed,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    )
+    .await;
+    assert!(message(body).contains("after from"));
+    let empty = get(format!("{base}&from=100&to=100&granularity=day")).await;
+    assert_error(empty, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+    // 1,000 hours is the most; 1,001 is refused, naming the limit.
+    let most = get(format!(
+        "{base}&from=0&to={}&granularity=hour",
+        1_000 * HOUR
+    ))
+    .await;
+    assert_eq!(expect(most, StatusCode::OK).await["buckets"], json!([]));
+    let too_many = get(format!(
+        "{base}&from=0&to={}&granularity=hour",
+        1_001 * HOUR
+    ))
+    .await;
+    let body = assert_error(
+        too_many,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    )
+    .await;
+    assert!(message(body).contains("1000 buckets"));
+    for bad in [
+        format!("{base}&from=0&to=10&granularity=week"),
+        format!("{base}&from=-1&to=10&granularity=day"),
+        format!("{base}&key_id=not%20a%20key&from=0&to=10&granularity=day"),
+        format!("{base}&from=0&granularity=day"),
+    ] {
+        let r = get(bad.clone()).await;
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+    }
+
+    // A viewer of `project` reads it; `other` is not found for it, as a
+    // project that does not exist is for anyone.
+    let created = app
+        .admin_post(
+            "/v1/admin/operators",
+            &json!({ "name": "billing", "role": "viewer", "projects": [project] }),
+        )
+        .await;
+    let token = expect(created, StatusCode::CREATED).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let range = "from=0&to=86400&granularity=day";
+    let own = app
+        .get(
+            &format!("/v1/admin/usage?project_id={project}&{range}"),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(
+        expect(own, StatusCode::OK).await["project_id"],
+        json!(project)
+    );
+    for (project_id, who) in [
+        (&other, Some(token.as_str())),
+        (&"nosuch".to_owned(), Some(ADMIN_TOKEN)),
+    ] {
+        let r = app
+            .get(
+                &format!("/v1/admin/usage?project_id={project_id}&{range}"),
+                who,
+            )
+            .await;
+        assert_error(r, StatusCode::NOT_FOUND, "project_not_found").await;
+    }
+
+    // Redis down: 503, never an empty series.
+    redis.stop();
+    let down = get(format!("{base}&{range}")).await;
+    assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+    redis.restart();
+
+    // Without a monitor user: 409, saying what to set.
+    let plain = TestApp::spawn().await;
+    let project = plain.project().await;
+    let r = plain
+        .admin_get(&format!("/v1/admin/usage?project_id={project}&{range}"))
+        .await;
+    let body = assert_error(r, StatusCode::CONFLICT, "usage_unavailable").await;
+    assert!(message(body).contains("KEYWARD_MONITOR_REDIS_URL"));
+}
+
+/// Under `KEYWARD_FAILSAFE=open`, with Redis away, known keys still pass:
+/// those 200s are counted in memory (`keyward_usage_pending` shows them)
+/// and reach the record once Redis is back; nothing is lost.
+#[tokio::test]
+async fn a_redis_outage_during_traffic_loses_no_counts() {
+    let (redis, monitor) = redis_with_monitor();
+    let env = [
+        ("KEYWARD_MONITOR_REDIS_URL", monitor.as_str()),
+        ("KEYWARD_FAILSAFE", "open"),
+    ];
+    let app = Binary::start(&redis, &env).await;
+    let project = crate::helpers::random_id("outage-");
+    let key = app.mint_creating(&project, json!({})).await;
+    for _ in 0..5 {
+        app.validate(&key.api_key, StatusCode::OK).await;
+    }
+    redis.stop();
+    let mut during = 0;
+    for _ in 0..5 {
+        if app.status(&key.api_key).await == StatusCode::OK {
+            during += 1;
+        }
+    }
+    assert!(during > 0, "the failsafe answered some 200s");
+    within(
+        30,
+        "keyward_usage_pending to show the owed counts",
+        || async { (app.metric("keyward_usage_pending").await >= during as f64).then_some(()) },
+    )
+    .await;
+    redis.restart();
+    let query = {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        format!(
+            "project_id={project}&key_id={}&from={}&to={}&granularity=hour",
+            key.key_id,
+            now - 7_200,
+            now + 7_200
+        )
+    };
+    let want = Seen {
+        ok: 5 + during,
+        ..Seen::default()
+    };
+    let reads = within(30, "the record to hold every 200", || async {
+        let r = app.admin_get(&format!("/v1/admin/usage?{query}")).await;
+        if r.status() != StatusCode::OK {
+            return None;
+        }
+        let answer: Value = r.json().await.ok()?;
+        (totals(&answer) == want).then_some(answer)
+    })
+    .await;
+    assert_eq!(totals(&reads), want);
+    assert_eq!(app.metric("keyward_usage_pending").await, 0.0);
+}
+
+/// A validator whose ACL lacks the usage record (an ACL not regenerated
+/// after an upgrade): the record's writes are dropped and counted, the
+/// validations and `apimeta` go on as before.
+#[tokio::test]
+async fn a_validator_without_the_record_in_its_acl_drops_and_counts_its_writes() {
+    let redis = TestRedis::start();
+    let app = Binary::start(&redis, &[]).await;
+    let key = app.mint_creating("alpha", json!({})).await;
+    crate::helpers::set_validator_selectors(&redis, |s| {
+        (!s.starts_with("~apiusage:")).then(|| s.to_owned())
+    })
+    .await;
+    for _ in 0..3 {
+        app.validate(&key.api_key, StatusCode::OK).await;
+    }
+    app.usage_is("alpha", &key.key_id, 3).await;
+    // Each of the 6 sums (hour, day, month; the key's, the project's).
+    eventually("keyward_usage_dropped_total to count them", || async {
+        (app.metric("keyward_usage_dropped_total").await >= 6.0).then_some(())
+    })
+    .await;
+    assert!(app
+        .metrics_text()
+        .await
+        .contains("keyward_usage_dropped_total{reason=\"noperm\"}"));
+    // Dropped, not owed: nothing is pending.
+    eventually("nothing pending", || async {
+        (app.metric("keyward_usage_pending").await == 0.0).then_some(())
+    })
+    .await;
+}
