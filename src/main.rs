@@ -44,6 +44,12 @@ enum Command {
     /// Redis user (KEYWARD_MONITOR_REDIS_URL).
     #[command(after_help = cli::TOKEN_HELP)]
     Audit(cli::AuditArgs),
+    /// A project's or one key's validations and spend per hour, day or
+    /// month (UTC), as a table, JSON or CSV: by result (ok, rate_limited,
+    /// credits_exhausted, each denial reason) and the cost the passes spent.
+    /// Needs keyward's monitor Redis user (KEYWARD_MONITOR_REDIS_URL).
+    #[command(after_help = cli::TOKEN_HELP)]
+    Usage(cli::UsageArgs),
     /// Read a key from standard input and show whether it validates, and what
     /// a gateway would receive from /v1/auth.
     ///
@@ -105,6 +111,7 @@ fn main() -> ExitCode {
         Command::Webhook(args) => runtime.block_on(cli::webhook(args)),
         Command::Whoami(target) => runtime.block_on(cli::whoami(target)),
         Command::Audit(args) => runtime.block_on(cli::audit(args)),
+        Command::Usage(args) => runtime.block_on(cli::usage(args)),
         Command::Check(args) => runtime.block_on(cli::check(args)),
         Command::Healthcheck(cert) => runtime.block_on(cli::healthcheck(cert)),
         Command::Migrate {

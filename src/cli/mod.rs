@@ -1,7 +1,7 @@
 //! The admin command line: `keyward project create|show|list`, `keyward key
 //! mint|show|list|update|add-credits|rotate|revoke`, `keyward operator
 //! create|list|revoke`, `keyward webhook add|list|test|remove|deliveries`,
-//! `keyward whoami`, `keyward audit` and `keyward check`; and `keyward
+//! `keyward whoami`, `keyward audit`, `keyward usage` and `keyward check`; and `keyward
 //! healthcheck` (in `healthcheck`), which only asks the local listener for
 //! `/health` and exits 0 or 1.
 //!
@@ -415,6 +415,40 @@ pub struct AuditArgs {
     pub limit: u64,
 }
 
+/// `keyward usage`
+#[derive(Args, Debug)]
+pub struct UsageArgs {
+    #[command(flatten)]
+    pub target: Target,
+    pub project_id: String,
+    /// One key's usage; without it, the whole project's.
+    pub key_id: Option<String>,
+    /// Each key's usage, key by key (every key `key list` shows), instead of
+    /// the project's sum: a key column in the table and CSV, and
+    /// `{"project_id", "key_id": null, "granularity", "keys": [each key's
+    /// answer]}` as JSON.
+    #[arg(long, conflicts_with = "key_id")]
+    pub each_key: bool,
+    /// Where the range starts: a UTC date (2026-11-01, its midnight) or
+    /// Unix seconds; the bucket holding it is the first. Default: the
+    /// midnight 29 days before --to's day (30 days in all).
+    #[arg(long, value_parser = render::parse_instant)]
+    pub from: Option<i64>,
+    /// Where the range ends, excluded: a UTC date (2026-12-01, its
+    /// midnight) or Unix seconds; the bucket holding its last second is the
+    /// last. Default: now.
+    #[arg(long, value_parser = render::parse_instant)]
+    pub to: Option<i64>,
+    /// The buckets: hour, day or month (UTC).
+    #[arg(long, default_value = "day", value_parser = ["hour", "day", "month"])]
+    pub by: String,
+    /// table (a row per bucket, with a total), json (the API's answer) or
+    /// csv (a header and a row per bucket with every count); default
+    /// table, or json with --json.
+    #[arg(long, value_parser = ["table", "json", "csv"])]
+    pub format: Option<String>,
+}
+
 /// `keyward check`
 #[derive(Args, Debug)]
 pub struct CheckArgs {
@@ -505,6 +539,10 @@ pub async fn whoami(target: Target) -> ExitCode {
 
 pub async fn audit(args: AuditArgs) -> ExitCode {
     finish("audit", run_audit(args).await)
+}
+
+pub async fn usage(args: UsageArgs) -> ExitCode {
+    finish("usage", run_usage(args).await)
 }
 
 pub async fn check(args: CheckArgs) -> ExitCode {
@@ -926,6 +964,68 @@ async fn run_audit(args: AuditArgs) -> Result<u8, Failure> {
     )
     .await?;
     print(args.target.json, &all, render::audit);
+    Ok(exit::SUCCESS)
+}
+
+/// How far back `keyward usage` reaches without `--from`: 30 UTC days,
+/// the one `--to` falls in (its last second) and the 29 before it.
+const USAGE_DAYS: i64 = 30;
+
+/// A project's or a key's usage per hour, day or month, from
+/// `GET /v1/admin/usage`.
+async fn run_usage(args: UsageArgs) -> Result<u8, Failure> {
+    let format = match (args.format.as_deref(), args.target.json) {
+        (Some("json") | None, true) => "json",
+        (Some(other), true) => {
+            return Err(Failure::Usage(format!(
+                "--json and --format {other} disagree: give one"
+            )))
+        }
+        (Some(format), false) => format,
+        (None, false) => "table",
+    };
+    let to = args.to.unwrap_or_else(|| crate::clock::now().ceil() as i64);
+    let from = args.from.unwrap_or_else(|| {
+        let last_day = (to - 1).div_euclid(86_400);
+        (last_day - (USAGE_DAYS - 1)) * 86_400
+    });
+    if from >= to {
+        return Err(Failure::Usage(format!(
+            "--from ({}) must come before --to ({})",
+            render::time(from as f64),
+            render::time(to as f64)
+        )));
+    }
+    let client = Client::admin(&args.target)?;
+    let range = [
+        ("from", from.to_string()),
+        ("to", to.to_string()),
+        ("granularity", args.by.clone()),
+    ];
+    let read = |key_id: Option<String>| {
+        let mut query = vec![("project_id", args.project_id.clone())];
+        query.extend(key_id.map(|k| ("key_id", k)));
+        query.extend(range.iter().cloned());
+        let client = &client;
+        async move { client.get("/v1/admin/usage", &query).await }
+    };
+    let answer = if args.each_key {
+        let query = [("project_id", args.project_id.clone())];
+        let keys = pages(&client, "/v1/list-keys", &query, MAX_LIMIT, None).await?;
+        let mut each = Vec::new();
+        for key in keys["items"].as_array().map_or(&[][..], Vec::as_slice) {
+            let key_id = key["key_id"].as_str().unwrap_or_default().to_owned();
+            each.push(read(Some(key_id)).await?);
+        }
+        json!({ "project_id": args.project_id, "key_id": null, "granularity": args.by, "keys": each })
+    } else {
+        read(args.key_id.clone()).await?
+    };
+    match format {
+        "json" => println!("{answer}"),
+        "csv" => print!("{}", render::usage_csv(&answer)),
+        _ => print!("{}", render::usage(&answer, from, to)),
+    }
     Ok(exit::SUCCESS)
 }
 

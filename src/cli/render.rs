@@ -85,6 +85,18 @@ pub fn parse_duration(s: &str) -> Result<f64, String> {
     Ok(n as f64 * unit)
 }
 
+/// `keyward usage --from/--to`: a UTC date (`2026-11-01`, its midnight), a
+/// UTC time as `--expires-at` takes it, or Unix seconds; whole seconds.
+pub fn parse_instant(s: &str) -> Result<i64, String> {
+    let bad = || format!("{s:?}: expected a UTC date like 2026-11-01 or whole Unix seconds");
+    match parse_time(s) {
+        Ok(secs) if secs.fract() == 0.0 && (0.0..=253_402_300_799.0).contains(&secs) => {
+            Ok(secs as i64)
+        }
+        _ => Err(bad()),
+    }
+}
+
 /// `NAME=N`: the name, and N as a whole number from `min` to [`MAX_AMOUNT`].
 fn name_and_count<'a>(s: &'a str, min: u64, expected: &str) -> Result<(&'a str, u64), String> {
     let bad = || format!("{s:?}: expected {expected}");
@@ -552,6 +564,195 @@ pub fn audit(page: &Value) -> String {
         )
 }
 
+/// The counts every usage answer has, first in a table or CSV; each
+/// denial reason follows, by name.
+const USAGE_FIRST: [&str; 3] = ["ok", "rate_limited", "credits_exhausted"];
+
+/// A usage answer's buckets.
+fn buckets(answer: &Value) -> &[Value] {
+    answer["buckets"].as_array().map_or(&[][..], Vec::as_slice)
+}
+
+/// The answers a usage output shows: the one of `keyward usage P [K]`, or
+/// each key's of `--each-key` (`{"keys": [answer, ...]}`), which adds a key
+/// column.
+fn answers(v: &Value) -> (Vec<&Value>, bool) {
+    match v["keys"].as_array() {
+        Some(keys) => (keys.iter().collect(), true),
+        None => (vec![v], false),
+    }
+}
+
+/// The count names of usage answers: [`USAGE_FIRST`], then every other
+/// name any bucket has, sorted.
+fn count_names(answers: &[&Value]) -> Vec<String> {
+    let mut others: Vec<String> = answers
+        .iter()
+        .flat_map(|a| buckets(a))
+        .filter_map(|b| b["counts"].as_object())
+        .flat_map(|counts| counts.keys())
+        .filter(|name| !USAGE_FIRST.contains(&name.as_str()))
+        .cloned()
+        .collect();
+    others.sort();
+    others.dedup();
+    USAGE_FIRST
+        .iter()
+        .map(|n| n.to_string())
+        .chain(others)
+        .collect()
+}
+
+/// A bucket's count of `name`: 0 when the bucket has none.
+fn count(bucket: &Value, name: &str) -> u64 {
+    bucket["counts"][name].as_u64().unwrap_or(0)
+}
+
+/// A number as JSON wrote it (`12`, `0.5`), or `-`.
+fn number(v: &Value) -> String {
+    match v {
+        Value::Number(n) => n.to_string(),
+        _ => "-".into(),
+    }
+}
+
+/// A bucket's start as people read it, in UTC: `2026-11-01T13:00Z` for an
+/// hour, `2026-11-01` for a day, `2026-11` for a month.
+fn bucket_start(start: &Value, granularity: &str) -> String {
+    let Some(secs) = start.as_i64() else {
+        return text(start);
+    };
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    match granularity {
+        "hour" => format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:00Z",
+            secs.rem_euclid(86_400) / 3600
+        ),
+        "month" => format!("{y:04}-{m:02}"),
+        _ => format!("{y:04}-{m:02}-{d:02}"),
+    }
+}
+
+/// `keyward usage`'s table: a row per bucket (its start, the cost, `ok`,
+/// and each other count that is not 0 in every bucket), then the total;
+/// with `--each-key`, a row per key and bucket, the key first.
+pub fn usage(output: &Value, from: i64, to: i64) -> String {
+    let (answers, each_key) = answers(output);
+    let granularity = output["granularity"].as_str().unwrap_or("day");
+    let project = text(&output["project_id"]);
+    let whose = match output["key_id"].as_str() {
+        Some(key) => format!("key {} of {project}", safe(key)),
+        None if each_key => format!("the {} keys of project {project}", answers.len()),
+        None => format!("project {project}"),
+    };
+    let range = format!("{} to {}", time(from as f64), time(to as f64));
+    let all: Vec<&Value> = answers.iter().flat_map(|a| buckets(a)).collect();
+    if all.is_empty() {
+        return format!("no usage of {whose} from {range}\n");
+    }
+    let shown: Vec<String> = count_names(&answers)
+        .into_iter()
+        .filter(|name| name == "ok" || all.iter().any(|b| count(b, name) > 0))
+        .collect();
+    let mut total_cost = 0.0;
+    let mut totals = vec![0u64; shown.len()];
+    let mut table: Vec<Vec<String>> = Vec::new();
+    for answer in &answers {
+        for b in buckets(answer) {
+            total_cost += b["cost"].as_f64().unwrap_or(0.0);
+            let mut row = Vec::new();
+            if each_key {
+                row.push(text(&answer["key_id"]));
+            }
+            row.push(bucket_start(&b["start"], granularity));
+            row.push(number(&b["cost"]));
+            for (name, total) in shown.iter().zip(&mut totals) {
+                let n = count(b, name);
+                *total += n;
+                row.push(n.to_string());
+            }
+            table.push(row);
+        }
+    }
+    let mut total = vec!["total".to_owned()];
+    if each_key {
+        total.push(String::new());
+    }
+    total.push(match total_cost.fract() == 0.0 && total_cost.abs() < 9e15 {
+        true => (total_cost as i64).to_string(),
+        false => number(&serde_json::json!(total_cost)),
+    });
+    total.extend(totals.iter().map(u64::to_string));
+    table.push(total);
+    let mut header: Vec<String> = Vec::new();
+    if each_key {
+        header.push("KEY ID".into());
+    }
+    header.extend(["START (UTC)".to_owned(), "COST".to_owned()]);
+    header.extend(shown.iter().map(|n| safe(&n.to_uppercase()).into_owned()));
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    let n = all.len();
+    let plural = if n == 1 { "" } else { "s" };
+    let whose = match each_key {
+        true => {
+            let active = answers.iter().filter(|a| !buckets(a).is_empty()).count();
+            format!("in {active} of {whose}")
+        }
+        false => whose,
+    };
+    columns(&header, &table)
+        + &format!("{n} {granularity}{plural} with traffic, {whose}, {range}\n")
+}
+
+/// A CSV cell: quoted when it holds a comma, a quote or a line break, and
+/// never read as a formula by a spreadsheet (a leading `=`, `+`, `-`, `@`
+/// gets a `'`), after [`safe`].
+fn csv_cell(s: &str) -> String {
+    let s = safe(s);
+    let s = match s.chars().next() {
+        Some('=' | '+' | '-' | '@') => format!("'{s}"),
+        _ => s.into_owned(),
+    };
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
+/// `keyward usage --format csv`: a header (`start`, `start_utc`, `cost`
+/// and every count name; `key_id` first with `--each-key`) and a row per
+/// bucket, oldest first (key by key).
+pub fn usage_csv(output: &Value) -> String {
+    let (answers, each_key) = answers(output);
+    let names = count_names(&answers);
+    let mut header: Vec<String> = Vec::new();
+    if each_key {
+        header.push("key_id".into());
+    }
+    header.extend([
+        "start".to_owned(),
+        "start_utc".to_owned(),
+        "cost".to_owned(),
+    ]);
+    header.extend(names.iter().map(|n| csv_cell(n)));
+    let mut out = header.join(",") + "\n";
+    for answer in &answers {
+        for b in buckets(answer) {
+            let mut row = Vec::new();
+            if each_key {
+                row.push(csv_cell(answer["key_id"].as_str().unwrap_or_default()));
+            }
+            row.push(csv_cell(&number(&b["start"])));
+            row.push(b["start"].as_f64().map(time).unwrap_or_default());
+            row.push(csv_cell(&number(&b["cost"])));
+            row.extend(names.iter().map(|n| count(b, n).to_string()));
+            out += &(row.join(",") + "\n");
+        }
+    }
+    out
+}
+
 /// A header name as the gateway documentation spells it.
 fn header_name(name: &str) -> String {
     match name {
@@ -791,6 +992,84 @@ mod tests {
         );
         assert_eq!(lines[4], "3 attempts");
         assert_eq!(deliveries(&json!({"items": []})), "no deliveries\n");
+    }
+
+    #[test]
+    fn usage_is_a_table_of_buckets_with_a_total_and_a_csv_of_every_count() {
+        let answer = json!({"project_id": "alpha", "key_id": null, "granularity": "day", "buckets": [
+            {"start": 1_796_083_200, "cost": 12, "counts": {"ok": 10, "rate_limited": 0, "credits_exhausted": 0, "bad_secret": 2}},
+            {"start": 1_796_169_600, "cost": 3, "counts": {"ok": 3, "rate_limited": 1, "credits_exhausted": 0, "disabled": 0}},
+        ]});
+        let table = usage(&answer, 1_796_083_200, 1_796_256_000);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[0], "START (UTC)  COST  OK  RATE_LIMITED  BAD_SECRET",
+            "{table}"
+        );
+        assert_eq!(
+            lines[1], "2026-12-01   12    10  0             2",
+            "{table}"
+        );
+        assert_eq!(
+            lines[2], "2026-12-02   3     3   1             0",
+            "{table}"
+        );
+        assert_eq!(
+            lines[3], "total        15    13  1             2",
+            "{table}"
+        );
+        assert_eq!(
+            lines[4],
+            "2 days with traffic, project alpha, 2026-12-01T00:00:00Z to 2026-12-03T00:00:00Z"
+        );
+        assert_eq!(
+            usage_csv(&answer),
+            "start,start_utc,cost,ok,rate_limited,credits_exhausted,bad_secret,disabled\n\
+             1796083200,2026-12-01T00:00:00Z,12,10,0,0,2,0\n\
+             1796169600,2026-12-02T00:00:00Z,3,3,1,0,0,0\n"
+        );
+
+        let each = json!({"project_id": "alpha", "key_id": null, "granularity": "day", "keys": [
+            {"project_id": "alpha", "key_id": "k_a", "granularity": "day", "buckets": [
+                {"start": 1_796_083_200, "cost": 4, "counts": {"ok": 4, "rate_limited": 0, "credits_exhausted": 0}}]},
+            {"project_id": "alpha", "key_id": "k_b", "granularity": "day", "buckets": []},
+            {"project_id": "alpha", "key_id": "k_c", "granularity": "day", "buckets": [
+                {"start": 1_796_083_200, "cost": 1, "counts": {"ok": 1, "rate_limited": 2, "credits_exhausted": 0}}]},
+        ]});
+        assert_eq!(
+            usage(&each, 1_796_083_200, 1_796_169_600),
+            "KEY ID  START (UTC)  COST  OK  RATE_LIMITED\n\
+             k_a     2026-12-01   4     4   0\n\
+             k_c     2026-12-01   1     1   2\n\
+             total                5     5   2\n\
+             2 days with traffic, in 2 of the 3 keys of project alpha, \
+             2026-12-01T00:00:00Z to 2026-12-02T00:00:00Z\n"
+        );
+        assert_eq!(
+            usage_csv(&each),
+            "key_id,start,start_utc,cost,ok,rate_limited,credits_exhausted\n\
+             k_a,1796083200,2026-12-01T00:00:00Z,4,4,0,0\n\
+             k_c,1796083200,2026-12-01T00:00:00Z,1,1,2,0\n"
+        );
+
+        let hours = json!({"project_id": "alpha", "key_id": "k_1\u{1b}[2J", "granularity": "hour", "buckets": []});
+        assert_eq!(
+            usage(&hours, 0, 3600),
+            "no usage of key k_1\\u{1b}[2J of alpha from 1970-01-01T00:00:00Z to 1970-01-01T01:00:00Z\n"
+        );
+        assert_eq!(
+            bucket_start(&json!(1_796_133_600), "hour"),
+            "2026-12-01T14:00Z"
+        );
+        assert_eq!(bucket_start(&json!(1_796_083_200), "month"), "2026-12");
+        assert_eq!(csv_cell("=cmd|x"), "'=cmd|x");
+        assert_eq!(csv_cell("a,\"b\""), "\"a,\"\"b\"\"\"");
+
+        assert_eq!(parse_instant("2026-12-01").unwrap(), 1_796_083_200);
+        assert_eq!(parse_instant("1796083200").unwrap(), 1_796_083_200);
+        for bad in ["1796083200.5", "-1", "2026-12-32", "yesterday"] {
+            assert!(parse_instant(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //   #/                          projects
 //   #/p/<project>               the project's keys
 //   #/p/<project>/keys/<key>    one key
+//   #/p/<project>/keys/<key>/usage  the key's usage
+//   #/p/<project>/usage         the project's usage
 //   #/p/<project>/activity      the project's activity
 //   #/p/<project>/audit         the admin log of the project
 //   #/audit                     the admin log
@@ -18,6 +20,7 @@ import { renderKeys } from './keys.js';
 import { renderKey } from './key.js';
 import { renderActivity } from './activity.js';
 import { renderAudit } from './audit.js';
+import { renderProjectUsage, renderKeyUsage } from './usage.js';
 import { renderWebhooks, renderWebhook } from './webhooks.js';
 
 const main = document.getElementById('main');
@@ -49,6 +52,8 @@ async function route() {
     else if (parts[0] === 'p' && parts.length === 2) await renderKeys(main, parts[1]);
     else if (parts[0] === 'p' && parts.length === 3 && parts[2] === 'activity') await renderActivity(main, parts[1], onLeave);
     else if (parts[0] === 'p' && parts.length === 3 && parts[2] === 'audit') await renderAudit(main, parts[1]);
+    else if (parts[0] === 'p' && parts.length === 3 && parts[2] === 'usage') await renderProjectUsage(main, parts[1], onLeave);
+    else if (parts[0] === 'p' && parts.length === 5 && parts[2] === 'keys' && parts[4] === 'usage') await renderKeyUsage(main, parts[1], parts[3], onLeave);
     else if (parts[0] === 'p' && parts.length === 4 && parts[2] === 'keys') await renderKey(main, parts[1], parts[3]);
     else main.replaceChildren(h('h1', { tabindex: '-1', text: 'Not found' }), h('p', {}, h('a', { href: '#/', text: 'Back to the projects' })));
   } catch (e) {

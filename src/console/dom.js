@@ -131,11 +131,26 @@ export function projectHref(projectId, ...rest) {
   return `#/p/${[projectId, ...rest].map(encodeURIComponent).join('/')}`;
 }
 
+/** A row of tabs: `[label, href, name]` each, `current` marked. */
+function tabs(label, entries, current) {
+  return h('nav', { class: 'tabs', 'aria-label': label }, entries.map(([text, href, name]) =>
+    h('a', { href, class: name === current ? 'tab current' : 'tab', 'aria-current': name === current ? 'page' : null, text })));
+}
+
 /** The tabs of a project's screens. */
 export function projectTabs(projectId, current) {
-  const tab = (label, href, name) => h('a', { href, class: name === current ? 'tab current' : 'tab', 'aria-current': name === current ? 'page' : null, text: label });
-  return h('nav', { class: 'tabs', 'aria-label': 'Project' },
-    tab('Keys', projectHref(projectId), 'keys'),
-    tab('Activity', projectHref(projectId, 'activity'), 'activity'),
-    tab('Admin log', projectHref(projectId, 'audit'), 'audit'));
+  return tabs('Project', [
+    ['Keys', projectHref(projectId), 'keys'],
+    ['Activity', projectHref(projectId, 'activity'), 'activity'],
+    ['Usage', projectHref(projectId, 'usage'), 'usage'],
+    ['Admin log', projectHref(projectId, 'audit'), 'audit'],
+  ], current);
+}
+
+/** The tabs of a key's screens. */
+export function keyTabs(projectId, keyId, current) {
+  return tabs('Key', [
+    ['Key', projectHref(projectId, 'keys', keyId), 'key'],
+    ['Usage', projectHref(projectId, 'keys', keyId, 'usage'), 'usage'],
+  ], current);
 }

@@ -1,8 +1,8 @@
-// One key: its details, plan and usage, and (from the key_manager role on)
+// One key: its details, plan and usage (per day: the Usage tab, usage.js), and (from the key_manager role on)
 // add credits, and update, rotate and revoke, each behind a confirmation.
 
 import { api, ApiError, allows } from './api.js';
-import { h, field, timeNode, relative, pageHead, projectHref, keyBadges, errorNotice, toast } from './dom.js';
+import { h, field, timeNode, relative, pageHead, projectHref, keyTabs, keyBadges, errorNotice, toast } from './dom.js';
 import { confirmAction, modal, secretView } from './dialogs.js';
 import { keyFields } from './keys.js';
 import { loadProject } from './projects.js';
@@ -39,6 +39,7 @@ export async function renderKey(main, projectId, keyId) {
 
   main.replaceChildren(
     pageHead([['Projects', '#/'], [project?.label ?? projectId, projectHref(projectId)], [keyId]], [h('span', { class: 'mono-title', text: keyId }), ' ', keyBadges(key)]),
+    keyTabs(projectId, keyId, 'key'),
     h('div', { class: 'grid two' },
       detailsCard(projectId, key, inRotation, rerender),
       usageCard(key)),
@@ -91,7 +92,7 @@ function usageCard(key) {
         h('span', { class: 'stat-value small', text: key.last_used ? relative(key.last_used) : 'never' }),
         h('span', { class: 'stat-label', text: 'last used' }),
         key.last_used ? h('span', { class: 'stat-label' }, timeNode(key.last_used)) : null)),
-    h('p', { class: 'muted', text: 'Counts successful validations only; the Activity tab shows denials too.' }));
+    h('p', { class: 'muted', text: 'Counts successful validations only; the Usage tab shows spend and refusals per day.' }));
 }
 
 function updateCard(projectId, key, rerender) {

@@ -75,6 +75,7 @@ const ASSETS: &[Asset] = &[
     asset!("key.js", JS),
     asset!("plan.js", JS),
     asset!("activity.js", JS),
+    asset!("usage.js", JS),
     asset!("audit.js", JS),
     asset!("webhooks.js", JS),
 ];

@@ -272,6 +272,39 @@ impl Page {
         self.until_text("#project-summary", "project").await;
     }
 
+    /// Clicks the link `css` (a download) and returns the name and the
+    /// text of the file Chromium saves, in a directory of its own.
+    pub async fn download(&self, css: &str) -> (String, String) {
+        let dir = std::env::temp_dir().join(random_id("keyward-console-download-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let params = json!({ "behavior": "allow", "downloadPath": dir.to_str().unwrap() });
+        let cmd = Cdp {
+            cmd: "Browser.setDownloadBehavior",
+            params: params.clone(),
+        };
+        if self.c.issue_cmd(cmd).await.is_err() {
+            self.cdp("Page.setDownloadBehavior", params).await;
+        }
+        self.click(css).await;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            // Chromium writes `NAME.crdownload`, then renames it `NAME`.
+            let done = std::fs::read_dir(&dir)
+                .unwrap()
+                .filter_map(|entry| entry.ok())
+                .map(|entry| entry.path())
+                .find(|path| !path.extension().is_some_and(|ext| ext == "crdownload"));
+            if let Some(path) = done {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                let _ = std::fs::remove_dir_all(&dir);
+                return (name, text);
+            }
+            assert!(Instant::now() < deadline, "no download from {css}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// A Chrome DevTools command, through chromedriver.
     async fn cdp(&self, cmd: &'static str, params: Value) -> Value {
         self.c

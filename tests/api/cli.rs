@@ -1512,3 +1512,302 @@ async fn low_at_is_set_by_mint_and_update_and_key_list_finds_keys_unused_since()
     .await
     .fails(2, "--unused-since");
 }
+
+/// A keyward whose monitor Redis user is the template's `ops` user, which
+/// reads the usage record (and the audit trail).
+async fn app_with_monitor() -> TestApp {
+    let password = "cli-usage-ops-password";
+    let redis = Arc::new(TestRedis::start_with_acl(&template_user(
+        "ops",
+        "cli-usage-ops",
+        password,
+    )));
+    let monitor = redis.url("cli-usage-ops", password);
+    TestApp::spawn_with(redis, move |c| c.monitor_redis_url = Some(monitor.into())).await
+}
+
+/// `count` summed over a usage answer's buckets (`cost` for the cost).
+fn usage_sum(answer: &Value, count: &str) -> u64 {
+    let buckets = answer["buckets"].as_array().expect("buckets");
+    buckets
+        .iter()
+        .map(|b| match count {
+            "cost" => b["cost"].as_u64().unwrap(),
+            _ => b["counts"][count].as_u64().unwrap_or(0),
+        })
+        .sum()
+}
+
+/// The UTC day a Unix time falls in, as `keyward usage` prints it.
+fn utc_day(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let (y, m, d) = keyward::clock::civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_prints_a_projects_and_a_keys_spend_per_day_as_a_table_json_and_csv() {
+    let app = app_with_monitor().await;
+    let project = app.project().await;
+    let a = app.mint(&project, json!({})).await;
+    let b = app
+        .mint(
+            &project,
+            json!({ "owner": "bob", "rate_limit_per_minute": 2 }),
+        )
+        .await;
+    // a: 3 passes of cost 1 and a wrong secret; b: a pass of cost 2, which
+    // takes its minute's limit, then a refusal.
+    for _ in 0..3 {
+        app.validate(&a.api_key, StatusCode::OK).await;
+    }
+    app.validate_fails(
+        &crate::helpers::wrong_secret(&a.api_key),
+        StatusCode::UNAUTHORIZED,
+        "invalid_key",
+    )
+    .await;
+    for (cost, status) in [(2, StatusCode::OK), (1, StatusCode::TOO_MANY_REQUESTS)] {
+        let body = json!({ "api_key": b.api_key, "cost": cost });
+        let r = app.post("/v1/validate-key", &body, None).await;
+        assert_eq!(r.status(), status, "cost {cost}");
+    }
+    let today = utc_day(keyward::clock::now() as u64);
+
+    // The record is written about once a second: poll until it shows all six.
+    let answer = crate::helpers::eventually("the project's usage", || async {
+        let answer = cli(&app, &["usage", &project, "--format", "json"])
+            .await
+            .json();
+        (usage_sum(&answer, "ok") == 4
+            && usage_sum(&answer, "bad_secret") == 1
+            && usage_sum(&answer, "rate_limited") == 1)
+            .then_some(answer)
+    })
+    .await;
+    assert_eq!(answer["project_id"], project.as_str());
+    assert_eq!(answer["key_id"], Value::Null);
+    assert_eq!(answer["granularity"], "day");
+    assert_eq!(usage_sum(&answer, "cost"), 5, "{answer}");
+    assert_eq!(usage_sum(&answer, "credits_exhausted"), 0, "{answer}");
+    let buckets = answer["buckets"].as_array().unwrap();
+    assert_eq!(buckets.len(), 1, "one day with traffic: {answer}");
+    let start = buckets[0]["start"].as_u64().unwrap();
+    assert_eq!(start % 86_400, 0, "a day starts at midnight UTC: {answer}");
+    assert_eq!(utc_day(start), today);
+    // --json is --format json.
+    let again = cli(&app, &["usage", &project, "--json"]).await.json();
+    assert_eq!(usage_sum(&again, "ok"), 4);
+
+    // The table: the day, its cost, ok and each count that is not 0, a total.
+    let run = cli(&app, &["usage", &project]).await;
+    let table: Vec<&str> = run.ok().lines().collect();
+    assert_eq!(
+        fields(table[0]),
+        ["START", "(UTC)", "COST", "OK", "RATE_LIMITED", "BAD_SECRET"],
+        "{run}"
+    );
+    assert_eq!(
+        fields(table[1]),
+        [today.as_str(), "5", "4", "1", "1"],
+        "{run}"
+    );
+    assert_eq!(fields(table[2]), ["total", "5", "4", "1", "1"], "{run}");
+    assert!(
+        table[3].starts_with(&format!("1 day with traffic, project {project}, ")),
+        "{run}"
+    );
+    assert_eq!(table.len(), 4, "{run}");
+
+    // One key's: only its own validations.
+    let key = cli(&app, &["usage", &project, &a.key_id, "--json"])
+        .await
+        .json();
+    assert_eq!(key["key_id"], a.key_id.as_str());
+    assert_eq!(
+        (
+            usage_sum(&key, "ok"),
+            usage_sum(&key, "bad_secret"),
+            usage_sum(&key, "rate_limited"),
+            usage_sum(&key, "cost")
+        ),
+        (3, 1, 0, 3),
+        "{key}"
+    );
+
+    // Each key's, in one command: a row per key and day, the key first.
+    let run = cli(&app, &["usage", &project, "--each-key"]).await;
+    let lines: Vec<&str> = run.ok().lines().collect();
+    assert_eq!(
+        fields(lines[0]),
+        [
+            "KEY",
+            "ID",
+            "START",
+            "(UTC)",
+            "COST",
+            "OK",
+            "RATE_LIMITED",
+            "BAD_SECRET"
+        ],
+        "{run}"
+    );
+    let mut rows: Vec<Vec<&str>> = lines[1..3].iter().map(|l| fields(l)).collect();
+    rows.sort();
+    let mut expected = vec![
+        vec![a.key_id.as_str(), today.as_str(), "3", "3", "0", "1"],
+        vec![b.key_id.as_str(), today.as_str(), "2", "1", "1", "0"],
+    ];
+    expected.sort();
+    assert_eq!(rows, expected, "{run}");
+    assert_eq!(fields(lines[3]), ["total", "5", "4", "1", "1"], "{run}");
+    assert!(
+        lines[4].starts_with(&format!(
+            "2 days with traffic, in 2 of the 2 keys of project {project}, "
+        )),
+        "{run}"
+    );
+    let each = cli(&app, &["usage", &project, "--each-key", "--json"])
+        .await
+        .json();
+    let keys = each["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2, "{each}");
+    let ok: u64 = keys.iter().map(|k| usage_sum(k, "ok")).sum();
+    assert_eq!(ok, 4, "{each}");
+    let run = cli(&app, &["usage", &project, "--each-key", "--format", "csv"]).await;
+    let csv: Vec<&str> = run.ok().lines().collect();
+    assert!(
+        csv[0].starts_with("key_id,start,start_utc,cost,ok,"),
+        "{run}"
+    );
+    assert_eq!(csv.len(), 3, "{run}");
+    cli(&app, &["usage", &project, &a.key_id, "--each-key"])
+        .await
+        .fails(2, "--each-key");
+
+    // CSV: a header with every count, a row per bucket.
+    let run = cli(&app, &["usage", &project, &b.key_id, "--format", "csv"]).await;
+    let lines: Vec<&str> = run.ok().lines().collect();
+    assert_eq!(lines.len(), 2, "{run}");
+    let header: Vec<&str> = lines[0].split(',').collect();
+    assert_eq!(
+        header[..6],
+        [
+            "start",
+            "start_utc",
+            "cost",
+            "ok",
+            "rate_limited",
+            "credits_exhausted"
+        ],
+        "{run}"
+    );
+    let row: std::collections::HashMap<&str, &str> =
+        header.iter().copied().zip(lines[1].split(',')).collect();
+    assert_eq!(row["start"], start.to_string(), "{run}");
+    assert_eq!(row["start_utc"], format!("{today}T00:00:00Z"), "{run}");
+    assert_eq!(
+        (row["cost"], row["ok"], row["rate_limited"]),
+        ("2", "1", "1"),
+        "{run}"
+    );
+    assert_eq!(row.get("bad_secret").copied().unwrap_or("0"), "0", "{run}");
+
+    // By hour and by month: the same validations in other buckets.
+    for (by, span) in [("hour", 3_600), ("month", 0)] {
+        let answer = cli(&app, &["usage", &project, "--by", by, "--json"])
+            .await
+            .json();
+        assert_eq!(answer["granularity"], by);
+        assert_eq!(
+            (usage_sum(&answer, "ok"), usage_sum(&answer, "cost")),
+            (4, 5),
+            "{by}: {answer}"
+        );
+        for bucket in answer["buckets"].as_array().unwrap() {
+            let start = bucket["start"].as_u64().unwrap();
+            match span {
+                0 => assert!(utc_day(start).ends_with("-01"), "{answer}"),
+                _ => assert_eq!(start % span, 0, "{answer}"),
+            }
+        }
+    }
+
+    // A range with nothing in it (yesterday, in Unix seconds): says so.
+    let (from, to) = (start - 86_400, start);
+    let run = cli(
+        &app,
+        &[
+            "usage",
+            &project,
+            "--from",
+            &from.to_string(),
+            "--to",
+            &to.to_string(),
+        ],
+    )
+    .await;
+    assert_eq!(
+        run.ok(),
+        format!(
+            "no usage of project {project} from {}T00:00:00Z to {today}T00:00:00Z\n",
+            utc_day(from)
+        )
+    );
+    // And a date range that holds today: the same day as the default.
+    let tomorrow = utc_day(start + 86_400);
+    let run = cli(
+        &app,
+        &["usage", &project, "--from", &today, "--to", &tomorrow],
+    )
+    .await;
+    assert_eq!(
+        fields(run.ok().lines().nth(1).unwrap())[..3],
+        [today.as_str(), "5", "4"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_refuses_bad_ranges_and_says_what_it_needs_exit_1_2_or_3() {
+    let app = app_with_monitor().await;
+    let project = app.project().await;
+
+    // Usage errors: exit 2, before anything is sent.
+    for (args, says) in [
+        (
+            &["--from", "2026-12-02", "--to", "2026-12-01"][..],
+            "must come before --to",
+        ),
+        (&["--from", "2026-13-01"], "expected a UTC date"),
+        (&["--to", "1796083200.5"], "expected a UTC date"),
+        (&["--by", "week"], "--by"),
+        (&["--format", "xml"], "--format"),
+        (&["--format", "csv", "--json"], "disagree"),
+    ] {
+        let mut all = vec!["usage", project.as_str()];
+        all.extend_from_slice(args);
+        cli(&app, &all).await.fails(2, says);
+    }
+    // Refusals: exit 1, with keyward's code.
+    cli(&app, &["usage", "nosuchproject"])
+        .await
+        .fails(1, "project_not_found");
+    cli(
+        &app,
+        &["usage", &project, "--by", "hour", "--from", "2020-01-01"],
+    )
+    .await
+    .fails(1, "invalid_request");
+
+    // Without a monitor Redis user: says what is needed.
+    let plain = TestApp::spawn().await;
+    let project = plain.project().await;
+    cli(&plain, &["usage", &project])
+        .await
+        .fails(1, "usage_unavailable");
+    // Redis down: keyward answers 503, the CLI exits 3.
+    app.redis().stop();
+    cli(&app, &["usage", "anyproject"])
+        .await
+        .fails(3, "unavailable");
+}

@@ -1205,3 +1205,279 @@ fn browser_a_webhook_endpoint_is_added_with_its_secret_shown_once_tested_and_del
         assert!(page.text("#webhook-details").await.contains(&project));
     });
 }
+
+// ---------------------------------------------------------------------------
+// The Usage tabs (issue #34).
+
+/// One day of a usage record, as the test expects the console to show it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Day {
+    cost: u64,
+    ok: u64,
+    bad_secret: u64,
+    rate_limited: u64,
+}
+
+/// Adds `day` to the record of `project` and of its `key_id` at the UTC day
+/// starting `start`, as keyward's flush writes it (`apiusage:<p>[:<k>]:days:
+/// <yyyymm><01|11|21>`, fields `<dd>:<count>`, the cost as `<dd>:extra_cost`
+/// beyond 1 a pass), with `ops`: earlier days for the chart.
+async fn seed_day(ops: &fred::prelude::Pool, project: &str, key_id: &str, start: u64, day: Day) {
+    let (y, m, d) = keyward::clock::civil_from_days((start / 86_400) as i64);
+    let third = match d {
+        1..=10 => 1,
+        11..=20 => 11,
+        _ => 21,
+    };
+    let span = format!("days:{y:04}{m:02}{third:02}");
+    for name in [
+        format!("apiusage:{project}:{key_id}:{span}"),
+        format!("apiusage:{project}:{span}"),
+    ] {
+        for (field, n) in [
+            ("ok", day.ok),
+            ("extra_cost", day.cost - day.ok),
+            ("bad_secret", day.bad_secret),
+            ("rate_limited", day.rate_limited),
+        ] {
+            if n > 0 {
+                let args = vec![name.clone(), format!("{d:02}:{field}"), n.to_string()];
+                raw(ops, "HINCRBY", args).await.expect("HINCRBY");
+            }
+        }
+    }
+}
+
+/// Checks the CSV the console offers (the columns `keyward usage --format
+/// csv` prints) against `days`: a header of `start`, `start_utc`, `cost` and
+/// every count, then a row per day, oldest first, every count not in
+/// [`Day`] 0.
+fn assert_usage_csv(csv: &str, days: &std::collections::BTreeMap<u64, Day>) {
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(csv.ends_with('\n'), "{csv}");
+    let header: Vec<&str> = lines[0].split(',').collect();
+    assert_eq!(
+        header[..6],
+        [
+            "start",
+            "start_utc",
+            "cost",
+            "ok",
+            "rate_limited",
+            "credits_exhausted"
+        ],
+        "{csv}"
+    );
+    assert!(header.contains(&"bad_secret"), "{csv}");
+    assert_eq!(lines.len(), 1 + days.len(), "a row per day: {csv}");
+    for (line, (start, d)) in lines[1..].iter().zip(days) {
+        let (y, m, dd) = keyward::clock::civil_from_days((start / 86_400) as i64);
+        let row: std::collections::HashMap<&str, &str> =
+            header.iter().copied().zip(line.split(',')).collect();
+        assert_eq!(row.len(), header.len(), "{line}");
+        for (name, value) in row {
+            let expected = match name {
+                "start" => start.to_string(),
+                "start_utc" => format!("{y:04}-{m:02}-{dd:02}T00:00:00Z"),
+                "cost" => d.cost.to_string(),
+                "ok" => d.ok.to_string(),
+                "bad_secret" => d.bad_secret.to_string(),
+                "rate_limited" => d.rate_limited.to_string(),
+                _ => "0".into(),
+            };
+            assert_eq!(value, expected, "{name} in {line}");
+        }
+    }
+}
+
+/// Checks the open Usage tab against `days`: a bar per day with a cost, of
+/// that cost; a table row per day, with its counts; the totals.
+async fn assert_usage_shown(
+    page: &crate::browser::Page,
+    days: &std::collections::BTreeMap<u64, Day>,
+) {
+    let cost: u64 = days.values().map(|d| d.cost).sum();
+    page.until_text("#usage-cost", &cost.to_string()).await;
+    let bars = page
+        .script(
+            "return [...document.querySelectorAll('#usage-chart rect.bar')] \
+                 .map(r => [Number(r.dataset.start), Number(r.dataset.cost)]);",
+            vec![],
+        )
+        .await;
+    let expected: Vec<(u64, u64)> = days.iter().map(|(s, d)| (*s, d.cost)).collect();
+    assert_eq!(
+        serde_json::from_value::<Vec<(u64, u64)>>(bars).unwrap(),
+        expected,
+        "a bar per day with a cost, of that cost"
+    );
+    let rows = page
+        .script(
+            "return [...document.querySelectorAll('#usage-list tbody tr')].map(tr => { \
+                 const n = (name) => Number((tr.querySelector(`[data-count=\"${name}\"]`)?.textContent ?? '0').replaceAll(',', '')); \
+                 return [Number(tr.dataset.start), n('cost'), n('ok'), n('bad_secret'), n('rate_limited')]; });",
+            vec![],
+        )
+        .await;
+    let expected: Vec<(u64, u64, u64, u64, u64)> = days
+        .iter()
+        .map(|(s, d)| (*s, d.cost, d.ok, d.bad_secret, d.rate_limited))
+        .collect();
+    assert_eq!(
+        serde_json::from_value::<Vec<(u64, u64, u64, u64, u64)>>(rows).unwrap(),
+        expected,
+        "a row per day with traffic, oldest first"
+    );
+}
+
+#[test]
+fn browser_the_usage_tabs_chart_tabulate_and_export_a_projects_and_a_keys_days() {
+    in_browser(|page| async move {
+        let app = app_with_monitor().await;
+        let project = app.project().await;
+        let a = app.mint(&project, json!({})).await;
+        let b = app
+            .mint(
+                &project,
+                json!({ "owner": "bob", "rate_limit_per_minute": 4 }),
+            )
+            .await;
+        // Today: a passes 3 times and is refused once (a wrong secret); b
+        // passes once at cost 4, which takes its minute, and is refused once.
+        for _ in 0..3 {
+            app.validate(&a.api_key, StatusCode::OK).await;
+        }
+        app.validate_response(&format!("{}x", a.api_key)).await;
+        for (cost, status) in [(4, StatusCode::OK), (1, StatusCode::TOO_MANY_REQUESTS)] {
+            let body = json!({ "api_key": b.api_key, "cost": cost });
+            let r = app.post("/v1/validate-key", &body, None).await;
+            assert_eq!(r.status(), status);
+        }
+        let today = (now() as u64) / 86_400 * 86_400;
+        // Earlier days of a, as other instances would have written them.
+        let ops = app.redis().ops().await;
+        let earlier = [
+            (
+                3,
+                Day {
+                    cost: 40,
+                    ok: 25,
+                    bad_secret: 2,
+                    rate_limited: 0,
+                },
+            ),
+            (
+                11,
+                Day {
+                    cost: 9,
+                    ok: 9,
+                    bad_secret: 0,
+                    rate_limited: 1,
+                },
+            ),
+            (
+                29,
+                Day {
+                    cost: 120,
+                    ok: 100,
+                    bad_secret: 0,
+                    rate_limited: 5,
+                },
+            ),
+        ];
+        let mut key_days = std::collections::BTreeMap::new();
+        for (ago, day) in earlier {
+            let start = today - ago * 86_400;
+            seed_day(&ops, &project, &a.key_id, start, day).await;
+            key_days.insert(start, day);
+        }
+        let mut project_days = key_days.clone();
+        key_days.insert(
+            today,
+            Day {
+                cost: 3,
+                ok: 3,
+                bad_secret: 1,
+                rate_limited: 0,
+            },
+        );
+        project_days.insert(
+            today,
+            Day {
+                cost: 7,
+                ok: 4,
+                bad_secret: 1,
+                rate_limited: 1,
+            },
+        );
+        // The record is written about once a second: wait for today's.
+        let path = format!(
+            "/v1/admin/usage?project_id={project}&from={}&to={}&granularity=day",
+            today,
+            today + 86_400
+        );
+        crate::helpers::eventually("today's usage", || async {
+            let out: Value = app.admin_get(&path).await.json().await.ok()?;
+            (out["buckets"][0]["counts"]["ok"] == 4
+                && out["buckets"][0]["counts"]["rate_limited"] == 1)
+                .then_some(())
+        })
+        .await;
+
+        page.sign_in(&app).await;
+        page.open(&app, &format!("#/p/{project}/usage")).await;
+        assert_usage_shown(&page, &project_days).await;
+        assert_eq!(page.text("#usage-ok").await, "138");
+        assert_eq!(page.text("#usage-denied").await, "10");
+        let (name, csv) = page.download("#usage-csv").await;
+        assert_usage_csv(&csv, &project_days);
+        assert!(
+            name.starts_with(&format!("usage-{project}-")) && name.ends_with(".csv"),
+            "{name}"
+        );
+        page.shot("23-usage-project", true).await;
+
+        // The key screen's Usage tab: only a's days.
+        page.open(&app, &format!("#/p/{project}/keys/{}", a.key_id))
+            .await;
+        page.until_text("#key-details", "alice").await;
+        page.click("nav.tabs a[href$='/usage']").await;
+        assert_usage_shown(&page, &key_days).await;
+        let (name, csv) = page.download("#usage-csv").await;
+        assert_usage_csv(&csv, &key_days);
+        assert!(
+            name.starts_with(&format!("usage-{project}-{}-", a.key_id)),
+            "{name}"
+        );
+        page.shot("24-usage-key", true).await;
+
+        // A key without traffic: no bar, and a table that says so.
+        let c = app.mint(&project, json!({ "owner": "carol" })).await;
+        page.open(&app, &format!("#/p/{project}/keys/{}/usage", c.key_id))
+            .await;
+        page.until_text("#usage-list", "No validations in the last 30 days")
+            .await;
+        assert!(!page.has("#usage-chart rect.bar").await);
+        assert_eq!(page.rows("#usage-list").await, 0);
+    });
+}
+
+#[test]
+fn browser_without_a_monitor_user_the_usage_tab_shows_what_keyward_says_it_needs() {
+    in_browser(|page| async move {
+        let app = TestApp::spawn().await;
+        let project = app.project().await;
+        let today = (now() as u64) / 86_400 * 86_400;
+        let path = format!(
+            "/v1/admin/usage?project_id={project}&from={today}&to={}&granularity=day",
+            today + 86_400
+        );
+        let r = app.admin_get(&path).await;
+        let body = assert_error(r, StatusCode::CONFLICT, "usage_unavailable").await;
+        let message = body["error"]["message"].as_str().unwrap().to_owned();
+        page.sign_in(&app).await;
+        page.open(&app, &format!("#/p/{project}/usage")).await;
+        page.until_text("#usage-unavailable", &message).await;
+        page.shot("25-usage-not-enabled", true).await;
+    });
+}
