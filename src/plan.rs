@@ -131,15 +131,21 @@ pub struct Credits {
     pub low_at: Option<u64>,
 }
 
-/// What the key document keeps of its credits: the refill only. The balance
-/// is a counter of its own (see `store::names::credits`), spent with
-/// `DECRBY`.
+/// What the key document keeps of its credits: the refill and the warning
+/// threshold. The balance is a counter of its own (see
+/// `store::names::credits`), spent with `INCRBY -cost`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct CreditsDoc {
     #[serde(default)]
     pub refill: Option<Refill>,
-    /// See [`Credits::low_at`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// See [`Credits::low_at`]. Read leniently: a value another tool wrote
+    /// that is no count (a string, a negative) warns of nothing rather than
+    /// making the whole key unreadable.
+    #[serde(
+        default,
+        deserialize_with = "count_or_none",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub low_at: Option<u64>,
 }
 
@@ -280,6 +286,14 @@ pub fn whole_signed<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Er
             &"a whole number",
         )),
     }
+}
+
+/// Deserializes anything, keeping a count (see [`count`]) and nothing else.
+fn count_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Number(n) => count(&n),
+        _ => None,
+    })
 }
 
 /// Deserializes an optional count (see [`count`]): absent or `null` is

@@ -64,7 +64,8 @@ pub mod metric {
     pub const USAGE_RESENT: &str = "keyward_usage_resent_total";
     /// Counter: usage record writes dropped because Redis refuses them for
     /// good, by `reason` (`noperm`: the validator's ACL lacks the record;
-    /// `wrongtype`). Updated only in `store`.
+    /// `wrongtype`; `not_a_count`: a field that is not a whole number, or a
+    /// sum that would overflow). Updated only in `store`.
     pub const USAGE_DROPPED: &str = "keyward_usage_dropped_total";
     /// Histogram: Redis pipeline round-trip time in seconds. Updated only in `store`.
     pub const REDIS_ROUNDTRIP: &str = "keyward_redis_roundtrip_seconds";

@@ -158,7 +158,7 @@ fn bucket((start, sums): (i64, Sums)) -> UsageBucket {
     };
     UsageBucket {
         start,
-        cost: (sums[OK] + sums[EXTRA_COST]).max(0) as u64,
+        cost: sums[OK].saturating_add(sums[EXTRA_COST]).max(0) as u64,
         counts: UsageCounts {
             ok: n("ok"),
             rate_limited: n("rate_limited"),

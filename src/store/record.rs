@@ -170,6 +170,16 @@ impl Span {
 
     /// The bucket `nn` of this span: its start and end, if it is one.
     fn bucket(&self, nn: u32) -> Option<(i64, i64)> {
+        // Checked first: a field another tool wrote (`4294967295:ok`) must
+        // not reach the calendar arithmetic.
+        let valid = match self.granularity {
+            Granularity::Hour => nn < 24,
+            Granularity::Day => (1..=31).contains(&nn),
+            Granularity::Month => (1..=12).contains(&nn),
+        };
+        if !valid {
+            return None;
+        }
         let (start, end) = match self.granularity {
             Granularity::Hour => {
                 let start = self.start - self.start.rem_euclid(DAY) + i64::from(nn) * 3_600;
@@ -181,12 +191,7 @@ impl Span {
             }
             Granularity::Month => (month_start(self.year, nn), months_after(self.year, nn, 1)),
         };
-        let valid = match self.granularity {
-            Granularity::Hour => nn < 24,
-            Granularity::Day => nn >= 1,
-            Granularity::Month => (1..=12).contains(&nn),
-        };
-        (valid && start >= self.start && end <= self.end).then_some((start, end))
+        (start >= self.start && end <= self.end).then_some((start, end))
     }
 
     /// The span after this one.
@@ -233,8 +238,10 @@ struct State {
     owed: HashMap<(String, String), Owed>,
     /// Hashes whose `EXPIREAT` is owed: when they expire.
     expiry_owed: HashMap<String, i64>,
-    /// Hashes this instance set the expiry of, by their span's end: pruned
-    /// once the span is well over (a late write sends it again, harmlessly).
+    /// Hashes this instance set the expiry of, by when: forgotten after
+    /// [`EXPIRY_MEMO_SECS`], so a hash Redis lost (evicted, a restart from an
+    /// older snapshot, a failover) and a later `HINCRBY` made again gets its
+    /// expiry within the hour, and the memo holds only the last hour's hashes.
     expiring: HashMap<String, i64>,
 }
 
@@ -293,6 +300,36 @@ impl KeyHours {
     }
 }
 
+/// Redis refuses the field for good: another tool wrote something that is
+/// not a whole number there, or the sum would overflow.
+fn is_not_a_count(e: &FredError) -> bool {
+    let detail = e.details();
+    detail.contains("not an integer") || detail.contains("overflow")
+}
+
+/// How long this instance trusts an `EXPIREAT` it set before sending it
+/// again with the hash's next write (it is absolute, so sending it again is
+/// harmless).
+const EXPIRY_MEMO_SECS: i64 = 3_600;
+
+/// The most commands of a flush in flight at once: a flush of a flood of
+/// keys goes out a batch (one round trip) at a time, so its memory stays
+/// bounded however many keys were used in the second.
+const FLUSH_BATCH: usize = 256;
+
+/// `send` for each item, `FLUSH_BATCH` at a time, the replies in order.
+async fn in_batches<'a, T, F, Fut>(items: &'a [T], send: F) -> Vec<Fut::Output>
+where
+    F: Fn(&'a T) -> Fut,
+    Fut: std::future::Future,
+{
+    let mut replies = Vec::with_capacity(items.len());
+    for batch in items.chunks(FLUSH_BATCH) {
+        replies.extend(join_all(batch.iter().map(&send)).await);
+    }
+    replies
+}
+
 const LEVELS: [Granularity; 3] = [Granularity::Hour, Granularity::Day, Granularity::Month];
 
 impl Store {
@@ -306,6 +343,9 @@ impl Store {
         let now = crate::clock::now() as i64;
         let (writes, expiries) = {
             let mut state = record.state();
+            state
+                .expiring
+                .retain(|_, set| *set + EXPIRY_MEMO_SECS > now);
             for key in taken {
                 for (hour, sums) in key.hours {
                     let at = hour * 3_600;
@@ -333,7 +373,6 @@ impl Store {
                     }
                 }
             }
-            state.expiring.retain(|_, end| *end + 7_200 > now);
             let writes: Vec<_> = state.owed.drain().filter(|(_, o)| o.delta != 0).collect();
             let expiries: Vec<_> = state.expiry_owed.drain().collect();
             (writes, expiries)
@@ -350,29 +389,37 @@ impl Store {
             ..Default::default()
         });
         let client = &client;
-        // Each hash's `HINCRBY`s are polled (written) before its `EXPIREAT`,
-        // on the connection of its slot: `EXPIREAT` on a missing key does
-        // nothing, so it must follow.
-        let hincrbys = join_all(writes.iter().map(|((hash, field), owed)| {
-            client.hincrby::<Value, _, _>(hash, field.as_str(), owed.delta)
-        }));
-        let expireats = join_all(
-            expiries
-                .iter()
-                .map(|(hash, at)| client.expire_at::<Value, _>(hash, *at, None)),
-        );
-        let (written, expired) = together(async { futures::join!(hincrbys, expireats) }).await;
+        // Every `HINCRBY` is answered before any `EXPIREAT` is sent:
+        // `EXPIREAT` on a missing key does nothing, so it must follow. A
+        // batch at a time, so a flush of many keys never holds more than
+        // `FLUSH_BATCH` command futures (each some KiB in fred) at once.
+        let (written, expired) = together(async {
+            let written = in_batches(&writes, |((hash, field), owed)| {
+                client.hincrby::<Value, _, _>(hash, field.as_str(), owed.delta)
+            })
+            .await;
+            let expired = in_batches(&expiries, |(hash, at)| {
+                client.expire_at::<Value, _>(hash, *at, None)
+            })
+            .await;
+            (written, expired)
+        })
+        .await;
         let mut first: Option<FredError> = None;
         let mut state = record.state();
         let (mut recorded, mut resent) = (0i64, 0i64);
         for ((key, owed), reply) in writes.into_iter().zip(written) {
             match reply {
                 Ok(_) => recorded += owed.validations,
-                Err(e) if is_noperm(&e) || is_wrongtype(&e) => {
-                    let reason = if is_noperm(&e) { "noperm" } else { "wrongtype" };
+                Err(e) if is_noperm(&e) || is_wrongtype(&e) || is_not_a_count(&e) => {
+                    let reason = match () {
+                        _ if is_noperm(&e) => "noperm",
+                        _ if is_wrongtype(&e) => "wrongtype",
+                        _ => "not_a_count",
+                    };
                     metrics::counter!(metric::USAGE_DROPPED, "reason" => reason).increment(1);
-                    if is_wrongtype(&e) {
-                        report_unreadable(&key.0, "a usage record that is not a hash");
+                    if !is_noperm(&e) {
+                        report_unreadable(&key.0, "a usage record field that is not a count");
                     }
                     warn_dropped(&e);
                     first.get_or_insert(e);
@@ -380,7 +427,7 @@ impl Store {
                 Err(e) => {
                     if !is_refused(&e) {
                         // It may have run: sent again, it may count twice.
-                        resent += owed.delta.max(0);
+                        resent += owed.validations.max(0);
                     }
                     let again = state.owed.entry(key).or_default();
                     again.delta += owed.delta;
@@ -392,8 +439,7 @@ impl Store {
         for ((hash, at), reply) in expiries.into_iter().zip(expired) {
             match reply {
                 Ok(set) if set.as_i64() == Some(1) => {
-                    let end = span_end_of(&hash).unwrap_or(now);
-                    state.expiring.insert(hash, end);
+                    state.expiring.insert(hash, now);
                 }
                 // No such hash: its `HINCRBY` did not run, and is owed.
                 Ok(_) => {
@@ -483,7 +529,7 @@ impl Store {
                     continue;
                 }
                 match sums.iter_mut().find(|(s, _)| *s == start) {
-                    Some((_, b)) => b[i] += n,
+                    Some((_, b)) => b[i] = b[i].saturating_add(n),
                     None => {
                         let mut b = Sums::default();
                         b[i] = n;
@@ -497,29 +543,6 @@ impl Store {
         buckets.retain(|(_, sums)| sums.iter().any(|n| *n != 0));
         Ok(buckets)
     }
-}
-
-/// The end of the span a record hash names (its last segment), to prune
-/// the expiry memo.
-fn span_end_of(hash: &str) -> Option<i64> {
-    let mut parts = hash.rsplit(':');
-    let (digits, level) = (parts.next()?, parts.next()?);
-    let num = |r: std::ops::Range<usize>| digits.get(r)?.parse::<i64>().ok();
-    let start = match level {
-        "hours" => {
-            days_from_civil(num(0..4)?, num(4..6)? as u32, num(6..8)? as u32) * DAY
-                + num(8..10)? * 3_600
-        }
-        "days" => days_from_civil(num(0..4)?, num(4..6)? as u32, num(6..8)? as u32) * DAY,
-        "months" => month_start(num(0..4)?, 1),
-        _ => return None,
-    };
-    let granularity = match level {
-        "hours" => Granularity::Hour,
-        "days" => Granularity::Day,
-        _ => Granularity::Month,
-    };
-    Some(Span::at(granularity, start).end)
 }
 
 /// Warns, at most once a minute, that the validator may not write the
@@ -580,12 +603,6 @@ mod tests {
         assert_eq!(feb.name, "days:20280221");
         assert_eq!(feb.end, days_from_civil(2028, 3, 1) * DAY);
         assert!(feb.bucket(29).is_some() && feb.bucket(30).is_none());
-        for s in [&hours, &days, &months] {
-            assert_eq!(
-                span_end_of(&names::usage("p", Some("k_abcdefg"), &s.name)),
-                Some(s.end)
-            );
-        }
     }
 
     #[test]

@@ -550,8 +550,6 @@ impl Validator {
                     self.signals.probed(name);
                 }
                 if let Some(key) = key {
-                    self.store
-                        .count_usage(&key.project_id, &key.key_id, reason, cost);
                     if finished.new_network {
                         // Boxed, as every Redis command here is: its futures
                         // are large, and held inline they would grow the whole
@@ -566,6 +564,10 @@ impl Validator {
                             Box::pin(signal).await;
                         }
                     }
+                    // Recorded last, once nothing awaited can stop the
+                    // answer (a signal past the request's deadline).
+                    self.store
+                        .count_usage(&key.project_id, &key.key_id, reason, cost);
                 }
                 Ok(Validated {
                     rate,
@@ -583,11 +585,9 @@ impl Validator {
             },
             (_, written) => {
                 tally(reason);
-                if let (Some(key), Outcome::Refuse { .. }) = (key, &run.outcome) {
-                    // Answered: in the usage record (a key that was found).
-                    self.store
-                        .count_usage(&key.project_id, &key.key_id, reason, cost);
-                }
+                // Answered: in the usage record (a key that was found), once
+                // the signal below is sent.
+                let recorded = matches!(run.outcome, Outcome::Refuse { .. });
                 let (rate, refill_in) = match run.outcome {
                     Outcome::Refuse {
                         rate, refill_in, ..
@@ -609,6 +609,10 @@ impl Validator {
                 };
                 if let (Some(refusal), Some(key)) = (refusal, key) {
                     Box::pin(self.signals.refused(&self.store, key, refusal)).await;
+                }
+                if let (Some(key), true) = (key, recorded) {
+                    self.store
+                        .count_usage(&key.project_id, &key.key_id, reason, cost);
                 }
                 if let Err(e) = written {
                     unaudited(reason);

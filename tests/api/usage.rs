@@ -571,3 +571,84 @@ async fn a_validator_without_the_record_in_its_acl_drops_and_counts_its_writes()
     })
     .await;
 }
+
+/// What Redis or another tool may do to the record and the plan: a hash
+/// Redis lost (evicted, a restart from an older snapshot) and a later write
+/// made again gets its expiry back within the hour; a field that is not a
+/// count is dropped and counted, not sent again every second; a key whose
+/// credits' `low_at` is no count still validates.
+#[tokio::test]
+async fn a_lost_hash_gets_its_expiry_again_and_odd_values_are_dropped_not_retried() {
+    let redis = TestRedis::start();
+    let clock = Clock::real();
+    // A minute into a half-day span: the hour hash stays the same one.
+    let half_day = 1_798_761_600; // 2027-01-01T00:00:00Z
+    clock.set(half_day as f64 + 60.0);
+    let app = Binary::start_on(&clock, &redis, &[]).await;
+    let key = app
+        .mint_creating(
+            "alpha",
+            json!({ "credits": { "remaining": 10, "refill": null } }),
+        )
+        .await;
+    let ops = redis.ops().await;
+    let hours = format!("apiusage:alpha:{}:hours:2027010100", key.key_id);
+    let ttl = |name: String| {
+        let ops = ops.clone();
+        async move {
+            raw(&ops, "TTL", vec![name])
+                .await
+                .unwrap()
+                .as_i64()
+                .unwrap()
+        }
+    };
+    app.validate(&key.api_key, StatusCode::OK).await;
+    within(10, "the hour hash and its expiry", || async {
+        (ttl(hours.clone()).await > 0).then_some(())
+    })
+    .await;
+
+    // Lost, then written again: no expiry until this instance's memo of it
+    // runs out (an hour), then the next write sets it again.
+    raw(&ops, "DEL", vec![hours.clone()]).await.unwrap();
+    app.validate(&key.api_key, StatusCode::OK).await;
+    within(10, "the hash written again", || async {
+        (ttl(hours.clone()).await == -1).then_some(())
+    })
+    .await;
+    clock.set(half_day as f64 + 3_720.0);
+    app.validate(&key.api_key, StatusCode::OK).await;
+    within(10, "its expiry set again", || async {
+        (ttl(hours.clone()).await > 0).then_some(())
+    })
+    .await;
+
+    // A field another tool made no count: dropped and counted, not owed.
+    raw(
+        &ops,
+        "HSET",
+        vec![hours.clone(), "01:ok".into(), "x".into()],
+    )
+    .await
+    .unwrap();
+    app.validate(&key.api_key, StatusCode::OK).await;
+    within(10, "the write dropped as not_a_count", || async {
+        let text = app.metrics_text().await;
+        text.contains("keyward_usage_dropped_total{reason=\"not_a_count\"}")
+            .then_some(())
+    })
+    .await;
+    within(10, "nothing pending", || async {
+        (app.metric("keyward_usage_pending").await == 0.0).then_some(())
+    })
+    .await;
+
+    // `low_at` another tool wrote as a string: the key still validates.
+    let doc = format!("apikey:alpha:{}", key.key_id);
+    let path = "$.credits.low_at".to_string();
+    raw(&ops, "JSON.SET", vec![doc, path, "\"fifty\"".into()])
+        .await
+        .unwrap();
+    app.validate(&key.api_key, StatusCode::OK).await;
+}
