@@ -421,8 +421,9 @@ impl Store {
                     if !is_noperm(&e) {
                         report_unreadable(&key.0, "a usage record field that is not a count");
                     }
+                    // Dropped, not owed: the flush itself did not fail
+                    // (its own warning is the one above, once a minute).
                     warn_dropped(&e);
-                    first.get_or_insert(e);
                 }
                 Err(e) => {
                     if !is_refused(&e) {
@@ -447,9 +448,8 @@ impl Store {
                         state.expiry_owed.insert(hash, at);
                     }
                 }
-                Err(e) if is_noperm(&e) || is_wrongtype(&e) => {
-                    first.get_or_insert(e);
-                }
+                // The hash's writes were dropped and counted above.
+                Err(e) if is_noperm(&e) || is_wrongtype(&e) => {}
                 Err(e) => {
                     state.expiry_owed.insert(hash, at);
                     first.get_or_insert(e);
