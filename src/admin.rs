@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use validator::{Validate, ValidationError};
 
 use crate::access::{Caller, Target};
-use crate::clock::now;
+use crate::clock::{now, stamp};
 use crate::error::{Error, Result};
 use crate::hash::Hasher;
 use crate::key::{ApiKey, KeyId, ProjectId, Secret};
@@ -562,7 +562,7 @@ pub async fn create_project(store: &Store, input: ProjectIn) -> Result<ProjectDo
         project_id: input.project_id,
         label: input.label,
         owner: input.owner,
-        created_at: now(),
+        created_at: stamp(),
     };
     if !store.create_project(&doc).await? {
         return Err(Error::ProjectExists);
@@ -601,7 +601,7 @@ pub async fn mint(store: &Store, hasher: &Hasher, input: MintIn) -> Result<MintO
             secret_tag: Some(Hasher::tag(&key.secret, &secret_hash)),
             secret_hash,
             disabled: false,
-            created_at: now(),
+            created_at: stamp(),
             expires_at: input.expires_at,
             rate_limit_per_minute: input.rate_limit_per_minute,
             scopes: input.scopes.clone(),
@@ -639,7 +639,7 @@ fn key_ref(project_id: &str, key_id: &str) -> Result<(ProjectId, KeyId)> {
 /// Disables the key, both its secrets included, from the next validation on.
 pub async fn revoke(store: &Store, input: KeyRef) -> Result<()> {
     let (project, key_id) = key_ref(&input.project_id, &input.key_id)?;
-    let fields = [("disabled", json!(true)), ("updated_at", json!(now()))];
+    let fields = [("disabled", json!(true)), ("updated_at", json!(stamp()))];
     if !store.set_key_fields(&project, &key_id, &fields).await? {
         return Err(Error::KeyNotFound);
     }
@@ -701,7 +701,7 @@ pub async fn update(store: &Store, input: UpdateIn) -> Result<KeyOut> {
         ("allowed_cidrs", to_json(input.allowed_cidrs.map(canonical))),
         ("limits", to_json(limits)),
         ("credits", to_json(credits)),
-        ("updated_at", Some(json!(now()))),
+        ("updated_at", Some(json!(stamp()))),
     ]
     .into_iter()
     .filter_map(|(name, value)| Some((name, value?)))

@@ -16,6 +16,14 @@ pub fn now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// Unix seconds now, as a document keeps them: to the microsecond. RedisJSON
+/// writes a number back with 16 significant digits, so a time with more
+/// (`1796627387.0222933`) would read back as another (`1796627387.022293`)
+/// than the one answered when it was written.
+pub fn stamp() -> f64 {
+    (now() * 1e6).round() / 1e6
+}
+
 /// Unix seconds as RFC 3339 in UTC with milliseconds,
 /// `2026-12-02T05:40:01.123Z` (webhook events' `timestamp`).
 pub fn rfc3339(secs: f64) -> String {

@@ -12,7 +12,7 @@ use validator::{Validate, ValidationError};
 
 use crate::access::{token_digest, Caller, Role, Target, Token, ALL_PROJECTS, OPERATOR_ID_PREFIX};
 use crate::admin::{expires_at_schema, in_future, random_id, random_secret};
-use crate::clock::now;
+use crate::clock::stamp;
 use crate::error::{Error, Result};
 use crate::key::{ProjectId, Secret};
 use crate::store::{OperatorDoc, Store};
@@ -274,7 +274,7 @@ pub async fn create(store: &Store, by: &Caller, input: OperatorIn) -> Result<Ope
             name: input.name.clone(),
             role: input.role,
             projects: input.projects.clone(),
-            created_at: now(),
+            created_at: stamp(),
             expires_at: input.expires_at,
             created_by: by.actor.clone(),
             revoked: false,

@@ -3,7 +3,7 @@
 // GET /v1/activity. Without a monitor Redis user, how to enable it.
 
 import { api, ApiError } from './api.js';
-import { h, svg, fmtClock, fmtTime, pageHead, projectHref, projectTabs, errorNotice, listTable } from './dom.js';
+import { h, svg, responsiveFigure, niceCeil, formatCount, fmtClock, fmtTime, pageHead, projectHref, projectTabs, errorNotice, listTable } from './dom.js';
 import { openProject } from './projects.js';
 import { projectMeta } from './keys.js';
 
@@ -109,18 +109,7 @@ function recentRow(e) {
  */
 function chartFigure(minutes, total) {
   const legend = h('figcaption', { class: 'legend' }, RESULTS.map(([name, label]) => h('span', {}, h('span', { class: `swatch ${name}`, 'aria-hidden': 'true' }), label)));
-  const figure = h('figure', { class: 'chart' });
-  let drawn = 0;
-  const draw = (width) => {
-    drawn = width;
-    figure.replaceChildren(chart(minutes, total, width), legend);
-  };
-  draw(Math.max(300, document.getElementById('main').clientWidth - 80));
-  new ResizeObserver(([entry]) => {
-    const width = Math.round(entry.contentRect.width);
-    if (width >= 200 && Math.abs(width - drawn) > 16) draw(width);
-  }).observe(figure);
-  return figure;
+  return responsiveFigure((width) => [chart(minutes, total, width), legend]);
 }
 
 /** A stacked bar per minute; the y axis rounded up to a readable number. */
@@ -161,14 +150,4 @@ function chart(minutes, total, W) {
   return svg('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-labelledby': 'chart-desc', id: 'activity-chart' },
     svg('desc', { id: 'chart-desc' }, `Validations per minute over the last hour: ${total} in all.`),
     grid, bars, labels);
-}
-
-function niceCeil(v) {
-  const step = 10 ** Math.floor(Math.log10(v));
-  for (const m of [1, 2, 5, 10]) if (m * step >= v) return m * step;
-  return 10 * step;
-}
-
-function formatCount(v) {
-  return Number.isInteger(v) ? v.toLocaleString() : v.toFixed(1);
 }

@@ -154,3 +154,34 @@ export function keyTabs(projectId, keyId, current) {
     ['Usage', projectHref(projectId, 'keys', keyId, 'usage'), 'usage'],
   ], current);
 }
+
+/**
+ * A chart's figure, drawn by `draw(width)` at the width it is shown at (so
+ * that its text keeps its size), and drawn again when that width changes.
+ */
+export function responsiveFigure(draw) {
+  const figure = h('figure', { class: 'chart' });
+  let drawn = 0;
+  const render = (width) => {
+    drawn = width;
+    figure.replaceChildren(...draw(width));
+  };
+  render(Math.max(300, document.getElementById('main').clientWidth - 80));
+  new ResizeObserver(([entry]) => {
+    const width = Math.round(entry.contentRect.width);
+    if (width >= 200 && Math.abs(width - drawn) > 16) render(width);
+  }).observe(figure);
+  return figure;
+}
+
+/** `v` rounded up to 1, 2 or 5 times a power of ten: a chart's y axis. */
+export function niceCeil(v) {
+  const step = 10 ** Math.floor(Math.log10(v));
+  for (const m of [1, 2, 5, 10]) if (m * step >= v) return m * step;
+  return 10 * step;
+}
+
+/** A count on a chart's axis. */
+export function formatCount(v) {
+  return Number.isInteger(v) ? v.toLocaleString() : v.toFixed(1);
+}

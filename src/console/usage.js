@@ -5,7 +5,7 @@
 // user the server answers 409, and its message says what to do.
 
 import { api, ApiError } from './api.js';
-import { h, svg, pageHead, projectHref, projectTabs, keyTabs, errorNotice, listTable } from './dom.js';
+import { h, svg, responsiveFigure, niceCeil, formatCount, pageHead, projectHref, projectTabs, keyTabs, errorNotice, listTable } from './dom.js';
 import { openProject, loadProject } from './projects.js';
 import { projectMeta } from './keys.js';
 
@@ -148,18 +148,7 @@ function cell(value) {
  * size), and drawn again when that width changes.
  */
 function chartFigure(days, names) {
-  const figure = h('figure', { class: 'chart' });
-  let drawn = 0;
-  const draw = (width) => {
-    drawn = width;
-    figure.replaceChildren(chart(days, names, width));
-  };
-  draw(Math.max(300, document.getElementById('main').clientWidth - 80));
-  new ResizeObserver(([entry]) => {
-    const width = Math.round(entry.contentRect.width);
-    if (width >= 200 && Math.abs(width - drawn) > 16) draw(width);
-  }).observe(figure);
-  return figure;
+  return responsiveFigure((width) => [chart(days, names, width)]);
 }
 
 /** A bar per day with a cost; the y axis rounded up to a readable number. */
@@ -199,14 +188,4 @@ function chart(days, names, W) {
   return svg('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-labelledby': 'usage-chart-desc', id: 'usage-chart' },
     svg('desc', { id: 'usage-chart-desc' }, `Cost spent per UTC day over the last 30 days: ${cost} in all.`),
     grid, bars, labels);
-}
-
-function niceCeil(v) {
-  const step = 10 ** Math.floor(Math.log10(v));
-  for (const m of [1, 2, 5, 10]) if (m * step >= v) return m * step;
-  return 10 * step;
-}
-
-function formatCount(v) {
-  return Number.isInteger(v) ? v.toLocaleString() : v.toFixed(1);
 }

@@ -32,7 +32,7 @@ use validator::{Validate, ValidationError};
 
 use crate::access::{Caller, Role, Target, ALL_PROJECTS};
 use crate::admin::random_id;
-use crate::clock::now;
+use crate::clock::{now, stamp};
 use crate::error::{Error, Result};
 pub use crate::event::{lost, Event, EventType};
 use crate::limits::Limits;
@@ -375,7 +375,7 @@ pub async fn create(
             projects: input.projects.clone(),
             description: input.description.clone(),
             secret: sign::new_secret()?,
-            created_at: now(),
+            created_at: stamp(),
             created_by: caller.actor.clone(),
             disabled: false,
             disabled_at: None,
