@@ -318,7 +318,7 @@ const EXPIRY_MEMO_SECS: i64 = 3_600;
 const FLUSH_BATCH: usize = 256;
 
 /// `send` for each item, `FLUSH_BATCH` at a time, the replies in order.
-async fn in_batches<'a, T, F, Fut>(items: &'a [T], send: F) -> Vec<Fut::Output>
+pub(super) async fn in_batches<'a, T, F, Fut>(items: &'a [T], send: F) -> Vec<Fut::Output>
 where
     F: Fn(&'a T) -> Fut,
     Fut: std::future::Future,
