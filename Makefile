@@ -4,7 +4,7 @@ RUN_DIR := target/run
 REDIS_PORT ?= 6390
 KEYWARD_PORT ?= 8080
 # The revision `make load-compare` measures this tree against.
-BASE ?= 196fbe3
+BASE ?= 240fbde
 
 .PHONY: run test check bench load load-restart load-compare load-unix load-tls load-grpc profile usage-memory clean-run
 

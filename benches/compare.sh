@@ -4,9 +4,9 @@
 # for KEYWARD_BENCH_ROUNDS rounds (default 3; base first in odd rounds, new
 # first in even ones), each run on a Redis and keys of its own; then each
 # round's ratios new/base, the medians (non-200: the sum), their ratios and
-# round 3's targets (issue #21).
+# round 4's targets (issue #35, against 240fbde).
 #
-#   benches/compare.sh [REV]          REV defaults to 196fbe3
+#   benches/compare.sh [REV]          REV defaults to 240fbde
 #   benches/compare.sh --unix         make load-unix: this tree's keyward on Redis
 #                                     over TCP ("base") and over its Unix socket
 #                                     (KEYWARD_BENCH_REDIS=unix, "new"): ratios
@@ -32,7 +32,7 @@ die() { echo "compare.sh: error: $*" >&2; exit 1; }
 log() { echo "compare.sh: $*" >&2; }
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-rev="${1:-196fbe3}" rounds="${KEYWARD_BENCH_ROUNDS:-3}"
+rev="${1:-240fbde}" rounds="${KEYWARD_BENCH_ROUNDS:-3}"
 [[ "$rounds" =~ ^[1-9][0-9]?$ ]] || die "KEYWARD_BENCH_ROUNDS must be a whole number in 1..99"
 [[ "${KEYWARD_BENCH_CLUSTER:-}" != 1 ]] || die "compare mode runs on one Redis: unset KEYWARD_BENCH_CLUSTER"
 # Each side's name in the rows and how it runs: (base, new).
@@ -140,11 +140,10 @@ awk -v base="${names[0]}" -v new="${names[1]}" -v targets="$( ((local_pair)) || 
     line("median " base, c, bs); line("median " new, c, ns); ratios("median " ratio_name, B, N)
     if (!targets) exit
     print "targets (reported, not asserted; medians)"
-    target("throughput new/base >= 1.3", N[1] / B[1], N[1] / B[1] >= 1.3)
+    target("keyward CPU/validation new/base <= 0.5", N[5] / B[5], N[5] / B[5] <= 0.5)
+    target("Redis CPU/validation new/base <= 1", N[6] / B[6], N[6] / B[6] <= 1)
     target("p99 new/base <= 1", N[3] / B[3], N[3] / B[3] <= 1)
     target("new: non-200 = 0", N[4], N[4] == 0)
-    target("keyward CPU/validation new/base <= 0.75", N[5] / B[5], N[5] / B[5] <= 0.75)
-    target("Redis CPU/validation new/base <= 0.8", N[6] / B[6], N[6] / B[6] <= 0.8)
   }
   function target(what, got, ok) { printf "  %-50s %10.3f  %s\n", what, got, ok ? "ok" : "MISS" }
 ' "$out/rows"

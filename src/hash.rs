@@ -18,25 +18,28 @@
 //! - **A bounded queue.** At most `argon2_queue` more verifications may wait;
 //!   past that the caller gets `Error::Busy` (503) at once.
 //!
-//! Argon2id's memory is its own, not the allocator's: each run's blocks
-//! (`KEYWARD_ARGON2_MEMORY_KIB`) come from a pool of at most
-//! `argon2_concurrency` buffers of the configured size, allocated when first
-//! needed and reused by every later run, so Argon2id holds at most
-//! concurrency x memory. Buffers over 32 MiB (the default 64 MiB) are not
-//! kept: glibc maps each such allocation and returns it to the system when
-//! it is freed, so they cost nothing between runs. Left to the allocator,
-//! freed blocks under that size stayed in
-//! glibc's arenas of tokio's blocking threads: 880 MiB after 50 mints and 50
-//! cold validations at OWASP's minimum (19 MiB), never returned. A stored
-//! hash with a larger `m` than configured (minted before the setting was
-//! lowered) gets memory of its own for its run, freed after it; the cap
-//! holds for those runs too.
+//! Argon2id's memory is its own, not the global allocator's: each run's
+//! blocks (`KEYWARD_ARGON2_MEMORY_KIB`, or a stored hash's own `m`) are a
+//! fresh mapping from the system's allocator, returned to the system when
+//! the run ends. glibc maps every allocation larger than its largest mmap
+//! threshold (32 MiB on 64-bit) and unmaps it when freed; so each run asks
+//! for at least that much room ([`MAPPED_MIN_BLOCKS`]) and touches only the
+//! blocks it uses, which alone become resident. Argon2id thus holds at most
+//! concurrency x memory while runs go on, and nothing between them. Left to
+//! an allocator, freed blocks stayed resident: under that size in glibc's
+//! arenas of tokio's blocking threads (880 MiB after 50 mints and 50 cold
+//! validations at OWASP's minimum, 19 MiB), and at any size in the binary's
+//! global allocator (mimalloc: 171 MiB during a warm run after minting at
+//! the default 64 MiB, against 34 MiB). A pool of buffers kept for reuse
+//! (which this replaces) held concurrency x memory for good: 38 MiB at
+//! OWASP's minimum.
 //!
 //! During a rotation a key has two hashes. A short *tag* stored beside each
 //! hash (see [`Hasher::tag`]) says which of the two a presented secret can
 //! belong to, so a wrong secret still costs at most one Argon2id run.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::alloc::System;
+use std::sync::Arc;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{Output, ParamsString, PasswordHash, Salt, SaltString};
@@ -65,7 +68,6 @@ pub struct Hasher {
     /// Permits for running verifications.
     running: Arc<Semaphore>,
     /// Argon2id's blocks, reused from run to run.
-    memory: Arc<Memory>,
     /// HMAC of (project, key id, secret) -> the stored PHC hash it matched.
     cache: Option<moka::sync::Cache<CacheKey, Arc<str>>>,
     /// HMAC-SHA-256 keyed once, at start-up, with a random per-process key,
@@ -156,7 +158,6 @@ impl Hasher {
             .map_err(|e| Error::Internal(format!("argon2 parameters: {e}")))?;
         let cache = (config.verify_cache_entries > 0)
             .then(|| moka::sync::Cache::new(config.verify_cache_entries));
-        let blocks = params.block_count();
         Ok(Self {
             bounds: (
                 a.memory_kib.max(MAX_MEMORY_KIB),
@@ -168,11 +169,6 @@ impl Hasher {
                 config.argon2_concurrency + config.argon2_queue,
             )),
             running: Arc::new(Semaphore::new(config.argon2_concurrency)),
-            memory: Arc::new(Memory {
-                blocks,
-                most: config.argon2_concurrency,
-                idle: Mutex::new(Vec::new()),
-            }),
             cache,
             mac: HmacSha256::new_from_slice(&rand::random::<[u8; 32]>())
                 .map_err(|e| Error::Internal(format!("HMAC key: {e}")))?,
@@ -247,9 +243,7 @@ impl Hasher {
         let owned_secret = secret.clone();
         let owned_phc = phc.to_owned();
         let ok = self
-            .run_blocking(move |memory| {
-                matches(memory, owned_secret.expose(), &owned_phc).unwrap_or(false)
-            })
+            .run_blocking(move || matches(owned_secret.expose(), &owned_phc).unwrap_or(false))
             .await?;
         if !ok {
             return Ok(Verdict::Mismatch);
@@ -472,21 +466,20 @@ impl Hasher {
     pub async fn hash(&self, secret: &Secret) -> Result<String> {
         let secret = secret.clone();
         let params = self.params.clone();
-        self.run_blocking(move |memory| {
-            hash_new(memory, secret.expose(), params)
+        self.run_blocking(move || {
+            hash_new(secret.expose(), params)
                 .map_err(|e| Error::Internal(format!("argon2 hash: {e}")))
         })
         .await?
     }
 
     /// Runs Argon2id work on the blocking pool, under the cap and the queue
-    /// bound, with the pooled memory. The permits go with the work, so a
-    /// caller that gives up (a timeout, a closed connection) frees its place
-    /// only when its run has ended: at most `argon2_concurrency` runs, and
-    /// so buffers, at once.
+    /// bound. The permits go with the work, so a caller that gives up (a
+    /// timeout, a closed connection) frees its place only when its run has
+    /// ended: at most `argon2_concurrency` runs, and so blocks, at once.
     async fn run_blocking<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&Memory) -> T + Send + 'static,
+        work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T> {
         let admitted = self
             .admitted
@@ -501,10 +494,9 @@ impl Hasher {
             .map_err(|_| Error::Internal("argon2 semaphore closed".into()))?;
         metrics::counter!(metric::ARGON2_RUNS).increment(1);
         let span = tracing::debug_span!("argon2");
-        let memory = self.memory.clone();
         tokio::task::spawn_blocking(move || {
             let _permits = (admitted, running);
-            span.in_scope(|| work(&memory))
+            span.in_scope(work)
         })
         .instrument(tracing::Span::current())
         .await
@@ -512,51 +504,28 @@ impl Hasher {
     }
 }
 
-/// Buffers larger than glibc's largest mmap threshold (32 MiB on 64-bit)
-/// are mapped for each allocation and unmapped when freed, so keeping them
-/// would only hold memory: they are freed after each run (Argon2id's
-/// default 64 MiB is such a size). Smaller ones would stay in the
-/// allocator's arenas when freed, so those are kept and reused.
-const POOLED_BLOCKS_MAX: usize = 32 * 1024;
+/// Blocks a run's allocation holds room for, at least: more than glibc's
+/// largest mmap threshold (32 MiB on 64-bit), so that the allocation is a
+/// mapping of its own, unmapped when freed (see the module's doc).
+const MAPPED_MIN_BLOCKS: usize = 32 * 1024 + 1;
 
-/// Argon2id's working memory: buffers of the configured block count (1 KiB
-/// each), each used by one run at a time and then kept for the next, up to
-/// 32 MiB each (see [`POOLED_BLOCKS_MAX`]).
-struct Memory {
-    /// Blocks in each pooled buffer: the configured parameters' count.
-    blocks: usize,
-    /// Most buffers kept: `argon2_concurrency`, as many as may run at once.
-    most: usize,
-    /// Buffers no run is using.
-    idle: Mutex<Vec<Vec<Block>>>,
+/// Runs `work` with `blocks` zeroed Argon2id blocks (1 KiB each), from a
+/// mapping of their own, returned to the system after.
+fn with_blocks<T>(blocks: usize, work: impl FnOnce(&mut [Block]) -> T) -> T {
+    let mut memory: Buffer = Buffer::with_capacity_in(blocks.max(MAPPED_MIN_BLOCKS), System);
+    memory.resize(blocks, Block::default());
+    work(&mut memory)
 }
 
-impl Memory {
-    /// Runs `work` with `blocks` blocks: a pooled buffer's, or for a hash
-    /// with a larger `m` than configured, memory of its own, freed after.
-    fn with<T>(&self, blocks: usize, work: impl FnOnce(&mut [Block]) -> T) -> T {
-        if blocks > self.blocks {
-            return work(&mut vec![Block::default(); blocks]);
-        }
-        let idle = || self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut buffer = idle()
-            .pop()
-            .unwrap_or_else(|| vec![Block::default(); self.blocks]);
-        let result = work(&mut buffer[..blocks]);
-        let mut idle = idle();
-        if idle.len() < self.most && self.blocks <= POOLED_BLOCKS_MAX {
-            idle.push(buffer);
-        }
-        result
-    }
-}
+/// Argon2id's blocks, from the system's allocator.
+type Buffer = allocator_api2::vec::Vec<Block, System>;
 
 /// Whether `secret` is the secret behind the PHC string `phc`, as argon2's
 /// `PasswordVerifier` answers (the hash's own algorithm, version and
-/// parameters, output compared in constant time), computed in `memory`.
+/// parameters, output compared in constant time).
 /// `None` when `phc` cannot be verified at all: no salt or output, an
 /// algorithm, version or parameters argon2 rejects.
-fn matches(memory: &Memory, secret: &[u8], phc: &str) -> Option<bool> {
+fn matches(secret: &[u8], phc: &str) -> Option<bool> {
     let hash = PasswordHash::new(phc).ok()?;
     let (salt, expected) = (hash.salt?, hash.hash?);
     let algorithm = Algorithm::try_from(hash.algorithm).ok()?;
@@ -569,28 +538,23 @@ fn matches(memory: &Memory, secret: &[u8], phc: &str) -> Option<bool> {
     let mut output = [0; Output::MAX_LENGTH];
     let output = &mut output[..expected.len()];
     let argon2 = Argon2::new(algorithm, version.ok()?, params.clone());
-    memory
-        .with(params.block_count(), |blocks| {
-            argon2.hash_password_into_with_memory(secret, salt, output, blocks)
-        })
-        .ok()?;
+    with_blocks(params.block_count(), |blocks| {
+        argon2.hash_password_into_with_memory(secret, salt, output, blocks)
+    })
+    .ok()?;
     Some(bool::from(output.ct_eq(expected.as_bytes())))
 }
 
 /// A PHC string of a fresh Argon2id (v19) hash of `secret` under `params`,
-/// with a random salt, computed in `memory`: what argon2's `PasswordHasher`
+/// with a random salt: what argon2's `PasswordHasher`
 /// would produce.
-fn hash_new(
-    memory: &Memory,
-    secret: &[u8],
-    params: Params,
-) -> argon2::password_hash::Result<String> {
+fn hash_new(secret: &[u8], params: Params) -> argon2::password_hash::Result<String> {
     let salt = SaltString::generate(&mut OsRng);
     let mut salt_bytes = [0; Salt::MAX_LENGTH];
     let salt_raw = salt.decode_b64(&mut salt_bytes)?;
     let mut output = [0; Params::DEFAULT_OUTPUT_LEN];
     let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
-    memory.with(params.block_count(), |blocks| {
+    with_blocks(params.block_count(), |blocks| {
         argon2.hash_password_into_with_memory(secret, salt_raw, &mut output, blocks)
     })?;
     let hash = PasswordHash {
@@ -610,21 +574,13 @@ mod tests {
 
     use super::*;
 
-    fn memory(blocks: usize, most: usize) -> Memory {
-        Memory {
-            blocks,
-            most,
-            idle: Mutex::new(Vec::new()),
-        }
-    }
-
     fn params(m: u32, t: u32, p: u32, output: Option<usize>) -> Params {
         Params::new(m, t, p, output).unwrap()
     }
 
     #[test]
     fn a_new_hash_is_an_argon2id_phc_string_argon2_itself_verifies() {
-        let phc = hash_new(&memory(64, 1), b"secret", params(64, 2, 1, None)).unwrap();
+        let phc = hash_new(b"secret", params(64, 2, 1, None)).unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=64,t=2,p=1$"), "{phc}");
         let hash = PasswordHash::new(&phc).unwrap();
         assert!(Argon2::default().verify_password(b"secret", &hash).is_ok());
@@ -642,7 +598,6 @@ mod tests {
             .data(argon2::AssociatedData::new(b"ad").unwrap());
         let kinds = [
             (Algorithm::Argon2id, Version::V0x13, params(64, 1, 1, None)),
-            // A larger m than the pooled buffers hold: memory of its own.
             (Algorithm::Argon2id, Version::V0x13, params(256, 1, 1, None)),
             (Algorithm::Argon2id, Version::V0x13, params(32, 3, 2, None)),
             (Algorithm::Argon2id, Version::V0x10, params(64, 1, 1, None)),
@@ -683,40 +638,34 @@ mod tests {
             phc.replace("t=1", "t=1,x=1"),
             phc.rsplit_once('$').unwrap().0.to_owned(),
         ];
-        let memory = memory(128, 2);
         for phc in good.iter().chain(&bad) {
             let hash = PasswordHash::new(phc).unwrap();
             for secret in [&b"secret"[..], b"secreT", b""] {
                 let theirs = Argon2::default().verify_password(secret, &hash).is_ok();
-                let ours = matches(&memory, secret, phc).unwrap_or(false);
+                let ours = matches(secret, phc).unwrap_or(false);
                 assert_eq!(ours, theirs, "{phc} with {secret:?}");
             }
         }
         for phc in &good {
-            assert_eq!(matches(&memory, b"secret", phc), Some(true), "{phc}");
-            assert_eq!(matches(&memory, b"secreT", phc), Some(false), "{phc}");
+            assert_eq!(matches(b"secret", phc), Some(true), "{phc}");
+            assert_eq!(matches(b"secreT", phc), Some(false), "{phc}");
         }
         for phc in &bad {
-            assert_eq!(matches(&memory, b"secret", phc), None, "{phc}");
+            assert_eq!(matches(b"secret", phc), None, "{phc}");
         }
     }
 
     #[test]
-    fn memory_is_reused_and_holds_at_most_one_buffer_per_possible_run_none_larger() {
-        let memory = memory(16, 2);
-        let len = |memory: &Memory| memory.idle.lock().unwrap().len();
-        memory.with(8, |outer| {
-            assert_eq!(outer.len(), 8);
-            memory.with(16, |inner| assert_eq!(inner.len(), 16));
-            memory.with(32, |own| assert_eq!(own.len(), 32));
-        });
-        assert_eq!(len(&memory), 2);
-        memory.with(16, |_| {});
-        assert_eq!(len(&memory), 2, "reused, not added");
-        // More runs at once than `most` (which the permits rule out): the
-        // extra buffer is freed, not kept.
-        memory.with(16, |_| memory.with(16, |_| memory.with(16, |_| {})));
-        assert_eq!(len(&memory), 2);
-        assert!(memory.idle.lock().unwrap().iter().all(|b| b.len() == 16));
+    fn each_run_has_zeroed_blocks_in_a_mapping_of_its_own() {
+        for blocks in [8, 19 * 1024, 64 * 1024] {
+            with_blocks(blocks, |memory| {
+                assert_eq!(memory.len(), blocks);
+                assert!(memory.iter().all(|b| b.as_ref().iter().all(|&x| x == 0)));
+                memory[blocks - 1].as_mut()[127] = 1;
+            });
+        }
+        let mut memory = Buffer::with_capacity_in(MAPPED_MIN_BLOCKS, System);
+        memory.push(Block::default());
+        assert!(memory.capacity() * std::mem::size_of::<Block>() > 32 << 20);
     }
 }
