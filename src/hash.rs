@@ -67,7 +67,6 @@ pub struct Hasher {
     admitted: Arc<Semaphore>,
     /// Permits for running verifications.
     running: Arc<Semaphore>,
-    /// Argon2id's blocks, reused from run to run.
     /// HMAC of (project, key id, secret) -> the stored PHC hash it matched.
     cache: Option<moka::sync::Cache<CacheKey, Arc<str>>>,
     /// HMAC-SHA-256 keyed once, at start-up, with a random per-process key,
