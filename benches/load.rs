@@ -387,8 +387,8 @@ async fn run(knobs: Knobs, config: Config) -> Res<()> {
         if storm.exhausted { "; RAN OUT of cold keys before the end" } else { "" },
     );
     // What keyward still holds once the storm is over: Argon2id's blocks are
-    // reused, not left in the arenas of tokio's blocking threads (hundreds
-    // of MiB that were never returned, before).
+    // unmapped after each run (hash.rs), not left in an allocator's arenas
+    // (hundreds of MiB that were never returned, before).
     tokio::time::sleep(SETTLE).await;
     let settled = rss_mib(&stack.keyward.pid).unwrap_or(f64::NAN);
     println!("  {SETTLE:?} after the cold storm: keyward RSS {settled:.1} MiB");
