@@ -655,7 +655,7 @@ mod tests {
     }
 
     #[test]
-    fn each_run_has_zeroed_blocks_in_a_mapping_of_its_own() {
+    fn each_run_has_zeroed_blocks_and_asks_for_more_than_glibcs_mmap_ceiling() {
         for blocks in [8, 19 * 1024, 64 * 1024] {
             with_blocks(blocks, |memory| {
                 assert_eq!(memory.len(), blocks);
