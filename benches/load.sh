@@ -46,6 +46,14 @@ trap stop EXIT
 pw() { head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 vpw="$(pw)" mpw="$(pw)"
 bash "${KEYWARD_BENCH_BASE:-.}/redis/local.sh" acl "$vpw" "$mpw" "$dir/users.acl" 2>"$dir/local.log"
+if [[ "$cluster" != 1 ]]; then
+  # One node: an admin user for measure.sh's INFO and CONFIG RESETSTAT, as
+  # local.sh gives a cluster (the same name and password file, so its
+  # cluster-cli works on this dir too).
+  apw="$(pw)"
+  (umask 077 && echo "$apw" >"$dir/admin.pw")
+  echo "user cluster-admin on >$apw ~* &* +@all" >>"$dir/users.acl"
+fi
 
 # Another process may take a port first: try thrice. A cluster's ports and
 # their bus ports (+10000) stay below the ephemeral ports.

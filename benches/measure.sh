@@ -7,18 +7,56 @@
 # each run's figures (load.lua's JSON), CPU seconds of keyward, Redis (every
 # pid of KEYWARD_BENCH_REDIS_PIDS), wrk and the rest of the machine, wall
 # seconds, keyward's peak RSS in KiB. With KEYWARD_BENCH_PROFILE=1, perf
-# records keyward while wrk runs.
+# records keyward while wrk runs. With KEYWARD_BENCH_COUNT=syscalls (or
+# allocs), `perf stat` counts keyward's system calls by kind and its context
+# switches (or, by uprobes, its calls into malloc: slow, so only the counts
+# mean anything) while wrk runs, and Redis's INFO commandstats are read
+# (reset before); each is printed per validation.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 addr="$1" kw="$2" out="$KEYWARD_BENCH_DIR/wrk" cores="$(nproc)"
 shift 2
 read -ra pids <<<"$KEYWARD_BENCH_REDIS_PIDS"
 read -ra ports <<<"$KEYWARD_BENCH_REDIS_PORTS"
-((${#ports[@]} > 1)) || ports=()
-cli() { bash redis/local.sh cluster-cli "$KEYWARD_BENCH_DIR/cluster" "$@"; }
-profile=()
+first="${ports[0]}" admin="$KEYWARD_BENCH_DIR"
+if ((${#ports[@]} > 1)); then admin+=/cluster; else ports=(); fi
+cli() { bash redis/local.sh cluster-cli "$admin" "$@"; }
+profile=() count="${KEYWARD_BENCH_COUNT:-}" stat="$KEYWARD_BENCH_DIR/perf-stat"
 if [[ "${KEYWARD_BENCH_PROFILE:-}" == 1 ]]; then
   profile=(perf record -q -e cpu-clock -g -o target/load-profile.perf.data -p "$kw" --)
+fi
+# The allocator's entry points: jemalloc's, when the binary holds it, and
+# glibc's (the system allocator's, and C code's).
+probe() {
+  local bin="$1" fn
+  shift
+  for fn in "$@"; do
+    # (grep reads on: an early exit would fail nm, and the pipeline.)
+    { nm -D --defined-only "$bin"; nm "$bin"; } 2>/dev/null | grep -E " [TWi] $fn(@.*)?$" >/dev/null || continue
+    perf probe -q -x "$bin" -a "kwbench:${fn#_}=$fn" && events+=",kwbench:${fn#_}"
+  done
+}
+case "$count" in
+  "") ;;
+  syscalls)
+    events=raw_syscalls:sys_enter,context-switches
+    for call in read write writev readv recvfrom sendto epoll_wait futex sched_yield; do
+      events+=",syscalls:sys_enter_$call"
+    done
+    ;;
+  allocs)
+    events="" libc="$(awk '/\/libc[.-].*so/ { print $6; exit }' "/proc/$kw/maps")"
+    perf probe -q -d 'kwbench:*' 2>/dev/null || true
+    trap "perf probe -q -d 'kwbench:*' 2>/dev/null || true" EXIT
+    probe "$(readlink "/proc/$kw/exe")" _rjem_malloc _rjem_mallocx _rjem_calloc _rjem_realloc _rjem_rallocx
+    probe "$libc" malloc calloc realloc posix_memalign
+    events="${events#,}"
+    ;;
+  *) echo "measure.sh: KEYWARD_BENCH_COUNT=$count: syscalls or allocs" >&2; exit 1 ;;
+esac
+if [[ -n "$count" ]]; then
+  profile=(perf stat -x, -o "$stat" -e "$events" -p "$kw" --)
+  cli "$first" config resetstat >/dev/null
 fi
 
 # CPU ticks of keyward and each Redis node (utime + stime; their names hold
@@ -57,6 +95,19 @@ for ((i = 1; i <= $#; i++)); do
   runs+="${runs:+,}$figures"
   requests=$((requests + $(sed 's/.*"requests":\([0-9]*\).*/\1/' <<<"$figures")))
 done
+if [[ -n "$count" ]]; then
+  # perf stat's CSV: count,unit,event,...; a syscall by its name.
+  awk -F, -v n="$requests" '$1 ~ /^[0-9]+$/ {
+      name = $3; sub(/^.*:(sys_enter_)?/, "", name)
+      line = line sprintf("%s%s %.2f", line == "" ? "" : ", ", name, $1 / (n > 0 ? n : 1))
+    } END { print "    keyward per validation: " line }' "$stat"
+  cli "$first" info commandstats | tr -d '\r' | awk -F'[:,=]' -v n="$requests" '/^cmdstat_/ {
+      name = $1; sub(/^cmdstat_/, "", name); calls = $3 / (n > 0 ? n : 1)
+      if (calls < 0.01) next
+      line = line sprintf("%s%s %.2f x %.2f µs", line == "" ? "" : ", ", name, calls, $7)
+      total += $5
+    } END { printf "    Redis per validation (commandstats: calls x µs per call): %s; %.2f µs in commands\n", line, total / (n > 0 ? n : 1) }'
+fi
 nodes=""
 for port in "${ports[@]}"; do
   role="$(cli "$port" role | head -n 1)" held=""
