@@ -4,8 +4,10 @@
 //! they are installed once per process (the binary at start-up, a test
 //! binary on first use), never once per app.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
 
+use metrics::{Counter, Gauge, Histogram, Label};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
@@ -102,9 +104,10 @@ pub fn init_tracing(format: LogFormat, filter: &str) {
     }
 }
 
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn prometheus() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
             // Histograms (not summaries), so latency aggregates across instances.
@@ -116,4 +119,76 @@ pub fn prometheus() -> PrometheusHandle {
                 .expect("no other metrics recorder is installed in this process")
         })
         .clone()
+}
+
+/// A metric's handles, kept by the values of its `N` labels once the
+/// Prometheus recorder is installed, so that recording on the validation
+/// path skips the recorder's registry (a `Vec` of labels made, the name and
+/// labels hashed, a lock, a reference count) and costs one lookup here.
+/// Label values are `&'static str` of a bounded set (routes, statuses,
+/// reasons), kept by address and length: equal addresses are equal values,
+/// and a value met at two addresses is only kept twice. Before the recorder
+/// is installed, every use asks the recorder (a handle made then would be a
+/// no-op for good).
+pub struct Handles<H, const N: usize> {
+    name: &'static str,
+    keys: [&'static str; N],
+    made: OnceLock<RwLock<HashMap<[(usize, usize); N], H>>>,
+}
+
+/// How a handle of each kind is made.
+pub trait Handle: Sized {
+    fn make(name: &'static str, labels: Vec<Label>) -> Self;
+}
+
+impl Handle for Counter {
+    fn make(name: &'static str, labels: Vec<Label>) -> Self {
+        metrics::counter!(name, labels)
+    }
+}
+
+impl Handle for Gauge {
+    fn make(name: &'static str, labels: Vec<Label>) -> Self {
+        metrics::gauge!(name, labels)
+    }
+}
+
+impl Handle for Histogram {
+    fn make(name: &'static str, labels: Vec<Label>) -> Self {
+        metrics::histogram!(name, labels)
+    }
+}
+
+impl<H: Handle, const N: usize> Handles<H, N> {
+    /// The metric `name`, labelled `keys` (in this order).
+    pub const fn new(name: &'static str, keys: [&'static str; N]) -> Self {
+        Self {
+            name,
+            keys,
+            made: OnceLock::new(),
+        }
+    }
+
+    /// Calls `f` with the handle for these label `values`.
+    pub fn with(&self, values: [&'static str; N], f: impl FnOnce(&H)) {
+        let make = || {
+            let labels = self.keys.iter().zip(values);
+            H::make(
+                self.name,
+                labels
+                    .map(|(k, v)| Label::from_static_parts(k, v))
+                    .collect(),
+            )
+        };
+        if HANDLE.get().is_none() {
+            return f(&make());
+        }
+        let made = self.made.get_or_init(Default::default);
+        let at = values.map(|v| (v.as_ptr() as usize, v.len()));
+        if let Some(handle) = made.read().ok().as_ref().and_then(|m| m.get(&at)) {
+            return f(handle);
+        }
+        let mut made = made.write().unwrap_or_else(|e| e.into_inner());
+        f(made.entry(at).or_insert_with(make))
+    }
 }

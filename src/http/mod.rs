@@ -43,11 +43,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
+use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::SecretString;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::TraceLayer;
+use tracing::Instrument;
 use utoipa::openapi::path::{HttpMethod, ParameterBuilder, ParameterIn, PathItem};
 use utoipa::openapi::{ObjectBuilder, RefOr, Required, Type};
 use utoipa_axum::router::OpenApiRouter;
@@ -57,7 +58,7 @@ use crate::error::{Error, ErrorDetail};
 use crate::hash::Hasher;
 use crate::openapi::{operations, string_header};
 use crate::store::Store;
-use crate::telemetry::metric;
+use crate::telemetry::{metric, Handles};
 use crate::validate::Validator;
 
 /// A `201 Created` whose body holds a secret shown this once (a key, an
@@ -353,11 +354,6 @@ fn layered(router: Router<AppState>, state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(
             ServiceBuilder::new()
-                .layer(middleware::from_fn_with_state(
-                    RequestIds::new(),
-                    request_ids,
-                ))
-                .layer(TraceLayer::new_for_http().make_span_with(request_span))
                 .layer(middleware::from_fn_with_state(state.clone(), observe))
                 .layer(CatchPanicLayer::custom(|_| {
                     Error::Internal("handler panicked".into()).into_response()
@@ -370,45 +366,26 @@ fn layered(router: Router<AppState>, state: AppState) -> Router {
 /// Request ids: a random per-process prefix and a counter. Unique across
 /// instances for practical purposes, and no random-number syscall per
 /// request (a UUID v4 costs one).
-#[derive(Clone)]
 struct RequestIds {
-    prefix: Arc<str>,
-    next: Arc<AtomicU64>,
+    prefix: String,
+    next: AtomicU64,
 }
 
 impl RequestIds {
-    fn new() -> Self {
-        Self {
-            prefix: format!("{:016x}", rand::random::<u64>()).into(),
-            next: Arc::new(AtomicU64::new(0)),
-        }
+    /// The process's.
+    fn get() -> &'static Self {
+        static IDS: OnceLock<RequestIds> = OnceLock::new();
+        IDS.get_or_init(|| Self {
+            prefix: format!("{:016x}", rand::random::<u64>()),
+            next: AtomicU64::new(0),
+        })
     }
-}
 
-impl RequestIds {
     fn make(&self) -> HeaderValue {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         HeaderValue::try_from(format!("{}-{n:x}", self.prefix))
             .unwrap_or(HeaderValue::from_static("-"))
     }
-}
-
-/// Gives the request its [`RequestIdPair`] (the caller's `X-Request-Id`
-/// removed from the request whatever it was), and echoes the shown one.
-async fn request_ids(State(ids): State<RequestIds>, mut req: Request, next: Next) -> Response {
-    let caller = req
-        .headers_mut()
-        .remove(&REQUEST_ID)
-        .filter(|v| plain_request_id(v.as_bytes()));
-    let pair = RequestIdPair {
-        own: ids.make(),
-        caller,
-    };
-    let shown = pair.shown().clone();
-    req.extensions_mut().insert(pair);
-    let mut response = next.run(req).await;
-    response.headers_mut().insert(REQUEST_ID, shown);
-    response
 }
 
 /// The per-request span. On the validation routes it is a DEBUG span, so at
@@ -476,43 +453,66 @@ struct InFlight;
 
 impl InFlight {
     fn start() -> Self {
-        metrics::gauge!(metric::HTTP_IN_FLIGHT).increment(1.0);
+        HTTP_IN_FLIGHT.with([], |g| g.increment(1.0));
         InFlight
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        metrics::gauge!(metric::HTTP_IN_FLIGHT).decrement(1.0);
+        HTTP_IN_FLIGHT.with([], |g| g.decrement(1.0));
     }
 }
 
-/// Metrics by matched route, the request deadline, and logging of the
-/// operator-only detail that server errors carry.
-async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Every request's one middleware: its ids ([`RequestIdPair`]; the
+/// caller's `X-Request-Id` is removed from the request whatever it was, and
+/// the shown one echoed), its span ([`request_span`]), metrics by matched
+/// route, the request deadline, and logging of the operator-only detail
+/// that server errors carry.
+async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let _in_flight = InFlight::start();
     let started = Instant::now();
+    let caller = req
+        .headers_mut()
+        .remove(&REQUEST_ID)
+        .filter(|v| plain_request_id(v.as_bytes()));
+    let ids = RequestIdPair {
+        own: RequestIds::get().make(),
+        caller,
+    };
+    let (own, shown) = (ids.own.clone(), ids.shown().clone());
+    req.extensions_mut().insert(ids);
+    let span = request_span(&req);
     let route = label(
         req.extensions()
             .get::<MatchedPath>()
             .map_or("unmatched", |p| p.as_str()),
     );
     let method = method_label(req.method());
-    let request_id = RequestIdPair::of(&req).map(|ids| ids.own.clone());
-    let response = match tokio::time::timeout(state.request_timeout, next.run(req)).await {
+    let deadline = tokio::time::timeout(state.request_timeout, next.run(req));
+    let mut response = match deadline.instrument(span.clone()).await {
         Ok(response) => response,
         Err(_) => Error::Unavailable("request deadline exceeded".into()).into_response(),
     };
     let status = response.status();
+    let _entered = span.enter();
+    let request_id = own.to_str().ok();
     if let Some(ErrorDetail(detail)) = response.extensions().get::<ErrorDetail>() {
-        let request_id = request_id.as_ref().and_then(|v| v.to_str().ok());
         tracing::error!(status = status.as_u16(), error = %detail, request_id, "request failed");
+    } else if status.is_server_error() {
+        tracing::warn!(status = status.as_u16(), request_id, "request failed");
     } else if status.is_client_error() {
         tracing::debug!(status = status.as_u16(), "request rejected");
     }
-    metrics::counter!(metric::HTTP_REQUESTS, "route" => route, "method" => method, "status" => label(status.as_str()))
-        .increment(1);
-    metrics::histogram!(metric::HTTP_DURATION, "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    let status = label(status.as_str());
+    HTTP_REQUESTS.with([route, method, status], |c| c.increment(1));
+    let elapsed = started.elapsed().as_secs_f64();
+    HTTP_DURATION.with([route], |h| h.record(elapsed));
+    response.headers_mut().insert(REQUEST_ID, shown);
     response
 }
+
+static HTTP_REQUESTS: Handles<Counter, 3> =
+    Handles::new(metric::HTTP_REQUESTS, ["route", "method", "status"]);
+static HTTP_DURATION: Handles<Histogram, 1> = Handles::new(metric::HTTP_DURATION, ["route"]);
+static HTTP_IN_FLIGHT: Handles<Gauge, 0> = Handles::new(metric::HTTP_IN_FLIGHT, []);

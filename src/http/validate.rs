@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -87,12 +87,17 @@ pub async fn validate_key(
 
 /// `X-RateLimit-*` after a success, or `X-Keyward-Failsafe` when the key was
 /// accepted under the failsafe without a complete check.
+/// (Names made once: a `&str` name is copied into each response.)
 pub(super) fn rate_headers(headers: &mut HeaderMap, v: &Validated) {
+    const FAILSAFE: HeaderName = HeaderName::from_static("x-keyward-failsafe");
+    const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+    const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+    const RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
     if v.failsafe {
-        headers.insert("x-keyward-failsafe", HeaderValue::from_static("open"));
+        headers.insert(FAILSAFE, HeaderValue::from_static("open"));
     } else {
-        headers.insert("x-ratelimit-limit", HeaderValue::from(v.rate.limit));
-        headers.insert("x-ratelimit-remaining", HeaderValue::from(v.rate.remaining));
-        headers.insert("x-ratelimit-reset", HeaderValue::from(v.rate.reset));
+        headers.insert(LIMIT, HeaderValue::from(v.rate.limit));
+        headers.insert(REMAINING, HeaderValue::from(v.rate.remaining));
+        headers.insert(RESET, HeaderValue::from(v.rate.reset));
     }
 }

@@ -12,6 +12,9 @@
 //! | admin | `ts`, `actor`, `actor_name`, `claimed_operator`, `action`, `project_id`, `key_id`, `operator_id`, `outcome`, `request_id`, `caller_request_id`, `client` |
 //! | admin summary | `ts`, `actor`, `claimed_operator`, `action`, `project_id`, `key_id`, `outcome`, `request_id`, `client`, `summary`=1, `second`, `count` |
 
+use fred::bytes_utils::Str;
+use fred::types::{Key, Value};
+
 use crate::clock::now;
 
 /// Every field name an audit entry may have.
@@ -42,29 +45,46 @@ pub mod field {
 }
 
 /// One entry's fields, in the order written; `ts` (now) always first.
-pub struct Entry(Vec<(&'static str, String)>);
+/// Values are fred's `Str`: a `String` moves in, a `&'static str`
+/// ([`Entry::with_static`]) is never copied, and names neither, so an
+/// entry costs Redis's client no copy per field.
+pub struct Entry(Vec<(&'static str, Str)>);
+
+/// The most fields an entry has (the admin entry's).
+const MOST_FIELDS: usize = 13;
 
 impl Entry {
     /// An entry written now.
     pub fn now() -> Self {
-        Entry(vec![(field::TS, now().to_string())])
+        let mut fields = Vec::with_capacity(MOST_FIELDS);
+        fields.push((field::TS, now().to_string().into()));
+        Entry(fields)
     }
 
     /// With one more field.
     pub fn with(mut self, name: &'static str, value: impl Into<String>) -> Self {
-        self.0.push((name, value.into()));
+        self.0.push((name, value.into().into()));
+        self
+    }
+
+    /// With one more field whose value is a constant.
+    pub fn with_static(mut self, name: &'static str, value: &'static str) -> Self {
+        self.0.push((name, Str::from_static(value)));
         self
     }
 
     /// A summary of `count` entries not written one by one.
     pub fn summary(self, count: u64) -> Self {
-        self.with(field::SUMMARY, "1")
+        self.with_static(field::SUMMARY, "1")
             .with(field::COUNT, count.to_string())
     }
 
     /// The fields, for `XADD`.
-    pub fn fields(self) -> Vec<(&'static str, String)> {
-        self.0
+    pub fn fields(self) -> Vec<(Key, Value)> {
+        let fields = self.0.into_iter();
+        fields
+            .map(|(name, value)| (Key::from_static_str(name), Value::String(value)))
+            .collect()
     }
 }
 
@@ -87,15 +107,19 @@ mod tests {
             .with(field::REASON, "malformed")
             .summary(3)
             .fields();
-        assert_eq!(fields[0].0, field::TS);
-        assert_eq!(
-            fields[1..],
-            [
-                (field::REASON, "malformed".to_owned()),
-                (field::SUMMARY, "1".to_owned()),
-                (field::COUNT, "3".to_owned())
-            ]
-        );
+        let text = |v: &Value| v.as_str().map(|s| s.to_string());
+        let fields: Vec<_> = fields
+            .iter()
+            .map(|(n, v)| (n.as_str().map(str::to_owned), text(v)))
+            .collect();
+        assert_eq!(fields[0].0.as_deref(), Some(field::TS));
+        let rest = [
+            (field::REASON, "malformed"),
+            (field::SUMMARY, "1"),
+            (field::COUNT, "3"),
+        ];
+        let rest = rest.map(|(n, v)| (Some(n.to_owned()), Some(v.to_owned())));
+        assert_eq!(fields[1..], rest);
         assert_eq!(id_time("1700000000123-0"), 1_700_000_000.123);
         assert_eq!(id_time("x"), 0.0);
     }

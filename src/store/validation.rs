@@ -34,7 +34,8 @@ use crate::audit::{Reason, Summary, RESULT_DENIED};
 use crate::error::{Error, Result};
 use crate::hash::VerifiedDigests;
 use crate::key::{KeyId, ProjectId};
-use crate::telemetry::metric;
+use crate::telemetry::{metric, Handles};
+use metrics::Histogram;
 
 type Reply = std::result::Result<Value, FredError>;
 
@@ -42,9 +43,12 @@ type Reply = std::result::Result<Value, FredError>;
 pub(super) async fn together<F: Future>(commands: F) -> F::Output {
     let started = Instant::now();
     let replies = commands.await;
-    metrics::histogram!(metric::REDIS_ROUNDTRIP).record(started.elapsed().as_secs_f64());
+    let elapsed = started.elapsed().as_secs_f64();
+    REDIS_ROUNDTRIP.with([], |h| h.record(elapsed));
     replies
 }
+
+static REDIS_ROUNDTRIP: Handles<Histogram, 0> = Handles::new(metric::REDIS_ROUNDTRIP, []);
 
 /// `EXPIRE counter <COUNTER_TTL_SECS> NX`: only the first use of a window
 /// sets its TTL.
@@ -507,12 +511,12 @@ impl Store {
         let mut entry = Entry::now()
             .with(field::PROJECT_ID, audit.project_id)
             .with(field::KEY_ID, audit.key_id)
-            .with(field::RESULT, audit.result)
-            .with(field::REASON, audit.reason)
+            .with_static(field::RESULT, audit.result)
+            .with_static(field::REASON, audit.reason)
             .with(field::CLIENT, self.client_name.as_str())
             .with(field::COST, audit.cost.to_string());
         if let Some(window) = audit.window {
-            entry = entry.with(field::WINDOW, window);
+            entry = entry.with_static(field::WINDOW, window);
         }
         if let Some(origin) = audit.origin {
             entry = entry
