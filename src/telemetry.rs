@@ -133,8 +133,11 @@ pub fn prometheus() -> PrometheusHandle {
 pub struct Handles<H, const N: usize> {
     name: &'static str,
     keys: [&'static str; N],
-    made: OnceLock<RwLock<HashMap<[(usize, usize); N], H>>>,
+    made: OnceLock<RwLock<HashMap<Values<N>, H>>>,
 }
+
+/// Label values by address and length.
+type Values<const N: usize> = [(usize, usize); N];
 
 /// How a handle of each kind is made.
 pub trait Handle: Sized {

@@ -10,13 +10,12 @@
 //! `Authorization` service (`ext_authz`) is mounted beside them, on the same
 //! listener and layers; it is no OpenAPI route.
 //!
-//! Layers, outermost first: request ids ([`request_ids`]: keyward's own for
-//! every request, and the caller's `X-Request-Id` only when it is short and
-//! plain; the caller's, else keyward's, echoed), a trace span per request
-//! carrying them, the
-//! `observe` middleware (in-flight gauge, per-route metrics, the request
-//! deadline, logging of server-side error detail), panic catching, and a
-//! 64 KiB body limit.
+//! Layers, outermost first: [`observe`], every request's one middleware
+//! (its ids: keyward's own for every request, and the caller's
+//! `X-Request-Id` only when it is short and plain; the caller's, else
+//! keyward's, echoed; a trace span carrying them; the in-flight gauge,
+//! per-route metrics, the request deadline, logging of server-side error
+//! detail), panic catching, and a 64 KiB body limit.
 
 mod access;
 mod activity;
