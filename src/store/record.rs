@@ -440,10 +440,16 @@ impl Store {
                 client.hincrby::<Value, _, _>(hash, field.as_str(), owed.delta)
             })
             .await;
-            let expired = in_batches(&expiries, |(hash, at)| {
-                client.expire_at::<Value, _>(hash, *at, None)
-            })
-            .await;
+            // Nor after Redis left a write unanswered (see `in_batches`).
+            let expired = match written.iter().any(FlushReply::unanswered) {
+                true => expiries.iter().map(|_| FlushReply::not_sent()).collect(),
+                false => {
+                    in_batches(&expiries, |(hash, at)| {
+                        client.expire_at::<Value, _>(hash, *at, None)
+                    })
+                    .await
+                }
+            };
             (written, expired)
         })
         .await;
