@@ -20,26 +20,30 @@
 //!
 //! Argon2id's memory is its own, not the global allocator's: each run's
 //! blocks (`KEYWARD_ARGON2_MEMORY_KIB`, or a stored hash's own `m`) are a
-//! fresh mapping from the system's allocator, returned to the system when
-//! the run ends. glibc maps every allocation larger than its largest mmap
-//! threshold (32 MiB on 64-bit) and unmaps it when freed; so each run asks
-//! for at least that much room ([`MAPPED_MIN_BLOCKS`]) and touches only the
-//! blocks it uses, which alone become resident. Argon2id thus holds at most
-//! concurrency x memory while runs go on, and nothing between them. Left to
-//! an allocator, freed blocks stayed resident: under that size in glibc's
-//! arenas of tokio's blocking threads (880 MiB after 50 mints and 50 cold
-//! validations at OWASP's minimum, 19 MiB), and at any size in the binary's
-//! global allocator (mimalloc: 171 MiB during a warm run after minting at
-//! the default 64 MiB, against 34 MiB). A pool of buffers kept for reuse
-//! (which this replaces) held concurrency x memory for good: 38 MiB at
-//! OWASP's minimum.
+//! mapping from the system's allocator, returned to the system when a burst
+//! of runs ends ([`Spare`]). glibc maps every allocation larger than its
+//! largest mmap threshold (32 MiB on 64-bit) and unmaps it when freed; so a
+//! run asks for at least that much room ([`MAPPED_MIN_BLOCKS`]), of which
+//! only the blocks it uses become resident. A run that ends while others
+//! of its hasher are running or waiting leaves its blocks to the next one,
+//! so a burst maps and faults its memory in once rather than once per run
+//! (a fresh 19 MiB per run cost a quarter of the cold rate at OWASP's
+//! minimum); the last run of a burst frees them all. Argon2id thus holds at
+//! most concurrency x memory while runs go on, and nothing between bursts.
+//! Left to an allocator, freed blocks stayed resident: under that size in
+//! glibc's arenas of tokio's blocking threads (880 MiB after 50 mints and
+//! 50 cold validations at OWASP's minimum, 19 MiB), and at any size in the
+//! binary's global allocator (mimalloc: 171 MiB during a warm run after
+//! minting at the default 64 MiB, against 34 MiB). A pool of buffers kept
+//! for good (which this replaces) held concurrency x memory for good: 38 MiB
+//! at OWASP's minimum.
 //!
 //! During a rotation a key has two hashes. A short *tag* stored beside each
 //! hash (see [`Hasher::tag`]) says which of the two a presented secret can
 //! belong to, so a wrong secret still costs at most one Argon2id run.
 
 use std::alloc::System;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{Output, ParamsString, PasswordHash, Salt, SaltString};
@@ -67,6 +71,10 @@ pub struct Hasher {
     bounds: (u32, u32, u32),
     /// Permits for running plus queued verifications; none left means busy.
     admitted: Arc<Semaphore>,
+    /// How many `admitted` holds: all free, no run is in flight.
+    admitted_total: usize,
+    /// Blocks left by runs for the runs after them, within a burst.
+    spare: Arc<Spare>,
     /// Permits for running verifications.
     running: Arc<Semaphore>,
     /// HMAC of (project, key id, secret) -> the stored PHC hash it matched.
@@ -169,6 +177,8 @@ impl Hasher {
             admitted: Arc::new(Semaphore::new(
                 config.argon2_concurrency + config.argon2_queue,
             )),
+            admitted_total: config.argon2_concurrency + config.argon2_queue,
+            spare: Arc::default(),
             running: Arc::new(Semaphore::new(config.argon2_concurrency)),
             cache,
             mac: HmacSha256::new_from_slice(&rand::random::<[u8; 32]>())
@@ -244,7 +254,9 @@ impl Hasher {
         let owned_secret = secret.clone();
         let owned_phc = phc.to_owned();
         let ok = self
-            .run_blocking(move || matches(owned_secret.expose(), &owned_phc).unwrap_or(false))
+            .run_blocking(move |spare| {
+                matches(owned_secret.expose(), &owned_phc, spare).unwrap_or(false)
+            })
             .await?;
         if !ok {
             return Ok(Verdict::Mismatch);
@@ -467,8 +479,8 @@ impl Hasher {
     pub async fn hash(&self, secret: &Secret) -> Result<String> {
         let secret = secret.clone();
         let params = self.params.clone();
-        self.run_blocking(move || {
-            hash_new(secret.expose(), params)
+        self.run_blocking(move |spare| {
+            hash_new(secret.expose(), params, spare)
                 .map_err(|e| Error::Internal(format!("argon2 hash: {e}")))
         })
         .await?
@@ -477,10 +489,12 @@ impl Hasher {
     /// Runs Argon2id work on the blocking pool, under the cap and the queue
     /// bound. The permits go with the work, so a caller that gives up (a
     /// timeout, a closed connection) frees its place only when its run has
-    /// ended: at most `argon2_concurrency` runs, and so blocks, at once.
+    /// ended: at most `argon2_concurrency` runs, and so blocks, at once. The
+    /// last run of a burst (no other admitted once its permits are back)
+    /// frees the spare blocks.
     async fn run_blocking<T: Send + 'static>(
         &self,
-        work: impl FnOnce() -> T + Send + 'static,
+        work: impl FnOnce(&Spare) -> T + Send + 'static,
     ) -> Result<T> {
         let admitted = self
             .admitted
@@ -495,9 +509,15 @@ impl Hasher {
             .map_err(|_| Error::Internal("argon2 semaphore closed".into()))?;
         metrics::counter!(metric::ARGON2_RUNS).increment(1);
         let span = tracing::debug_span!("argon2");
+        let (spare, all) = (self.spare.clone(), self.admitted_total);
         tokio::task::spawn_blocking(move || {
-            let _permits = (admitted, running);
-            span.in_scope(work)
+            let done = span.in_scope(|| work(&spare));
+            let permits = Arc::clone(admitted.semaphore());
+            drop((admitted, running));
+            if permits.available_permits() == all {
+                spare.release();
+            }
+            done
         })
         .instrument(tracing::Span::current())
         .await
@@ -510,12 +530,40 @@ impl Hasher {
 /// mapping of its own, unmapped when freed (see the module's doc).
 const MAPPED_MIN_BLOCKS: usize = 32 * 1024 + 1;
 
-/// Runs `work` with `blocks` zeroed Argon2id blocks (1 KiB each), from a
-/// mapping of their own, returned to the system after.
-fn with_blocks<T>(blocks: usize, work: impl FnOnce(&mut [Block]) -> T) -> T {
-    let mut memory: Buffer = Buffer::with_capacity_in(blocks.max(MAPPED_MIN_BLOCKS), System);
-    memory.resize(blocks, Block::default());
-    work(&mut memory)
+/// Argon2id blocks a run left for the runs after it, while a burst lasts
+/// (see the module's doc): each a mapping of its own.
+#[derive(Default)]
+pub struct Spare(Mutex<Vec<Buffer>>);
+
+impl Spare {
+    fn kept(&self) -> std::sync::MutexGuard<'_, Vec<Buffer>> {
+        // A list of buffers, whole after every statement.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `work` with `blocks` Argon2id blocks (1 KiB each): a spare
+    /// buffer's (Argon2id writes every block before it reads it, so what
+    /// an earlier run left there is never read), else a new mapping's,
+    /// zeroed. Left spare after.
+    fn with_blocks<T>(&self, blocks: usize, work: impl FnOnce(&mut [Block]) -> T) -> T {
+        let kept = {
+            let mut kept = self.kept();
+            let fits = kept.iter().position(|b| b.capacity() >= blocks);
+            fits.map(|i| kept.swap_remove(i))
+        };
+        let mut memory =
+            kept.unwrap_or_else(|| Buffer::with_capacity_in(blocks.max(MAPPED_MIN_BLOCKS), System));
+        memory.resize(blocks, Block::default());
+        let done = work(&mut memory);
+        self.kept().push(memory);
+        done
+    }
+
+    /// Returns every spare buffer to the system.
+    fn release(&self) {
+        let kept = std::mem::take(&mut *self.kept());
+        drop(kept);
+    }
 }
 
 /// Argon2id's blocks, from the system's allocator.
@@ -526,7 +574,7 @@ type Buffer = allocator_api2::vec::Vec<Block, System>;
 /// parameters, output compared in constant time).
 /// `None` when `phc` cannot be verified at all: no salt or output, an
 /// algorithm, version or parameters argon2 rejects.
-fn matches(secret: &[u8], phc: &str) -> Option<bool> {
+fn matches(secret: &[u8], phc: &str, spare: &Spare) -> Option<bool> {
     let hash = PasswordHash::new(phc).ok()?;
     let (salt, expected) = (hash.salt?, hash.hash?);
     let algorithm = Algorithm::try_from(hash.algorithm).ok()?;
@@ -539,23 +587,24 @@ fn matches(secret: &[u8], phc: &str) -> Option<bool> {
     let mut output = [0; Output::MAX_LENGTH];
     let output = &mut output[..expected.len()];
     let argon2 = Argon2::new(algorithm, version.ok()?, params.clone());
-    with_blocks(params.block_count(), |blocks| {
-        argon2.hash_password_into_with_memory(secret, salt, output, blocks)
-    })
-    .ok()?;
+    spare
+        .with_blocks(params.block_count(), |blocks| {
+            argon2.hash_password_into_with_memory(secret, salt, output, blocks)
+        })
+        .ok()?;
     Some(bool::from(output.ct_eq(expected.as_bytes())))
 }
 
 /// A PHC string of a fresh Argon2id (v19) hash of `secret` under `params`,
 /// with a random salt: what argon2's `PasswordHasher`
 /// would produce.
-fn hash_new(secret: &[u8], params: Params) -> argon2::password_hash::Result<String> {
+fn hash_new(secret: &[u8], params: Params, spare: &Spare) -> argon2::password_hash::Result<String> {
     let salt = SaltString::generate(&mut OsRng);
     let mut salt_bytes = [0; Salt::MAX_LENGTH];
     let salt_raw = salt.decode_b64(&mut salt_bytes)?;
     let mut output = [0; Params::DEFAULT_OUTPUT_LEN];
     let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
-    with_blocks(params.block_count(), |blocks| {
+    spare.with_blocks(params.block_count(), |blocks| {
         argon2.hash_password_into_with_memory(secret, salt_raw, &mut output, blocks)
     })?;
     let hash = PasswordHash {
@@ -581,7 +630,7 @@ mod tests {
 
     #[test]
     fn a_new_hash_is_an_argon2id_phc_string_argon2_itself_verifies() {
-        let phc = hash_new(b"secret", params(64, 2, 1, None)).unwrap();
+        let phc = hash_new(b"secret", params(64, 2, 1, None), &Spare::default()).unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=64,t=2,p=1$"), "{phc}");
         let hash = PasswordHash::new(&phc).unwrap();
         assert!(Argon2::default().verify_password(b"secret", &hash).is_ok());
@@ -643,30 +692,80 @@ mod tests {
             let hash = PasswordHash::new(phc).unwrap();
             for secret in [&b"secret"[..], b"secreT", b""] {
                 let theirs = Argon2::default().verify_password(secret, &hash).is_ok();
-                let ours = matches(secret, phc).unwrap_or(false);
+                let ours = matches(secret, phc, &Spare::default()).unwrap_or(false);
                 assert_eq!(ours, theirs, "{phc} with {secret:?}");
             }
         }
         for phc in &good {
-            assert_eq!(matches(b"secret", phc), Some(true), "{phc}");
-            assert_eq!(matches(b"secreT", phc), Some(false), "{phc}");
+            assert_eq!(
+                matches(b"secret", phc, &Spare::default()),
+                Some(true),
+                "{phc}"
+            );
+            assert_eq!(
+                matches(b"secreT", phc, &Spare::default()),
+                Some(false),
+                "{phc}"
+            );
         }
         for phc in &bad {
-            assert_eq!(matches(b"secret", phc), None, "{phc}");
+            assert_eq!(matches(b"secret", phc, &Spare::default()), None, "{phc}");
         }
     }
 
     #[test]
-    fn each_run_has_zeroed_blocks_and_asks_for_more_than_glibcs_mmap_ceiling() {
+    fn a_burst_reuses_one_mapping_and_its_end_returns_it() {
+        let spare = Spare::default();
+        let address = |spare: &Spare| spare.with_blocks(8, |memory| memory.as_ptr() as usize);
+        // A new mapping is zeroed, has the blocks asked for and room past
+        // glibc's mmap ceiling.
         for blocks in [8, 19 * 1024, 64 * 1024] {
-            with_blocks(blocks, |memory| {
+            Spare::default().with_blocks(blocks, |memory| {
                 assert_eq!(memory.len(), blocks);
                 assert!(memory.iter().all(|b| b.as_ref().iter().all(|&x| x == 0)));
-                memory[blocks - 1].as_mut()[127] = 1;
             });
         }
         let mut memory = Buffer::with_capacity_in(MAPPED_MIN_BLOCKS, System);
         memory.push(Block::default());
         assert!(memory.capacity() * std::mem::size_of::<Block>() > 32 << 20);
+        // Runs one after the other reuse the blocks, and Argon2id gives the
+        // same answers in blocks an earlier run left full.
+        let first = address(&spare);
+        let phc = hash_new(b"secret", params(64, 2, 1, None), &spare).unwrap();
+        for _ in 0..2 {
+            assert_eq!(matches(b"secret", &phc, &spare), Some(true));
+            assert_eq!(matches(b"secreT", &phc, &spare), Some(false));
+        }
+        assert_eq!(address(&spare), first);
+        assert_eq!(spare.kept().len(), 1);
+        // The end of the burst gives them back.
+        spare.release();
+        assert!(spare.kept().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_last_run_of_a_burst_frees_the_spare_blocks() {
+        let config = Config::from_lookup(|name| {
+            let value = match name {
+                "KEYWARD_REDIS_URL" => "redis://127.0.0.1:1",
+                "KEYWARD_ARGON2_MEMORY_KIB" => "1024",
+                "KEYWARD_ARGON2_ITERATIONS" => "1",
+                "KEYWARD_ARGON2_CONCURRENCY" => "2",
+                _ => return None,
+            };
+            Some(value.to_owned())
+        })
+        .unwrap();
+        let hasher = Arc::new(Hasher::new(&config).unwrap());
+        let secret = Secret::parse(&"s3cret".repeat(8)).unwrap();
+        let phc = hasher.hash(&secret).await.unwrap();
+        let runs = (0..6).map(|_| {
+            let (hasher, secret, phc) = (hasher.clone(), secret.clone(), phc.clone());
+            tokio::spawn(async move { hasher.verify(&secret, &phc, None).await })
+        });
+        for run in futures::future::join_all(runs).await {
+            assert_eq!(run.unwrap().unwrap(), Verdict::Match);
+        }
+        assert!(hasher.spare.kept().is_empty());
     }
 }
