@@ -501,6 +501,11 @@ impl Hasher {
             .clone()
             .try_acquire_owned()
             .map_err(|_| Error::Busy)?;
+        let admitted = Admitted {
+            permit: Some(admitted),
+            spare: self.spare.clone(),
+            all: self.admitted_total,
+        };
         let running = self
             .running
             .clone()
@@ -509,14 +514,9 @@ impl Hasher {
             .map_err(|_| Error::Internal("argon2 semaphore closed".into()))?;
         metrics::counter!(metric::ARGON2_RUNS).increment(1);
         let span = tracing::debug_span!("argon2");
-        let (spare, all) = (self.spare.clone(), self.admitted_total);
         tokio::task::spawn_blocking(move || {
-            let done = span.in_scope(|| work(&spare));
-            let permits = Arc::clone(admitted.semaphore());
-            drop((admitted, running));
-            if permits.available_permits() == all {
-                spare.release();
-            }
+            let done = span.in_scope(|| work(&admitted.spare));
+            drop((running, admitted));
             done
         })
         .instrument(tracing::Span::current())
@@ -529,6 +529,29 @@ impl Hasher {
 /// largest mmap threshold (32 MiB on 64-bit), so that the allocation is a
 /// mapping of its own, unmapped when freed (see the module's doc).
 const MAPPED_MIN_BLOCKS: usize = 32 * 1024 + 1;
+
+/// A run's place among the admitted (running or waiting). However it ends
+/// (done, its caller gone while it waited, a panic), the last of a burst to
+/// give its place back frees the spare blocks.
+struct Admitted {
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    spare: Arc<Spare>,
+    /// The admitted permits there are: all free, none in flight.
+    all: usize,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let Some(permit) = self.permit.take() else {
+            return;
+        };
+        let permits = Arc::clone(permit.semaphore());
+        drop(permit);
+        if permits.available_permits() == self.all {
+            self.spare.release();
+        }
+    }
+}
 
 /// Argon2id blocks a run left for the runs after it, while a burst lasts
 /// (see the module's doc): each a mapping of its own.
@@ -546,11 +569,15 @@ impl Spare {
     /// an earlier run left there is never read), else a new mapping's,
     /// zeroed. Left spare after.
     fn with_blocks<T>(&self, blocks: usize, work: impl FnOnce(&mut [Block]) -> T) -> T {
-        let kept = {
+        let (kept, too_small) = {
             let mut kept = self.kept();
-            let fits = kept.iter().position(|b| b.capacity() >= blocks);
-            fits.map(|i| kept.swap_remove(i))
+            match kept.iter().position(|b| b.capacity() >= blocks) {
+                Some(i) => (Some(kept.swap_remove(i)), None),
+                // Replaced, not added to: the spare never outnumber the runs.
+                None => (None, kept.pop()),
+            }
         };
+        drop(too_small);
         let mut memory =
             kept.unwrap_or_else(|| Buffer::with_capacity_in(blocks.max(MAPPED_MIN_BLOCKS), System));
         memory.resize(blocks, Block::default());
@@ -738,6 +765,11 @@ mod tests {
         }
         assert_eq!(address(&spare), first);
         assert_eq!(spare.kept().len(), 1);
+        // A run that needs more replaces a spare too small for it.
+        let more = MAPPED_MIN_BLOCKS + 1;
+        spare.with_blocks(more, |memory| assert_eq!(memory.len(), more));
+        assert_eq!(spare.kept().len(), 1);
+        assert!(spare.kept()[0].capacity() >= more);
         // The end of the burst gives them back.
         spare.release();
         assert!(spare.kept().is_empty());

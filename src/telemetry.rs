@@ -188,9 +188,11 @@ impl<H: Handle, const N: usize> Handles<H, N> {
         }
         let made = self.made.get_or_init(Default::default);
         let at = values.map(|v| (v.as_ptr() as usize, v.len()));
-        if let Some(handle) = made.read().ok().as_ref().and_then(|m| m.get(&at)) {
+        let read = made.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(handle) = read.get(&at) {
             return f(handle);
         }
+        drop(read);
         let mut made = made.write().unwrap_or_else(|e| e.into_inner());
         f(made.entry(at).or_insert_with(make))
     }
