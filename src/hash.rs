@@ -167,6 +167,7 @@ impl Hasher {
             .map_err(|e| Error::Internal(format!("argon2 parameters: {e}")))?;
         let cache = (config.verify_cache_entries > 0)
             .then(|| moka::sync::Cache::new(config.verify_cache_entries));
+        let admitted_total = config.argon2_concurrency + config.argon2_queue;
         Ok(Self {
             bounds: (
                 a.memory_kib.max(MAX_MEMORY_KIB),
@@ -174,10 +175,8 @@ impl Hasher {
                 a.parallelism.max(MAX_PARALLELISM),
             ),
             params,
-            admitted: Arc::new(Semaphore::new(
-                config.argon2_concurrency + config.argon2_queue,
-            )),
-            admitted_total: config.argon2_concurrency + config.argon2_queue,
+            admitted: Arc::new(Semaphore::new(admitted_total)),
+            admitted_total,
             spare: Arc::default(),
             running: Arc::new(Semaphore::new(config.argon2_concurrency)),
             cache,

@@ -317,31 +317,42 @@ const EXPIRY_MEMO_SECS: i64 = 3_600;
 /// bounded however many keys were used in the second.
 const FLUSH_BATCH: usize = 256;
 
-/// `send` for each item, `FLUSH_BATCH` at a time, the replies in order.
-/// Once a batch has a reply whose outcome is unknown (a timeout, a
-/// connection lost: Redis is stalled or away), the rest is not sent, and
-/// each of its replies is [`FlushReply::not_sent`]: a flush meets a hung
-/// Redis once, not once per batch (3,000 keys' `apimeta` writes are 12
+/// One flush's commands, sent `FLUSH_BATCH` at a time. Once a batch has a
+/// reply whose outcome is unknown (a timeout, a connection lost: Redis is
+/// stalled or away), nothing more of the flush is sent, in this call or a
+/// later one, and each reply is [`FlushReply::not_sent`]: a flush meets a
+/// hung Redis once, not once per batch (3,000 keys' `apimeta` writes are 12
 /// batches, each waiting out its deadline), and what it did not send is
 /// owed to the next flush, as a refusal is (it did not run).
-pub(super) async fn in_batches<'a, T, F, Fut>(items: &'a [T], send: F) -> Vec<Fut::Output>
-where
-    F: Fn(&'a T) -> Fut,
-    Fut: std::future::Future,
-    Fut::Output: FlushReply,
-{
-    let mut replies = Vec::with_capacity(items.len());
-    for batch in items.chunks(FLUSH_BATCH) {
-        if replies.iter().any(FlushReply::unanswered) {
-            replies.extend(batch.iter().map(|_| Fut::Output::not_sent()));
-        } else {
-            replies.extend(join_all(batch.iter().map(&send)).await);
-        }
-    }
-    replies
+#[derive(Default)]
+pub(super) struct Batches {
+    /// A reply so far was unanswered.
+    stopped: bool,
 }
 
-/// A flush command's reply, as [`in_batches`] reads it.
+impl Batches {
+    /// `send` for each item, the replies in order.
+    pub(super) async fn send<'a, T, F, Fut>(&mut self, items: &'a [T], send: F) -> Vec<Fut::Output>
+    where
+        F: Fn(&'a T) -> Fut,
+        Fut: std::future::Future,
+        Fut::Output: FlushReply,
+    {
+        let mut replies = Vec::with_capacity(items.len());
+        for batch in items.chunks(FLUSH_BATCH) {
+            if self.stopped {
+                replies.extend(batch.iter().map(|_| Fut::Output::not_sent()));
+                continue;
+            }
+            let sent = join_all(batch.iter().map(&send)).await;
+            self.stopped = sent.iter().any(FlushReply::unanswered);
+            replies.extend(sent);
+        }
+        replies
+    }
+}
+
+/// A flush command's reply, as [`Batches`] reads it.
 pub(super) trait FlushReply {
     /// Redis did not answer (a timeout, a connection lost).
     fn unanswered(&self) -> bool;
@@ -436,20 +447,17 @@ impl Store {
         // batch at a time, so a flush of many keys never holds more than
         // `FLUSH_BATCH` command futures (each some KiB in fred) at once.
         let (written, expired) = together(async {
-            let written = in_batches(&writes, |((hash, field), owed)| {
-                client.hincrby::<Value, _, _>(hash, field.as_str(), owed.delta)
-            })
-            .await;
-            // Nor after Redis left a write unanswered (see `in_batches`).
-            let expired = match written.iter().any(FlushReply::unanswered) {
-                true => expiries.iter().map(|_| FlushReply::not_sent()).collect(),
-                false => {
-                    in_batches(&expiries, |(hash, at)| {
-                        client.expire_at::<Value, _>(hash, *at, None)
-                    })
-                    .await
-                }
-            };
+            // The expiries after the writes, so not after one unanswered.
+            let mut batches = Batches::default();
+            let written = batches
+                .send(&writes, |((hash, field), owed)| {
+                    client.hincrby::<Value, _, _>(hash, field.as_str(), owed.delta)
+                })
+                .await;
+            let expired = batches.send(&expiries, |(hash, at)| {
+                client.expire_at::<Value, _>(hash, *at, None)
+            });
+            let expired = expired.await;
             (written, expired)
         })
         .await;
@@ -626,22 +634,33 @@ mod tests {
         let items: Vec<usize> = (0..FLUSH_BATCH * 3).collect();
         let sent = AtomicUsize::new(0);
         // The second batch's first command times out.
-        let replies = in_batches(&items, |&i| {
-            sent.fetch_add(1, Ordering::Relaxed);
-            async move {
-                match i == FLUSH_BATCH {
-                    true => Err(FredError::new(ErrorKind::Timeout, "Request timed out.")),
-                    false => Ok(Value::Integer(1)),
+        let mut batches = Batches::default();
+        let replies = batches
+            .send(&items, |&i| {
+                sent.fetch_add(1, Ordering::Relaxed);
+                async move {
+                    match i == FLUSH_BATCH {
+                        true => Err(FredError::new(ErrorKind::Timeout, "Request timed out.")),
+                        false => Ok(Value::Integer(1)),
+                    }
                 }
-            }
-        })
-        .await;
+            })
+            .await;
         assert_eq!(sent.load(Ordering::Relaxed), FLUSH_BATCH * 2);
         assert_eq!(replies.len(), items.len());
         assert!(replies[..FLUSH_BATCH].iter().all(Result::is_ok));
         assert!(replies[FLUSH_BATCH].as_ref().is_err_and(|e| !is_refused(e)));
         let not_sent = &replies[FLUSH_BATCH * 2..];
         assert!(not_sent.iter().all(|r| r.as_ref().is_err_and(is_refused)));
+        // Nor is anything sent by the same flush after (its expiries).
+        let after = batches
+            .send(&items[..1], |_| {
+                sent.fetch_add(1, Ordering::Relaxed);
+                async { Ok(Value::Integer(1)) }
+            })
+            .await;
+        assert_eq!(sent.load(Ordering::Relaxed), FLUSH_BATCH * 2);
+        assert!(after[0].as_ref().is_err_and(is_refused));
 
         // A refusal (it did not run) stops nothing; a pair stops on either half.
         let refused = || {
@@ -650,12 +669,16 @@ mod tests {
                 "OOM command not allowed",
             ))
         };
-        let replies = in_batches(&items, |_| async move { (Ok(Value::Null), refused()) }).await;
+        let replies = Batches::default()
+            .send(&items, |_| async move { (Ok(Value::Null), refused()) })
+            .await;
         assert!(replies
             .iter()
             .all(|(a, b)| a.is_ok() && b.as_ref().is_err_and(is_refused)));
         let lost = || Err(FredError::new(ErrorKind::IO, "connection lost"));
-        let pair = in_batches(&items, |_| async move { (Ok(Value::Null), lost()) }).await;
+        let pair = Batches::default()
+            .send(&items, |_| async move { (Ok(Value::Null), lost()) })
+            .await;
         assert!(pair[FLUSH_BATCH..]
             .iter()
             .all(|(a, b)| a.is_err() && b.is_err()));

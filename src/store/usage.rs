@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use fred::prelude::{HashesInterface, Value};
 
-use super::record::{in_batches, KeyHours};
+use super::record::{Batches, KeyHours};
 use super::validation::together;
 use super::{names, unavailable, Store};
 use crate::error::Result;
@@ -87,7 +87,7 @@ fn merge(pending: &mut HashMap<String, (u64, f64)>, meta: String, count: u64, at
 impl Store {
     /// Writes the uses counted since the last flush: `HINCRBY usage_count`
     /// and `HSET last_used` per key, sent together as single commands a batch
-    /// at a time (`record::in_batches`: a flush of many keys once built every
+    /// at a time (`record::Batches`: a flush of many keys once built every
     /// key's command futures at once, 40 MiB for 3,000 keys; see
     /// `validation.rs`), not as a fred `Pipeline`: fred drops a single
     /// command that timed out before it was written, but writes a pipeline
@@ -108,7 +108,8 @@ impl Store {
             return record.await;
         }
         let client = self.validator.next();
-        let writes = in_batches(&due, |(meta, (count, at))| {
+        let mut batches = Batches::default();
+        let writes = batches.send(&due, |(meta, (count, at))| {
             let count = i64::try_from(*count).unwrap_or(i64::MAX);
             futures::future::join(
                 client.hincrby::<Value, _, _>(meta, "usage_count", count),
