@@ -14,9 +14,11 @@ run:
 	cargo build --release --locked
 	bash redis/demo.sh $(RUN_DIR) $(REDIS_PORT) $(KEYWARD_PORT)
 
-## Everything CI runs: format, lints, unit and integration tests.
+## Everything CI runs: vendor/fred is fred plus its patch and nothing else,
+## format, lints, unit and integration tests.
 test:
 	bash redis/local.sh install
+	bash vendor/check.sh
 	cargo fmt --check
 	cargo clippy --all-targets --locked -- -D warnings
 	cargo test --locked
