@@ -2,7 +2,8 @@
 //! the clients received, exactly, across instances and a graceful restart;
 //! its buckets at hour, day and month boundaries on a test clock; its
 //! retention; and its faults (bad ranges, scope, no monitor user, Redis
-//! down, a Redis outage during traffic).
+//! down, a Redis outage during traffic, a Redis stalled past a flush's
+//! deadline).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -538,6 +539,92 @@ async fn a_redis_outage_during_traffic_loses_no_counts() {
     .await;
     assert_eq!(totals(&reads), want);
     assert_eq!(app.metric("keyward_usage_pending").await, 0.0);
+}
+
+/// A flush of more than one batch (256 commands) meets a Redis stalled
+/// (SIGSTOP) past the record's command deadline (10 s): 100 keys' use
+/// after the stall began is 303 `HINCRBY`s. Once Redis runs again the
+/// record holds every 200 the clients got. A write whose answer was lost
+/// (Redis ran it after the stall) is sent again and may count twice: the
+/// keys' hourly series over-count by at most `keyward_usage_resent_total`,
+/// and the stall did make a flush lose answers (resent > 0). The project's
+/// series, and the day and month buckets, are sums of their own, sent
+/// again the same way, which that metric does not count.
+#[tokio::test]
+async fn a_flush_stalled_past_its_deadline_loses_nothing_and_over_counts_at_most_what_it_resent() {
+    const KEYS: u64 = 100;
+    let (redis, monitor) = redis_with_monitor();
+    let env = [
+        ("KEYWARD_MONITOR_REDIS_URL", monitor.as_str()),
+        ("KEYWARD_FAILSAFE", "open"),
+        ("KEYWARD_REDIS_TIMEOUT_MS", "300"),
+        // The binary's stderr is a pipe read only when it stops: a hundred
+        // stalled requests' warnings would fill it and block the process.
+        ("KEYWARD_LOG", "error"),
+    ];
+    let app = Binary::start(&redis, &env).await;
+    let project = crate::helpers::random_id("stall-");
+    let mut keys = vec![app.mint_creating(&project, json!({})).await];
+    for _ in 1..KEYS {
+        keys.push(app.mint(&project, json!({})).await);
+    }
+    for key in &keys {
+        app.validate(&key.api_key, StatusCode::OK).await;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let range = format!("from={}&to={}&granularity=hour", now - 7_200, now + 7_200);
+    // The 200s in the record of the project, or of one of its keys.
+    let recorded = |key_id: Option<&str>| {
+        let query = match key_id {
+            Some(k) => format!("project_id={project}&key_id={k}&{range}"),
+            None => format!("project_id={project}&{range}"),
+        };
+        let app = &app;
+        async move {
+            let r = app.admin_get(&format!("/v1/admin/usage?{query}")).await;
+            if r.status() != StatusCode::OK {
+                return None;
+            }
+            Some(totals(&r.json().await.ok()?).ok)
+        }
+    };
+    within(30, "the first use of every key in the record", || async {
+        (recorded(None).await? == KEYS).then_some(())
+    })
+    .await;
+
+    let pid = redis.pid().await;
+    crate::helpers::signal(&pid, "-STOP");
+    let answers = futures::future::join_all(keys.iter().map(|k| app.status(&k.api_key))).await;
+    assert!(
+        answers.iter().all(|s| *s == StatusCode::OK),
+        "the failsafe passed each known key: {answers:?}"
+    );
+    // Past the record's 10 s deadline for the flush that took those counts.
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    crate::helpers::signal(&pid, "-CONT");
+
+    let answered = 2 * KEYS;
+    within(40, "every 200 in the record", || async {
+        let settled = app.metric("keyward_usage_pending").await == 0.0;
+        (settled && recorded(None).await? >= answered).then_some(())
+    })
+    .await;
+    let resent = app.metric("keyward_usage_resent_total").await as u64;
+    assert!(resent > 0, "a flush lost its answers to the stall");
+    let mut by_keys = 0;
+    for key in &keys {
+        let got = recorded(Some(&key.key_id)).await.expect("a key's record");
+        assert!(got >= 2, "{} has {got} of its 2 200s", key.key_id);
+        by_keys += got;
+    }
+    assert!(
+        by_keys - answered <= resent,
+        "the keys' records hold {by_keys} for {answered} answered: over by more than the {resent} resent"
+    );
 }
 
 /// A validator whose ACL lacks the usage record (an ACL not regenerated
