@@ -60,10 +60,11 @@ pub mod metric {
     /// Counter: validations written to the usage record (a key's hours).
     /// Updated only in `store`.
     pub const USAGE_RECORDED: &str = "keyward_usage_recorded_total";
-    /// Counter: validations of keys' hourly usage sums sent again after
-    /// their answer was lost (Redis may have run them): an upper bound on
-    /// what the keys' hourly series over-count. Day, month and project sums
-    /// are sent again alike and not counted here. Updated only in `store`.
+    /// Counter: validations whose usage record sums were sent again after
+    /// their answer was lost (Redis may have run them), per flush the most
+    /// of any kind of series (a key's or a project's hours, days, months):
+    /// an upper bound on what any one series, or the sum of one kind's,
+    /// over-counts. Updated only in `store`.
     pub const USAGE_RESENT: &str = "keyward_usage_resent_total";
     /// Counter: usage record writes dropped because Redis refuses them for
     /// good, by `reason` (`noperm`: the validator's ACL lacks the record;

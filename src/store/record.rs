@@ -229,6 +229,19 @@ struct Owed {
     /// Validations it stands for at the key's hour level (what
     /// `keyward_usage_pending` counts), else 0.
     validations: i64,
+    /// Validations it stands for in its own series (a count field's delta;
+    /// 0 for the cost), and which kind of series that is ([`series`]).
+    counts: i64,
+    series: usize,
+}
+
+/// The kinds of series a record hash belongs to: a key's or a project's,
+/// at each granularity. A sum sent again after a lost answer may count
+/// twice in its own series only.
+const SERIES: usize = 2 * LEVELS.len();
+
+fn series(level: usize, of_key: bool) -> usize {
+    2 * level + usize::from(of_key)
 }
 
 /// What the flush has not written yet, and which hashes have their expiry.
@@ -402,7 +415,7 @@ impl Store {
             for key in taken {
                 for (hour, sums) in key.hours {
                     let at = hour * 3_600;
-                    for level in LEVELS {
+                    for (l, level) in LEVELS.into_iter().enumerate() {
                         let span = Span::at(level, at);
                         let nn = span.bucket_of(at);
                         let expire_at = record.retention.expire_at(&span);
@@ -414,9 +427,12 @@ impl Store {
                                     .entry((hash.clone(), format!("{nn:02}:{}", FIELDS[i])))
                                     .or_default();
                                 owed.delta += n;
-                                if level == Granularity::Hour && key_id.is_some() && i != EXTRA_COST
-                                {
-                                    owed.validations += n;
+                                owed.series = series(l, key_id.is_some());
+                                if i != EXTRA_COST {
+                                    owed.counts += n;
+                                    if level == Granularity::Hour && key_id.is_some() {
+                                        owed.validations += n;
+                                    }
                                 }
                             }
                             if !state.expiring.contains_key(&hash) {
@@ -463,7 +479,9 @@ impl Store {
         .await;
         let mut first: Option<FredError> = None;
         let mut state = record.state();
-        let (mut recorded, mut resent) = (0i64, 0i64);
+        // What each kind of series may count twice: sums sent again whose
+        // answer was lost (Redis may have run them).
+        let (mut recorded, mut lost) = (0i64, [0i64; SERIES]);
         for ((key, owed), reply) in writes.into_iter().zip(written) {
             match reply {
                 Ok(_) => recorded += owed.validations,
@@ -484,11 +502,13 @@ impl Store {
                 Err(e) => {
                     if !is_refused(&e) {
                         // It may have run: sent again, it may count twice.
-                        resent += owed.validations.max(0);
+                        lost[owed.series] += owed.counts.max(0);
                     }
                     let again = state.owed.entry(key).or_default();
                     again.delta += owed.delta;
                     again.validations += owed.validations;
+                    again.counts += owed.counts;
+                    again.series = owed.series;
                     first.get_or_insert(e);
                 }
             }
@@ -515,6 +535,8 @@ impl Store {
         let pending: i64 = state.owed.values().map(|o| o.validations).sum();
         drop(state);
         metrics::counter!(metric::USAGE_RECORDED).increment(recorded.max(0) as u64);
+        // No one series over-counts by more than the most its kind lost.
+        let resent = lost.into_iter().max().unwrap_or(0);
         if resent > 0 {
             metrics::counter!(metric::USAGE_RESENT).increment(resent as u64);
         }
