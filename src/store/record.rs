@@ -226,22 +226,32 @@ impl Retention {
 #[derive(Debug, Default, Clone, Copy)]
 struct Owed {
     delta: i64,
-    /// Validations it stands for at the key's hour level (what
-    /// `keyward_usage_pending` counts), else 0.
-    validations: i64,
     /// Validations it stands for in its own series (a count field's delta;
     /// 0 for the cost), and which kind of series that is ([`series`]).
     counts: i64,
     series: usize,
 }
 
+impl Owed {
+    /// Validations it stands for at the key's hour level (what
+    /// `keyward_usage_pending` counts), else 0.
+    fn validations(&self) -> i64 {
+        // `LEVELS[0]` is the hour.
+        const _: () = assert!(matches!(LEVELS[0], Granularity::Hour));
+        match self.series == series(0, true) {
+            true => self.counts,
+            false => 0,
+        }
+    }
+}
+
 /// The kinds of series a record hash belongs to: a key's or a project's,
-/// at each granularity. A sum sent again after a lost answer may count
-/// twice in its own series only.
+/// at each granularity (`LEVELS`' index). A sum sent again after a lost
+/// answer may count twice in its own series only.
 const SERIES: usize = 2 * LEVELS.len();
 
-fn series(level: usize, of_key: bool) -> usize {
-    2 * level + usize::from(of_key)
+const fn series(level: usize, of_key: bool) -> usize {
+    2 * level + of_key as usize
 }
 
 /// What the flush has not written yet, and which hashes have their expiry.
@@ -430,9 +440,6 @@ impl Store {
                                 owed.series = series(l, key_id.is_some());
                                 if i != EXTRA_COST {
                                     owed.counts += n;
-                                    if level == Granularity::Hour && key_id.is_some() {
-                                        owed.validations += n;
-                                    }
                                 }
                             }
                             if !state.expiring.contains_key(&hash) {
@@ -451,7 +458,7 @@ impl Store {
             return Ok(());
         }
         // Counted, not yet in Redis: what a crash would lose now.
-        let pending: i64 = writes.iter().map(|(_, o)| o.validations).sum();
+        let pending: i64 = writes.iter().map(|(_, o)| o.validations()).sum();
         metrics::gauge!(metric::USAGE_PENDING).set(pending as f64);
         let client = self.validator.next().with_options(&Options {
             timeout: Some(record.timeout),
@@ -470,10 +477,11 @@ impl Store {
                     client.hincrby::<Value, _, _>(hash, field.as_str(), owed.delta)
                 })
                 .await;
-            let expired = batches.send(&expiries, |(hash, at)| {
-                client.expire_at::<Value, _>(hash, *at, None)
-            });
-            let expired = expired.await;
+            let expired = batches
+                .send(&expiries, |(hash, at)| {
+                    client.expire_at::<Value, _>(hash, *at, None)
+                })
+                .await;
             (written, expired)
         })
         .await;
@@ -484,7 +492,7 @@ impl Store {
         let (mut recorded, mut lost) = (0i64, [0i64; SERIES]);
         for ((key, owed), reply) in writes.into_iter().zip(written) {
             match reply {
-                Ok(_) => recorded += owed.validations,
+                Ok(_) => recorded += owed.validations(),
                 Err(e) if is_noperm(&e) || is_wrongtype(&e) || is_not_a_count(&e) => {
                     let reason = match () {
                         _ if is_noperm(&e) => "noperm",
@@ -506,7 +514,6 @@ impl Store {
                     }
                     let again = state.owed.entry(key).or_default();
                     again.delta += owed.delta;
-                    again.validations += owed.validations;
                     again.counts += owed.counts;
                     again.series = owed.series;
                     first.get_or_insert(e);
@@ -532,7 +539,7 @@ impl Store {
                 }
             }
         }
-        let pending: i64 = state.owed.values().map(|o| o.validations).sum();
+        let pending: i64 = state.owed.values().map(Owed::validations).sum();
         drop(state);
         metrics::counter!(metric::USAGE_RECORDED).increment(recorded.max(0) as u64);
         // No one series over-counts by more than the most its kind lost.
