@@ -799,4 +799,46 @@ mod tests {
         }
         assert!(hasher.spare.kept().is_empty());
     }
+
+    /// The last of a burst to give its place back is a caller that gave up
+    /// while it waited (a timeout, a closed connection): its place, given
+    /// back by the drop of its future, frees the spare blocks.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_caller_that_gives_up_last_frees_the_spare_blocks() {
+        let config = Config::from_lookup(|name| {
+            let value = match name {
+                "KEYWARD_REDIS_URL" => "redis://127.0.0.1:1",
+                "KEYWARD_ARGON2_MEMORY_KIB" => "1024",
+                "KEYWARD_ARGON2_ITERATIONS" => "1",
+                "KEYWARD_ARGON2_CONCURRENCY" => "1",
+                _ => return None,
+            };
+            Some(value.to_owned())
+        })
+        .unwrap();
+        let hasher = Arc::new(Hasher::new(&config).unwrap());
+        let secret = Secret::parse(&"s3cret".repeat(8)).unwrap();
+        // A place held by the test: the burst goes on past the first run,
+        // whose blocks stay spare.
+        let held = hasher.admitted.clone().try_acquire_owned().unwrap();
+        let phc = hasher.hash(&secret).await.unwrap();
+        assert_eq!(hasher.spare.kept().len(), 1);
+        // No run may start: the next caller is admitted and waits.
+        let no_runs = hasher.running.clone().acquire_owned().await.unwrap();
+        let waiting = tokio::spawn({
+            let (hasher, secret) = (hasher.clone(), secret.clone());
+            async move { hasher.verify(&secret, &phc, None).await }
+        });
+        while hasher.admitted.available_permits() != hasher.admitted_total - 2 {
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        assert_eq!(hasher.spare.kept().len(), 1, "a place is still held");
+        // The waiting caller gives up: the burst is over.
+        waiting.abort();
+        assert!(waiting.await.unwrap_err().is_cancelled());
+        assert_eq!(hasher.admitted.available_permits(), hasher.admitted_total);
+        assert!(hasher.spare.kept().is_empty());
+        drop(no_runs);
+    }
 }
