@@ -174,7 +174,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
 }
 
 async fn serve(config: Config) -> ExitCode {
-    telemetry::init_tracing(config.log_format, &config.log_filter);
+    let _flushed_at_exit = telemetry::init_tracing(config.log_format, &config.log_filter);
     let bind = |addr| async move {
         tokio::net::TcpListener::bind(addr)
             .await

@@ -9,6 +9,7 @@ use std::sync::{OnceLock, RwLock};
 
 use metrics::{Counter, Gauge, Histogram, Label};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -71,6 +72,9 @@ pub mod metric {
     /// `wrongtype`; `not_a_count`: a field that is not a whole number, or a
     /// sum that would overflow). Updated only in `store`.
     pub const USAGE_DROPPED: &str = "keyward_usage_dropped_total";
+    /// Counter: log lines dropped because stderr took none while
+    /// `LOG_LINES_BUFFERED` waited. Updated only in `telemetry`.
+    pub const LOG_LINES_DROPPED: &str = "keyward_log_lines_dropped_total";
     /// Histogram: Redis pipeline round-trip time in seconds. Updated only in `store`.
     pub const REDIS_ROUNDTRIP: &str = "keyward_redis_roundtrip_seconds";
     /// Webhook delivery attempts, by `result` (`delivered`, `retry`,
@@ -87,12 +91,31 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
-/// Installs the global tracing subscriber. Call once, from the binary.
-pub fn init_tracing(format: LogFormat, filter: &str) {
+/// Log lines waiting for stderr before new ones are dropped (and counted).
+const LOG_LINES_BUFFERED: usize = 16_384;
+
+/// Lines dropped because stderr took none (see [`init_tracing`]).
+static LOG_LINES_DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+
+/// Installs the global tracing subscriber. Call once, from the binary, and
+/// hold the guard it returns until exit: dropping it writes what is queued.
+///
+/// Lines reach stderr from a thread of their own. A reader that stops
+/// taking them (a full pipe, a stalled log collector) makes them queue, up
+/// to [`LOG_LINES_BUFFERED`], and then drop, counted in
+/// `keyward_log_lines_dropped_total`: it never blocks the threads that
+/// answer.
+pub fn init_tracing(format: LogFormat, filter: &str) -> WorkerGuard {
+    let (writer, guard) = NonBlockingBuilder::default()
+        .buffered_lines_limit(LOG_LINES_BUFFERED)
+        .lossy(true)
+        .thread_name("keyward-log")
+        .finish(std::io::stderr());
+    let _ = LOG_LINES_DROPPED.set(writer.error_counter());
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let result = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder
@@ -104,6 +127,15 @@ pub fn init_tracing(format: LogFormat, filter: &str) {
     if let Err(e) = result {
         eprintln!("keyward: tracing subscriber already installed: {e}");
     }
+    guard
+}
+
+/// `/metrics`' text, with the log lines dropped so far.
+pub fn render(handle: &PrometheusHandle) -> String {
+    if let Some(dropped) = LOG_LINES_DROPPED.get() {
+        metrics::counter!(metric::LOG_LINES_DROPPED).absolute(dropped.dropped_lines() as u64);
+    }
+    handle.render()
 }
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();

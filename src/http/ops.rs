@@ -64,7 +64,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Status>> {
     )
 )]
 pub async fn metrics(State(state): State<AppState>) -> String {
-    state.metrics.render()
+    crate::telemetry::render(&state.metrics)
 }
 
 /// The served bytes of the document, built once.

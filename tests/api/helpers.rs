@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+use tracing_appender::non_blocking::WorkerGuard;
 
 use fred::prelude::{Builder, ClientLike, Config as FredConfig, Pool};
 use fred::types::CustomCommand;
@@ -488,11 +489,13 @@ impl TestApp {
     /// over TLS answers no plain HTTP). Logs are quiet unless `TEST_LOG` is
     /// set (the subscriber is per process).
     pub async fn start(config: Config, redis: Option<Arc<TestRedis>>) -> Self {
-        static TRACING: OnceLock<()> = OnceLock::new();
+        static TRACING: OnceLock<Option<WorkerGuard>> = OnceLock::new();
         TRACING.get_or_init(|| {
-            if let Ok(filter) = std::env::var("TEST_LOG") {
-                keyward::telemetry::init_tracing(keyward::config::LogFormat::Text, &filter);
-            }
+            let filter = std::env::var("TEST_LOG").ok()?;
+            Some(keyward::telemetry::init_tracing(
+                keyward::config::LogFormat::Text,
+                &filter,
+            ))
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -711,9 +714,16 @@ impl Binary {
 }
 
 impl Binary {
-    /// Kills the process and returns what it logged (its stderr).
+    /// Stops the process as an orchestrator would (SIGTERM, so it writes
+    /// the log lines it has queued; SIGKILL after 10 s) and returns what it
+    /// logged (its stderr).
     pub fn stop_and_read_logs(&mut self) -> String {
         use std::io::Read as _;
+        signal(&self.process.0.id().to_string(), "-TERM");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.process.0.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.process.0.kill();
         let mut logs = String::new();
         let mut stderr = self.process.0.stderr.take().expect("stderr is piped");

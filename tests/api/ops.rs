@@ -3,6 +3,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -140,6 +141,62 @@ async fn secrets_never_reach_streams_lists_or_logs() {
 
 /// Long enough that only a hang takes it, on however loaded a machine.
 const HANG: Duration = Duration::from_secs(60);
+
+/// keyward's stderr piped to a reader that takes nothing (a stalled log
+/// collector: the pipe fills at 64 KiB). With the lines written from the
+/// workers, they blocked on the full pipe and stopped answering; now lines
+/// queue for a thread of their own, then drop, counted.
+#[tokio::test]
+async fn a_log_reader_that_takes_nothing_stalls_no_answer_and_drops_are_counted() {
+    let redis = TestRedis::start();
+    // Debug logs: several lines per validation (the harness reads stderr
+    // only once the process has exited).
+    let mut app = Binary::start(&redis, &[("KEYWARD_LOG", "debug")]).await;
+    let limit = json!({ "rate_limit_per_minute": 1_000_000 });
+    let key = app.mint_creating("alpha", limit).await.api_key;
+    let dropped = |metrics: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("keyward_log_lines_dropped_total "))
+            .map(|n| n.trim().parse::<f64>().unwrap())
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut answered = 0;
+    loop {
+        let answers = futures::stream::iter(0..400)
+            .map(|_| {
+                app.http
+                    .post(app.url("/v1/validate-key"))
+                    .json(&json!({ "api_key": key }))
+                    .timeout(Duration::from_secs(10))
+                    .send()
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
+        for answer in answers {
+            let status = answer.expect("answered within 10 s").status();
+            assert_eq!(status, StatusCode::OK);
+            answered += 1;
+        }
+        let metrics = app.get("/metrics", None).await.text().await.unwrap();
+        if dropped(&metrics).is_some_and(|n| n > 0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{answered} answered and no log line dropped: {:?}",
+            dropped(&metrics)
+        );
+    }
+    // What the pipe held: the first lines, whole.
+    let logs = app.stop_and_read_logs();
+    assert!(
+        logs.contains("key minted"),
+        "{}",
+        &logs[..logs.len().min(2000)]
+    );
+}
 
 #[tokio::test]
 async fn when_redis_is_down_validation_and_health_are_503_then_recover() {
