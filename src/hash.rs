@@ -774,20 +774,25 @@ mod tests {
         assert!(spare.kept().is_empty());
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_last_run_of_a_burst_frees_the_spare_blocks() {
+    /// A hasher of 1 MiB, one pass, `concurrency` runs at once.
+    fn cheap_hasher(concurrency: &str) -> Arc<Hasher> {
         let config = Config::from_lookup(|name| {
             let value = match name {
                 "KEYWARD_REDIS_URL" => "redis://127.0.0.1:1",
                 "KEYWARD_ARGON2_MEMORY_KIB" => "1024",
                 "KEYWARD_ARGON2_ITERATIONS" => "1",
-                "KEYWARD_ARGON2_CONCURRENCY" => "2",
+                "KEYWARD_ARGON2_CONCURRENCY" => concurrency,
                 _ => return None,
             };
             Some(value.to_owned())
         })
         .unwrap();
-        let hasher = Arc::new(Hasher::new(&config).unwrap());
+        Arc::new(Hasher::new(&config).unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_last_run_of_a_burst_frees_the_spare_blocks() {
+        let hasher = cheap_hasher("2");
         let secret = Secret::parse(&"s3cret".repeat(8)).unwrap();
         let phc = hasher.hash(&secret).await.unwrap();
         let runs = (0..6).map(|_| {
@@ -805,18 +810,7 @@ mod tests {
     /// back by the drop of its future, frees the spare blocks.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_caller_that_gives_up_last_frees_the_spare_blocks() {
-        let config = Config::from_lookup(|name| {
-            let value = match name {
-                "KEYWARD_REDIS_URL" => "redis://127.0.0.1:1",
-                "KEYWARD_ARGON2_MEMORY_KIB" => "1024",
-                "KEYWARD_ARGON2_ITERATIONS" => "1",
-                "KEYWARD_ARGON2_CONCURRENCY" => "1",
-                _ => return None,
-            };
-            Some(value.to_owned())
-        })
-        .unwrap();
-        let hasher = Arc::new(Hasher::new(&config).unwrap());
+        let hasher = cheap_hasher("1");
         let secret = Secret::parse(&"s3cret".repeat(8)).unwrap();
         // A place held by the test: the burst goes on past the first run,
         // whose blocks stay spare.
