@@ -98,7 +98,8 @@ const LOG_LINES_BUFFERED: usize = 16_384;
 static LOG_LINES_DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
 
 /// Installs the global tracing subscriber. Call once, from the binary, and
-/// hold the guard it returns until exit: dropping it writes what is queued.
+/// hold the guard it returns until exit: dropping it writes what is queued
+/// (waiting at most about a second for a reader that takes nothing).
 ///
 /// Lines reach stderr from a thread of their own. A reader that stops
 /// taking them (a full pipe, a stalled log collector) makes them queue, up
