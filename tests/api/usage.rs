@@ -39,6 +39,21 @@ async fn usage(client: &Client, query: &str) -> Value {
     expect(r, StatusCode::OK).await
 }
 
+/// As [`usage`], or `None` while it is not answered 200 (Redis away).
+async fn usage_answered(client: &Client, query: &str) -> Option<Value> {
+    let r = client.admin_get(&format!("/v1/admin/usage?{query}")).await;
+    if r.status() != StatusCode::OK {
+        return None;
+    }
+    r.json().await.ok()
+}
+
+/// `from=…&to=…`: the two hours either side of now.
+fn hours_around_now() -> String {
+    let now = keyward::store::now() as u64;
+    format!("from={}&to={}", now - 7_200, now + 7_200)
+}
+
 /// What the clients saw, by key: answers by status.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct Seen {
@@ -118,13 +133,10 @@ async fn terminate(bin: &mut Binary) {
 /// equals what the clients saw (polled: each instance flushes about once a
 /// second); the day and month levels hold the same totals.
 async fn record_matches(reader: &Client, project: &str, keys: &[Minted], seen: &[Seen]) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = keyward::store::now() as u64;
     let mut all = Seen::default();
     seen.iter().for_each(|s| add(&mut all, s));
-    let range = format!("from={}&to={}", now - 7_200, now + 7_200);
+    let range = hours_around_now();
     let mut wanted: Vec<(String, Seen)> = keys
         .iter()
         .zip(seen)
@@ -512,28 +524,17 @@ async fn a_redis_outage_during_traffic_loses_no_counts() {
     )
     .await;
     redis.restart();
-    let query = {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        format!(
-            "project_id={project}&key_id={}&from={}&to={}&granularity=hour",
-            key.key_id,
-            now - 7_200,
-            now + 7_200
-        )
-    };
+    let query = format!(
+        "project_id={project}&key_id={}&{}&granularity=hour",
+        key.key_id,
+        hours_around_now()
+    );
     let want = Seen {
         ok: 5 + during,
         ..Seen::default()
     };
     let reads = within(30, "the record to hold every 200", || async {
-        let r = app.admin_get(&format!("/v1/admin/usage?{query}")).await;
-        if r.status() != StatusCode::OK {
-            return None;
-        }
-        let answer: Value = r.json().await.ok()?;
+        let answer = usage_answered(&app, &query).await?;
         (totals(&answer) == want).then_some(answer)
     })
     .await;
@@ -567,11 +568,7 @@ async fn a_flush_stalled_past_its_deadline_loses_nothing_and_over_counts_at_most
     for key in &keys {
         app.validate(&key.api_key, StatusCode::OK).await;
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let range = format!("from={}&to={}&granularity=hour", now - 7_200, now + 7_200);
+    let range = format!("{}&granularity=hour", hours_around_now());
     // The 200s in the record of the project, or of one of its keys.
     let recorded = |key_id: Option<&str>| {
         let query = match key_id {
@@ -579,13 +576,7 @@ async fn a_flush_stalled_past_its_deadline_loses_nothing_and_over_counts_at_most
             None => format!("project_id={project}&{range}"),
         };
         let app = &app;
-        async move {
-            let r = app.admin_get(&format!("/v1/admin/usage?{query}")).await;
-            if r.status() != StatusCode::OK {
-                return None;
-            }
-            Some(totals(&r.json().await.ok()?).ok)
-        }
+        async move { Some(totals(&usage_answered(app, &query).await?).ok) }
     };
     within(30, "the first use of every key in the record", || async {
         (recorded(None).await? == KEYS).then_some(())
