@@ -238,9 +238,10 @@ impl Owed {
     fn validations(&self) -> i64 {
         // `LEVELS[0]` is the hour.
         const _: () = assert!(matches!(LEVELS[0], Granularity::Hour));
-        match self.series == series(0, true) {
-            true => self.counts,
-            false => 0,
+        if self.series == series(0, true) {
+            self.counts
+        } else {
+            0
         }
     }
 }
@@ -431,13 +432,14 @@ impl Store {
                         let expire_at = record.retention.expire_at(&span);
                         for key_id in [Some(key.key_id.as_str()), None] {
                             let hash = names::usage(&key.project, key_id, &span.name);
+                            let kind = series(l, key_id.is_some());
                             for (i, &n) in sums.iter().enumerate().filter(|(_, n)| **n != 0) {
                                 let owed = state
                                     .owed
                                     .entry((hash.clone(), format!("{nn:02}:{}", FIELDS[i])))
                                     .or_default();
                                 owed.delta += n;
-                                owed.series = series(l, key_id.is_some());
+                                owed.series = kind;
                                 if i != EXTRA_COST {
                                     owed.counts += n;
                                 }
