@@ -4,8 +4,7 @@
 //! trail. Sizes are measured: Redis's `used_memory` and keyward's resident
 //! memory.
 
-use std::io::Read as _;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -35,24 +34,6 @@ async fn used_memory(redis: &TestRedis) -> u64 {
         .find_map(|l| l.strip_prefix("used_memory:"))
         .and_then(|v| v.trim().parse().ok())
         .expect("used_memory in INFO memory")
-}
-
-/// Everything `bin` writes to stderr, collected by a thread of its own (a
-/// pipe no one reads would block keyward's logging).
-fn collect_stderr(bin: &mut Binary) -> Arc<Mutex<Vec<u8>>> {
-    let mut stderr = bin.process.0.stderr.take().expect("stderr is piped");
-    let logs = Arc::new(Mutex::new(Vec::new()));
-    let sink = logs.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 65536];
-        while let Ok(n) = stderr.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock().unwrap().extend_from_slice(&buf[..n]);
-        }
-    });
-    logs
 }
 
 /// Creates an operator as root: its id and token.
@@ -90,7 +71,7 @@ async fn a_long_request_id_is_kept_nowhere_and_refusal_floods_leave_redis_and_ke
         ],
     )
     .await;
-    let logs = collect_stderr(&mut bin);
+    let logs = bin.collect_logs();
     let pid = bin.process.0.id();
     let project = json!({ "project_id": "alpha", "label": "a", "owner": "o" });
     let r = bin

@@ -154,7 +154,7 @@ impl Cluster {
         connect(&format!("redis://{user}:{password}@127.0.0.1:{port}")).await
     }
 
-    async fn node(&self, port: u16) -> Pool {
+    pub(crate) async fn node(&self, port: u16) -> Pool {
         self.node_as(port, "cluster-admin", &self.admin_password)
             .await
     }
@@ -165,8 +165,50 @@ impl Cluster {
         Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
     }
 
+    /// Kills the node on `port` (SIGKILL), as a crash would.
+    pub(crate) fn kill(&self, port: u16) {
+        let pid = self.pid(port).expect("the node runs");
+        let kill = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+        assert!(kill.unwrap().success());
+    }
+
+    /// The replica of `master`.
+    pub(crate) async fn replica_of(&self, master: &Node) -> Node {
+        self.nodes()
+            .await
+            .into_iter()
+            .find(|n| n.master_id.as_deref() == Some(master.id.as_str()))
+            .expect("the master has a replica")
+    }
+
+    /// Waits until `replica` is a master: after its master is killed, it
+    /// takes over after cluster-node-timeout (1 s) and an election.
+    pub(crate) async fn wait_promoted(&self, replica: &Node) {
+        let conn = self.node(replica.port).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let role = raw(&conn, "ROLE", vec![]).await;
+            if matches!(role.ok().map(|r| r.into_array()), Some(r) if r.first().and_then(|v| v.as_string()).as_deref() == Some("master"))
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the replica was not promoted");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts a killed node again from its own configuration: it rejoins
+    /// the cluster as a replica of the master that took its slots.
+    pub(crate) fn start_again(&self, port: u16) {
+        let conf = self.dir.join(format!("{port}/redis.conf"));
+        let started = Command::new("redis-server").arg(conf).status().unwrap();
+        assert!(started.success());
+    }
+
     /// The nodes as `CLUSTER NODES` on a live node describes them.
-    async fn nodes(&self) -> Vec<Node> {
+    pub(crate) async fn nodes(&self) -> Vec<Node> {
         for &port in &self.ports {
             if self.pid(port).is_none() {
                 continue;
@@ -180,7 +222,7 @@ impl Cluster {
     }
 
     /// The master serving `key`'s slot, as the cluster sees it now.
-    async fn master_of(&self, key: &str) -> Node {
+    pub(crate) async fn master_of(&self, key: &str) -> Node {
         let slot = fred::util::redis_keyslot(key.as_bytes());
         self.nodes()
             .await
@@ -218,12 +260,12 @@ fn args(a: &[&str]) -> Vec<String> {
 
 /// One line of `CLUSTER NODES`.
 #[derive(Debug, Clone)]
-struct Node {
-    id: String,
-    port: u16,
-    master: bool,
+pub(crate) struct Node {
+    pub(crate) id: String,
+    pub(crate) port: u16,
+    pub(crate) master: bool,
     /// The master's id, for a replica.
-    master_id: Option<String>,
+    pub(crate) master_id: Option<String>,
     failed: bool,
     slots: Vec<(u16, u16)>,
 }
@@ -819,13 +861,7 @@ async fn a_master_killed_under_load_costs_seconds_of_503_and_no_wrong_answer() {
         !metrics.contains("keyward_admin_writes_unconfirmed_total"),
         "a write went unconfirmed"
     );
-    let replica = c
-        .nodes()
-        .await
-        .into_iter()
-        .find(|n| n.master_id.as_deref() == Some(victim.id.as_str()))
-        .expect("the victim has a replica");
-    let replica_conn = c.node(replica.port).await;
+    let replica = c.replica_of(&victim).await;
 
     // Continuous validations: each worker alternates good keys and the
     // revoked one. Every answer is recorded with the phase it ended in.
@@ -864,24 +900,11 @@ async fn a_master_killed_under_load_costs_seconds_of_503_and_no_wrong_answer() {
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let pid = c.pid(victim.port).expect("the victim runs");
-    let kill = Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status();
-    assert!(kill.unwrap().success());
+    c.kill(victim.port);
     let kill_time = started.elapsed();
     *killed_at.lock().unwrap() = Some(kill_time);
-    // The replica takes over after cluster-node-timeout (1 s) and an election.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let promoted = loop {
-        let role = raw(&replica_conn, "ROLE", vec![]).await;
-        if matches!(role.ok().map(|r| r.into_array()), Some(r) if r.first().and_then(|v| v.as_string()).as_deref() == Some("master"))
-        {
-            break started.elapsed();
-        }
-        assert!(Instant::now() < deadline, "the replica was not promoted");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    c.wait_promoted(&replica).await;
+    let promoted = started.elapsed();
     // Recovered: keyward itself answers 200 for every good key again.
     let deadline = Instant::now() + Duration::from_secs(20);
     let recovered = loop {
@@ -965,9 +988,7 @@ async fn a_master_killed_under_load_costs_seconds_of_503_and_no_wrong_answer() {
     assert_eq!(audited.get(&revoked.key_id), Some(&1), "only the warm-up");
 
     // Back to 3 + 3: the killed node restarts and rejoins as a replica.
-    let conf = c.dir.join(format!("{}/redis.conf", victim.port));
-    let restarted = Command::new("redis-server").arg(conf).status().unwrap();
-    assert!(restarted.success());
+    c.start_again(victim.port);
     let old = c.node(victim.port).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -1185,7 +1206,7 @@ async fn keyward_migrate_finds_projects_on_every_master_and_converts_in_one_slot
 
 /// Waits until the cluster is whole: `cluster_state:ok` and every replica's
 /// link to its master up (a replica that never synced cannot be promoted).
-async fn wait_until_whole(c: &Cluster) {
+pub(crate) async fn wait_until_whole(c: &Cluster) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let nodes = c.nodes().await;
@@ -1281,11 +1302,7 @@ async fn each_master_failing_over_in_turn_never_passes_a_refused_key() {
             .min_by_key(|n| n.port)
             .expect("a master not killed yet");
         killed.insert(victim.id.clone());
-        let pid = c.pid(victim.port).expect("the victim runs");
-        let kill = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
-        assert!(kill.unwrap().success());
+        c.kill(victim.port);
         let started = Instant::now();
         // Probe until every answer is exactly the fault-free one again.
         let deadline = started + Duration::from_secs(30);
@@ -1304,12 +1321,7 @@ async fn each_master_failing_over_in_turn_never_passes_a_refused_key() {
             started.elapsed().as_millis()
         );
         // The killed node comes back as a replica of its successor.
-        let conf = c.dir.join(format!("{}/redis.conf", victim.port));
-        assert!(Command::new("redis-server")
-            .arg(conf)
-            .status()
-            .unwrap()
-            .success());
+        c.start_again(victim.port);
     }
     wait_until_whole(c).await;
     assert!(check(false).await, "after every failover");

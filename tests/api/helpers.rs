@@ -714,6 +714,25 @@ impl Binary {
 }
 
 impl Binary {
+    /// Everything it writes to stderr from now on, collected by a thread of
+    /// its own (a pipe no one reads would make keyward drop log lines).
+    pub fn collect_logs(&mut self) -> Arc<Mutex<Vec<u8>>> {
+        use std::io::Read as _;
+        let mut stderr = self.process.0.stderr.take().expect("stderr is piped");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        logs
+    }
+
     /// Stops the process as an orchestrator would (SIGTERM, so it writes
     /// the log lines it has queued; SIGKILL after 10 s) and returns what it
     /// logged (its stderr).
