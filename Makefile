@@ -6,7 +6,7 @@ KEYWARD_PORT ?= 8080
 # The revision `make load-compare` measures this tree against.
 BASE ?= 240fbde
 
-.PHONY: run test check bench load load-restart load-compare load-unix load-tls load-grpc profile usage-memory clean-run
+.PHONY: run test check bench load load-restart load-compare load-unix load-tls load-grpc profile release-pgo usage-memory clean-run
 
 ## Install what is missing, start Redis Stack and keyward, mint a demo key.
 run:
@@ -42,9 +42,16 @@ load-restart:
 
 ## Warm C=64 against BASE's keyward (built in target/compare/) and this tree's,
 ## alternating for KEYWARD_BENCH_ROUNDS rounds (default 3): medians and ratios.
+## PGO=1: this tree's side is `make release-pgo`'s binary, built first.
 load-compare:
 	bash redis/local.sh install wrk
-	bash benches/compare.sh $(BASE)
+	KEYWARD_BENCH_PGO=$(PGO) bash benches/compare.sh $(BASE)
+
+## keyward built with profile-guided optimisation, trained on the load
+## benchmark's scenarios: target/pgo/keyward (benches/pgo.sh).
+release-pgo:
+	bash redis/local.sh install wrk
+	bash benches/pgo.sh
 
 ## The usage record's memory and flush cost per layout, on a Redis of its own
 ## (docs/usage-plans.md, "Usage records"); USAGE_MEMORY_ARGS passes options.

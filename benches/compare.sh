@@ -6,7 +6,10 @@
 # round's ratios new/base, the medians (non-200: the sum), their ratios and
 # round 4's targets (issue #35, against 240fbde).
 #
-#   benches/compare.sh [REV]          REV defaults to 240fbde
+#   benches/compare.sh [REV]          REV defaults to 240fbde; with
+#                                     KEYWARD_BENCH_PGO=1 (make load-compare PGO=1),
+#                                     this tree's side is benches/pgo.sh's
+#                                     binary, built first
 #   benches/compare.sh --unix         make load-unix: this tree's keyward on Redis
 #                                     over TCP ("base") and over its Unix socket
 #                                     (KEYWARD_BENCH_REDIS=unix, "new"): ratios
@@ -51,6 +54,10 @@ else
   dir="$PWD/target/compare/$short"
   bin="$dir/keyward"
   names=("base $rev" new) runs=(KEYWARD_BENCH_BASE="$dir" KEYWARD_BENCH_REDIS=tcp)
+  if [[ "${KEYWARD_BENCH_PGO:-}" == 1 ]]; then
+    bash benches/pgo.sh
+    names=("base $rev" "new (PGO)") runs=(KEYWARD_BENCH_BASE="$dir" KEYWARD_BENCH_BASE="$PWD/target/pgo")
+  fi
 fi
 
 if [[ "$rev" == --grpc ]]; then
