@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make release-pgo: keyward built with profile-guided optimisation (PGO),
-# target/pgo/keyward. docs/performance.md ("Round 4, PGO") has what it
-# gains and how it was measured.
+# target/pgo/keyward. docs/performance.md ("Round 4, profile-guided
+# optimisation") has what it gains and how it was measured.
 #
 #   1. an instrumented keyward (RUSTFLAGS=-Cprofile-generate), CARGO_TARGET_DIR
 #      target/pgo/gen;

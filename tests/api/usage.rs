@@ -376,8 +376,8 @@ async fn a_master_failing_over_loses_none_of_the_record() {
     let failed = killed.elapsed();
     let takeover = vec!["FAILOVER".into(), "TAKEOVER".into()];
     raw(&replica_conn, "CLUSTER", takeover).await.unwrap();
-    c.wait_promoted(&replica).await;
     no_failover("no").await.unwrap();
+    c.wait_promoted(&replica).await;
     let promoted = killed.elapsed();
     let before = passed.load(Ordering::Relaxed);
     let deadline = Instant::now() + Duration::from_secs(20);
